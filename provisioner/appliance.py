@@ -1,0 +1,36 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The state the subsystems share, built once per process and handed to each
+service's factory: the reactor, the configuration, the client directory and
+the virtual files. Services find each other's public objects here (the image
+catalogue, the inventory) instead of importing each other.
+"""
+
+from provisioner.clients import ClientDirectory
+from provisioner.files import VirtualFiles
+
+__all__ = ["Appliance"]
+
+
+class Appliance:
+    """
+    @ivar reactor: the reactor every service uses (injected, never imported
+        at module level).
+    @ivar config: the current configuration (a nested C{dict}); replaced on
+        reload.
+    @ivar clients: the L{provisioner.clients.ClientDirectory}.
+    @ivar virtualFiles: the L{provisioner.files.VirtualFiles} registry served
+        by TFTP and HTTP.
+    @ivar catalog: the image catalogue, set by the images service (or L{None}).
+    @ivar inventory: the inventory, set by the menus service (or L{None}).
+    @ivar menus: the menu renderer, set by the menus service (or L{None}).
+    """
+
+    def __init__(self, config, reactor):
+        self.config = config
+        self.reactor = reactor
+        self.clients = ClientDirectory()
+        self.virtualFiles = VirtualFiles()
+        self.catalog = None
+        self.inventory = None
+        self.menus = None

@@ -1,0 +1,385 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Configuration: a declarative schema, embedded defaults, YAML loading with line
+numbers, and one error type for bad configuration.
+
+Each subsystem declares its own section in C{provisioner/<subsystem>/schema.py}
+as a module-level C{SCHEMA} (a L{Section}); L{SECTIONS} names those modules.
+A loaded configuration is a plain nested C{dict} of validated values; every
+key of the schema is present, filled from the defaults.
+
+Errors name the dotted key and, when it came from a file, the file and line:
+C{provisioner.yaml:12: tftp.blksize_max: must be at most 65464 (got 70000)}.
+"""
+
+import importlib
+import ipaddress
+import os
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Key",
+    "Section",
+    "SECTIONS",
+    "schema",
+    "defaults",
+    "loadConfig",
+    "parseOverride",
+    "describe",
+]
+
+
+class ConfigError(Exception):
+    """
+    The configuration is invalid. C{str()} is a complete, operator-readable
+    message naming the key and, where known, the file and line.
+    """
+
+    def __init__(self, key, message, where=None):
+        self.key = key
+        self.message = message
+        self.where = where
+        Exception.__init__(self, self._text())
+
+    def _text(self):
+        prefix = "%s: " % (self.where,) if self.where else ""
+        keyText = "%s: " % (self.key,) if self.key else ""
+        return prefix + keyText + self.message
+
+
+_KINDS = ("int", "float", "bool", "str", "path", "list", "map", "any", "ip", "ipnet", "port")
+
+
+class Key:
+    """
+    One configuration key.
+
+    @ivar default: the embedded default (already valid).
+    @ivar kind: one of C{int float bool str path list map any ip ipnet port}.
+    @ivar doc: one line for the operator's guide and the sample config.
+    @ivar minimum, maximum: inclusive bounds for numbers.
+    @ivar choices: the allowed values, or L{None}.
+    @ivar nullable: whether C{null} is allowed.
+    @ivar items: for C{list}, the L{Key} each item must satisfy (or None).
+    @ivar check: a callable taking the value and returning an error string or
+        L{None}, for rules the fields above cannot say.
+    """
+
+    def __init__(self, default, kind, doc, minimum=None, maximum=None,
+                 choices=None, nullable=False, items=None, check=None):
+        if kind not in _KINDS:
+            raise ValueError("unknown kind %r" % (kind,))
+        self.default = default
+        self.kind = kind
+        self.doc = doc
+        self.minimum = minimum
+        self.maximum = maximum
+        self.choices = choices
+        self.nullable = nullable
+        self.items = items
+        self.check = check
+
+    def validate(self, value, key):
+        """
+        Return the value converted to its kind, or raise L{ConfigError}.
+        """
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(key, "must not be null")
+        kind = self.kind
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(key, "must be true or false (got %r)" % (value,))
+        elif kind in ("int", "port"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(key, "must be a whole number (got %r)" % (value,))
+            if kind == "port" and not 0 <= value <= 65535:
+                raise ConfigError(key, "must be a port number 0..65535 (got %r)" % (value,))
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(key, "must be a number (got %r)" % (value,))
+            value = float(value)
+        elif kind in ("str", "path"):
+            if not isinstance(value, str):
+                raise ConfigError(key, "must be a string (got %r)" % (value,))
+            if kind == "path" and "\x00" in value:
+                raise ConfigError(key, "must not contain NUL")
+        elif kind == "ip":
+            try:
+                value = str(ipaddress.ip_address(str(value)))
+            except ValueError:
+                raise ConfigError(key, "must be an IP address (got %r)" % (value,))
+        elif kind == "ipnet":
+            try:
+                value = str(ipaddress.ip_network(str(value), strict=False))
+            except ValueError:
+                raise ConfigError(key, "must be a network like 198.18.0.0/24 (got %r)" % (value,))
+        elif kind == "list":
+            if not isinstance(value, list):
+                raise ConfigError(key, "must be a list (got %r)" % (value,))
+            if self.items is not None:
+                value = [self.items.validate(v, "%s[%d]" % (key, i)) for i, v in enumerate(value)]
+        elif kind == "map":
+            if not isinstance(value, dict):
+                raise ConfigError(key, "must be a mapping (got %r)" % (value,))
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(key, "must be at least %s (got %r)" % (self.minimum, value))
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(key, "must be at most %s (got %r)" % (self.maximum, value))
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(key, "must be one of %s (got %r)" % (
+                ", ".join(repr(c) for c in self.choices), value))
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ConfigError(key, problem)
+        return value
+
+
+class Section:
+    """
+    A mapping of names to L{Key}s or nested L{Section}s.
+
+    @ivar reserved: a section for a subsystem that is not built yet: it
+        accepts only C{enabled: false}.
+    """
+
+    def __init__(self, doc, keys, reserved=False, check=None):
+        self.doc = doc
+        self.keys = dict(keys)
+        self.reserved = reserved
+        self.check = check
+
+    def defaults(self):
+        out = {}
+        for name, item in self.keys.items():
+            if isinstance(item, Section):
+                out[name] = item.defaults()
+            else:
+                out[name] = _copy(item.default)
+        return out
+
+
+def _copy(value):
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+# The sections, in the order services start, and the module holding each
+# section's SCHEMA.
+SECTIONS = {
+    "tftp": "provisioner.tftp.schema",
+    "dhcp": "provisioner.dhcp.schema",
+    "images": "provisioner.images.schema",
+    "inventory": "provisioner.menus.inventory_schema",
+    "menus": "provisioner.menus.schema",
+    "http": "provisioner.web.schema",
+    "multicast": "provisioner.mcast.schema",
+}
+
+
+def schema():
+    """
+    Return the whole schema: a L{Section} of every section.
+    """
+    keys = {}
+    for name, module in SECTIONS.items():
+        keys[name] = importlib.import_module(module).SCHEMA
+    return Section("provisioner configuration", keys)
+
+
+def defaults():
+    """
+    Return the embedded default configuration (valid, nothing needs root).
+    """
+    return schema().defaults()
+
+
+class _Located:
+    """
+    Where a value came from: for error messages.
+    """
+
+    def __init__(self, filename, lines):
+        self.filename = filename
+        self.lines = lines  # dotted key -> 1-based line
+
+    def where(self, key):
+        line = self.lines.get(key)
+        if line is None:
+            # Fall back to the nearest enclosing key that has a line.
+            parts = key.split(".")
+            while parts and line is None:
+                parts.pop()
+                line = self.lines.get(".".join(parts))
+        if self.filename is None:
+            return None
+        if line is None:
+            return self.filename
+        return "%s:%d" % (self.filename, line)
+
+
+def _parseYAML(text, filename):
+    """
+    Parse YAML into plain data plus a map of dotted keys to line numbers.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = filename
+            if mark is not None:
+                where = "%s:%d" % (filename, mark.line + 1)
+            raise ConfigError(None, "not valid YAML: %s" % (getattr(e, "problem", None) or e,), where)
+        lines = {}
+
+        def walk(n, prefix):
+            if isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    name = loader.construct_object(k, deep=True)
+                    key = "%s.%s" % (prefix, name) if prefix else str(name)
+                    lines[key] = k.start_mark.line + 1
+                    walk(v, key)
+
+        if node is None:
+            return {}, lines
+        walk(node, "")
+        try:
+            data = loader.construct_document(node)
+        except yaml.YAMLError as e:
+            raise ConfigError(None, "not valid YAML: %s" % (e,), filename)
+        return data, lines
+    finally:
+        loader.dispose()
+
+
+def _merge(section, data, prefix, located, out):
+    """
+    Validate C{data} against C{section}, writing into C{out} (pre-filled with
+    defaults).
+    """
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or None, "must be a mapping", located.where(prefix))
+    if section.reserved:
+        for name, value in data.items():
+            key = "%s.%s" % (prefix, name)
+            if name != "enabled" or value not in (False, None):
+                raise ConfigError(
+                    key, "section %r is reserved: it is not built yet, only 'enabled: false' "
+                    "is accepted" % (prefix,), located.where(key))
+        return
+    for name, value in data.items():
+        key = "%s.%s" % (prefix, name) if prefix else str(name)
+        item = section.keys.get(name)
+        if item is None:
+            known = ", ".join(sorted(section.keys))
+            raise ConfigError(key, "unknown key (known here: %s)" % (known,), located.where(key))
+        if isinstance(item, Section):
+            _merge(item, value, key, located, out[name])
+        else:
+            try:
+                out[name] = item.validate(value, key)
+            except ConfigError as e:
+                raise ConfigError(e.key, e.message, located.where(e.key))
+    if section.check is not None:
+        problem = section.check(out)
+        if problem:
+            raise ConfigError(prefix, problem, located.where(prefix))
+
+
+def parseOverride(text):
+    """
+    Parse a C{section.key=value} override; the value is read as YAML
+    (C{tftp.port=6969}, C{dhcp.interfaces=[eth1]}).
+
+    @return: C{(dotted key, value)}
+    @raise ConfigError: if it has no C{=}.
+    """
+    if "=" not in text:
+        raise ConfigError(None, "override %r must look like section.key=value" % (text,))
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _nest(key, value):
+    out = {}
+    cursor = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cursor[p] = {}
+        cursor = cursor[p]
+    cursor[parts[-1]] = value
+    return out
+
+
+def loadConfig(path=None, overrides=(), text=None):
+    """
+    Load and validate the configuration.
+
+    @param path: a YAML file, or L{None} for the embedded defaults.
+    @param overrides: C{(dotted key, value)} pairs applied after the file
+        (command-line flags).
+    @param text: YAML text to use instead of reading C{path} (tests).
+    @return: the configuration as a nested C{dict}.
+    @raise ConfigError: whatever is wrong, with key and line.
+    """
+    top = schema()
+    out = top.defaults()
+    filename = None
+    if path is not None and text is None:
+        filename = os.path.basename(path)
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(None, "cannot read %s: %s" % (path, e.strerror or e))
+        except UnicodeDecodeError:
+            raise ConfigError(None, "%s is not UTF-8 text" % (path,))
+    elif text is not None:
+        filename = os.path.basename(path) if path else "<config>"
+    if text is not None:
+        data, lines = _parseYAML(text, filename)
+        if data is None:
+            data = {}
+        _merge(top, data, "", _Located(filename, lines), out)
+    for key, value in overrides:
+        _merge(top, _nest(key, value), "", _Located("command line", {}), out)
+    return out
+
+
+def describe(section=None, prefix=""):
+    """
+    Yield C{(dotted key, Key)} for every key, depth first (docs and samples).
+    """
+    if section is None:
+        section = schema()
+    for name, item in section.keys.items():
+        key = "%s.%s" % (prefix, name) if prefix else name
+        if isinstance(item, Section):
+            for pair in describe(item, key):
+                yield pair
+        else:
+            yield key, item
+
+
+def reserved(doc):
+    """
+    A section for a subsystem that is not built yet.
+    """
+    return Section(doc + " (reserved: not built yet; only 'enabled: false' is accepted)",
+                   {"enabled": Key(False, "bool", "must stay false until the subsystem exists")},
+                   reserved=True)

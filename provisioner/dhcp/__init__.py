@@ -1,0 +1,3 @@
+"""
+dhcp subsystem of provisioner.
+"""

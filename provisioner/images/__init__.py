@@ -1,0 +1,3 @@
+"""
+images subsystem of provisioner.
+"""

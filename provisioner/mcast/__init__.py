@@ -1,0 +1,3 @@
+"""
+mcast subsystem of provisioner.
+"""

@@ -1,0 +1,3 @@
+"""
+menus subsystem of provisioner.
+"""

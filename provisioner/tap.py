@@ -1,0 +1,174 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+twistd wiring: the C{provisioner} plugin's options and L{makeService}.
+
+Each subsystem is one named child service, built by
+C{provisioner.<subsystem>.service.makeService(appliance)} when its section is
+enabled. A subsystem's service may implement C{reconfigure(config)} to take a
+reloaded configuration (SIGHUP) without dropping work in flight.
+"""
+
+import importlib
+import signal
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.python import usage
+
+from provisioner.appliance import Appliance
+from provisioner.config import ConfigError, loadConfig, parseOverride
+
+__all__ = ["Options", "makeService", "ProvisionerService", "SUBSYSTEMS"]
+
+# (service name, config section, module with makeService(appliance)), in
+# start order: producers of shared objects first.
+SUBSYSTEMS = [
+    ("images", "images", "provisioner.images.service"),
+    ("menus", "menus", "provisioner.menus.service"),
+    ("dhcp", "dhcp", "provisioner.dhcp.service"),
+    ("tftp", "tftp", "provisioner.tftp.service"),
+    ("http", "http", "provisioner.web.service"),
+    ("multicast", "multicast", "provisioner.mcast.service"),
+]
+
+
+class Options(usage.Options):
+    """
+    C{twistd provisioner} options. Flags override the configuration file.
+    """
+
+    synopsis = "[--config FILE] [--tftp-root DIR] [--tftp-port PORT] [--set KEY=VALUE ...]"
+
+    optParameters = [
+        ["config", "c", None, "YAML configuration file (default: the embedded safe defaults)."],
+        ["tftp-root", None, None, "Directory served over TFTP (tftp.root)."],
+        ["tftp-port", None, None, "TFTP listen port (tftp.port).", int],
+        ["tftp-address", None, None, "TFTP listen address (tftp.address)."],
+        ["tftp-interface", None, None, "TFTP listen interface (tftp.interface)."],
+    ]
+
+    _flagKeys = {
+        "tftp-root": "tftp.root",
+        "tftp-port": "tftp.port",
+        "tftp-address": "tftp.address",
+        "tftp-interface": "tftp.interface",
+    }
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["overrides"] = []
+
+    def opt_set(self, value):
+        """
+        Override one configuration key, e.g. --set tftp.windowsize_max=32
+        (repeatable; the value is read as YAML).
+        """
+        try:
+            self["overrides"].append(parseOverride(value))
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+    def postOptions(self):
+        flags = []
+        for flag, key in self._flagKeys.items():
+            if self[flag] is not None:
+                flags.append((key, self[flag]))
+        self["overrides"] = flags + self["overrides"]
+        try:
+            self["loaded"] = loadConfig(self["config"], self["overrides"])
+        except ConfigError as e:
+            raise usage.UsageError("bad configuration: %s" % (e,))
+
+
+class ProvisionerService(service.MultiService):
+    """
+    The appliance: one named child service per enabled subsystem, and SIGHUP
+    to reload the configuration.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, configPath=None, overrides=(), reactor=None):
+        service.MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.configPath = configPath
+        self.overrides = list(overrides)
+        self.appliance = Appliance(config, reactor)
+        self._previousHUP = None
+        for name, section, module in SUBSYSTEMS:
+            if config[section].get("enabled", False):
+                self._addSubsystem(name, module)
+
+    def _addSubsystem(self, name, module):
+        factory = importlib.import_module(module).makeService
+        child = factory(self.appliance)
+        child.setName(name)
+        child.setServiceParent(self)
+        return child
+
+    def startService(self):
+        service.MultiService.startService(self)
+        if hasattr(signal, "SIGHUP"):
+            try:
+                self._previousHUP = signal.signal(signal.SIGHUP, self._sighup)
+            except ValueError:  # not the main thread (tests)
+                self._previousHUP = None
+        self.log.info("provisioner started: {services}",
+                      services=", ".join(s.name for s in self) or "no services")
+
+    def stopService(self):
+        if self._previousHUP is not None:
+            signal.signal(signal.SIGHUP, self._previousHUP)
+            self._previousHUP = None
+        return service.MultiService.stopService(self)
+
+    def _sighup(self, signum, frame):
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """
+        Read the configuration again and hand it to every subsystem. A bad
+        configuration is logged and the running one kept. Sections switched
+        on or off start or stop their service.
+
+        @return: L{True} if the new configuration was applied.
+        """
+        try:
+            config = loadConfig(self.configPath, self.overrides)
+        except ConfigError as e:
+            self.log.error("reload refused, keeping the running configuration: {error}",
+                           error=str(e))
+            return False
+        self.appliance.config = config
+        for name, section, module in SUBSYSTEMS:
+            enabled = config[section].get("enabled", False)
+            try:
+                child = self.getServiceNamed(name)
+            except KeyError:
+                child = None
+            try:
+                if child is None and enabled:
+                    self._addSubsystem(name, module)
+                    self.log.info("reload: started {service}", service=name)
+                elif child is not None and not enabled:
+                    child.disownServiceParent()
+                    self.log.info("reload: stopped {service}", service=name)
+                elif child is not None and hasattr(child, "reconfigure"):
+                    child.reconfigure(config)
+            except Exception:
+                self.log.failure("reload of {service} failed", service=name)
+        self.log.info("configuration reloaded from {path}", path=self.configPath or "defaults")
+        return True
+
+
+def makeService(options, reactor=None):
+    """
+    Build the appliance from parsed L{Options}.
+    """
+    config = options.get("loaded")
+    if config is None:
+        config = loadConfig(options.get("config"), options.get("overrides", ()))
+    return ProvisionerService(config, options.get("config"), options.get("overrides", ()),
+                              reactor=reactor)

@@ -1,0 +1,3 @@
+"""
+tftp subsystem of provisioner.
+"""

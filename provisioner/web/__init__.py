@@ -1,0 +1,3 @@
+"""
+web subsystem of provisioner.
+"""

@@ -1,0 +1,112 @@
+"""
+Tests for L{provisioner.config}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.config import ConfigError, defaults, describe, loadConfig, parseOverride
+
+
+class LoadConfigTests(SynchronousTestCase):
+    """
+    Tests for L{loadConfig}.
+    """
+
+    def test_defaults(self):
+        """
+        If no file is given, the embedded defaults are safe: TFTP on loopback,
+        an unprivileged port, DHCP off.
+        """
+        config = loadConfig()
+        self.assertEqual(config["tftp"]["address"], "127.0.0.1")
+        self.assertGreater(config["tftp"]["port"], 1023)
+        self.assertFalse(config["dhcp"]["enabled"])
+        self.assertEqual(config, defaults())
+
+    def test_fileValues(self):
+        """
+        If the YAML sets a key, the value is taken and the other keys keep
+        their defaults.
+        """
+        config = loadConfig("p.yaml", text="tftp:\n  port: 1069\n  windowsize_max: 32\n")
+        self.assertEqual(config["tftp"]["port"], 1069)
+        self.assertEqual(config["tftp"]["windowsize_max"], 32)
+        self.assertEqual(config["tftp"]["blksize_max"], defaults()["tftp"]["blksize_max"])
+
+    def test_unknownKey(self):
+        """
+        If the YAML has an unknown key, the error names the key and its line.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
+                              text="tftp:\n  port: 1069\n  prot: 3\n")
+        self.assertIn("p.yaml:3", str(e))
+        self.assertIn("tftp.prot", str(e))
+        self.assertIn("unknown key", str(e))
+
+    def test_badValue(self):
+        """
+        If a value is out of range, the error names the key, the line and the
+        allowed range.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
+                              text="\ntftp:\n  blksize_max: 70000\n")
+        self.assertIn("p.yaml:3: tftp.blksize_max: must be at most 65464", str(e))
+
+    def test_wrongType(self):
+        """
+        If a value has the wrong type, the error says what was expected.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml", text="tftp:\n  port: abc\n")
+        self.assertIn("port number", str(e))
+
+    def test_badYAML(self):
+        """
+        If the file is not YAML, the error says so with the line.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml", text="tftp:\n  port: [1\n")
+        self.assertIn("p.yaml:", str(e))
+        self.assertIn("YAML", str(e))
+
+    def test_notMapping(self):
+        """
+        If the top level or a section is not a mapping, the error says so.
+        """
+        self.assertRaises(ConfigError, loadConfig, "p.yaml", text="- 1\n- 2\n")
+        self.assertRaises(ConfigError, loadConfig, "p.yaml", text="tftp: 3\n")
+
+    def test_emptyFile(self):
+        """
+        An empty file means the defaults.
+        """
+        self.assertEqual(loadConfig("p.yaml", text=""), defaults())
+
+    def test_missingFile(self):
+        """
+        If the file cannot be read, the error names it.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "/nonexistent/p.yaml")
+        self.assertIn("/nonexistent/p.yaml", str(e))
+
+    def test_overrides(self):
+        """
+        Overrides apply after the file and are validated like it.
+        """
+        config = loadConfig("p.yaml", [("tftp.port", 2000)], text="tftp:\n  port: 1069\n")
+        self.assertEqual(config["tftp"]["port"], 2000)
+        e = self.assertRaises(ConfigError, loadConfig, None, [("tftp.port", -1)])
+        self.assertIn("command line", str(e))
+
+    def test_parseOverride(self):
+        """
+        C{key=value} overrides read the value as YAML.
+        """
+        self.assertEqual(parseOverride("tftp.port=69"), ("tftp.port", 69))
+        self.assertEqual(parseOverride("a.b=[x, y]"), ("a.b", ["x", "y"]))
+        self.assertRaises(ConfigError, parseOverride, "novalue")
+
+    def test_everyKeyDocumented(self):
+        """
+        Every key has a doc line.
+        """
+        for key, item in describe():
+            self.assertTrue(item.doc, key)
