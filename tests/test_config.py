@@ -57,7 +57,7 @@ class LoadConfigTests(SynchronousTestCase):
         If a value has the wrong type, the error says what was expected.
         """
         e = self.assertRaises(ConfigError, loadConfig, "p.yaml", text="tftp:\n  port: abc\n")
-        self.assertIn("port number", str(e))
+        self.assertIn("must be a whole number", str(e))
 
     def test_badYAML(self):
         """
