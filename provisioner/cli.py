@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from provisioner import __version__
-from provisioner.config import ConfigError, describe, loadConfig
+from provisioner.config import ConfigError, describe, loadConfig, sample
 
 __all__ = ["main", "COMMAND_MODULES"]
 
@@ -38,6 +38,11 @@ def _configKeys(args):
     return 0
 
 
+def _configSample(args):
+    sys.stdout.write(sample())
+    return 0
+
+
 def buildParser():
     parser = argparse.ArgumentParser(
         prog="provisioner", description="provisioner: network-provisioning appliance tools.")
@@ -48,6 +53,9 @@ def buildParser():
     check.set_defaults(func=_checkConfig)
     keys = sub.add_parser("config-keys", help="list every configuration key with its default")
     keys.set_defaults(func=_configKeys)
+    example = sub.add_parser("config-sample",
+                             help="print a commented YAML file of every key and its default")
+    example.set_defaults(func=_configSample)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
