@@ -1,8 +1,24 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_web -*-
 """
-The C{http} section of the configuration.
+The C{http} section of the configuration: images, menus and a read-only JSON
+API over HTTP.
 """
 
-from provisioner.config import reserved
+from provisioner.config import Key, Section
 
-SCHEMA = reserved("HTTP service for images and menus")
+__all__ = ["SCHEMA"]
+
+SCHEMA = Section("the HTTP service: images, rendered menus, read-only JSON API", {
+    "enabled": Key(False, "bool", "run the HTTP service (off by default)"),
+    "address": Key("127.0.0.1", "ip", "address to listen on; 0.0.0.0 or :: for all (the "
+                   "embedded default is loopback only)"),
+    "port": Key(8080, "port", "TCP port to listen on (80 needs root or "
+                "CAP_NET_BIND_SERVICE); 0 picks a free one"),
+    "root": Key(None, "path", "an extra directory served as-is after the images and menus "
+                "(e.g. the TFTP root, so iPXE can fetch NBPs over HTTP); null serves none",
+                nullable=True),
+    "api": Key(True, "bool", "serve the read-only JSON API under /api/v1/"),
+    "chunk_size": Key(262144, "int", "bytes read from a file per write to the socket",
+                      minimum=4096, maximum=16777216),
+    "access_log": Key(False, "bool", "log every request at info (otherwise debug)"),
+})
