@@ -1,0 +1,623 @@
+# -*- test-case-name: tests.test_images -*-
+"""
+The image catalogue: what the watched directory holds, with sizes, sha256
+digests and kinds, and the only way its files are served.
+
+Every entry keeps the file descriptor its digest was computed from. A
+transfer gets a duplicate of that descriptor (L{ImageEntry.open}), so:
+
+  - a file still being written is never served: it has no entry until the
+    writer closed it (inotify C{IN_CLOSE_WRITE}/C{IN_MOVED_TO}, or a stable
+    size when polling), no process holds it open for writing (a read lease
+    is taken to check, where the kernel allows it) and it has been hashed;
+  - an atomic replacement (write elsewhere, rename over) never corrupts a
+    transfer in flight: the old inode stays open until its transfers end,
+    and new requests get the old version until the new one is hashed;
+  - a file rewritten in place is withdrawn as soon as its size or mtime no
+    longer match the entry.
+
+The catalogue is persisted as JSON in the state directory; after a restart a
+file whose inode, size and mtime are unchanged is not hashed again.
+"""
+
+import errno
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from provisioner.files import FileSource
+from provisioner.interfaces import IFileResolver
+
+__all__ = ["Catalog", "ImageEntry", "ImagesResolver", "classify", "KINDS",
+           "STATE_FILE", "loadState", "FileBusy"]
+
+STATE_FILE = "images-catalog.json"
+_STATE_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+KINDS = ("kernel", "initrd", "nbp", "iso", "disk", "other")
+
+_RULES = [
+    ("kernel", ("vmlinuz*", "vmlinux*", "bzimage*", "*.krn", "linux", "linux64", "kernel*",
+                "wimboot", "memdisk", "*.lkrn")),
+    ("initrd", ("initrd*", "initramfs*", "*.cpio", "*.cpio.*", "*.initrd", "core.gz",
+                "rootfs.gz")),
+    ("nbp", ("*.efi", "*.kpxe", "*.kkpxe", "*.kkkpxe", "*.pxe", "*.0", "*.com", "*.c32",
+             "*.n12", "bootmgr*", "*.ipxe", "*.bin")),
+    ("iso", ("*.iso",)),
+    ("disk", ("*.img", "*.raw", "*.qcow2", "*.vmdk", "*.vhd", "*.vhdx", "*.wim",
+              "*.squashfs", "*.sqfs", "*.tar", "*.tar.*", "*.tgz", "*.zst", "*.xz", "*.gz")),
+]
+
+
+def classify(name, extra=None):
+    """
+    Return the kind of an image from its file name.
+
+    @param extra: C{{glob: kind}} rules tried first (operator configuration).
+    """
+    base = name.rsplit("/", 1)[-1].lower()
+    for pattern, kind in (extra or {}).items():
+        if fnmatch.fnmatchcase(base, pattern.lower()):
+            return kind
+    for kind, patterns in _RULES:
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(base, pattern):
+                return kind
+    return "other"
+
+
+class FileBusy(Exception):
+    """
+    The file is open for writing somewhere, or changed while it was hashed.
+    """
+
+
+class ImageEntry:
+    """
+    One catalogued image.
+
+    @ivar name: the path below the images directory (POSIX separators).
+    @ivar size: bytes.
+    @ivar sha256: hex digest.
+    @ivar mtimeNs: modification time in nanoseconds.
+    @ivar inode, device: which file this is.
+    @ivar kind: one of L{KINDS} (or an operator's kind).
+    @ivar fd: the descriptor the digest was computed from, or L{None} when
+        closed.
+    """
+
+    def __init__(self, name, size, sha256, mtimeNs, inode, device, kind, fd=None):
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+        self.mtimeNs = mtimeNs
+        self.inode = inode
+        self.device = device
+        self.kind = kind
+        self.fd = fd
+
+    @property
+    def mtime(self):
+        return self.mtimeNs / 1e9
+
+    def signature(self):
+        return (self.inode, self.size, self.mtimeNs)
+
+    def asDict(self):
+        """
+        What templates, the JSON API and the CLI see.
+        """
+        return {"name": self.name, "size": self.size, "sha256": self.sha256,
+                "mtime": self.mtime, "kind": self.kind}
+
+    def stateDict(self):
+        d = self.asDict()
+        d.update(mtime_ns=self.mtimeNs, inode=self.inode, device=self.device)
+        return d
+
+    def intact(self):
+        """
+        Whether the held descriptor still has the content that was hashed
+        (not truncated or rewritten in place).
+        """
+        if self.fd is None:
+            return False
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return False
+        return st.st_size == self.size and st.st_mtime_ns == self.mtimeNs
+
+    def open(self):
+        """
+        Return an L{IDataSource} for exactly the catalogued content: a
+        L{FileSource} on a duplicate of the held descriptor.
+        """
+        return FileSource(os.dup(self.fd), self.size, self.name)
+
+    def close(self):
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __repr__(self):
+        return "<ImageEntry %s %d bytes %s %s>" % (self.name, self.size, self.kind,
+                                                  self.sha256[:12])
+
+
+def _tryReadLease(fd):
+    """
+    Return L{False} if some process has the file open for writing, else
+    L{True} (also when leases are not supported: then the caller relies on
+    the watcher's events alone).
+    """
+    try:
+        import fcntl
+        setlease = fcntl.F_SETLEASE
+    except (ImportError, AttributeError):
+        return True
+    try:
+        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
+    except OSError as e:
+        if e.errno == errno.EAGAIN:
+            return False
+        return True
+    try:
+        fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+    except OSError:
+        pass
+    return True
+
+
+def hashFile(path, cancelled=lambda: False, chunk=_HASH_CHUNK):
+    """
+    Open C{path}, check nobody is writing it, and hash it. Blocking: run it
+    in a thread.
+
+    @return: C{(fd, stat result, hex sha256)}; the caller owns C{fd}.
+    @raise FileBusy: it is open for writing, or changed while hashed.
+    @raise OSError: it cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise FileBusy("not a regular file")
+        if not _tryReadLease(fd):
+            raise FileBusy("open for writing")
+        digest = hashlib.sha256()
+        offset = 0
+        while True:
+            if cancelled():
+                raise defer.CancelledError()
+            data = os.pread(fd, chunk, offset)
+            if not data:
+                break
+            digest.update(data)
+            offset += len(data)
+        after = os.fstat(fd)
+        if (offset != before.st_size or after.st_size != before.st_size or
+                after.st_mtime_ns != before.st_mtime_ns):
+            raise FileBusy("changed while it was hashed")
+        if not _tryReadLease(fd):
+            raise FileBusy("open for writing")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, after, digest.hexdigest()
+
+
+def loadState(path):
+    """
+    Read a persisted catalogue: C{{name: record dict}}; empty when missing
+    or unreadable.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
+        return {}
+    images = data.get("images")
+    if not isinstance(images, list):
+        return {}
+    out = {}
+    for record in images:
+        if isinstance(record, dict) and isinstance(record.get("name"), str):
+            out[record["name"]] = record
+    return out
+
+
+def _syncRunner(f, *args, **kwargs):
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+class Catalog:
+    """
+    The catalogue of the images directory.
+
+    Changes arrive from a watcher (L{changed}, L{removed}, L{rescan}); a
+    changed file is hashed by C{runInThread} and installed only when the
+    digest was taken from a complete, unchanged file.
+
+    @ivar entries: C{{name: ImageEntry}}.
+    @ivar generation: incremented on every change (cache keys).
+    @ivar hashCount: how many files were hashed (not restored) so far.
+    @ivar resolver: an L{ImagesResolver} serving the catalogue under
+        C{prefix}.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, directory, stateDir=None, prefix="images", ignore=(),
+                 kinds=None, runInThread=_syncRunner, retryDelay=1.0):
+        self.clock = clock
+        self.directory = os.path.abspath(directory)
+        self.stateDir = stateDir
+        self.prefix = prefix
+        self.ignore = list(ignore)
+        self.kinds = dict(kinds or {})
+        self.runInThread = runInThread
+        self.retryDelay = retryDelay
+        self.entries = {}
+        self.generation = 0
+        self.hashCount = 0
+        self.resolver = ImagesResolver(self)
+        self._listeners = []
+        self._seq = {}
+        self._busy = {}
+        self._retries = {}
+        self._cancelled = False
+        self._inflight = set()
+        self._timers = {}
+
+    # Reading.
+
+    def get(self, name):
+        """
+        Return the L{ImageEntry} called C{name}, or L{None}.
+        """
+        return self.entries.get(name)
+
+    def __iter__(self):
+        return iter([self.entries[k] for k in sorted(self.entries)])
+
+    def __len__(self):
+        return len(self.entries)
+
+    def asList(self):
+        """
+        The catalogue as a list of plain dicts, sorted by name.
+        """
+        return [e.asDict() for e in self]
+
+    def accept(self, relpath):
+        """
+        Whether a path below the directory is catalogued at all (not hidden,
+        not temporary).
+        """
+        for part in relpath.split(os.sep):
+            for pattern in self.ignore:
+                if fnmatch.fnmatchcase(part, pattern):
+                    return False
+        return True
+
+    def subscribe(self, listener):
+        """
+        Call C{listener(catalog)} after every change.
+
+        @return: a callable that unsubscribes it.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe():
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return unsubscribe
+
+    def _changedNotify(self):
+        self.generation += 1
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:
+                self.log.failure("catalogue listener failed")
+
+    # Persistence.
+
+    @property
+    def statePath(self):
+        if self.stateDir is None:
+            return None
+        return os.path.join(self.stateDir, STATE_FILE)
+
+    def restore(self):
+        """
+        Take back the persisted entries whose file is unchanged (same inode,
+        size and mtime), without hashing them.
+
+        @return: the number of entries restored.
+        """
+        path = self.statePath
+        if path is None:
+            return 0
+        restored = 0
+        for name, record in sorted(loadState(path).items()):
+            if not self.accept(name) or name in self.entries:
+                continue
+            full = os.path.join(self.directory, name)
+            try:
+                fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                same = (stat.S_ISREG(st.st_mode) and st.st_ino == record.get("inode") and
+                        st.st_size == record.get("size") and
+                        st.st_mtime_ns == record.get("mtime_ns") and
+                        isinstance(record.get("sha256"), str))
+            except OSError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self.entries[name] = ImageEntry(
+                name, st.st_size, record["sha256"], st.st_mtime_ns, st.st_ino, st.st_dev,
+                classify(name, self.kinds), fd)
+            restored += 1
+        if restored:
+            self._changedNotify()
+        return restored
+
+    def save(self):
+        """
+        Write the catalogue to the state directory (atomically).
+        """
+        path = self.statePath
+        if path is None:
+            return
+        data = {"version": _STATE_VERSION, "directory": self.directory,
+                "images": [e.stateDict() for e in self]}
+        tmp = path + ".tmp"
+        try:
+            os.makedirs(self.stateDir, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.error("cannot save the image catalogue to {path}: {error}",
+                           path=path, error=e.strerror or str(e))
+
+    # Changes.
+
+    def rescan(self, under=""):
+        """
+        Compare the directory (or the subdirectory C{under}) with the
+        catalogue: hash what is new or different, drop what is gone.
+
+        @return: a Deferred that fires when the hashes it started are done.
+        """
+        from provisioner.images.watch import snapshot
+        root = os.path.join(self.directory, under) if under else self.directory
+        if os.path.isfile(root):
+            return self.changed(under)
+        found = snapshot(root, True, self.accept)
+        if under:
+            found = {os.path.join(under, k): v for k, v in found.items()}
+        waits = []
+        for name in list(self.entries):
+            if (not under or name == under or name.startswith(under + os.sep)) and \
+                    name not in found:
+                self.removed(name)
+        for name, sig in sorted(found.items()):
+            entry = self.entries.get(name)
+            if entry is not None and entry.signature() == sig and entry.intact():
+                continue
+            if name in self._busy:
+                continue
+            waits.append(self.changed(name))
+        return defer.DeferredList(waits, consumeErrors=True)
+
+    def changed(self, name):
+        """
+        A file was written or moved in: hash it and, when it is complete,
+        install or replace its entry.
+
+        @return: a Deferred firing when this is done (with L{None}).
+        """
+        name = name.replace(os.sep, "/")
+        if not name or not self.accept(name):
+            return defer.succeed(None)
+        seq = self._seq.get(name, 0) + 1
+        self._seq[name] = seq
+        busy = self._busy.get(name)
+        if busy is not None:
+            # A hash of this name is running: its result is stale now and it
+            # starts again when it ends (see _stale).
+            waiter = defer.Deferred()
+            busy.addBoth(lambda _: waiter.callback(None))
+            return waiter
+        return self._hashAndInstall(name, seq)
+
+    def _stale(self, name):
+        """
+        A hash ended after the file changed again: hash the current file
+        (a removed one ends in L{removed} again, harmlessly).
+        """
+        if self._cancelled or name not in self._seq:
+            return None
+        full = os.path.join(self.directory, name)
+        if not os.path.lexists(full):
+            return None
+        return self._hashAndInstall(name, self._seq[name])
+
+    def _hashAndInstall(self, name, seq):
+        if self._seq.get(name) != seq or self._cancelled:
+            return defer.succeed(None)
+        full = os.path.join(self.directory, name)
+        d = self.runInThread(hashFile, full, lambda: self._cancelled)
+        self._busy[name] = d
+        self._inflight.add(d)
+
+        def done(result):
+            self._inflight.discard(d)
+            if self._busy.get(name) is d:
+                del self._busy[name]
+            return result
+
+        d.addBoth(done)
+        d.addCallbacks(self._hashed, self._hashFailed, callbackArgs=(name, seq),
+                       errbackArgs=(name, seq))
+        return d
+
+    def _hashed(self, result, name, seq):
+        fd, st, digest = result
+        if self._seq.get(name) != seq or self._cancelled:
+            os.close(fd)  # removed or changed again meanwhile
+            return self._stale(name)
+        self.hashCount += 1
+        self._retries.pop(name, None)
+        old = self.entries.get(name)
+        self.entries[name] = ImageEntry(name, st.st_size, digest, st.st_mtime_ns, st.st_ino,
+                                        st.st_dev, classify(name, self.kinds), fd)
+        if old is not None:
+            old.close()
+        self.log.info("image {name} catalogued: {size} bytes, {kind}, sha256 {sha256}",
+                      name=name, size=st.st_size, kind=self.entries[name].kind,
+                      sha256=digest)
+        self.save()
+        self._changedNotify()
+        return None
+
+    def _hashFailed(self, failure, name, seq):
+        if failure.check(defer.CancelledError):
+            return None
+        if self._seq.get(name) != seq:
+            return self._stale(name)
+        if failure.check(FileBusy):
+            # Still being written (or changed while hashed): look again
+            # later; the close event normally comes first.
+            self.log.debug("image {name} not ready: {why}", name=name,
+                           why=failure.getErrorMessage())
+            tries = self._retries.get(name, 0) + 1
+            self._retries[name] = tries
+            delay = min(self.retryDelay * tries, 60.0)
+            old = self._timers.pop(name, None)
+            if old is not None and old.active():
+                old.cancel()
+            self._timers[name] = self.clock.callLater(delay, self._retry, name, seq)
+            return None
+        if failure.check(OSError):
+            e = failure.value
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.removed(name)
+                return None
+            self.log.warn("image {name} cannot be read: {error}", name=name,
+                          error=e.strerror or str(e))
+            return None
+        self.log.failure("hashing image {name} failed", failure, name=name)
+        return None
+
+    def _retry(self, name, seq):
+        self._timers.pop(name, None)
+        if self._seq.get(name) == seq and not self._cancelled:
+            self._hashAndInstall(name, seq)
+
+    def removed(self, name):
+        """
+        A file or directory was deleted or moved away: drop its entries.
+        Transfers in flight keep their own descriptors.
+        """
+        name = name.replace(os.sep, "/")
+        gone = [n for n in self.entries
+                if not name or n == name or n.startswith(name + "/")]
+        for n in list(self._seq):
+            if not name or n == name or n.startswith(name + "/"):
+                self._seq[n] += 1
+        self._seq[name] = self._seq.get(name, 0) + 1
+        if not gone:
+            return
+        for n in gone:
+            self.entries.pop(n).close()
+            self.log.info("image {name} removed from the catalogue", name=n)
+        self.save()
+        self._changedNotify()
+
+    def withdraw(self, name):
+        """
+        An entry's file was modified in place: stop serving it and hash it
+        again.
+        """
+        entry = self.entries.pop(name, None)
+        if entry is None:
+            return
+        self.log.warn("image {name} was modified in place; withdrawn until it is hashed "
+                      "again (replace images by renaming a complete file over them)",
+                      name=name)
+        entry.close()
+        self._changedNotify()
+        self.changed(name)
+
+    def stop(self):
+        """
+        Cancel hashing and release every descriptor.
+
+        @return: a Deferred firing when running hashes have ended.
+        """
+        self._cancelled = True
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        pending = list(self._inflight)
+        d = defer.DeferredList(pending, consumeErrors=True)
+
+        def close(_):
+            for entry in self.entries.values():
+                entry.close()
+        return d.addCallback(close)
+
+
+@implementer(IFileResolver)
+class ImagesResolver:
+    """
+    Serves catalogued images (and nothing else from the images directory)
+    as C{<prefix>/<name>}. Anything else, and images not (yet) catalogued,
+    fall through to the next resolver (L{None}).
+    """
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+
+    def nameFor(self, path):
+        """
+        Return the catalogue name for a request path, or L{None} when the
+        path is not below the prefix.
+        """
+        prefix = self.catalog.prefix
+        if not prefix:
+            return path
+        if path.startswith(prefix + "/"):
+            return path[len(prefix) + 1:]
+        return None
+
+    def resolve(self, request):
+        name = self.nameFor(request.path)
+        if name is None:
+            return None
+        entry = self.catalog.get(name)
+        if entry is None:
+            return None
+        if not entry.intact():
+            self.catalog.withdraw(name)
+            return None
+        return entry.open()
