@@ -34,5 +34,55 @@ SCHEMA = Section("the TFTP server (UDP)", {
     }),
     "adaptive": reserved("adaptive window extension and msftwindow"),
     "injector": reserved("bootstrap-program injector"),
-    "multicast": reserved("RFC 2090 multicast TFTP"),
+    "multicast": Section("RFC 2090 multicast TFTP (docs/multicast-tftp.md)", {
+        "enabled": Key(False, "bool", "answer RRQs carrying the 'multicast' option with a "
+                       "multicast session (off: they are served by unicast)"),
+        "group_pool": Key("239.255.0.0/16", "ipnet", "multicast groups handed to sessions, "
+                          "one per running session (RFC 2365 local scope)"),
+        "port": Key(1758, "port", "UDP port of every group (the OACK tells clients)"),
+        "ttl": Key(1, "int", "IP TTL of multicast DATA (1: never leaves the link)",
+                   minimum=1, maximum=255),
+        "interface": Key(None, "ip", "address of the interface DATA leaves by "
+                         "(IP_MULTICAST_IF); null: tftp.address when it is one address, "
+                         "else the routing table", nullable=True),
+        "max_sessions": Key(64, "int", "multicast sessions at once", minimum=1),
+        "max_clients": Key(256, "int", "clients in one session; more start another",
+                           minimum=1),
+        "master_retries": Key(3, "int", "timeouts of the master before the next client "
+                              "is made master", minimum=1, maximum=50),
+        "epoch": Key(True, "bool", "grant the 'mcepoch' extension (32-bit block numbers "
+                     "in DATA and ACK, for files past 65535 blocks)"),
+        "repair": Key(True, "bool", "grant the 'ranges' option on unicast RRQs (smart "
+                      "clients fetch only their missing blocks)"),
+        "start_min_clients": Key(1, "int", "delayed start: wait for this many clients...",
+                                 minimum=1),
+        "start_max_wait": Key(0.0, "float", "...or this many seconds, whichever comes "
+                              "first (0: start at once)", minimum=0, maximum=600),
+        "qos_max_sessions": Key(0, "int", "QoS: degrade new sessions at this many running "
+                                "sessions (0: ignore)", minimum=0),
+        "qos_max_bandwidth": Key(0, "int", "QoS: degrade at this many bytes/s of multicast "
+                                 "DATA (0: ignore)", minimum=0),
+        "qos_max_load": Key(0.0, "float", "QoS: degrade at this 1-minute load per CPU "
+                            "(0: ignore)", minimum=0),
+        "qos_blksize": Key(512, "int", "QoS: largest blksize while degraded",
+                           minimum=8, maximum=65464),
+        "qos_timeout_factor": Key(2.0, "float", "QoS: timeout multiplier while degraded",
+                                  minimum=1, maximum=20),
+        "rate_max": Key(0, "int", "rate control: highest send rate in bytes/s "
+                        "(0: unlimited until a master timeout)", minimum=0),
+        "rate_min": Key(1048576, "int", "rate control: the rate is never lowered below "
+                        "this (bytes/s)", minimum=1024),
+        "rate_decrease": Key(0.5, "float", "rate control: multiplier on a master timeout",
+                             minimum=0.05, maximum=1),
+        "rate_increase": Key(1.25, "float", "rate control: multiplier after a clean period",
+                             minimum=1, maximum=10),
+        "rate_clean_period": Key(2.0, "float", "rate control: seconds without a master "
+                                 "timeout before the rate is raised", minimum=0.01),
+        "rate_burst": Key(262144, "int", "rate control: token bucket depth in bytes",
+                          minimum=1500),
+        "retransmit_last": Key(True, "bool", "on an unexpected packet (stale ACK, ACK from "
+                               "a non-master) resend the most recent DATA"),
+        "retransmit_holdoff": Key(0.05, "float", "...at most once per this many seconds",
+                                  minimum=0),
+    }),
 })
