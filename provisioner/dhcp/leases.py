@@ -1,0 +1,351 @@
+# -*- test-case-name: tests.test_dhcp_leases -*-
+"""
+The full-mode lease store: in memory for the hot path, persisted to SQLite
+(stdlib C{sqlite3}, WAL journal) by a writer off the reactor thread.
+
+Reads never touch the database: it is loaded once when the store opens.
+Writes (bind, release, decline, reclaim) are queued; a single writer thread
+takes everything queued, runs it in one transaction and commits (group
+commit), then fires each write's Deferred in the reactor thread. The
+responder sends its ACK only when that Deferred fires, so an acknowledged
+lease is on disk: it survives C{kill -9} and a restart. With WAL and
+C{synchronous=NORMAL} a commit is a write to the WAL without fsync, so a
+process crash loses nothing (a power cut may lose the last commits).
+
+Offers are not persisted (an offer held only in memory is lost on restart;
+the client just asks again).
+"""
+
+import os
+import queue
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+__all__ = ["Lease", "LeaseStore", "SynchronousWriter", "ThreadedWriter"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    mac TEXT PRIMARY KEY,
+    ip TEXT NOT NULL UNIQUE,
+    expires REAL NOT NULL,
+    hostname TEXT,
+    client_id TEXT
+)
+"""
+
+
+class Lease:
+    """
+    One address held by one client.
+
+    @ivar mac: C{aa:bb:cc:dd:ee:ff}.
+    @ivar ip: dotted text.
+    @ivar expires: seconds since the epoch.
+    @ivar state: C{offered} (memory only), C{bound}, or C{declined} (the
+        address is held away from everyone until C{expires}).
+    """
+
+    def __init__(self, mac, ip, expires, state="bound", hostname=None, clientId=None):
+        self.mac = mac
+        self.ip = ip
+        self.expires = expires
+        self.state = state
+        self.hostname = hostname
+        self.clientId = clientId
+
+    def __repr__(self):
+        return "<Lease %s %s %s until %.0f>" % (self.mac, self.ip, self.state, self.expires)
+
+
+def _connect(path):
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(_SCHEMA)
+    return connection
+
+
+def _apply(connection, operations):
+    """
+    Run queued operations in one transaction.
+    """
+    connection.execute("BEGIN")
+    try:
+        for op, args in operations:
+            if op == "put":
+                connection.execute("DELETE FROM leases WHERE ip = ? AND mac != ?",
+                                   (args[1], args[0]))
+                connection.execute(
+                    "INSERT OR REPLACE INTO leases (mac, ip, expires, hostname, client_id) "
+                    "VALUES (?, ?, ?, ?, ?)", args)
+            elif op == "delete":
+                connection.execute("DELETE FROM leases WHERE mac = ?", args)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+class SynchronousWriter:
+    """
+    Writes inline (tests, tools): C{submit} returns an already-fired
+    Deferred.
+    """
+
+    def __init__(self, path):
+        self._connection = _connect(path)
+
+    def submit(self, op, args):
+        try:
+            _apply(self._connection, [(op, args)])
+        except Exception:
+            return defer.fail()
+        return defer.succeed(None)
+
+    def close(self):
+        self._connection.close()
+        return defer.succeed(None)
+
+
+class ThreadedWriter:
+    """
+    One thread with its own connection; group commit (see the module
+    docstring).
+
+    @ivar batches: how many transactions were committed (for tests/bench).
+    """
+
+    log = Logger()
+    _STOP = object()
+
+    def __init__(self, path, reactor):
+        self._reactor = reactor
+        self._queue = queue.Queue()
+        self._path = path
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name="dhcp-leases", daemon=True)
+        self._closed = None
+        self._ready = threading.Event()
+        self._error = None
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, op, args):
+        d = defer.Deferred()
+        self._queue.put((op, args, d))
+        return d
+
+    def _run(self):
+        try:
+            connection = _connect(self._path)
+        except Exception as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = []
+            for item in items:
+                if item is self._STOP:
+                    stop = True
+                else:
+                    work.append(item)
+            if not work:
+                continue
+            try:
+                _apply(connection, [(op, args) for op, args, _ in work])
+                error = None
+            except Exception as e:  # pragma: no cover - disk full and the like
+                error = e
+            self.batches += 1
+            self._reactor.callFromThread(self._fire, [d for _, _, d in work], error)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        connection.close()
+        self._reactor.callFromThread(self._closed.callback, None)
+
+    def _fire(self, deferreds, error):
+        for d in deferreds:
+            if error is None:
+                d.callback(None)
+            else:
+                d.errback(error)
+
+    def close(self):
+        """
+        Finish everything queued, then stop the thread.
+
+        @return: a Deferred that fires once the thread is done.
+        """
+        if self._closed is None:
+            self._closed = defer.Deferred()
+            self._queue.put(self._STOP)
+        return self._closed
+
+
+class LeaseStore:
+    """
+    Leases by MAC and by IP.
+
+    @ivar path: the database file.
+    @ivar clock: an C{IReactorTime} (C{seconds()} is wall-clock time for a
+        real reactor).
+    """
+
+    log = Logger()
+
+    def __init__(self, path, clock, writer=None):
+        self.path = path
+        self.clock = clock
+        self._byMAC = {}
+        self._byIP = {}
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._load()
+        self.writer = writer if writer is not None else SynchronousWriter(path)
+
+    def _load(self):
+        connection = _connect(self.path)
+        try:
+            rows = connection.execute(
+                "SELECT mac, ip, expires, hostname, client_id FROM leases").fetchall()
+        finally:
+            connection.close()
+        for mac, ip, expires, hostname, clientId in rows:
+            self._remember(Lease(mac, ip, expires, "declined" if mac.startswith("declined:")
+                                 else "bound", hostname, clientId))
+
+    def __len__(self):
+        return len(self._byMAC)
+
+    def __iter__(self):
+        return iter(list(self._byMAC.values()))
+
+    def _remember(self, lease):
+        old = self._byMAC.get(lease.mac)
+        if old is not None and self._byIP.get(old.ip) is old:
+            del self._byIP[old.ip]
+        other = self._byIP.get(lease.ip)
+        if other is not None and other.mac != lease.mac:
+            self._byMAC.pop(other.mac, None)
+        self._byMAC[lease.mac] = lease
+        self._byIP[lease.ip] = lease
+
+    def _forget(self, lease):
+        if self._byMAC.get(lease.mac) is lease:
+            del self._byMAC[lease.mac]
+        if self._byIP.get(lease.ip) is lease:
+            del self._byIP[lease.ip]
+
+    def byMAC(self, mac):
+        """
+        The client's lease (any state, maybe expired), or L{None}.
+        """
+        return self._byMAC.get(mac)
+
+    def byIP(self, ip):
+        return self._byIP.get(ip)
+
+    def isFree(self, ip, mac=None):
+        """
+        Whether C{ip} may go to C{mac}: nobody holds it, or C{mac} does, or
+        the holder's lease (or offer) has expired.
+        """
+        lease = self._byIP.get(ip)
+        if lease is None or lease.mac == mac:
+            return True
+        return lease.expires <= self.clock.seconds()
+
+    def offer(self, mac, ip, hold):
+        """
+        Hold C{ip} for C{mac} for C{hold} seconds (memory only). An existing
+        bound lease of the same client and address is kept as it is.
+        """
+        existing = self._byMAC.get(mac)
+        if existing is not None and existing.ip == ip and existing.state == "bound" and \
+                existing.expires > self.clock.seconds():
+            return existing
+        self._evictHolder(ip, mac)
+        lease = Lease(mac, ip, self.clock.seconds() + hold, "offered")
+        self._remember(lease)
+        return lease
+
+    def _evictHolder(self, ip, mac):
+        holder = self._byIP.get(ip)
+        if holder is not None and holder.mac != mac:
+            self._forget(holder)
+            if holder.state != "offered":
+                self.writer.submit("delete", (holder.mac,))
+
+    def bind(self, mac, ip, duration, hostname=None, clientId=None):
+        """
+        Bind C{ip} to C{mac} for C{duration} seconds.
+
+        @return: a Deferred that fires with the L{Lease} once it is on disk.
+        """
+        self._evictHolder(ip, mac)
+        lease = Lease(mac, ip, self.clock.seconds() + duration, "bound", hostname, clientId)
+        self._remember(lease)
+        d = self.writer.submit("put", (mac, ip, lease.expires, hostname, clientId))
+        d.addCallback(lambda _: lease)
+        return d
+
+    def release(self, mac, ip=None):
+        """
+        Drop the client's lease (RELEASE). Returns a Deferred.
+        """
+        lease = self._byMAC.get(mac)
+        if lease is None or (ip is not None and lease.ip != ip):
+            return defer.succeed(None)
+        self._forget(lease)
+        return self.writer.submit("delete", (mac,))
+
+    def decline(self, mac, ip, hold):
+        """
+        The client found C{ip} in use (DECLINE): keep it from everyone for
+        C{hold} seconds. Returns a Deferred.
+        """
+        lease = self._byMAC.get(mac)
+        if lease is not None and lease.ip == ip:
+            self._forget(lease)
+            self.writer.submit("delete", (mac,))
+        key = "declined:" + ip
+        marker = Lease(key, ip, self.clock.seconds() + hold, "declined")
+        self._evictHolder(ip, key)
+        self._remember(marker)
+        return self.writer.submit("put", (key, ip, marker.expires, None, None))
+
+    def reclaim(self):
+        """
+        Forget every expired lease and offer (expired bound leases are
+        deleted from disk too).
+
+        @return: how many were reclaimed.
+        """
+        now = self.clock.seconds()
+        expired = [lease for lease in self._byMAC.values() if lease.expires <= now]
+        for lease in expired:
+            self._forget(lease)
+            if lease.state != "offered":
+                self.writer.submit("delete", (lease.mac,))
+        return len(expired)
+
+    def close(self):
+        """
+        Flush and close. Returns a Deferred.
+        """
+        return self.writer.close()

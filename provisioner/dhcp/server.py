@@ -1,0 +1,766 @@
+# -*- test-case-name: tests.test_dhcp_server -*-
+"""
+The DHCP responder (UDP 67) and the PXE boot server (UDP 4011).
+
+L{DHCPResponder} holds the logic: it turns a parsed request into replies
+and calls C{send(reply, address)}. It knows nothing of sockets, so the unit
+tests drive it with a fake C{send} and a L{twisted.internet.task.Clock}.
+L{DHCPProtocol} and L{PXEProtocol} are the datagram protocols: one per
+listening socket (one socket per configured interface, bound with
+C{SO_BINDTODEVICE}), each decoding datagrams and handing them to the
+responder. Nothing a packet carries can raise out of C{datagramReceived}.
+
+Modes (C{dhcp.mode}):
+
+  - C{proxy}: answer only network-boot clients (option 60 C{PXEClient} /
+    C{HTTPClient}); the OFFER has yiaddr 0, option 60, 54, 97 echoed and
+    the boot file (siaddr, C{file}, 66, 67). Another server gives addresses.
+  - C{full}: a DHCP server with pools per subnet, reservations, leases
+    (L{provisioner.dhcp.leases.LeaseStore}), relays (giaddr, option 82
+    echoed), and the same boot information for network-boot clients.
+
+UEFI PXE clients get their boot file either through the boot server on
+4011 (C{dhcp.uefi: redirect}: no option 43 and no file in the offer, so
+EDK2 sends a REQUEST to siaddr:4011) or straight from the offer (C{direct}:
+option 43 sub-option 6 = 8, skip discovery).
+"""
+
+import ipaddress
+import socket
+import struct
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger, LogLevel
+
+from provisioner.clients import normaliseMAC
+from provisioner.dhcp import wire
+from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
+from provisioner.dhcp.wire import OPT, DHCPPacket, MalformedPacket
+
+__all__ = [
+    "InterfaceInfo",
+    "Subnet",
+    "DHCPResponder",
+    "DHCPProtocol",
+    "PXEProtocol",
+    "bindUDPSocket",
+    "interfaceAddress",
+]
+
+BROADCAST = "255.255.255.255"
+ZERO = "0.0.0.0"
+DECLINE_HOLD = 600
+
+
+class InterfaceInfo:
+    """
+    Where a request arrived.
+
+    @ivar name: the interface name, or L{None} (a test socket on loopback).
+    @ivar address: our IPv4 address there (text), or L{None}.
+    @ivar network: its C{IPv4Network}, or L{None}.
+    """
+
+    def __init__(self, name=None, address=None, network=None):
+        self.name = name
+        self.address = address
+        self.network = ipaddress.IPv4Network(network, strict=False) if network else None
+
+    def __repr__(self):
+        return "<InterfaceInfo %s %s %s>" % (self.name, self.address, self.network)
+
+
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
+
+
+def interfaceAddress(name):
+    """
+    Return C{(address, network)} of an interface's first IPv4 address, or
+    C{(None, None)} if it has none.
+    """
+    import fcntl
+    request = struct.pack("256s", name.encode()[:15])
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        try:
+            address = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)[20:24])
+            mask = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFNETMASK,
+                                                request)[20:24])
+        except OSError:
+            return None, None
+    finally:
+        probe.close()
+    return address, "%s/%s" % (address, mask)
+
+
+def bindUDPSocket(address, port, interface=None):
+    """
+    A non-blocking UDP socket bound to C{address:port}, able to broadcast,
+    with C{SO_REUSEADDR} (so a DHCP server for another interface can share
+    the port) and, given an interface, C{SO_BINDTODEVICE}: only that
+    interface's packets are received, and replies leave through it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if interface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            interface.encode() + b"\x00")
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Subnet:
+    """
+    One C{dhcp.subnets} entry, parsed.
+    """
+
+    def __init__(self, entry, defaultLease):
+        self.network = ipaddress.IPv4Network(entry["network"], strict=False)
+        self.first = int(ipaddress.IPv4Address(entry["range"][0]))
+        self.last = int(ipaddress.IPv4Address(entry["range"][1]))
+        self.router = entry.get("router")
+        self.dns = list(entry.get("dns") or [])
+        self.domain = entry.get("domain")
+        self.leaseTime = entry.get("lease_time") or defaultLease
+        self.broadcast = entry.get("broadcast") or str(self.network.broadcast_address)
+        self.cursor = self.first
+
+    def inRange(self, ip):
+        try:
+            value = int(ipaddress.IPv4Address(ip))
+        except ValueError:
+            return False
+        return self.first <= value <= self.last
+
+    def __contains__(self, ip):
+        try:
+            return ipaddress.IPv4Address(ip) in self.network
+        except ValueError:
+            return False
+
+    def __repr__(self):
+        return "<Subnet %s>" % (self.network,)
+
+
+class DHCPResponder:
+    """
+    The decisions: which requests get answers, and what the answers say.
+
+    @ivar config: the C{dhcp} section.
+    @ivar policy: an L{provisioner.dhcp.policy.IBootPolicy}.
+    @ivar clients: the appliance's client directory.
+    @ivar leases: a L{provisioner.dhcp.leases.LeaseStore} (full mode), or
+        L{None}.
+    @ivar reactor: C{IReactorTime} for reply delays.
+    @ivar inventoryGetter: returns the inventory (or L{None}).
+    @ivar stats: counters by event name.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor, clients, leases=None, policy=None,
+                 inventoryGetter=lambda: None):
+        self.reactor = reactor
+        self.clients = clients
+        self.leases = leases
+        self.inventoryGetter = inventoryGetter
+        self.policy = policy if policy is not None else ArchitectureBootPolicy(
+            config, inventoryGetter)
+        self.stats = {}
+        self._lastDecision = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config):
+        """
+        Take a new C{dhcp} section (pools, boot files, overrides, ...).
+        """
+        self.config = config
+        self.subnets = [Subnet(entry, config["lease_time"]) for entry in config["subnets"]]
+        reservations = {}
+        for mac, entry in (config.get("reservations") or {}).items():
+            ip = entry["ip"] if isinstance(entry, dict) else entry
+            hostname = entry.get("hostname") if isinstance(entry, dict) else None
+            reservations[normaliseMAC(mac)] = (str(ipaddress.IPv4Address(str(ip))), hostname)
+        self._configReservations = reservations
+        if hasattr(self.policy, "reconfigure"):
+            self.policy.reconfigure(config)
+
+    def _count(self, name):
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    # Reservations -------------------------------------------------------
+
+    def reservations(self):
+        """
+        MAC -> C{(ip, hostname)}: the inventory's when it exists (duck-typed:
+        C{reservations()} returning MAC -> ip, or C{hosts} with C{mac} and
+        C{ip}), else C{dhcp.reservations}.
+        """
+        inventory = self.inventoryGetter()
+        if inventory is None:
+            return self._configReservations
+        out = {}
+        try:
+            finder = getattr(inventory, "reservations", None)
+            if callable(finder):
+                for mac, ip in finder().items():
+                    out[normaliseMAC(mac)] = (str(ip), None)
+                return out
+            hosts = getattr(inventory, "hosts", None)
+            if hosts is None:
+                return self._configReservations
+            if isinstance(hosts, dict):
+                hosts = hosts.values()
+            for host in hosts:
+                get = host.get if isinstance(host, dict) else (
+                    lambda k, h=host: getattr(h, k, None))
+                mac, ip = get("mac"), get("ip")
+                if mac and ip:
+                    out[normaliseMAC(mac)] = (str(ip), get("hostname"))
+        except Exception:
+            self.log.failure("inventory reservations unreadable; using dhcp.reservations")
+            return self._configReservations
+        return out
+
+    def _reservedIPs(self):
+        return {ip: mac for mac, (ip, _) in self.reservations().items()}
+
+    # Facts --------------------------------------------------------------
+
+    def facts(self, packet):
+        """
+        Read a request into L{ClientFacts}. Options that are malformed are
+        treated as absent.
+        """
+        mac = packet.mac
+        arch = None
+        raw = packet.option(OPT.CLIENT_ARCH)
+        if raw is not None:
+            try:
+                arches = wire.parseArchitectures(raw)
+            except MalformedPacket:
+                arches = []
+            if arches:
+                arch = arches[0]
+        vendor = packet.textOption(OPT.VENDOR_CLASS)
+        userClasses = []
+        raw = packet.option(OPT.USER_CLASS)
+        if raw is not None:
+            userClasses = [c.decode("latin-1") for c in wire.parseUserClass(raw)]
+        ipxe = OPT.IPXE in packet.options or any(
+            c in self.config["ipxe_user_classes"] for c in userClasses)
+        uuid = None
+        raw = packet.option(OPT.CLIENT_UUID)
+        if raw is not None:
+            try:
+                uuid = wire.parseClientUUID(raw)
+            except MalformedPacket:
+                uuid = None
+        http = bool(vendor and vendor.startswith("HTTPClient")) or arch in HTTP_ARCHES
+        return ClientFacts(mac, arch, vendor, userClasses, ipxe, uuid, http)
+
+    def isBootClient(self, facts):
+        """
+        Whether the client asks to network-boot (option 60 prefix).
+        """
+        vendor = facts.vendorClass
+        if not vendor:
+            return False
+        return any(vendor.startswith(prefix) for prefix in self.config["vendor_classes"])
+
+    # Replies ------------------------------------------------------------
+
+    def _reply(self, request, messageType, serverAddress):
+        reply = DHCPPacket(op=wire.BOOTREPLY, htype=request.htype, hlen=request.hlen,
+                           xid=request.xid, flags=request.flags, ciaddr=request.ciaddr,
+                           giaddr=request.giaddr, chaddr=request.chaddr)
+        reply.setOption(OPT.MESSAGE_TYPE, bytes((messageType,)))
+        if serverAddress:
+            reply.setOption(OPT.SERVER_ID, wire.ip2bytes(serverAddress))
+        return reply
+
+    def _serverAddress(self, iface):
+        return self.config["server_address"] or iface.address
+
+    def _decide(self, facts, ip):
+        """
+        Ask the policy, log the decision, record the client. Returns a
+        L{BootDecision} or L{None}.
+        """
+        facts.ip = ip
+        try:
+            decision = self.policy.decide(facts)
+        except Exception:
+            self.log.failure("boot policy {policy} failed for {mac}",
+                             policy=getattr(self.policy, "name", self.policy), mac=facts.mac)
+            decision = None
+        bootFile = decision.bootFile if decision is not None else None
+        key = (facts.arch, facts.ipxe, bootFile)
+        level = LogLevel.debug
+        if self._lastDecision.get(facts.mac) != key:
+            self._lastDecision[facts.mac] = key
+            if len(self._lastDecision) > 100000:
+                self._lastDecision.clear()
+            level = LogLevel.info
+        self.log.emit(
+            level, "boot decision: {mac} arch={arch} ({archName}) vendor={vendor!r} "
+            "ipxe={ipxe} -> {bootFile} ({reason})", mac=facts.mac, arch=facts.arch,
+            archName=archName(facts.arch), vendor=facts.vendorClass, ipxe=facts.ipxe,
+            bootFile=bootFile, reason=decision.reason if decision is not None else "none")
+        if facts.mac is not None:
+            try:
+                self.clients.update(
+                    mac=facts.mac, ip=ip, arch=facts.arch, ipxe=facts.ipxe,
+                    vendor_class=facts.vendorClass,
+                    user_class=",".join(facts.userClasses) or None,
+                    uuid=facts.uuid, boot_file=bootFile)
+            except Exception:
+                self.log.failure("client directory update failed for {mac}", mac=facts.mac)
+        return decision
+
+    def _addBoot(self, reply, request, facts, decision, serverAddress, port4011):
+        """
+        Put boot information into a reply to a network-boot client.
+
+        @param port4011: whether this is the boot server's answer (always
+            carries the file).
+        """
+        http = facts.http
+        reply.setOption(OPT.VENDOR_CLASS, b"HTTPClient" if http else b"PXEClient")
+        uuid = request.option(OPT.CLIENT_UUID)
+        if uuid is not None:
+            reply.setOption(OPT.CLIENT_UUID, uuid)
+        if decision is None:
+            return
+        nextServer = decision.nextServer or self.config["next_server"] or serverAddress
+        if nextServer:
+            reply.siaddr = nextServer
+            reply.setOption(OPT.TFTP_SERVER, nextServer.encode())
+            reply.sname = nextServer.encode()[:63]
+        uefi = facts.arch not in (None, 0) and not facts.ipxe and not http
+        redirect = uefi and not port4011 and self.config["uefi"] == "redirect"
+        if redirect:
+            # No option 43 and no file: EDK2 asks siaddr:4011 (BINL).
+            return
+        bootFile = decision.bootFile.encode("utf-8")
+        if len(bootFile) <= 127:
+            reply.file = bootFile
+        reply.setOption(OPT.BOOTFILE, bootFile)
+        if not http and not port4011:
+            # Skip boot server discovery: boot the file in this packet.
+            reply.setOption(OPT.VENDOR, wire.encodePXEVendor(discoveryControl=8))
+        if port4011:
+            vendor = request.option(OPT.VENDOR)
+            item = None
+            if vendor is not None:
+                try:
+                    item = wire.parsePXEVendor(vendor).get("boot_item")
+                except MalformedPacket:
+                    item = None
+            if item is not None:
+                reply.setOption(OPT.VENDOR, wire.encodePXEVendor(bootItem=item))
+        pxelinux = self.config["pxelinux"]
+        if any(v is not None for v in pxelinux.values()):
+            reply.setOption(OPT.PXELINUX_MAGIC, b"\xf1\x00\x74\x7e")
+            if pxelinux["config_file"] is not None:
+                reply.setOption(OPT.PXELINUX_CONFIG, pxelinux["config_file"].encode())
+            if pxelinux["path_prefix"] is not None:
+                reply.setOption(OPT.PXELINUX_PREFIX, pxelinux["path_prefix"].encode())
+            if pxelinux["reboot_time"] is not None:
+                reply.setOption(OPT.PXELINUX_REBOOT, struct.pack("!I", pxelinux["reboot_time"]))
+
+    def _destination(self, request, reply, nak=False):
+        """
+        Where a reply to a port-67 request goes (RFC 2131 4.1).
+        """
+        serverPort = self.config["port"]
+        clientPort = self.config["client_port"]
+        if request.giaddr != ZERO:
+            if nak:
+                reply.flags |= 0x8000
+            return (request.giaddr, serverPort)
+        if not nak and request.ciaddr != ZERO:
+            return (request.ciaddr, clientPort)
+        # No address yet (or a NAK): broadcast on the interface the request
+        # came in on; the socket is bound to that interface.
+        return (BROADCAST, clientPort)
+
+    # Entry points -------------------------------------------------------
+
+    def handleDHCP(self, packet, iface, send):
+        """
+        A request on port 67.
+
+        @param send: C{send(replyPacket, (host, port))}.
+        @return: a Deferred when the answer waits for something (a lease
+            commit or a reply delay), else L{None}.
+        """
+        if packet.op != wire.BOOTREQUEST:
+            return None
+        kind = packet.messageType
+        if kind is None:
+            self._count("bootp-ignored")
+            self.log.debug("BOOTP request from {mac} ignored", mac=packet.chaddr.hex())
+            return None
+        if packet.mac is None:
+            self._count("not-ethernet")
+            return None
+        self._count(wire.MESSAGE_TYPES.get(kind, "type%d" % (kind,)))
+        if self.config["mode"] == "proxy":
+            if kind == wire.DHCPDISCOVER:
+                return self._proxyOffer(packet, iface, send)
+            return None
+        handler = {
+            wire.DHCPDISCOVER: self._discover,
+            wire.DHCPREQUEST: self._request,
+            wire.DHCPRELEASE: self._release,
+            wire.DHCPDECLINE: self._decline,
+            wire.DHCPINFORM: self._inform,
+        }.get(kind)
+        if handler is None:
+            return None
+        return handler(packet, iface, send)
+
+    def handlePXE(self, packet, iface, send, source):
+        """
+        A request to the boot server on 4011 (ProxyDHCP REQUEST from iPXE,
+        BINL REQUEST from EDK2, boot server discovery): an ACK with the
+        boot file, sent back where it came from.
+        """
+        if packet.op != wire.BOOTREQUEST or packet.mac is None:
+            return None
+        kind = packet.messageType
+        if kind not in (wire.DHCPREQUEST, wire.DHCPINFORM):
+            return None
+        self._count("pxe-" + wire.MESSAGE_TYPES[kind])
+        facts = self.facts(packet)
+        if not self.isBootClient(facts):
+            return None
+        ip = packet.ciaddr if packet.ciaddr != ZERO else None
+        decision = self._decide(facts, ip)
+        if decision is None:
+            return None
+        server = self._serverAddress(iface)
+        reply = self._reply(packet, wire.DHCPACK, server)
+        self._addBoot(reply, packet, facts, decision, server, port4011=True)
+        self.log.debug("PXE boot server ACK to {mac} at {source}: {file}",
+                       mac=facts.mac, source=source, file=decision.bootFile)
+        send(reply, source)
+        return None
+
+    def _later(self, delay, f, *args):
+        if delay <= 0:
+            f(*args)
+            return None
+        d = defer.Deferred()
+
+        def fire():
+            try:
+                f(*args)
+            finally:
+                d.callback(None)
+        self.reactor.callLater(delay, fire)
+        return d
+
+    # Proxy mode ----------------------------------------------------------
+
+    def _proxyOffer(self, packet, iface, send):
+        facts = self.facts(packet)
+        if not self.isBootClient(facts):
+            self._count("proxy-not-pxe")
+            return None
+        decision = self._decide(facts, None)
+        if decision is None:
+            return None
+        server = self._serverAddress(iface)
+        reply = self._reply(packet, wire.DHCPOFFER, server)
+        self._addBoot(reply, packet, facts, decision, server, port4011=False)
+        self._echoRelay(packet, reply)
+        destination = self._destination(packet, reply)
+        return self._later(self.config["reply_delay"], send, reply, destination)
+
+    def _echoRelay(self, request, reply):
+        relay = request.option(OPT.RELAY_AGENT)
+        if relay is not None:
+            reply.setOption(OPT.RELAY_AGENT, relay)
+
+    # Full mode -----------------------------------------------------------
+
+    def subnetFor(self, packet, iface):
+        """
+        The pool serving a request: the relay's subnet (giaddr), else the
+        receiving interface's, else the only one configured.
+        """
+        if packet.giaddr != ZERO:
+            for subnet in self.subnets:
+                if packet.giaddr in subnet:
+                    return subnet
+            return None
+        if iface.address is not None:
+            for subnet in self.subnets:
+                if iface.address in subnet:
+                    return subnet
+        server = self.config["server_address"]
+        if server is not None:
+            for subnet in self.subnets:
+                if server in subnet:
+                    return subnet
+        if len(self.subnets) == 1:
+            return self.subnets[0]
+        return None
+
+    def _available(self, subnet, ip, mac, reserved, iface):
+        if not subnet.inRange(ip) and reserved.get(ip) != mac:
+            return False
+        if ip in (iface.address, self.config["server_address"]):
+            return False
+        holder = reserved.get(ip)
+        if holder is not None and holder != mac:
+            return False
+        return self.leases.isFree(ip, mac)
+
+    def _choose(self, packet, subnet, iface):
+        """
+        The address to offer: the reservation, the client's lease, the
+        requested address, then the next free one in the pool.
+        """
+        mac = packet.mac
+        reserved = self._reservedIPs()
+        mine = self.reservations().get(mac)
+        if mine is not None and mine[0] in subnet:
+            return mine[0]
+        lease = self.leases.byMAC(mac)
+        if lease is not None and lease.ip in subnet and self._available(
+                subnet, lease.ip, mac, reserved, iface):
+            return lease.ip
+        wanted = packet.ipOption(OPT.REQUESTED_IP)
+        if wanted is not None and wanted in subnet and self._available(
+                subnet, wanted, mac, reserved, iface):
+            return wanted
+        size = subnet.last - subnet.first + 1
+        cursor = subnet.cursor
+        for step in range(size):
+            value = subnet.first + (cursor - subnet.first + step) % size
+            ip = str(ipaddress.IPv4Address(value))
+            if self._available(subnet, ip, mac, reserved, iface):
+                subnet.cursor = subnet.first + (value - subnet.first + 1) % size
+                return ip
+        return None
+
+    def _addAddressOptions(self, reply, subnet, leaseTime):
+        reply.setOption(OPT.SUBNET_MASK, subnet.network.netmask.packed)
+        if subnet.router:
+            reply.setOption(OPT.ROUTER, wire.ip2bytes(subnet.router))
+        if subnet.dns:
+            reply.setOption(OPT.DNS, b"".join(wire.ip2bytes(a) for a in subnet.dns))
+        if subnet.domain:
+            reply.setOption(OPT.DOMAIN_NAME, subnet.domain.encode())
+        reply.setOption(OPT.BROADCAST, wire.ip2bytes(subnet.broadcast))
+        if leaseTime is not None:
+            reply.setOption(OPT.LEASE_TIME, struct.pack("!I", leaseTime))
+            reply.setOption(OPT.RENEWAL_TIME, struct.pack("!I", leaseTime // 2))
+            reply.setOption(OPT.REBINDING_TIME, struct.pack("!I", leaseTime * 7 // 8))
+
+    def _fullReply(self, packet, kind, ip, subnet, iface, leaseTime):
+        server = self._serverAddress(iface)
+        reply = self._reply(packet, kind, server)
+        if ip is not None:
+            reply.yiaddr = ip
+        self._addAddressOptions(reply, subnet, leaseTime)
+        hostname = None
+        reservation = self.reservations().get(packet.mac)
+        if reservation is not None and reservation[0] == ip:
+            hostname = reservation[1]
+        if hostname:
+            reply.setOption(OPT.HOSTNAME, hostname.encode())
+        facts = self.facts(packet)
+        if self.isBootClient(facts):
+            decision = self._decide(facts, ip)
+            self._addBoot(reply, packet, facts, decision, server, port4011=False)
+        self._echoRelay(packet, reply)
+        return reply
+
+    def _discover(self, packet, iface, send):
+        subnet = self.subnetFor(packet, iface)
+        if subnet is None:
+            self._count("no-subnet")
+            self.log.debug("DISCOVER from {mac}: no subnet for giaddr {giaddr} on {iface}",
+                           mac=packet.mac, giaddr=packet.giaddr, iface=iface.name)
+            return None
+        ip = self._choose(packet, subnet, iface)
+        if ip is None:
+            self._count("pool-exhausted")
+            self.log.warn("pool {network} exhausted: no address for {mac}",
+                          network=str(subnet.network), mac=packet.mac)
+            return None
+        self.leases.offer(packet.mac, ip, self.config["offer_hold"])
+        reply = self._fullReply(packet, wire.DHCPOFFER, ip, subnet, iface, subnet.leaseTime)
+        self.log.debug("OFFER {ip} to {mac}", ip=ip, mac=packet.mac)
+        return self._later(self.config["reply_delay"], send, reply,
+                           self._destination(packet, reply))
+
+    def _nak(self, packet, iface, send, why):
+        self._count("NAK-sent")
+        self.log.debug("NAK to {mac}: {why}", mac=packet.mac, why=why)
+        if not self.config["authoritative"]:
+            return None
+        reply = self._reply(packet, wire.DHCPNAK, self._serverAddress(iface))
+        reply.ciaddr = ZERO
+        reply.setOption(OPT.MESSAGE, why.encode())
+        self._echoRelay(packet, reply)
+        send(reply, self._destination(packet, reply, nak=True))
+        return None
+
+    def _request(self, packet, iface, send):
+        mac = packet.mac
+        server = self._serverAddress(iface)
+        serverID = packet.ipOption(OPT.SERVER_ID)
+        requested = packet.ipOption(OPT.REQUESTED_IP)
+        subnet = self.subnetFor(packet, iface)
+        if serverID is not None:
+            # SELECTING: the client picked a server.
+            if server is not None and serverID != server:
+                lease = self.leases.byMAC(mac)
+                if lease is not None and lease.state == "offered":
+                    self.leases.release(mac)
+                return None
+            ip = requested or (packet.ciaddr if packet.ciaddr != ZERO else None)
+        elif requested is not None:
+            ip = requested  # INIT-REBOOT
+        elif packet.ciaddr != ZERO:
+            ip = packet.ciaddr  # RENEWING / REBINDING
+        else:
+            return None
+        if subnet is None:
+            return None
+        if ip not in subnet:
+            return self._nak(packet, iface, send, "wrong network")
+        reserved = self._reservedIPs()
+        lease = self.leases.byMAC(mac)
+        ours = lease is not None and lease.ip == ip
+        if not ours:
+            if not self._available(subnet, ip, mac, reserved, iface):
+                return self._nak(packet, iface, send, "address not available")
+            mine = self.reservations().get(mac)
+            if mine is not None and mine[0] in subnet and mine[0] != ip:
+                return self._nak(packet, iface, send, "address reserved elsewhere")
+        elif not self._available(subnet, ip, mac, reserved, iface):
+            return self._nak(packet, iface, send, "address not available")
+        leaseTime = subnet.leaseTime
+        clientId = packet.option(OPT.CLIENT_ID)
+        hostname = packet.textOption(OPT.HOSTNAME)
+        d = self.leases.bind(mac, ip, leaseTime, hostname=hostname,
+                             clientId=clientId.hex() if clientId else None)
+
+        def committed(_):
+            reply = self._fullReply(packet, wire.DHCPACK, ip, subnet, iface, leaseTime)
+            self.log.debug("ACK {ip} to {mac} for {seconds}s", ip=ip, mac=mac,
+                           seconds=leaseTime)
+            send(reply, self._destination(packet, reply))
+
+        def failed(failure):
+            self.log.failure("lease for {mac} not stored; no ACK", failure, mac=mac)
+        d.addCallbacks(committed, failed)
+        return d
+
+    def _release(self, packet, iface, send):
+        serverID = packet.ipOption(OPT.SERVER_ID)
+        server = self._serverAddress(iface)
+        if serverID is not None and server is not None and serverID != server:
+            return None
+        self.log.debug("RELEASE {ip} by {mac}", ip=packet.ciaddr, mac=packet.mac)
+        return self.leases.release(packet.mac, packet.ciaddr)
+
+    def _decline(self, packet, iface, send):
+        serverID = packet.ipOption(OPT.SERVER_ID)
+        server = self._serverAddress(iface)
+        if serverID is not None and server is not None and serverID != server:
+            return None
+        ip = packet.ipOption(OPT.REQUESTED_IP)
+        if ip is None:
+            return None
+        self.log.info("DECLINE of {ip} by {mac}: address in use, held for {hold}s",
+                      ip=ip, mac=packet.mac, hold=DECLINE_HOLD)
+        return self.leases.decline(packet.mac, ip, DECLINE_HOLD)
+
+    def _inform(self, packet, iface, send):
+        subnet = self.subnetFor(packet, iface)
+        if subnet is None or packet.ciaddr == ZERO:
+            return None
+        reply = self._fullReply(packet, wire.DHCPACK, None, subnet, iface, None)
+        send(reply, self._destination(packet, reply))
+        return None
+
+
+class _ResponderProtocol(DatagramProtocol):
+    """
+    Shared by the two ports: decode, hand to the responder, never raise.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, responder, iface):
+        self.responder = responder
+        self.iface = iface
+        self.dropped = 0
+
+    def send(self, reply, address):
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(reply.to_wire(), address)
+        except Exception as e:
+            self.log.debug("reply to {address} not sent: {error}", address=address, error=e)
+
+    def datagramReceived(self, data, address):
+        try:
+            packet = DHCPPacket.from_wire(data)
+        except MalformedPacket as e:
+            self.dropped += 1
+            self.log.debug("malformed DHCP packet from {address} on {iface}: {error}",
+                           address=address, iface=self.iface.name, error=str(e))
+            return
+        except Exception as e:
+            self.dropped += 1
+            self.log.debug("undecodable DHCP packet from {address}: {error!r}",
+                           address=address, error=e)
+            return
+        try:
+            d = self.dispatch(packet, address)
+        except Exception:
+            self.dropped += 1
+            self.log.failure("DHCP request from {address} failed", address=address)
+            return
+        if isinstance(d, defer.Deferred):
+            d.addErrback(lambda f: self.log.failure(
+                "DHCP request from {address} failed", f, address=address))
+
+    def dispatch(self, packet, address):
+        raise NotImplementedError()
+
+
+class DHCPProtocol(_ResponderProtocol):
+    """
+    UDP 67 on one interface.
+    """
+
+    def dispatch(self, packet, address):
+        return self.responder.handleDHCP(packet, self.iface, self.send)
+
+
+class PXEProtocol(_ResponderProtocol):
+    """
+    UDP 4011 (PXE boot server) on one interface.
+    """
+
+    def dispatch(self, packet, address):
+        return self.responder.handlePXE(packet, self.iface, self.send, address)

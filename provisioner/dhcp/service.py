@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_dhcp_service -*-
+"""
+The C{dhcp} service: binds UDP 67 and 4011 on each configured interface in
+C{privilegedStartService}, opens the lease store (full mode), reclaims
+expired leases every minute, and closes everything in C{stopService}.
+"""
+
+import socket
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from provisioner.dhcp.leases import LeaseStore, ThreadedWriter
+from provisioner.dhcp.server import (
+    DHCPProtocol,
+    DHCPResponder,
+    InterfaceInfo,
+    PXEProtocol,
+    bindUDPSocket,
+    interfaceAddress,
+)
+
+__all__ = ["DHCPService", "makeService"]
+
+RECLAIM_INTERVAL = 60
+
+
+class DHCPService(service.Service):
+    """
+    @ivar appliance: the L{provisioner.appliance.Appliance}.
+    @ivar responder: the L{DHCPResponder} (after start).
+    @ivar ports: the listening ports, as C{(kind, interface, port)}.
+    """
+
+    log = Logger()
+
+    def __init__(self, appliance, bindSocket=bindUDPSocket, addressOf=interfaceAddress,
+                 threadedLeases=True):
+        self.appliance = appliance
+        self.reactor = appliance.reactor
+        self._bindSocket = bindSocket
+        self._addressOf = addressOf
+        self._threadedLeases = threadedLeases
+        self.responder = None
+        self.leases = None
+        self.ports = []
+        self._reclaimer = None
+        self._bound = False
+
+    @property
+    def config(self):
+        return self.appliance.config["dhcp"]
+
+    def _interfaces(self):
+        config = self.config
+        if not config["interfaces"]:
+            return [InterfaceInfo(None, None if config["address"] == "0.0.0.0"
+                                  else config["address"])]
+        out = []
+        for name in config["interfaces"]:
+            address, network = self._addressOf(name)
+            out.append(InterfaceInfo(name, address, network))
+        return out
+
+    def _listen(self, sock, protocol):
+        try:
+            return self.reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
+        finally:
+            sock.close()
+
+    def privilegedStartService(self):
+        config = self.config
+        if config["mode"] == "full":
+            writer = None
+            if self._threadedLeases:
+                writer = ThreadedWriter(config["lease_file"], self.reactor)
+            self.leases = LeaseStore(config["lease_file"], self.reactor, writer)
+            self.log.info("DHCP lease store {path}: {count} leases loaded",
+                          path=config["lease_file"], count=len(self.leases))
+        self.responder = DHCPResponder(
+            config, self.reactor, self.appliance.clients, self.leases,
+            inventoryGetter=lambda: self.appliance.inventory)
+        for iface in self._interfaces():
+            protocol = DHCPProtocol(self.responder, iface)
+            port = self._listen(self._bindSocket(config["address"], config["port"],
+                                                 iface.name), protocol)
+            self.ports.append(("dhcp", iface, port))
+            if config["pxe_port"]:
+                protocol = PXEProtocol(self.responder, iface)
+                port = self._listen(self._bindSocket(config["address"], config["pxe_port"],
+                                                     iface.name), protocol)
+                self.ports.append(("pxe", iface, port))
+            self.log.info(
+                "DHCP {mode} responder on {iface} ({address}) ports {port}/{pxe}",
+                mode=config["mode"], iface=iface.name or config["address"],
+                address=iface.address, port=config["port"], pxe=config["pxe_port"] or "-")
+        self._bound = True
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        if not self._bound:
+            self.privilegedStartService()
+        service.Service.startService(self)
+        if self.leases is not None:
+            self._reclaimer = task.LoopingCall(self._reclaim)
+            self._reclaimer.clock = self.reactor
+            self._reclaimer.start(RECLAIM_INTERVAL, now=True)
+
+    def _reclaim(self):
+        try:
+            count = self.leases.reclaim()
+            if count:
+                self.log.debug("reclaimed {count} expired leases", count=count)
+        except Exception:
+            self.log.failure("lease reclaim failed")
+
+    def reconfigure(self, config):
+        """
+        Take a reloaded configuration: pools, boot files, overrides and
+        reservations apply at once; interfaces, ports, mode and the lease
+        file need a restart (logged).
+        """
+        new = config["dhcp"]
+        if self.responder is None:
+            return
+        old = self.responder.config
+        for key in ("interfaces", "address", "port", "pxe_port", "mode", "lease_file"):
+            if old[key] != new[key]:
+                self.log.warn("dhcp.{key} changed: restart provisioner to apply it", key=key)
+        applied = dict(new)
+        for key in ("interfaces", "address", "port", "pxe_port", "mode", "lease_file"):
+            applied[key] = old[key]
+        self.responder.reconfigure(applied)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._reclaimer is not None and self._reclaimer.running:
+            self._reclaimer.stop()
+        self._reclaimer = None
+        waits = []
+        for kind, iface, port in self.ports:
+            d = port.stopListening()
+            if isinstance(d, defer.Deferred):
+                waits.append(d)
+        self.ports = []
+        self._bound = False
+        if self.leases is not None:
+            waits.append(self.leases.close())
+            self.leases = None
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+
+def makeService(appliance):
+    """
+    The C{dhcp} service for the appliance.
+    """
+    return DHCPService(appliance)

@@ -1,0 +1,238 @@
+# -*- test-case-name: tests.test_dhcp_e2e,tests.test_dhcp_qemu -*-
+"""
+Helpers for the DHCP end-to-end tests: run provisioner as a user would
+inside a namespace, run busybox udhcpc, boot QEMU (TCG) from the network
+over a tap device on the lab bridge, read pcap files.
+
+Everything started here is registered with the L{tests.netlab.NetLab} (or
+killed by the caller's cleanup), and every tap device lives inside the
+lab's bridge namespace, so C{lab.close()} removes it.
+"""
+
+import os
+import struct
+import subprocess
+import time
+
+from tests.netlab import PYTHON, REPO
+
+__all__ = [
+    "TWISTD",
+    "Provisioner",
+    "UDHCPC_SCRIPT",
+    "writeUdhcpcScript",
+    "readEvents",
+    "waitFor",
+    "QEMU",
+    "OVMF_CODE",
+    "OVMF_VARS",
+    "addTap",
+    "bootQEMU",
+    "pcapPackets",
+    "udpPayloads",
+]
+
+# C{python -m twisted.scripts.twistd} does nothing on Twisted >= 24 (the
+# module has no C{__main__} guard); this is the same entry point.
+TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
+
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+
+def waitFor(predicate, timeout, interval=0.1):
+    """
+    Poll C{predicate} until it returns something true or C{timeout}
+    seconds pass; return its last value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+class Provisioner:
+    """
+    One C{twistd -n provisioner --config FILE} process inside a lab host,
+    logging to a file.
+    """
+
+    def __init__(self, host, config, directory, name="provisioner"):
+        self.host = host
+        self.directory = directory
+        self.configPath = os.path.join(directory, name + ".yaml")
+        self.logPath = os.path.join(directory, name + ".log")
+        with open(self.configPath, "w") as f:
+            f.write(config)
+        self.process = None
+
+    def start(self, ready="provisioner started", timeout=30):
+        """
+        Start it and wait for the log line C{ready}.
+        """
+        env = dict(os.environ, PYTHONPATH=REPO)
+        before = len(self.log())
+        self.process = self.host.popen(
+            ["env", "PYTHONPATH=" + REPO] + TWISTD +
+            ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
+             "--config", self.configPath],
+            cwd=self.directory, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        if not waitFor(lambda: ready in self.log()[before:] or
+                       self.process.poll() is not None,
+                       timeout) or self.process.poll() is not None:
+            raise AssertionError("provisioner did not start:\n" + self.log()[-4000:])
+
+    def log(self):
+        try:
+            with open(self.logPath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def kill(self, hard=True):
+        """
+        Stop it: SIGKILL (C{hard}) or SIGTERM.
+        """
+        if self.process is not None and self.process.poll() is None:
+            if hard:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(15)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+echo "$1 ip=$ip mask=$mask router=$router siaddr=$siaddr boot_file=$boot_file \
+lease=$lease serverid=$serverid" >> "%(events)s"
+case "$1" in
+  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface" ;;
+  deconfig) ip addr flush dev "$interface" ;;
+esac
+exit 0
+"""
+
+
+def writeUdhcpcScript(directory):
+    """
+    Write a udhcpc event script that appends each event to a file.
+
+    @return: C{(script path, events path)}.
+    """
+    events = os.path.join(directory, "udhcpc.events")
+    script = os.path.join(directory, "udhcpc.sh")
+    with open(script, "w") as f:
+        f.write(UDHCPC_SCRIPT % {"events": events})
+    os.chmod(script, 0o755)
+    return script, events
+
+
+def readEvents(path):
+    """
+    The udhcpc events so far: a list of C{(event, {field: value})}.
+    """
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        out.append((parts[0], fields))
+    return out
+
+
+def addTap(lab, name):
+    """
+    Create tap device C{name} in the lab's bridge namespace, enslave it to
+    the bridge, IPv6 off; it goes away with the namespace.
+    """
+    br = ["ip", "netns", "exec", lab.bridgeNS]
+    subprocess.run(br + ["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True)
+    subprocess.run(br + ["sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % (name,)],
+                   check=False)
+    subprocess.run(br + ["ip", "link", "set", name, "master", "br0", "up"], check=True)
+
+
+def bootQEMU(lab, tap, mac, serial, firmware="bios", romfile=None, extra=(),
+             memory=256, nic="virtio-net-pci"):
+    """
+    Start QEMU (TCG) in the bridge namespace, network-booting from C{tap},
+    serial console to the file C{serial}.
+
+    @param firmware: C{bios} (SeaBIOS + the NIC's iPXE ROM) or C{uefi}
+        (OVMF; variables from a throwaway copy).
+    @param romfile: the NIC option ROM; C{""} for none (EDK2's own PXE).
+    @return: the L{subprocess.Popen}, registered with the lab.
+    """
+    argv = [QEMU, "-accel", "tcg", "-m", str(memory), "-nographic", "-no-reboot",
+            "-nodefaults", "-serial", "file:" + serial, "-monitor", "none",
+            "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % (tap,)]
+    device = "%s,netdev=n0,mac=%s" % (nic, mac)
+    if romfile is not None:
+        device += ",romfile=" + romfile
+    argv += ["-device", device, "-boot", "n"]
+    if firmware == "uefi":
+        variables = serial + ".vars.fd"
+        with open(OVMF_VARS, "rb") as src, open(variables, "wb") as dst:
+            dst.write(src.read())
+        argv += ["-drive", "if=pflash,format=raw,readonly=on,file=" + OVMF_CODE,
+                 "-drive", "if=pflash,format=raw,file=" + variables]
+    argv += list(extra)
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.bridgeNS] + argv,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    lab.processes.append(proc)
+    return proc
+
+
+def pcapPackets(path):
+    """
+    Yield C{(timestamp, ethernet frame)} from a classic pcap file.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    if magic == b"\xd4\xc3\xb2\xa1":
+        endian = "<"
+    elif magic == b"\xa1\xb2\xc3\xd4":
+        endian = ">"
+    else:
+        raise ValueError("not a pcap file")
+    offset = 24
+    record = struct.Struct(endian + "IIII")
+    while offset + record.size <= len(data):
+        seconds, micros, captured, _ = record.unpack_from(data, offset)
+        offset += record.size
+        frame = data[offset:offset + captured]
+        offset += captured
+        yield seconds + micros / 1e6, frame
+
+
+def udpPayloads(path, port=None):
+    """
+    Yield C{(source ip, source port, destination port, payload)} of the
+    IPv4/UDP frames in a pcap (Ethernet link type).
+    """
+    for _, frame in pcapPackets(path):
+        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        headerLength = (ip[0] & 0x0F) * 4
+        if ip[9] != 17 or len(ip) < headerLength + 8:
+            continue
+        udp = ip[headerLength:]
+        sport, dport, length = struct.unpack("!HHH", udp[:6])
+        if port is not None and port not in (sport, dport):
+            continue
+        source = ".".join(str(b) for b in ip[12:16])
+        yield source, sport, dport, udp[8:length]
