@@ -31,6 +31,8 @@ SCHEMA = Section("the TFTP server (UDP)", {
         "enabled": Key(False, "bool", "accept WRQ uploads"),
         "directory": Key("tftpupload", "path", "where uploads land (never the served root); "
                          "existing files are never overwritten"),
+        "max_bytes": Key(1 << 32, "int", "largest upload accepted (bytes); larger ones get "
+                         "ERROR 3", minimum=0),
     }),
     "adaptive": reserved("adaptive window extension and msftwindow"),
     "injector": reserved("bootstrap-program injector"),

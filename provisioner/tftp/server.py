@@ -1,0 +1,385 @@
+# -*- test-case-name: tests.test_tftp_server -*-
+"""
+The TFTP dispatcher: the protocol on the listen port.
+
+It decodes each datagram (L{provisioner.tftp.wire.decode}; nothing that
+arrives can raise out of L{TFTPServer.datagramReceived}), and for a request:
+
+  1. checks mode and limits (total and per-client transfers in flight);
+  2. normalises the path (L{provisioner.files.normalisePath}) into a
+     L{provisioner.files.FileRequest};
+  3. asks the resolver chain for a data source (a Deferred);
+  4. offers the request to the L{TFTPServer.requestHandlers}, in order;
+     the first whose C{handleRequest(server, request, source, packet)}
+     returns true owns it (the multicast registry takes requests with the
+     C{multicast} option here);
+  5. otherwise negotiates the options (L{TFTPServer.negotiate}, which
+     consults L{TFTPServer.extensions}) and starts a unicast
+     L{provisioner.tftp.session.ReadSession} on a fresh ephemeral port
+     (L{TFTPServer.startReadSession}: the one place where a negotiated
+     request becomes a session).
+
+When a transfer ends, one line is logged at info (see docs/tftp.md, "The
+per-transfer log line") and every callable in L{TFTPServer.statsCallbacks}
+gets the L{provisioner.tftp.session.SessionStats}.
+
+Errors for requests (file not found, access violation, too many transfers)
+are sent from the listen port. Datagrams that do not decode are logged at
+debug and dropped; ERROR packets are never answered.
+"""
+
+import socket
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from provisioner import errors
+from provisioner.files import FileRequest, normalisePath
+from provisioner.tftp import wire
+from provisioner.tftp.negotiate import Limits, blksizeForMTU, negotiate
+from provisioner.tftp.session import ReadSession
+from provisioner.tftp.udp import interfaceMTU, openPort, pathMTU
+
+__all__ = ["TFTPServer", "SEND_BUFFER"]
+
+# Send buffer asked for each session socket (bytes).
+SEND_BUFFER = 4 * 1024 * 1024
+
+
+def _isIPv6(host):
+    return ":" in host and not host.lower().startswith("::ffff:")
+
+
+class TFTPServer(DatagramProtocol):
+    """
+    The dispatcher.
+
+    @ivar resolver: an L{provisioner.interfaces.IFileResolver} (the
+        service's L{provisioner.files.ResolverChain}).
+    @ivar config: the current C{tftp} configuration section (replaced on
+        reload; read at each request).
+    @ivar reactor: the reactor (C{IReactorUDP}, C{IReactorTime}).
+    @ivar clients: the appliance's client directory, or L{None}.
+    @ivar extensions: L{provisioner.tftp.negotiate.IOptionExtension}s,
+        asked in order after the standard options.
+    @ivar requestHandlers: objects with C{handleRequest(server, request,
+        source, packet)}, asked in order before a unicast session starts.
+    @ivar statsCallbacks: callables taking a
+        L{provisioner.tftp.session.SessionStats} when a transfer ends.
+    @ivar sessions: C{{(host, port): session}} in flight.
+    @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
+        L{None} (uploads refused).
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, resolver, config, reactor, clients=None, uploads=None):
+        self.resolver = resolver
+        self.config = config
+        self.reactor = reactor
+        self.clients = clients
+        self.uploads = uploads
+        self.extensions = []
+        self.requestHandlers = []
+        self.statsCallbacks = []
+        self.sessions = {}
+        self._pending = set()
+        self._perClient = {}
+        self._family = socket.AF_INET
+        self.bindAddress = config.get("address", "127.0.0.1")
+
+    # -- the listen port
+
+    def datagramReceived(self, data, addr):
+        try:
+            self._dispatch(data, addr)
+        except Exception:
+            self.log.failure("handling a datagram from {peer}", peer=addr)
+
+    def _dispatch(self, data, addr):
+        try:
+            packet = wire.decode(data)
+        except wire.WireError as e:
+            self.log.debug("dropped undecodable datagram from {peer}: {error}",
+                           peer=addr, error=str(e))
+            return
+        if isinstance(packet, wire.ReadRequest):
+            self.handleRead(packet, addr)
+        elif isinstance(packet, wire.WriteRequest):
+            self.handleWrite(packet, addr)
+        else:
+            self.log.debug("dropped {packet!r} to the listen port from {peer}",
+                           packet=packet, peer=addr)
+
+    def sendError(self, addr, error):
+        """
+        Send an ERROR packet from the listen port.
+        """
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(error.to_wire(), addr)
+        except Exception as e:
+            self.log.debug("cannot send ERROR to {peer}: {error}", peer=addr, error=str(e))
+
+    # -- limits
+
+    def _admit(self, addr):
+        """
+        Count a request against the limits.
+
+        @raise errors.TooManySessions: a limit is reached.
+        """
+        total = len(self.sessions) + len(self._pending)
+        if total >= self.config["max_sessions"]:
+            raise errors.TooManySessions("too many transfers in progress")
+        host = addr[0]
+        if self._perClient.get(host, 0) >= self.config["max_sessions_per_client"]:
+            raise errors.TooManySessions("too many transfers from this address")
+        self._perClient[host] = self._perClient.get(host, 0) + 1
+        self._pending.add(addr)
+
+    def _release(self, addr):
+        self._pending.discard(addr)
+        self.sessions.pop(addr, None)
+        host = addr[0]
+        n = self._perClient.get(host, 0) - 1
+        if n > 0:
+            self._perClient[host] = n
+        else:
+            self._perClient.pop(host, None)
+
+    # -- requests
+
+    def _request(self, packet, addr, write=False):
+        """
+        The checks both requests share.
+
+        @return: a L{FileRequest}, or L{None} when an ERROR was sent.
+        """
+        if addr in self.sessions or addr in self._pending:
+            # The client repeated its request: the session answers it.
+            return None
+        if packet.mode not in ("octet", "netascii"):
+            self.sendError(addr, wire.Error(wire.ERR_ILLEGAL_OP,
+                                            "transfer mode %s not supported" % (packet.mode,)))
+            self.log.info("refused {mode} request from {peer}", mode=packet.mode, peer=addr)
+            return None
+        try:
+            path = normalisePath(packet.filename)
+        except errors.BackendError as e:
+            self.sendError(addr, wire.errorFor(e))
+            self.log.warn("refused {kind} of {raw!r} from {peer}: {reason}",
+                          kind="write" if write else "read", raw=packet.filename,
+                          peer=addr, reason=str(e))
+            return None
+        try:
+            self._admit(addr)
+        except errors.TooManySessions as e:
+            self.sendError(addr, wire.errorFor(e))
+            self.log.warn("refused {path} to {peer}: {reason}", path=path, peer=addr,
+                          reason=str(e))
+            return None
+        client = None
+        if self.clients is not None:
+            try:
+                client = self.clients.byIP(addr[0])
+            except Exception:
+                client = None
+        return FileRequest(path, addr, "tftp", options=packet.optionDict, client=client,
+                           rawPath=packet.filename)
+
+    def handleRead(self, packet, addr):
+        """
+        An RRQ: resolve, then hand to a request handler or a session.
+        """
+        request = self._request(packet, addr)
+        if request is None:
+            return
+        d = defer.maybeDeferred(self.resolver.resolve, request)
+        d.addCallbacks(self._resolved, self._refused, (request, packet, addr), None,
+                       (request, addr, "read"))
+        d.addErrback(self._crashed, request, addr)
+
+    def _resolved(self, source, request, packet, addr):
+        if source is None:
+            raise errors.FileNotFound("file not found")
+        try:
+            for handler in list(self.requestHandlers):
+                if handler.handleRequest(self, request, source, packet):
+                    self._release(addr)
+                    return
+            negotiated = self.negotiate(request, source, packet.mode)
+            self.startReadSession(request, source, negotiated, packet.mode)
+        except BaseException:
+            try:
+                source.close()
+            except Exception:
+                pass
+            raise
+
+    def _refused(self, failure, request, addr, kind):
+        self._release(addr)
+        exc = failure.value
+        if not isinstance(exc, errors.BackendError):
+            return failure
+        self.sendError(addr, wire.errorFor(exc))
+        if isinstance(exc, errors.FileNotFound):
+            self.log.info("{kind} {path} from {peer}: not found", kind=kind, path=request.path,
+                          peer=addr)
+        else:
+            self.log.warn("refused {kind} of {path} from {peer}: {reason}", kind=kind,
+                          path=request.path, peer=addr, reason=str(exc))
+        return None
+
+    def _crashed(self, failure, request, addr):
+        self._release(addr)
+        self.log.failure("request {path} from {peer}", failure, path=request.path, peer=addr)
+        self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+
+    # -- negotiation and sessions
+
+    def limitsFor(self, peer):
+        """
+        The L{Limits} for a client: configuration and MTU (C{tftp.mtu}; null
+        reads the bound interface's MTU, else the route's towards the peer).
+        """
+        config = self.config
+        mtu = config.get("mtu")
+        ipv6 = _isIPv6(peer[0])
+        if mtu is None:
+            ifname = config.get("interface")
+            if ifname:
+                mtu = interfaceMTU(ifname)
+            else:
+                mtu = pathMTU(peer[0], socket.AF_INET6 if ":" in peer[0] else socket.AF_INET)
+        return Limits.fromConfig(config, blksizeForMTU(mtu, ipv6))
+
+    def negotiate(self, request, source, mode="octet", write=False):
+        """
+        Negotiate the request's options.
+
+        @return: a L{provisioner.tftp.negotiate.Negotiated}.
+        """
+        limits = self.limitsFor(request.peer)
+        return negotiate(request.options, limits, source=source, mode=mode, write=write,
+                         request=request, extensions=self.extensions)
+
+    def startReadSession(self, request, source, negotiated, mode="octet"):
+        """
+        Start a unicast read session for a negotiated request: the one place
+        where a request becomes a session.
+
+        @return: the L{ReadSession}.
+        """
+        addr = request.peer
+        config = self.config
+        session = ReadSession(source, negotiated, addr, self.reactor,
+                              timeout=config["timeout"], retries=config["retries"],
+                              onEnd=lambda stats: self._ended(addr, stats),
+                              path=request.path, netascii=(mode == "netascii"))
+        self._pending.discard(addr)
+        self.sessions[addr] = session
+        try:
+            self.listenSession(session, addr)
+        except Exception:
+            self.sessions.pop(addr, None)
+            self._pending.add(addr)
+            raise
+        return session
+
+    def listenSession(self, protocol, peer, maxPacketSize=8192):
+        """
+        Bind a fresh ephemeral UDP port for a session (same address family
+        and local address as the listen port, same interface) and start
+        C{protocol} on it.
+
+        @return: the port.
+        """
+        return openPort(self.reactor, protocol, self.bindAddress, 0,
+                        interface=self.config.get("interface"), maxPacketSize=maxPacketSize,
+                        sendBuffer=SEND_BUFFER)
+
+    def _ended(self, addr, stats):
+        self._release(addr)
+        self.logStats(stats)
+        for callback in list(self.statsCallbacks):
+            try:
+                callback(stats)
+            except Exception:
+                self.log.failure("stats callback {callback!r}", callback=callback)
+
+    def logStats(self, stats):
+        """
+        The one line per transfer, at info.
+        """
+        duration = stats.duration
+        rate = stats.bytes / duration / 1e6 if duration > 0 else 0.0
+        self.log.info(
+            "{direction} {path} {host}:{port} {outcome}: {bytes} bytes in {duration:.3f}s "
+            "({rate:.1f} MB/s) blksize={blksize} windowsize={windowsize} blocks={blocks} "
+            "retransmits={retransmits} timeouts={timeouts}{detail}",
+            direction=stats.direction, path=stats.path, host=stats.peer[0],
+            port=stats.peer[1], outcome=stats.outcome, bytes=stats.bytes,
+            duration=duration, rate=rate, blksize=stats.blksize,
+            windowsize=stats.windowsize, blocks=stats.blocks,
+            retransmits=stats.retransmits, timeouts=stats.timeouts,
+            detail=(" (%s)" % (stats.detail,)) if stats.detail else "", stats=stats.asDict())
+
+    # -- uploads
+
+    def handleWrite(self, packet, addr):
+        """
+        A WRQ: refused unless uploads are enabled.
+        """
+        if self.uploads is None:
+            self.sendError(addr, wire.Error(wire.ERR_ACCESS_VIOLATION, "uploads are disabled"))
+            self.log.info("refused upload of {raw!r} from {peer}: uploads are disabled",
+                          raw=packet.filename, peer=addr)
+            return
+        request = self._request(packet, addr, write=True)
+        if request is None:
+            return
+        from provisioner.tftp.write import WriteSession
+        try:
+            target = self.uploads.open(request.path)
+        except errors.BackendError as e:
+            self._release(addr)
+            self.sendError(addr, wire.errorFor(e))
+            self.log.warn("refused upload of {path} from {peer}: {reason}", path=request.path,
+                          peer=addr, reason=str(e))
+            return
+        except Exception:
+            self._release(addr)
+            self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
+            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+            return
+        negotiated = self.negotiate(request, None, packet.mode, write=True)
+        config = self.config
+        session = WriteSession(target, negotiated, addr, self.reactor,
+                               timeout=config["timeout"], retries=config["retries"],
+                               onEnd=lambda stats: self._ended(addr, stats),
+                               path=request.path, netascii=(packet.mode == "netascii"),
+                               maxBytes=self.uploads.maxBytes)
+        self._pending.discard(addr)
+        self.sessions[addr] = session
+        try:
+            self.listenSession(session, addr, maxPacketSize=65536 + 64)
+        except Exception:
+            self._release(addr)
+            target.abort()
+            raise
+
+    # -- shutdown
+
+    def cancelAll(self):
+        """
+        Stop every session (service shutdown).
+        """
+        for session in list(self.sessions.values()):
+            try:
+                session.cancel()
+            except Exception:
+                self.log.failure("cancelling {session!r}", session=session)

@@ -1,0 +1,314 @@
+# -*- test-case-name: tests.test_tftp_udp -*-
+"""
+The send path of a read session: a window of DATA datagrams in as few
+system calls as the kernel allows.
+
+L{WindowSender.sendBlocks} takes the bytes of consecutive blocks (one
+C{pread} per window) and sends them:
+
+  - with UDP generic segmentation offload (C{UDP_SEGMENT}, Linux 4.18+):
+    one C{sendmsg} carries up to 64 datagrams of equal size (the last may be
+    shorter), the TFTP headers and the file data passed as a scatter list,
+    so nothing is copied in Python;
+  - otherwise, one C{sendto} per datagram.
+
+GSO is probed once per process on the first send; an error from it (old
+kernel, a device that refuses it) switches that socket to the plain path
+for good. A full socket buffer (C{EAGAIN}, C{ENOBUFS}) stops the window
+early: the rest is sent again after the retransmission timeout, like a
+lost packet.
+
+Also here: socket helpers (bigger send buffer, C{SO_BINDTODEVICE}, the path
+MTU towards a peer).
+"""
+
+import errno
+import socket
+import struct
+
+from twisted.internet import base, udp
+from twisted.logger import Logger
+
+__all__ = ["WindowSender", "QuietPort", "openPort", "setSendBuffer", "bindToDevice", "pathMTU", "interfaceMTU",
+           "GSO_MAX_SEGMENTS", "GSO_MAX_BYTES", "gsoAvailable"]
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+# The kernel's UDP_MAX_SEGMENTS is 64 on older kernels (128 on newer ones).
+GSO_MAX_SEGMENTS = 64
+# One GSO send must stay below the IP datagram limit.
+GSO_MAX_BYTES = 65000
+
+_DATA = 3
+_H = struct.Struct("!HH")
+_SEG = struct.Struct("=H")
+_SOFT_ERRORS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENOMEM)
+
+_gso = {"available": None}
+
+
+def gsoAvailable():
+    """
+    Whether UDP GSO worked here (L{None} until first tried).
+    """
+    return _gso["available"]
+
+
+def setSendBuffer(sock, size):
+    """
+    Ask for a send buffer of C{size} bytes (C{SO_SNDBUFFORCE} as root, else
+    C{SO_SNDBUF}, which the kernel caps at C{net.core.wmem_max}).
+    """
+    force = getattr(socket, "SO_SNDBUFFORCE", 32)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+        return
+    except OSError:
+        pass
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        pass
+
+
+def bindToDevice(sock, ifname):
+    """
+    Restrict a socket to one interface (C{SO_BINDTODEVICE}; needs
+    CAP_NET_RAW).
+    """
+    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode() + b"\0")
+
+
+def interfaceMTU(ifname):
+    """
+    The MTU of an interface from sysfs, or L{None}.
+    """
+    try:
+        with open("/sys/class/net/%s/mtu" % (ifname,)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pathMTU(host, family=None):
+    """
+    The MTU of the route towards C{host} (C{IP_MTU} on a connected socket),
+    or L{None} when the system cannot say.
+    """
+    if family is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        s = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    try:
+        s.connect((host, 9))
+        if family == socket.AF_INET6:
+            return s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+        return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+class WindowSender:
+    """
+    Sends windows of DATA on one UDP socket to one peer.
+
+    @ivar sock: the socket (a Twisted port's C{socket}).
+    @ivar peer: C{(host, port)} the datagrams go to.
+    @ivar gso: use UDP GSO (cleared after the kernel refuses it).
+    @ivar calls: send system calls made (for tests and stats).
+    """
+
+    log = Logger()
+
+    def __init__(self, sock, peer, gso=True):
+        self.sock = sock
+        self.peer = peer
+        self.gso = gso and _gso["available"] is not False
+        self.calls = 0
+
+    def send(self, datagram):
+        """
+        Send one datagram (OACK, ERROR, a single DATA).
+
+        @return: C{True} if it left, C{False} if the socket buffer was full.
+        """
+        self.calls += 1
+        try:
+            self.sock.sendto(datagram, self.peer)
+        except OSError as e:
+            if e.errno in _SOFT_ERRORS:
+                return False
+            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return False
+            raise
+        return True
+
+    def sendBlocks(self, first, data, blksize, count):
+        """
+        Send C{count} DATA datagrams for blocks C{first}, C{first+1}, ...
+        (32-bit numbers, wrapped on the wire) cut from C{data} at C{blksize}
+        (the last one may be short, or empty).
+
+        @return: how many datagrams left (fewer than C{count} when the socket
+            buffer filled up).
+        """
+        view = memoryview(data)
+        pack = _H.pack
+        if count == 1:
+            return 1 if self.send(pack(_DATA, first & 0xFFFF) + data) else 0
+        segment = blksize + 4
+        if self.gso and segment * 2 <= GSO_MAX_BYTES:
+            perCall = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // segment)
+            sent = 0
+            while sent < count:
+                n = min(perCall, count - sent)
+                iov = []
+                append = iov.append
+                base = sent * blksize
+                block = first + sent
+                for i in range(n):
+                    append(pack(_DATA, (block + i) & 0xFFFF))
+                    off = base + i * blksize
+                    append(view[off:off + blksize])
+                if n == 1:
+                    ok = self._plain(iov)
+                else:
+                    ok = self._gsoSend(iov, segment)
+                    if ok is None:
+                        # GSO refused: this and later windows go plain.
+                        ok = self._plainAll(iov)
+                        if ok < n:
+                            return sent + ok
+                        sent += n
+                        continue
+                if not ok:
+                    return sent
+                sent += n
+            return sent
+        sent = 0
+        for i in range(count):
+            off = i * blksize
+            if not self.send(pack(_DATA, (first + i) & 0xFFFF) + view[off:off + blksize]):
+                return sent
+            sent += 1
+        return sent
+
+    def _plain(self, iov):
+        self.calls += 1
+        try:
+            self.sock.sendmsg(iov, (), 0, self.peer)
+        except OSError as e:
+            if e.errno in _SOFT_ERRORS or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                                      errno.ENETUNREACH):
+                return False
+            raise
+        return True
+
+    def _plainAll(self, iov):
+        sent = 0
+        for i in range(0, len(iov), 2):
+            if not self._plain(iov[i:i + 2]):
+                return sent
+            sent += 1
+        return sent
+
+    def _gsoSend(self, iov, segment):
+        """
+        One GSO C{sendmsg}. C{True} sent, C{False} buffer full, L{None} the
+        kernel refused GSO.
+        """
+        self.calls += 1
+        try:
+            self.sock.sendmsg(iov, [(SOL_UDP, UDP_SEGMENT, _SEG.pack(segment))], 0, self.peer)
+        except OSError as e:
+            if e.errno in _SOFT_ERRORS:
+                return False
+            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return False
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO):
+                # This socket goes plain; the whole process only when the
+                # kernel lacks the option (EINVAL can be a route's MTU).
+                self.gso = False
+                if _gso["available"] is None and e.errno != errno.EINVAL:
+                    _gso["available"] = False
+                    self.log.info("UDP GSO unavailable ({error}); sending one datagram per "
+                                  "system call", error=e.strerror)
+                return None
+            raise
+        _gso["available"] = True
+        return True
+
+
+class QuietPort(udp.Port):
+    """
+    A Twisted UDP port on a socket we made (bound, options set), without
+    Twisted's two log lines per port ("starting on", "Closed"): a session
+    port per transfer would log twice per transfer at info.
+    """
+
+    def _bindSocket(self):
+        skt = self._preexistingSocket
+        self._preexistingSocket = None
+        self._realPortNumber = skt.getsockname()[1]
+        self.connected = 1
+        self.socket = skt
+        self.fileno = skt.fileno
+
+    def connectionLost(self, reason=None):
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        base.BasePort.connectionLost(self, reason)
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+        if hasattr(self, "d"):
+            self.d.callback(None)
+            del self.d
+
+
+def openPort(reactor, protocol, address, port=0, interface=None, maxPacketSize=8192,
+             sendBuffer=None, quiet=True):
+    """
+    Make, configure and bind a UDP socket (C{SO_BINDTODEVICE} before
+    C{bind}, a bigger send buffer), then start C{protocol} on it.
+
+    Reactors that cannot adopt sockets (test fakes) get C{listenUDP}.
+
+    @return: the listening port.
+    @raise OSError: the socket cannot be made or bound.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    if not hasattr(reactor, "adoptDatagramPort"):
+        return reactor.listenUDP(port, protocol, interface=address, maxPacketSize=maxPacketSize)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if sendBuffer:
+            setSendBuffer(sock, sendBuffer)
+        if interface:
+            bindToDevice(sock, interface)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    if quiet:
+        try:
+            p = QuietPort(None, protocol, interface=address, reactor=reactor,
+                          maxPacketSize=maxPacketSize)
+            p._preexistingSocket = sock
+            p.startListening()
+            return p
+        except AttributeError:
+            pass
+    try:
+        return reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize)
+    finally:
+        sock.close()

@@ -1,0 +1,358 @@
+# -*- test-case-name: tests.test_tftp_write -*-
+"""
+Uploads (WRQ), off by default (C{tftp.write.enabled}).
+
+An upload lands in C{tftp.write.directory}, never in the served root. It is
+written to a temporary file next to its final name (C{.NAME.XXXXXX.part})
+and linked to the final name only when the last block has arrived; an
+existing file is never overwritten (C{link} fails on an existing name, so
+two concurrent uploads of one name cannot both win). A failed or abandoned
+upload leaves nothing behind.
+
+L{WriteSession} is the receiving side of RFC 1350 (plus RFC 2347 options
+and an RFC 7440 window: it acknowledges every C{windowsize} blocks, and
+the last in-order block once per gap), with dally after the final ACK: a
+repeated last DATA gets the final ACK again.
+"""
+
+import errno
+import os
+import tempfile
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from provisioner import errors
+from provisioner.files import MAX_PATH
+from provisioner.tftp import wire
+from provisioner.tftp.session import MAX_BACKOFF, SessionStats, defaultSender
+
+__all__ = ["UploadTarget", "Upload", "WriteSession"]
+
+
+class Upload:
+    """
+    One upload in progress: a temporary file and its final name.
+    """
+
+    def __init__(self, fd, temp, final):
+        self.fd = fd
+        self.temp = temp
+        self.final = final
+        self.size = 0
+
+    def write(self, data):
+        """
+        Append bytes.
+
+        @raise errors.DiskFull: no space left.
+        """
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.DiskFull("disk full")
+            raise
+        self.size += len(data)
+
+    def commit(self):
+        """
+        Give the file its final name.
+
+        @raise errors.FileExists: the name was taken meanwhile.
+        """
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.link(self.temp, self.final)
+        except FileExistsError:
+            raise errors.FileExists("file already exists")
+        finally:
+            self._unlink()
+
+    def abort(self):
+        """
+        Drop the temporary file.
+        """
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+        self._unlink()
+
+    def _unlink(self):
+        try:
+            os.unlink(self.temp)
+        except OSError:
+            pass
+
+
+class UploadTarget:
+    """
+    The upload directory.
+
+    @ivar directory: the real path of the upload directory (created if
+        missing).
+    @ivar maxBytes: the largest upload accepted.
+    """
+
+    def __init__(self, directory, maxBytes=1 << 32):
+        os.makedirs(directory, exist_ok=True)
+        self.directory = os.path.realpath(directory)
+        self.maxBytes = maxBytes
+
+    def open(self, path):
+        """
+        Start an upload of a normalised C{path}.
+
+        @raise errors.AccessViolation: outside the directory, a missing
+            subdirectory, a hidden name.
+        @raise errors.FileExists: the name exists.
+        """
+        if len(path) > MAX_PATH or any(part.startswith(".") for part in path.split("/")):
+            raise errors.AccessViolation("name not allowed")
+        final = os.path.join(self.directory, path)
+        parent = os.path.realpath(os.path.dirname(final))
+        if parent != self.directory and not parent.startswith(self.directory + os.sep):
+            raise errors.AccessViolation("outside the upload directory")
+        if not os.path.isdir(parent):
+            raise errors.AccessViolation("no such directory")
+        final = os.path.join(parent, os.path.basename(final))
+        if os.path.lexists(final):
+            raise errors.FileExists("file already exists")
+        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".",
+                                    suffix=".part", dir=parent)
+        return Upload(fd, temp, final)
+
+
+class _NetasciiDecoder:
+    """
+    Netascii to local text, streamed: CR LF to LF, CR NUL to CR.
+    """
+
+    def __init__(self):
+        self._cr = False
+
+    def feed(self, data, final=False):
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r") and not final:
+            data = data[:-1]
+            self._cr = True
+        return data.replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
+
+
+class WriteSession(DatagramProtocol):
+    """
+    Receives one upload from one peer.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, upload, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
+                 path="?", netascii=False, maxBytes=1 << 32, senderFactory=None):
+        self.upload = upload
+        self.negotiated = negotiated
+        self.peer = (peer[0], peer[1])
+        self.clock = clock
+        self.blksize = negotiated.blksize
+        self.windowsize = max(1, negotiated.windowsize)
+        self.timeout = float(negotiated.timeout) if negotiated.timeout else float(timeout)
+        self.maxRetries = retries
+        self.retriesLeft = retries
+        self.backoff = 1
+        self.onEnd = onEnd
+        self.maxBytes = maxBytes
+        self.decoder = _NetasciiDecoder() if netascii else None
+        self.senderFactory = senderFactory or defaultSender
+        self.expected = 1       # next block wanted (32-bit)
+        self.inWindow = 0
+        self.gapAcked = None
+        self.done = False
+        self.finalBlock = None
+        self.lastSent = None
+        self.sender = None
+        self.stats = SessionStats(self.peer, path, "write", negotiated.tsize)
+        self.stats.blksize = self.blksize
+        self.stats.windowsize = self.windowsize
+        self._timer = None
+
+    def startProtocol(self):
+        self.sender = self.senderFactory(self.transport, self.peer)
+        self.stats.started = self.clock.seconds()
+        tsize = self.negotiated.tsize
+        if tsize is not None and tsize > self.maxBytes:
+            self._fail(wire.ERR_DISK_FULL, "upload too large", "refused")
+            return
+        if self.negotiated.oack:
+            self._send(wire.OptionAck(self.negotiated.oack).to_wire())
+        else:
+            self._send(wire.encodeAck(0))
+        self._arm()
+
+    def stopProtocol(self):
+        self._cancel()
+
+    def _send(self, datagram):
+        self.lastSent = datagram
+        self.sender.send(datagram)
+
+    def _arm(self, delay=None):
+        if delay is None:
+            delay = self.timeout * self.backoff
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(delay)
+        else:
+            self._timer = self.clock.callLater(delay, self._timedOut)
+
+    def _cancel(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self):
+        self._timer = None
+        if self.done:
+            self._close()
+            return
+        self.stats.timeouts += 1
+        if self.retriesLeft <= 0:
+            self._finish("timeout", "no DATA after block %d" % (self.expected - 1,))
+            self._close()
+            return
+        self.retriesLeft -= 1
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        self.gapAcked = None
+        self.inWindow = 0
+        if self.lastSent is not None:
+            self.sender.send(self.lastSent)
+        self._arm()
+
+    def datagramReceived(self, data, addr):
+        if addr[1] != self.peer[1] or addr[0] != self.peer[0]:
+            if not (len(data) >= 2 and data[0] == 0 and data[1] == wire.ERROR):
+                try:
+                    self.transport.write(wire.Error(wire.ERR_UNKNOWN_TID,
+                                                    "unknown transfer ID").to_wire(), addr)
+                except Exception:
+                    pass
+            return
+        if len(data) >= 4 and data[0] == 0 and data[1] == wire.DATA:
+            self._data((data[2] << 8) | data[3], data[4:])
+            return
+        try:
+            packet = wire.decode(data)
+        except wire.WireError:
+            return
+        if isinstance(packet, wire.Error) and not self.done:
+            self._finish("aborted", "client sent ERROR %d %s" % (packet.code, packet.message))
+            self._close()
+
+    def _data(self, block, payload):
+        if self.done:
+            # Dally: the client did not get our final ACK.
+            if self.finalBlock is not None and block == self.finalBlock & 0xFFFF:
+                self.sender.send(wire.encodeAck(self.finalBlock))
+            return
+        if len(payload) > self.blksize:
+            self._fail(wire.ERR_ILLEGAL_OP, "DATA larger than blksize", "error")
+            return
+        expected = self.expected
+        if (block - expected) & 0xFFFF != 0:
+            if self.gapAcked != expected:
+                self.gapAcked = expected
+                self.inWindow = 0
+                self.stats.losses += 1
+                self._send(wire.encodeAck(expected - 1))
+            else:
+                self.stats.duplicates += 1
+            return
+        final = len(payload) < self.blksize
+        if self.decoder is not None:
+            payload = self.decoder.feed(payload, final)
+        if self.upload.size + len(payload) > self.maxBytes:
+            self._fail(wire.ERR_DISK_FULL, "upload too large", "error")
+            return
+        try:
+            self.upload.write(payload)
+        except errors.DiskFull:
+            self._fail(wire.ERR_DISK_FULL, "disk full", "error")
+            return
+        except OSError as e:
+            self._fail(wire.ERR_NOT_DEFINED, "write error", "error", str(e))
+            return
+        self.stats.blocks += 1
+        self.expected = expected + 1
+        self.gapAcked = None
+        self.retriesLeft = self.maxRetries
+        self.backoff = 1
+        self.inWindow += 1
+        if final:
+            try:
+                self.upload.commit()
+            except errors.FileExists:
+                self._fail(wire.ERR_FILE_EXISTS, "file already exists", "error", abort=False)
+                return
+            except OSError as e:
+                self._fail(wire.ERR_NOT_DEFINED, "write error", "error", str(e), abort=False)
+                return
+            self.finalBlock = expected
+            self.sender.send(wire.encodeAck(expected))
+            self.stats.bytes = self.upload.size
+            self._finish("complete")
+            # Dally: stay to repeat the final ACK if it was lost.
+            self._arm(self.timeout * 2)
+            return
+        if self.inWindow >= self.windowsize:
+            self.inWindow = 0
+            self._send(wire.encodeAck(expected))
+        self._arm()
+
+    def _fail(self, code, message, outcome, detail=None, abort=True):
+        try:
+            self.sender.send(wire.Error(code, message).to_wire())
+        except Exception:
+            pass
+        if abort:
+            self.upload.abort()
+        self._finish(outcome, detail or message)
+        self._close()
+
+    def cancel(self, reason="cancelled"):
+        if not self.done:
+            self._finish("cancelled", reason)
+        self._close()
+
+    def _finish(self, outcome, detail=""):
+        if self.done:
+            return
+        self.done = True
+        if outcome != "complete":
+            self.upload.abort()
+        stats = self.stats
+        stats.ended = self.clock.seconds()
+        stats.outcome = outcome
+        stats.detail = detail
+        if not stats.bytes:
+            stats.bytes = self.upload.size
+        if self.onEnd is not None:
+            onEnd, self.onEnd = self.onEnd, None
+            try:
+                onEnd(stats)
+            except Exception:
+                self.log.failure("stats callback")
+
+    def _close(self):
+        self._cancel()
+        transport = self.transport
+        if transport is not None:
+            self.transport = None
+            try:
+                transport.stopListening()
+            except Exception:
+                self.log.failure("closing the session port")
