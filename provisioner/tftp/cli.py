@@ -1,0 +1,289 @@
+# -*- test-case-name: tests.test_client_cli -*-
+"""
+C{provisioner fetch tftp://HOST[:PORT]/PATH}: download a file over TFTP with
+the adaptive window (seed 004's flow control facility), falling back to
+plain RFC 7440 and RFC 1350 against servers that ignore options.
+
+Other transfer modes hook in here: add arguments to the parser returned by
+L{addFetchParser} (or in L{register}) and a runner to L{FETCH_RUNNERS}: the
+first runner whose predicate accepts the parsed arguments runs instead of
+the unicast one, e.g. C{("multicast", lambda args: args.multicast, run)}.
+A runner is C{run(reactor, args, target, sink, reporter)} returning a
+Deferred that fires with a L{provisioner.tftp.client.FetchResult}.
+"""
+
+import os
+import socket
+import sys
+from urllib.parse import unquote, urlsplit
+
+from provisioner.tftp.client import FetchOptions, TFTPError, fetch
+
+__all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch"]
+
+# (name, predicate(args), runner): alternatives to the unicast fetch.
+FETCH_RUNNERS = []
+
+
+class Target:
+    """
+    A parsed C{tftp://} URL.
+    """
+
+    def __init__(self, host, port, path):
+        self.host = host
+        self.port = port
+        self.path = path
+
+    def __repr__(self):
+        return "tftp://%s:%d/%s" % (self.host, self.port, self.path)
+
+
+def parseTarget(url, defaultPort=69):
+    """
+    Parse C{tftp://HOST[:PORT]/PATH} (HOST may be a name, an IPv4 address or
+    a bracketed IPv6 one).
+
+    @raise ValueError: not such a URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "tftp" or not parts.hostname:
+        raise ValueError("not a tftp://HOST[:PORT]/PATH URL: %r" % (url,))
+    path = unquote(parts.path.lstrip("/"))
+    if not path:
+        raise ValueError("no file in %r" % (url,))
+    try:
+        port = parts.port or defaultPort
+    except ValueError:
+        raise ValueError("bad port in %r" % (url,))
+    return Target(parts.hostname, port, path)
+
+
+def _resolve(host):
+    info = socket.getaddrinfo(host, None, 0, socket.SOCK_DGRAM)
+    for family, _, _, _, addr in info:
+        if family == socket.AF_INET:
+            return addr[0]
+    return info[0][4][0]
+
+
+def _window(text):
+    n = int(text)
+    if not 1 <= n <= 65535:
+        raise ValueError(text)
+    return n
+
+
+def _growth(text):
+    """
+    C{4} (clean windows) or C{0.1s} (seconds).
+    """
+    text = text.strip()
+    if text.endswith("s"):
+        value = float(text[:-1])
+        if value <= 0:
+            raise ValueError(text)
+        return ("seconds", value)
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return ("windows", value)
+
+
+class Reporter:
+    """
+    Progress on a terminal (stderr), nothing otherwise.
+    """
+
+    def __init__(self, reactor, stream=None, enabled=None):
+        self.reactor = reactor
+        self.stream = stream or sys.stderr
+        if enabled is None:
+            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = enabled
+        self._next = 0.0
+        self._start = None
+        self._drawn = False
+
+    def __call__(self, received, total):
+        if not self.enabled:
+            return
+        now = self.reactor.seconds()
+        if self._start is None:
+            self._start = now
+        if now < self._next and received != total:
+            return
+        self._next = now + 0.1
+        rate = received / max(now - self._start, 1e-6)
+        if total:
+            width = 30
+            filled = int(width * received / total) if total else 0
+            line = "\r[%s%s] %5.1f%% %s %s/s" % (
+                "#" * filled, "." * (width - filled), 100.0 * received / total,
+                _size(received), _size(rate))
+        else:
+            line = "\r%s %s/s" % (_size(received), _size(rate))
+        self.stream.write(line)
+        self.stream.flush()
+        self._drawn = True
+
+    def finish(self):
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % (n,)
+        n /= 1024.0
+
+
+def addFetchParser(subparsers):
+    """
+    Add the C{fetch} parser and return it (so other modes can add flags).
+    """
+    p = subparsers.add_parser(
+        "fetch", help="download a file over TFTP (adaptive window, falls back to RFC 7440/1350)",
+        description="Download tftp://HOST[:PORT]/PATH. With the adaptive window (seed 004) "
+        "against provisioner; plain RFC 7440, then RFC 1350, against servers that ignore "
+        "the options.")
+    p.add_argument("url", help="tftp://HOST[:PORT]/PATH")
+    p.add_argument("-o", "--output", help="write here (default: the file's base name; "
+                   "'-' for stdout)")
+    p.add_argument("--blksize", type=int, default=1468,
+                   help="block size to propose (RFC 2348; default 1468, 0 for none)")
+    p.add_argument("--windowsize", type=_window, default=8,
+                   help="initial window to propose (RFC 7440; default 8; the server may "
+                   "counter)")
+    p.add_argument("--adaptive", dest="adaptive", action="store_true", default=True,
+                   help="ask for the adaptive window (default)")
+    p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                   help="a fixed RFC 7440 window")
+    p.add_argument("--msftwindow", action="store_true",
+                   help="speak Windows bootmgr's variable window (msftwindow) instead")
+    p.add_argument("--max-window", type=_window, default=64,
+                   help="never ask for a window above this (default 64)")
+    p.add_argument("--grow-after", type=_growth, default=("windows", 1), metavar="N|Ts",
+                   help="loss-free period before asking one more block: N clean windows "
+                   "or T seconds (e.g. 0.1s); default 1")
+    p.add_argument("--decrease", type=int, default=0, metavar="N",
+                   help="after a loss ask for WS/2+N (default 0: half)")
+    p.add_argument("--timeout", type=float, default=1.0,
+                   help="first request timeout, and the ceiling of the data timeout (s)")
+    p.add_argument("--retries", type=int, default=6, help="timeouts in a row before giving up")
+    p.add_argument("--no-fallback", dest="fallback", action="store_false", default=True,
+                   help="fail instead of retrying with fewer options")
+    p.add_argument("--no-tsize", dest="tsize", action="store_false", default=True,
+                   help="do not ask for the transfer size")
+    p.add_argument("--trace", action="store_true", help="print the window trace")
+    p.add_argument("--sha256", action="store_true", help="print the SHA-256 of the file")
+    p.add_argument("--stats", action="store_true",
+                   help="print mode, size, time, rate and losses")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="draw a progress bar even when stderr is not a terminal")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false",
+                   help="no progress bar")
+    p.set_defaults(func=_main)
+    return p
+
+
+def register(subparsers):
+    addFetchParser(subparsers)
+
+
+def optionsFromArgs(args):
+    """
+    The L{FetchOptions} for parsed arguments.
+    """
+    kind, value = args.grow_after
+    return FetchOptions(
+        blksize=args.blksize or None, windowsize=args.windowsize, adaptive=args.adaptive,
+        msftwindow=args.msftwindow, tsize=args.tsize, timeout=args.timeout,
+        retries=args.retries, growWindows=value if kind == "windows" else 1,
+        growSeconds=value if kind == "seconds" else None, decrease=args.decrease,
+        fallback=args.fallback, maxWindow=args.max_window)
+
+
+def _unicast(reactor, args, target, sink, reporter):
+    return fetch(reactor, target.address, target.port, target.path, sink,
+                 optionsFromArgs(args), progress=reporter)
+
+
+def runFetch(reactor, args, out=None, err=None):
+    """
+    Run one fetch on C{reactor}; return a Deferred firing with the exit
+    status. Output goes to C{out} (results) and C{err} (progress, errors).
+    """
+    from twisted.internet import defer
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        target = parseTarget(args.url)
+        target.address = _resolve(target.host)
+    except (ValueError, OSError) as e:
+        err.write("provisioner fetch: %s\n" % (e,))
+        return defer.succeed(2)
+    output = args.output or os.path.basename(target.path) or "fetched"
+    toStdout = output == "-"
+    try:
+        sink = (getattr(out, "buffer", out) if toStdout else open(output + ".part", "wb"))
+    except OSError as e:
+        err.write("provisioner fetch: %s: %s\n" % (output, e.strerror))
+        return defer.succeed(1)
+    report = out if not toStdout else err
+    reporter = Reporter(reactor, err, args.progress)
+    runner = _unicast
+    for name, predicate, alternative in FETCH_RUNNERS:
+        if predicate(args):
+            runner = alternative
+            break
+    d = defer.maybeDeferred(runner, reactor, args, target, sink, reporter)
+
+    def done(result):
+        reporter.finish()
+        if not toStdout:
+            sink.close()
+            os.replace(output + ".part", output)
+        if args.stats:
+            rate = result.size / result.elapsed if result.elapsed else 0.0
+            report.write("mode %s blksize %s window %s size %d time %.3fs rate %s/s "
+                         "losses %d timeouts %d\n" % (
+                             result.mode, result.blksize, result.windowsize, result.size,
+                             result.elapsed, _size(rate), result.losses, result.timeouts))
+        if args.trace:
+            report.write("# window trace: time(s) old new reason max frozen\n")
+            for change in result.trace:
+                report.write("%.4f %d %d %s %s %s\n" % change.asTuple())
+        if args.sha256:
+            report.write("%s  %s\n" % (result.sha256, output if not toStdout else "-"))
+        report.flush()
+        return 0
+
+    def failed(f):
+        reporter.finish()
+        if not toStdout:
+            sink.close()
+            try:
+                os.unlink(output + ".part")
+            except OSError:
+                pass
+        if f.check(TFTPError):
+            err.write("provisioner fetch: %s\n" % (f.value,))
+            return 1
+        err.write("provisioner fetch: %s\n" % (f.getErrorMessage(),))
+        return 1
+    return d.addCallbacks(done, failed)
+
+
+def _main(args):
+    from twisted.internet import reactor
+    status = []
+
+    def go():
+        d = runFetch(reactor, args)
+        d.addBoth(lambda s: (status.append(s), reactor.stop()))
+    reactor.callWhenRunning(go)
+    reactor.run()
+    return status[0] if status and isinstance(status[0], int) else 1

@@ -1,0 +1,590 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+The TFTP client library: unicast reads (RFC 1350, 2347, 2348, 2349, 7440)
+with seed 004's adaptive window (the "flow control facility").
+
+L{fetch} runs one download and falls back, level by level, against servers
+that refuse or ignore options:
+
+  1. C{adaptive} (or C{msftwindow}) + C{windowsize} + C{blksize} + C{tsize};
+  2. C{windowsize} + C{blksize} + C{tsize} (plain RFC 7440);
+  3. no options at all (RFC 1350: 512-byte blocks, window 1).
+
+A server that ignores options answers with DATA 1 and the client drops to
+RFC 1350 on the spot; a server that OACKs only some of them gets what it
+accepted (an OACK without C{adaptive} means a fixed window). An ERROR 0, 4
+or 8 to a request with options, or silence, moves to the next level.
+
+Receiving: blocks are counted in 32 bits (the wire's 16-bit number wraps to
+0 after 65535). A window ends every C{window} blocks after the last ACK,
+and at the last block. A sequence gap, or a timeout, is a loss: the client
+acknowledges the last in-order block (a duplicate ACK, so the server goes
+back to the block after it), asks the controller for a smaller window and
+ignores the rest of the broken window. A block that was already received
+means the server missed our ACK: it is acknowledged again, once per burst.
+
+The reactor is injected (C{IReactorUDP} and C{IReactorTime}).
+"""
+
+import hashlib
+import socket
+import struct
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from provisioner.tftp import wire
+from provisioner.tftp.adaptive import (
+    ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
+    AdaptiveController, encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption,
+    parseAdaptiveOption)
+
+__all__ = ["FetchOptions", "FetchResult", "TFTPError", "OptionsRefused", "TransferTimeout",
+           "ReadProtocol", "fetch", "MODES"]
+
+# Protocol levels, best first.
+MODES = ("adaptive", "msftwindow", "rfc7440", "rfc2347", "rfc1350")
+
+_H = struct.Struct("!H")
+_DATA = b"\x00\x03"
+
+
+class TFTPError(Exception):
+    """
+    The server answered with an ERROR packet, or the transfer failed.
+
+    @ivar code: the TFTP error code (or L{None} for a local failure).
+    """
+
+    def __init__(self, code, message):
+        Exception.__init__(self, "%s%s" % ("" if code is None else "TFTP error %d: " % (code,),
+                                            message))
+        self.code = code
+        self.message = message
+
+
+class OptionsRefused(TFTPError):
+    """
+    The server refused a request with options: try the next level.
+    """
+
+
+class TransferTimeout(TFTPError):
+    """
+    The server stopped answering.
+
+    @ivar started: whether any DATA or OACK had arrived.
+    """
+
+    def __init__(self, message, started):
+        TFTPError.__init__(self, None, message)
+        self.started = started
+
+
+class FetchOptions:
+    """
+    What the client asks for and how it adapts.
+
+    @ivar blksize: the block size proposed (L{None}: none proposed).
+    @ivar windowsize: the initial window proposed (RFC 7440; 1: no option).
+    @ivar adaptive: ask for the adaptive extension.
+    @ivar msftwindow: ask for Windows bootmgr's variable window instead.
+    @ivar tsize: ask for the transfer size.
+    @ivar timeout: first retransmission timeout of the request (seconds);
+        also the ceiling of the data timeout.
+    @ivar minTimeout: the floor of the adaptive data timeout.
+    @ivar retries: timeouts in a row before giving up.
+    @ivar growWindows, growSeconds: the loss-free period (windows, or time).
+    @ivar decrease: the C{N} of C{WS/2 + N} after a loss.
+    @ivar fallback: try the lower levels when a level fails.
+    @ivar rcvbuf: the socket receive buffer wanted (bytes).
+    @ivar maxWindow: the client's own ceiling for the adaptive window (the
+        server's, from the OACK, applies too; C{msftwindow} servers do not
+        announce one, so this is the only one there).
+    """
+
+    def __init__(self, blksize=1468, windowsize=8, adaptive=True, msftwindow=False,
+                 tsize=True, timeout=1.0, minTimeout=0.02, retries=6, growWindows=1,
+                 growSeconds=None, decrease=0, fallback=True, rcvbuf=4 << 20, maxWindow=64):
+        self.blksize = blksize
+        self.windowsize = windowsize
+        self.adaptive = adaptive
+        self.msftwindow = msftwindow
+        self.tsize = tsize
+        self.timeout = timeout
+        self.minTimeout = minTimeout
+        self.retries = retries
+        self.growWindows = growWindows
+        self.growSeconds = growSeconds
+        self.decrease = decrease
+        self.fallback = fallback
+        self.rcvbuf = rcvbuf
+        self.maxWindow = maxWindow
+
+    def levels(self):
+        """
+        The option sets to try, best first: C{[(mode, [(name, value)])]}.
+        """
+        base = []
+        if self.blksize:
+            base.append(("blksize", str(self.blksize)))
+        if self.tsize:
+            base.append(("tsize", "0"))
+        window = [("windowsize", str(self.windowsize))] if self.windowsize > 1 else []
+        levels = []
+        if self.msftwindow:
+            levels.append(("msftwindow", base + [("windowsize", str(self.windowsize)),
+                                                 (MSFT_OPTION, MSFT_CLIENT_MAGIC)]))
+        elif self.adaptive:
+            levels.append(("adaptive", base + window +
+                           [(ADAPTIVE_OPTION, formatAdaptiveOption(ADAPTIVE_VERSION))]))
+        if window:
+            levels.append(("rfc7440", base + window))
+        if base:
+            levels.append(("rfc2347", base))
+        levels.append(("rfc1350", []))
+        if not self.fallback:
+            levels = levels[:1]
+        return levels
+
+
+class FetchResult:
+    """
+    The outcome of a download.
+
+    @ivar size: bytes received.
+    @ivar sha256: hex digest of them.
+    @ivar mode: the level that worked (one of L{MODES}).
+    @ivar blksize, windowsize: what was negotiated (initial window).
+    @ivar tsize: the size the server announced, or L{None}.
+    @ivar elapsed: seconds from the first request to the last block.
+    @ivar losses: losses detected (gaps and timeouts).
+    @ivar timeouts: data timeouts.
+    @ivar trace: the controller's L{provisioner.tftp.adaptive.WindowChange}s
+        (for a fixed window, just the initial one).
+    @ivar attempts: the levels tried, C{[(mode, outcome)]}.
+    """
+
+    def __init__(self):
+        self.size = 0
+        self.sha256 = None
+        self.mode = None
+        self.blksize = None
+        self.windowsize = None
+        self.tsize = None
+        self.elapsed = 0.0
+        self.losses = 0
+        self.timeouts = 0
+        self.duplicates = 0
+        self.trace = []
+        self.attempts = []
+
+    @property
+    def maxWindow(self):
+        return max([c.new for c in self.trace] or [self.windowsize or 1])
+
+    def __repr__(self):
+        return "<FetchResult %s %d bytes in %.3fs, %d losses>" % (
+            self.mode, self.size, self.elapsed, self.losses)
+
+
+class ReadProtocol(DatagramProtocol):
+    """
+    One read request at one level, on its own ephemeral port.
+
+    @ivar done: a Deferred firing with a L{FetchResult} when the last block
+        is in (the port stays open a moment longer to re-acknowledge a
+        retransmitted last block).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, server, path, sink, mode, options, fetchOptions,
+                 progress=None):
+        self.reactor = reactor
+        self.server = server
+        self.path = path.encode("utf-8") if isinstance(path, str) else path
+        self.sink = sink
+        self.mode = mode
+        self.requested = dict(options)
+        self.requestOptions = options
+        self.opts = fetchOptions
+        self.progress = progress
+        self.done = defer.Deferred()
+        self.result = FetchResult()
+        self.result.mode = mode
+        self._hash = hashlib.sha256()
+        self._peer = None          # the server's TID, once known
+        self._blksize = 512
+        self._window = 1
+        self._extra = None         # encoder for trailing ACK bytes, or None
+        self._controller = None
+        self._last = 0             # last in-order block (32 bits)
+        self._acked = 0            # last block acknowledged
+        self._recovering = False   # a loss was signalled; waiting for _last + 1
+        self._reacked = False      # already re-acked a stale burst since the last ACK
+        self._timer = None
+        self._tries = 0
+        self._started = False
+        self._finished = False
+        self._start = None
+        self._lastAckTime = None
+        self._srtt = None          # ACK -> first block of the next window
+        self._gap = None           # inter-arrival of blocks inside a window
+        self._lastArrival = None
+        self._dallyCall = None
+
+    # -- lifecycle --
+
+    def startProtocol(self):
+        sock = self.transport.socket if hasattr(self.transport, "socket") else None
+        if sock is not None and self.opts.rcvbuf:
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, self.opts.rcvbuf)
+                    break
+                except OSError:
+                    continue
+        self._start = self.reactor.seconds()
+        self._sendRequest()
+
+    def _sendRequest(self):
+        request = wire.ReadRequest(self.path, "octet", self.requestOptions)
+        self.transport.write(request.to_wire(), self.server)
+        timeout = self.opts.timeout * (2 ** self._tries)
+        self._arm(timeout, self._requestTimedOut)
+
+    def _requestTimedOut(self):
+        self._timer = None
+        self._tries += 1
+        if self._tries > self.opts.retries:
+            self._fail(TransferTimeout("no answer from %s:%d" % self.server, False))
+            return
+        self._sendRequest()
+
+    def _arm(self, delay, what):
+        timer = self._timer
+        if timer is not None and timer.active():
+            if timer.func == what:
+                timer.reset(delay)
+                return
+            timer.cancel()
+        self._timer = self.reactor.callLater(delay, what)
+
+    def _disarm(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _fail(self, failure):
+        if self._finished:
+            return
+        self._finished = True
+        self._disarm()
+        self._close()
+        self.done.errback(failure)
+
+    def _close(self):
+        if self.transport is not None:
+            port, self.transport = self.transport, None
+            port.stopListening()
+
+    def abort(self):
+        """
+        Stop now (the caller gave up).
+        """
+        self._fail(TFTPError(None, "aborted"))
+
+    # -- receiving --
+
+    def datagramReceived(self, datagram, addr):
+        if self._finished and self._dallyCall is None:
+            return
+        if self._peer is None:
+            if addr[0] != self.server[0]:
+                return
+        elif addr != self._peer:
+            self.log.debug("packet from unknown TID {addr}", addr=addr)
+            self.transport.write(wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID")
+                                 .to_wire(), addr)
+            return
+        if datagram[:2] == _DATA and len(datagram) >= 4:
+            self._data(_H.unpack_from(datagram, 2)[0], datagram[4:], addr)
+            return
+        try:
+            packet = wire.decode(datagram)
+        except wire.WireError as e:
+            self.log.debug("undecodable datagram from {addr}: {why}", addr=addr, why=e)
+            return
+        if isinstance(packet, wire.OptionAck):
+            self._oack(packet, addr)
+        elif isinstance(packet, wire.Error):
+            self._error(packet, addr)
+
+    def _error(self, packet, addr):
+        if self._finished:
+            return
+        if not self._started and self.requestOptions and packet.code in (
+                wire.ERR_NOT_DEFINED, wire.ERR_ILLEGAL_OP, wire.ERR_OPTION_REFUSED):
+            self._fail(OptionsRefused(packet.code, packet.message))
+        else:
+            self._fail(TFTPError(packet.code, packet.message))
+
+    def _oack(self, packet, addr):
+        if self._started:
+            if addr == self._peer and self._acked == 0:
+                # Our ACK 0 was lost: acknowledge the OACK again.
+                self._sendAck(0, resend=True)
+            return
+        options = packet.optionDict
+        try:
+            self._applyOptions(options)
+        except TFTPError as e:
+            self.transport.write(wire.Error(wire.ERR_OPTION_REFUSED, e.message).to_wire(), addr)
+            self._fail(OptionsRefused(wire.ERR_OPTION_REFUSED, e.message))
+            return
+        self._peer = addr
+        self._started = True
+        self._tries = 0
+        self._sendAck(0)
+
+    def _applyOptions(self, options):
+        now = self.reactor.seconds()
+        blksize = options.get("blksize")
+        if blksize is not None:
+            n = _int(blksize)
+            asked = _int(self.requested.get("blksize", "0"))
+            if n is None or n < 8 or (asked and n > asked):
+                raise TFTPError(None, "bad blksize %r" % (blksize,))
+            self._blksize = n
+        window = options.get("windowsize")
+        if window is not None:
+            n = _int(window)
+            asked = _int(self.requested.get("windowsize", "0"))
+            if n is None or n < 1 or (asked and n > asked):
+                raise TFTPError(None, "bad windowsize %r" % (window,))
+            self._window = n
+        tsize = options.get("tsize")
+        if tsize is not None:
+            self.result.tsize = _int(tsize)
+        mode = "rfc2347" if (blksize is not None or tsize is not None) else "rfc1350"
+        if window is not None:
+            mode = "rfc7440"
+        if ADAPTIVE_OPTION in options and ADAPTIVE_OPTION in self.requested:
+            parsed = parseAdaptiveOption(options[ADAPTIVE_OPTION])
+            if parsed is None or parsed[0] != ADAPTIVE_VERSION:
+                raise TFTPError(None, "unsupported adaptive %r" % (options[ADAPTIVE_OPTION],))
+            mode = "adaptive"
+            self._extra = encodeAdaptiveExtra
+            limit = self.opts.maxWindow
+            if parsed[1] is not None:
+                limit = min(limit, parsed[1])
+            self._controller = self._newController(limit, now)
+        elif options.get(MSFT_OPTION, "").strip() == MSFT_SERVER_MAGIC and \
+                MSFT_OPTION in self.requested:
+            mode = "msftwindow"
+            self._extra = encodeMsftExtra
+            self._controller = self._newController(min(255, self.opts.maxWindow), now)
+        self.result.mode = mode
+        self.result.blksize = self._blksize
+        self.result.windowsize = self._window
+
+    def _newController(self, limit, now):
+        asked = _int(self.requested.get("windowsize", "1")) or 1
+        controller = AdaptiveController(
+            initial=asked, growWindows=self.opts.growWindows, growSeconds=self.opts.growSeconds,
+            decrease=self.opts.decrease, limit=limit, now=now - self._start)
+        controller.accept(self._window, now - self._start)
+        return controller
+
+    def _toBlock(self, wireBlock):
+        """
+        The 32-bit block number nearest to the next expected one.
+        """
+        expected = self._last + 1
+        candidate = (expected & ~0xFFFF) | wireBlock
+        if candidate - expected > 0x8000:
+            candidate -= 0x10000
+        elif expected - candidate > 0x8000:
+            candidate += 0x10000
+        return candidate
+
+    def _data(self, wireBlock, payload, addr):
+        if not self._started:
+            if wireBlock != 1:
+                return
+            # The server ignored our options: plain RFC 1350 from here.
+            self._peer = addr
+            self._started = True
+            self._tries = 0
+            self._blksize = 512
+            self._window = 1
+            self.result.mode = "rfc1350"
+            self.result.blksize = 512
+            self.result.windowsize = 1
+        if self._finished:
+            # Dallying: the last ACK was lost.
+            if self._toBlock(wireBlock) <= self._last:
+                self._sendAck(self._last, resend=True)
+            return
+        now = self.reactor.seconds()
+        block = self._toBlock(wireBlock)
+        expected = self._last + 1
+        if block == expected:
+            self._arrived(now, block)
+            self._deliver(block, payload, now)
+        elif block > expected:
+            if not self._recovering:
+                self._loss(now, "loss")
+        else:
+            self.result.duplicates += 1
+            if not self._reacked:
+                self._reacked = True
+                self._sendAck(self._acked, resend=True)
+
+    def _arrived(self, now, block):
+        if block == self._acked + 1 and self._lastAckTime is not None:
+            sample = now - self._lastAckTime
+            self._srtt = sample if self._srtt is None else 0.875 * self._srtt + 0.125 * sample
+        elif self._lastArrival is not None:
+            sample = now - self._lastArrival
+            self._gap = sample if self._gap is None else 0.875 * self._gap + 0.125 * sample
+        self._lastArrival = now
+
+    def _deliver(self, block, payload, now):
+        self._recovering = False
+        self._tries = 0
+        self._last = block
+        self.sink.write(payload)
+        self._hash.update(payload)
+        self.result.size += len(payload)
+        final = len(payload) < self._blksize
+        if final:
+            self._complete(now)
+            return
+        if block - self._acked >= self._window:
+            if self._controller is not None:
+                self._window = self._controller.windowCompleted(now - self._start)
+            self._sendAck(block)
+        else:
+            self._arm(self._dataTimeout(), self._dataTimedOut)
+        if self.progress is not None:
+            self.progress(self.result.size, self.result.tsize)
+
+    def _dataTimeout(self):
+        """
+        How long to wait for the next block: a few round trips, within
+        [minTimeout, timeout]; doubled for every timeout in a row.
+        """
+        estimate = self.opts.timeout
+        if self._srtt is not None:
+            estimate = 4 * self._srtt + 8 * (self._gap or 0.0) + 0.01
+        estimate = max(self.opts.minTimeout, min(self.opts.timeout, estimate))
+        return min(estimate * (2 ** self._tries), 60.0)
+
+    def _sendAck(self, block, resend=False):
+        extra = b""
+        if self._extra is not None:
+            extra = self._extra(self._window)
+        if not resend:
+            self._acked = block
+            self._reacked = False
+            self._lastAckTime = self.reactor.seconds()
+        if not self._finished:
+            self._arm(self._dataTimeout(), self._dataTimedOut)
+        self.transport.write(wire.encodeAck(block, extra), self._peer)
+
+    def _loss(self, now, reason):
+        self.result.losses += 1
+        if self._controller is not None:
+            self._window = self._controller.lossDetected(now - self._start, reason)
+        self._recovering = True
+        self._sendAck(self._last)
+
+    def _dataTimedOut(self):
+        self._timer = None
+        self._tries += 1
+        self.result.timeouts += 1
+        if self._tries > self.opts.retries:
+            self._fail(TransferTimeout("transfer timed out after block %d" % (self._last,),
+                                       True))
+            return
+        now = self.reactor.seconds()
+        self.result.losses += 1
+        if self._controller is not None:
+            self._window = self._controller.lossDetected(now - self._start, "timeout")
+        self._recovering = True
+        self._sendAck(self._last)
+
+    def _complete(self, now):
+        self._finished = True
+        self._disarm()
+        self._sendAck(self._last)
+        result = self.result
+        result.elapsed = now - self._start
+        result.sha256 = self._hash.hexdigest()
+        if self._controller is not None:
+            result.trace = list(self._controller.trace)
+            result.windowsize = self._controller.trace[0].new
+        if self.progress is not None:
+            self.progress(result.size, result.tsize)
+        # Dally: re-acknowledge a retransmitted last block for a moment.
+        dally = max(self.opts.minTimeout, min(self.opts.timeout, 2 * (self._srtt or 0.05)))
+        self._dallyCall = self.reactor.callLater(dally, self._endDally)
+        self.done.callback(result)
+
+    def _endDally(self):
+        self._dallyCall = None
+        self._close()
+
+    def stopProtocol(self):
+        self._disarm()
+        if self._dallyCall is not None and self._dallyCall.active():
+            self._dallyCall.cancel()
+        self._dallyCall = None
+
+
+def _int(text):
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        return None
+
+
+@defer.inlineCallbacks
+def fetch(reactor, host, port, path, sink, options=None, progress=None, interface=""):
+    """
+    Download C{path} from a TFTP server into C{sink} (anything with
+    C{write(bytes)}; it receives the file in order, once).
+
+    @param reactor: provides C{IReactorUDP} and C{IReactorTime}.
+    @param host: the server's IP address (text).
+    @param progress: called as C{progress(received, total or None)}.
+    @return: a Deferred firing with a L{FetchResult}, or failing with
+        L{TFTPError} (L{TransferTimeout} when the server stopped answering).
+    """
+    options = options or FetchOptions()
+    attempts = []
+    levels = options.levels()
+    for i, (mode, requestOptions) in enumerate(levels):
+        proto = ReadProtocol(reactor, (host, port), path, sink, mode, requestOptions, options,
+                             progress)
+        reactor.listenUDP(0, proto, interface=interface)
+        try:
+            result = yield proto.done
+        except OptionsRefused as e:
+            attempts.append((mode, str(e)))
+            if i + 1 < len(levels):
+                continue
+            raise
+        except TransferTimeout as e:
+            attempts.append((mode, str(e)))
+            if not e.started and i + 1 < len(levels) and requestOptions:
+                continue
+            raise
+        attempts.append((mode, "ok"))
+        result.attempts = attempts
+        return result
