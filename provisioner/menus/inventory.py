@@ -1,0 +1,540 @@
+# -*- test-case-name: tests.test_menus_inventory -*-
+"""
+The inventory: hosts (by MAC, UUID and hostname), groups, profiles and
+defaults, from a YAML file an operator keeps in git.
+
+    defaults:
+      profile: local
+      vars: {console: ttyS0}
+    profiles:
+      ubuntu:
+        kernel: ubuntu/vmlinuz
+        initrd: [ubuntu/initrd]
+        cmdline: "ip=dhcp"
+    groups:
+      rack1: {profile: ubuntu, vars: {rack: 1}}
+    hosts:
+      web01:
+        mac: 52:54:00:12:34:56
+        groups: [rack1]
+
+Every error names the key and the line (C{inventory.yaml:12:
+hosts.web01.mac: not a MAC address ...}). The format is documented in
+C{docs/menus.md} and C{etc/inventory.yaml}.
+"""
+
+import re
+import uuid as uuidlib
+
+import yaml
+
+from provisioner.clients import normaliseMAC
+from provisioner.config import ConfigError
+
+__all__ = ["Inventory", "InventoryError", "Host", "Group", "Profile", "Resolution",
+           "parseInventory", "loadInventory", "EMPTY"]
+
+
+class InventoryError(ConfigError):
+    """
+    The inventory is invalid; C{str()} names the file, line and key.
+    """
+
+
+def _keyText(path):
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += "[%d]" % (part,)
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class _Lines:
+    """
+    Line numbers of every mapping key and sequence item, by path tuple.
+    """
+
+    def __init__(self, filename, lines):
+        self.filename = filename
+        self.lines = lines
+
+    def error(self, path, message):
+        path = tuple(path)
+        probe = path
+        line = None
+        while line is None and probe:
+            line = self.lines.get(probe)
+            probe = probe[:-1]
+        where = self.filename
+        if line is not None:
+            where = "%s:%d" % (self.filename, line)
+        return InventoryError(_keyText(path) or None, message, where)
+
+
+class _Loader(yaml.SafeLoader):
+    """
+    A safe loader that reads unquoted MAC addresses as text: YAML 1.1 would
+    read C{52:54:00:12:34:56} as a base-60 integer.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}$")
+for _c in "0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_c, []).insert(
+        0, ("tag:yaml.org,2002:str", _MAC_RE))
+
+
+def _parse(text, filename):
+    """
+    Parse YAML into plain data and a C{{path tuple: line}} map (the approach
+    of L{provisioner.config._parseYAML}, extended to sequences and to
+    duplicate keys, which YAML would silently collapse).
+    """
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = filename
+            if mark is not None:
+                where = "%s:%d" % (filename, mark.line + 1)
+            raise InventoryError(None, "not valid YAML: %s" % (
+                getattr(e, "problem", None) or e,), where)
+        lines = {}
+
+        def walk(n, path):
+            if isinstance(n, yaml.MappingNode):
+                seen = set()
+                for k, v in n.value:
+                    try:
+                        name = loader.construct_object(k, deep=True)
+                    except yaml.YAMLError as e:
+                        raise InventoryError(_keyText(path) or None, "bad key: %s" % (e,),
+                                             "%s:%d" % (filename, k.start_mark.line + 1))
+                    if not isinstance(name, (str, int)) or isinstance(name, bool):
+                        raise InventoryError(_keyText(path) or None,
+                                             "keys must be text (got %r)" % (name,),
+                                             "%s:%d" % (filename, k.start_mark.line + 1))
+                    name = str(name)
+                    sub = path + (name,)
+                    if name in seen:
+                        raise InventoryError(_keyText(sub), "duplicate key (an earlier one "
+                                             "at line %d)" % (lines[sub],),
+                                             "%s:%d" % (filename, k.start_mark.line + 1))
+                    seen.add(name)
+                    lines[sub] = k.start_mark.line + 1
+                    walk(v, sub)
+            elif isinstance(n, yaml.SequenceNode):
+                for i, item in enumerate(n.value):
+                    sub = path + (i,)
+                    lines[sub] = item.start_mark.line + 1
+                    walk(item, sub)
+
+        if node is None:
+            return {}, _Lines(filename, lines)
+        lines[()] = node.start_mark.line + 1
+        walk(node, ())
+        try:
+            data = loader.construct_document(node)
+        except yaml.YAMLError as e:
+            raise InventoryError(None, "not valid YAML: %s" % (e,), filename)
+        return data, _Lines(filename, lines)
+    finally:
+        loader.dispose()
+
+
+# Validation helpers: each takes the value, its path and the line map.
+
+def _mapping(value, path, lines, allowNone=True):
+    if value is None and allowNone:
+        return {}
+    if not isinstance(value, dict):
+        raise lines.error(path, "must be a mapping (got %s)" % (type(value).__name__,))
+    return value
+
+
+def _keys(value, path, lines, known):
+    for name in value:
+        if name not in known:
+            raise lines.error(tuple(path) + (name,), "unknown key (known here: %s)" % (
+                ", ".join(sorted(known)),))
+
+
+def _str(value, path, lines, nullable=True):
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise lines.error(path, "must be a string (got %r)" % (value,))
+    return str(value)
+
+
+def _name(value, path, lines):
+    text = _str(value, path, lines, nullable=False)
+    if not text or "/" in text or text.startswith(".") or any(c.isspace() for c in text):
+        raise lines.error(path, "must be a name without spaces, '/' or a leading '.' "
+                          "(got %r)" % (text,))
+    return text
+
+
+def _strList(value, path, lines):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        value = [value]
+        return [_str(value[0], path, lines, nullable=False)]
+    return [_str(v, tuple(path) + (i,), lines, nullable=False) for i, v in enumerate(value)]
+
+
+def _int(value, path, lines, minimum=0, maximum=None, nullable=True):
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise lines.error(path, "must be a whole number (got %r)" % (value,))
+    if value < minimum or (maximum is not None and value > maximum):
+        raise lines.error(path, "must be between %s and %s (got %r)" % (
+            minimum, maximum, value))
+    return value
+
+
+def _mac(value, path, lines):
+    try:
+        return normaliseMAC(value)
+    except (ValueError, TypeError):
+        raise lines.error(path, "not a MAC address (got %r; write aa:bb:cc:dd:ee:ff)" % (
+            value,))
+
+
+def _uuid(value, path, lines):
+    try:
+        return str(uuidlib.UUID(str(value))).lower()
+    except ValueError:
+        raise lines.error(path, "not a UUID (got %r)" % (value,))
+
+
+class Profile:
+    """
+    What to boot: kernel, initrds, command line, an image, menu entries.
+
+    @ivar entries: a list of C{dict}s with C{label}, C{title}, C{kernel},
+        C{initrd} (list), C{cmdline}, C{image}, C{local} (bool).
+    """
+
+    KEYS = ("description", "kernel", "initrd", "cmdline", "image", "entries",
+            "default_entry", "timeout", "template", "vars")
+    ENTRY_KEYS = ("label", "title", "kernel", "initrd", "cmdline", "image", "local")
+
+    def __init__(self, name, data, path, lines):
+        self.name = name
+        _keys(data, path, lines, self.KEYS)
+        p = tuple(path)
+        self.description = _str(data.get("description"), p + ("description",), lines)
+        self.kernel = _str(data.get("kernel"), p + ("kernel",), lines)
+        self.initrd = _strList(data.get("initrd"), p + ("initrd",), lines)
+        self.cmdline = _str(data.get("cmdline"), p + ("cmdline",), lines) or ""
+        self.image = _str(data.get("image"), p + ("image",), lines)
+        self.template = _str(data.get("template"), p + ("template",), lines)
+        self.timeout = _int(data.get("timeout"), p + ("timeout",), lines, 0, 3600)
+        self.vars = dict(_mapping(data.get("vars"), p + ("vars",), lines))
+        entries = data.get("entries")
+        if entries is None:
+            entries = []
+        if not isinstance(entries, list):
+            raise lines.error(p + ("entries",), "must be a list of menu entries")
+        self.entries = []
+        labels = set()
+        for i, entry in enumerate(entries):
+            ep = p + ("entries", i)
+            entry = _mapping(entry, ep, lines, allowNone=False)
+            _keys(entry, ep, lines, self.ENTRY_KEYS)
+            label = _name(entry.get("label", "entry%d" % (i + 1,)), ep + ("label",), lines)
+            if label in labels:
+                raise lines.error(ep + ("label",), "duplicate label %r" % (label,))
+            labels.add(label)
+            local = entry.get("local", False)
+            if not isinstance(local, bool):
+                raise lines.error(ep + ("local",), "must be true or false")
+            self.entries.append({
+                "label": label,
+                "title": _str(entry.get("title"), ep + ("title",), lines) or label,
+                "kernel": _str(entry.get("kernel"), ep + ("kernel",), lines),
+                "initrd": _strList(entry.get("initrd"), ep + ("initrd",), lines),
+                "cmdline": _str(entry.get("cmdline"), ep + ("cmdline",), lines) or "",
+                "image": _str(entry.get("image"), ep + ("image",), lines),
+                "local": local,
+            })
+        self.default_entry = _str(data.get("default_entry"), p + ("default_entry",), lines)
+        if self.default_entry is not None and self.default_entry not in labels:
+            raise lines.error(p + ("default_entry",), "no entry labelled %r in this "
+                              "profile" % (self.default_entry,))
+
+    def asDict(self):
+        return {"name": self.name, "description": self.description, "kernel": self.kernel,
+                "initrd": list(self.initrd), "cmdline": self.cmdline, "image": self.image,
+                "entries": [dict(e, initrd=list(e["initrd"])) for e in self.entries],
+                "default_entry": self.default_entry, "timeout": self.timeout,
+                "template": self.template, "vars": dict(self.vars)}
+
+
+class Group:
+    """
+    A set of hosts sharing a profile, a template and variables.
+    """
+
+    KEYS = ("description", "profile", "template", "vars")
+
+    def __init__(self, name, data, path, lines):
+        self.name = name
+        _keys(data, path, lines, self.KEYS)
+        p = tuple(path)
+        self.description = _str(data.get("description"), p + ("description",), lines)
+        self.profile = _str(data.get("profile"), p + ("profile",), lines)
+        self.template = _str(data.get("template"), p + ("template",), lines)
+        self.vars = dict(_mapping(data.get("vars"), p + ("vars",), lines))
+
+    def asDict(self):
+        return {"name": self.name, "description": self.description, "profile": self.profile,
+                "template": self.template, "vars": dict(self.vars)}
+
+
+class Host:
+    """
+    One machine, found by any of its MACs, UUIDs or its hostname.
+    """
+
+    KEYS = ("mac", "uuid", "hostname", "group", "groups", "profile", "template", "vars",
+            "description")
+
+    def __init__(self, name, data, path, lines):
+        self.name = name
+        _keys(data, path, lines, self.KEYS)
+        p = tuple(path)
+        self.description = _str(data.get("description"), p + ("description",), lines)
+        macs = data.get("mac")
+        macs = macs if isinstance(macs, list) else ([] if macs is None else [macs])
+        self.macs = [_mac(m, p + ("mac", i) if isinstance(data.get("mac"), list)
+                          else p + ("mac",), lines) for i, m in enumerate(macs)]
+        uuids = data.get("uuid")
+        uuids = uuids if isinstance(uuids, list) else ([] if uuids is None else [uuids])
+        self.uuids = [_uuid(u, p + ("uuid",), lines) for u in uuids]
+        self.hostname = _str(data.get("hostname"), p + ("hostname",), lines) or name
+        if "group" in data and "groups" in data:
+            raise lines.error(p + ("groups",), "give either group or groups, not both")
+        self.groups = _strList(data.get("groups", data.get("group")),
+                               p + ("groups" if "groups" in data else "group",), lines)
+        self.profile = _str(data.get("profile"), p + ("profile",), lines)
+        self.template = _str(data.get("template"), p + ("template",), lines)
+        self.vars = dict(_mapping(data.get("vars"), p + ("vars",), lines))
+
+    def asDict(self):
+        return {"name": self.name, "hostname": self.hostname, "mac": list(self.macs),
+                "uuid": list(self.uuids), "groups": list(self.groups),
+                "profile": self.profile, "template": self.template, "vars": dict(self.vars),
+                "description": self.description}
+
+
+class Resolution:
+    """
+    What the inventory says about one client: the host (or L{None}), its
+    groups, the chosen profile, the merged variables and the explicitly
+    named template.
+    """
+
+    def __init__(self, host, groups, profile, vars, template):
+        self.host = host
+        self.groups = groups
+        self.profile = profile
+        self.vars = vars
+        self.template = template
+
+    def asDict(self):
+        return {"host": self.host.asDict() if self.host else None,
+                "groups": [g.name for g in self.groups],
+                "profile": self.profile.asDict() if self.profile else None,
+                "vars": dict(self.vars), "template": self.template}
+
+
+class Inventory:
+    """
+    A validated inventory.
+
+    @ivar hosts, groups, profiles: C{{name: object}}.
+    @ivar defaults: C{dict} with C{profile}, C{template}, C{vars}.
+    """
+
+    TOP = ("defaults", "profiles", "groups", "hosts")
+    DEFAULT_KEYS = ("profile", "template", "vars")
+
+    def __init__(self, data=None, lines=None, filename="<inventory>"):
+        if lines is None:
+            lines = _Lines(filename, {})
+        self.filename = filename
+        data = _mapping(data, (), lines)
+        _keys(data, (), lines, self.TOP)
+        defaults = _mapping(data.get("defaults"), ("defaults",), lines)
+        _keys(defaults, ("defaults",), lines, self.DEFAULT_KEYS)
+        self.defaults = {
+            "profile": _str(defaults.get("profile"), ("defaults", "profile"), lines),
+            "template": _str(defaults.get("template"), ("defaults", "template"), lines),
+            "vars": dict(_mapping(defaults.get("vars"), ("defaults", "vars"), lines)),
+        }
+        self.profiles = {}
+        for name, value in _mapping(data.get("profiles"), ("profiles",), lines).items():
+            path = ("profiles", name)
+            _name(name, path, lines)
+            self.profiles[name] = Profile(name, _mapping(value, path, lines), path, lines)
+        self.groups = {}
+        for name, value in _mapping(data.get("groups"), ("groups",), lines).items():
+            path = ("groups", name)
+            _name(name, path, lines)
+            group = Group(name, _mapping(value, path, lines), path, lines)
+            if group.profile is not None and group.profile not in self.profiles:
+                raise lines.error(path + ("profile",), "no profile called %r" % (
+                    group.profile,))
+            self.groups[name] = group
+        if self.defaults["profile"] is not None and \
+                self.defaults["profile"] not in self.profiles:
+            raise lines.error(("defaults", "profile"), "no profile called %r" % (
+                self.defaults["profile"],))
+        self.hosts = {}
+        self._byMAC = {}
+        self._byUUID = {}
+        self._byHostname = {}
+        hosts = _mapping(data.get("hosts"), ("hosts",), lines)
+        for name, value in hosts.items():
+            path = ("hosts", name)
+            _name(name, path, lines)
+            host = Host(name, _mapping(value, path, lines), path, lines)
+            for i, g in enumerate(host.groups):
+                if g not in self.groups:
+                    raise lines.error(path + ("groups" if "groups" in value else "group",),
+                                      "no group called %r" % (g,))
+            if host.profile is not None and host.profile not in self.profiles:
+                raise lines.error(path + ("profile",), "no profile called %r" % (
+                    host.profile,))
+            for mac in host.macs:
+                other = self._byMAC.get(mac)
+                if other is not None:
+                    raise lines.error(path + ("mac",), "MAC %s is already host %r's" % (
+                        mac, other.name))
+                self._byMAC[mac] = host
+            for u in host.uuids:
+                other = self._byUUID.get(u)
+                if other is not None:
+                    raise lines.error(path + ("uuid",), "UUID %s is already host %r's" % (
+                        u, other.name))
+                self._byUUID[u] = host
+            key = host.hostname.lower()
+            other = self._byHostname.get(key)
+            if other is not None:
+                raise lines.error(path + ("hostname",), "hostname %s is already host %r's"
+                                  % (host.hostname, other.name))
+            self._byHostname[key] = host
+            self.hosts[name] = host
+
+    def lookup(self, mac=None, uuid=None, hostname=None):
+        """
+        Return the L{Host} with this MAC, else this UUID, else this
+        hostname; or L{None}.
+        """
+        if mac:
+            try:
+                host = self._byMAC.get(normaliseMAC(mac))
+            except ValueError:
+                host = None
+            if host is not None:
+                return host
+        if uuid:
+            try:
+                host = self._byUUID.get(str(uuidlib.UUID(str(uuid))).lower())
+            except ValueError:
+                host = None
+            if host is not None:
+                return host
+        if hostname:
+            return self._byHostname.get(str(hostname).lower())
+        return None
+
+    def resolve(self, mac=None, uuid=None, hostname=None, baseVars=None):
+        """
+        Return the L{Resolution} for a client.
+
+        Variables merge, later winning: C{baseVars} (menus.vars), defaults,
+        the profile, each group in order, the host. The profile is the
+        host's, else the last group's that names one, else the default.
+        The template is the host's, else a group's, else the profile's, else
+        the default.
+        """
+        host = self.lookup(mac, uuid, hostname)
+        groups = [self.groups[g] for g in host.groups] if host else []
+        profileName = host.profile if host else None
+        if profileName is None:
+            for g in reversed(groups):
+                if g.profile is not None:
+                    profileName = g.profile
+                    break
+        if profileName is None:
+            profileName = self.defaults["profile"]
+        profile = self.profiles.get(profileName) if profileName else None
+        merged = dict(baseVars or {})
+        merged.update(self.defaults["vars"])
+        if profile is not None:
+            merged.update(profile.vars)
+        for g in groups:
+            merged.update(g.vars)
+        if host is not None:
+            merged.update(host.vars)
+        template = host.template if host else None
+        if template is None:
+            for g in groups:
+                if g.template is not None:
+                    template = g.template
+                    break
+        if template is None and profile is not None:
+            template = profile.template
+        if template is None:
+            template = self.defaults["template"]
+        return Resolution(host, groups, profile, merged, template)
+
+    def asDict(self):
+        return {"defaults": {"profile": self.defaults["profile"],
+                             "template": self.defaults["template"],
+                             "vars": dict(self.defaults["vars"])},
+                "profiles": {n: p.asDict() for n, p in sorted(self.profiles.items())},
+                "groups": {n: g.asDict() for n, g in sorted(self.groups.items())},
+                "hosts": {n: h.asDict() for n, h in sorted(self.hosts.items())}}
+
+
+EMPTY = Inventory()
+
+
+def parseInventory(text, filename="inventory.yaml"):
+    """
+    Parse and validate inventory text.
+
+    @raise InventoryError: naming the file, line and key.
+    """
+    data, lines = _parse(text, filename)
+    return Inventory(data, lines, filename)
+
+
+def loadInventory(path):
+    """
+    Read and validate an inventory file.
+
+    @raise InventoryError: the file cannot be read or is invalid.
+    """
+    import os
+    filename = os.path.basename(path)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise InventoryError(None, "cannot read %s: %s" % (path, e.strerror or e))
+    except UnicodeDecodeError:
+        raise InventoryError(None, "%s is not UTF-8 text" % (path,))
+    return parseInventory(text, filename)
