@@ -3,7 +3,9 @@
 The C{tftp} section of the configuration.
 """
 
-from provisioner.config import Key, Section, reserved
+from provisioner.config import Key, Section
+from provisioner.tftp.adaptive import SCHEMA as ADAPTIVE_SCHEMA
+from provisioner.tftp.inject import SCHEMA as INJECTOR_SCHEMA
 
 SCHEMA = Section("the TFTP server (UDP)", {
     "enabled": Key(True, "bool", "run the TFTP server"),
@@ -34,8 +36,8 @@ SCHEMA = Section("the TFTP server (UDP)", {
         "max_bytes": Key(1 << 32, "int", "largest upload accepted (bytes); larger ones get "
                          "ERROR 3", minimum=0),
     }),
-    "adaptive": reserved("adaptive window extension and msftwindow"),
-    "injector": reserved("bootstrap-program injector"),
+    "adaptive": ADAPTIVE_SCHEMA,
+    "injector": INJECTOR_SCHEMA,
     "multicast": Section("RFC 2090 multicast TFTP (docs/multicast-tftp.md)", {
         "enabled": Key(False, "bool", "answer RRQs carrying the 'multicast' option with a "
                        "multicast session (off: they are served by unicast)"),
