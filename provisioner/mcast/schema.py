@@ -1,8 +1,94 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_mcast_service -*-
 """
-The C{multicast} section of the configuration.
+The C{multicast} section of the configuration: control-channel reliable
+multicast of large images (seed 003). Every key is described for operators in
+C{docs/multicast.md}.
 """
 
-from provisioner.config import reserved
+import ipaddress
 
-SCHEMA = reserved("control-channel image multicast")
+from provisioner.config import Key, Section
+
+__all__ = ["SCHEMA"]
+
+
+def _multicastGroup(value):
+    if not ipaddress.ip_address(value).is_multicast:
+        return "must be an IPv4 multicast address such as 239.255.42.1 (got %r)" % (value,)
+    return None
+
+
+def _checkSection(section):
+    if section["rate_min"] > section["rate_max"]:
+        return "rate_min (%s) must not exceed rate_max (%s)" % (
+            section["rate_min"], section["rate_max"])
+    if not section["rate_min"] <= section["rate"] <= section["rate_max"]:
+        return "rate (%s) must lie between rate_min and rate_max" % (section["rate"],)
+    tls = section["tls"]
+    if tls["enabled"] and not (tls["certificate"] and tls["key"]):
+        return "tls.enabled needs tls.certificate and tls.key"
+    if tls["require_client_certificate"] and not tls["client_ca"]:
+        return "tls.require_client_certificate needs tls.client_ca"
+    return None
+
+
+SCHEMA = Section("control-channel reliable multicast of large images", {
+    "enabled": Key(False, "bool", "run the multicast service (control channel on TCP, data "
+                   "on UDP multicast)"),
+    "address": Key("127.0.0.1", "ip", "address the control channel (TCP) listens on; "
+                   "0.0.0.0 for all (the embedded default is loopback only)"),
+    "port": Key(7010, "port", "TCP port of the control channel (0 picks a free one)"),
+    "root": Key("images", "path", "directory the images sent with 'provisioner multicast "
+                "send' are taken from; names can never leave it"),
+    "admin_networks": Key(["127.0.0.0/8", "::1/128"], "list", "networks allowed to start "
+                          "sessions and read the scorecard over the control channel",
+                          items=Key("127.0.0.0/8", "ipnet", "a network")),
+    "group": Key("239.255.42.1", "ip", "multicast group of the first session; each further "
+                 "session running at the same time takes the next address",
+                 check=_multicastGroup),
+    "data_port": Key(7011, "port", "UDP port of the data channel", minimum=1),
+    "interface": Key(None, "ip", "local address whose interface sends the multicast data "
+                     "(IP_MULTICAST_IF); null lets the routing table choose", nullable=True),
+    "ttl": Key(1, "int", "multicast TTL (1 keeps data on the local link)", minimum=1,
+               maximum=255),
+    "datagram_size": Key(1472, "int", "UDP payload size of a data datagram, header included "
+                         "(1472 fits a 1500-byte MTU)", minimum=128, maximum=65000),
+    "rate": Key(400.0, "float", "initial sending rate in Mbit/s (UDP payload)",
+                minimum=0.1),
+    "rate_min": Key(10.0, "float", "the adaptation never goes below this (Mbit/s)",
+                    minimum=0.1),
+    "rate_max": Key(900.0, "float", "the adaptation never goes above this (Mbit/s)",
+                    minimum=0.1),
+    "adapt_rate": Key(True, "bool", "adapt the rate between rounds from burst loss "
+                      "(random, isolated loss is not taken as congestion)"),
+    "gso": Key(True, "bool", "use UDP GSO (UDP_SEGMENT) for batches of equal-size datagrams "
+               "where the kernel has it"),
+    "max_rounds": Key(20, "int", "multicast rounds per session; what is still missing then "
+                      "is delivered over the control channel", minimum=1, maximum=65535),
+    "coalesce_gap": Key(0, "int", "merge two missing ranges when the gap between them is "
+                        "smaller than this many bytes (0: merge only touching ranges)",
+                        minimum=0),
+    "max_ranges": Key(100000, "int", "most ranges announced for one round; beyond it the "
+                      "smallest gaps are merged first", minimum=1),
+    "min_receivers": Key(1, "int", "default for 'send --min-receivers': start once this "
+                         "many receivers are enrolled", minimum=1),
+    "max_wait": Key(30.0, "float", "default for 'send --max-wait': start after this many "
+                    "seconds with whoever is enrolled (at least one)", minimum=0),
+    "announce_timeout": Key(2.0, "float", "seconds to wait for receivers to acknowledge an "
+                            "announcement before data flows", minimum=0.01),
+    "report_timeout": Key(10.0, "float", "seconds to wait for missing-range reports after a "
+                          "round; a silent receiver keeps its last report", minimum=0.1),
+    "client_timeout": Key(30.0, "float", "a receiver disconnected this long is dropped from "
+                          "the session (recorded as lost on the scorecard)", minimum=0.1),
+    "keep_sessions": Key(20, "int", "finished sessions kept for 'multicast status'",
+                         minimum=0),
+    "tls": Section("TLS on the control channel", {
+        "enabled": Key(False, "bool", "serve the control channel over TLS"),
+        "certificate": Key(None, "path", "PEM server certificate", nullable=True),
+        "key": Key(None, "path", "PEM private key of the certificate", nullable=True),
+        "client_ca": Key(None, "path", "PEM CA certificate(s) that client certificates "
+                         "must chain to", nullable=True),
+        "require_client_certificate": Key(False, "bool", "refuse receivers without a "
+                                          "client certificate signed by client_ca"),
+    }),
+}, check=_checkSection)

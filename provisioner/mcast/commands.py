@@ -1,0 +1,297 @@
+# -*- test-case-name: tests.test_mcast_commands -*-
+"""
+The control channel's AMP commands and their errors (C{docs/wire/mcast.md}).
+
+Receivers send L{Register}, L{ReportMissing}, L{Complete}, L{Leave} and
+L{FetchRange}; the server pushes L{Announce}, L{EndRound} and L{EndSession}.
+Operators send L{StartSession} and L{Status}. Every error a responder may
+raise on purpose is declared, so that it reaches the caller as a failure
+instead of closing the connection. Fields added after the first version carry
+C{optional=True}.
+
+AMP values are at most 65,535 bytes: range lists and JSON travel in
+L{ChunkedBytes}, which spreads one value over several keys.
+"""
+
+import json
+
+from twisted.protocols import amp
+
+from provisioner.mcast import ranges as _ranges
+
+__all__ = [
+    "ChunkedBytes", "RangeList", "JSON",
+    "Register", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
+    "Leave", "FetchRange", "StartSession", "Status",
+    "MulticastError", "NotRegistered", "UnknownSession", "StaleRound", "BadRanges",
+    "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
+    "FETCH_MAX",
+]
+
+#: the most bytes one L{FetchRange} returns
+FETCH_MAX = 60000
+
+_PIECE = 0xFFFF
+
+
+class ChunkedBytes(amp.Argument):
+    """
+    Bytes of any length, spread over the keys C{name}, C{name.1}, C{name.2},
+    ... each at most 65,535 bytes long.
+    """
+
+    def toBox(self, name, strings, objects, proto):
+        value = objects.get(amp._wireNameToPythonIdentifier(name))
+        if value is None:
+            if self.optional:
+                return
+            raise amp.InvalidSignature("%r is required" % (name,))
+        value = self.toString(value)
+        pieces = [value[i:i + _PIECE] for i in range(0, len(value), _PIECE)] or [b""]
+        strings[name] = pieces[0]
+        for i, piece in enumerate(pieces[1:], 1):
+            strings[name + b"." + str(i).encode()] = piece
+
+    def fromBox(self, name, strings, objects, proto):
+        nk = amp._wireNameToPythonIdentifier(name)
+        first = strings.get(name)
+        if first is None:
+            if self.optional:
+                objects[nk] = None
+                return
+            raise amp.InvalidSignature("%r is missing" % (name,))
+        pieces = [first]
+        i = 1
+        while True:
+            piece = strings.get(name + b"." + str(i).encode())
+            if piece is None:
+                break
+            pieces.append(piece)
+            i += 1
+        objects[nk] = self.fromString(b"".join(pieces))
+
+    def toString(self, value):
+        return value
+
+    def fromString(self, data):
+        return data
+
+
+class RangeList(ChunkedBytes):
+    """
+    A normalised list of C{(start, end)} byte ranges, 16 bytes a range.
+    """
+
+    def toString(self, value):
+        return _ranges.toWire(value)
+
+    def fromString(self, data):
+        try:
+            return _ranges.fromWire(data)
+        except _ranges.RangeError as e:
+            raise BadRanges(str(e))
+
+
+class JSON(ChunkedBytes):
+    """
+    A JSON document of any size.
+    """
+
+    def toString(self, value):
+        return json.dumps(value, sort_keys=True).encode("utf-8")
+
+    def fromString(self, data):
+        return json.loads(data.decode("utf-8"))
+
+
+class MulticastError(Exception):
+    """
+    Base of the declared errors.
+    """
+
+
+class NotRegistered(MulticastError):
+    """
+    The connection has not sent L{Register}.
+    """
+
+
+class UnknownSession(MulticastError):
+    """
+    No such session (it finished long ago, or never existed).
+    """
+
+
+class StaleRound(MulticastError):
+    """
+    A report names a round other than the current one.
+    """
+
+
+class BadRanges(MulticastError):
+    """
+    A range list is malformed or leaves the image.
+    """
+
+
+class ChecksumMismatch(MulticastError):
+    """
+    The receiver's sha256 is not the image's.
+    """
+
+
+class NotAllowed(MulticastError):
+    """
+    The peer may not do this (operator commands from outside
+    C{multicast.admin_networks}).
+    """
+
+
+class NoSuchImage(MulticastError):
+    """
+    The image named in L{StartSession} is not there or is not readable.
+    """
+
+
+class BadRequest(MulticastError):
+    """
+    An argument is out of range.
+    """
+
+
+_COMMON = {NotRegistered: b"NOT_REGISTERED", UnknownSession: b"UNKNOWN_SESSION",
+           BadRanges: b"BAD_RANGES", BadRequest: b"BAD_REQUEST"}
+
+
+def _errors(extra=None):
+    out = dict(_COMMON)
+    out.update(extra or {})
+    return out
+
+
+class Register(amp.Command):
+    """
+    A receiver enrolls (permanent group of the session it wants, now or when
+    one starts). Sent again after every reconnection: the same C{clientId}
+    resumes its place.
+    """
+    arguments = [(b"clientId", amp.Unicode()),
+                 (b"address", amp.Unicode()),
+                 (b"image", amp.Unicode(optional=True))]
+    response = [(b"server", amp.Unicode())]
+    errors = {BadRequest: b"BAD_REQUEST"}
+
+
+class Announce(amp.Command):
+    """
+    Server to receiver: round C{round} of C{session} will carry exactly
+    C{ranges} on C{group}:C{port}, each datagram tagged under C{key}.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"name", amp.Unicode()),
+                 (b"size", amp.Integer()),
+                 (b"sha256", amp.Unicode()),
+                 (b"chunkSize", amp.Integer()),
+                 (b"ranges", RangeList()),
+                 (b"group", amp.Unicode()),
+                 (b"port", amp.Integer()),
+                 (b"key", amp.String()),
+                 (b"round", amp.Integer())]
+    response = []
+    errors = _errors()
+
+
+class EndRound(amp.Command):
+    """
+    Server to receiver: the last datagram of C{round} has been sent; report
+    what is missing.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"round", amp.Integer())]
+    response = []
+    errors = _errors()
+
+
+class EndSession(amp.Command):
+    """
+    Server to receiver: no more multicast rounds. Whatever the receiver still
+    misses (C{unrecoverable} is the union the server knows of) it fetches
+    with L{FetchRange}.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"unrecoverable", RangeList()),
+                 (b"reason", amp.Unicode(optional=True))]
+    response = []
+    errors = _errors()
+
+
+class ReportMissing(amp.Command):
+    """
+    Receiver to server: after C{round}, these ranges of the image are still
+    missing (empty: nothing, the receiver leaves the current group).
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"round", amp.Integer()),
+                 (b"ranges", RangeList())]
+    response = []
+    errors = _errors({StaleRound: b"STALE_ROUND"})
+
+
+class Complete(amp.Command):
+    """
+    Receiver to server: the whole image is written and its sha256 is this.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"sha256", amp.Unicode())]
+    response = []
+    errors = _errors({ChecksumMismatch: b"CHECKSUM_MISMATCH"})
+
+
+class Leave(amp.Command):
+    """
+    Receiver to server: giving up on C{session} (disk full, operator), with a
+    reason for the scorecard.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"reason", amp.Unicode())]
+    response = []
+    errors = _errors()
+
+
+class FetchRange(amp.Command):
+    """
+    Receiver to server: the bytes at C{offset} (at most L{FETCH_MAX}), for
+    ranges multicast could not deliver.
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"offset", amp.Integer()),
+                 (b"length", amp.Integer())]
+    response = [(b"data", amp.String())]
+    errors = _errors()
+
+
+class StartSession(amp.Command):
+    """
+    Operator to server: multicast C{image} (a name below C{multicast.root})
+    once C{minReceivers} are enrolled or C{maxWait} seconds have passed.
+    """
+    arguments = [(b"image", amp.Unicode()),
+                 (b"minReceivers", amp.Integer(optional=True)),
+                 (b"maxWait", amp.Float(optional=True)),
+                 (b"rate", amp.Float(optional=True)),
+                 (b"maxRounds", amp.Integer(optional=True))]
+    response = [(b"session", amp.Integer()),
+                (b"name", amp.Unicode()),
+                (b"size", amp.Integer())]
+    errors = {NotAllowed: b"NOT_ALLOWED", NoSuchImage: b"NO_SUCH_IMAGE",
+              BadRequest: b"BAD_REQUEST"}
+
+
+class Status(amp.Command):
+    """
+    Operator to server: the scorecard of every session kept (or one).
+    """
+    arguments = [(b"session", amp.Integer(optional=True)),
+                 (b"detail", amp.Boolean(optional=True))]
+    response = [(b"scorecard", JSON())]
+    errors = {NotAllowed: b"NOT_ALLOWED", UnknownSession: b"UNKNOWN_SESSION"}

@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_mcast_ranges -*-
+"""
+Byte-range sets: sorted, disjoint, half-open C{(start, end)} pairs.
+
+Pure functions and one mutable class, no I/O:
+
+  - L{normalise}, L{union}, L{subtract}, L{intersect}, L{total}: set algebra.
+  - L{coalesce}: the gap rule that turns the union of every receiver's report
+    into the ranges announced for the next round (see its docstring; the rule
+    is also in C{docs/wire/mcast.md}).
+  - L{RangeSet}: the receiver's record of what it has, added to one datagram
+    at a time.
+  - L{toWire}/L{fromWire}: 16 bytes a range (two unsigned 64-bit big-endian
+    integers).
+"""
+
+import bisect
+import struct
+
+__all__ = ["normalise", "union", "subtract", "intersect", "total", "coalesce",
+           "RangeSet", "toWire", "fromWire", "RangeError", "chunks"]
+
+_PAIR = struct.Struct("!QQ")
+
+
+class RangeError(ValueError):
+    """
+    A range list on the wire is malformed.
+    """
+
+
+def normalise(ranges):
+    """
+    Return C{ranges} sorted, with empty ranges dropped and overlapping or
+    touching ranges merged.
+
+    @param ranges: an iterable of C{(start, end)} with C{0 <= start}.
+    @rtype: L{list} of L{tuple}
+    """
+    out = []
+    for start, end in sorted(ranges):
+        if end <= start:
+            continue
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def union(*sets):
+    """
+    Return the union of range lists, normalised.
+    """
+    merged = []
+    for s in sets:
+        merged.extend(s)
+    return normalise(merged)
+
+
+def subtract(a, b):
+    """
+    Return the parts of C{a} not in C{b} (both normalised).
+    """
+    out = []
+    j = 0
+    b = list(b)
+    for start, end in a:
+        cur = start
+        while j < len(b) and b[j][1] <= cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] < end:
+            bs, be = b[k]
+            if bs > cur:
+                out.append((cur, bs))
+            cur = max(cur, be)
+            if be >= end:
+                break
+            k += 1
+        if cur < end:
+            out.append((cur, end))
+    return out
+
+
+def intersect(a, b):
+    """
+    Return the parts common to C{a} and C{b} (both normalised).
+    """
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start = max(a[i][0], b[j][0])
+        end = min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def total(ranges):
+    """
+    Return the number of bytes in C{ranges} (normalised).
+    """
+    return sum(end - start for start, end in ranges)
+
+
+def coalesce(ranges, gap=0, maxRanges=None):
+    """
+    The gap rule: turn a union of missing ranges into the ranges to send.
+
+      1. Overlapping and touching ranges are merged (this never adds bytes).
+      2. Two neighbours are merged when the gap between them is smaller than
+         C{gap} bytes: the gap is re-sent in exchange for one range less on
+         the control channel. C{gap=0} never adds bytes.
+      3. While more than C{maxRanges} remain, the neighbours with the
+         smallest gap are merged (ties: the earliest first), so the bytes
+         added are as few as possible.
+
+    @param ranges: any iterable of C{(start, end)}.
+    @param gap: bytes; gaps strictly smaller are filled.
+    @param maxRanges: the most ranges to return, or L{None}.
+    @return: the normalised list.
+    """
+    merged = normalise(ranges)
+    if gap > 0 and merged:
+        out = [merged[0]]
+        for start, end in merged[1:]:
+            if start - out[-1][1] < gap:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        merged = out
+    if maxRanges is not None and len(merged) > maxRanges:
+        excess = len(merged) - max(1, maxRanges)
+        gaps = sorted((merged[i + 1][0] - merged[i][1], i) for i in range(len(merged) - 1))
+        fill = set(i for _, i in gaps[:excess])
+        out = [merged[0]]
+        for i in range(1, len(merged)):
+            if (i - 1) in fill:
+                out[-1] = (out[-1][0], merged[i][1])
+            else:
+                out.append(merged[i])
+        merged = out
+    return merged
+
+
+def chunks(ranges, size):
+    """
+    Yield C{(offset, length)} pieces of at most C{size} bytes covering
+    C{ranges}, each range cut from its own start.
+    """
+    for start, end in ranges:
+        offset = start
+        while offset < end:
+            length = min(size, end - offset)
+            yield offset, length
+            offset += length
+
+
+class RangeSet:
+    """
+    A mutable, normalised set of byte ranges, cheap to grow one datagram at
+    a time (appending in order costs O(log n)).
+    """
+
+    def __init__(self, ranges=()):
+        self._starts = []
+        self._ends = []
+        for start, end in normalise(ranges):
+            self._starts.append(start)
+            self._ends.append(end)
+
+    def add(self, start, end):
+        """
+        Add C{[start, end)}.
+
+        @return: the number of bytes that were new.
+        """
+        if end <= start:
+            return 0
+        starts, ends = self._starts, self._ends
+        # Fast path: touching or after the last range.
+        if not starts or start > ends[-1]:
+            starts.append(start)
+            ends.append(end)
+            return end - start
+        if start >= starts[-1] and start <= ends[-1]:
+            if end <= ends[-1]:
+                return 0
+            new = end - ends[-1]
+            ends[-1] = end
+            return new
+        i = bisect.bisect_right(ends, start - 1)
+        # ranges i.. may overlap or touch [start, end)
+        j = i
+        covered = 0
+        newStart, newEnd = start, end
+        while j < len(starts) and starts[j] <= end:
+            covered += max(0, min(ends[j], end) - max(starts[j], start))
+            newStart = min(newStart, starts[j])
+            newEnd = max(newEnd, ends[j])
+            j += 1
+        starts[i:j] = [newStart]
+        ends[i:j] = [newEnd]
+        return (end - start) - covered
+
+    def ranges(self):
+        """
+        Return the normalised list of C{(start, end)}.
+        """
+        return list(zip(self._starts, self._ends))
+
+    def total(self):
+        """
+        Return the number of bytes held.
+        """
+        return sum(e - s for s, e in zip(self._starts, self._ends))
+
+    def __len__(self):
+        return len(self._starts)
+
+    def __contains__(self, offset):
+        i = bisect.bisect_right(self._starts, offset) - 1
+        return i >= 0 and offset < self._ends[i]
+
+
+def toWire(ranges):
+    """
+    Encode a range list: 16 bytes a range.
+    """
+    return b"".join(_PAIR.pack(start, end) for start, end in ranges)
+
+
+def fromWire(data, limit=None):
+    """
+    Decode a range list and check it: each range non-empty, sorted and
+    disjoint, and ending at most at C{limit} when given.
+
+    @raise RangeError: if it is malformed.
+    """
+    if len(data) % _PAIR.size:
+        raise RangeError("range list of %d bytes is not a multiple of 16" % (len(data),))
+    out = []
+    last = -1
+    for start, end in _PAIR.iter_unpack(data):
+        if end <= start or start <= last:
+            raise RangeError("range %d-%d is empty, unsorted or overlapping" % (start, end))
+        if limit is not None and end > limit:
+            raise RangeError("range %d-%d ends beyond %d" % (start, end, limit))
+        out.append((start, end))
+        last = end
+    return out

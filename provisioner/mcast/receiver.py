@@ -1,0 +1,635 @@
+# -*- test-case-name: tests.test_mcast_receiver -*-
+"""
+The receiving side, resumable.
+
+  - L{OutputFile}: the preallocated output, written with C{pwrite} at each
+    datagram's offset.
+  - L{StateFile}: the ranges received so far, next to the output
+    (C{PATH.mcast-state}); a restarted receiver with the same image resumes
+    from it.
+  - L{Receiver}: the control-channel responders and the data-channel
+    protocol; reports what is missing after each round, repairs the rest
+    over the control channel when the rounds are over, verifies the sha256.
+  - L{ReceiverClient}: keeps the control connection up with C{ClientService}
+    (reconnecting and re-registering) and ends with an exit status.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from provisioner.mcast import commands
+from provisioner.mcast import ranges as R
+from provisioner.mcast.datagram import DataDatagram, DatagramError
+
+__all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
+           "DataProtocol", "sha256File"]
+
+
+class ReceiveError(Exception):
+    """
+    The receiver cannot go on; C{str()} is the operator's message.
+    """
+
+
+def _describeOSError(e, path, what):
+    if e.errno == errno.ENOSPC:
+        return "%s: disk full (No space left on device) while %s" % (path, what)
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "%s: not writable (%s)" % (path, e.strerror)
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "%s: directory does not exist (%s)" % (path, e.strerror)
+    if e.errno == errno.EISDIR:
+        return "%s: is a directory" % (path,)
+    return "%s: %s while %s" % (path, e.strerror or e, what)
+
+
+class OutputFile:
+    """
+    The output file, opened (or created) at once so that an unwritable path
+    is reported before any network traffic.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ReceiveError(_describeOSError(e, path, "opening"))
+        self.size = None
+
+    def prepare(self, size):
+        """
+        Make the file C{size} bytes long, with the blocks allocated.
+
+        @raise ReceiveError: if the disk cannot hold it.
+        """
+        try:
+            current = os.fstat(self.fd).st_size
+            if current > size:
+                os.ftruncate(self.fd, size)
+            try:
+                os.posix_fallocate(self.fd, 0, size) if size else None
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(self.fd, size)
+        except OSError as e:
+            raise ReceiveError(_describeOSError(
+                e, self.path, "allocating %d bytes" % (size,)))
+        self.size = size
+
+    def write(self, offset, data):
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            raise ReceiveError(_describeOSError(e, self.path, "writing at %d" % (offset,)))
+
+    def sync(self):
+        try:
+            os.fdatasync(self.fd)
+        except OSError:
+            pass
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class StateFile:
+    """
+    The received ranges of one image, saved atomically as JSON.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self, sha256, size):
+        """
+        Return the ranges saved for this image, or C{[]}.
+        """
+        try:
+            with open(self.path, "r") as f:
+                state = json.load(f)
+            if state.get("sha256") != sha256 or state.get("size") != size:
+                return []
+            return R.normalise((int(s), int(e)) for s, e in state["ranges"]
+                               if 0 <= int(s) < int(e) <= size)
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def save(self, sha256, size, ranges):
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"sha256": sha256, "size": size,
+                           "ranges": [list(r) for r in ranges]}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+    def remove(self):
+        for p in (self.path, self.path + ".tmp"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def sha256File(path):
+    """
+    Return the sha256 hex digest of a file (blocking).
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+class DataProtocol(protocol.DatagramProtocol):
+    """
+    The data channel: hands every datagram to the L{Receiver}.
+    """
+
+    def __init__(self, receiver):
+        self.receiver = receiver
+
+    def datagramReceived(self, data, addr):
+        self.receiver.datagramReceived(data, addr)
+
+
+class Receiver(amp.CommandLocator):
+    """
+    One image being received.
+
+    @ivar received: a L{R.RangeSet} of what is on disk.
+    @ivar result: a Deferred fired with the exit status.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
+                 settle=0.1, settleMax=2.0, saveInterval=1.0, progress=None):
+        self.reactor = reactor
+        self.output = output
+        self.state = StateFile(output.path + ".mcast-state")
+        self.clientId = clientId
+        self.image = image
+        self.interface = interface
+        self.hasher = hasher or self._threadHash
+        self.settle = settle
+        self.settleMax = settleMax
+        self.saveInterval = saveInterval
+        self.progress = progress
+        self.connection = None
+        self.session = None
+        self.name = None
+        self.size = None
+        self.sha256 = None
+        self.key = None
+        self.round = 0
+        self.rounds = set()
+        self.roundRanges = []
+        self.group = None
+        self.port = None
+        self.received = R.RangeSet()
+        self.resumed = 0
+        self.bytesReceived = 0
+        self.bytesRepaired = 0
+        self.bytesFetched = 0
+        self.rejected = 0
+        self.stale = 0
+        self.started = None
+        self.joined = None
+        self.dataPort = None
+        self.finishing = False
+        self.failed = None
+        self.lastDatagram = 0.0
+        self.result = defer.Deferred()
+        self._dirty = False
+        self._saveCall = None
+        self._settleCall = None
+
+    def _threadHash(self, path):
+        from twisted.internet import threads
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         sha256File, path)
+
+    # -- control channel: server pushes -----------------------------------
+
+    @commands.Announce.responder
+    def announce(self, session, name, size, sha256, chunkSize, ranges, group, port, key, round):
+        if self.finishing or self.failed:
+            return {}
+        if self.session is not None and session != self.session:
+            if sha256 != self.sha256 or size != self.size:
+                self.log.info("ignoring session {session} ({name}): already receiving {mine}",
+                              session=session, name=name, mine=self.name)
+                return {}
+        if self.session != session:
+            self._adopt(session, name, size, sha256, chunkSize, group, port, key)
+        self.round = round
+        self.rounds.add(round)
+        self.roundRanges = ranges
+        need = R.intersect(ranges, self.missing())
+        if need:
+            self._join()
+        else:
+            self._leave()
+        return {}
+
+    def _adopt(self, session, name, size, sha256, chunkSize, group, port, key):
+        first = self.session is None
+        self.session = session
+        self.name = name
+        self.sha256 = sha256
+        self.key = key
+        self.chunkSize = chunkSize
+        if self.group is not None and (group, port) != (self.group, self.port):
+            self._leave()
+            self._closeData()
+        self.group = group
+        self.port = port
+        if first or size != self.size:
+            self.size = size
+            try:
+                self.output.prepare(size)
+            except ReceiveError as e:
+                self.fail(str(e))
+                raise commands.BadRequest(str(e))
+            resume = self.state.load(sha256, size)
+            self.received = R.RangeSet(resume)
+            self.resumed = self.received.total()
+            if self.resumed:
+                self.log.info("resuming {name}: {bytes} of {size} bytes already here",
+                              name=name, bytes=self.resumed, size=size)
+        if self.started is None:
+            self.started = self.reactor.seconds()
+        if self._saveCall is None:
+            self._saveCall = self.reactor.callLater(self.saveInterval, self._periodicSave)
+
+    @commands.EndRound.responder
+    def endRound(self, session, round):
+        if session != self.session or self.finishing or self.failed:
+            return {}
+        if self._settleCall is not None and self._settleCall.active():
+            self._settleCall.cancel()
+        self._settleUntil = self.reactor.seconds() + self.settleMax
+        self._settleCall = self.reactor.callLater(self.settle, self._settled, round)
+        return {}
+
+    def _settled(self, roundNumber):
+        self._settleCall = None
+        now = self.reactor.seconds()
+        if now - self.lastDatagram < self.settle and now < self._settleUntil:
+            self._settleCall = self.reactor.callLater(self.settle, self._settled, roundNumber)
+            return
+        self._report(roundNumber)
+
+    def _report(self, roundNumber):
+        if self.failed or self.finishing or roundNumber != self.round:
+            return
+        missing = self.missing()
+        self._save()
+        if not missing:
+            self._leave()
+        d = self.connection.callRemote(commands.ReportMissing, session=self.session,
+                                       round=roundNumber, ranges=missing)
+
+        def reported(_):
+            if not missing:
+                self._finish()
+
+        def refused(f):
+            f.trap(commands.StaleRound, commands.UnknownSession, commands.NotRegistered)
+            self.log.info("report for round {round} refused: {error}", round=roundNumber,
+                          error=f.getErrorMessage())
+        d.addCallbacks(reported, refused)
+        d.addErrback(self._lostCall)
+        return d
+
+    @commands.EndSession.responder
+    def endSession(self, session, unrecoverable, reason=None):
+        if session != self.session or self.finishing or self.failed:
+            if self.session is None:
+                # never got an announcement: nothing to repair from
+                return {}
+            return {}
+        self._leave()
+        self.log.info("no more rounds ({reason}); fetching {bytes} bytes over the control "
+                      "channel", reason=reason, bytes=R.total(self.missing()))
+        self.reactor.callLater(0, self._repair)
+        return {}
+
+    @defer.inlineCallbacks
+    def _repair(self):
+        try:
+            for offset, length in R.chunks(self.missing(), commands.FETCH_MAX):
+                if self.failed or self.connection is None:
+                    return
+                result = yield self.connection.callRemote(
+                    commands.FetchRange, session=self.session, offset=offset, length=length)
+                data = result["data"]
+                if len(data) != length:
+                    raise ReceiveError("server returned %d bytes for %d at %d" % (
+                        len(data), length, offset))
+                self.output.write(offset, data)
+                new = self.received.add(offset, offset + length)
+                self.bytesReceived += new
+                self.bytesRepaired += new
+                self.bytesFetched += new
+                self._dirty = True
+        except ReceiveError as e:
+            self.fail(str(e))
+            return
+        except Exception as e:
+            self.log.info("repair interrupted: {error}", error=e)
+            return
+        if not self.missing():
+            self._finish()
+
+    # -- data channel -----------------------------------------------------
+
+    def datagramReceived(self, data, addr):
+        if self.key is None or self.finishing or self.failed:
+            return
+        try:
+            dg = DataDatagram.from_wire(data, self.key, self.session)
+        except DatagramError as e:
+            self.rejected += 1
+            self.log.debug("dropped datagram from {peer}: {error}", peer=addr, error=e)
+            return
+        if dg.round != self.round:
+            self.stale += 1
+            return
+        end = dg.offset + len(dg.payload)
+        if end > self.size:
+            self.rejected += 1
+            return
+        self.lastDatagram = self.reactor.seconds()
+        if dg.offset in self.received and (end - 1) in self.received:
+            return
+        try:
+            self.output.write(dg.offset, dg.payload)
+        except ReceiveError as e:
+            self.fail(str(e))
+            return
+        new = self.received.add(dg.offset, end)
+        self.bytesReceived += new
+        if self.round > 1:
+            self.bytesRepaired += new
+        self._dirty = True
+
+    def _join(self):
+        if self.joined == self.group:
+            return
+        from twisted.internet import error as ierror
+        if self.dataPort is None:
+            try:
+                self.dataPort = self.reactor.listenMulticast(
+                    self.port, DataProtocol(self), listenMultiple=True)
+            except ierror.CannotListenError as e:
+                self.fail("cannot listen on UDP port %d: %s" % (self.port, e))
+                return
+            sock = getattr(self.dataPort, "socket", None)
+            if sock is not None:
+                for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                    if opt is None:
+                        continue
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, opt, 32 * 1024 * 1024)
+                        break
+                    except OSError:
+                        continue
+        self.dataPort.joinGroup(self.group, self.interface or "0.0.0.0")
+        self.joined = self.group
+        self.log.debug("joined {group}:{port}", group=self.group, port=self.port)
+
+    def _leave(self):
+        if self.joined is None or self.dataPort is None:
+            return
+        try:
+            self.dataPort.leaveGroup(self.joined, self.interface or "0.0.0.0")
+        except Exception:
+            pass
+        self.joined = None
+
+    def _closeData(self):
+        if self.dataPort is not None:
+            self.dataPort.stopListening()
+            self.dataPort = None
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def missing(self):
+        """
+        Return what the image still lacks here.
+        """
+        if self.size is None:
+            return []
+        return R.subtract([(0, self.size)] if self.size else [], self.received.ranges())
+
+    def _save(self):
+        if self.session is None or not self._dirty:
+            return
+        self.output.sync()
+        self.state.save(self.sha256, self.size, self.received.ranges())
+        self._dirty = False
+
+    def _periodicSave(self):
+        self._saveCall = None
+        if self.finishing or self.failed:
+            return
+        self._save()
+        if self.progress is not None:
+            self.progress(self)
+        self._saveCall = self.reactor.callLater(self.saveInterval, self._periodicSave)
+
+    def _finish(self):
+        if self.finishing or self.failed:
+            return
+        self.finishing = True
+        self._leave()
+        self._closeData()
+        self.output.sync()
+        d = self.hasher(self.output.path)
+
+        def hashed(digest):
+            if digest != self.sha256:
+                self.state.remove()
+                raise ReceiveError("sha256 mismatch: got %s, the image is %s" % (
+                    digest, self.sha256))
+            return self.connection.callRemote(commands.Complete, session=self.session,
+                                              sha256=digest)
+
+        def completed(_):
+            self.state.remove()
+            self._done(0)
+
+        def failed(f):
+            if f.check(ReceiveError):
+                self.finishing = False
+                self.fail(f.getErrorMessage())
+            elif f.check(commands.ChecksumMismatch):
+                self.finishing = False
+                self.fail("server refused the checksum: %s" % (f.getErrorMessage(),))
+            else:
+                # connection lost while completing: verified locally, report
+                # again after reconnecting
+                self.log.info("completion not acknowledged ({error}); again after "
+                              "reconnecting", error=f.getErrorMessage())
+        d.addCallback(hashed).addCallbacks(completed, failed)
+
+    def _lostCall(self, f):
+        self.log.debug("control call failed: {error}", error=f.getErrorMessage())
+
+    def fail(self, message):
+        """
+        Give up with C{message}; tell the server, exit with status 1.
+        """
+        if self.failed:
+            return
+        self.failed = message
+        self._leave()
+        self._closeData()
+        self._save()
+        if self.connection is not None and self.session is not None:
+            d = self.connection.callRemote(commands.Leave, session=self.session,
+                                           reason=message[:500])
+            d.addErrback(lambda f: None)
+            d.addBoth(lambda _: self._done(1))
+        else:
+            self._done(1)
+
+    def _done(self, status):
+        if self._saveCall is not None and self._saveCall.active():
+            self._saveCall.cancel()
+        self._saveCall = None
+        if not self.result.called:
+            self.result.callback(status)
+
+    def connected(self, connection):
+        """
+        A (new) control connection is up and registered.
+        """
+        self.connection = connection
+        if self.finishing and not self.failed and not self.result.called:
+            # completion was lost with the old connection: verify again
+            self.finishing = False
+            self._finish()
+
+    def summary(self):
+        elapsed = (self.reactor.seconds() - self.started) if self.started else 0.0
+        return {"image": self.name, "size": self.size, "rounds": len(self.rounds),
+                "bytes_received": self.bytesReceived, "bytes_repaired": self.bytesRepaired,
+                "bytes_fetched": self.bytesFetched, "bytes_resumed": self.resumed,
+                "rejected_datagrams": self.rejected, "stale_datagrams": self.stale,
+                "seconds": round(elapsed, 3)}
+
+
+class _ReceiverAMP(amp.AMP):
+    def __init__(self, receiver):
+        amp.AMP.__init__(self, locator=receiver)
+        self.receiver = receiver
+
+
+class _ReceiverFactory(protocol.Factory):
+    def __init__(self, receiver):
+        self.receiver = receiver
+
+    def buildProtocol(self, addr):
+        p = _ReceiverAMP(self.receiver)
+        p.factory = self
+        return p
+
+
+class ReceiverClient:
+    """
+    The control connection of a L{Receiver}: connects, registers, reconnects
+    and re-registers after a loss, and gives up when the server has been
+    unreachable for C{timeout} seconds.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, endpoint, receiver, address, timeout=60.0, serverName=""):
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.receiver = receiver
+        self.address = address
+        self.timeout = timeout
+        self.serverName = serverName
+        self.lastUp = reactor.seconds()
+        self.everConnected = False
+        self.service = ClientService(
+            endpoint, _ReceiverFactory(receiver),
+            retryPolicy=backoffPolicy(initialDelay=0.3, maxDelay=3.0, factor=1.7),
+            clock=reactor, prepareConnection=self._register)
+        self._watch = None
+
+    def _register(self, proto):
+        address = self.address
+        if not address:
+            try:
+                address = proto.transport.getHost().host
+            except Exception:
+                address = ""
+        d = proto.callRemote(commands.Register, clientId=self.receiver.clientId,
+                             address=address, image=self.receiver.image)
+
+        def registered(_):
+            self.everConnected = True
+            self.receiver.connected(proto)
+            proto.connectionLost = self._wrapLost(proto.connectionLost)
+        return d.addCallback(registered)
+
+    def _wrapLost(self, original):
+        def connectionLost(reason):
+            self.lastUp = self.reactor.seconds()
+            if self.receiver.connection is not None:
+                self.receiver.connection = None
+                if not self.receiver.result.called:
+                    self.log.info("control connection lost; reconnecting")
+            return original(reason)
+        return connectionLost
+
+    def _check(self):
+        self._watch = None
+        if self.receiver.result.called:
+            return
+        if self.receiver.connection is None and \
+                self.reactor.seconds() - self.lastUp > self.timeout:
+            what = "lost the server" if self.everConnected else "cannot reach the server"
+            self.receiver.fail("%s %s (no control connection for %.0f s)" % (
+                what, self.serverName, self.timeout))
+            return
+        self._watch = self.reactor.callLater(0.5, self._check)
+
+    def run(self):
+        """
+        @return: a Deferred firing with the exit status.
+        """
+        self.service.startService()
+        self._watch = self.reactor.callLater(0.5, self._check)
+        d = self.receiver.result
+
+        def stop(status):
+            if self._watch is not None and self._watch.active():
+                self._watch.cancel()
+            stopped = self.service.stopService()
+            return stopped.addBoth(lambda _: status)
+        return d.addCallback(stop)
