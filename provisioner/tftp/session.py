@@ -259,6 +259,7 @@ class ReadSession(DatagramProtocol):
         self._pause = None
         self._dally = None
         self._resume = None
+        self._wentBack = False
 
     # -- life cycle
 
@@ -373,6 +374,7 @@ class ReadSession(DatagramProtocol):
 
     def _sendWindow(self):
         self._pause = None
+        self._wentBack = False
         if self._resume is not None:
             if self._resume.active():
                 self._resume.cancel()
@@ -498,7 +500,16 @@ class ReadSession(DatagramProtocol):
         if delta == 0:
             self.stats.duplicates += 1
             if extra and self.extension:
-                self.policy.onAckExtra(extra, self.clock.seconds())
+                now = self.clock.seconds()
+                self.policy.onAckExtra(extra, now)
+                if self.sent > acked and not self._wentBack:
+                    # An extension client (adaptive, msftwindow) repeats its
+                    # last ACK when the first block of a window is lost: go
+                    # back once per window (docs/wire/adaptive.md).
+                    self._wentBack = True
+                    self.stats.losses += 1
+                    self.policy.onLoss(now)
+                    self._next()
             return
         if delta > self.sent - acked:
             # Older than what we hold, or never sent: a stray ACK.
