@@ -517,3 +517,20 @@ def extensionsFromConfig(section):
                                         section.get("pace_recover_windows", 4)))
     return out
 
+
+
+def install(service):
+    """
+    Put the extensions C{tftp.adaptive} enables on a
+    L{provisioner.tftp.service.TFTPService}'s server, after any already
+    there. Idempotent: those installed before are replaced (the service
+    calls it again on reload).
+    """
+    extensions = service.server.extensions
+    for old in getattr(service, "adaptiveExtensions", ()):
+        if old in extensions:
+            extensions.remove(old)
+    new = extensionsFromConfig(service.config.get("adaptive", {}))
+    extensions.extend(new)
+    service.adaptiveExtensions = new
+    return new

@@ -193,9 +193,9 @@ class ReadProtocol(DatagramProtocol):
     """
     One read request at one level, on its own ephemeral port.
 
-    @ivar done: a Deferred firing with a L{FetchResult} when the last block
-        is in (the port stays open a moment longer to re-acknowledge a
-        retransmitted last block).
+    @ivar done: a Deferred firing with a L{FetchResult} once the last block
+        is in and the port is closed (it stays open a moment after the last
+        ACK, the dally, to acknowledge a retransmitted last block again).
     """
 
     log = Logger()
@@ -442,8 +442,10 @@ class ReadProtocol(DatagramProtocol):
         else:
             self.result.duplicates += 1
             if not self._reacked:
+                # The server missed our ACK: tell it what we hold, once per
+                # burst.
+                self._sendAck(self._last)
                 self._reacked = True
-                self._sendAck(self._acked, resend=True)
 
     def _arrived(self, now, block):
         if block == self._acked + 1 and self._lastAckTime is not None:
@@ -534,11 +536,11 @@ class ReadProtocol(DatagramProtocol):
         # Dally: re-acknowledge a retransmitted last block for a moment.
         dally = max(self.opts.minTimeout, min(self.opts.timeout, 2 * (self._srtt or 0.05)))
         self._dallyCall = self.reactor.callLater(dally, self._endDally)
-        self.done.callback(result)
 
     def _endDally(self):
         self._dallyCall = None
         self._close()
+        self.done.callback(self.result)
 
     def stopProtocol(self):
         self._disarm()
@@ -572,7 +574,7 @@ def fetch(reactor, host, port, path, sink, options=None, progress=None, interfac
     for i, (mode, requestOptions) in enumerate(levels):
         proto = ReadProtocol(reactor, (host, port), path, sink, mode, requestOptions, options,
                              progress)
-        reactor.listenUDP(0, proto, interface=interface)
+        reactor.listenUDP(0, proto, interface=interface, maxPacketSize=65536 + 4)
         try:
             result = yield proto.done
         except OptionsRefused as e:

@@ -206,3 +206,34 @@ def injectorFromConfig(section, appliance):
                           "is configured")
     return BootstrapInjector(section["programs"], appliance.clients, appliance.reactor,
                              section["holdoff"], section["facility_options"])
+
+
+def install(service):
+    """
+    Put the injector C{tftp.injector} describes into a
+    L{provisioner.tftp.service.TFTPService}'s resolver chain (before the
+    directory). Idempotent: the one installed before is replaced (the
+    service calls it again on reload; a bad reloaded section is logged and
+    the old injector kept).
+
+    @raise ConfigError: at first install, when a program is missing.
+    """
+    previous = getattr(service, "injector", None)
+    try:
+        injector = injectorFromConfig(service.config.get("injector", {}), service.appliance)
+    except ConfigError as e:
+        if previous is None:
+            raise
+        BootstrapInjector.log.error("injector: keeping the previous settings: {error}",
+                                    error=str(e))
+        return previous
+    remove = getattr(service, "_removeInjector", None)
+    if remove is not None:
+        remove()
+    service.injector = injector
+    service._removeInjector = None
+    if injector is not None:
+        if previous is not None:
+            injector.delivered.update(previous.delivered)
+        service._removeInjector = service.addResolver(injector)
+    return injector
