@@ -140,7 +140,10 @@ class ImageEntry:
         Return an L{IDataSource} for exactly the catalogued content: a
         L{FileSource} on a duplicate of the held descriptor.
         """
-        return FileSource(os.dup(self.fd), self.size, self.name)
+        source = FileSource(os.dup(self.fd), self.size, self.name)
+        source.sha256 = self.sha256  # HTTP: ETag
+        source.mtime = self.mtime  # HTTP: Last-Modified
+        return source
 
     def close(self):
         fd, self.fd = self.fd, None

@@ -5,7 +5,9 @@ with the watched directory and publishes it as C{appliance.catalog}.
 
 Other services serve images by adding C{appliance.catalog.resolver} (an
 L{provisioner.interfaces.IFileResolver}) to their resolver chain; it serves
-only catalogued files, as C{<images.prefix>/<name>}.
+only catalogued files, as C{<images.prefix>/<name>}. When the TFTP service
+runs (C{appliance.tftp}), this service inserts the resolver into its chain
+itself, right after the virtual files; the HTTP service asks it directly.
 """
 
 import os
@@ -42,6 +44,7 @@ class ImagesService(service.Service):
         self._pool = None
         self._watcher = None
         self._rescanCall = None
+        self._unhookTFTP = None
         self.ready = defer.Deferred()
         self.catalog = self._makeCatalog(self.section)
         appliance.catalog = self.catalog
@@ -73,6 +76,20 @@ class ImagesService(service.Service):
                                     name="provisioner-images-hash")
             self._pool.start()
         self._startWatching()
+        self._hookTFTP()
+
+    def _hookTFTP(self):
+        """
+        Put the catalogue's resolver in the TFTP service's chain (after the
+        virtual files, before the TFTP root), when TFTP runs.
+        """
+        tftp = getattr(self.appliance, "tftp", None)
+        addResolver = getattr(tftp, "addResolver", None)
+        if addResolver is None or self._unhookTFTP is not None:
+            return
+        self._unhookTFTP = addResolver(self.catalog.resolver, 0)
+        self.log.info("images served over TFTP as {prefix}/NAME",
+                      prefix=self.catalog.prefix or "")
 
     def _startWatching(self):
         section = self.section
@@ -133,6 +150,9 @@ class ImagesService(service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self._stopWatching()
+        if self._unhookTFTP is not None:
+            self._unhookTFTP()
+            self._unhookTFTP = None
         d = self.catalog.stop()
 
         def stopPool(_):

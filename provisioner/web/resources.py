@@ -1,0 +1,493 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+twisted.web resources of the C{http} service.
+
+  - L{FileResource}: every path is a L{provisioner.files.FileRequest} asked
+    of a resolver chain (the menus' virtual files, the image catalogue, an
+    optional directory). Answers honour HEAD and single byte ranges, always
+    carry a correct Content-Length, and are streamed from the data source by
+    L{SourceProducer}: never read whole into memory.
+  - L{APIResource}: the read-only JSON API under C{/api/v1/}.
+"""
+
+import json
+import mimetypes
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from provisioner.errors import AccessViolation, FileNotFound
+from provisioner.files import FileRequest, ResolverChain, normalisePath
+
+__all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange"]
+
+
+def parseRange(header, size):
+    """
+    Parse a C{Range} header for a body of C{size} bytes.
+
+    @return: C{None} to serve the whole body (no header, not C{bytes=},
+        several ranges, or syntax we ignore as RFC 7233 allows); C{"416"}
+        when the one range is unsatisfiable; else C{(start, length)}.
+    """
+    if header is None or size is None:
+        return None
+    try:
+        text = header.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    unit, _, spec = text.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    try:
+        if first == "":
+            if not last.isdigit():
+                return None
+            suffix = int(last)
+            if suffix == 0:
+                return "416"
+            start = max(0, size - suffix)
+            return (start, size - start)
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if last and end < start:
+        return None
+    if start >= size:
+        return "416"
+    end = min(end, size - 1)
+    return (start, end - start + 1)
+
+
+@implementer(IPushProducer)
+class SourceProducer:
+    """
+    Streams C{length} bytes of an L{IDataSource} from C{offset} into a
+    request, C{chunk} bytes per write, pausing whenever the transport's
+    buffer is full. The source is closed when done or when the client goes.
+
+    @ivar finished: a Deferred that fires when the body is written (or
+        errbacks when the client went away or the source fell short).
+    """
+
+    log = Logger()
+
+    def __init__(self, request, source, offset, length, chunk=262144):
+        self.request = request
+        self.source = source
+        self.offset = offset
+        self.remaining = length
+        self.chunk = chunk
+        self.paused = False
+        self.done = False
+        self.finished = defer.Deferred()
+
+    def start(self):
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(self._clientGone)
+        self.resumeProducing()
+        return self.finished
+
+    def resumeProducing(self):
+        self.paused = False
+        if self.done:
+            return
+        read = self.source.read
+        write = self.request.write
+        while not self.paused and self.remaining > 0:
+            try:
+                data = read(self.offset, min(self.chunk, self.remaining))
+            except Exception as e:
+                return self._abort("read failed: %s" % (e,))
+            if not data:
+                return self._abort("source ended %d bytes early" % (self.remaining,))
+            self.offset += len(data)
+            self.remaining -= len(data)
+            write(data)
+            if self.done:
+                return
+        if self.remaining == 0 and not self.done:
+            self.done = True
+            self.request.unregisterProducer()
+            self.request.finish()
+            self._close()
+            self.finished.callback(None)
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def stopProducing(self):
+        if not self.done:
+            self.done = True
+            self._close()
+            if not self.finished.called:
+                self.finished.errback(ConnectionError("client went away"))
+
+    def _clientGone(self, failure):
+        self.stopProducing()
+
+    def _abort(self, why):
+        self.log.error("HTTP transfer of {name} aborted: {why}", name=self.source.name, why=why)
+        self.done = True
+        self._close()
+        self.request.unregisterProducer()
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+        if not self.finished.called:
+            self.finished.errback(IOError(why))
+
+    def _close(self):
+        try:
+            self.source.close()
+        except Exception:
+            pass
+
+
+_TEXT = {".ipxe": "text/plain; charset=utf-8", ".cfg": "text/plain; charset=utf-8",
+         ".iso": "application/x-iso9660-image"}
+
+
+def _contentType(path, source):
+    if source.__class__.__name__ == "BytesSource":
+        return "text/plain; charset=utf-8"
+    base = path.rsplit("/", 1)[-1].lower()
+    for ext, kind in _TEXT.items():
+        if base.endswith(ext):
+            return kind
+    guessed, encoding = mimetypes.guess_type(base)
+    if guessed and not encoding:
+        return guessed
+    return "application/octet-stream"
+
+
+def _baseURL(request):
+    host = request.getHeader(b"host")
+    if not host:
+        return None
+    try:
+        host = host.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c in host for c in "/\\ @?#") or not host:
+        return None
+    scheme = "https" if request.isSecure() else "http"
+    return "%s://%s" % (scheme, host)
+
+
+class FileResource(resource.Resource):
+    """
+    Serves whatever the resolver chain answers for the path.
+
+    @ivar resolvers: a callable returning the list of resolvers to ask.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, appliance, resolvers, chunk=262144, accessLog=False):
+        resource.Resource.__init__(self)
+        self.appliance = appliance
+        self.resolvers = resolvers
+        self.chunk = chunk
+        self.accessLog = accessLog
+
+    def render_HEAD(self, request):
+        return self.render_GET(request)
+
+    def render_GET(self, request):
+        raw = unquote_to_bytes(request.path)
+        try:
+            path = normalisePath(raw)
+        except AccessViolation as e:
+            return self._error(request, 403, str(e))
+        except FileNotFound:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return (b"provisioner: images under /%s/, menus (boot.ipxe, "
+                    b"menus/MAC/boot.ipxe), JSON under /api/v1/\n" % (
+                        (self.appliance.config["images"]["prefix"] or "").encode(),))
+        address = request.getClientAddress()
+        host = getattr(address, "host", None)
+        peer = (host, getattr(address, "port", 0))
+        client = self.appliance.clients.byIP(host) if host else None
+        options = {"base_url": _baseURL(request)}
+        for name in ("mac", "arch"):
+            value = request.args.get(name.encode())
+            if value:
+                try:
+                    options[name] = value[0].decode("ascii")
+                except UnicodeDecodeError:
+                    pass
+        if "mac" in options:
+            try:
+                from provisioner.clients import normaliseMAC
+                normaliseMAC(options["mac"])
+            except ValueError:
+                return self._error(request, 400, "bad mac parameter")
+        fileRequest = FileRequest(path, peer, protocol="http", options=options, client=client,
+                                  rawPath=raw)
+        d = ResolverChain(self.resolvers()).resolve(fileRequest)
+        d.addCallback(self._serve, request, fileRequest)
+        d.addErrback(self._failed, request, fileRequest)
+        return server.NOT_DONE_YET
+
+    def _error(self, request, code, message):
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        body = ("%d %s\n" % (code, message)).encode("utf-8")
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return body
+
+    def _finishError(self, request, code, message):
+        if request.finished or request._disconnected:
+            return
+        body = self._error(request, code, message)
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def _failed(self, failure, request, fileRequest):
+        if failure.check(FileNotFound):
+            self._log(request, fileRequest, 404)
+            return self._finishError(request, 404, "not found")
+        if failure.check(AccessViolation):
+            self._log(request, fileRequest, 403)
+            return self._finishError(request, 403, failure.getErrorMessage())
+        self.log.failure("HTTP request for {path} failed", failure, path=fileRequest.path)
+        return self._finishError(request, 500, "internal error")
+
+    def _log(self, request, fileRequest, code, length=None):
+        emit = self.log.info if self.accessLog else self.log.debug
+        emit("HTTP {method} {path} from {peer}: {code}{length}",
+             method=request.method.decode("ascii", "replace"), path=fileRequest.path,
+             peer=fileRequest.peer[0], code=code,
+             length="" if length is None else " (%d bytes)" % (length,))
+
+    def _serve(self, source, request, fileRequest):
+        if request.finished or request._disconnected:
+            source.close()
+            return
+        size = source.size
+        if size is None:
+            # Unknown length (never from our resolvers): read it whole once.
+            data, offset = [], 0
+            while True:
+                chunk = source.read(offset, self.chunk)
+                if not chunk:
+                    break
+                data.append(chunk)
+                offset += len(chunk)
+            from provisioner.files import BytesSource
+            source.close()
+            source = BytesSource(b"".join(data), source.name)
+            size = source.size
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"content-type", _contentType(fileRequest.path, source).encode())
+        etag = None
+        sha = getattr(source, "sha256", None)
+        if sha:
+            etag = ('"%s"' % (sha[:32],)).encode("ascii")
+            request.setHeader(b"etag", etag)
+        mtime = getattr(source, "mtime", None)
+        if mtime:
+            request.setHeader(b"last-modified", formatdate(mtime, usegmt=True).encode())
+        if source.__class__.__name__ == "BytesSource":
+            request.setHeader(b"cache-control", b"no-store")
+        rangeHeader = request.getHeader(b"range")
+        ifRange = request.getHeader(b"if-range")
+        if rangeHeader is not None and ifRange is not None and \
+                not _ifRangeMatches(ifRange, etag, mtime):
+            rangeHeader = None
+        wanted = parseRange(rangeHeader, size)
+        if wanted == "416":
+            source.close()
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
+            self._log(request, fileRequest, 416)
+            return self._finishError(request, 416, "range not satisfiable")
+        if wanted is None:
+            offset, length = 0, size
+            request.setResponseCode(200)
+        else:
+            offset, length = wanted
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (
+                offset, offset + length - 1, size))
+        request.setHeader(b"content-length", b"%d" % (length,))
+        self._log(request, fileRequest, 206 if wanted else 200, length)
+        if request.method == b"HEAD" or length == 0:
+            source.close()
+            request.finish()
+            return
+        producer = SourceProducer(request, source, offset, length, self.chunk)
+        producer.start().addErrback(lambda f: None)
+
+
+def _ifRangeMatches(value, etag, mtime):
+    value = value.strip()
+    if value.startswith(b'"') or value.startswith(b"W/"):
+        return etag is not None and value == etag
+    if mtime is None:
+        return False
+    try:
+        when = parsedate_to_datetime(value.decode("ascii")).timestamp()
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return False
+    return int(when) == int(mtime)
+
+
+class APIResource(resource.Resource):
+    """
+    The read-only JSON API:
+
+      - C{/api/v1/images}: the catalogue; C{/api/v1/images/NAME}: one image.
+      - C{/api/v1/inventory}: the inventory (and the error of a refused
+        edit, if any).
+      - C{/api/v1/hosts}: every inventory host with its profile and the
+        template each loader would use; C{/api/v1/hosts/MAC-OR-NAME?arch=A}:
+        everything that client would be served, rendered.
+      - C{/api/v1/clients}: what DHCP and TFTP learnt about clients.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, appliance):
+        resource.Resource.__init__(self)
+        self.appliance = appliance
+
+    def render_GET(self, request):
+        parts = [p for p in request.postpath if p]
+        try:
+            parts = [unquote_to_bytes(p).decode("utf-8") for p in parts]
+        except UnicodeDecodeError:
+            return self._json(request, {"error": "bad path"}, 400)
+        if not parts:
+            return self._json(request, {"endpoints": [
+                "/api/v1/images", "/api/v1/images/NAME", "/api/v1/inventory",
+                "/api/v1/hosts", "/api/v1/hosts/MAC-OR-NAME?arch=ARCH", "/api/v1/clients"]})
+        try:
+            if parts[0] == "images":
+                return self._images(request, parts[1:])
+            if parts[0] == "inventory" and len(parts) == 1:
+                return self._inventory(request)
+            if parts[0] == "hosts":
+                return self._hosts(request, parts[1:])
+            if parts[0] == "clients" and len(parts) == 1:
+                return self._json(request, {"clients": [
+                    _jsonable(r.asDict()) for r in self.appliance.clients]})
+        except Exception:
+            self.log.failure("JSON API {path} failed", path=request.path)
+            return self._json(request, {"error": "internal error"}, 500)
+        return self._json(request, {"error": "no such endpoint"}, 404)
+
+    render_HEAD = render_GET
+
+    def _json(self, request, data, code=200):
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        body = json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return body
+
+    def _images(self, request, rest):
+        catalog = self.appliance.catalog
+        if catalog is None:
+            return self._json(request, {"error": "the images service is not enabled"}, 404)
+        if not rest:
+            return self._json(request, {"directory": catalog.directory,
+                                        "prefix": catalog.prefix,
+                                        "generation": catalog.generation,
+                                        "images": catalog.asList()})
+        entry = catalog.get("/".join(rest))
+        if entry is None:
+            return self._json(request, {"error": "no such image"}, 404)
+        return self._json(request, entry.asDict())
+
+    def _inventory(self, request):
+        menus = self.appliance.menus
+        inventory = self.appliance.inventory
+        if inventory is None:
+            return self._json(request, {"error": "the menus service is not enabled"}, 404)
+        data = inventory.asDict()
+        data["error"] = getattr(menus, "inventoryError", None)
+        return self._json(request, data)
+
+    def _hosts(self, request, rest):
+        menus = self.appliance.menus
+        inventory = self.appliance.inventory
+        if menus is None or inventory is None:
+            return self._json(request, {"error": "the menus service is not enabled"}, 404)
+        arch = request.args.get(b"arch", [None])[0]
+        arch = arch.decode("ascii", "replace") if arch else None
+        baseURL = _baseURL(request)
+        if not rest:
+            hosts = []
+            for name, host in sorted(inventory.hosts.items()):
+                mac = host.macs[0] if host.macs else None
+                described = menus.describe(mac=mac, arch=arch, baseURL=baseURL) if mac else None
+                hosts.append({
+                    "name": name, "mac": host.macs, "uuid": host.uuids,
+                    "profile": (described["inventory"]["profile"] or {}).get("name")
+                    if described else None,
+                    "templates": {k: v["template"] for k, v in described["menus"].items()}
+                    if described else None})
+            return self._json(request, {"hosts": hosts})
+        key = "/".join(rest)
+        mac = None
+        try:
+            from provisioner.clients import normaliseMAC
+            mac = normaliseMAC(key)
+        except ValueError:
+            host = inventory.hosts.get(key) or inventory.lookup(hostname=key)
+            if host is None or not host.macs:
+                return self._json(request, {"error": "no host or MAC %r" % (key,)}, 404)
+            mac = host.macs[0]
+        return self._json(request, _jsonable(menus.describe(mac=mac, arch=arch,
+                                                            baseURL=baseURL)))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class RootResource(resource.Resource):
+    """
+    C{/api/v1/...} goes to the API (when enabled), everything else to the
+    files.
+    """
+
+    def __init__(self, files, api=None):
+        resource.Resource.__init__(self)
+        self.files = files
+        self.api = api
+
+    def getChildWithDefault(self, name, request):
+        if self.api is not None and name == b"api" and request.postpath[:1] == [b"v1"]:
+            request.prepath.append(request.postpath.pop(0))
+            return self.api
+        # Leave the whole path to the file resource.
+        request.postpath.insert(0, name)
+        request.prepath.pop()
+        return self.files
+

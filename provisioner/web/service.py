@@ -1,0 +1,135 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The C{http} service: images, rendered menus and a read-only JSON API over
+HTTP (twisted.web), so iPXE and UEFI HTTP boot can fetch kernels and images
+over TCP instead of TFTP.
+
+A path is served from, in order: the virtual files (menus; C{boot.ipxe}
+also takes C{?mac=...&arch=...}), the image catalogue
+(C{<images.prefix>/NAME}, only complete, hashed files), then C{http.root}
+if set. The service registers itself as C{appliance.http}; its C{url} is
+the base URL it listens at.
+"""
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import server
+
+from provisioner.files import DirectoryResolver
+from provisioner.web.resources import APIResource, FileResource, RootResource
+
+__all__ = ["HTTPService", "makeService"]
+
+
+class _Site(server.Site):
+    """
+    A site whose access log goes through twisted.logger (debug, or info with
+    C{http.access_log}) instead of a log file.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request):
+        pass  # FileResource logs each request itself, with the resolved path
+
+
+class HTTPService(service.Service):
+    """
+    @ivar port: the listening port, once started.
+    @ivar url: C{http://address:port} once listening (L{None} before).
+    """
+
+    log = Logger()
+
+    def __init__(self, appliance):
+        self.appliance = appliance
+        self.reactor = appliance.reactor
+        self.config = appliance.config["http"]
+        self.port = None
+        self.url = None
+        self._directory = None
+        self._setDirectory(self.config["root"])
+        self.files = FileResource(appliance, self.resolvers, chunk=self.config["chunk_size"],
+                                  accessLog=self.config["access_log"])
+        self.api = APIResource(appliance)
+        self.root = RootResource(self.files, self.api if self.config["api"] else None)
+        self.site = _Site(self.root)
+        appliance.http = self
+
+    def _setDirectory(self, root):
+        self._directory = DirectoryResolver(root) if root else None
+
+    def resolvers(self):
+        """
+        The chain asked for each request (built per request: the catalogue
+        may be replaced on reload).
+        """
+        chain = [self.appliance.virtualFiles]
+        catalog = self.appliance.catalog
+        if catalog is not None:
+            chain.append(catalog.resolver)
+        if self._directory is not None:
+            chain.append(self._directory)
+        return chain
+
+    def _listen(self):
+        address = self.config["address"]
+        port = self.reactor.listenTCP(self.config["port"], self.site, interface=address)
+        bound = port.getHost()
+        host = "[%s]" % (address,) if ":" in address else address
+        if address in ("0.0.0.0", "::"):
+            self.url = None  # templates need menus.http_url then
+        else:
+            self.url = "http://%s:%d" % (host, bound.port)
+        self.log.info("HTTP listening on {address} port {port}", address=address,
+                      port=bound.port)
+        return port
+
+    def privilegedStartService(self):
+        if self.port is None:
+            self.port = self._listen()
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        if self.port is None:
+            self.port = self._listen()
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
+
+    def reconfigure(self, config):
+        """
+        SIGHUP: a new address or port is bound again (transfers in flight go
+        on over their connections); the rest applies to new requests.
+        """
+        new = config["http"]
+        old, self.config = self.config, new
+        self._setDirectory(new["root"])
+        self.files.chunk = new["chunk_size"]
+        self.files.accessLog = new["access_log"]
+        self.root.api = self.api if new["api"] else None
+        if (old["address"], old["port"]) != (new["address"], new["port"]) and self.running:
+            oldPort, self.port = self.port, None
+            d = defer.maybeDeferred(oldPort.stopListening) if oldPort else defer.succeed(None)
+
+            def relisten(_):
+                try:
+                    self.port = self._listen()
+                except Exception as e:
+                    self.log.error("HTTP cannot listen on {address} port {port}: {error}",
+                                   address=new["address"], port=new["port"], error=str(e))
+            return d.addCallback(relisten)
+
+
+def makeService(appliance):
+    """
+    Build the C{http} service.
+    """
+    return HTTPService(appliance)
