@@ -225,9 +225,9 @@ class RoundSender:
         @return: a Deferred fired with this sender when the last datagram has
             been handed to the kernel.
         """
-        self._done = defer.Deferred(lambda d: self.stop())
+        d = self._done = defer.Deferred(lambda d: self.stop())
         self._tick()
-        return self._done
+        return d
 
     def stop(self):
         self._stopped = True
@@ -705,7 +705,8 @@ class Session:
                 r = self.round
 
                 def allReported():
-                    return all(m.reportedRound >= r for m in self._active() if m.connected)
+                    return all(m.reportedRound >= r for m in self._active()
+                               if m.connected and m.inCurrentGroup())
                 yield self._waitFor(allReported, self.config["report_timeout"])
                 self.phase = "idle"
                 nextRanges = self._aggregate(record)

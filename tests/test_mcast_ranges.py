@@ -1,0 +1,171 @@
+"""
+Tests for L{provisioner.mcast.ranges}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.mcast import ranges as R
+
+
+class AlgebraTests(SynchronousTestCase):
+    """
+    Tests for the set algebra on range lists.
+    """
+
+    def test_normaliseMergesTouchingAndOverlapping(self):
+        """
+        If ranges overlap or touch, L{R.normalise} merges them, sorts, and
+        drops empty ones.
+        """
+        self.assertEqual(R.normalise([(10, 20), (0, 5), (5, 7), (15, 25), (30, 30)]),
+                         [(0, 7), (10, 25)])
+
+    def test_union(self):
+        """
+        If several receivers report ranges, L{R.union} is every byte any of
+        them lacks, once.
+        """
+        self.assertEqual(R.union([(0, 10), (20, 30)], [(5, 15)], [], [(29, 40)]),
+                         [(0, 15), (20, 40)])
+
+    def test_subtract(self):
+        """
+        If C{b} covers parts of C{a}, L{R.subtract} leaves the rest,
+        including holes in the middle and at both ends.
+        """
+        self.assertEqual(R.subtract([(0, 100)], [(10, 20), (30, 40), (90, 120)]),
+                         [(0, 10), (20, 30), (40, 90)])
+        self.assertEqual(R.subtract([(0, 10), (20, 30)], [(0, 30)]), [])
+        self.assertEqual(R.subtract([(0, 10)], []), [(0, 10)])
+        self.assertEqual(R.subtract([(5, 10), (12, 20)], [(0, 6), (8, 13), (19, 25)]),
+                         [(6, 8), (13, 19)])
+
+    def test_intersect(self):
+        """
+        L{R.intersect} keeps only the bytes common to both lists.
+        """
+        self.assertEqual(R.intersect([(0, 10), (20, 30)], [(5, 25)]), [(5, 10), (20, 25)])
+        self.assertEqual(R.intersect([(0, 10)], [(10, 20)]), [])
+
+    def test_total(self):
+        """
+        L{R.total} counts bytes.
+        """
+        self.assertEqual(R.total([(0, 10), (20, 25)]), 15)
+
+    def test_chunks(self):
+        """
+        If a range is longer than the chunk size, L{R.chunks} cuts it from its
+        own start; the last piece is short.
+        """
+        self.assertEqual(list(R.chunks([(0, 10), (100, 103)], 4)),
+                         [(0, 4), (4, 4), (8, 2), (100, 3)])
+
+
+class CoalesceTests(SynchronousTestCase):
+    """
+    Tests for the gap rule, L{R.coalesce}.
+    """
+
+    def test_gapZeroAddsNothing(self):
+        """
+        If the gap is 0, only overlapping or touching ranges merge: the bytes
+        are exactly the union.
+        """
+        union = [(0, 10), (10, 20), (25, 30)]
+        self.assertEqual(R.coalesce(union), [(0, 20), (25, 30)])
+        self.assertEqual(R.total(R.coalesce(union)), R.total(R.normalise(union)))
+
+    def test_smallGapsFilled(self):
+        """
+        If a gap is smaller than C{gap}, it is filled; a gap of exactly
+        C{gap} is not.
+        """
+        self.assertEqual(R.coalesce([(0, 10), (13, 20), (25, 30)], gap=4),
+                         [(0, 20), (25, 30)])
+        self.assertEqual(R.coalesce([(0, 10), (14, 20)], gap=4), [(0, 10), (14, 20)])
+
+    def test_maxRangesMergesSmallestGapsFirst(self):
+        """
+        If there are more ranges than C{maxRanges}, the smallest gaps are
+        merged first, so the fewest bytes are added.
+        """
+        union = [(0, 10), (100, 110), (112, 120), (150, 160)]
+        self.assertEqual(R.coalesce(union, maxRanges=3), [(0, 10), (100, 120), (150, 160)])
+        self.assertEqual(R.coalesce(union, maxRanges=2), [(0, 10), (100, 160)])
+        self.assertEqual(R.coalesce(union, maxRanges=1), [(0, 160)])
+
+
+class RangeSetTests(SynchronousTestCase):
+    """
+    Tests for L{R.RangeSet}.
+    """
+
+    def test_inOrder(self):
+        """
+        If datagrams arrive in order, the set stays one range and each add
+        reports the new bytes.
+        """
+        s = R.RangeSet()
+        self.assertEqual(s.add(0, 10), 10)
+        self.assertEqual(s.add(10, 20), 10)
+        self.assertEqual(s.ranges(), [(0, 20)])
+
+    def test_outOfOrderAndDuplicates(self):
+        """
+        If datagrams arrive out of order, twice, or bridging two ranges, the
+        set merges them and counts only new bytes.
+        """
+        s = R.RangeSet()
+        s.add(20, 30)
+        s.add(0, 10)
+        self.assertEqual(s.add(0, 10), 0)
+        self.assertEqual(s.add(5, 25), 10)
+        self.assertEqual(s.ranges(), [(0, 30)])
+        s.add(40, 50)
+        s.add(60, 70)
+        self.assertEqual(s.add(35, 65), 30 - 10 - 5)
+        self.assertEqual(s.ranges(), [(0, 30), (35, 70)])
+        self.assertEqual(s.total(), 65)
+        self.assertIn(36, s)
+        self.assertNotIn(30, s)
+
+    def test_matchesNormalise(self):
+        """
+        If many ranges are added in a scrambled order, the result equals
+        L{R.normalise} of them.
+        """
+        import random
+        rnd = random.Random(3)
+        pieces = [(i * 10, i * 10 + rnd.randint(1, 15)) for i in range(200)]
+        rnd.shuffle(pieces)
+        s = R.RangeSet()
+        for a, b in pieces:
+            s.add(a, b)
+        self.assertEqual(s.ranges(), R.normalise(pieces))
+
+
+class WireTests(SynchronousTestCase):
+    """
+    Tests for L{R.toWire} and L{R.fromWire}.
+    """
+
+    def test_roundTrip(self):
+        """
+        A range list survives encoding, 16 bytes a range.
+        """
+        ranges = [(0, 1), (5, 1 << 40)]
+        data = R.toWire(ranges)
+        self.assertEqual(len(data), 32)
+        self.assertEqual(R.fromWire(data), ranges)
+
+    def test_malformed(self):
+        """
+        If the bytes are not a multiple of 16, or a range is empty, unsorted,
+        overlapping or beyond the limit, L{R.RangeError} is raised.
+        """
+        self.assertRaises(R.RangeError, R.fromWire, b"x" * 15)
+        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(5, 5)]))
+        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(10, 20), (0, 5)]))
+        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(0, 10), (5, 20)]))
+        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(0, 10)]), limit=9)

@@ -1,0 +1,265 @@
+"""
+Tests for L{provisioner.mcast.receiver}: writing at offsets, reports,
+spoofed and stale datagrams, resuming from the state file, clear errors.
+"""
+
+import errno
+import hashlib
+import os
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.mcast import commands
+from provisioner.mcast.datagram import DataDatagram
+from provisioner.mcast.receiver import OutputFile, ReceiveError, Receiver
+
+KEY = b"s" * 32
+
+
+class FakeServer:
+    """
+    The receiver's control connection: records calls, answers C{{}}.
+    """
+
+    def __init__(self, data=b""):
+        self.calls = []
+        self.data = data
+
+    def callRemote(self, command, **kw):
+        self.calls.append((command, kw))
+        if command is commands.FetchRange:
+            return defer.succeed({"data": self.data[kw["offset"]:kw["offset"] + kw["length"]]})
+        return defer.succeed({})
+
+    def named(self, command):
+        return [kw for c, kw in self.calls if c is command]
+
+
+class FakePort:
+    def __init__(self):
+        self.groups = []
+
+    def joinGroup(self, group, interface):
+        self.groups.append(("join", group))
+
+    def leaveGroup(self, group, interface):
+        self.groups.append(("leave", group))
+
+    def stopListening(self):
+        pass
+
+
+class FakeReactor(task.Clock):
+    def __init__(self):
+        task.Clock.__init__(self)
+        self.port = FakePort()
+
+    def listenMulticast(self, port, proto, listenMultiple=False):
+        return self.port
+
+
+class ReceiverTests(SynchronousTestCase):
+    """
+    Tests for L{Receiver}.
+    """
+
+    def setUp(self):
+        self.data = os.urandom(10000)
+        self.sha = hashlib.sha256(self.data).hexdigest()
+        self.path = self.mktemp()
+        self.reactor = FakeReactor()
+        self.server = FakeServer(self.data)
+        self.receiver = self.make()
+
+    def make(self):
+        r = Receiver(self.reactor, OutputFile(self.path), "me",
+                     hasher=lambda p: defer.succeed(hashlib.sha256(
+                         open(p, "rb").read()).hexdigest()))
+        r.connected(self.server)
+        return r
+
+    def announce(self, receiver=None, round=1, ranges=None, session=5):
+        (receiver or self.receiver).announce(
+            session=session, name="img", size=len(self.data), sha256=self.sha, chunkSize=1000,
+            ranges=ranges if ranges is not None else [(0, len(self.data))],
+            group="239.255.42.1", port=7011, key=KEY, round=round)
+
+    def send(self, offsets, round=1, key=KEY, session=5, receiver=None):
+        for o in offsets:
+            wire = DataDatagram(session, round, o, self.data[o:o + 1000]).to_wire(key)
+            (receiver or self.receiver).datagramReceived(wire, ("198.18.0.1", 1))
+
+    def test_reportsWhatIsMissing(self):
+        """
+        If some datagrams of round 1 are lost, the receiver reports exactly
+        the missing ranges after the round ends, and stays in the group.
+        """
+        self.announce()
+        self.assertEqual(self.reactor.port.groups, [("join", "239.255.42.1")])
+        self.send([0, 1000, 4000, 5000, 9000])
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        report = self.server.named(commands.ReportMissing)[-1]
+        self.assertEqual(report["ranges"], [(2000, 4000), (6000, 9000)])
+        self.assertEqual(report["round"], 1)
+
+    def test_completesAfterRepair(self):
+        """
+        If round 2 brings the missing bytes, the receiver reports nothing
+        missing, leaves the group, verifies the sha256 and sends Complete;
+        the exit status is 0 and the bytes are counted as repaired.
+        """
+        self.announce()
+        self.send(range(0, 10000, 2000))
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.announce(round=2, ranges=[(1000, 2000), (3000, 4000), (5000, 6000),
+                                       (7000, 8000), (9000, 10000)])
+        self.send(range(1000, 10000, 2000), round=2)
+        self.receiver.endRound(session=5, round=2)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"], [])
+        self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        self.assertEqual(self.receiver.bytesRepaired, 5000)
+        self.assertIn(("leave", "239.255.42.1"), self.reactor.port.groups)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        self.assertFalse(os.path.exists(self.path + ".mcast-state"))
+
+    def test_spoofedAndStaleDropped(self):
+        """
+        If a datagram is signed under another key, belongs to another
+        session or to another round, nothing is written.
+        """
+        self.announce(round=2)
+        self.send([0], round=2, key=b"x" * 32)
+        self.send([1000], round=2, session=6)
+        self.send([2000], round=1)
+        self.assertEqual(self.receiver.received.total(), 0)
+        self.assertEqual(self.receiver.rejected, 2)
+        self.assertEqual(self.receiver.stale, 1)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(1000), bytes(1000))
+
+    def test_notInRoundLeavesGroup(self):
+        """
+        If a round carries nothing this receiver lacks, it leaves the data
+        group.
+        """
+        self.announce()
+        self.send(range(0, 5000, 1000))
+        self.announce(round=2, ranges=[(0, 1000)])
+        self.assertEqual(self.reactor.port.groups,
+                         [("join", "239.255.42.1"), ("leave", "239.255.42.1")])
+
+    def test_resume(self):
+        """
+        If a receiver is restarted, it resumes from its state file: what it
+        had is not reported missing again.
+        """
+        self.announce()
+        self.send([0, 1000, 2000])
+        self.receiver._save()
+        again = self.make()
+        self.announce(receiver=again)
+        self.assertEqual(again.resumed, 3000)
+        again.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"],
+                         [(3000, 10000)])
+
+    def test_stateOfAnotherImageIgnored(self):
+        """
+        If the state file belongs to another image (sha256), it is ignored.
+        """
+        self.announce()
+        self.send([0])
+        self.receiver._save()
+        self.sha = "0" * 64
+        again = self.make()
+        self.announce(receiver=again)
+        self.assertEqual(again.resumed, 0)
+
+    def test_endSessionFetchesTheRest(self):
+        """
+        If the rounds are over, the receiver fetches what it lacks over the
+        control channel, then completes.
+        """
+        self.announce()
+        self.send(range(0, 10000, 2000))
+        self.receiver.endSession(session=5, unrecoverable=[(1000, 2000)])
+        self.reactor.advance(0)
+        fetched = self.server.named(commands.FetchRange)
+        self.assertEqual(sum(f["length"] for f in fetched), 5000)
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        self.assertEqual(self.receiver.bytesFetched, 5000)
+
+    def test_diskFull(self):
+        """
+        If the disk is full, the receiver leaves the session with a clear
+        reason and exits with status 1.
+        """
+        class Full(OutputFile):
+            def prepare(self, size):
+                raise ReceiveError("%s: disk full (No space left on device) while "
+                                   "allocating %d bytes" % (self.path, size))
+        r = Receiver(self.reactor, Full(self.mktemp()), "me")
+        r.connected(self.server)
+        self.assertRaises(commands.BadRequest, self.announce, receiver=r)
+        self.assertEqual(self.successResultOf(r.result), 1)
+        self.assertIn("disk full", self.server.named(commands.Leave)[-1]["reason"])
+
+    def test_checksumMismatch(self):
+        """
+        If the file's sha256 is wrong after every byte arrived, the receiver
+        fails and does not send Complete.
+        """
+        self.sha = "f" * 64
+        self.announce()
+        self.send(range(0, 10000, 1000))
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(self.receiver.result), 1)
+        self.assertIn("sha256 mismatch", self.receiver.failed)
+        self.assertEqual(self.server.named(commands.Complete), [])
+
+
+class OutputFileTests(SynchronousTestCase):
+    """
+    Tests for L{OutputFile}.
+    """
+
+    def test_unwritable(self):
+        """
+        If the directory does not exist, the error says so and names the
+        path.
+        """
+        path = os.path.join(self.mktemp(), "nope", "out")
+        e = self.assertRaises(ReceiveError, OutputFile, path)
+        self.assertIn(path, str(e))
+        self.assertIn("directory does not exist", str(e))
+
+    def test_preallocates(self):
+        """
+        If the image size is known, the file is made that long.
+        """
+        f = OutputFile(self.mktemp())
+        f.prepare(12345)
+        self.assertEqual(os.fstat(f.fd).st_size, 12345)
+        f.close()
+
+    def test_enospcMessage(self):
+        """
+        If writing fails with ENOSPC, the message says the disk is full.
+        """
+        f = OutputFile(self.mktemp())
+        f.close()
+        f.fd = -1
+
+        def boom(*a):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.patch(os, "pwrite", boom)
+        e = self.assertRaises(ReceiveError, f.write, 0, b"x")
+        self.assertIn("disk full", str(e))

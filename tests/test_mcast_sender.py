@@ -1,0 +1,424 @@
+"""
+Tests for L{provisioner.mcast.sender}: pacing, rounds, aggregation and the
+scorecard, on a L{task.Clock} with fake connections and a fake writer.
+"""
+
+import os
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from provisioner.config import loadConfig
+from provisioner.mcast import commands
+from provisioner.mcast import ranges as R
+from provisioner.mcast.datagram import DataDatagram
+from provisioner.mcast.sender import (
+    BurstLossRate, Controller, IDatagramWriter, IRatePolicy, RoundSender, TokenBucket,
+    resolveImage)
+
+
+@implementer(IDatagramWriter)
+class FakeWriter:
+    """
+    Records every batch; can refuse (socket full) a number of times.
+    """
+
+    def __init__(self, refuse=0):
+        self.batches = []
+        self.refuse = refuse
+        self.closed = False
+
+    def writeBatch(self, datagrams):
+        if self.refuse:
+            self.refuse -= 1
+            return 0
+        self.batches.append(list(datagrams))
+        return len(datagrams)
+
+    def close(self):
+        self.closed = True
+
+    def datagrams(self):
+        return [d for b in self.batches for d in b]
+
+
+class FakeConnection:
+    """
+    A control connection: records what the server pushes.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def callRemote(self, command, **kw):
+        self.calls.append((command, kw))
+        return defer.succeed({})
+
+    def named(self, command):
+        return [kw for c, kw in self.calls if c is command]
+
+
+def drive(clock, seconds, step=0.01):
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+
+
+class PacingTests(SynchronousTestCase):
+    """
+    Tests for L{TokenBucket} and L{RoundSender}.
+    """
+
+    def test_bucket(self):
+        """
+        If tokens are spent, they come back at the rate, up to the burst.
+        """
+        clock = task.Clock()
+        b = TokenBucket(1000, 500, clock)
+        self.assertTrue(b.take(500))
+        self.assertFalse(b.take(100))
+        self.assertAlmostEqual(b.delay(100), 0.1)
+        clock.advance(0.1)
+        self.assertTrue(b.take(100))
+        clock.advance(100)
+        b.refill()
+        self.assertEqual(b.tokens, 500)
+
+    def test_roundCarriesExactlyTheRanges(self):
+        """
+        If a round is sent, its datagrams cover exactly the announced ranges,
+        each cut from its range's start, in batches of equal-size datagrams.
+        """
+        clock = task.Clock()
+        data = os.urandom(10000)
+        writer = FakeWriter()
+        verifyObject(IDatagramWriter, writer)
+        ranges = [(0, 1000), (3000, 3050), (5000, 10000)]
+        s = RoundSender(clock, writer, lambda o, n: data[o:o + n], 9, 2, b"k" * 32, ranges,
+                        300, rate=1e6)
+        d = s.start()
+        drive(clock, 1)
+        self.successResultOf(d)
+        got = R.RangeSet()
+        for wire in writer.datagrams():
+            dg = DataDatagram.from_wire(wire, b"k" * 32, 9)
+            self.assertEqual(dg.round, 2)
+            self.assertEqual(dg.payload, data[dg.offset:dg.offset + len(dg.payload)])
+            got.add(dg.offset, dg.offset + len(dg.payload))
+        self.assertEqual(got.ranges(), ranges)
+        self.assertEqual(s.payloadBytes, R.total(ranges))
+        for batch in writer.batches:
+            self.assertEqual(len(set(len(d) for d in batch[:-1])), min(1, len(batch) - 1))
+
+    def test_paced(self):
+        """
+        If the rate allows 1/10 of the round per second, the round is not
+        over after 5 seconds and is over after 11.
+        """
+        clock = task.Clock()
+        data = bytes(1000000)
+        writer = FakeWriter()
+        s = RoundSender(clock, writer, lambda o, n: data[o:o + n], 1, 1, b"k" * 32,
+                        [(0, 1000000)], 1000, rate=(1000000 + 27 * 1000) / 10.0)
+        d = s.start()
+        drive(clock, 5, 0.05)
+        self.assertNoResult(d)
+        drive(clock, 6, 0.05)
+        self.successResultOf(d)
+
+    def test_socketFull(self):
+        """
+        If the socket refuses a batch, it is sent again later and nothing is
+        lost.
+        """
+        clock = task.Clock()
+        data = bytes(5000)
+        writer = FakeWriter(refuse=3)
+        s = RoundSender(clock, writer, lambda o, n: data[o:o + n], 1, 1, b"k" * 32,
+                        [(0, 5000)], 1000, rate=1e6)
+        d = s.start()
+        drive(clock, 1)
+        self.successResultOf(d)
+        self.assertEqual(len(writer.datagrams()), 5)
+
+
+class RatePolicyTests(SynchronousTestCase):
+    """
+    Tests for L{BurstLossRate}.
+    """
+
+    def setUp(self):
+        self.policy = BurstLossRate(minimum=100, maximum=10000)
+        verifyObject(IRatePolicy, self.policy)
+        self.round = [(0, 1000 * 100)]
+
+    def test_randomLossIsNotCongestion(self):
+        """
+        If a receiver misses 10% of the datagrams, isolated, the rate is not
+        lowered (it goes up).
+        """
+        missing = [(i * 100, i * 100 + 100) for i in range(0, 1000, 10)]
+        self.assertGreater(self.policy.nextRate(1000, self.round, {"a": missing}, 100), 1000)
+
+    def test_burstLossLowersRate(self):
+        """
+        If a receiver misses runs of consecutive datagrams (overrun queues),
+        the rate goes down, never below the minimum.
+        """
+        missing = [(i * 100, i * 100 + 800) for i in range(0, 1000, 50)]
+        self.assertLess(self.policy.nextRate(1000, self.round, {"a": [], "b": missing}, 100),
+                        1000)
+        self.assertEqual(self.policy.nextRate(101, self.round, {"b": missing}, 100), 100)
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    Tests for L{Controller} and L{Session}: rounds, aggregation, groups.
+    """
+
+    def setUp(self):
+        self.root = self.mktemp()
+        os.makedirs(self.root)
+        self.data = os.urandom(50000)
+        with open(os.path.join(self.root, "img"), "wb") as f:
+            f.write(self.data)
+        self.clock = task.Clock()
+        self.writer = FakeWriter()
+        config = loadConfig(text=(
+            "multicast:\n  enabled: true\n  root: %s\n  datagram_size: 1027\n"
+            "  max_rounds: 4\n  report_timeout: 5\n  client_timeout: 20\n"
+            "  announce_timeout: 1\n" % (self.root,)))["multicast"]
+        ids = iter(range(100, 200))
+        self.controller = Controller(self.clock, config, writerFactory=lambda g, p: self.writer,
+                                     hasher=lambda p: defer.succeed("SHA"),
+                                     sessionIds=lambda: next(ids))
+
+    def start(self, **kw):
+        kw.setdefault("minReceivers", 2)
+        kw.setdefault("maxWait", 30)
+        return self.successResultOf(self.controller.startSession("img", **kw))
+
+    def finishRound(self):
+        drive(self.clock, 1)
+
+    def test_resolveImageConfined(self):
+        """
+        If an image name leaves the root or does not exist, it is refused.
+        """
+        self.assertRaises(commands.NoSuchImage, resolveImage, self.root, "../etc/passwd")
+        self.assertRaises(commands.NoSuchImage, resolveImage, self.root, "/etc/passwd")
+        self.assertRaises(commands.NoSuchImage, resolveImage, self.root, "nothere")
+        self.assertTrue(resolveImage(self.root, "img").endswith("img"))
+
+    def test_waitsForMinReceivers(self):
+        """
+        If fewer than C{minReceivers} are enrolled, nothing is sent until
+        C{maxWait} has passed.
+        """
+        session = self.start(maxWait=10)
+        a = FakeConnection()
+        self.controller.register(a, "a", "198.18.0.2")
+        drive(self.clock, 9, 0.5)
+        self.assertEqual(session.state, "waiting")
+        self.assertEqual(a.named(commands.Announce), [])
+        drive(self.clock, 2, 0.5)
+        self.assertEqual(session.state, "running")
+        self.assertEqual(a.named(commands.Announce)[0]["ranges"], [(0, 50000)])
+
+    def test_roundTwoIsCoalescedUnion(self):
+        """
+        If two receivers report missing ranges after round 1, round 2 is
+        announced and sent with exactly their coalesced union; a receiver
+        with nothing missing leaves the current group.
+        """
+        session = self.start()
+        a, b, c = FakeConnection(), FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "198.18.0.2")
+        self.controller.register(b, "b", "198.18.0.3")
+        self.controller.register(c, "c", "198.18.0.4")
+        self.finishRound()
+        self.assertEqual(len(a.named(commands.EndRound)), 1)
+        self.assertEqual(self.writer.datagrams().__len__(), 50)
+        before = len(self.writer.datagrams())
+        self.controller.reportMissing(a, session.id, 1, [(0, 1000), (5000, 6000)])
+        self.controller.reportMissing(b, session.id, 1, [(1000, 2000), (9000, 10000)])
+        self.controller.reportMissing(c, session.id, 1, [])
+        card = session.scorecard()
+        self.assertEqual(card["current_group"], ["a", "b"])
+        self.assertEqual(card["permanent_group"], ["a", "b", "c"])
+        announce = a.named(commands.Announce)[-1]
+        self.assertEqual(announce["round"], 2)
+        expected = R.coalesce(R.union([(0, 1000), (5000, 6000)], [(1000, 2000), (9000, 10000)]))
+        self.assertEqual(announce["ranges"], expected)
+        self.assertEqual(c.named(commands.Announce)[-1]["ranges"], expected)
+        self.finishRound()
+        sent = R.RangeSet()
+        for wire in self.writer.datagrams()[before:]:
+            dg = DataDatagram.from_wire(wire, session.key, session.id)
+            self.assertEqual(dg.round, 2)
+            sent.add(dg.offset, dg.offset + len(dg.payload))
+        self.assertEqual(sent.ranges(), expected)
+        self.assertEqual(session.rounds[1]["bytes"], R.total(expected))
+        self.assertEqual(session.scorecard()["members"]["a"]["missing_by_round"], {"1": 2000})
+
+    def test_endsWhenEveryoneComplete(self):
+        """
+        If every receiver reports nothing missing and completes with the
+        right sha256, the session is done after one round; a wrong sha256 is
+        refused with L{commands.ChecksumMismatch}.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [])
+        self.controller.reportMissing(b, session.id, 1, [])
+        self.assertRaises(commands.ChecksumMismatch, self.controller.complete, a, session.id,
+                          "WRONG")
+        self.controller.complete(a, session.id, "SHA")
+        self.assertNoResult(session.done)
+        self.controller.complete(b, session.id, "SHA")
+        self.successResultOf(session.done)
+        self.assertEqual(session.state, "done")
+        self.assertTrue(self.writer.closed)
+        self.assertEqual(self.controller.status()["sessions"][0]["complete"], ["a", "b"])
+
+    def test_lateJoiner(self):
+        """
+        If a receiver registers during round 2, it is told the current round
+        and its report after round 2 puts everything it lacks in round 3.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [(0, 1025)])
+        self.controller.reportMissing(b, session.id, 1, [])
+        self.assertEqual(session.round, 2)
+        late = FakeConnection()
+        self.controller.register(late, "late", "z")
+        self.assertEqual(late.named(commands.Announce)[-1]["round"], 2)
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 2, [])
+        self.controller.reportMissing(late, session.id, 2, [(2050, 50000)])
+        self.assertEqual(session.round, 3)
+        self.assertEqual(a.named(commands.Announce)[-1]["ranges"], [(2050, 50000)])
+
+    def test_silentReceiverKeepsLastReport(self):
+        """
+        If a connected receiver does not report in time (its report lost),
+        its previous report is assumed, so it is never dropped from the
+        current group.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [(0, 100)])
+        self.controller.reportMissing(b, session.id, 1, [(200, 300)])
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 2, [])
+        drive(self.clock, 6, 0.5)
+        self.assertEqual(session.round, 3)
+        self.assertEqual(a.named(commands.Announce)[-1]["ranges"], [(200, 300)])
+        self.assertEqual(session.rounds[1]["assumed"], ["b"])
+
+    def test_disconnectedThenLost(self):
+        """
+        If a receiver disconnects and does not come back within
+        C{client_timeout}, it is recorded as lost and the session ends for
+        the others.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.finishRound()
+        self.controller.connectionLost(b)
+        self.controller.reportMissing(a, session.id, 1, [])
+        self.controller.complete(a, session.id, "SHA")
+        self.assertNoResult(session.done)
+        drive(self.clock, 21, 0.5)
+        self.successResultOf(session.done)
+        self.assertEqual(session.members["b"].state, "lost")
+
+    def test_reconnectResumes(self):
+        """
+        If a receiver's connection drops and it registers again with the
+        same id, it keeps its place, gets the current round and its report
+        counts.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.controller.connectionLost(b)
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [])
+        b2 = FakeConnection()
+        self.controller.register(b2, "b", "y")
+        self.assertEqual(b2.named(commands.Announce)[-1]["round"], 1)
+        self.assertEqual(b2.named(commands.EndRound)[-1]["round"], 1)
+        self.controller.reportMissing(b2, session.id, 1, [(0, 3000)])
+        self.assertEqual(session.round, 2)
+        self.assertEqual(session.roundRanges, [(0, 3000)])
+        self.assertEqual(session.members["b"].reconnects, 1)
+
+    def test_roundLimitThenRepair(self):
+        """
+        If ranges are still missing after C{max_rounds}, they are recorded as
+        unrecoverable, sent to the receivers with L{commands.EndSession}, and
+        served by L{Controller.fetch}.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        for r in range(1, 5):
+            self.finishRound()
+            if r == 1:
+                self.controller.reportMissing(b, session.id, r, [])
+            self.controller.reportMissing(a, session.id, r, [(100, 200)])
+        self.assertEqual(session.state, "repair")
+        self.assertEqual(a.named(commands.EndSession)[-1]["unrecoverable"], [(100, 200)])
+        self.assertEqual(self.controller.fetch(a, session.id, 100, 100), self.data[100:200])
+        self.assertRaises(commands.BadRanges, self.controller.fetch, a, session.id, 49990, 20)
+        self.assertRaises(commands.StaleRound, self.controller.reportMissing, a, session.id,
+                          4, [])
+        self.controller.complete(a, session.id, "SHA")
+        self.controller.complete(b, session.id, "SHA")
+        self.successResultOf(session.done)
+        self.assertEqual(self.controller.status()["sessions"][0]["unrecoverable_bytes"], 100)
+
+    def test_leave(self):
+        """
+        If a receiver leaves (disk full), it is recorded as failed with its
+        reason and the others go on.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.controller.leave(b, session.id, "disk full")
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [])
+        self.controller.complete(a, session.id, "SHA")
+        self.successResultOf(session.done)
+        card = self.controller.status(session.id)["sessions"][0]
+        self.assertEqual(card["members"]["b"]["state"], "failed")
+        self.assertEqual(card["members"]["b"]["reason"], "disk full")
+
+    def test_unknownSessionAndUnregistered(self):
+        """
+        If a connection names an unknown session or is not enrolled, the
+        declared errors are raised.
+        """
+        session = self.start()
+        a = FakeConnection()
+        self.assertRaises(commands.UnknownSession, self.controller.reportMissing, a, 99, 1, [])
+        self.assertRaises(commands.NotRegistered, self.controller.reportMissing, a,
+                          session.id, 1, [])
