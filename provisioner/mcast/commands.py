@@ -25,7 +25,7 @@ __all__ = [
     "Leave", "FetchRange", "StartSession", "Status",
     "MulticastError", "NotRegistered", "UnknownSession", "StaleRound", "BadRanges",
     "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
-    "FETCH_MAX",
+    "FETCH_MAX", "MalformedRanges", "checkRanges",
 ]
 
 #: the most bytes one L{FetchRange} returns
@@ -77,6 +77,15 @@ class ChunkedBytes(amp.Argument):
         return data
 
 
+class MalformedRanges(str):
+    """
+    What L{RangeList} decodes a malformed value to: argument parsing must
+    not raise (AMP would answer with an undeclared error and drop the
+    connection), so responders pass values through L{checkRanges}, which
+    raises the declared L{BadRanges}.
+    """
+
+
 class RangeList(ChunkedBytes):
     """
     A normalised list of C{(start, end)} byte ranges, 16 bytes a range.
@@ -89,7 +98,19 @@ class RangeList(ChunkedBytes):
         try:
             return _ranges.fromWire(data)
         except _ranges.RangeError as e:
-            raise BadRanges(str(e))
+            return MalformedRanges(str(e))
+
+
+def checkRanges(value, limit=None):
+    """
+    Return a decoded L{RangeList} value, or raise L{BadRanges} if it was
+    malformed or ends beyond C{limit}.
+    """
+    if isinstance(value, MalformedRanges):
+        raise BadRanges(str(value))
+    if limit is not None and value and value[-1][1] > limit:
+        raise BadRanges("range %d-%d ends beyond %d" % (value[-1][0], value[-1][1], limit))
+    return value
 
 
 class JSON(ChunkedBytes):

@@ -233,6 +233,7 @@ class Receiver(amp.CommandLocator):
 
     @commands.Announce.responder
     def announce(self, session, name, size, sha256, chunkSize, ranges, group, port, key, round):
+        ranges = commands.checkRanges(ranges, size)
         if self.finishing or self.failed:
             return {}
         if self.session is not None and session != self.session:
@@ -324,6 +325,7 @@ class Receiver(amp.CommandLocator):
 
     @commands.EndSession.responder
     def endSession(self, session, unrecoverable, reason=None):
+        commands.checkRanges(unrecoverable)
         if session != self.session or self.finishing or self.failed:
             if self.session is None:
                 # never got an announcement: nothing to repair from

@@ -62,7 +62,8 @@ class ServerLocator(amp.CommandLocator):
 
     @commands.ReportMissing.responder
     def reportMissing(self, session, round, ranges):
-        self.controller.reportMissing(self.protocol, session, round, ranges)
+        self.controller.reportMissing(self.protocol, session, round,
+                                      commands.checkRanges(ranges))
         return {}
 
     @commands.Complete.responder
