@@ -5,6 +5,7 @@ C{privilegedStartService}, opens the lease store (full mode), reclaims
 expired leases every minute, and closes everything in C{stopService}.
 """
 
+import os
 import socket
 
 from twisted.application import service
@@ -73,6 +74,8 @@ class DHCPService(service.Service):
         config = self.config
         if config["mode"] == "full":
             writer = None
+            directory = os.path.dirname(os.path.abspath(config["lease_file"]))
+            os.makedirs(directory, exist_ok=True)
             if self._threadedLeases:
                 writer = ThreadedWriter(config["lease_file"], self.reactor)
             self.leases = LeaseStore(config["lease_file"], self.reactor, writer)
