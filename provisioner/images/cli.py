@@ -53,20 +53,22 @@ def _size(n):
         n /= 1024.0
 
 
-def listImages(args, out=sys.stdout):
+def listImages(args, out=None, err=None):
     """
     Print the catalogue; return the exit status.
     """
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     try:
         if args.url:
             images = _fromURL(args.url)
         else:
             images = _fromState(loadConfig(args.config))
     except ConfigError as e:
-        print("provisioner: %s" % (e,), file=sys.stderr)
+        print("provisioner: %s" % (e,), file=err)
         return 2
     except (LookupError, OSError, ValueError, KeyError) as e:
-        print("provisioner images: %s" % (e,), file=sys.stderr)
+        print("provisioner images: %s" % (e,), file=err)
         return 1
     if args.json:
         json.dump(images, out, indent=1, sort_keys=True)
