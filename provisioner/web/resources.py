@@ -95,8 +95,8 @@ class SourceProducer:
         self.finished = defer.Deferred()
 
     def start(self):
-        self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(self._clientGone)
+        self.request.registerProducer(self, True)
         self.resumeProducing()
         return self.finished
 
@@ -143,7 +143,7 @@ class SourceProducer:
         self.done = True
         self._close()
         self.request.unregisterProducer()
-        transport = getattr(self.request.channel, "transport", None)
+        transport = getattr(getattr(self.request, "channel", None), "transport", None)
         if transport is not None:
             transport.abortConnection()
         if not self.finished.called:
