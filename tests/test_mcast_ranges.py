@@ -152,20 +152,36 @@ class WireTests(SynchronousTestCase):
 
     def test_roundTrip(self):
         """
-        A range list survives encoding, 16 bytes a range.
+        A range list survives encoding, large offsets included; a list of
+        chunk-aligned ranges takes a few bytes a range.
         """
-        ranges = [(0, 1), (5, 1 << 40)]
-        data = R.toWire(ranges)
-        self.assertEqual(len(data), 32)
-        self.assertEqual(R.fromWire(data), ranges)
+        ranges = [(0, 1), (5, 1 << 40), ((1 << 40) + 7, (1 << 41))]
+        self.assertEqual(R.fromWire(R.toWire(ranges)), ranges)
+        self.assertEqual(R.fromWire(R.toWire([])), [])
+        import random
+        rnd = random.Random(5)
+        many = R.normalise((c * 1445, c * 1445 + 1445 * rnd.randint(1, 3))
+                           for c in range(0, 200000, 9) if rnd.random() < 0.5)
+        data = R.toWire(many)
+        self.assertEqual(R.fromWire(data), many)
+        self.assertLess(len(data), 4 * len(many))
 
     def test_malformed(self):
         """
-        If the bytes are not a multiple of 16, or a range is empty, unsorted,
-        overlapping or beyond the limit, L{R.RangeError} is raised.
+        If the format byte is unknown, the data does not decompress, a
+        range is empty or touches the previous one, a varint is cut, or a
+        range ends beyond the limit, L{R.RangeError} is raised.
         """
-        self.assertRaises(R.RangeError, R.fromWire, b"x" * 15)
-        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(5, 5)]))
-        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(10, 20), (0, 5)]))
-        self.assertRaises(R.RangeError, R.fromWire, R.toWire([(0, 10), (5, 20)]))
+        import zlib
+        self.assertRaises(R.RangeError, R.fromWire, b"")
+        self.assertRaises(R.RangeError, R.fromWire, b"\x02" + zlib.compress(b""))
+        self.assertRaises(R.RangeError, R.fromWire, b"\x01garbage")
+        self.assertRaises(R.RangeError, R.fromWire, b"\x01" + zlib.compress(b"\x00\x00"))
+        self.assertRaises(R.RangeError, R.fromWire,
+                          b"\x01" + zlib.compress(b"\x00\x05\x00\x05"))
+        self.assertRaises(R.RangeError, R.fromWire, b"\x01" + zlib.compress(b"\x00\x85"))
+        self.assertRaises(R.RangeError, R.fromWire, b"\x01" + zlib.compress(b"\x00"))
         self.assertRaises(R.RangeError, R.fromWire, R.toWire([(0, 10)]), limit=9)
+        self.patch(R, "_MAX_DECODED", 1000)
+        self.assertRaises(R.RangeError, R.fromWire,
+                          b"\x01" + zlib.compress(b"\x00\x01" * 1000))

@@ -88,11 +88,19 @@ class MalformedRanges(str):
 
 class RangeList(ChunkedBytes):
     """
-    A normalised list of C{(start, end)} byte ranges, 16 bytes a range.
+    A normalised list of C{(start, end)} byte ranges (L{_ranges.toWire}).
+    The last list encoded is remembered: one round's announcement goes to
+    every receiver.
     """
 
+    _last = (None, None)
+
     def toString(self, value):
-        return _ranges.toWire(value)
+        if self._last[0] is value:
+            return self._last[1]
+        data = _ranges.toWire(value)
+        RangeList._last = (value, data)
+        return data
 
     def fromString(self, data):
         try:

@@ -10,17 +10,19 @@ Pure functions and one mutable class, no I/O:
     is also in C{docs/wire/mcast.md}).
   - L{RangeSet}: the receiver's record of what it has, added to one datagram
     at a time.
-  - L{toWire}/L{fromWire}: 16 bytes a range (two unsigned 64-bit big-endian
-    integers).
+  - L{toWire}/L{fromWire}: a format byte (1), then zlib of the ranges as
+    unsigned LEB128 varints: for each range the gap from the end of the
+    previous one (from 0 for the first) and its length. A round of 23,000
+    ranges (16 receivers at 5% loss, 128 MiB) takes some 60 KB instead of
+    the 370 KB of fixed 16-byte pairs.
 """
 
 import bisect
-import struct
+import zlib
 
 __all__ = ["normalise", "union", "subtract", "intersect", "total", "coalesce",
            "RangeSet", "toWire", "fromWire", "RangeError", "chunks"]
 
-_PAIR = struct.Struct("!QQ")
 
 
 class RangeError(ValueError):
@@ -229,29 +231,69 @@ class RangeSet:
         return i >= 0 and offset < self._ends[i]
 
 
+FORMAT_VARINT_ZLIB = 1
+_MAX_DECODED = 64 << 20
+
+
+def _varint(n, out):
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
 def toWire(ranges):
     """
-    Encode a range list: 16 bytes a range.
+    Encode a normalised range list (see the module docstring).
     """
-    return b"".join(_PAIR.pack(start, end) for start, end in ranges)
+    out = bytearray()
+    prev = 0
+    for start, end in ranges:
+        _varint(start - prev, out)
+        _varint(end - start, out)
+        prev = end
+    return bytes([FORMAT_VARINT_ZLIB]) + zlib.compress(bytes(out), 6)
 
 
 def fromWire(data, limit=None):
     """
     Decode a range list and check it: each range non-empty, sorted and
-    disjoint, and ending at most at C{limit} when given.
+    disjoint (never touching), and ending at most at C{limit} when given.
 
     @raise RangeError: if it is malformed.
     """
-    if len(data) % _PAIR.size:
-        raise RangeError("range list of %d bytes is not a multiple of 16" % (len(data),))
+    if not data or data[0] != FORMAT_VARINT_ZLIB:
+        raise RangeError("unknown range list format")
+    try:
+        d = zlib.decompressobj()
+        body = d.decompress(data[1:], _MAX_DECODED)
+        if d.unconsumed_tail or not d.eof:
+            raise RangeError("range list too large or truncated")
+    except zlib.error as e:
+        raise RangeError("range list does not decompress: %s" % (e,))
+    values = []
+    n = shift = 0
+    for byte in body:
+        n |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            if shift > 63:
+                raise RangeError("varint too long")
+        else:
+            values.append(n)
+            n = shift = 0
+    if shift or len(values) % 2:
+        raise RangeError("range list ends in the middle of a range")
     out = []
-    last = -1
-    for start, end in _PAIR.iter_unpack(data):
-        if end <= start or start <= last:
-            raise RangeError("range %d-%d is empty, unsorted or overlapping" % (start, end))
+    prev = 0
+    for i in range(0, len(values), 2):
+        gap, length = values[i], values[i + 1]
+        if length == 0 or (out and gap == 0):
+            raise RangeError("range list has an empty or touching range")
+        start = prev + gap
+        end = start + length
         if limit is not None and end > limit:
             raise RangeError("range %d-%d ends beyond %d" % (start, end, limit))
         out.append((start, end))
-        last = end
+        prev = end
     return out
