@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from provisioner.files import DirectoryResolver, ResolverChain
+from provisioner.tftp import adaptive, inject
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.udp import openPort
 from provisioner.tftp.write import UploadTarget
@@ -69,6 +70,12 @@ class TFTPService(service.MultiService):
                                  clients=appliance.clients, uploads=None)
         self.port = None
         appliance.tftp = self
+        # The adaptive window (tftp.adaptive) and the injector (tftp.injector).
+        adaptive.install(self)
+        inject.install(self)
+        # RFC 2090 multicast and range repair (tftp.multicast).
+        from provisioner.tftp.multicast import install
+        install(self)
 
     @staticmethod
     def _directory(config):
@@ -174,6 +181,8 @@ class TFTPService(service.MultiService):
             self.directory = directory
         self.config = new
         self.server.config = new
+        adaptive.install(self)
+        inject.install(self)
         self.server.uploads = _uploads(new) if self.running else None
         moved = any(new[k] != old[k] for k in ("address", "port", "interface"))
         if moved and self.port is not None:

@@ -1,0 +1,980 @@
+# -*- test-case-name: tests.test_mtftp_server -*-
+"""
+Multicast TFTP (RFC 2090) on the server: sessions, the registry that lets a
+request join a running session, master rotation, the group pool, and the
+range view that unicast gap repair serves.
+
+One L{MulticastSession} per (file, blksize, framing): it owns an ephemeral
+UDP port, sends every client its OACK (C{multicast addr,port,mc}) from that
+port, sends DATA from that port to the group, and takes ACKs only from the
+master client (mc=1). When the master has acknowledged the last block (or
+timed out C{master_retries} times) the next client is made master by a new
+OACK with mc=1; the block it acknowledges restarts the stream, so late
+joiners get what they missed. Flow control beyond the RFC comes from
+L{provisioner.tftp.flowcontrol}.
+
+Extensions (docs/wire/multicast-tftp.md):
+
+  - C{mcepoch 1}: DATA carries the high 16 bits of the 32-bit block number
+    after the 16-bit block number, and ACKs carry them in 2 trailing bytes,
+    so files past 65,535 blocks place exactly for late joiners.
+  - C{ranges <unit>:<a>-<b>,<c>,...} on a plain (unicast) RRQ: the server
+    serves a L{RangeSource}, the concatenation of just those blocks.
+"""
+
+import ipaddress
+import socket
+import struct
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from provisioner.errors import TooManySessions
+from provisioner.interfaces import IDataSource, IFileResolver
+from provisioner.tftp import flowcontrol, wire
+from provisioner.tftp.negotiate import IOptionExtension
+
+__all__ = [
+    "GroupPool", "MulticastRegistry", "MulticastSession", "RangeSource",
+    "parseRanges", "formatRanges", "rangesOption", "encodeData32", "decodeData32",
+    "blockCount", "nearest32", "repairSource", "MulticastHandler", "RepairResolver",
+    "RepairExtension", "install", "EPOCH_OPTION", "RANGES_OPTION", "MULTICAST_OPTION",
+]
+
+MULTICAST_OPTION = "multicast"
+EPOCH_OPTION = "mcepoch"
+RANGES_OPTION = "ranges"
+
+_HHH = struct.Struct("!HHH")
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+
+
+def blockCount(size, blksize):
+    """
+    How many DATA blocks a file of C{size} bytes takes (the last may be
+    empty).
+    """
+    return size // blksize + 1
+
+
+def encodeData32(block, payload):
+    """
+    DATA with the C{mcepoch} framing: opcode, low 16 bits, high 16 bits.
+    """
+    return _HHH.pack(wire.DATA, block & 0xFFFF, (block >> 16) & 0xFFFF) + payload
+
+
+def decodeData32(datagram):
+    """
+    @return: C{(block, payload)} from a C{mcepoch} DATA datagram.
+    @raise wire.WireError: too short or not DATA.
+    """
+    if len(datagram) < 6:
+        raise wire.WireError("DATA too short")
+    op, lo, hi = _HHH.unpack_from(datagram)
+    if op != wire.DATA:
+        raise wire.WireError("not DATA")
+    return (hi << 16) | lo, bytes(datagram[6:])
+
+
+def nearest32(block16, reference):
+    """
+    The 32-bit block number with these low 16 bits nearest to C{reference}
+    (the quadrant method; never negative).
+    """
+    base = reference & ~0xFFFF
+    best = None
+    for cand in (base - 0x10000 + block16, base + block16, base + 0x10000 + block16):
+        if cand < 0:
+            continue
+        if best is None or abs(cand - reference) < abs(best - reference):
+            best = cand
+    return best
+
+
+# Ranges -------------------------------------------------------------------
+
+def parseRanges(text, maxBlock=None):
+    """
+    Parse a C{ranges} option value C{"<unit>:<a>-<b>,<c>,..."}.
+
+    @return: C{(unit, [(first, last), ...])}, 1-based inclusive block
+        ranges, sorted and merged.
+    @raise ValueError: malformed, empty, a block 0, C{first > last}, or
+        past C{maxBlock}.
+    """
+    unit, sep, spec = text.partition(":")
+    if not sep:
+        raise ValueError("ranges: missing '<blksize>:'")
+    unit = int(unit)
+    if not 8 <= unit <= 65464:
+        raise ValueError("ranges: bad unit %d" % (unit,))
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        a, dash, b = part.partition("-")
+        first = int(a)
+        last = int(b) if dash else first
+        if first < 1 or last < first:
+            raise ValueError("ranges: bad range %r" % (part,))
+        if maxBlock is not None and last > maxBlock:
+            raise ValueError("ranges: block %d past the end (%d)" % (last, maxBlock))
+        out.append((first, last))
+    if not out:
+        raise ValueError("ranges: empty")
+    out.sort()
+    merged = [out[0]]
+    for first, last in out[1:]:
+        pf, pl = merged[-1]
+        if first <= pl + 1:
+            merged[-1] = (pf, max(pl, last))
+        else:
+            merged.append((first, last))
+    return unit, merged
+
+
+def formatRanges(unit, ranges):
+    """
+    The inverse of L{parseRanges}.
+    """
+    return "%d:%s" % (unit, ",".join(
+        str(a) if a == b else "%d-%d" % (a, b) for a, b in ranges))
+
+
+def rangesOption(unit, ranges, limit=400):
+    """
+    Split C{ranges} into option values of at most C{limit} characters (so
+    each repair RRQ stays under 512 octets).
+
+    @return: a list of C{(value, ranges)}.
+    """
+    out = []
+    current = []
+    for r in ranges:
+        trial = formatRanges(unit, current + [r])
+        if current and len(trial) > limit:
+            out.append((formatRanges(unit, current), current))
+            current = []
+        current.append(r)
+    if current:
+        out.append((formatRanges(unit, current), current))
+    return out
+
+
+@implementer(IDataSource)
+class RangeSource:
+    """
+    A view of a source holding only some of its blocks, back to back: the
+    data a repair transfer sends. Block C{b} of the underlying file is the
+    bytes C{[(b-1)*unit, b*unit)}; the last block of the file may be short
+    or empty.
+    """
+
+    def __init__(self, source, unit, ranges):
+        self.source = source
+        self.unit = unit
+        self.ranges = list(ranges)
+        self.name = "%s[%s]" % (source.name, formatRanges(unit, self.ranges))
+        # Segments (viewOffset, fileOffset, length) for each range.
+        self._segments = []
+        total = 0
+        for first, last in self.ranges:
+            start = (first - 1) * unit
+            end = min(last * unit, source.size)
+            length = max(0, end - start)
+            self._segments.append((total, start, length))
+            total += length
+        self.size = total
+        self.blocks = sum(b - a + 1 for a, b in self.ranges)
+
+    def read(self, offset, length):
+        out = []
+        for vstart, fstart, seglen in self._segments:
+            if length <= 0:
+                break
+            if offset >= vstart + seglen:
+                continue
+            skip = max(0, offset - vstart)
+            take = min(seglen - skip, length)
+            if take <= 0:
+                continue
+            out.append(self.source.read(fstart + skip, take))
+            offset += take
+            length -= take
+        return b"".join(out)
+
+    def close(self):
+        self.source.close()
+
+
+# Groups -------------------------------------------------------------------
+
+class GroupPool:
+    """
+    Multicast groups for sessions: one address per running session from a
+    network (239.255.0.0/16 by default), all on one port.
+    """
+
+    def __init__(self, network="239.255.0.0/16", port=1758):
+        self.network = ipaddress.ip_network(network)
+        self.port = port
+        self._used = set()
+        self._cursor = 0
+        self._hosts = self.network.num_addresses - 2 if self.network.num_addresses > 2 \
+            else self.network.num_addresses
+
+    def allocate(self):
+        """
+        @return: C{(address, port)} of a group nobody uses.
+        @raise TooManySessions: the pool is exhausted.
+        """
+        offset = 1 if self.network.num_addresses > 2 else 0
+        for i in range(self._hosts):
+            index = (self._cursor + i) % self._hosts
+            addr = str(self.network.network_address + offset + index)
+            if addr not in self._used:
+                self._used.add(addr)
+                self._cursor = index + 1
+                return addr, self.port
+        raise TooManySessions("multicast group pool %s exhausted" % (self.network,))
+
+    def release(self, group):
+        self._used.discard(group[0])
+
+    def __len__(self):
+        return len(self._used)
+
+
+# Sessions -----------------------------------------------------------------
+
+class _Client:
+    """
+    One client of a multicast session.
+    """
+
+    def __init__(self, peer, options, windowsize, timeout, joined):
+        self.peer = peer
+        self.options = options  # requested, in order
+        self.windowsize = windowsize
+        self.timeout = timeout
+        self.joined = joined
+        self.lastAck = 0
+        self.acked = False
+        self.demotions = 0
+
+    def __repr__(self):
+        return "<client %s:%d>" % self.peer
+
+
+class MulticastSession(DatagramProtocol):
+    """
+    One multicast transfer of one file at one blksize.
+
+    @ivar clients: the L{_Client}s in rotation order; C{clients[0]} is the
+        master once the stream runs.
+    @ivar stats: counters (C{bytes}, C{packets}, C{retransmits},
+        C{masters}, C{timeouts}, C{joins}, C{unexpected}).
+    """
+
+    log = Logger()
+
+    def __init__(self, registry, key, path, source, blksize, epoch, timeout, group,
+                 rate, unexpected, gate):
+        self.registry = registry
+        self.key = key
+        self.path = path
+        self.source = source
+        self.blksize = blksize
+        self.epoch = epoch
+        self.timeout = timeout
+        self.group = group
+        self.rate = rate
+        self.unexpectedPolicy = unexpected
+        self.gate = gate
+        self.clock = registry.reactor
+        self.size = source.size
+        self.nblocks = blockCount(self.size, blksize)
+        self.clients = []
+        self.master = None
+        self.awaitingRestart = False
+        self.ackBase = 0
+        self.nextSend = 1
+        self.retries = 0
+        self.gapEnd = self.nblocks
+        self.highWater = 0
+        self.lastPacket = None
+        self.sentAt = {}
+        self.sentSeq = {}
+        self.sendSeq = 0
+        self.srtt = None
+        self.stats = dict(bytes=0, packets=0, retransmits=0, masters=0, timeouts=0,
+                          joins=0, unexpected=0, control=0)
+        self._timer = None
+        self._pumpCall = None
+        self._port = None
+        self.finished = defer.Deferred()
+        self.name = "%s@%s:%d" % (path, group[0], group[1])
+        self.started = self.clock.seconds()
+
+    # Lifecycle ------------------------------------------------------------
+
+    def listen(self):
+        """
+        Bind the session's port (ephemeral, on the registry's address).
+        """
+        r = self.registry
+        self._port = r.reactor.listenMulticast(0, self, interface=r.bindAddress,
+                                               maxPacketSize=65536)
+        self._port.setTTL(r.ttl)
+        from provisioner.tftp.mclient import _bigBuffer
+        _bigBuffer(self._port, socket.SO_SNDBUF, 4 << 20)
+        if r.outgoingInterface:
+            self._port.setOutgoingInterface(r.outgoingInterface)
+        self.gate.whenOpen().addCallback(self._gateOpen)
+
+    def _gateOpen(self, reason):
+        if self.master is None and self.clients:
+            self._nextMaster()
+
+    def close(self):
+        """
+        Stop at once (service shutdown): nothing more is sent.
+        """
+        self._finish("stopped")
+
+    def _finish(self, why):
+        if self._port is None and self.finished.called:
+            return
+        for call in (self._timer, self._pumpCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._pumpCall = None
+        self.gate.cancel()
+        port, self._port = self._port, None
+        if port is not None:
+            port.stopListening()
+        self.source.close()
+        elapsed = self.clock.seconds() - self.started
+        self.log.info(
+            "multicast session {session} {why}: {joins} client(s), {masters} master(s), "
+            "{bytes} bytes in {packets} DATA ({ratio:.3f}x the file), {retransmits} "
+            "retransmitted, {timeouts} master timeouts, {elapsed:.2f}s",
+            session=self.name, why=why, ratio=self.stats["bytes"] / float(max(1, self.size)),
+            elapsed=elapsed, **self.stats)
+        self.registry._sessionDone(self)
+        if not self.finished.called:
+            self.finished.callback(self.stats)
+
+    # Joining --------------------------------------------------------------
+
+    def find(self, peer):
+        for c in self.clients:
+            if c.peer == peer:
+                return c
+        return None
+
+    def join(self, peer, options, windowsize, timeout):
+        """
+        Add a client (or answer a retransmitted request again) and send
+        its OACK.
+        """
+        client = self.find(peer)
+        if client is None:
+            client = _Client(peer, options, windowsize, timeout, self.clock.seconds())
+            self.clients.append(client)
+            self.stats["joins"] += 1
+            self.log.info("multicast {session}: {peer} joined ({count} client(s), "
+                          "stream at block {block})", session=self.name,
+                          peer="%s:%d" % peer, count=len(self.clients), block=self.nextSend)
+            self.gate.joined(len(self.clients))
+        if self.master is None and self.gate.isOpen:
+            self._nextMaster()
+        else:
+            self._sendOACK(client, client is self.master)
+        return client
+
+    def oackFor(self, client, master):
+        out = []
+        for name, value in client.options:
+            if name == "blksize":
+                out.append(("blksize", str(self.blksize)))
+            elif name == "tsize":
+                out.append(("tsize", str(self.size)))
+            elif name == "timeout" and client.timeout is not None:
+                out.append(("timeout", value))
+            elif name == "windowsize":
+                out.append(("windowsize", str(client.windowsize)))
+            elif name == MULTICAST_OPTION:
+                out.append((MULTICAST_OPTION, "%s,%d,%d" % (self.group[0], self.group[1],
+                                                            1 if master else 0)))
+            elif name == EPOCH_OPTION and self.epoch:
+                out.append((EPOCH_OPTION, "1"))
+        return wire.OptionAck(out)
+
+    def _sendOACK(self, client, master):
+        if self._port is None:
+            return
+        self.stats["control"] += 1
+        self._port.write(self.oackFor(client, master).to_wire(), client.peer)
+
+    def _remove(self, client, why):
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        self.log.info("multicast {session}: {peer} left ({why}); {count} client(s) remain",
+                      session=self.name, peer="%s:%d" % client.peer, why=why,
+                      count=len(self.clients))
+        if client is self.master:
+            self.master = None
+            self._nextMaster()
+        elif not self.clients:
+            self._finish("finished")
+
+    # Master rotation ------------------------------------------------------
+
+    def _nextMaster(self):
+        self._cancelTimer()
+        if not self.clients:
+            self.master = None
+            self._finish("finished")
+            return
+        self.master = self.clients[0]
+        self.awaitingRestart = True
+        self.retries = 0
+        self.stats["masters"] += 1
+        self.log.info("multicast {session}: master is now {peer}", session=self.name,
+                      peer="%s:%d" % self.master.peer)
+        self._sendOACK(self.master, True)
+        self._startTimer()
+
+    def _masterTimedOut(self):
+        client = self.master
+        self.stats["timeouts"] += 1
+        client.demotions += 1
+        drop = not client.acked or client.demotions > 1
+        self.log.info("multicast {session}: master {peer} timed out; {action}",
+                      session=self.name, peer="%s:%d" % client.peer,
+                      action="dropped" if drop else "moved to the end of the queue")
+        self.clients.remove(client)
+        if not drop:
+            self.clients.append(client)
+            self._sendOACK(client, False)
+        self.master = None
+        self._nextMaster()
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _startTimer(self):
+        self._cancelTimer()
+        timeout = self.timeout
+        if self.master is not None and self.master.timeout:
+            timeout = self.master.timeout
+        self._timer = self.clock.callLater(timeout, self._timeout)
+
+    def _timeout(self):
+        self._timer = None
+        if self.master is None:
+            return
+        self.retries += 1
+        self.rate.masterTimeout()
+        if self.retries > self.registry.masterRetries:
+            self._masterTimedOut()
+            return
+        # Ask the master where it is: a new OACK (mc=1) makes an RFC 2090
+        # client ACK its first missing block (which also answers a lost
+        # final ACK); that ACK then repairs the hole.
+        self._sendOACK(self.master, True)
+        self._startTimer()
+
+    # Receiving ------------------------------------------------------------
+
+    def datagramReceived(self, datagram, addr):
+        try:
+            packet = wire.decode(datagram)
+        except wire.WireError as e:
+            self.log.debug("multicast {session}: bad datagram from {peer}: {error}",
+                           session=self.name, peer=addr, error=str(e))
+            return
+        client = self.find(addr)
+        if client is None:
+            if not isinstance(packet, wire.Error) and self._port is not None:
+                self._port.write(wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID")
+                                 .to_wire(), addr)
+            return
+        if isinstance(packet, wire.Error):
+            self._remove(client, "ERROR %d %s" % (packet.code, packet.message))
+        elif isinstance(packet, wire.Ack):
+            if client is self.master:
+                self._masterAck(client, packet)
+            else:
+                self._unexpected("ACK from a client that is not the master")
+        else:
+            self._unexpected(type(packet).__name__)
+
+    def _unexpected(self, kind):
+        self.stats["unexpected"] += 1
+        if self.lastPacket is not None and self.unexpectedPolicy.unexpected(kind):
+            self._write(self.lastPacket)
+            self.stats["retransmits"] += 1
+
+    def _ackBlock(self, client, ack):
+        """
+        @return: C{(block, gap)}: the 32-bit block acknowledged and, from a
+            C{mcepoch} client, how many blocks it misses from C{block + 1}
+            (L{None}: unknown, treated as "up to the end").
+        """
+        gap = None
+        if self.epoch and len(ack.extra) >= 2:
+            block = (_H.unpack_from(ack.extra)[0] << 16) | ack.block
+            if len(ack.extra) >= 6:
+                n = _I.unpack_from(ack.extra, 2)[0]
+                gap = None if n == 0xFFFFFFFF else max(1, n)
+            return block, gap
+        return nearest32(ack.block, client.lastAck), gap
+
+    def _masterAck(self, client, ack):
+        block, gap = self._ackBlock(client, ack)
+        if block > self.nblocks:
+            self._unexpected("ACK past the end")
+            return
+        now = self.clock.seconds()
+        self.retries = 0
+        self.gapEnd = self.nblocks if gap is None else min(self.nblocks, block + gap)
+        if self.awaitingRestart:
+            self.awaitingRestart = False
+            self.ackBase = block
+            self.nextSend = block + 1
+            if self.stats["masters"] > 1 or block:
+                self.log.info("multicast {session}: master {peer} restarts the stream at "
+                              "block {block}", session=self.name,
+                              peer="%s:%d" % client.peer, block=block + 1)
+        elif block < self.ackBase:
+            client.lastAck = max(client.lastAck, block)
+            self._unexpected("stale ACK")
+            self._startTimer()
+            return
+        else:
+            sent = self.sentAt.get(block)
+            if sent is not None:
+                sample = now - sent
+                self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+            if block > self.ackBase:
+                self.rate.progress()
+                for b in range(self.ackBase + 1, block + 1):
+                    self.sentAt.pop(b, None)
+                    self.sentSeq.pop(b, None)
+                self.ackBase = block
+            if block + 1 > self.nextSend:
+                self.nextSend = block + 1
+            # The master misses [block + 1, gapEnd]: what of it was already
+            # sent in this pass and is not merely in flight goes again.
+            # A block sent before the one the master has just past its gap
+            # was lost (datagrams on a link stay in order); otherwise wait
+            # a guard time in case it is still in flight.
+            guard = max(0.002, 2 * (self.srtt or 0.001))
+            last = min(self.gapEnd, self.nextSend - 1, block + max(1, client.windowsize))
+            after = self.sentSeq.get(self.gapEnd + 1) if gap is not None else None
+            for hole in range(block + 1, last + 1):
+                sent = self.sentAt.get(hole)
+                seq = self.sentSeq.get(hole)
+                if (sent is None or (after is not None and seq is not None and seq < after)
+                        or now - sent > guard):
+                    self._resend(hole)
+        client.lastAck = block
+        client.acked = True
+        if block >= self.nblocks:
+            self._cancelTimer()
+            self.log.info("multicast {session}: {peer} has the whole file",
+                          session=self.name, peer="%s:%d" % client.peer)
+            self.clients.remove(client)
+            self.master = None
+            self._nextMaster()
+            return
+        self._startTimer()
+        self._pump()
+
+    # Sending --------------------------------------------------------------
+
+    def _packet(self, block):
+        payload = self.source.read((block - 1) * self.blksize, self.blksize)
+        if self.epoch:
+            return encodeData32(block, payload)
+        return wire.encodeData(block, payload)
+
+    def _write(self, packet):
+        if self._port is None:
+            return
+        self._port.write(packet, self.group)
+        self.stats["bytes"] += len(packet)
+        self.stats["packets"] += 1
+        self.registry.sent += len(packet)
+
+    def _resend(self, block):
+        if block > self.nblocks:
+            return
+        packet = self._packet(block)
+        self._stamp(block, self.clock.seconds())
+        self._write(packet)
+        self.lastPacket = packet
+        self.stats["retransmits"] += 1
+
+    def _stamp(self, block, now):
+        self.sendSeq += 1
+        self.sentAt[block] = now
+        self.sentSeq[block] = self.sendSeq
+
+    def _pump(self):
+        """
+        Send what the window allows: blocks never sent before (past the
+        high-water mark) always; blocks an earlier pass sent only inside
+        the master's declared gap (it may have the rest).
+        """
+        self._pumpCall = None
+        if self.master is None or self.awaitingRestart or self._port is None:
+            return
+        limit = min(self.ackBase + max(1, self.master.windowsize), self.nblocks)
+        now = self.clock.seconds()
+        while self.nextSend <= limit:
+            block = self.nextSend
+            if block <= self.highWater and block > self.gapEnd:
+                return
+            packet = self._packet(block)
+            wait = self.rate.delay(len(packet))
+            if wait > 0:
+                if self._pumpCall is None:
+                    self._pumpCall = self.clock.callLater(wait, self._pump)
+                return
+            self._stamp(block, now)
+            self._write(packet)
+            self.lastPacket = packet
+            if block <= self.highWater:
+                self.stats["retransmits"] += 1
+            else:
+                self.highWater = block
+            self.nextSend += 1
+
+
+# Registry -----------------------------------------------------------------
+
+class MulticastRegistry:
+    """
+    The running multicast sessions, by file: a request for a file whose
+    session is running joins it when its options fit (see L{request}),
+    otherwise it gets a new session and group.
+
+    @ivar sessions: the running L{MulticastSession}s.
+    @ivar sent: bytes of DATA sent by every session since start.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, config, tftpConfig=None, bindAddress="", probe=None):
+        self.reactor = reactor
+        self.sessions = []
+        self.sent = 0
+        self._lastSent = (reactor.seconds(), 0)
+        self._bandwidth = 0.0
+        self.configure(config, tftpConfig, bindAddress, probe)
+
+    def configure(self, config, tftpConfig=None, bindAddress="", probe=None):
+        """
+        Take a (re)loaded C{tftp.multicast} section: running sessions keep
+        their group and options; new sessions use the new values.
+        """
+        self.config = config
+        tftp = tftpConfig or {}
+        self.enabled = config["enabled"]
+        self.bindAddress = bindAddress
+        self.ttl = config["ttl"]
+        self.outgoingInterface = config["interface"]
+        if not self.outgoingInterface and bindAddress not in ("", "0.0.0.0", "::"):
+            self.outgoingInterface = bindAddress
+        self.masterRetries = config["master_retries"]
+        self.maxClients = config["max_clients"]
+        self.maxSessions = config["max_sessions"]
+        self.allowEpoch = config["epoch"]
+        self.blksizeMax = tftp.get("blksize_max", 65464)
+        self.windowsizeMax = tftp.get("windowsize_max", 64)
+        self.defaultTimeout = tftp.get("timeout", 1.0)
+        old = getattr(self, "pool", None)
+        self.pool = GroupPool(config["group_pool"], config["port"])
+        if old is not None:
+            self.pool._used |= old._used
+        self.start, self.quality, self._makeRate, self._makeUnexpected = \
+            flowcontrol.fromConfig(config, self.reactor, probe or self.conditions)
+
+    def conditions(self):
+        """
+        The resource conditions the QoS policy reads.
+        """
+        now = self.reactor.seconds()
+        then, before = self._lastSent
+        if now - then >= 0.5:
+            self._bandwidth = (self.sent - before) / (now - then)
+            self._lastSent = (now, self.sent)
+        return flowcontrol.Conditions(len(self.sessions), self._bandwidth,
+                                      flowcontrol.systemLoad())
+
+    @staticmethod
+    def wants(options):
+        """
+        Whether a request (its options, a C{dict} or pairs) asks for
+        multicast.
+        """
+        return MULTICAST_OPTION in dict(options)
+
+    def _find(self, path, blksize, exactBlksize, epoch):
+        for s in self.sessions:
+            if s.path != path or s.epoch != epoch or s._port is None:
+                continue
+            if len(s.clients) >= self.maxClients:
+                continue
+            if (s.blksize == blksize) if exactBlksize else (s.blksize <= blksize):
+                return s
+        return None
+
+    def sessionOf(self, peer, path):
+        for s in self.sessions:
+            if s.path == path and s.find(peer) is not None:
+                return s
+        return None
+
+    def request(self, path, options, source, peer, blksize=None, windowsize=None,
+                timeout=None):
+        """
+        Serve a multicast read request: join a running session for C{path}
+        or start one.
+
+        @param options: the requested options, C{[(name, value)]} in order.
+        @param source: the L{IDataSource} (closed here when a running session
+            is joined).
+        @param blksize, windowsize, timeout: the values the server's
+            negotiation granted, or L{None} to negotiate here.
+        @return: the L{MulticastSession}.
+        @raise TooManySessions: no group or session left.
+        """
+        opts = dict(options)
+        if blksize is None:
+            blksize = _int(opts.get("blksize"), 512, 8, 65464)
+            blksize = min(blksize, self.blksizeMax)
+        if windowsize is None:
+            windowsize = min(_int(opts.get("windowsize"), 1, 1, 65535), self.windowsizeMax)
+        if timeout is None and "timeout" in opts:
+            t = _int(opts.get("timeout"), None, 1, 255)
+            timeout = t
+        epoch = self.allowEpoch and opts.get(EPOCH_OPTION) == "1"
+        existing = self.sessionOf(peer, path)
+        if existing is None:
+            existing = self._find(path, blksize, "blksize" not in opts, epoch)
+        if existing is not None:
+            source.close()
+            existing.join(peer, list(options), windowsize, timeout)
+            return existing
+        if len(self.sessions) >= self.maxSessions:
+            raise TooManySessions("too many multicast sessions")
+        grantedBlksize, sessionTimeout = self.quality.decide(
+            blksize, timeout or self.defaultTimeout)
+        if "blksize" not in opts:
+            grantedBlksize = 512
+        group = self.pool.allocate()
+        key = (path, grantedBlksize, epoch)
+        name = "%s@%s:%d" % (path, group[0], group[1])
+        session = MulticastSession(
+            self, key, path, source, grantedBlksize, epoch, sessionTimeout, group,
+            self._makeRate(name), self._makeUnexpected(), self.start.gate(name))
+        self.sessions.append(session)
+        try:
+            session.listen()
+        except Exception:
+            self.sessions.remove(session)
+            self.pool.release(group)
+            raise
+        self.log.info("multicast session {session} started for {peer}: blksize {blksize}, "
+                      "{blocks} blocks{epoch}", session=session.name, peer="%s:%d" % peer,
+                      blksize=grantedBlksize, blocks=session.nblocks,
+                      epoch=" (mcepoch framing)" if epoch else "")
+        session.join(peer, list(options), windowsize, timeout)
+        return session
+
+    def _sessionDone(self, session):
+        if session in self.sessions:
+            self.sessions.remove(session)
+            self.pool.release(session.group)
+
+    def stop(self):
+        """
+        Stop every session (service shutdown).
+        """
+        for s in list(self.sessions):
+            s.close()
+
+
+def _int(value, default, lo, hi):
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return default
+    if n < lo:
+        return default
+    return min(n, hi)
+
+
+def repairSource(source, options):
+    """
+    Wrap C{source} in a L{RangeSource} when the request carries C{ranges}.
+
+    @return: C{(source, oackValue)}; C{oackValue} is L{None} when the
+        request has no (valid) C{ranges} option and C{source} is unchanged.
+    """
+    value = dict(options).get(RANGES_OPTION)
+    if value is None or source.size is None:
+        return source, None
+    try:
+        unit, ranges = parseRanges(value)
+        last = blockCount(source.size, unit)
+        ranges = [(a, min(b, last)) for a, b in ranges if a <= last]
+        if not ranges:
+            return source, None
+    except ValueError:
+        return source, None
+    view = RangeSource(source, unit, ranges)
+    return view, formatRanges(unit, ranges)
+
+
+# Wiring into the TFTP service ------------------------------------------------
+
+class MulticastHandler:
+    """
+    The request handler on L{provisioner.tftp.server.TFTPServer}: takes RRQs
+    that carry the C{multicast} option (octet mode) when C{tftp.multicast}
+    is enabled, and hands them to the L{MulticastRegistry}.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, config, bindAddress=""):
+        self.reactor = reactor
+        self._config = config
+        self.registry = MulticastRegistry(reactor, config["multicast"], config, bindAddress)
+
+    def _configure(self, server):
+        config = server.config
+        if config is not self._config:
+            self._config = config
+            self.registry.configure(config["multicast"], config, server.bindAddress)
+        elif self.registry.bindAddress != server.bindAddress:
+            self.registry.configure(config["multicast"], config, server.bindAddress)
+
+    def handleRequest(self, server, request, source, packet):
+        """
+        @return: L{True} when the request became (or joined) a multicast
+            session.
+        """
+        if MULTICAST_OPTION not in request.options or packet.mode != "octet":
+            return False
+        self._configure(server)
+        if not self.registry.enabled or source.size is None:
+            return False
+        negotiated = server.negotiate(request, source, packet.mode)
+        try:
+            self.registry.request(
+                request.path, packet.options, source, request.peer,
+                blksize=negotiated.blksize, windowsize=negotiated.windowsize,
+                timeout=negotiated.timeout)
+        except TooManySessions as e:
+            self.log.warn("multicast refused for {peer}: {reason}; serving by unicast",
+                          peer=request.peer, reason=str(e))
+            return False
+        return True
+
+
+@implementer(IFileResolver)
+class RepairResolver:
+    """
+    First in the resolver chain: for a request carrying C{ranges}, resolve
+    the file through the rest of the chain and serve a L{RangeSource} of
+    just those blocks. L{RepairExtension} echoes the option in the OACK so
+    the client knows it got the view (a client that does not see C{ranges}
+    in the OACK is getting the whole file).
+    """
+
+    log = Logger()
+
+    def __init__(self, chain, enabled):
+        self.chain = chain
+        self.enabled = enabled
+
+    def resolve(self, request):
+        value = request.options.get(RANGES_OPTION)
+        if value is None or not self.enabled():
+            return None
+        if getattr(request, "_repairing", False):
+            return None
+        from provisioner.files import FileRequest
+        inner = FileRequest(request.path, request.peer, request.protocol,
+                            options={k: v for k, v in request.options.items()
+                                     if k != RANGES_OPTION},
+                            client=request.client, rawPath=request.rawPath)
+        inner._repairing = True
+        d = self.chain.resolve(inner)
+
+        def wrap(source):
+            view, granted = repairSource(source, [(RANGES_OPTION, value)])
+            if granted is not None:
+                request.rangesGranted = granted
+                self.log.info("repair of {path} for {peer}: {blocks} block(s) in {count} "
+                              "range(s)", path=request.path, peer=request.peer,
+                              blocks=view.blocks, count=len(view.ranges))
+            return view
+        return d.addCallback(wrap)
+
+
+@implementer(IOptionExtension)
+class RepairExtension:
+    """
+    The option extension that echoes C{ranges} when L{RepairResolver}
+    served a range view for the request.
+    """
+
+    def negotiate(self, request, accepted, limits):
+        granted = getattr(request, "rangesGranted", None)
+        if granted is None:
+            return None
+        return [(RANGES_OPTION, granted)], None
+
+
+def install(tftp):
+    """
+    Plug multicast and range repair into a
+    L{provisioner.tftp.service.TFTPService}: the request handler, the
+    repair resolver (first in the chain), the option extension (first), and
+    a child service that stops every session with the TFTP service.
+
+    @return: the L{MulticastHandler}.
+    """
+    from twisted.application import service as _service
+    handler = MulticastHandler(tftp.reactor, tftp.config, tftp.config.get("address", ""))
+    tftp.requestHandlers.append(handler)
+
+    def enabled():
+        return tftp.server.config["multicast"]["repair"]
+    tftp.resolvers.resolvers.insert(0, RepairResolver(tftp.resolvers, enabled))
+    tftp.extensions.insert(0, RepairExtension())
+
+    class _Stopper(_service.Service):
+        def stopService(self):
+            _service.Service.stopService(self)
+            handler.registry.stop()
+    stopper = _Stopper()
+    stopper.setName("multicast")
+    stopper.setServiceParent(tftp)
+    tftp.multicast = handler
+    return handler
