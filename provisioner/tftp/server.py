@@ -279,7 +279,8 @@ class TFTPServer(DatagramProtocol):
         session = ReadSession(source, negotiated, addr, self.reactor,
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
-                              path=request.path, netascii=(mode == "netascii"))
+                              path=request.path, netascii=(mode == "netascii"),
+                              fastLane=self._fastLane)
         self._pending.discard(addr)
         self.sessions[addr] = session
         try:
@@ -289,6 +290,13 @@ class TFTPServer(DatagramProtocol):
             self._pending.add(addr)
             raise
         return session
+
+    def _fastLane(self):
+        """
+        Sessions may wait for their ACKs outside the reactor only while they
+        are the only transfer in flight.
+        """
+        return len(self.sessions) + len(self._pending) <= 1
 
     def listenSession(self, protocol, peer, maxPacketSize=8192):
         """
