@@ -1,0 +1,254 @@
+# -*- test-case-name: tests.test_mtftp_client -*-
+"""
+Tests for the pure parts of multicast TFTP: the gap tracker, the role
+policy, range encoding, the range view, 32-bit block framing.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from provisioner.interfaces import IDataSource
+from provisioner.tftp import mclient, multicast, wire
+from tests.test_mtftp_fakes import MemorySource
+
+
+class GapTrackerTests(SynchronousTestCase):
+
+    def test_empty(self):
+        """
+        If nothing arrived, the whole file is one gap.
+        """
+        t = mclient.GapTracker(10)
+        self.assertEqual(t.gaps(), [(1, 10)])
+        self.assertEqual(t.firstHole, 1)
+        self.assertFalse(t.complete)
+
+    def test_gaps(self):
+        """
+        If blocks arrive with holes, L{GapTracker.gaps} lists the missing
+        ranges and C{firstHole} the lowest missing block.
+        """
+        t = mclient.GapTracker(10)
+        for b in (1, 2, 5, 6, 9):
+            self.assertTrue(t.add(b))
+        self.assertEqual(t.gaps(), [(3, 4), (7, 8), (10, 10)])
+        self.assertEqual(t.firstHole, 3)
+        self.assertEqual(t.gaps(upTo=6), [(3, 4)])
+        t.add(3)
+        t.add(4)
+        self.assertEqual(t.firstHole, 7)
+
+    def test_duplicatesAndRange(self):
+        """
+        If a block arrives twice it counts as a duplicate; block 0 and
+        blocks past the end are ignored.
+        """
+        t = mclient.GapTracker(3)
+        t.add(2)
+        self.assertFalse(t.add(2))
+        self.assertFalse(t.add(0))
+        self.assertFalse(t.add(4))
+        self.assertEqual((t.received, t.duplicates), (1, 1))
+
+    def test_complete(self):
+        """
+        If every block arrived, the tracker is complete and C{firstHole} is
+        past the end.
+        """
+        t = mclient.GapTracker(3)
+        for b in (3, 1, 2):
+            t.add(b)
+        self.assertTrue(t.complete)
+        self.assertEqual(t.firstHole, 4)
+        self.assertEqual(t.gaps(), [])
+
+    def test_stats(self):
+        """
+        If there are gaps, L{GapTracker.stats} gives their count, sizes in
+        blocks and bytes (the short last block counted as it is), the
+        largest, the frequency per 1000 blocks, the runs of nearby gaps and
+        how many gaps opened during reception.
+        """
+        t = mclient.GapTracker(10)
+        for b in (1, 3, 5, 6, 7):
+            t.add(b)
+        s = t.stats(blksize=100, size=950)
+        self.assertEqual(s["gaps"], 3)            # 2, 4, 8-10
+        self.assertEqual(s["blocks"], 5)
+        self.assertEqual(s["bytes"], 450)          # 4 full blocks, the last 50
+        self.assertEqual(s["largest"], 3)
+        self.assertEqual(s["frequency"], 300.0)
+        self.assertEqual(s["runs"], 1)             # 2 and 4 are one block apart
+        self.assertEqual(s["opened"], 2)
+
+    def test_statsNone(self):
+        """
+        If nothing is missing, the stats are all zero.
+        """
+        t = mclient.GapTracker(2)
+        t.add(1)
+        t.add(2)
+        s = t.stats(512, 600)
+        self.assertEqual((s["gaps"], s["blocks"], s["bytes"], s["largest"]), (0, 0, 0, 0))
+
+
+class RolePolicyTests(SynchronousTestCase):
+
+    def stats(self, gaps=2, blocks=4, nbytes=4096, largest=2):
+        return dict(gaps=gaps, blocks=blocks, bytes=nbytes, largest=largest, mean=0,
+                    frequency=0, runs=0, opened=gaps)
+
+    def test_smart(self):
+        """
+        If gaps are few and small, the client becomes smart.
+        """
+        role, why = mclient.RolePolicy().decide(self.stats(), 1000)
+        self.assertEqual(role, mclient.SMART)
+        self.assertIn("2 gaps", why)
+
+    def test_promotedByBytes(self):
+        """
+        If too many bytes are missing, the client is promoted to active and
+        the reason names the threshold.
+        """
+        role, why = mclient.RolePolicy(smartMaxBytes=1000).decide(self.stats(), 1000)
+        self.assertEqual(role, mclient.ACTIVE)
+        self.assertIn("4096 bytes missing > 1000", why)
+
+    def test_promotedByGapCountSizeFraction(self):
+        """
+        If gaps are too many, too long, or too much of the file, the client
+        is promoted.
+        """
+        policy = mclient.RolePolicy(smartMaxGaps=1, smartMaxGap=1, smartMaxFraction=0.001)
+        role, why = policy.decide(self.stats(), 1000)
+        self.assertEqual(role, mclient.ACTIVE)
+        self.assertIn("2 gaps > 1", why)
+        self.assertIn("largest gap 2 blocks > 1", why)
+        self.assertIn("missing >", why)
+
+    def test_noRepair(self):
+        """
+        If repair is off, the client always stays active.
+        """
+        role, _ = mclient.RolePolicy(repair=False).decide(self.stats(), 1000)
+        self.assertEqual(role, mclient.ACTIVE)
+
+
+class RangeTests(SynchronousTestCase):
+
+    def test_roundTrip(self):
+        """
+        If ranges are formatted and parsed, they come back sorted and merged.
+        """
+        unit, ranges = multicast.parseRanges("1428:9,3-5,6,20-22")
+        self.assertEqual(unit, 1428)
+        self.assertEqual(ranges, [(3, 6), (9, 9), (20, 22)])
+        self.assertEqual(multicast.formatRanges(unit, ranges), "1428:3-6,9,20-22")
+
+    def test_bad(self):
+        """
+        If a ranges value is malformed, L{parseRanges} raises L{ValueError}.
+        """
+        for bad in ("3-5", "1428:", "1428:0", "1428:5-3", "1428:x", "4:1", "1428:1-99"):
+            self.assertRaises(ValueError, multicast.parseRanges, bad, 50)
+
+    def test_large(self):
+        """
+        If blocks are past 65535, they are carried as they are (32-bit).
+        """
+        self.assertEqual(multicast.parseRanges("1428:70000-70002")[1], [(70000, 70002)])
+
+    def test_split(self):
+        """
+        If the list is long, L{rangesOption} splits it into values under the
+        limit that together hold every range.
+        """
+        ranges = [(i * 10, i * 10 + 2) for i in range(1, 200)]
+        parts = multicast.rangesOption(1428, ranges, limit=100)
+        self.assertTrue(all(len(v) <= 100 for v, _ in parts))
+        self.assertEqual(sum((r for _, r in parts), []), ranges)
+        for value, chunk in parts:
+            self.assertEqual(multicast.parseRanges(value)[1], chunk)
+
+
+class RangeSourceTests(SynchronousTestCase):
+
+    def test_view(self):
+        """
+        If a L{RangeSource} covers blocks 2, 4-5 of a file with a short last
+        block, its size and bytes are those blocks back to back.
+        """
+        data = bytes(range(256)) * 2  # 512 bytes, unit 100: blocks 1-5, 6 short
+        view = multicast.RangeSource(MemorySource(data), 100, [(2, 2), (4, 6)])
+        verifyObject(IDataSource, view)
+        expected = data[100:200] + data[300:512]
+        self.assertEqual(view.size, len(expected))
+        self.assertEqual(view.blocks, 4)
+        self.assertEqual(view.read(0, 10000), expected)
+        self.assertEqual(view.read(95, 10), expected[95:105])
+        self.assertEqual(view.read(len(expected), 5), b"")
+
+    def test_repairSource(self):
+        """
+        If a request carries C{ranges}, L{repairSource} returns the view and
+        the value to echo (clipped to the file); without it, or malformed,
+        the source is unchanged.
+        """
+        src = MemorySource(b"x" * 1000)
+        view, echo = multicast.repairSource(src, [("ranges", "100:3-4,9-40")])
+        self.assertEqual(echo, "100:3-4,9-11")
+        self.assertEqual(view.size, 200 + 200)
+        self.assertIs(multicast.repairSource(src, [])[0], src)
+        self.assertEqual(multicast.repairSource(src, [("ranges", "junk")]), (src, None))
+
+
+class FramingTests(SynchronousTestCase):
+
+    def test_data32(self):
+        """
+        If a block past 65535 is framed with C{mcepoch}, it decodes to the
+        same 32-bit number and payload; a plain decoder sees the low bits.
+        """
+        packet = multicast.encodeData32(70000, b"abc")
+        self.assertEqual(multicast.decodeData32(packet), (70000, b"abc"))
+        self.assertEqual(wire.decode(packet).block, 70000 & 0xFFFF)
+        self.assertRaises(wire.WireError, multicast.decodeData32, b"\x00\x03\x00")
+        self.assertRaises(wire.WireError, multicast.decodeData32,
+                          wire.encodeAck(1) + b"\x00\x00")
+
+    def test_nearest32(self):
+        """
+        If a 16-bit block number is placed near a reference, the nearest
+        32-bit number wins, across a wrap in either direction.
+        """
+        self.assertEqual(multicast.nearest32(5, 65530), 65541)
+        self.assertEqual(multicast.nearest32(65530, 65541), 65530)
+        self.assertEqual(multicast.nearest32(100, 0), 100)
+        self.assertEqual(multicast.nearest32(65535, 3), 65535)
+
+    def test_blockCount(self):
+        """
+        If a file is an exact multiple of blksize, it still ends with an
+        empty block.
+        """
+        self.assertEqual(multicast.blockCount(1024, 512), 3)
+        self.assertEqual(multicast.blockCount(1000, 512), 2)
+        self.assertEqual(multicast.blockCount(0, 512), 1)
+
+
+class GroupPoolTests(SynchronousTestCase):
+
+    def test_allocate(self):
+        """
+        If groups are allocated, each is unique in the network and released
+        ones are reused; an exhausted pool raises L{TooManySessions}.
+        """
+        from provisioner.errors import TooManySessions
+        pool = multicast.GroupPool("239.255.7.0/30", 1758)
+        a = pool.allocate()
+        b = pool.allocate()
+        self.assertEqual({a, b}, {("239.255.7.1", 1758), ("239.255.7.2", 1758)})
+        self.assertRaises(TooManySessions, pool.allocate)
+        pool.release(a)
+        self.assertEqual(pool.allocate(), a)
