@@ -119,6 +119,23 @@ class CatalogTests(SynchronousTestCase):
         state = loadState(os.path.join(self.state, STATE_FILE))
         self.assertEqual(state["vmlinuz"]["sha256"], entry.sha256)
 
+    def test_saveCoalesced(self):
+        """
+        If C{saveDelay} is set, a burst of changes is saved once, after the
+        delay (or at stop).
+        """
+        self.catalog.saveDelay = 0.5
+        for name in ("a.iso", "b.iso", "c.iso"):
+            _write(os.path.join(self.images, name), name.encode())
+            self.successResultOf(self.catalog.changed(name))
+        path = os.path.join(self.state, STATE_FILE)
+        self.assertFalse(os.path.exists(path))
+        self.clock.advance(0.5)
+        self.assertEqual(sorted(loadState(path)), ["a.iso", "b.iso", "c.iso"])
+        self.catalog.removed("a.iso")
+        self.successResultOf(self.catalog.stop())
+        self.assertEqual(sorted(loadState(path)), ["b.iso", "c.iso"])
+
     def test_ignored(self):
         """
         If a file matches an ignore pattern (hidden, partial), it is never

@@ -261,7 +261,7 @@ class Catalog:
     log = Logger()
 
     def __init__(self, clock, directory, stateDir=None, prefix="images", ignore=(),
-                 kinds=None, runInThread=_syncRunner, retryDelay=1.0):
+                 kinds=None, runInThread=_syncRunner, retryDelay=1.0, saveDelay=0):
         self.clock = clock
         self.directory = os.path.abspath(directory)
         self.stateDir = stateDir
@@ -270,6 +270,8 @@ class Catalog:
         self.kinds = dict(kinds or {})
         self.runInThread = runInThread
         self.retryDelay = retryDelay
+        self.saveDelay = saveDelay
+        self._saveCall = None
         self.entries = {}
         self.generation = 0
         self.hashCount = 0
@@ -380,10 +382,23 @@ class Catalog:
             self._changedNotify()
         return restored
 
+    def _scheduleSave(self):
+        """
+        Save now, or (with C{saveDelay}) once after a burst of changes, so
+        a directory of many new files is not rewritten once per file.
+        """
+        if not self.saveDelay:
+            return self.save()
+        if self._saveCall is None or not self._saveCall.active():
+            self._saveCall = self.clock.callLater(self.saveDelay, self.save)
+
     def save(self):
         """
         Write the catalogue to the state directory (atomically).
         """
+        if self._saveCall is not None and self._saveCall.active():
+            self._saveCall.cancel()
+        self._saveCall = None
         path = self.statePath
         if path is None:
             return
@@ -497,7 +512,7 @@ class Catalog:
         self.log.info("image {name} catalogued: {size} bytes, {kind}, sha256 {sha256}",
                       name=name, size=st.st_size, kind=self.entries[name].kind,
                       sha256=digest)
-        self.save()
+        self._scheduleSave()
         self._changedNotify()
         return None
 
@@ -552,7 +567,7 @@ class Catalog:
         for n in gone:
             self.entries.pop(n).close()
             self.log.info("image {name} removed from the catalogue", name=n)
-        self.save()
+        self._scheduleSave()
         self._changedNotify()
 
     def withdraw(self, name):
@@ -585,6 +600,8 @@ class Catalog:
         d = defer.DeferredList(pending, consumeErrors=True)
 
         def close(_):
+            if self._saveCall is not None and self._saveCall.active():
+                self.save()
             for entry in self.entries.values():
                 entry.close()
         return d.addCallback(close)

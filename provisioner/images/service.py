@@ -53,7 +53,7 @@ class ImagesService(service.Service):
         return Catalog(self.reactor, section["directory"], stateDir=section["state_dir"],
                        prefix=section["prefix"], ignore=section["ignore"],
                        kinds=section["kinds"], runInThread=self._inThread,
-                       retryDelay=min(section["poll_interval"], 1.0))
+                       retryDelay=min(section["poll_interval"], 1.0), saveDelay=0.5)
 
     def _inThread(self, f, *args):
         if self._runInThread is not None:
