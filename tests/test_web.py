@@ -342,5 +342,3 @@ class ResourceTests(TestCase):
         self.assertEqual(body, self.data)
         response, body = yield self.get("/images/debian/linux")
         self.assertEqual(body, b"new" * 1000)
-
-

@@ -488,4 +488,3 @@ def _humanSize(n):
         if n < 1024 or unit == "TiB":
             return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
         n /= 1024.0
-

@@ -322,8 +322,8 @@ class MenuService(service.Service):
             self._startWatching()
         self.log.info("menus: templates from {dirs}; serving {loaders}",
                       dirs=", ".join(self.renderer.dirs),
-                      loaders=", ".join(l for l in ("ipxe", "pxelinux", "grub")
-                                        if self.config["menus"][l]))
+                      loaders=", ".join(name for name in ("ipxe", "pxelinux", "grub")
+                                        if self.config["menus"][name]))
 
     def stopService(self):
         service.Service.stopService(self)

@@ -490,4 +490,3 @@ class RootResource(resource.Resource):
         request.postpath.insert(0, name)
         request.prepath.pop()
         return self.files
-
