@@ -11,9 +11,9 @@ template change (and review the diff).
 
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from provisioner.appliance import Appliance
 from provisioner.config import loadConfig
@@ -490,3 +490,80 @@ class ServiceTests(SynchronousTestCase):
         service._debounced("inventory", service._inventoryChanged)
         clock.advance(1)
         self.assertIn("delta", appliance.inventory.hosts)
+
+
+class WatchingTests(TestCase):
+    """
+    The menus service with its real watchers (inotify or polling) on the
+    reactor: editing files on disk takes effect without a restart.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+        self.reactor = reactor
+        self.dir = os.path.abspath(self.mktemp())
+        self.templates = os.path.join(self.dir, "templates")
+        os.makedirs(os.path.join(self.templates, "ipxe"))
+        self.inventoryPath = os.path.join(self.dir, "inventory.yaml")
+        with open(self.inventoryPath, "w") as f:
+            f.write(INVENTORY)
+        config = loadConfig(overrides=[
+            ("menus.enabled", True), ("menus.templates", self.templates),
+            ("menus.poll_interval", 0.1), ("inventory.enabled", True),
+            ("inventory.file", self.inventoryPath), ("inventory.poll_interval", 0.1)])
+        self.appliance = Appliance(config, reactor)
+        self.service = MenuService(self.appliance)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def render(self):
+        return self.service.render("ipxe", mac="52:54:00:00:00:02")[0]
+
+    def waitUntil(self, predicate, timeout=10.0):
+        """
+        A Deferred firing with L{True} once C{predicate()} holds (checked
+        every 50 ms), or L{False} after C{timeout} seconds.
+        """
+        from twisted.internet.task import deferLater
+        deadline = self.reactor.seconds() + timeout
+
+        def check(_=None):
+            if predicate():
+                return True
+            if self.reactor.seconds() > deadline:
+                return False
+            return deferLater(self.reactor, 0.05, lambda: None).addCallback(check)
+        return check()
+
+    @defer.inlineCallbacks
+    def test_newTemplateTakesEffect(self):
+        """
+        If an operator adds a more specific template, the next render uses
+        it (caches dropped on the directory's change).
+        """
+        self.assertIn("(beta)", self.render())
+        with open(os.path.join(self.templates, "ipxe", "host-beta.j2"), "w") as f:
+            f.write("#!ipxe\necho custom {{ host.name }}\n")
+        ok = yield self.waitUntil(lambda: self.render() == "#!ipxe\necho custom beta\n")
+        self.assertTrue(ok, self.render())
+
+    @defer.inlineCallbacks
+    def test_inventoryEditReloaded(self):
+        """
+        If the inventory file is replaced by an editor (write, rename), it
+        is reloaded; an invalid edit after that is refused and the good one
+        kept.
+        """
+        with open(self.inventoryPath + ".tmp", "w") as f:
+            f.write(INVENTORY.replace("  beta:", "  gamma:"))
+        os.rename(self.inventoryPath + ".tmp", self.inventoryPath)
+        ok = yield self.waitUntil(lambda: "gamma" in self.appliance.inventory.hosts)
+        self.assertTrue(ok)
+        self.assertIn("(gamma)", self.render())
+        with open(self.inventoryPath, "a") as f:
+            f.write("  broken: [\n")
+        ok = yield self.waitUntil(lambda: self.service.inventoryError is not None)
+        self.assertTrue(ok)
+        self.assertIn("inventory.yaml", self.service.inventoryError)
+        self.assertIn("(gamma)", self.render())
+        self.flushLoggedErrors()
