@@ -117,6 +117,20 @@ def bindUDPSocket(address, port, interface=None):
     return sock
 
 
+def _toInt(ip):
+    """
+    A dotted IPv4 address as an integer, or L{None} if it is not one.
+    """
+    try:
+        return struct.unpack("!I", socket.inet_pton(socket.AF_INET, ip))[0]
+    except (OSError, TypeError):
+        return None
+
+
+def _toText(value):
+    return socket.inet_ntoa(struct.pack("!I", value))
+
+
 class Subnet:
     """
     One C{dhcp.subnets} entry, parsed.
@@ -132,19 +146,16 @@ class Subnet:
         self.leaseTime = entry.get("lease_time") or defaultLease
         self.broadcast = entry.get("broadcast") or str(self.network.broadcast_address)
         self.cursor = self.first
+        self._base = int(self.network.network_address)
+        self._mask = int(self.network.netmask)
 
     def inRange(self, ip):
-        try:
-            value = int(ipaddress.IPv4Address(ip))
-        except ValueError:
-            return False
-        return self.first <= value <= self.last
+        value = _toInt(ip)
+        return value is not None and self.first <= value <= self.last
 
     def __contains__(self, ip):
-        try:
-            return ipaddress.IPv4Address(ip) in self.network
-        except ValueError:
-            return False
+        value = _toInt(ip)
+        return value is not None and (value & self._mask) == self._base
 
     def __repr__(self):
         return "<Subnet %s>" % (self.network,)
@@ -549,7 +560,7 @@ class DHCPResponder:
         cursor = subnet.cursor
         for step in range(size):
             value = subnet.first + (cursor - subnet.first + step) % size
-            ip = str(ipaddress.IPv4Address(value))
+            ip = _toText(value)
             if self._available(subnet, ip, mac, reserved, iface):
                 subnet.cursor = subnet.first + (value - subnet.first + 1) % size
                 return ip

@@ -15,7 +15,7 @@ raw C{iPXE}), 82, 93, 94, 97 (the GUID with its first three fields
 little-endian), 175 (iPXE's encapsulated space) and 208-211 (RFC 5071).
 """
 
-import ipaddress
+import socket
 import struct
 
 __all__ = [
@@ -134,7 +134,11 @@ def ip2bytes(address):
     """
     if address is None:
         return b"\x00\x00\x00\x00"
-    return ipaddress.IPv4Address(address).packed
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)
+    except (OSError, TypeError):
+        raise ValueError("not an IPv4 address: %r" % (address,))
+    return packed
 
 
 def bytes2ip(data):
@@ -143,7 +147,7 @@ def bytes2ip(data):
     """
     if len(data) != 4:
         raise MalformedPacket("an IPv4 address is 4 bytes, not %d" % (len(data),))
-    return str(ipaddress.IPv4Address(data))
+    return socket.inet_ntoa(data)
 
 
 def _parseOptionBlock(data, out, order, where):
@@ -265,7 +269,7 @@ class DHCPPacket:
         C{aa:bb:cc:dd:ee:ff} for Ethernet clients, else L{None}.
         """
         if self.htype == 1 and self.hlen == 6 and len(self.chaddr) == 6:
-            return ":".join("%02x" % b for b in self.chaddr)
+            return self.chaddr.hex(":")
         return None
 
     @property
