@@ -343,9 +343,10 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(self.service.stopService)
         self.errors = _Errors(self)
 
-    def get(self, path, peer="198.18.0.50", client=None, options=None):
+    def get(self, path, peer="198.18.0.50", client=None, options=None, protocol="tftp"):
         source = self.appliance.virtualFiles.resolve(
-            FileRequest(path, (peer, 1234), client=client, options=options))
+            FileRequest(path, (peer, 1234), client=client, options=options,
+                        protocol=protocol))
         if source is None:
             return None
         return source.read(0, 1 << 20).decode("utf-8")
@@ -381,10 +382,12 @@ class ServiceTests(SynchronousTestCase):
 
     def test_queryMAC(self):
         """
-        If the request carries a C{mac} option (HTTP C{?mac=}), it picks the
-        client.
+        If an HTTP request carries C{?mac=}, it picks the client; a TFTP
+        option of that name does not.
         """
-        self.assertIn("(beta)", self.get("boot.ipxe", options={"mac": "52:54:00:00:00:02"}))
+        self.assertIn("(beta)", self.get("boot.ipxe", options={"mac": "52:54:00:00:00:02"},
+                                         protocol="http"))
+        self.assertNotIn("(beta)", self.get("boot.ipxe", options={"mac": "52:54:00:00:00:02"}))
 
     def test_hexIP(self):
         """

@@ -56,6 +56,16 @@ def _hexIP(ip):
     return "%08X" % (int(address),)
 
 
+def _httpOptions(request):
+    """
+    The query parameters of an HTTP request (C{mac}, C{arch}, C{base_url}
+    set by the web layer); TFTP options never name a client.
+    """
+    if getattr(request, "protocol", None) != "http":
+        return {}
+    return getattr(request, "options", None) or {}
+
+
 class MenuService(service.Service):
     """
     Inventory, renderer and the menu virtual files.
@@ -159,7 +169,7 @@ class MenuService(service.Service):
         address.
         """
         clients = self.appliance.clients
-        options = getattr(request, "options", None) or {}
+        options = _httpOptions(request)
         mac = mac or options.get("mac")
         if arch is None:
             arch = options.get("arch")
@@ -194,7 +204,7 @@ class MenuService(service.Service):
             if mine is None or not mine.startswith(match.group("hexip").upper()):
                 return None
         facts = self.facts(request, mac=mac, ipxe=(loader == "ipxe"))
-        options = getattr(request, "options", None) or {}
+        options = _httpOptions(request)
         text, template = self.renderer.render(loader, facts, baseURL=options.get("base_url"),
                                               path=request.path, protocol=request.protocol)
         self.log.debug("menu {path} for {client}: {template}", path=request.path,
