@@ -107,7 +107,10 @@ def shippedTemplatesDir():
     source = os.path.join(here, "templates")
     if os.path.isdir(os.path.join(source, "ipxe")):
         return source
-    for prefix in (sys.prefix, getattr(sys, "base_prefix", sys.prefix), "/usr/local", "/usr"):
+    import site
+    prefixes = [sys.prefix, getattr(sys, "base_prefix", sys.prefix),
+                getattr(site, "USER_BASE", None) or sys.prefix, "/usr/local", "/usr"]
+    for prefix in prefixes:
         installed = os.path.join(prefix, "share", "provisioner", "templates")
         if os.path.isdir(installed):
             return installed
