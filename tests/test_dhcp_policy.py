@@ -133,3 +133,47 @@ class ArchitectureBootPolicyTests(SynchronousTestCase):
         """
         self.policy.reconfigure(dhcpConfig("  boot:\n    bios: pxelinux.0\n"))
         self.assertEqual(self.policy.decide(ClientFacts(MAC, arch=0)).bootFile, "pxelinux.0")
+
+
+class MenusInventoryTests(SynchronousTestCase):
+    """
+    The policy and the responder with the menus service's real inventory.
+    """
+
+    INVENTORY = """\
+hosts:
+  web1:
+    mac: '52:54:00:00:00:01'
+    vars: {boot_file: web1.efi, ip: 198.18.0.77}
+  db1:
+    uuid: 12345678-9abc-def0-1122-334455667788
+    vars: {ipxe_script: db1.ipxe}
+"""
+
+    def setUp(self):
+        from provisioner.menus.inventory import parseInventory
+        self.inventory = parseInventory(self.INVENTORY)
+
+    def test_overrideFromVars(self):
+        """
+        If the inventory's host (by MAC, else by UUID) has C{boot_file} or
+        C{ipxe_script} in its vars, the policy uses them.
+        """
+        policy = ArchitectureBootPolicy(dhcpConfig(), lambda: self.inventory)
+        self.assertEqual(policy.decide(ClientFacts(MAC, arch=7)),
+                         BootDecision("web1.efi", None, "override"))
+        facts = ClientFacts("52:54:00:00:00:05", arch=7, ipxe=True,
+                            uuid="12345678-9abc-def0-1122-334455667788")
+        self.assertEqual(policy.decide(facts).bootFile, "db1.ipxe")
+        facts = ClientFacts("52:54:00:00:00:06", arch=7,
+                            uuid="00000000-0000-0000-0000-000000000000")
+        self.assertEqual(policy.decide(facts).reason, "arch")
+
+    def test_reservations(self):
+        """
+        If an inventory host has an C{ip} in its vars, it is a reservation
+        for each of its MACs.
+        """
+        from provisioner.dhcp.server import hostReservations
+        self.assertEqual(hostReservations(self.inventory),
+                         {"52:54:00:00:00:01": ("198.18.0.77", "web1")})

@@ -381,8 +381,10 @@ class FullModeTests(SynchronousTestCase):
 
     def test_inventoryReservations(self):
         """
-        If the inventory exists, its hosts' reservations are used instead of
-        C{dhcp.reservations}.
+        If the inventory exists, its hosts' reservations are added to
+        C{dhcp.reservations} (the inventory wins for a MAC or address both
+        name); a reserved address still leased to another machine is not
+        taken from it.
         """
         class Inventory:
             hosts = {"a": {"mac": "52:54:00:00:00:01", "ip": "198.18.0.60",
@@ -392,6 +394,9 @@ class FullModeTests(SynchronousTestCase):
         self.assertEqual(ack.yiaddr, "198.18.0.60")
         self.assertEqual(ack.option(OPT.HOSTNAME), b"from-inventory")
         _, ack = self.handshake(b"\x52\x54\x00\x00\x00\x99")
+        self.assertEqual(ack.yiaddr, "198.18.0.50")
+        self.inventory.hosts["b"] = {"mac": "52:54:00:00:00:98", "ip": "198.18.0.50"}
+        _, ack = self.handshake(b"\x52\x54\x00\x00\x00\x98")
         self.assertEqual(ack.yiaddr, "198.18.0.100")
 
     def test_otherServerChosen(self):

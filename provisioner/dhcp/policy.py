@@ -126,31 +126,44 @@ class IBootPolicy(Interface):
         """
 
 
-def _inventoryOverride(inventory, mac):
+def _inventoryOverride(inventory, mac, uuid=None):
     """
     Ask the inventory (set by the menus service) for a host's boot override.
-    The inventory is duck-typed: C{host(mac)} or C{byMAC(mac)} returning an
-    object or mapping with C{boot_file} / C{ipxe_script} / C{next_server}.
+    Duck-typed: C{lookup(mac=, uuid=)} (the menus inventory), else C{host(mac)}
+    or C{byMAC(mac)}, returning an object or mapping with C{boot_file} /
+    C{ipxe_script} / C{next_server}, as attributes, keys, or in its C{vars}.
     """
     if inventory is None:
         return None
-    for name in ("host", "byMAC", "get"):
-        finder = getattr(inventory, name, None)
-        if finder is None:
-            continue
+    host = None
+    lookup = getattr(inventory, "lookup", None)
+    if uuid is not None and not uuid.strip("0-"):
+        uuid = None  # all-zero GUIDs (QEMU without -uuid, many NICs) identify nobody
+    if callable(lookup):
         try:
-            host = finder(mac)
+            host = lookup(mac=mac, uuid=uuid)
         except Exception:
             host = None
-        if host is None:
-            continue
-        out = {}
-        for key in ("boot_file", "ipxe_script", "next_server"):
-            value = host.get(key) if isinstance(host, dict) else getattr(host, key, None)
-            if value is not None:
-                out[key] = value
-        return out or None
-    return None
+    else:
+        for name in ("host", "byMAC"):
+            finder = getattr(inventory, name, None)
+            if callable(finder):
+                try:
+                    host = finder(mac)
+                except Exception:
+                    host = None
+                break
+    if host is None:
+        return None
+    out = {}
+    extra = host.get("vars") if isinstance(host, dict) else getattr(host, "vars", None)
+    for key in ("boot_file", "ipxe_script", "next_server"):
+        value = host.get(key) if isinstance(host, dict) else getattr(host, key, None)
+        if value is None and isinstance(extra, dict):
+            value = extra.get(key)
+        if value is not None:
+            out[key] = value
+    return out or None
 
 
 @implementer(IBootPolicy)
@@ -183,14 +196,14 @@ class ArchitectureBootPolicy:
             overrides[normaliseMAC(mac)] = dict(entry)
         self._overrides = overrides
 
-    def _override(self, mac):
-        found = _inventoryOverride(self.inventoryGetter(), mac)
+    def _override(self, mac, uuid=None):
+        found = _inventoryOverride(self.inventoryGetter(), mac, uuid)
         if found is not None:
             return found
         return self._overrides.get(mac)
 
     def decide(self, facts):
-        override = self._override(facts.mac) if facts.mac else None
+        override = self._override(facts.mac, facts.uuid) if facts.mac else None
         nextServer = override.get("next_server") if override else None
         if facts.ipxe:
             script = (override or {}).get("ipxe_script") or self.config["ipxe_script"]

@@ -45,6 +45,7 @@ __all__ = [
     "DHCPProtocol",
     "PXEProtocol",
     "bindUDPSocket",
+    "hostReservations",
     "interfaceAddress",
 ]
 
@@ -161,6 +162,54 @@ class Subnet:
         return "<Subnet %s>" % (self.network,)
 
 
+def _field(thing, name):
+    """
+    C{name} from a mapping or an object, else from its C{vars} mapping.
+    """
+    if isinstance(thing, dict):
+        value = thing.get(name)
+        extra = thing.get("vars")
+    else:
+        value = getattr(thing, name, None)
+        extra = getattr(thing, "vars", None)
+    if value is None and isinstance(extra, dict):
+        value = extra.get(name)
+    return value
+
+
+def hostReservations(inventory):
+    """
+    MAC -> C{(ip, hostname)} from an inventory (duck-typed): its
+    C{reservations()} mapping MAC -> ip if it has one, else each of its
+    C{hosts} (a mapping or a list) with an C{ip} (attribute, key, or in
+    C{vars}) and its C{mac} or C{macs}.
+    """
+    out = {}
+    finder = getattr(inventory, "reservations", None)
+    if callable(finder):
+        for mac, ip in finder().items():
+            out[normaliseMAC(mac)] = (str(ipaddress.IPv4Address(str(ip))), None)
+        return out
+    hosts = getattr(inventory, "hosts", None)
+    if hosts is None and isinstance(inventory, dict):
+        hosts = inventory.get("hosts")
+    if hosts is None:
+        return out
+    if isinstance(hosts, dict):
+        hosts = hosts.values()
+    for host in hosts:
+        ip = _field(host, "ip")
+        if not ip:
+            continue
+        ip = str(ipaddress.IPv4Address(str(ip)))
+        macs = _field(host, "macs") or _field(host, "mac") or []
+        if isinstance(macs, str):
+            macs = [macs]
+        for mac in macs:
+            out[normaliseMAC(mac)] = (ip, _field(host, "hostname"))
+    return out
+
+
 class DHCPResponder:
     """
     The decisions: which requests get answers, and what the answers say.
@@ -211,34 +260,25 @@ class DHCPResponder:
 
     def reservations(self):
         """
-        MAC -> C{(ip, hostname)}: the inventory's when it exists (duck-typed:
-        C{reservations()} returning MAC -> ip, or C{hosts} with C{mac} and
-        C{ip}), else C{dhcp.reservations}.
+        MAC -> C{(ip, hostname)}: C{dhcp.reservations}, overlaid with the
+        inventory's hosts once the inventory exists (see L{hostReservations}).
         """
         inventory = self.inventoryGetter()
         if inventory is None:
             return self._configReservations
-        out = {}
         try:
-            finder = getattr(inventory, "reservations", None)
-            if callable(finder):
-                for mac, ip in finder().items():
-                    out[normaliseMAC(mac)] = (str(ip), None)
-                return out
-            hosts = getattr(inventory, "hosts", None)
-            if hosts is None:
-                return self._configReservations
-            if isinstance(hosts, dict):
-                hosts = hosts.values()
-            for host in hosts:
-                get = host.get if isinstance(host, dict) else (
-                    lambda k, h=host: getattr(h, k, None))
-                mac, ip = get("mac"), get("ip")
-                if mac and ip:
-                    out[normaliseMAC(mac)] = (str(ip), get("hostname"))
+            found = hostReservations(inventory)
         except Exception:
             self.log.failure("inventory reservations unreadable; using dhcp.reservations")
             return self._configReservations
+        if not found:
+            return self._configReservations
+        out = dict(self._configReservations)
+        taken = {ip: mac for mac, (ip, _) in found.items()}
+        for mac, (ip, _) in list(out.items()):
+            if ip in taken and taken[ip] != mac:
+                del out[mac]
+        out.update(found)
         return out
 
     def _reservedIPs(self):
@@ -547,7 +587,12 @@ class DHCPResponder:
         reserved = self._reservedIPs()
         mine = self.reservations().get(mac)
         if mine is not None and mine[0] in subnet:
-            return mine[0]
+            if self.leases.isFree(mine[0], mac):
+                return mine[0]
+            # As dnsmasq: a reserved address still leased to another machine
+            # is not taken from it; this client gets a pool address meanwhile.
+            self.log.info("reserved address {ip} for {mac} is leased to another client; "
+                          "offering a pool address", ip=mine[0], mac=mac)
         lease = self.leases.byMAC(mac)
         if lease is not None and lease.ip in subnet and self._available(
                 subnet, lease.ip, mac, reserved, iface):
