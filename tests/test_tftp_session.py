@@ -43,7 +43,9 @@ class FakeUDPTransport:
     def stopListening(self):
         if self.listening:
             self.listening = False
-            if self.protocol is not None:
+            # Twisted stops the protocol later (connectionLost); a session
+            # may close its port from startProtocol, before doStart counted.
+            if self.protocol is not None and self.protocol.numPorts > 0:
                 self.protocol.doStop()
 
     def getHost(self):

@@ -1,0 +1,230 @@
+"""
+Tests for L{provisioner.tftp.write}: uploads land in their own directory,
+through a temporary file, never over an existing file.
+"""
+
+import os
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner import errors
+from provisioner.config import loadConfig
+from provisioner.files import DirectoryResolver, ResolverChain
+from provisioner.tftp import wire
+from provisioner.tftp.negotiate import Limits, negotiate
+from provisioner.tftp.server import TFTPServer
+from provisioner.tftp.write import UploadTarget, WriteSession
+from tests.test_tftp_session import FakeReactor, FakeUDPTransport
+
+PEER = ("127.0.0.1", 41000)
+
+
+class TargetTests(SynchronousTestCase):
+    """
+    Tests for L{UploadTarget}.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        self.target = UploadTarget(self.dir)
+
+    def test_commit(self):
+        """
+        If an upload completes, the file appears under its name and no
+        temporary file is left.
+        """
+        upload = self.target.open("log.txt")
+        upload.write(b"abc")
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "log.txt")))
+        upload.commit()
+        with open(os.path.join(self.dir, "log.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"abc")
+        self.assertEqual(os.listdir(self.dir), ["log.txt"])
+
+    def test_neverOverwrite(self):
+        """
+        If the name exists, the upload is refused at once; if it appears
+        while the upload runs, the commit fails and the old file stays.
+        """
+        with open(os.path.join(self.dir, "x"), "wb") as f:
+            f.write(b"old")
+        self.assertRaises(errors.FileExists, self.target.open, "x")
+        upload = self.target.open("y")
+        with open(os.path.join(self.dir, "y"), "wb") as f:
+            f.write(b"first")
+        upload.write(b"second")
+        self.assertRaises(errors.FileExists, upload.commit)
+        with open(os.path.join(self.dir, "y"), "rb") as f:
+            self.assertEqual(f.read(), b"first")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["x", "y"])
+
+    def test_refused(self):
+        """
+        If the name leaves the directory, names a missing subdirectory or a
+        hidden file, it is refused.
+        """
+        os.symlink("/tmp", os.path.join(self.dir, "out"))
+        for name in ["out/x", "missing/x", ".hidden", "a/.b"]:
+            self.assertRaises(errors.AccessViolation, self.target.open, name)
+
+    def test_abort(self):
+        """
+        If an upload is aborted, nothing is left.
+        """
+        upload = self.target.open("z")
+        upload.write(b"partial")
+        upload.abort()
+        self.assertEqual(os.listdir(self.dir), [])
+
+
+def session(target, name="up.bin", options=None, windowsize=None, maxBytes=1 << 20,
+            netascii=False):
+    negotiated = negotiate(options or {}, Limits(), write=True)
+    clock = task.Clock()
+    ended = []
+    s = WriteSession(target.open(name), negotiated, PEER, clock, timeout=1, retries=2,
+                     onEnd=ended.append, path=name, maxBytes=maxBytes, netascii=netascii)
+    transport = FakeUDPTransport(s)
+    s.makeConnection(transport)
+    return s, transport, clock, ended
+
+
+class WriteSessionTests(SynchronousTestCase):
+    """
+    Tests for L{WriteSession}.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        self.target = UploadTarget(self.dir)
+
+    def read(self, name):
+        with open(os.path.join(self.dir, name), "rb") as f:
+            return f.read()
+
+    def test_upload(self):
+        """
+        If the client sends blocks, each is acknowledged; the short one
+        ends the upload and the file appears.
+        """
+        s, transport, clock, ended = session(self.target)
+        self.assertEqual(transport.packets()[0][0], wire.Ack(0))
+        s.datagramReceived(wire.encodeData(1, b"a" * 512), PEER)
+        s.datagramReceived(wire.encodeData(2, b"b" * 10), PEER)
+        self.assertEqual([p for p, a in transport.packets()], [wire.Ack(1), wire.Ack(2)])
+        self.assertEqual(self.read("up.bin"), b"a" * 512 + b"b" * 10)
+        self.assertEqual(ended[0].outcome, "complete")
+
+    def test_dally(self):
+        """
+        If the final DATA comes again (our ACK was lost), the final ACK is
+        sent again; then the port closes.
+        """
+        s, transport, clock, ended = session(self.target)
+        s.datagramReceived(wire.encodeData(1, b"x"), PEER)
+        transport.packets()
+        s.datagramReceived(wire.encodeData(1, b"x"), PEER)
+        self.assertEqual(transport.packets()[0][0], wire.Ack(1))
+        clock.advance(10)
+        self.assertFalse(transport.listening)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_oackAndWindow(self):
+        """
+        If options were accepted, the OACK replaces ACK 0, and with a window
+        only the last block of each window is acknowledged.
+        """
+        s, transport, clock, ended = session(
+            self.target, options={"blksize": "8", "windowsize": "2", "tsize": "20"})
+        self.assertEqual(transport.packets()[0][0].options,
+                         [("blksize", "8"), ("windowsize", "2"), ("tsize", "20")])
+        s.datagramReceived(wire.encodeData(1, b"12345678"), PEER)
+        self.assertEqual(transport.packets(), [])
+        s.datagramReceived(wire.encodeData(2, b"abcdefgh"), PEER)
+        self.assertEqual(transport.packets()[0][0], wire.Ack(2))
+        s.datagramReceived(wire.encodeData(4, b"lost3"), PEER)   # gap: ACK 2 once
+        s.datagramReceived(wire.encodeData(5, b"lost3"), PEER)
+        self.assertEqual([p for p, a in transport.packets()], [wire.Ack(2)])
+        s.datagramReceived(wire.encodeData(3, b"wxyz"), PEER)
+        self.assertEqual(transport.packets()[0][0], wire.Ack(3))
+        self.assertEqual(self.read("up.bin"), b"12345678abcdefghwxyz")
+
+    def test_tooLarge(self):
+        """
+        If the announced or the received size exceeds the limit, ERROR 3 and
+        nothing is kept.
+        """
+        s, transport, clock, ended = session(self.target, options={"tsize": "5000"},
+                                             maxBytes=1000)
+        self.assertEqual(transport.packets()[0][0].code, wire.ERR_DISK_FULL)
+        s, transport, clock, ended = session(self.target, name="b", maxBytes=600)
+        s.datagramReceived(wire.encodeData(1, b"a" * 512), PEER)
+        s.datagramReceived(wire.encodeData(2, b"a" * 512), PEER)
+        self.assertEqual(transport.packets()[-1][0].code, wire.ERR_DISK_FULL)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_vanished(self):
+        """
+        If the client stops sending, the ACK is repeated with backoff, then
+        the upload is dropped, the port closed, no timer left.
+        """
+        s, transport, clock, ended = session(self.target)
+        s.datagramReceived(wire.encodeData(1, b"a" * 512), PEER)
+        transport.packets()
+        clock.pump([1] * 20)
+        self.assertEqual([p for p, a in transport.packets()], [wire.Ack(1), wire.Ack(1)])
+        self.assertEqual(ended[0].outcome, "timeout")
+        self.assertFalse(transport.listening)
+        self.assertEqual(os.listdir(self.dir), [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_netascii(self):
+        """
+        If the mode is netascii, CR LF becomes LF and CR NUL becomes CR,
+        also across blocks.
+        """
+        s, transport, clock, ended = session(self.target, options={"blksize": "8"},
+                                             netascii=True)
+        s.datagramReceived(wire.encodeData(1, b"ab\r\ncd\r\r"), PEER)
+        s.datagramReceived(wire.encodeData(2, b"\nx\r\x00y"), PEER)
+        self.assertEqual(self.read("up.bin"), b"ab\ncd\r\nx\ry")
+
+    def test_wrongTID(self):
+        """
+        If DATA comes from another port, that port gets ERROR 5.
+        """
+        s, transport, clock, ended = session(self.target)
+        transport.packets()
+        s.datagramReceived(wire.encodeData(1, b"x"), ("127.0.0.1", 1))
+        [(packet, addr)] = transport.packets()
+        self.assertEqual((packet.code, addr), (5, ("127.0.0.1", 1)))
+
+
+class ServerWriteTests(SynchronousTestCase):
+    """
+    WRQ through the dispatcher.
+    """
+
+    def test_enabled(self):
+        """
+        If uploads are enabled, a WRQ starts a write session on a new port;
+        a WRQ for an existing name gets ERROR 6.
+        """
+        updir = self.mktemp()
+        config = loadConfig(None, [("tftp.mtu", 0), ("tftp.write.enabled", True)])["tftp"]
+        reactor = FakeReactor()
+        root = self.mktemp()
+        os.makedirs(root)
+        server = TFTPServer(ResolverChain([DirectoryResolver(root, True)]), config, reactor,
+                            uploads=UploadTarget(updir))
+        listen = FakeUDPTransport(server)
+        server.makeConnection(listen)
+        server.datagramReceived(wire.WriteRequest(b"new.txt").to_wire(), PEER)
+        port = reactor.ports[0]
+        self.assertEqual(port.packets()[0][0], wire.Ack(0))
+        port.protocol.datagramReceived(wire.encodeData(1, b"hi"), PEER)
+        with open(os.path.join(updir, "new.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"hi")
+        server.datagramReceived(wire.WriteRequest(b"new.txt").to_wire(), ("127.0.0.1", 2))
+        self.assertEqual(listen.packets()[0][0].code, wire.ERR_FILE_EXISTS)
