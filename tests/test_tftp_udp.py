@@ -1,0 +1,168 @@
+"""
+Tests for L{provisioner.tftp.udp}: windows sent with UDP GSO arrive as
+separate DATA datagrams; the plain path and the fallbacks. Real sockets on
+127.0.0.1 (port 0), no reactor.
+"""
+
+import errno
+import socket
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.tftp import udp, wire
+
+
+class Pair:
+    """
+    A sending and a receiving UDP socket on loopback.
+    """
+
+    def __init__(self):
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.rx.settimeout(2)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tx.bind(("127.0.0.1", 0))
+
+    def receive(self, n):
+        return [wire.decode(self.rx.recv(70000)) for _ in range(n)]
+
+    def close(self):
+        self.rx.close()
+        self.tx.close()
+
+
+def blocks(count, blksize, short=None):
+    out = b"".join(bytes([i % 251]) * blksize for i in range(count - 1))
+    return out + bytes([(count - 1) % 251]) * (blksize if short is None else short)
+
+
+class SenderTests(SynchronousTestCase):
+    """
+    Tests for L{udp.WindowSender}.
+    """
+
+    def setUp(self):
+        self.pair = Pair()
+        self.addCleanup(self.pair.close)
+
+    def check(self, sender, first, count, blksize, short=None):
+        data = blocks(count, blksize, short)
+        sent = sender.sendBlocks(first, data, blksize, count)
+        self.assertEqual(sent, count)
+        got = self.pair.receive(count)
+        expected = [wire.Data((first + i) & 0xFFFF, data[i * blksize:(i + 1) * blksize])
+                    for i in range(count)]
+        self.assertEqual(got, expected)
+
+    def test_gsoWindow(self):
+        """
+        If a window of equal blocks is sent with GSO, each block arrives as
+        its own DATA datagram, numbered across the 16-bit wrap, in one
+        system call.
+        """
+        sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname())
+        self.check(sender, 65530, 16, 1468)
+        if udp.gsoAvailable():
+            self.assertEqual(sender.calls, 1)
+
+    def test_gsoShortLast(self):
+        """
+        If the last block of the window is short (or empty), it still
+        arrives whole.
+        """
+        sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname())
+        self.check(sender, 1, 7, 512, short=100)
+        self.check(sender, 8, 3, 512, short=0)
+
+    def test_manySegments(self):
+        """
+        If a window has more datagrams than one GSO send may carry, it is
+        split over several calls.
+        """
+        sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname())
+        self.check(sender, 1, 100, 512)
+        if udp.gsoAvailable():
+            self.assertEqual(sender.calls, 2)
+
+    def test_bigBlocks(self):
+        """
+        If blocks are too big to batch, they go one per call.
+        """
+        sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname())
+        self.check(sender, 1, 3, 65464)
+        self.assertEqual(sender.calls, 3)
+
+    def test_plain(self):
+        """
+        If GSO is off, each datagram is its own call.
+        """
+        sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname(), gso=False)
+        self.check(sender, 1, 5, 1000)
+        self.assertEqual(sender.calls, 5)
+
+
+class FakeSocket:
+    """
+    A socket whose sendmsg fails as told.
+    """
+
+    def __init__(self, gsoErrno=None, fullAfter=None):
+        self.gsoErrno = gsoErrno
+        self.fullAfter = fullAfter
+        self.sent = []
+
+    def _check(self):
+        if self.fullAfter is not None and len(self.sent) >= self.fullAfter:
+            raise OSError(errno.EAGAIN, "full")
+
+    def sendmsg(self, iov, ancillary=(), flags=0, addr=None):
+        if ancillary and self.gsoErrno:
+            raise OSError(self.gsoErrno, "no")
+        self._check()
+        self.sent.append(b"".join(bytes(b) for b in iov))
+
+    def sendto(self, data, addr):
+        self._check()
+        self.sent.append(bytes(data))
+
+
+class FallbackTests(SynchronousTestCase):
+    """
+    When the kernel refuses GSO or the buffer is full.
+    """
+
+    def test_refused(self):
+        """
+        If GSO is refused, the window goes out one datagram at a time and
+        that sender stays plain.
+        """
+        sock = FakeSocket(gsoErrno=errno.EINVAL)
+        sender = udp.WindowSender(sock, ("127.0.0.1", 9))
+        self.assertEqual(sender.sendBlocks(1, b"a" * 2048, 512, 4), 4)
+        self.assertEqual(len(sock.sent), 4)
+        self.assertFalse(sender.gso)
+
+    def test_full(self):
+        """
+        If the socket buffer fills up, the sender says how many left.
+        """
+        sock = FakeSocket(fullAfter=2)
+        sender = udp.WindowSender(sock, ("127.0.0.1", 9), gso=False)
+        self.assertEqual(sender.sendBlocks(1, b"a" * 2048, 512, 4), 2)
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    Socket helpers.
+    """
+
+    def test_pathMTU(self):
+        """
+        The MTU towards loopback is the loopback MTU.
+        """
+        mtu = udp.pathMTU("127.0.0.1")
+        self.assertTrue(mtu is None or mtu >= 1280)
+        self.assertGreaterEqual(udp.interfaceMTU("lo"), 1280)
+        self.assertIsNone(udp.interfaceMTU("no-such-interface"))
