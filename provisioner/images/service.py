@@ -87,6 +87,9 @@ class ImagesService(service.Service):
         addResolver = getattr(tftp, "addResolver", None)
         if addResolver is None or self._unhookTFTP is not None:
             return
+        chain = getattr(getattr(tftp, "resolvers", None), "resolvers", ())
+        if self.catalog.resolver in chain:
+            return  # TFTP took it from appliance.catalog itself
         self._unhookTFTP = addResolver(self.catalog.resolver, 0)
         self.log.info("images served over TFTP as {prefix}/NAME",
                       prefix=self.catalog.prefix or "")
