@@ -35,7 +35,13 @@ sys.path.insert(0, REPO)
 from provisioner.dhcp import wire  # noqa: E402
 from provisioner.dhcp.wire import OPT, DHCPPacket  # noqa: E402
 from tests.netlab import NetLab  # noqa: E402
-from tests.qemu_lab import TWISTD, waitFor  # noqa: E402
+from tests.qemu_lab import (  # noqa: E402
+    TWISTD,
+    addTap,
+    bootQEMU,
+    startRouterAdvertisements,
+    waitFor,
+)
 
 SERVER = "198.19.0.1"
 CLIENT = "198.19.0.2"
@@ -229,12 +235,116 @@ def benchDnsmasq(lab, workdir, args, seed):
         proc.wait(20)
 
 
+BOOT_CONFIG = """\
+tftp:
+  enabled: true
+  address: 0.0.0.0
+  port: 69
+  interface: eth0
+  root: %(root)s
+dhcp:
+  enabled: true
+  mode: full
+  interfaces: [eth0]
+  lease_file: %(leases)s
+  subnets:
+    - network: 198.19.0.0/16
+      range: [198.19.1.0, 198.19.1.100]
+"""
+
+SCRIPT = "#!ipxe\necho PROVMARK mac=${net0/mac} ip=${net0/ip} end\n"
+
+
+def bootTime(lab, directory, firmware, index):
+    """
+    Boot one VM (BIOS: SeaBIOS + iPXE ROM; UEFI: OVMF's own PXE, chainloading
+    snponly.efi) and return the seconds from QEMU start to the marker.
+    """
+    serial = os.path.join(directory, "serial-%s-%d.txt" % (firmware, index))
+    mac = "52:54:00:77:%02x:%02x" % (index, firmware == "uefi")
+    started = time.monotonic()
+    proc = bootQEMU(lab, "provbench0", mac, serial, firmware=firmware,
+                    romfile="" if firmware == "uefi" else None)
+
+    def marker():
+        try:
+            with open(serial, errors="replace") as f:
+                return "PROVMARK" in f.read()
+        except OSError:
+            return False
+    found = waitFor(marker, 120, 0.05)
+    elapsed = time.monotonic() - started
+    proc.kill()
+    proc.wait(10)
+    return elapsed if found else float("nan")
+
+
+def benchBoot(lab, workdir, rounds):
+    """
+    Time from QEMU start to the script's marker, provisioner vs dnsmasq.
+    """
+    root = os.path.join(workdir, "root")
+    os.makedirs(root)
+    for name in ("undionly.kpxe", "snponly.efi"):
+        shutil.copy(os.path.join("/usr/lib/ipxe", name), root)
+    with open(os.path.join(root, "boot.ipxe"), "w") as f:
+        f.write(SCRIPT)
+    addTap(lab, "provbench0")
+    startRouterAdvertisements(lab.hosts[0])
+    results = {}
+    index = 0
+    for server in ("provisioner", "dnsmasq"):
+        directory = os.path.join(workdir, "boot-" + server)
+        os.makedirs(directory)
+        if server == "provisioner":
+            config = os.path.join(directory, "provisioner.yaml")
+            with open(config, "w") as f:
+                f.write(BOOT_CONFIG % {"root": root,
+                                       "leases": os.path.join(directory, "l.sqlite")})
+            proc = lab.hosts[0].popen(
+                ["env", "PYTHONPATH=" + REPO] + TWISTD +
+                ["-n", "--pidfile=", "--logfile=" + os.path.join(directory, "log"),
+                 "provisioner", "--config", config], cwd=directory,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            proc = lab.hosts[0].popen(
+                ["dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                 "--bind-interfaces", "--dhcp-range=198.19.1.0,198.19.1.100,255.255.0.0,1h",
+                 "--dhcp-leasefile=" + os.path.join(directory, "leases"),
+                 "--dhcp-authoritative", "--no-ping", "--conf-file=/dev/null",
+                 "--pid-file=", "--enable-tftp", "--tftp-root=" + root,
+                 "--dhcp-userclass=set:ipxe,iPXE",
+                 "--dhcp-match=set:efi64,option:client-arch,7",
+                 "--dhcp-boot=tag:ipxe,boot.ipxe",
+                 "--dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi",
+                 "--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            waitPort(lab.hosts[0], 69, proc)
+            time.sleep(0.5)
+            for firmware in ("bios", "uefi"):
+                times = []
+                for r in range(rounds):
+                    index += 1
+                    times.append(bootTime(lab, directory, firmware, index))
+                results[(server, firmware)] = times
+                print("%-11s %-4s QEMU start -> marker: %s s" % (
+                    server, firmware, " ".join("%.2f" % t for t in times)))
+                sys.stdout.flush()
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--clients", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--boot-rounds", type=int, default=0,
+                        help="also time QEMU boots (BIOS and UEFI) this many times each")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -248,6 +358,8 @@ def main():
     results = {"provisioner": [], "dnsmasq": []}
     try:
         readAddresses(lab)
+        if args.boot_rounds:
+            bootResults = benchBoot(lab, workdir, args.boot_rounds)
         for r in range(args.rounds):
             for name, bench in (("provisioner", benchProvisioner), ("dnsmasq", benchDnsmasq)):
                 directory = os.path.join(workdir, "%s-%d" % (name, r))
@@ -263,6 +375,12 @@ def main():
     finally:
         lab.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.boot_rounds:
+        for firmware in ("bios", "uefi"):
+            mine = sorted(bootResults[("provisioner", firmware)])
+            theirs = sorted(bootResults[("dnsmasq", firmware)])
+            print("boot %s median: provisioner %.2f s, dnsmasq %.2f s" % (
+                firmware, mine[len(mine) // 2], theirs[len(theirs) // 2]))
     best = {name: max(r["rate"] for r in rs) for name, rs in results.items()}
     p99 = {name: min(r["p99"] for r in rs) for name, rs in results.items()}
     print("best: provisioner %.1f/s (p99 %.2f ms), dnsmasq %.1f/s (p99 %.2f ms); "
