@@ -344,11 +344,7 @@ class ClientDrivenWindow:
             asked = None
         if asked is None:
             return
-        window = max(1, min(asked, self.maximum))
-        if window != self.current:
-            self.log.debug("{peer}: window {old} -> {new} (asked {asked})", peer=self.peer,
-                           old=self.current, new=window, asked=asked)
-        self.current = window
+        self.current = max(1, min(asked, self.maximum))
         self.requests += 1
 
     def __repr__(self):
