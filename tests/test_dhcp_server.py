@@ -311,7 +311,8 @@ class FullModeTests(SynchronousTestCase):
         """
         If a client does DISCOVER then REQUEST, it is offered and then ACKed
         the first pool address with mask, router, DNS, domain, lease time
-        and T1/T2, broadcast; the lease is stored.
+        and T1/T2, broadcast; the lease is stored and the client directory
+        knows the client.
         """
         offer, ack = self.handshake()
         self.assertEqual(offer.messageType, wire.DHCPOFFER)
@@ -326,6 +327,7 @@ class FullModeTests(SynchronousTestCase):
         self.assertEqual(struct.unpack("!I", ack.option(OPT.REBINDING_TIME))[0], 525)
         self.assertEqual(self.leases.byMAC("52:54:00:00:00:01").ip, "198.18.0.100")
         self.assertNotIn(OPT.VENDOR_CLASS, ack.options)
+        self.assertEqual(self.clients.byIP("198.18.0.100").mac, "52:54:00:00:00:01")
 
     def test_sameAddressAgain(self):
         """

@@ -641,6 +641,16 @@ class DHCPResponder:
         if self.isBootClient(facts):
             decision = self._decide(facts, ip)
             self._addBoot(reply, packet, facts, decision, server, port4011=False)
+        elif kind == wire.DHCPACK:
+            # Every bound client goes into the directory, not only PXE ones.
+            try:
+                self.clients.update(
+                    mac=facts.mac, ip=ip or (packet.ciaddr if packet.ciaddr != ZERO else None),
+                    vendor_class=facts.vendorClass,
+                    user_class=",".join(facts.userClasses) or None,
+                    hostname=hostname or packet.textOption(OPT.HOSTNAME))
+            except Exception:
+                self.log.failure("client directory update failed for {mac}", mac=facts.mac)
         self._echoRelay(packet, reply)
         return reply
 
