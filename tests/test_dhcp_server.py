@@ -492,6 +492,16 @@ class FullModeTests(SynchronousTestCase):
         self.assertEqual(offer.option(OPT.RELAY_AGENT), b"\x01\x02ab")
         self.assertEqual(struct.unpack("!I", offer.option(OPT.LEASE_TIME))[0], 7200)
 
+    def test_interfaceOutsidePools(self):
+        """
+        If a DISCOVER arrives on an interface whose address is in no
+        configured subnet, nothing is sent (no addresses of another
+        network).
+        """
+        self.responder.handleDHCP(request(wire.DHCPDISCOVER),
+                                  InterfaceInfo("eth9", "10.0.0.1", "10.0.0.0/24"), self.sent)
+        self.assertEqual(self.sent, [])
+
     def test_unknownRelay(self):
         """
         If the relay's giaddr is in no configured subnet, nothing is sent.

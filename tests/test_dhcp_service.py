@@ -199,3 +199,28 @@ class SchemaTests(SynchronousTestCase):
         If the mode is neither proxy nor full, the configuration is refused.
         """
         self.assertBad("dhcp:\n  mode: relay\n", "dhcp.mode")
+
+
+class LeaseFileTests(TestCase):
+    """
+    A lease file that is not a database.
+    """
+
+    def test_corrupt(self):
+        """
+        If the lease file is not an SQLite database, starting the service
+        raises L{ConfigError} naming C{dhcp.lease_file}.
+        """
+        from twisted.internet import reactor
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "l.sqlite")
+        with open(path, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        appliance = Appliance(loadConfig(text=(
+            "dhcp:\n  enabled: true\n  mode: full\n  address: 127.0.0.1\n"
+            "  lease_file: %s\n  subnets:\n    - network: 127.0.0.0/8\n"
+            "      range: [127.0.0.100, 127.0.0.200]\n") % (path,)), reactor)
+        service = DHCPService(appliance, bindSocket=ephemeral)
+        e = self.assertRaises(ConfigError, service.privilegedStartService)
+        self.assertIn("dhcp.lease_file", str(e))

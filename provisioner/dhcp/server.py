@@ -564,7 +564,8 @@ class DHCPResponder:
             for subnet in self.subnets:
                 if server in subnet:
                     return subnet
-        if len(self.subnets) == 1:
+        if iface.address is None and server is None and len(self.subnets) == 1:
+            # A socket with no known address (tests on loopback): the only pool.
             return self.subnets[0]
         return None
 

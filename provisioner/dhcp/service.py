@@ -7,11 +7,13 @@ expired leases every minute, and closes everything in C{stopService}.
 
 import os
 import socket
+import sqlite3
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from provisioner.config import ConfigError
 from provisioner.dhcp.leases import LeaseStore, ThreadedWriter
 from provisioner.dhcp.server import (
     DHCPProtocol,
@@ -77,8 +79,19 @@ class DHCPService(service.Service):
             directory = os.path.dirname(os.path.abspath(config["lease_file"]))
             os.makedirs(directory, exist_ok=True)
             if self._threadedLeases:
-                writer = ThreadedWriter(config["lease_file"], self.reactor)
-            self.leases = LeaseStore(config["lease_file"], self.reactor, writer)
+                try:
+                    writer = ThreadedWriter(config["lease_file"], self.reactor)
+                except sqlite3.Error as e:
+                    raise ConfigError("dhcp.lease_file", "cannot open %s: %s" % (
+                        config["lease_file"], e))
+            try:
+                self.leases = LeaseStore(config["lease_file"], self.reactor, writer)
+            except sqlite3.Error as e:
+                if writer is not None:
+                    writer.close()
+                raise ConfigError("dhcp.lease_file", "%s is not a usable lease database (%s); "
+                                  "move it away to start with no leases" % (
+                                      config["lease_file"], e))
             self.log.info("DHCP lease store {path}: {count} leases loaded",
                           path=config["lease_file"], count=len(self.leases))
         self.responder = DHCPResponder(
