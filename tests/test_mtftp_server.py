@@ -1,0 +1,443 @@
+# -*- test-case-name: tests.test_mtftp_server -*-
+"""
+Tests for L{provisioner.tftp.multicast} sessions and registry, and the
+multicast client against them, on the in-memory network of
+L{tests.test_mtftp_fakes} (deterministic: a seeded loss generator and a
+L{task.Clock}).
+"""
+
+import os
+import random
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.config import loadConfig
+from provisioner.tftp import flowcontrol, mclient, multicast, wire
+from tests.test_mtftp_fakes import FakeNetwork, MemorySource, runUntil
+
+SERVER = "10.0.0.1"
+
+
+class _Output:
+    def __init__(self):
+        self.buf = bytearray()
+
+    def write(self, offset, data):
+        end = offset + len(data)
+        if len(self.buf) < end:
+            self.buf.extend(b"\0" * (end - len(self.buf)))
+        self.buf[offset:end] = data
+
+    def truncate(self, n):
+        del self.buf[n:]
+        self.buf.extend(b"\0" * (n - len(self.buf)))
+
+    def close(self):
+        pass
+
+
+class _Listener(DatagramProtocol):
+    """
+    The listen port of a server stand-in: RRQs go to the registry.
+    """
+
+    def __init__(self, registry, files):
+        self.registry = registry
+        self.files = files
+
+    def datagramReceived(self, datagram, addr):
+        packet = wire.decode(datagram)
+        name = packet.filename.decode()
+        self.registry.request(name, packet.options, MemorySource(self.files[name], name), addr)
+
+
+class Harness:
+    """
+    A server host with a registry, and client hosts.
+    """
+
+    def __init__(self, case, yaml="", files=None, seed=1, probe=None):
+        self.case = case
+        self.net = FakeNetwork(seed=seed)
+        text = "tftp:\n  multicast:\n    enabled: true\n" + yaml
+        self.config = loadConfig(text=text)["tftp"]
+        self.registry = multicast.MulticastRegistry(
+            self.net.reactor(SERVER), self.config["multicast"], self.config, SERVER,
+            probe=probe or (lambda: flowcontrol.Conditions()))
+        self.files = files or {}
+        self.net.bind(SERVER, 69, _Listener(self.registry, self.files))
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.hosts = 0
+
+    def log(self):
+        return [formatEvent(e) for e in self.events]
+
+    def client(self, path, loss=0.0, **kw):
+        self.hosts += 1
+        host = "10.0.1.%d" % (self.hosts,)
+        self.net.loss[host] = loss
+        out = _Output()
+        kw.setdefault("policy", mclient.RolePolicy(repair=False))
+        c = mclient.MulticastClient(self.net.reactor(host), (SERVER, 69), path, out, **kw)
+        c.out = out
+        c.host = host
+        return c
+
+    def raw(self, host):
+        """
+        A raw UDP port on a host (a hand-driven client).
+        """
+        class _Raw(DatagramProtocol):
+            def __init__(self):
+                self.received = []
+
+            def datagramReceived(self, data, addr):
+                self.received.append((wire.decode(data), addr))
+        proto = _Raw()
+        port = self.net.bind(host, 0, proto)
+        return proto, port
+
+    def settle(self, seconds):
+        """
+        Let the network run for C{seconds} (in steps shorter than a hop).
+        """
+        end = self.net.clock.seconds() + seconds
+        while self.net.clock.seconds() < end - 1e-9:
+            self.net.clock.advance(min(self.net.latency / 2, end - self.net.clock.seconds()))
+
+    def run(self, deferreds, limit=120):
+        return runUntil(self.net, deferreds, limit)
+
+
+def _data(n, seed=7):
+    return random.Random(seed).randbytes(n) if hasattr(random.Random, "randbytes") \
+        else os.urandom(n)
+
+
+class SessionTests(SynchronousTestCase):
+
+    def test_oackAndGroup(self):
+        """
+        If a client asks for multicast, its OACK carries the session's
+        blksize, tsize, C{multicast addr,port,1} (it is master) and
+        C{mcepoch}; DATA then goes to the group from the session's port.
+        """
+        h = Harness(self, files={"f": b"a" * 3000})
+        proto, port = h.raw("10.0.1.9")
+        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("tsize", "0"),
+                                                ("multicast", ""), ("mcepoch", "1")])
+        port.write(rrq.to_wire(), (SERVER, 69))
+        h.settle(0.01)
+        oack, session = proto.received[0]
+        self.assertEqual(oack.options, [("blksize", "1000"), ("tsize", "3000"),
+                                        ("multicast", "239.255.0.1,1758,1"),
+                                        ("mcepoch", "1")])
+        s = h.registry.sessions[0]
+        self.assertEqual(session, (SERVER, s._port.port))
+        self.assertEqual(s._port.ttl, 1)
+        self.assertEqual(s._port.outgoing, SERVER)
+        port.write(wire.encodeAck(0, b"\x00\x00"), session)
+        h.settle(0.01)
+        data = [(d, a) for d, a in s._port.written if a == ("239.255.0.1", 1758)]
+        self.assertEqual(len(data), 1)  # no windowsize: one block per ACK
+        self.assertEqual(multicast.decodeData32(data[0][0]), (1, b"a" * 1000))
+
+    def test_plainClientNoEpoch(self):
+        """
+        If a client does not ask for C{mcepoch}, DATA has the RFC 1350
+        framing and the OACK does not carry the extension.
+        """
+        h = Harness(self, files={"f": b"b" * 700})
+        proto, port = h.raw("10.0.1.9")
+        port.write(wire.ReadRequest(b"f", "octet", [("blksize", "512"), ("multicast", "")])
+                   .to_wire(), (SERVER, 69))
+        h.settle(0.01)
+        oack, session = proto.received[0]
+        self.assertEqual(oack.optionDict, {"blksize": "512",
+                                           "multicast": "239.255.0.1,1758,1"})
+        port.write(wire.encodeAck(0), session)
+        h.settle(0.01)
+        s = h.registry.sessions[0]
+        self.assertEqual(wire.decode(s._port.written[-1][0]), wire.Data(1, b"b" * 512))
+
+    def test_joinRunningSession(self):
+        """
+        If a second client asks for the same file with a blksize at least
+        the session's, it joins the running session (same group, mc=0,
+        the session's blksize in its OACK) and the join is logged.
+        """
+        h = Harness(self, files={"f": b"c" * 100000})
+        a, pa = h.raw("10.0.1.8")
+        b, pb = h.raw("10.0.1.9")
+        pa.write(wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("multicast", "")])
+                 .to_wire(), (SERVER, 69))
+        h.settle(0.01)
+        pb.write(wire.ReadRequest(b"f", "octet", [("blksize", "1400"), ("multicast", "")])
+                 .to_wire(), (SERVER, 69))
+        h.settle(0.01)
+        self.assertEqual(len(h.registry.sessions), 1)
+        oack = b.received[0][0]
+        self.assertEqual(oack.optionDict, {"blksize": "1000",
+                                           "multicast": "239.255.0.1,1758,0"})
+        self.assertTrue(any("10.0.1.9" in t and "joined (2 client(s)" in t for t in h.log()))
+
+    def test_differentOptionsOwnSession(self):
+        """
+        If a client asks for a smaller blksize than the running session's,
+        or none at all (512), it gets its own session and group.
+        """
+        h = Harness(self, files={"f": b"d" * 100000})
+        for i, opts in enumerate([[("blksize", "1000")], [("blksize", "600")], []]):
+            p, port = h.raw("10.0.1.%d" % (10 + i,))
+            port.write(wire.ReadRequest(b"f", "octet", opts + [("multicast", "")]).to_wire(),
+                       (SERVER, 69))
+            h.settle(0.01)
+        self.assertEqual(sorted(s.blksize for s in h.registry.sessions), [512, 600, 1000])
+        self.assertEqual(len({s.group for s in h.registry.sessions}), 3)
+
+    def test_retransmittedRequest(self):
+        """
+        If a client repeats its RRQ (its OACK was lost), it gets the OACK
+        again and is not added twice; the new source is closed.
+        """
+        h = Harness(self, files={"f": b"e" * 5000})
+        p, port = h.raw("10.0.1.9")
+        rrq = wire.ReadRequest(b"f", "octet", [("multicast", "")]).to_wire()
+        port.write(rrq, (SERVER, 69))
+        h.settle(0.01)
+        port.write(rrq, (SERVER, 69))
+        h.settle(0.01)
+        s = h.registry.sessions[0]
+        self.assertEqual(len(s.clients), 1)
+        self.assertEqual(len(p.received), 2)
+
+    def test_unknownTIDAndMalformed(self):
+        """
+        If a stranger sends an ACK to a session it gets ERROR 5; malformed
+        datagrams are dropped; the session goes on.
+        """
+        h = Harness(self, files={"f": b"e" * 5000})
+        p, port = h.raw("10.0.1.9")
+        port.write(wire.ReadRequest(b"f", "octet", [("multicast", "")]).to_wire(),
+                   (SERVER, 69))
+        h.settle(0.01)
+        session = p.received[0][1]
+        q, qport = h.raw("10.0.1.10")
+        qport.write(wire.encodeAck(3), session)
+        for junk in (b"", b"\x00", b"\x00\x09zz", b"\x00\x04"):
+            qport.write(junk, session)
+            port.write(junk, session)
+        h.settle(0.01)
+        self.assertEqual(q.received[0][0].code, wire.ERR_UNKNOWN_TID)
+        self.assertEqual(len(h.registry.sessions), 1)
+
+    def test_errorLeaves(self):
+        """
+        If the only client sends ERROR, it leaves and the session ends,
+        releasing its group and closing its source.
+        """
+        h = Harness(self, files={"f": b"e" * 5000})
+        p, port = h.raw("10.0.1.9")
+        port.write(wire.ReadRequest(b"f", "octet", [("multicast", "")]).to_wire(),
+                   (SERVER, 69))
+        h.settle(0.01)
+        s = h.registry.sessions[0]
+        port.write(wire.Error(0, "bye").to_wire(), p.received[0][1])
+        h.settle(0.01)
+        self.assertEqual(h.registry.sessions, [])
+        self.assertEqual(len(h.registry.pool), 0)
+        self.assertEqual(s.source.closed, 1)
+        self.assertTrue(s.finished.called)
+
+    def test_unexpectedRetransmitsLast(self):
+        """
+        If a client that is not the master ACKs, the most recently sent
+        DATA goes to the group again, at most once per holdoff.
+        """
+        h = Harness(self, files={"f": b"g" * 50000})
+        a, pa = h.raw("10.0.1.8")
+        b, pb = h.raw("10.0.1.9")
+        for port in (pa, pb):
+            port.write(wire.ReadRequest(b"f", "octet", [("blksize", "1000"),
+                                                        ("multicast", "")]).to_wire(),
+                       (SERVER, 69))
+            h.settle(0.001)
+        session = a.received[0][1]
+        pa.write(wire.encodeAck(0), session)
+        h.settle(0.001)
+        s = h.registry.sessions[0]
+        last = s.lastPacket
+        before = len(s._port.written)
+        pb.write(wire.encodeAck(0), session)
+        pb.write(wire.encodeAck(0), session)
+        h.settle(0.001)
+        self.assertEqual(s._port.written[before:], [(last, s.group)])
+        self.assertEqual(s.stats["unexpected"], 2)
+
+    def test_masterTimeoutRotation(self):
+        """
+        If the master stops answering, the server asks it again (OACK mc=1),
+        lowers the rate at each timeout, and after C{master_retries} makes
+        the next client master; a master that never ACKed is dropped.
+        """
+        h = Harness(self, "    master_retries: 2\n", files={"f": b"h" * 50000})
+        a, pa = h.raw("10.0.1.8")
+        b, pb = h.raw("10.0.1.9")
+        for port in (pa, pb):
+            port.write(wire.ReadRequest(b"f", "octet", [("blksize", "1000"),
+                                                        ("multicast", "")]).to_wire(),
+                       (SERVER, 69))
+            h.settle(0.001)
+        s = h.registry.sessions[0]
+        h.settle(1.0)
+        h.settle(1.0)
+        self.assertEqual([o.optionDict["multicast"][-1] for o, _ in a.received],
+                         ["1", "1", "1"])
+        self.assertEqual(s.rate.reductions, 2)
+        h.settle(1.0)
+        self.assertIs(s.master.peer, s.clients[0].peer)
+        self.assertEqual(s.master.peer[0], "10.0.1.9")
+        self.assertEqual(len(s.clients), 1)
+        self.assertEqual(b.received[-1][0].optionDict["multicast"], "239.255.0.1,1758,1")
+        self.assertTrue(any("master 10.0.1.8" in t and "timed out; dropped" in t
+                            for t in h.log()))
+        self.assertTrue(any("rate of f@239.255.0.1:1758 lowered" in t for t in h.log()))
+
+
+class TransferTests(SynchronousTestCase):
+
+    def fetchAll(self, h, clients, limit=120):
+        ds = [c.start() for c in clients]
+        h.run(ds, limit)
+        return ds
+
+    def test_threeClients(self):
+        """
+        If three clients fetch at once without loss, each ends byte-exact,
+        the file crosses the wire about once, and every client was master
+        in turn (the last two ACK the end at once).
+        """
+        data = _data(300000)
+        h = Harness(self, files={"f": data})
+        clients = [h.client("f") for _ in range(3)]
+        ds = self.fetchAll(h, clients)
+        for c, d in zip(clients, ds):
+            self.assertIs(self.successResultOf(d), c)
+            self.assertEqual(bytes(c.out.buf), data)
+        sent = h.net.sent[SERVER]
+        self.assertLess(sent, 1.05 * len(data))
+
+    def test_lossAndLateJoiner(self):
+        """
+        If clients lose 2% and 10% of packets and one joins late, every
+        client still ends byte-exact: the late joiner is promoted and its
+        missing start is multicast again when it is master.
+        """
+        data = _data(400000)
+        h = Harness(self, files={"f": data}, seed=3)
+        early = [h.client("f", loss) for loss in (0.0, 0.02, 0.1)]
+        ds = [c.start() for c in early]
+        h.settle(0.02)
+        late = h.client("f", 0.02)
+        ds.append(late.start())
+        h.run(ds)
+        for c, d in zip(early + [late], ds):
+            self.successResultOf(d)
+            self.assertEqual(bytes(c.out.buf), data)
+        self.assertIn(mclient.PROMOTED, [r for _, r, _ in late.roles])
+        self.assertEqual(late.role, mclient.ACTIVE)
+        self.assertTrue(any("restarts the stream at block 1" in t for t in h.log()))
+
+    def test_smartLeaves(self):
+        """
+        If a passive client's gaps are small after the first pass, it turns
+        smart and leaves the group (ERROR to the session) for unicast
+        repair, with its gap statistics.
+        """
+        data = _data(200000)
+        h = Harness(self, files={"f": data}, seed=5)
+        master = h.client("f", 0.0)
+        smart = h.client("f", 0.05, policy=mclient.RolePolicy())
+        ds = self.fetchAll(h, [master, smart])
+        self.successResultOf(ds[1])
+        self.assertEqual(smart.role, mclient.SMART)
+        self.assertTrue(smart.needRepair)
+        self.assertGreater(smart.gapStats["gaps"], 0)
+        self.assertTrue(any("left (ERROR 0 repairing by unicast)" in t for t in h.log()))
+
+    def test_killedMaster(self):
+        """
+        If the master dies midway, the next client becomes master, restarts
+        the stream where it needs, and finishes byte-exact.
+        """
+        data = _data(300000)
+        h = Harness(self, "    master_retries: 1\n", files={"f": data})
+        first = h.client("f")
+        second = h.client("f")
+        d1 = first.start()
+        d2 = second.start()
+        while first.tracker is None or first.tracker.highest < 50:
+            h.settle(0.0001)
+        first._close()
+        h.run([d2])
+        self.assertEqual(bytes(second.out.buf), data)
+        self.assertTrue(any("master 10.0.1.1" in t and "timed out" in t for t in h.log()))
+        self.assertNoResult(d1)
+
+    def test_delayedStart(self):
+        """
+        If the session waits for 3 clients, no DATA goes out before the
+        third joins; then it starts and the decision is logged.
+        """
+        data = _data(50000)
+        h = Harness(self, "    start_min_clients: 3\n    start_max_wait: 5\n",
+                    files={"f": data})
+        clients = [h.client("f") for _ in range(3)]
+        ds = [clients[0].start(), clients[1].start()]
+        h.settle(1)
+        s = h.registry.sessions[0]
+        self.assertEqual(s.stats["packets"], 0)
+        ds.append(clients[2].start())
+        h.run(ds)
+        for c in clients:
+            self.assertEqual(bytes(c.out.buf), data)
+        self.assertTrue(any("delayed start" in t and "opened by clients" in t
+                            for t in h.log()))
+
+    def test_qosChange(self):
+        """
+        If the resource conditions are high when a session starts, it gets
+        the QoS blksize and the clients still end byte-exact.
+        """
+        data = _data(20000)
+        h = Harness(self, "    qos_max_sessions: 1\n    qos_blksize: 256\n",
+                    files={"f": data},
+                    probe=lambda: flowcontrol.Conditions(sessions=5))
+        c = h.client("f")
+        self.fetchAll(h, [c])
+        self.assertEqual(c.blksize, 256)
+        self.assertEqual(bytes(c.out.buf), data)
+        self.assertTrue(any("QoS degraded" in t for t in h.log()))
+
+    def test_pastRollover(self):
+        """
+        If a file has more than 65535 blocks, clients with C{mcepoch} (one
+        joining after the wrap) place every block and end byte-exact.
+        """
+        data = _data(66000 * 16 + 5)
+        h = Harness(self, files={"f": data})
+        first = h.client("f", blksize=16, windowsize=64)
+        d1 = first.start()
+        h.settle(0.0)
+        while first.tracker is None or first.tracker.highest < 66000:
+            h.settle(0.0002)
+        late = h.client("f", blksize=16, windowsize=64)
+        d2 = late.start()
+        h.run([d1, d2], limit=300)
+        self.assertEqual(bytes(first.out.buf), data)
+        self.assertEqual(bytes(late.out.buf), data)
+        self.assertGreater(late.tracker.nblocks, 65535)
