@@ -190,7 +190,12 @@ def addFetchParser(subparsers):
 
 
 def register(subparsers):
-    addFetchParser(subparsers)
+    parser = addFetchParser(subparsers)
+    # Multicast (RFC 2090, roles, unicast gap repair): provisioner.tftp.mclient.
+    from provisioner.tftp import mclient
+    mclient.addArguments(parser)
+    if not any(name == "multicast" for name, _, _ in FETCH_RUNNERS):
+        FETCH_RUNNERS.append(("multicast", lambda args: args.multicast, mclient.fetchRunner))
 
 
 def optionsFromArgs(args):

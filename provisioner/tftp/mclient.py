@@ -32,7 +32,8 @@ from provisioner.tftp.multicast import (
     nearest32, rangesOption)
 
 __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "RepairClient", "fetch",
-           "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "register", "main"]
+           "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "addArguments",
+           "fetchRunner", "main"]
 
 ACTIVE, PASSIVE, SMART, PROMOTED = "active", "passive", "smart", "promoted"
 
@@ -223,12 +224,17 @@ class RolePolicy:
 
 class _Output:
     """
-    The local file, written at block offsets.
+    The local file, written at block offsets: a path (created, truncated)
+    or an open file whose descriptor is used (and not closed).
     """
 
-    def __init__(self, path):
+    def __init__(self, path=None, fileobj=None):
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._own = fileobj is None
+        if fileobj is not None:
+            self.fd = fileobj.fileno()
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def write(self, offset, data):
         if data:
@@ -238,9 +244,9 @@ class _Output:
         os.ftruncate(self.fd, size)
 
     def close(self):
-        if self.fd is not None:
+        if self.fd is not None and self._own:
             os.close(self.fd)
-            self.fd = None
+        self.fd = None
 
 
 class _GroupListener(DatagramProtocol):
@@ -774,7 +780,9 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
         C{repaired} (blocks received by unicast repair), C{repairRequests},
         C{size}.
     """
-    output = _Output(local)
+    output = local if hasattr(local, "write") and hasattr(local, "truncate") and \
+        not hasattr(local, "fileno") else (
+            _Output(fileobj=local) if hasattr(local, "fileno") else _Output(local))
     log = Logger(namespace="provisioner.tftp.mclient.fetch")
     try:
         client = MulticastClient(reactor, server, path, output, blksize, windowsize,
@@ -810,6 +818,58 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
 
 
 # Command line -------------------------------------------------------------
+
+def fetchRunner(reactor, args, target, sink, reporter):
+    """
+    The C{--multicast} runner of C{provisioner fetch}
+    (L{provisioner.tftp.cli.FETCH_RUNNERS}): multicast into C{sink} (a
+    regular file), then a L{provisioner.tftp.client.FetchResult}; the role
+    history and gap figures go to standard error.
+    """
+    import hashlib
+    import sys
+
+    from provisioner.tftp.client import FetchResult
+    if not hasattr(sink, "fileno") or not _isRegular(sink):
+        return defer.fail(FetchError("--multicast needs -o FILE (a regular file)"))
+    policy = RolePolicy(args.mc_smart_max_bytes, args.mc_smart_max_gaps,
+                        args.mc_smart_max_gap, args.mc_smart_max_fraction,
+                        repair=not args.mc_no_repair)
+    started = reactor.seconds()
+    d = fetch(reactor, (target.address, target.port), target.path, sink,
+              blksize=args.blksize or 1428, windowsize=args.windowsize,
+              timeout=max(1, int(args.timeout)), policy=policy, epoch=not args.mc_no_epoch)
+
+    def done(summary):
+        result = FetchResult()
+        result.mode = "multicast"
+        result.size = summary["size"]
+        result.tsize = summary["size"]
+        result.blksize = args.blksize
+        result.windowsize = args.windowsize
+        result.elapsed = reactor.seconds() - started
+        result.losses = (summary["gaps"] or {}).get("blocks", 0)
+        sink.flush()
+        h = hashlib.sha256()
+        with open("/proc/self/fd/%d" % sink.fileno(), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        result.sha256 = h.hexdigest()
+        sys.stderr.write("multicast: role %s (%s); %d block(s) repaired by unicast in %d "
+                         "request(s)\n" % (summary["role"], " -> ".join(
+                             r for _, r, _ in summary["roles"]), summary["repaired"],
+                             summary["repairRequests"]))
+        return result
+    return d.addCallback(done)
+
+
+def _isRegular(f):
+    import stat
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
 
 def addArguments(parser):
     """
@@ -869,16 +929,6 @@ def runFetch(args):
     print(json.dumps(result, sort_keys=True))
     sys.stdout.flush()
     return 0 if result.get("ok") else 1
-
-
-def register(subparsers):
-    """
-    C{provisioner mfetch}: the multicast client on its own (C{provisioner
-    fetch --multicast} calls the same code).
-    """
-    p = subparsers.add_parser("mfetch", help="download a file by multicast TFTP (RFC 2090)")
-    _common(p)
-    p.set_defaults(func=runFetch)
 
 
 def _common(p):
