@@ -29,7 +29,7 @@ from twisted.protocols import amp
 
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import DataDatagram, DatagramError
+from provisioner.mcast.datagram import DatagramError, parse
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
            "DataProtocol", "sha256File"]
@@ -89,12 +89,47 @@ class OutputFile:
         self.size = size
 
     def write(self, offset, data):
+        """
+        Write C{data} at C{offset} now.
+        """
         try:
             os.pwrite(self.fd, data, offset)
         except OSError as e:
             raise ReceiveError(_describeOSError(e, self.path, "writing at %d" % (offset,)))
 
+    _pendingStart = 0
+    _pendingEnd = -1
+    _pending = None
+    _pendingSize = 0
+    FLUSH_SIZE = 1 << 20
+
+    def writeLater(self, offset, data):
+        """
+        Write C{data} at C{offset}, coalescing consecutive pieces into one
+        C{pwrite} of up to L{FLUSH_SIZE} bytes; L{flush} writes the rest.
+        """
+        if offset != self._pendingEnd:
+            self.flush()
+            self._pendingStart = offset
+            self._pending = []
+            self._pendingSize = 0
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        self._pendingEnd = offset + len(data)
+        if self._pendingSize >= self.FLUSH_SIZE:
+            self.flush()
+
+    def flush(self):
+        """
+        Write what L{writeLater} holds.
+        """
+        pending, self._pending = self._pending, None
+        self._pendingEnd = -1
+        if pending:
+            self.write(self._pendingStart, b"".join(pending))
+
     def sync(self):
+        self.flush()
         try:
             os.fdatasync(self.fd)
         except OSError:
@@ -102,6 +137,10 @@ class OutputFile:
 
     def close(self):
         if self.fd is not None:
+            try:
+                self.flush()
+            except ReceiveError:
+                pass
             os.close(self.fd)
             self.fd = None
 
@@ -305,6 +344,11 @@ class Receiver(amp.CommandLocator):
         if self.failed or self.finishing or roundNumber != self.round:
             return
         missing = self.missing()
+        try:
+            self.output.flush()
+        except ReceiveError as e:
+            self.fail(str(e))
+            return
         self._save()
         if not missing:
             self._leave()
@@ -370,29 +414,30 @@ class Receiver(amp.CommandLocator):
         if self.key is None or self.finishing or self.failed:
             return
         try:
-            dg = DataDatagram.from_wire(data, self.key, self.session)
+            session, roundNumber, offset, payload = parse(data, self.key, self.session)
         except DatagramError as e:
             self.rejected += 1
             self.log.debug("dropped datagram from {peer}: {error}", peer=addr, error=e)
             return
-        if dg.round != self.round:
+        if roundNumber != self.round:
             self.stale += 1
             return
-        end = dg.offset + len(dg.payload)
+        end = offset + len(payload)
         if end > self.size:
             self.rejected += 1
             return
         self.lastDatagram = self.reactor.seconds()
-        if dg.offset in self.received and (end - 1) in self.received:
+        received = self.received
+        if offset in received and (end - 1) in received:
             return
         try:
-            self.output.write(dg.offset, dg.payload)
+            self.output.writeLater(offset, payload)
         except ReceiveError as e:
             self.fail(str(e))
             return
-        new = self.received.add(dg.offset, end)
+        new = received.add(offset, end)
         self.bytesReceived += new
-        if self.round > 1:
+        if roundNumber > 1:
             self.bytesRepaired += new
         self._dirty = True
 
@@ -448,7 +493,12 @@ class Receiver(amp.CommandLocator):
     def _save(self):
         if self.session is None or not self._dirty:
             return
-        self.output.sync()
+        try:
+            self.output.sync()
+        except ReceiveError as e:
+            self._dirty = False
+            self.fail(str(e))
+            return
         self.state.save(self.sha256, self.size, self.received.ranges())
         self._dirty = False
 
@@ -467,7 +517,12 @@ class Receiver(amp.CommandLocator):
         self.finishing = True
         self._leave()
         self._closeData()
-        self.output.sync()
+        try:
+            self.output.sync()
+        except ReceiveError as e:
+            self.finishing = False
+            self.fail(str(e))
+            return
         d = self.hasher(self.output.path)
 
         def hashed(digest):
