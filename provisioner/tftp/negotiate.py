@@ -25,7 +25,7 @@ Extensions see the standard options already accepted (a C{dict} of name to
 value, C{blksize} and C{windowsize} always present) and the L{Limits}.
 """
 
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
 from provisioner.tftp.window import FixedWindow
 

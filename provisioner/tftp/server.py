@@ -85,6 +85,8 @@ class TFTPServer(DatagramProtocol):
         self.requestHandlers = []
         self.statsCallbacks = []
         self.sessions = {}
+        # Sessions whose port is still open (in flight, or dallying).
+        self.open = set()
         self._pending = set()
         self._perClient = {}
         self._family = socket.AF_INET
@@ -283,6 +285,8 @@ class TFTPServer(DatagramProtocol):
                               fastLane=self._fastLane)
         self._pending.discard(addr)
         self.sessions[addr] = session
+        self.open.add(session)
+        session.onClose = self.open.discard
         try:
             self.listenSession(session, addr)
         except Exception:
@@ -373,6 +377,8 @@ class TFTPServer(DatagramProtocol):
                                maxBytes=self.uploads.maxBytes)
         self._pending.discard(addr)
         self.sessions[addr] = session
+        self.open.add(session)
+        session.onClose = self.open.discard
         try:
             self.listenSession(session, addr, maxPacketSize=65536 + 64)
         except Exception:
@@ -386,7 +392,7 @@ class TFTPServer(DatagramProtocol):
         """
         Stop every session (service shutdown).
         """
-        for session in list(self.sessions.values()):
+        for session in list(self.sessions.values()) + list(self.open):
             try:
                 session.cancel()
             except Exception:

@@ -231,6 +231,8 @@ class ReadSession(DatagramProtocol):
 
     log = Logger()
     noisy = False
+    # Called with the session when its port closes (after the dally).
+    onClose = None
 
     def __init__(self, source, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, senderFactory=None, dally=DALLY,
@@ -338,6 +340,9 @@ class ReadSession(DatagramProtocol):
 
     def _close(self):
         self._cancelTimers()
+        onClose, self.onClose = self.onClose, None
+        if onClose is not None:
+            onClose(self)
         transport = self.transport
         if transport is not None:
             self.transport = None

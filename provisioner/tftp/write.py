@@ -153,6 +153,7 @@ class WriteSession(DatagramProtocol):
 
     log = Logger()
     noisy = False
+    onClose = None
 
     def __init__(self, upload, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, maxBytes=1 << 32, senderFactory=None):
@@ -349,6 +350,9 @@ class WriteSession(DatagramProtocol):
 
     def _close(self):
         self._cancel()
+        onClose, self.onClose = self.onClose, None
+        if onClose is not None:
+            onClose(self)
         transport = self.transport
         if transport is not None:
             self.transport = None

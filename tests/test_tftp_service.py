@@ -1,0 +1,158 @@
+"""
+Tests for L{provisioner.tftp.service}: the service on a real loopback port
+(port 0), its resolver chain, reconfiguration and rebinding. A minimal
+lockstep client written here fetches over 127.0.0.1.
+"""
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from provisioner.appliance import Appliance
+from provisioner.config import loadConfig
+from provisioner.files import BytesSource
+from provisioner.tftp import wire
+from provisioner.tftp.service import TFTPService, makeService
+
+
+class MiniClient(DatagramProtocol):
+    """
+    RFC 1350 client: RRQ, then ACK every DATA; fires with the bytes or with
+    the L{wire.Error} packet.
+    """
+
+    def __init__(self, name, server, options=()):
+        self.request = wire.ReadRequest(name.encode(), "octet", list(options)).to_wire()
+        self.server = server
+        self.received = []
+        self.done = defer.Deferred()
+        self.peer = None
+
+    def startProtocol(self):
+        self.transport.write(self.request, self.server)
+        self.timeout = reactor.callLater(20, self._give, RuntimeError("no answer"))
+
+    def _give(self, result):
+        if self.timeout.active():
+            self.timeout.cancel()
+        port, self.transport = self.transport, None
+        d = port.stopListening()
+        if isinstance(result, Exception):
+            d.addCallback(lambda _: self.done.errback(result))
+        else:
+            d.addCallback(lambda _: self.done.callback(result))
+
+    def datagramReceived(self, data, addr):
+        if self.transport is None:
+            return
+        packet = wire.decode(data)
+        if isinstance(packet, wire.Error):
+            self._give(packet)
+        elif isinstance(packet, wire.OptionAck):
+            self.transport.write(wire.encodeAck(0), addr)
+        elif isinstance(packet, wire.Data):
+            self.received.append(packet.payload)
+            self.transport.write(wire.encodeAck(packet.block), addr)
+            if len(packet.payload) < 512:
+                self._give(b"".join(self.received))
+
+
+def fetch(name, host, port):
+    client = MiniClient(name, (host, port))
+    reactor.listenUDP(0, client, interface=host)
+    return client.done
+
+
+class ServiceTests(TestCase):
+    """
+    L{TFTPService} on 127.0.0.1.
+    """
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        self.config = loadConfig(None, [("tftp.port", 0), ("tftp.root", self.root)])
+        self.appliance = Appliance(self.config, reactor)
+        self.service = makeService(self.appliance)
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(lambda: self.service.running and self.service.stopService())
+        with open(os.path.join(self.root, "f.bin"), "wb") as f:
+            f.write(b"F" * 3000)
+
+    def test_created(self):
+        """
+        If the root is missing, it is created; the service is an
+        L{TFTPService} registered on the appliance.
+        """
+        self.assertTrue(os.path.isdir(self.root))
+        self.assertIsInstance(self.service, TFTPService)
+        self.assertIs(self.appliance.tftp, self.service)
+        self.assertGreater(self.service.listeningPort, 0)
+
+    @defer.inlineCallbacks
+    def test_fetch(self):
+        """
+        If a client fetches a file, it gets it.
+        """
+        data = yield fetch("f.bin", "127.0.0.1", self.service.listeningPort)
+        self.assertEqual(data, b"F" * 3000)
+
+    @defer.inlineCallbacks
+    def test_chainOrder(self):
+        """
+        If a virtual file and an inserted resolver both know a name, the
+        virtual file wins; the inserted resolver comes before the
+        directory; removing it restores the directory's answer.
+        """
+        class Injector:
+            def resolve(self, request):
+                if request.path in ("f.bin", "v.bin"):
+                    return BytesSource(b"injected")
+                return None
+
+        remove = self.service.addResolver(Injector())
+        self.appliance.virtualFiles.register("v.bin", lambda request, match: b"virtual")
+        port = self.service.listeningPort
+        self.assertEqual((yield fetch("v.bin", "127.0.0.1", port)), b"virtual")
+        self.assertEqual((yield fetch("f.bin", "127.0.0.1", port)), b"injected")
+        remove()
+        self.assertEqual((yield fetch("f.bin", "127.0.0.1", port)), b"F" * 3000)
+        self.assertIs(self.service.resolvers.resolvers[-1], self.service.directory)
+
+    @defer.inlineCallbacks
+    def test_reconfigureRoot(self):
+        """
+        If the root changes on reload, new requests are served from it.
+        """
+        other = os.path.abspath(self.mktemp())
+        new = loadConfig(None, [("tftp.port", 0), ("tftp.root", other)])
+        self.service.reconfigure(new)
+        with open(os.path.join(other, "g.bin"), "wb") as f:
+            f.write(b"G")
+        port = self.service.listeningPort
+        self.assertEqual((yield fetch("g.bin", "127.0.0.1", port)), b"G")
+        error = yield fetch("f.bin", "127.0.0.1", port)
+        self.assertEqual(error, wire.Error(wire.ERR_FILE_NOT_FOUND, "file not found"))
+
+    @defer.inlineCallbacks
+    def test_rebind(self):
+        """
+        If the address changes on reload, the listen port moves there.
+        """
+        new = loadConfig(None, [("tftp.port", 0), ("tftp.root", self.root),
+                                ("tftp.address", "127.0.0.2")])
+        self.service.reconfigure(new)
+        yield self.service._rebinding
+        self.assertEqual(self.service.port.getHost().host, "127.0.0.2")
+        data = yield fetch("f.bin", "127.0.0.2", self.service.listeningPort)
+        self.assertEqual(data, b"F" * 3000)
+
+    @defer.inlineCallbacks
+    def test_stop(self):
+        """
+        If the service stops, its port closes (stopService's Deferred).
+        """
+        yield self.service.stopService()
+        self.assertIsNone(self.service.port)
