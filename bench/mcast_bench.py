@@ -306,6 +306,8 @@ def main():
             print("mcast_bench: %s missing (apt-get install udpcast uftp)" % (tool,),
                   file=sys.stderr)
             return 2
+    import signal
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     bench = Bench(args)
     try:
         results = bench.run()

@@ -129,9 +129,21 @@ class OutputFile:
             self.write(self._pendingStart, b"".join(pending))
 
     def sync(self):
+        """
+        Flush and C{fdatasync} (blocking: the receiver runs it in a thread).
+        """
         self.flush()
+        self.datasync()
+
+    def datasync(self):
+        """
+        C{fdatasync} what was written (blocking; safe from a thread).
+        """
+        fd = self.fd
+        if fd is None:
+            return
         try:
-            os.fdatasync(self.fd)
+            os.fdatasync(fd)
         except OSError:
             pass
 
@@ -260,13 +272,23 @@ class Receiver(amp.CommandLocator):
         self.lastDatagram = 0.0
         self.result = defer.Deferred()
         self._dirty = False
+        self._saving = False
         self._saveCall = None
         self._settleCall = None
 
-    def _threadHash(self, path):
+    def _inThread(self, f, *args):
+        if not hasattr(self.reactor, "getThreadPool"):
+            return defer.maybeDeferred(f, *args)
         from twisted.internet import threads
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                         sha256File, path)
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
+    def _threadHash(self, path):
+        output = self.output
+
+        def syncAndHash():
+            output.datasync()
+            return sha256File(path)
+        return self._inThread(syncAndHash)
 
     # -- control channel: server pushes -----------------------------------
 
@@ -491,16 +513,34 @@ class Receiver(amp.CommandLocator):
         return R.subtract([(0, self.size)] if self.size else [], self.received.ranges())
 
     def _save(self):
-        if self.session is None or not self._dirty:
+        """
+        Save the received ranges: flush the coalesced writes, then, off the
+        reactor thread (C{fdatasync} can take long and the data socket must
+        be read meanwhile), make the data durable and write the state file
+        with the ranges as they were at the flush. A state file never names
+        bytes that are not on disk.
+        """
+        if self.session is None or not self._dirty or self._saving:
             return
         try:
-            self.output.sync()
+            self.output.flush()
         except ReceiveError as e:
             self._dirty = False
             self.fail(str(e))
             return
-        self.state.save(self.sha256, self.size, self.received.ranges())
         self._dirty = False
+        snapshot = self.received.ranges()
+        sha256, size, output, state = self.sha256, self.size, self.output, self.state
+
+        def durable():
+            output.datasync()
+            state.save(sha256, size, snapshot)
+        self._saving = True
+        d = self._inThread(durable)
+
+        def done(result):
+            self._saving = False
+        d.addBoth(done)
 
     def _periodicSave(self):
         self._saveCall = None
@@ -518,7 +558,7 @@ class Receiver(amp.CommandLocator):
         self._leave()
         self._closeData()
         try:
-            self.output.sync()
+            self.output.flush()
         except ReceiveError as e:
             self.finishing = False
             self.fail(str(e))
