@@ -440,8 +440,11 @@ class MulticastClient(DatagramProtocol):
         t = self.tracker
         if block < 1 or block > t.nblocks:
             return
-        if self.lastPlaced and block < self.lastPlaced - self.windowsize - 1:
-            self._streamRestarted()
+        if (self.lastPlaced and block < self.lastPlaced - self.windowsize - 1 and
+                t.highest >= t.nblocks - self.windowsize - 1):
+            # The stream reached the end (this client lost the very last
+            # block) and a new master restarted it: the first pass is over.
+            self._firstPass()
         self.lastPlaced = block
         self.stats["data"] += 1
         if t.add(block):
@@ -471,10 +474,6 @@ class MulticastClient(DatagramProtocol):
                 self._leave("complete")
                 return
             self._arm(self.patience, self._idle)
-
-    def _streamRestarted(self):
-        if not self.firstPassOver:
-            self._firstPass()
 
     def _firstPass(self):
         if self.firstPassOver:
