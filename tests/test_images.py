@@ -136,6 +136,17 @@ class CatalogTests(SynchronousTestCase):
         self.successResultOf(self.catalog.stop())
         self.assertEqual(sorted(loadState(path)), ["b.iso", "c.iso"])
 
+    def test_rescanUnchangedFile(self):
+        """
+        If a catalogued file is looked at again (chmod, a periodic rescan)
+        and has not changed, it is not hashed again.
+        """
+        _write(os.path.join(self.images, "a.iso"), b"a")
+        self.successResultOf(self.catalog.changed("a.iso"))
+        self.successResultOf(self.catalog.rescan("a.iso"))
+        self.successResultOf(self.catalog.rescan())
+        self.assertEqual(self.catalog.hashCount, 1)
+
     def test_ignored(self):
         """
         If a file matches an ignore pattern (hidden, partial), it is never

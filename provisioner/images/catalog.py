@@ -427,6 +427,14 @@ class Catalog:
         from provisioner.images.watch import snapshot
         root = os.path.join(self.directory, under) if under else self.directory
         if os.path.isfile(root):
+            entry = self.entries.get(under.replace(os.sep, "/"))
+            try:
+                st = os.stat(root)
+            except OSError:
+                return defer.succeed(None)
+            if entry is not None and entry.intact() and \
+                    entry.signature() == (st.st_ino, st.st_size, st.st_mtime_ns):
+                return defer.succeed(None)
             return self.changed(under)
         found = snapshot(root, True, self.accept)
         if under:
