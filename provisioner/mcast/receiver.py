@@ -35,6 +35,11 @@ __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClien
            "DataProtocol", "sha256File"]
 
 
+# Linux values; the socket module does not name them. As root they lift the
+# net.core.rmem_max / wmem_max caps.
+_SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
+
+
 class ReceiveError(Exception):
     """
     The receiver cannot go on; C{str()} is the operator's message.
@@ -476,7 +481,7 @@ class Receiver(amp.CommandLocator):
                 return
             sock = getattr(self.dataPort, "socket", None)
             if sock is not None:
-                for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                for opt in (getattr(socket, "SO_RCVBUFFORCE", _SO_RCVBUFFORCE), socket.SO_RCVBUF):
                     if opt is None:
                         continue
                     try:

@@ -24,6 +24,7 @@ import os
 import random
 import socket
 import struct
+import sys
 import time
 
 from twisted.internet import defer
@@ -32,13 +33,16 @@ from zope.interface import Interface, implementer
 
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import OVERHEAD, DataDatagram, newKey, payloadSize
+from provisioner.mcast.datagram import OVERHEAD, encode, newKey, payloadSize
 
 __all__ = ["TokenBucket", "IDatagramWriter", "UDPWriter", "RoundSender", "IRatePolicy",
            "BurstLossRate", "Member", "Session", "Controller", "hashFile", "resolveImage",
            "UDP_SEGMENT", "SOL_UDP"]
 
 SOL_UDP = 17
+# Linux value; the socket module does not name it (lifts net.core.wmem_max as
+# root).
+_SO_SNDBUFFORCE = 32 if sys.platform.startswith("linux") else None
 UDP_SEGMENT = 103
 _MAX_SEGMENTS = 64
 
@@ -126,7 +130,7 @@ class UDPWriter:
             if interface:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                                 socket.inet_aton(interface))
-            for opt in (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF):
+            for opt in (getattr(socket, "SO_SNDBUFFORCE", _SO_SNDBUFFORCE), socket.SO_SNDBUF):
                 if opt is None:
                     continue
                 try:
@@ -257,10 +261,11 @@ class RoundSender:
         start = pieces[i][0]
         end = pieces[j - 1][0] + pieces[j - 1][1]
         data = self.readAt(start, end - start)
-        out = []
-        for offset, length in pieces[i:j]:
-            chunk = data[offset - start:offset - start + length]
-            out.append(DataDatagram(self.session, self.round, offset, chunk).to_wire(self.key))
+        view = memoryview(data)
+        session, roundNumber, key = self.session, self.round, self.key
+        out = [encode(session, roundNumber, offset,
+                      view[offset - start:offset - start + length], key)
+               for offset, length in pieces[i:j]]
         self._pending = out
         return out
 
