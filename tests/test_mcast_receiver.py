@@ -263,3 +263,38 @@ class OutputFileTests(SynchronousTestCase):
         self.patch(os, "pwrite", boom)
         e = self.assertRaises(ReceiveError, f.write, 0, b"x")
         self.assertIn("disk full", str(e))
+
+
+class ReceiverClientTests(SynchronousTestCase):
+    """
+    Tests for L{provisioner.mcast.receiver.ReceiverClient}.
+    """
+
+    def test_unreachableServer(self):
+        """
+        If the server cannot be reached for C{timeout} seconds, the receiver
+        gives up with a clear message and exit status 1; before that it
+        keeps retrying.
+        """
+        from twisted.internet.error import ConnectionRefusedError
+        from provisioner.mcast.receiver import ReceiverClient
+
+        attempts = []
+
+        class Refusing:
+            def connect(self, factory):
+                attempts.append(factory)
+                return defer.fail(ConnectionRefusedError())
+        reactor = FakeReactor()
+        receiver = Receiver(reactor, OutputFile(self.mktemp()), "me")
+        client = ReceiverClient(reactor, Refusing(), receiver, "198.18.0.2", timeout=5,
+                                serverName="198.18.0.1:7010")
+        d = client.run()
+        for _ in range(40):
+            reactor.advance(0.1)
+        self.assertNoResult(d)
+        for _ in range(30):
+            reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertIn("cannot reach the server 198.18.0.1:7010", receiver.failed)
+        self.assertGreater(len(attempts), 2)
