@@ -73,7 +73,10 @@ class _Lines:
         return InventoryError(_keyText(path) or None, message, where)
 
 
-class _Loader(yaml.SafeLoader):
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+
+
+class _Loader(_BaseLoader):
     """
     A safe loader that reads unquoted MAC addresses as text: YAML 1.1 would
     read C{52:54:00:12:34:56} as a base-60 integer.
