@@ -342,3 +342,29 @@ class ResourceTests(TestCase):
         self.assertEqual(body, self.data)
         response, body = yield self.get("/images/debian/linux")
         self.assertEqual(body, b"new" * 1000)
+
+
+class AloneTests(TestCase):
+    """
+    The HTTP service without the images and menus services.
+    """
+
+    @defer.inlineCallbacks
+    def test_nothingToServe(self):
+        """
+        If neither images nor menus run, files are 404 and the API says the
+        services are not enabled; nothing breaks.
+        """
+        config = loadConfig(overrides=[("http.enabled", True), ("http.port", 0)])
+        appliance = Appliance(config, reactor)
+        http = HTTPService(appliance)
+        http.privilegedStartService()
+        http.startService()
+        self.addCleanup(http.stopService)
+        agent = Agent(reactor)
+        for path, code in (("/boot.ipxe", 404), ("/images/x", 404),
+                           ("/api/v1/images", 404), ("/api/v1/hosts", 404),
+                           ("/api/v1/clients", 200), ("/", 200)):
+            response = yield agent.request(b"GET", (http.url + path).encode())
+            yield readBody(response)
+            self.assertEqual(response.code, code, path)
