@@ -422,3 +422,83 @@ class SessionTests(SynchronousTestCase):
         self.assertRaises(commands.UnknownSession, self.controller.reportMissing, a, 99, 1, [])
         self.assertRaises(commands.NotRegistered, self.controller.reportMissing, a,
                           session.id, 1, [])
+
+
+class FakeEntry:
+    def __init__(self, name, path, sha256):
+        self.name = name
+        self.size = os.path.getsize(path)
+        self.sha256 = sha256
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def intact(self):
+        return True
+
+
+class FakeCatalog:
+    def __init__(self, directory):
+        self.directory = directory
+        self.entries = {}
+
+    def get(self, name):
+        return self.entries.get(name)
+
+
+class CatalogTests(SynchronousTestCase):
+    """
+    Catalogue images and C{auto_start}.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        path = os.path.join(self.dir, "cat.img")
+        with open(path, "wb") as f:
+            f.write(os.urandom(5000))
+        self.catalog = FakeCatalog(self.dir)
+        entry = FakeEntry("cat.img", path, "CATSHA")
+        self.addCleanup(os.close, entry.fd)
+        self.catalog.entries["cat.img"] = entry
+        self.clock = task.Clock()
+        self.hashed = []
+        config = loadConfig(text="multicast:\n  enabled: true\n  root: %s\n  auto_start: true\n"
+                            "  min_receivers: 1\n  max_wait: 5\n" % (self.mktemp(),))
+        self.controller = Controller(
+            self.clock, config["multicast"], writerFactory=lambda g, p: FakeWriter(),
+            hasher=lambda p: self.hashed.append(p) or defer.succeed("X"),
+            sessionIds=lambda: 7, catalog=lambda: self.catalog)
+
+    def test_catalogueDigestUsed(self):
+        """
+        If the image is in the catalogue, the session takes its digest and
+        does not hash the file again.
+        """
+        session = self.successResultOf(self.controller.startSession("cat.img"))
+        self.assertEqual(session.sha256, "CATSHA")
+        self.assertEqual(self.hashed, [])
+        self.assertEqual(session.name, "cat.img")
+
+    def test_autoStart(self):
+        """
+        If C{auto_start} is on and a receiver asks for a catalogue image that
+        no session sends, a session starts and enrolls it; a second receiver
+        asking for it joins the same session.
+        """
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x", image="cat.img")
+        self.assertEqual(list(self.controller.sessions), [7])
+        session = self.controller.sessions[7]
+        self.assertIn("a", session.members)
+        self.controller.register(b, "b", "y", image="cat.img")
+        self.assertEqual(len(self.controller.sessions), 1)
+        self.assertIn("b", session.members)
+        drive(self.clock, 1)
+        self.assertEqual(a.named(commands.Announce)[0]["sha256"], "CATSHA")
+
+    def test_autoStartUnknownImage(self):
+        """
+        If a receiver asks for an image that exists nowhere, no session
+        starts and nothing breaks.
+        """
+        self.controller.register(FakeConnection(), "a", "x", image="nothere.img")
+        self.assertEqual(self.controller.sessions, {})

@@ -74,6 +74,10 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                          "many receivers are enrolled", minimum=1),
     "max_wait": Key(30.0, "float", "default for 'send --max-wait': start after this many "
                     "seconds with whoever is enrolled (at least one)", minimum=0),
+    "auto_start": Key(False, "bool", "start a session by itself when a receiver asks for an "
+                      "image by name (receive --image NAME) and none sends it; the image "
+                      "comes from the catalogue or multicast.root, the start conditions "
+                      "from min_receivers and max_wait"),
     "announce_timeout": Key(2.0, "float", "seconds to wait for receivers to acknowledge an "
                             "announcement before data flows", minimum=0.01),
     "report_timeout": Key(10.0, "float", "seconds to wait for missing-range reports after a "

@@ -451,7 +451,7 @@ class Session:
     log = Logger()
 
     def __init__(self, controller, sessionId, name, path, size, sha256, group, port, key,
-                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None):
+                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None):
         self.controller = controller
         self.clock = controller.clock
         self.config = controller.config
@@ -481,7 +481,7 @@ class Session:
         self.finished = None
         self.error = None
         self._waiters = []
-        self._fd = None
+        self._fd = fd
         self._sender = None
         self._periodic = None
         self.done = defer.Deferred()
@@ -664,7 +664,8 @@ class Session:
 
     @defer.inlineCallbacks
     def _run(self, writerFactory):
-        self._fd = os.open(self.path, os.O_RDONLY)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
         self._checkLost()
 
         def enough():
@@ -829,20 +830,26 @@ class Controller:
     @ivar config: the C{multicast} section.
     @ivar writerFactory: C{(group, port) -> IDatagramWriter}.
     @ivar hasher: C{path -> Deferred(sha256 hex)}.
+    @ivar catalog: a callable returning the image catalogue
+        (C{appliance.catalog}) or L{None}; catalogue images are sent by name
+        from the catalogue's descriptor with its digest, without hashing.
     """
 
     log = Logger()
 
-    def __init__(self, reactor, config, writerFactory=None, hasher=None, sessionIds=None):
+    def __init__(self, reactor, config, writerFactory=None, hasher=None, sessionIds=None,
+                 catalog=None):
         self.reactor = reactor
         self.clock = reactor
         self.config = config
         self.writerFactory = writerFactory or self._udpWriter
         self.hasher = hasher or self._threadHash
         self._ids = sessionIds or (lambda: random.SystemRandom().randrange(1, 1 << 31))
+        self.catalog = catalog
         self.sessions = {}
         self.finished = []
         self.clients = {}  # clientId -> (connection, address, image)
+        self._starting = set()
 
     def _udpWriter(self, group, port):
         return UDPWriter(group, port, interface=self.config["interface"],
@@ -874,6 +881,8 @@ class Controller:
             if self._wants(session, image) or clientId in session.members:
                 if session.state != "done":
                     session.enroll(clientId, address, connection)
+        if image and self.config["auto_start"]:
+            self._autoStart(image)
 
     def _wants(self, session, image):
         return not image or image == session.name or image == os.path.basename(session.path)
@@ -934,7 +943,15 @@ class Controller:
             waiting for receivers.
         """
         cfg = self.config
-        path = resolveImage(cfg["root"], image)
+        entry = self._catalogEntry(image)
+        fd = None
+        if entry is not None:
+            catalog = self.catalog()
+            path = os.path.join(catalog.directory, entry.name)
+            name = entry.name
+        else:
+            path = resolveImage(cfg["root"], image)
+            name = os.path.basename(path)
         if minReceivers is not None and minReceivers < 1:
             raise commands.BadRequest("min receivers must be at least 1")
         if maxWait is not None and maxWait < 0:
@@ -944,19 +961,26 @@ class Controller:
                 cfg["rate_min"], cfg["rate_max"]))
         if maxRounds is not None and not 1 <= maxRounds <= 65535:
             raise commands.BadRequest("max rounds must be 1..65535")
-        size = os.path.getsize(path)
-        d = self.hasher(path)
+        if entry is not None:
+            # the catalogue hashed it already: send from its descriptor, the
+            # very content that was hashed
+            size = entry.size
+            fd = os.dup(entry.fd)
+            d = defer.succeed(entry.sha256)
+        else:
+            size = os.path.getsize(path)
+            d = self.hasher(path)
 
         def hashed(sha256):
             sessionId = self._ids()
             while sessionId in self.sessions:
                 sessionId = self._ids()
             session = Session(
-                self, sessionId, os.path.basename(path), path, size, sha256,
+                self, sessionId, name, path, size, sha256,
                 self._groupFor(), cfg["data_port"], newKey(),
                 payloadSize(cfg["datagram_size"]), (rate or cfg["rate"]) * 1e6 / 8,
                 maxRounds or cfg["max_rounds"], minReceivers or cfg["min_receivers"],
-                cfg["max_wait"] if maxWait is None else maxWait)
+                cfg["max_wait"] if maxWait is None else maxWait, fd=fd)
             self.sessions[sessionId] = session
             self.log.info("session {session}: {name} ({size} bytes) to {group}:{port}, "
                           "waiting for {min} receivers or {wait} s",
@@ -969,6 +993,45 @@ class Controller:
             session.run(self.writerFactory).addBoth(self._sessionDone, session)
             return session
         return d.addCallback(hashed)
+
+    def _catalogEntry(self, image):
+        catalog = self.catalog() if self.catalog is not None else None
+        if catalog is None:
+            return None
+        try:
+            entry = catalog.get(image)
+        except Exception:
+            return None
+        if entry is None or getattr(entry, "fd", None) is None or not entry.intact():
+            return None
+        return entry
+
+    def _autoStart(self, image):
+        """
+        C{auto_start}: a receiver asked for C{image} by name and no session
+        sends it: start one with the configured start conditions.
+        """
+        if image in self._starting:
+            return
+        for session in self.sessions.values():
+            if self._wants(session, image):
+                return
+        try:
+            d = self.startSession(image)
+        except commands.MulticastError as e:
+            self.log.info("no automatic session for {image}: {error}", image=image, error=e)
+            return
+        self._starting.add(image)
+
+        def started(session):
+            self._starting.discard(image)
+            self.log.info("session {session} started automatically for {image}",
+                          session=session.id, image=image)
+
+        def failed(f):
+            self._starting.discard(image)
+            self.log.failure("automatic session for {image} failed", f, image=image)
+        d.addCallbacks(started, failed)
 
     def _sessionDone(self, result, session):
         self.sessions.pop(session.id, None)

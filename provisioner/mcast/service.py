@@ -219,7 +219,8 @@ class MulticastService(service.MultiService):
         service.MultiService.__init__(self)
         self.appliance = appliance
         config = appliance.config["multicast"]
-        self.controller = Controller(appliance.reactor, config)
+        self.controller = Controller(appliance.reactor, config,
+                                     catalog=lambda: getattr(appliance, "catalog", None))
         self.server = ControlServer(appliance.reactor, config,
                                     ControlFactory(self.controller, config["admin_networks"]))
         self.server.setServiceParent(self)
