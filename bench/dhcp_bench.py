@@ -54,6 +54,7 @@ dhcp:
   mode: full
   interfaces: [eth0]
   lease_file: %(leases)s
+  lease_sync: %(sync)s
   lease_time: 3600
   subnets:
     - network: 198.19.0.0/16
@@ -203,7 +204,7 @@ def benchProvisioner(lab, workdir, args, seed):
     leases = os.path.join(workdir, "leases.sqlite")
     config = os.path.join(workdir, "provisioner.yaml")
     with open(config, "w") as f:
-        f.write(CONFIG % {"leases": leases})
+        f.write(CONFIG % {"leases": leases, "sync": args.lease_sync})
     log = os.path.join(workdir, "provisioner.log")
     proc = lab.hosts[0].popen(
         ["env", "PYTHONPATH=" + REPO] + TWISTD +
@@ -343,6 +344,8 @@ def main():
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lease-sync", choices=["full", "normal"], default="full",
+                        help="provisioner's dhcp.lease_sync")
     parser.add_argument("--boot-rounds", type=int, default=0,
                         help="also time QEMU boots (BIOS and UEFI) this many times each")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)

@@ -10,7 +10,8 @@ commit), then fires each write's Deferred in the reactor thread. The
 responder sends its ACK only when that Deferred fires, so an acknowledged
 lease is on disk: it survives C{kill -9} and a restart. With WAL and
 C{synchronous=NORMAL} a commit is a write to the WAL without fsync, so a
-process crash loses nothing (a power cut may lose the last commits).
+process crash loses nothing (a power cut may lose the last commits); with
+C{FULL} (C{dhcp.lease_sync: full}) each group commit is also fsynced.
 
 Offers are not persisted (an offer held only in memory is lost on restart;
 the client just asks again).
@@ -60,10 +61,12 @@ class Lease:
         return "<Lease %s %s %s until %.0f>" % (self.mac, self.ip, self.state, self.expires)
 
 
-def _connect(path):
+def _connect(path, synchronous="NORMAL"):
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError("synchronous must be NORMAL or FULL")
+    connection.execute("PRAGMA synchronous=%s" % (synchronous,))
     connection.execute(_SCHEMA)
     return connection
 
@@ -95,8 +98,8 @@ class SynchronousWriter:
     Deferred.
     """
 
-    def __init__(self, path):
-        self._connection = _connect(path)
+    def __init__(self, path, synchronous="NORMAL"):
+        self._connection = _connect(path, synchronous)
 
     def submit(self, op, args):
         try:
@@ -121,10 +124,11 @@ class ThreadedWriter:
     log = Logger()
     _STOP = object()
 
-    def __init__(self, path, reactor):
+    def __init__(self, path, reactor, synchronous="NORMAL"):
         self._reactor = reactor
         self._queue = queue.Queue()
         self._path = path
+        self._synchronous = synchronous
         self.batches = 0
         self._thread = threading.Thread(target=self._run, name="dhcp-leases", daemon=True)
         self._closed = None
@@ -142,7 +146,7 @@ class ThreadedWriter:
 
     def _run(self):
         try:
-            connection = _connect(self._path)
+            connection = _connect(self._path, self._synchronous)
         except Exception as e:
             self._error = e
             self._ready.set()

@@ -210,4 +210,8 @@ SCHEMA = Section("the DHCP / proxyDHCP / PXE responder (UDP 67 and 4011)", {
                          "give (false: stay silent)"),
     "lease_file": Key("dhcp-leases.sqlite", "path", "full mode: the SQLite lease database "
                       "(WAL); survives restarts"),
+    "lease_sync": Key("full", "str", "full: fsync each group commit before the ACKs it "
+                      "carries leave (survives a power cut); normal: no fsync (survives a "
+                      "crash or kill -9 of the process, faster on slow disks)",
+                      choices=["full", "normal"]),
 }, check=_checkSection)

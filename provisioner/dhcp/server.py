@@ -107,6 +107,12 @@ def bindUDPSocket(address, port, interface=None):
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            # Room for a burst of a few thousand requests while the process
+            # is not scheduled (the kernel caps it at net.core.rmem_max).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        except OSError:
+            pass
         if interface:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                             interface.encode() + b"\x00")
@@ -670,7 +676,8 @@ class DHCPResponder:
             return None
         self.leases.offer(packet.mac, ip, self.config["offer_hold"])
         reply = self._fullReply(packet, wire.DHCPOFFER, ip, subnet, iface, subnet.leaseTime)
-        self.log.debug("OFFER {ip} to {mac}", ip=ip, mac=packet.mac)
+        # One debug line per handshake (at the ACK): twistd formats every
+        # event it is given, and that is a sizeable share of a handshake.
         return self._later(self.config["reply_delay"], send, reply,
                            self._destination(packet, reply))
 

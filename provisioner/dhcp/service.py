@@ -80,7 +80,8 @@ class DHCPService(service.Service):
             os.makedirs(directory, exist_ok=True)
             if self._threadedLeases:
                 try:
-                    writer = ThreadedWriter(config["lease_file"], self.reactor)
+                    writer = ThreadedWriter(config["lease_file"], self.reactor,
+                                            config["lease_sync"].upper())
                 except sqlite3.Error as e:
                     raise ConfigError("dhcp.lease_file", "cannot open %s: %s" % (
                         config["lease_file"], e))
