@@ -83,7 +83,10 @@ class Bench:
 
     def __init__(self, args):
         self.args = args
-        self.dir = tempfile.mkdtemp(prefix="mcastbench")
+        # image and outputs in memory when possible: the comparison is about
+        # the network protocols, not about the disk this machine shares
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and not args.on_disk else None
+        self.dir = tempfile.mkdtemp(prefix="mcastbench", dir=shm)
         self.image = os.path.join(self.dir, "images", "disk.img")
         os.makedirs(os.path.dirname(self.image))
         size = args.size_mib << 20
@@ -296,6 +299,8 @@ def main():
                         "(0:X for every N)")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--on-disk", action="store_true",
+                        help="write image and outputs below $TMPDIR instead of /dev/shm")
     args = parser.parse_args()
     args.rate = {int(k): float(v) for k, v in (p.split(":") for p in args.rate.split(","))}
     if os.geteuid() != 0:
