@@ -113,3 +113,40 @@ class UdhcpcTests(TestCase):
         events = [f for e, f in readEvents(self.events) if e == "bound"]
         self.assertEqual(len(events), 2, result.stdout)
         self.assertNotEqual(events[1]["ip"], ip)
+
+
+class InterfaceTests(TestCase):
+    """
+    The responder answers only on the interfaces it is told.
+    """
+
+    def test_otherInterfaceIgnored(self):
+        """
+        If provisioner is configured for eth1 only, a client on eth0's
+        network gets no lease, though the DHCP socket is bound to 0.0.0.0:67.
+        """
+        requireE2E(root=True, netns=True, tools=["busybox", "ip"])
+        lab = NetLab(hosts=1, subnet=33)
+        self.addCleanup(lab.close)
+        server = lab.hosts[0]
+        server.run(["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p"])
+        server.run(["ip", "addr", "add", "198.18.32.1/24", "dev", "eth1"])
+        server.run(["ip", "link", "set", "eth1", "up"])
+        server.run(["ip", "link", "set", "eth1p", "up"])
+        client = lab.addHost(addresses=False)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = (FULL % {"leases": os.path.join(directory, "l.sqlite"), "subnet": 33}).replace(
+            "interfaces: [eth0]", "interfaces: [eth1]")
+        config += ("    - network: 198.18.32.0/24\n"
+                   "      range: [198.18.32.100, 198.18.32.150]\n")
+        provisioner = Provisioner(server, config, directory)
+        self.addCleanup(provisioner.kill)
+        provisioner.start()
+        self.assertIn("responder on eth1 (198.18.32.1)", provisioner.log())
+        script, events = writeUdhcpcScript(directory)
+        result = client.run(["busybox", "udhcpc", "-q", "-n", "-f", "-i", "eth0", "-t", "3",
+                             "-T", "1", "-s", script], check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("bound", [e for e, _ in readEvents(events)])
+        self.assertNotIn("ACK", provisioner.log())
