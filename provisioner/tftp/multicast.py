@@ -659,6 +659,10 @@ class MulticastSession(DatagramProtocol):
                 self.stats["retransmits"] += 1
             else:
                 self.highWater = block
+                if block & 0xFFFF == 0:
+                    self.log.info("multicast {session}: block numbers wrapped past {block} "
+                                  "(epoch {epoch} begins)", session=self.name, block=block,
+                                  epoch=block >> 16)
             self.nextSend += 1
 
 
