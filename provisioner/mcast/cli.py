@@ -220,7 +220,7 @@ def _send(args):
                 return 0
             seen = 0
             while True:
-                yield task.deferLater(reactor, 0.5, lambda: None)
+                yield task.deferLater(reactor, 0.2, lambda: None)
                 res = yield state["proto"].callRemote(commands.Status, session=sid)
                 s = res["scorecard"]["sessions"][0]
                 if len(s["rounds"]) > seen:
