@@ -202,12 +202,16 @@ class StateFile:
                 pass
 
 
-def sha256File(path):
+def sha256File(path, h=None, offset=0):
     """
     Return the sha256 hex digest of a file (blocking).
+
+    @param h: a sha256 object that already holds the first C{offset} bytes
+        (the receiver hashes the in-order prefix while it arrives).
     """
-    h = hashlib.sha256()
+    h = h or hashlib.sha256()
     with open(path, "rb") as f:
+        f.seek(offset)
         while True:
             block = f.read(1 << 20)
             if not block:
@@ -278,6 +282,8 @@ class Receiver(amp.CommandLocator):
         self.result = defer.Deferred()
         self._dirty = False
         self._saving = False
+        self._prefixHash = hashlib.sha256()
+        self._hashedUpTo = 0
         self._saveCall = None
         self._settleCall = None
 
@@ -289,10 +295,11 @@ class Receiver(amp.CommandLocator):
 
     def _threadHash(self, path):
         output = self.output
+        prefix, upTo = self._prefixHash.copy(), self._hashedUpTo
 
         def syncAndHash():
             output.datasync()
-            return sha256File(path)
+            return sha256File(path, prefix, upTo)
         return self._inThread(syncAndHash)
 
     # -- control channel: server pushes -----------------------------------
@@ -340,6 +347,8 @@ class Receiver(amp.CommandLocator):
                 raise commands.BadRequest(str(e))
             resume = self.state.load(sha256, size)
             self.received = R.RangeSet(resume)
+            self._prefixHash = hashlib.sha256()
+            self._hashedUpTo = 0
             self.resumed = self.received.total()
             if self.resumed:
                 self.log.info("resuming {name}: {bytes} of {size} bytes already here",
@@ -462,6 +471,11 @@ class Receiver(amp.CommandLocator):
         except ReceiveError as e:
             self.fail(str(e))
             return
+        if offset == self._hashedUpTo:
+            # in order: hash it now, so that the check at the end only
+            # reads what came out of order
+            self._prefixHash.update(payload)
+            self._hashedUpTo = end
         new = received.add(offset, end)
         self.bytesReceived += new
         if roundNumber > 1:
