@@ -163,6 +163,9 @@ def addFetchParser(subparsers):
                    help="a fixed RFC 7440 window")
     p.add_argument("--msftwindow", action="store_true",
                    help="speak Windows bootmgr's variable window (msftwindow) instead")
+    p.add_argument("--pin-window", action="store_true",
+                   help="negotiate the adaptive option but never change the window "
+                   "(benchmarks: a fixed window with the adaptive loss signalling)")
     p.add_argument("--max-window", type=_window, default=64,
                    help="never ask for a window above this (default 64)")
     p.add_argument("--grow-after", type=_growth, default=("windows", 1), metavar="N|Ts",
@@ -208,7 +211,7 @@ def optionsFromArgs(args):
         msftwindow=args.msftwindow, tsize=args.tsize, timeout=args.timeout,
         retries=args.retries, growWindows=value if kind == "windows" else 1,
         growSeconds=value if kind == "seconds" else None, decrease=args.decrease,
-        fallback=args.fallback, maxWindow=args.max_window)
+        fallback=args.fallback, maxWindow=args.max_window, pin=args.pin_window)
 
 
 def _unicast(reactor, args, target, sink, reporter):

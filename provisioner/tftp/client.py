@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from provisioner.tftp import wire
 from provisioner.tftp.adaptive import (
     ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
-    AdaptiveController, encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption,
+    AdaptiveController, WindowChange, encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption,
     parseAdaptiveOption)
 
 __all__ = ["FetchOptions", "FetchResult", "TFTPError", "OptionsRefused", "TransferTimeout",
@@ -94,7 +94,13 @@ class FetchOptions:
     @ivar timeout: first retransmission timeout of the request (seconds);
         also the ceiling of the data timeout.
     @ivar minTimeout: the floor of the adaptive data timeout.
-    @ivar retries: timeouts in a row before giving up.
+    @ivar retries: timeouts in a row before giving up (during the transfer,
+        only once nothing arrived for C{idleLimit} seconds too: a server
+        may be in a long retransmission backoff).
+    @ivar idleLimit: seconds without progress before a transfer is given
+        up (default C{timeout * 2 ** min(retries, 5)}).
+    @ivar pin: negotiate the adaptive option but keep the window fixed (to
+        compare window policies with the same loss signalling).
     @ivar growWindows, growSeconds: the loss-free period (windows, or time).
     @ivar decrease: the C{N} of C{WS/2 + N} after a loss.
     @ivar fallback: try the lower levels when a level fails.
@@ -106,7 +112,8 @@ class FetchOptions:
 
     def __init__(self, blksize=1468, windowsize=8, adaptive=True, msftwindow=False,
                  tsize=True, timeout=1.0, minTimeout=0.02, retries=6, growWindows=1,
-                 growSeconds=None, decrease=0, fallback=True, rcvbuf=4 << 20, maxWindow=64):
+                 growSeconds=None, decrease=0, fallback=True, rcvbuf=4 << 20, maxWindow=64,
+                 idleLimit=None, pin=False):
         self.blksize = blksize
         self.windowsize = windowsize
         self.adaptive = adaptive
@@ -121,6 +128,9 @@ class FetchOptions:
         self.fallback = fallback
         self.rcvbuf = rcvbuf
         self.maxWindow = maxWindow
+        self.idleLimit = idleLimit if idleLimit is not None else \
+            timeout * 2 ** min(retries, 5)
+        self.pin = pin
 
     def levels(self):
         """
@@ -234,6 +244,7 @@ class ReadProtocol(DatagramProtocol):
         self._gap = None           # inter-arrival of blocks inside a window
         self._lastArrival = None
         self._dallyCall = None
+        self._progressAt = None
 
     # -- lifecycle --
 
@@ -349,6 +360,7 @@ class ReadProtocol(DatagramProtocol):
         self._peer = addr
         self._started = True
         self._tries = 0
+        self._progressAt = self.reactor.seconds()
         self._sendAck(0)
 
     def _applyOptions(self, options):
@@ -393,6 +405,8 @@ class ReadProtocol(DatagramProtocol):
         self.result.windowsize = self._window
 
     def _newController(self, limit, now):
+        if self.opts.pin:
+            return None
         asked = _int(self.requested.get("windowsize", "1")) or 1
         controller = AdaptiveController(
             initial=asked, growWindows=self.opts.growWindows, growSeconds=self.opts.growSeconds,
@@ -420,6 +434,7 @@ class ReadProtocol(DatagramProtocol):
             self._peer = addr
             self._started = True
             self._tries = 0
+            self._progressAt = self.reactor.seconds()
             self._blksize = 512
             self._window = 1
             self.result.mode = "rfc1350"
@@ -459,6 +474,7 @@ class ReadProtocol(DatagramProtocol):
     def _deliver(self, block, payload, now):
         self._recovering = False
         self._tries = 0
+        self._progressAt = now
         self._last = block
         self.sink.write(payload)
         self._hash.update(payload)
@@ -479,13 +495,14 @@ class ReadProtocol(DatagramProtocol):
     def _dataTimeout(self):
         """
         How long to wait for the next block: a few round trips, within
-        [minTimeout, timeout]; doubled for every timeout in a row.
+        [minTimeout, timeout]; doubled for every timeout in a row, up to
+        C{timeout}.
         """
         estimate = self.opts.timeout
         if self._srtt is not None:
             estimate = 4 * self._srtt + 8 * (self._gap or 0.0) + 0.01
         estimate = max(self.opts.minTimeout, min(self.opts.timeout, estimate))
-        return min(estimate * (2 ** self._tries), 60.0)
+        return min(estimate * (2 ** self._tries), max(estimate, self.opts.timeout))
 
     def _sendAck(self, block, resend=False):
         extra = b""
@@ -510,11 +527,11 @@ class ReadProtocol(DatagramProtocol):
         self._timer = None
         self._tries += 1
         self.result.timeouts += 1
-        if self._tries > self.opts.retries:
-            self._fail(TransferTimeout("transfer timed out after block %d" % (self._last,),
-                                       True))
-            return
         now = self.reactor.seconds()
+        if self._tries > self.opts.retries and now - self._progressAt >= self.opts.idleLimit:
+            self._fail(TransferTimeout("transfer timed out after block %d (nothing for "
+                                       "%.0fs)" % (self._last, now - self._progressAt), True))
+            return
         self.result.losses += 1
         if self._controller is not None:
             self._window = self._controller.lossDetected(now - self._start, "timeout")
@@ -531,6 +548,8 @@ class ReadProtocol(DatagramProtocol):
         if self._controller is not None:
             result.trace = list(self._controller.trace)
             result.windowsize = self._controller.trace[0].new
+        else:
+            result.trace = [WindowChange(0.0, self._window, self._window, "fixed", None, False)]
         if self.progress is not None:
             self.progress(result.size, result.tsize)
         # Dally: re-acknowledge a retransmitted last block for a moment.
