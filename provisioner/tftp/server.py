@@ -39,7 +39,8 @@ from provisioner.files import FileRequest, normalisePath
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, blksizeForMTU, negotiate
 from provisioner.tftp.session import ReadSession
-from provisioner.tftp.udp import interfaceMTU, openPort, pathMTU
+from provisioner.tftp.udp import (
+    SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
 
 __all__ = ["TFTPServer", "SEND_BUFFER"]
 
@@ -87,6 +88,7 @@ class TFTPServer(DatagramProtocol):
         self.sessions = {}
         # Sessions whose port is still open (in flight, or dallying).
         self.open = set()
+        self._mux = None
         self._pending = set()
         self._perClient = {}
         self._family = socket.AF_INET
@@ -306,13 +308,24 @@ class TFTPServer(DatagramProtocol):
         """
         Bind a fresh ephemeral UDP port for a session (same address family
         and local address as the listen port, same interface) and start
-        C{protocol} on it.
+        C{protocol} on it. Session sockets are read through one
+        L{SessionMux} (one reactor reader for all of them).
 
         @return: the port.
         """
-        return openPort(self.reactor, protocol, self.bindAddress, 0,
-                        interface=self.config.get("interface"), maxPacketSize=maxPacketSize,
-                        sendBuffer=SEND_BUFFER)
+        if not hasattr(self.reactor, "addReader"):
+            # Test fakes: a port from the reactor.
+            return openPort(self.reactor, protocol, self.bindAddress, 0,
+                            interface=self.config.get("interface"),
+                            maxPacketSize=maxPacketSize, sendBuffer=SEND_BUFFER)
+        if self._mux is None:
+            self._mux = SessionMux(self.reactor)
+        sock = openSessionSocket(self.bindAddress, self.config.get("interface"), SEND_BUFFER)
+        try:
+            return self._mux.add(sock, protocol, maxPacketSize)
+        except BaseException:
+            sock.close()
+            raise
 
     def _ended(self, addr, stats):
         self._release(addr)
