@@ -21,6 +21,7 @@ repair (seeds 001 and 002).
 import os
 import socket
 import struct
+import time
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
@@ -547,6 +548,7 @@ class MulticastClient(DatagramProtocol):
         if not self._finished:
             self._finished = True
             self.completedAt = self.reactor.seconds() - self._started
+            self.completedWall = time.time()
             self._arm(1.5 * self.timeout, self._complete)
 
     # Endings --------------------------------------------------------------
@@ -571,6 +573,7 @@ class MulticastClient(DatagramProtocol):
     def _leave(self, why, repair=False):
         self._finished = True
         self.completedAt = self.reactor.seconds() - self._started
+        self.completedWall = time.time()
         self.needRepair = repair
         if self.session is not None and self._port is not None:
             self._port.write(wire.Error(wire.ERR_NOT_DEFINED, why).to_wire(), self.session)
@@ -791,7 +794,8 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
         summary = dict(role=client.role, roles=client.roles,
                        gaps=getattr(client, "gapStats", None), repaired=0,
                        repairRequests=0, size=client.size, multicastBlocks=client.stats["data"],
-                       promoted=getattr(client, "promoted", None))
+                       promoted=getattr(client, "promoted", None),
+                       doneAt=getattr(client, "completedWall", None))
         if client.needRepair and not client.tracker.complete:
             gaps = client.tracker.gaps()
             for value, chunk in rangesOption(client.blksize, gaps):
@@ -807,6 +811,7 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
                         client.tracker.add(blk)
                 if not repair.honoured:
                     break
+            summary["doneAt"] = time.time()
             log.info("smart repair of {path}: {blocks} block(s) by unicast in {requests} "
                      "request(s) ({gaps} gap(s))", path=path, blocks=summary["repaired"],
                      requests=summary["repairRequests"], gaps=len(gaps))
