@@ -441,3 +441,75 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(bytes(first.out.buf), data)
         self.assertEqual(bytes(late.out.buf), data)
         self.assertGreater(late.tracker.nblocks, 65535)
+
+
+class WiringTests(SynchronousTestCase):
+    """
+    The pieces L{multicast.install} plugs into the TFTP service.
+    """
+
+    def test_repairResolverAndExtension(self):
+        """
+        If a request carries C{ranges}, the repair resolver serves the view
+        of those blocks from the rest of the chain and the extension echoes
+        the normalised value; without it both stay out of the way.
+        """
+        from provisioner.files import FileRequest, ResolverChain
+
+        class Files:
+            def resolve(self, request):
+                return MemorySource(bytes(range(200)) * 10, request.path)
+
+        chain = ResolverChain([])
+        chain.resolvers = [multicast.RepairResolver(chain, lambda: True), Files()]
+        request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:19,3-4,50"})
+        view = self.successResultOf(chain.resolve(request))
+        self.assertEqual(view.read(0, 1000), (bytes(range(200)) * 10)[200:400] +
+                         (bytes(range(200)) * 10)[1800:1900])
+        self.assertEqual(request.rangesGranted, "100:3-4,19")
+        self.assertEqual(multicast.RepairExtension().negotiate(request, {}, None),
+                         ([("ranges", "100:3-4,19")], None))
+        plain = FileRequest("f", ("10.0.1.1", 5), options={"blksize": "512"})
+        self.assertEqual(self.successResultOf(chain.resolve(plain)).size, 2000)
+        self.assertIsNone(multicast.RepairExtension().negotiate(plain, {}, None))
+
+    def test_repairDisabled(self):
+        """
+        If repair is disabled, C{ranges} is ignored: the whole file, no echo.
+        """
+        from provisioner.files import FileRequest, ResolverChain
+
+        class Files:
+            def resolve(self, request):
+                return MemorySource(b"z" * 1000, request.path)
+
+        chain = ResolverChain([])
+        chain.resolvers = [multicast.RepairResolver(chain, lambda: False), Files()]
+        request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:3"})
+        self.assertEqual(self.successResultOf(chain.resolve(request)).size, 1000)
+        self.assertFalse(hasattr(request, "rangesGranted"))
+
+    def test_handlerDeclines(self):
+        """
+        If a request has no C{multicast} option, is netascii, or multicast
+        is disabled, the handler leaves it to the unicast server.
+        """
+        from provisioner.files import FileRequest
+        net = FakeNetwork()
+        config = loadConfig(text="tftp:\n  multicast:\n    enabled: false\n")["tftp"]
+        handler = multicast.MulticastHandler(net.reactor(SERVER), config, SERVER)
+
+        class Server:
+            bindAddress = SERVER
+
+        server = Server()
+        server.config = config
+        src = MemorySource(b"x" * 100)
+        plain = wire.ReadRequest(b"f", "octet", [])
+        req = FileRequest("f", ("10.0.1.1", 5), options={})
+        self.assertFalse(handler.handleRequest(server, req, src, plain))
+        mc = wire.ReadRequest(b"f", "octet", [("multicast", "")])
+        req = FileRequest("f", ("10.0.1.1", 5), options={"multicast": ""})
+        self.assertFalse(handler.handleRequest(server, req, src, mc))
+        ascii = wire.ReadRequest(b"f", "netascii", [("multicast", "")])
+        self.assertFalse(handler.handleRequest(server, req, src, ascii))
