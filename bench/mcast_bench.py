@@ -139,6 +139,7 @@ class Bench:
                     "  root: %s\n  interface: %s\n  rate: %s\n  rate_max: 2000\n"
                     "  report_timeout: 10\n" % (
                         os.path.dirname(self.image), sender.ip, rate))
+            shutil.rmtree(os.path.join(self.dir, "state"), ignore_errors=True)
             if self.args.catalog:
                 # the production path: the catalogue hashes images when they
                 # appear, before any session; send takes its digest
