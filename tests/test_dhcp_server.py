@@ -199,6 +199,20 @@ class ProxyModeTests(SynchronousTestCase):
         self.assertEqual(wire.parsePXEVendor(ack.option(OPT.VENDOR))["boot_item"], (0, 0))
         self.assertEqual(self.clients.byMAC("52:54:00:12:34:02").ip, "198.18.0.160")
 
+    def test_bootServerGolden(self):
+        """
+        If OVMF's real port-4011 REQUEST arrives, the ACK goes back to it
+        with the x64 NBP; then snponly.efi's DISCOVER gets the script.
+        """
+        packet = DHCPPacket.from_wire(golden("edk2-x64-bootserver-request.bin"))
+        self.responder.handlePXE(packet, IFACE, self.sent, ("198.18.45.100", 4011))
+        [(ack, address)] = self.sent
+        self.assertEqual((ack.file, address), (b"snponly.efi", ("198.18.45.100", 4011)))
+        self.assertNotIn(OPT.VENDOR, ack.options)
+        self.responder.handleDHCP(DHCPPacket.from_wire(golden("snponly-efi-discover.bin")),
+                                  IFACE, self.sent)
+        self.assertEqual(self.sent[-1][0].file, b"boot.ipxe")
+
     def test_bootServerIgnoresOthers(self):
         """
         If a non-PXE client or a DISCOVER reaches 4011, nothing is sent.

@@ -345,3 +345,31 @@ class MalformedTests(SynchronousTestCase):
             except MalformedPacket:
                 pass
         p.to_wire()
+
+
+class BootServerGoldenTests(SynchronousTestCase):
+    """
+    The second round of a UEFI chainload, captured from OVMF under QEMU.
+    """
+
+    def test_bootServerRequest(self):
+        """
+        If EDK2's REQUEST to port 4011 is parsed: type REQUEST, ciaddr set
+        (the address it got), arch 7, no option 43, the UUID.
+        """
+        p = DHCPPacket.from_wire(golden("edk2-x64-bootserver-request.bin"))
+        self.assertEqual(p.messageType, wire.DHCPREQUEST)
+        self.assertEqual(p.ciaddr, "198.18.45.100")
+        self.assertNotIn(OPT.VENDOR, p.options)
+        self.assertEqual(wire.parseClientUUID(p.option(OPT.CLIENT_UUID)),
+                         "12345678-9abc-def0-1122-334455667788")
+
+    def test_snponly(self):
+        """
+        If snponly.efi (iPXE loaded as the NBP) asks again, it carries
+        option 77 C{iPXE} and option 175, and UNDI 3.10.
+        """
+        p = DHCPPacket.from_wire(golden("snponly-efi-discover.bin"))
+        self.assertEqual(wire.parseUserClass(p.option(OPT.USER_CLASS)), [b"iPXE"])
+        self.assertIn(OPT.IPXE, p.options)
+        self.assertEqual(p.textOption(OPT.VENDOR_CLASS), "PXEClient:Arch:00007:UNDI:003010")
