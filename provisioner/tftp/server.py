@@ -28,6 +28,7 @@ are sent from the listen port. Datagrams that do not decode are logged at
 debug and dropped; ERROR packets are never answered.
 """
 
+import os
 import socket
 
 from twisted.internet import defer
@@ -43,6 +44,10 @@ from provisioner.tftp.udp import (
     SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
 
 __all__ = ["TFTPServer", "SEND_BUFFER"]
+
+# PROVISIONER_TFTP_FASTLANE=0 in the environment turns the fast lane off (to
+# compare; see ReadSession._runFast).
+FAST_LANE = os.environ.get("PROVISIONER_TFTP_FASTLANE") != "0"
 
 # Send buffer asked for each session socket (bytes).
 SEND_BUFFER = 4 * 1024 * 1024
@@ -284,7 +289,7 @@ class TFTPServer(DatagramProtocol):
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
                               path=request.path, netascii=(mode == "netascii"),
-                              fastLane=self._fastLane)
+                              fastLane=self._fastLane if FAST_LANE else None)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)

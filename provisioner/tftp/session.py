@@ -520,7 +520,7 @@ class ReadSession(DatagramProtocol):
         The fast lane for window 1 (RFC 1350 clients, the most common boot
         ROM case), where per-block overhead is everything: the expected ACK
         is recognised from its four bytes, the next block is cut from a
-        read-ahead buffer (one C{pread} per 64 blocks, dropped when the
+        read-ahead buffer (one C{pread} per 64 KiB, dropped when the
         lane ends) and sent with one C{sendto}. Anything else (a stray or
         duplicate ACK, an ERROR, a wrong TID) goes through L{_handle}.
         """
@@ -534,7 +534,9 @@ class ReadSession(DatagramProtocol):
         read = self.source.read
         pack = _H2.pack
         stats = self.stats
-        chunk = 64 * bs
+        # Read ahead about 64 KiB (big allocations are mmap'd and faulted in
+        # again each time: slower than one pread per big block).
+        chunk = max(1, 65536 // bs) * bs
         bufStart = bufEnd = 0
         view = None
         progressed = False
