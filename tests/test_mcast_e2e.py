@@ -25,12 +25,37 @@ TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
 PROVISIONER = [PYTHON, "-m", "provisioner"]
 
 
+_WATCHER = """
+import os, signal, sys
+from twisted.internet import endpoints, protocol, reactor, task
+from twisted.protocols import amp
+from provisioner.mcast import commands
+session, pid = int(sys.argv[1]), int(sys.argv[2])
+
+def poll(proto):
+    def check(result):
+        card = result["scorecard"]["sessions"][0]
+        if card["round"] >= 2 or card["state"] == "done":
+            if card["round"] == 2:
+                os.kill(pid, signal.SIGSTOP)
+            print("round %d" % (card["round"],), flush=True)
+            reactor.stop()
+        else:
+            reactor.callLater(0.02, poll, proto)
+    proto.callRemote(commands.Status, session=session).addCallback(check)
+
+ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", 7010)
+ep.connect(protocol.Factory.forProtocol(amp.AMP)).addCallback(poll)
+reactor.run()
+"""
+
+
 class MulticastLab:
     """
     A sender namespace running the appliance and receiver namespaces.
     """
 
-    def __init__(self, case, receivers, size, rate=200, extra=""):
+    def __init__(self, case, receivers, size, rate=200, extra="", reportTimeout=5):
         requireE2E(netns=True, tools=("ip", "iptables"))
         self.case = case
         self.dir = os.path.abspath(case.mktemp())
@@ -49,8 +74,9 @@ class MulticastLab:
         with open(self.config, "w") as f:
             f.write("tftp: {enabled: false}\n"
                     "multicast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
-                    "  interface: %s\n  rate: %s\n  report_timeout: 5\n  client_timeout: 20\n"
-                    "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate, extra))
+                    "  interface: %s\n  rate: %s\n  report_timeout: %s\n  client_timeout: 20\n"
+                    "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate,
+                            reportTimeout, extra))
         self.serverLog = open(os.path.join(self.dir, "server.log"), "wb")
         self.server = self.sender.popen(TWISTD + ["-n", "--pidfile=", "provisioner",
                                                   "--config", self.config],
@@ -218,7 +244,7 @@ class ChurnTests(SynchronousTestCase):
         """
         requireE2E(netns=True, tools=("ip", "iptables", "unshare", "mount"))
         lab = MulticastLab(self, receivers=7, size=8 << 20, rate=40,
-                           extra="  max_wait: 0\n")
+                           extra="  max_wait: 0\n", reportTimeout=20)
         hosts = lab.lab.hosts[1:]
         steady = ["s0", "s1", "s2"]
         for name, host in zip(steady, hosts[:3]):
@@ -254,16 +280,27 @@ class ChurnTests(SynchronousTestCase):
         victim = lab.receivers["restarted"][0]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        # the late joiner comes in during round 2
+        # the late joiner comes in during round 2: a watcher on the sender
+        # polls the scorecard over one control connection and, as soon as
+        # round 2 is announced, stops one steady receiver (SIGSTOP), so that
+        # round 2 waits for its report (report_timeout) while the late
+        # joiner starts; it is continued afterwards
+        paused = lab.receivers["s0"][0]
+        watcher = lab.sender.popen([PYTHON, "-c", _WATCHER, str(session), str(paused.pid)],
+                                   env=lab.env, stdout=subprocess.PIPE)
+        line = watcher.stdout.readline().decode().strip()
+        watcher.wait(30)
+        self.assertEqual(line, "round 2", "the session did not reach round 2 as expected")
+        lab.lossy(hosts[5], 0.02)
+        lab.receive(hosts[5], "late")
         deadline = time.time() + 60
         while time.time() < deadline:
             card = lab.status(session)["sessions"][0]
-            if card["round"] >= 2 or card["state"] == "done":
+            if "late" in card["permanent_group"]:
                 break
-            time.sleep(0.1)
-        self.assertEqual(card["round"], 2, "the session ended before round 2")
-        lab.lossy(hosts[5], 0.02)
-        lab.receive(hosts[5], "late")
+            time.sleep(0.2)
+        paused.send_signal(signal.SIGCONT)
+        self.assertEqual(card["round"], 2, "the late joiner did not enroll during round 2")
         lab.receive(hosts[3], "restarted")
         attackerProc.wait(30)
         status, card, err = lab.finish(proc)

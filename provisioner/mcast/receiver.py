@@ -698,6 +698,10 @@ class ReceiverClient:
         self._watch = None
 
     def _register(self, proto):
+        # The server may push Announce while it handles Register (the
+        # receiver that completes min_receivers starts the session): answers
+        # to it, Leave included, go on this connection, after Register.
+        self.receiver.connection = proto
         address = self.address
         if not address:
             try:
