@@ -48,7 +48,7 @@ LAUNCH = r"""
 import json, subprocess, sys, time
 mode, start, server, path, out = sys.argv[1:6]
 start = float(start)
-if mode == "mcast":
+if mode.startswith("mcast"):
     from provisioner.tftp import mclient
     import io, contextlib
 elif mode == "unicast":
@@ -56,10 +56,12 @@ elif mode == "unicast":
 time.sleep(max(0.0, start - time.time()))
 began = time.time()
 result = {"began": began}
-if mode == "mcast":
+if mode.startswith("mcast"):
     buf = io.StringIO()
+    extra = ["--mc-no-repair"] if mode == "mcast-promote" else []
     with contextlib.redirect_stdout(buf):
-        rc = mclient.main([server, path, "-o", out, "--windowsize", "64", "--blksize", "1428"])
+        rc = mclient.main([server, path, "-o", out, "--windowsize", "64",
+                           "--blksize", "1428"] + extra)
     summary = json.loads(buf.getvalue().strip().splitlines()[-1])
     result.update(summary)
     result["end"] = summary.get("doneAt") or time.time()
@@ -195,8 +197,8 @@ class Bench:
             lab.close()
 
 
-MODES = {"mcast": "provisioner multicast", "unicast": "provisioner unicast x N",
-         "atftpd": "atftpd multicast"}
+MODES = {"mcast": "provisioner multicast", "mcast-promote": "provisioner mcast, no repair",
+         "unicast": "provisioner unicast x N", "atftpd": "atftpd multicast"}
 
 
 def main(argv=None):
@@ -204,12 +206,16 @@ def main(argv=None):
     parser.add_argument("--size", type=float, default=32, help="file size in MiB")
     parser.add_argument("--receivers", default="1,8,16")
     parser.add_argument("--loss", default="0,0.02")
-    parser.add_argument("--modes", default="mcast,unicast,atftpd")
+    parser.add_argument("--modes", default="mcast,mcast-promote,unicast,atftpd",
+                        help="mcast: provisioner's client with its default roles (smart "
+                        "repair by unicast); mcast-promote: the same with --mc-no-repair "
+                        "(gaps only by master turns); unicast: N provisioner fetch; "
+                        "atftpd: Debian's atftpd with atftp clients")
     parser.add_argument("--atftpd", default=shutil.which("atftpd") or
                         "/opt/atftpd/usr/sbin/atftpd")
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--json", help="also write the rows here")
-    parser.add_argument("--start-wait", type=float, default=5.0,
+    parser.add_argument("--start-wait", type=float, default=15.0,
                         help="provisioner's delayed start: wait for all N receivers or this "
                         "many seconds (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the file")
