@@ -211,8 +211,9 @@ def main(argv=None):
                         "repair by unicast); mcast-promote: the same with --mc-no-repair "
                         "(gaps only by master turns); unicast: N provisioner fetch; "
                         "atftpd: Debian's atftpd with atftp clients")
-    parser.add_argument("--atftpd", default=shutil.which("atftpd") or
-                        "/opt/atftpd/usr/sbin/atftpd")
+    parser.add_argument("--atftpd", default=None,
+                        help="atftpd binary (default: installed, else unpacked from its "
+                        ".deb into bench/.peers/atftpd/ as bench/tftp_bench.py does)")
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--start-wait", type=float, default=15.0,
@@ -220,6 +221,13 @@ def main(argv=None):
                         "many seconds (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the file")
     args = parser.parse_args(argv)
+    if args.atftpd is None and "atftpd" in args.modes.split(","):
+        try:
+            from bench.tftp_bench import findPeer
+            args.atftpd = findPeer("atftpd", "atftpd")
+        except (ImportError, SystemExit, subprocess.CalledProcessError) as e:
+            args.atftpd = shutil.which("atftpd") or "/opt/atftpd/usr/sbin/atftpd"
+            print("atftpd: %s; trying %s" % (e, args.atftpd))
     bench = Bench(args)
     rows = []
     subnet = 90
