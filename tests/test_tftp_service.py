@@ -156,3 +156,78 @@ class ServiceTests(TestCase):
         """
         yield self.service.stopService()
         self.assertIsNone(self.service.port)
+
+
+class Meddler(MiniClient):
+    """
+    A lockstep client that also repeats an ACK (which must not bring DATA)
+    and, from a second socket, sends an ACK to the transfer's port (which
+    must bring ERROR 5 there and nothing else).
+    """
+
+    def __init__(self, name, server, stranger):
+        MiniClient.__init__(self, name, server)
+        self.stranger = stranger
+        self.blocks = []
+
+    def datagramReceived(self, data, addr):
+        packet = wire.decode(data) if self.transport is not None else None
+        if isinstance(packet, wire.Data):
+            self.blocks.append(packet.block)
+            if packet.block == 5:
+                self.transport.write(wire.encodeAck(4), addr)
+            if packet.block == 10:
+                self.stranger.transport.write(wire.encodeAck(9), addr)
+        MiniClient.datagramReceived(self, data, addr)
+
+
+class Stranger(DatagramProtocol):
+    def __init__(self):
+        self.received = []
+
+    def datagramReceived(self, data, addr):
+        self.received.append(wire.decode(data))
+
+
+class FastLaneTests(TestCase):
+    """
+    The lockstep fast path on real sockets (one transfer in flight).
+    """
+
+    @defer.inlineCallbacks
+    def test_duplicateAndWrongTID(self):
+        """
+        If a lockstep client repeats an ACK and a stranger writes to the
+        transfer's port, no DATA is sent twice, the stranger gets ERROR 5,
+        and the file arrives whole.
+        """
+        from provisioner.tftp.session import ReadSession
+        lanes = []
+        original = ReadSession._lockstep
+
+        def lockstep(session, *args):
+            lanes.append(session)
+            return original(session, *args)
+        self.patch(ReadSession, "_lockstep", lockstep)
+        root = os.path.abspath(self.mktemp())
+        config = loadConfig(None, [("tftp.port", 0), ("tftp.root", root)])
+        service = makeService(Appliance(config, reactor))
+        service.startService()
+        self.addCleanup(service.stopService)
+        payload = os.urandom(512 * 40 + 7)
+        with open(os.path.join(root, "f"), "wb") as f:
+            f.write(payload)
+        stranger = Stranger()
+        strangerPort = reactor.listenUDP(0, stranger, interface="127.0.0.1")
+        self.addCleanup(strangerPort.stopListening)
+        client = Meddler("f", ("127.0.0.1", service.listeningPort), stranger)
+        reactor.listenUDP(0, client, interface="127.0.0.1")
+        data = yield client.done
+        self.assertEqual(data, payload)
+        self.assertEqual(client.blocks, list(range(1, 42)))
+        d = defer.Deferred()
+        reactor.callLater(0.2, d.callback, None)
+        yield d
+        self.assertEqual([(p.opcode, p.code) for p in stranger.received],
+                         [(wire.ERROR, wire.ERR_UNKNOWN_TID)])
+        self.assertTrue(lanes, "the lockstep fast path was not used")
