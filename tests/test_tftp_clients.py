@@ -385,3 +385,29 @@ class ReloadTests(ClientMixin, TestCase):
         out2 = os.path.join(self.out, "other")
         run(["curl", "-sS", "-o", out2, self.url("other.bin")])
         self.assertSame(out2, other)
+
+
+class InterfaceTests(ClientMixin, TestCase):
+    """
+    C{tftp.interface}: SO_BINDTODEVICE, and the MTU read from it.
+    """
+
+    tools = ("atftp",)
+
+    def setUp(self):
+        requireE2E(root=True)
+        ClientMixin.setUp(self)
+
+    def config(self, root=None):
+        return ClientMixin.config(self, root) + "  interface: lo\n  mtu: 1500\n"
+
+    def test_boundAndClamped(self):
+        """
+        If the server is bound to lo with an MTU of 1500, it serves over lo,
+        and a request for blksize 8192 is answered with 1468 (MTU - 32).
+        """
+        out = os.path.join(self.out, "i")
+        self.atftp("small.bin", out, "blksize 8192", "windowsize 4")
+        self.assertSame(out, self.small)
+        self.app.waitFor(r"TFTP listening on 127.0.0.1 port \d+ \(interface lo\)")
+        self.app.waitFor(r"read small.bin \S+ complete: .* blksize=1468 windowsize=4")
