@@ -26,6 +26,7 @@ import errno
 import os
 import socket
 import struct
+from time import monotonic as _monotonic
 
 from twisted.internet import base, udp
 from twisted.logger import Logger
@@ -429,27 +430,39 @@ class SessionMux:
             self._reading = False
             self.reactor.removeReader(self)
 
+    # After a pass over the ready sockets, look again (ACKs that arrived
+    # meanwhile) for up to this long before giving the reactor its turn.
+    slice = 0.002
+
     def doRead(self):
         ports = self._ports
         perSocket = self.perSocket
-        for fd, events in self._epoll.poll(0, 1024):
-            port = ports.get(fd)
-            if port is None:
-                continue
-            recvfrom = port.socket.recvfrom
-            size = port.maxPacketSize
-            received = port.protocol.datagramReceived
-            for _ in range(perSocket):
-                try:
-                    data, addr = recvfrom(size)
-                except OSError:
-                    break
-                try:
-                    received(data, addr[:2])
-                except Exception:
-                    self.log.failure("session {port!r}", port=port)
-                if port.closed:
-                    break
+        poll = self._epoll.poll
+        end = _monotonic() + self.slice
+        while True:
+            ready = poll(0, 1024)
+            if not ready:
+                return
+            for fd, events in ready:
+                port = ports.get(fd)
+                if port is None:
+                    continue
+                recvfrom = port.socket.recvfrom
+                size = port.maxPacketSize
+                received = port.protocol.datagramReceived
+                for _ in range(perSocket):
+                    try:
+                        data, addr = recvfrom(size)
+                    except OSError:
+                        break
+                    try:
+                        received(data, addr[:2])
+                    except Exception:
+                        self.log.failure("session {port!r}", port=port)
+                    if port.closed:
+                        break
+            if _monotonic() > end:
+                return
 
     def close(self):
         for port in list(self._ports.values()):
