@@ -460,8 +460,7 @@ class WiringTests(SynchronousTestCase):
             def resolve(self, request):
                 return MemorySource(bytes(range(200)) * 10, request.path)
 
-        chain = ResolverChain([])
-        chain.resolvers = [multicast.RepairResolver(chain, lambda: True), Files()]
+        chain = multicast.RepairResolver(ResolverChain([Files()]), lambda: True)
         request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:19,3-4,50"})
         view = self.successResultOf(chain.resolve(request))
         self.assertEqual(view.read(0, 1000), (bytes(range(200)) * 10)[200:400] +
@@ -483,8 +482,7 @@ class WiringTests(SynchronousTestCase):
             def resolve(self, request):
                 return MemorySource(b"z" * 1000, request.path)
 
-        chain = ResolverChain([])
-        chain.resolvers = [multicast.RepairResolver(chain, lambda: False), Files()]
+        chain = multicast.RepairResolver(ResolverChain([Files()]), lambda: False)
         request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:3"})
         self.assertEqual(self.successResultOf(chain.resolve(request)).size, 1000)
         self.assertFalse(hasattr(request, "rangesGranted"))

@@ -903,9 +903,10 @@ class MulticastHandler:
 @implementer(IFileResolver)
 class RepairResolver:
     """
-    First in the resolver chain: for a request carrying C{ranges}, resolve
-    the file through the rest of the chain and serve a L{RangeSource} of
-    just those blocks. L{RepairExtension} echoes the option in the OACK so
+    In front of the TFTP server's resolver chain (it wraps it, so the
+    chain's order is untouched): for a request carrying C{ranges}, resolve
+    the file through the chain and serve a L{RangeSource} of just those
+    blocks; any other request goes to the chain unchanged. L{RepairExtension} echoes the option in the OACK so
     the client knows it got the view (a client that does not see C{ranges}
     in the OACK is getting the whole file).
     """
@@ -919,15 +920,12 @@ class RepairResolver:
     def resolve(self, request):
         value = request.options.get(RANGES_OPTION)
         if value is None or not self.enabled():
-            return None
-        if getattr(request, "_repairing", False):
-            return None
+            return self.chain.resolve(request)
         from provisioner.files import FileRequest
         inner = FileRequest(request.path, request.peer, request.protocol,
                             options={k: v for k, v in request.options.items()
                                      if k != RANGES_OPTION},
                             client=request.client, rawPath=request.rawPath)
-        inner._repairing = True
         d = self.chain.resolve(inner)
 
         def wrap(source):
@@ -959,7 +957,8 @@ def install(tftp):
     """
     Plug multicast and range repair into a
     L{provisioner.tftp.service.TFTPService}: the request handler, the
-    repair resolver (first in the chain), the option extension (first), and
+    repair resolver (wrapping the server's resolver chain), the option
+    extension (first), and
     a child service that stops every session with the TFTP service.
 
     @return: the L{MulticastHandler}.
@@ -970,7 +969,7 @@ def install(tftp):
 
     def enabled():
         return tftp.server.config["multicast"]["repair"]
-    tftp.resolvers.resolvers.insert(0, RepairResolver(tftp.resolvers, enabled))
+    tftp.server.resolver = RepairResolver(tftp.server.resolver, enabled)
     tftp.extensions.insert(0, RepairExtension())
 
     class _Stopper(_service.Service):
