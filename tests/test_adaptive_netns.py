@@ -107,7 +107,8 @@ class LossTests(TestCase):
             f.write(data)
         self.client.loss(loss)
         output = os.path.abspath(self.mktemp())
-        text = fetchIn(self.client, self.server, name, output, "--windowsize", "4")
+        text = fetchIn(self.client, self.server, name, output, "--windowsize", "4",
+                       "--decrease", "0")
         with open(output, "rb") as f:
             got = f.read()
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())

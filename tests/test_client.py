@@ -245,7 +245,7 @@ class FetchTests(SynchronousTestCase):
         lost = {55}
         server = SimServer(self.reactor, self.data,
                            drop=lambda b, n: b in lost and n == 1)
-        result, got = _run(self, server, FetchOptions(windowsize=4))
+        result, got = _run(self, server, FetchOptions(windowsize=4, decrease=0))
         self.assertEqual(got, self.data)
         losses = [c for c in result.trace if c.reason == "loss"]
         self.assertEqual(len(losses), 1)
@@ -267,7 +267,7 @@ class FetchTests(SynchronousTestCase):
         a loss, and the transfer completes byte-exact.
         """
         server = SimServer(self.reactor, self.data, drop=lambda b, n: b == 4 and n == 1)
-        result, got = _run(self, server, FetchOptions(windowsize=4))
+        result, got = _run(self, server, FetchOptions(windowsize=4, decrease=0))
         self.assertEqual(got, self.data)
         self.assertEqual([c.reason for c in result.trace if c.reason != "grow"][-1], "timeout")
         self.assertEqual(result.timeouts, 1)

@@ -63,14 +63,14 @@ class ArgumentTests(SynchronousTestCase):
 
     def test_defaults(self):
         """
-        If no flag is given, the fetch is adaptive from window 8 with
-        blksize 1468, growth after each clean window, halving.
+        If no flag is given, the fetch is adaptive from window 32 with
+        blksize 1468, growth after each clean window, WS/2+8 after a loss.
         """
         options = cli.optionsFromArgs(self.parse())
         self.assertEqual((options.adaptive, options.windowsize, options.blksize),
-                         (True, 8, 1468))
+                         (True, 32, 1468))
         self.assertEqual((options.growWindows, options.growSeconds, options.decrease),
-                         (1, None, 0))
+                         (1, None, 8))
 
     def test_flags(self):
         """

@@ -115,9 +115,12 @@ class LoopbackTests(TestCase):
 
         def check(outcome):
             result = self.check(outcome, "adaptive")
-            grows = [c.new for c in result.trace if c.reason == "grow"]
-            self.assertEqual(grows[:4], [5, 6, 7, 8])
-            self.assertEqual(max(grows), 64)
+            grows = [c for c in result.trace if c.reason == "grow"]
+            self.assertEqual([c.new for c in grows[:4]], [5, 6, 7, 8])
+            self.assertTrue(all(c.new == c.old + 1 for c in grows))
+            if result.losses == 0:
+                # (A busy machine may make a spurious timeout: a loss.)
+                self.assertEqual(grows[-1].new, 64)
         return d.addCallback(check)
 
     def test_adaptiveLosses(self):
@@ -127,7 +130,7 @@ class LoopbackTests(TestCase):
         trace shows halving and a frozen maximum.
         """
         lost = {5, 6, 60, 61, 200, 201, 777, 1500}
-        d = self.fetch(options=FetchOptions(windowsize=4),
+        d = self.fetch(options=FetchOptions(windowsize=4, decrease=0),
                        drop=lambda block, seen: block in lost and seen == 1)
 
         def check(outcome):

@@ -154,8 +154,8 @@ def addFetchParser(subparsers):
                    "'-' for stdout)")
     p.add_argument("--blksize", type=int, default=1468,
                    help="block size to propose (RFC 2348; default 1468, 0 for none)")
-    p.add_argument("--windowsize", type=_window, default=8,
-                   help="initial window to propose (RFC 7440; default 8; the server may "
+    p.add_argument("--windowsize", type=_window, default=32,
+                   help="initial window to propose (RFC 7440; default 32; the server may "
                    "counter)")
     p.add_argument("--adaptive", dest="adaptive", action="store_true", default=True,
                    help="ask for the adaptive window (default)")
@@ -171,8 +171,8 @@ def addFetchParser(subparsers):
     p.add_argument("--grow-after", type=_growth, default=("windows", 1), metavar="N|Ts",
                    help="loss-free period before asking one more block: N clean windows "
                    "or T seconds (e.g. 0.1s); default 1")
-    p.add_argument("--decrease", type=int, default=0, metavar="N",
-                   help="after a loss ask for WS/2+N (default 0: half)")
+    p.add_argument("--decrease", type=int, default=8, metavar="N",
+                   help="after a loss ask for WS/2+N (default 8; 0: half)")
     p.add_argument("--timeout", type=float, default=1.0,
                    help="first request timeout, and the ceiling of the data timeout (s)")
     p.add_argument("--retries", type=int, default=6, help="timeouts in a row before giving up")

@@ -110,9 +110,9 @@ class FetchOptions:
         announce one, so this is the only one there).
     """
 
-    def __init__(self, blksize=1468, windowsize=8, adaptive=True, msftwindow=False,
-                 tsize=True, timeout=1.0, minTimeout=0.02, retries=6, growWindows=1,
-                 growSeconds=None, decrease=0, fallback=True, rcvbuf=4 << 20, maxWindow=64,
+    def __init__(self, blksize=1468, windowsize=32, adaptive=True, msftwindow=False,
+                 tsize=True, timeout=1.0, minTimeout=0.004, retries=6, growWindows=1,
+                 growSeconds=None, decrease=8, fallback=True, rcvbuf=4 << 20, maxWindow=64,
                  idleLimit=None, pin=False):
         self.blksize = blksize
         self.windowsize = windowsize
@@ -500,7 +500,7 @@ class ReadProtocol(DatagramProtocol):
         """
         estimate = self.opts.timeout
         if self._srtt is not None:
-            estimate = 4 * self._srtt + 8 * (self._gap or 0.0) + 0.01
+            estimate = 4 * self._srtt + 8 * (self._gap or 0.0) + 0.002
         estimate = max(self.opts.minTimeout, min(self.opts.timeout, estimate))
         return min(estimate * (2 ** self._tries), max(estimate, self.opts.timeout))
 
