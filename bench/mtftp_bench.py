@@ -168,9 +168,10 @@ class Bench:
                     env=env, cwd=self.dir, stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL)))
             results = []
+            deadline = start + self.args.timeout
             for out, p in clients:
                 try:
-                    stdout, _ = p.communicate(timeout=self.args.timeout)
+                    stdout, _ = p.communicate(timeout=max(1.0, deadline - time.time()))
                     r = json.loads(stdout.decode().strip().splitlines()[-1])
                 except Exception as e:
                     p.kill()
@@ -214,7 +215,9 @@ def main(argv=None):
     parser.add_argument("--atftpd", default=None,
                         help="atftpd binary (default: installed, else unpacked from its "
                         ".deb into bench/.peers/atftpd/ as bench/tftp_bench.py does)")
-    parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--timeout", type=float, default=180,
+                        help="seconds from the start instant after which a row's receivers "
+                        "are killed and counted as failed")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--start-wait", type=float, default=15.0,
                         help="provisioner's delayed start: wait for all N receivers or this "
