@@ -426,3 +426,35 @@ class FetchTests(SynchronousTestCase):
                 break
             self.reactor.advance(LATENCY)
         self.assertEqual(sink.getvalue(), self.data)
+
+
+class PendingTests(SynchronousTestCase):
+    """
+    L{provisioner.tftp.client._pending}: a timer that fires while data waits
+    in the socket is not a loss.
+    """
+
+    def test_pending(self):
+        """
+        If a datagram waits in the socket, it is pending; once read, not.
+        """
+        import socket
+        from provisioner.tftp.client import _pending
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class Transport:
+            socket = b
+        self.assertFalse(_pending(Transport()))
+        a.send(b"\x00\x03\x00\x01data")
+        self.assertTrue(_pending(Transport()))
+        b.recv(100)
+        self.assertFalse(_pending(Transport()))
+
+    def test_noSocket(self):
+        """
+        If the transport has no socket (a fake), nothing is pending.
+        """
+        from provisioner.tftp.client import _pending
+        self.assertFalse(_pending(object()))

@@ -26,9 +26,11 @@ means the server missed our ACK: it is acknowledged again, once per burst.
 The reactor is injected (C{IReactorUDP} and C{IReactorTime}).
 """
 
+import fcntl
 import hashlib
 import socket
 import struct
+import termios
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
@@ -525,6 +527,11 @@ class ReadProtocol(DatagramProtocol):
 
     def _dataTimedOut(self):
         self._timer = None
+        if _pending(self.transport):
+            # The data is here, we were just not scheduled in time (a busy
+            # machine): not a loss. Let the reactor read it.
+            self._arm(self._dataTimeout(), self._dataTimedOut)
+            return
         self._tries += 1
         self.result.timeouts += 1
         now = self.reactor.seconds()
@@ -566,6 +573,22 @@ class ReadProtocol(DatagramProtocol):
         if self._dallyCall is not None and self._dallyCall.active():
             self._dallyCall.cancel()
         self._dallyCall = None
+
+
+def _pending(transport):
+    """
+    Whether a datagram waits in the socket of C{transport} (FIONREAD), so
+    that a timer that fired before the reactor read it is not taken for a
+    loss. L{False} when it cannot be told (fakes, other platforms).
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return False
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD,
+                                              b"\0\0\0\0"))[0] > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _int(text):
