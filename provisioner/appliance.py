@@ -24,6 +24,10 @@ class Appliance:
     @ivar catalog: the image catalogue, set by the images service (or L{None}).
     @ivar inventory: the inventory, set by the menus service (or L{None}).
     @ivar menus: the menu renderer, set by the menus service (or L{None}).
+    @ivar tftp: the TFTP service, set by it (C{addResolver(resolver, index)}
+        inserts a resolver into its chain), or L{None}.
+    @ivar http: the HTTP service, set by it (C{.url} is its base URL), or
+        L{None}.
     """
 
     def __init__(self, config, reactor):
@@ -34,3 +38,5 @@ class Appliance:
         self.catalog = None
         self.inventory = None
         self.menus = None
+        self.tftp = None
+        self.http = None
