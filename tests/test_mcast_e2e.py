@@ -87,7 +87,7 @@ class MulticastLab:
         self.receivers = {}
 
     def _waitListening(self):
-        deadline = time.time() + 30
+        deadline = time.time() + 120
         while time.time() < deadline:
             out = self.sender.run(["ss", "-Hltn", "sport = :7010"], check=False).stdout
             if b"7010" in out:

@@ -148,6 +148,20 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(r.result), 0)
         self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
 
+    def test_progressReported(self):
+        """
+        If round 1's data flows, the receiver reports how far it got every
+        C{progressInterval}, and stops once the round is over.
+        """
+        self.announce()
+        self.send([0, 1000, 2000])
+        self.reactor.advance(0.2)
+        self.assertEqual(self.server.named(commands.Progress)[-1]["position"], 3000)
+        self.receiver.endRound(session=5, round=1)
+        count = len(self.server.named(commands.Progress))
+        self.reactor.advance(1)
+        self.assertEqual(len(self.server.named(commands.Progress)), count)
+
     def test_spoofedAndStaleDropped(self):
         """
         If a datagram is signed under another key, belongs to another

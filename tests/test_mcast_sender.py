@@ -412,6 +412,30 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(card["members"]["b"]["state"], "failed")
         self.assertEqual(card["members"]["b"]["reason"], "disk full")
 
+    def test_flowControl(self):
+        """
+        If a receiver reports that it is more than C{flow_window} bytes
+        behind in the first round, the sender pauses until it catches up;
+        receivers that report nothing do not hold it back.
+        """
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(bytes(1000000))
+        self.controller.config = dict(self.controller.config, flow_window=200000)
+        session = self.successResultOf(self.controller.startSession("big", minReceivers=2))
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.controller.progress(a, session.id, 1, 0)
+        drive(self.clock, 2)
+        self.assertEqual(session.phase, "data")
+        sent = len(self.writer.datagrams())
+        self.assertLess(sent, 500)
+        self.assertGreater(session._sender.paused, 0)
+        self.controller.progress(a, session.id, 1, 1000000)
+        drive(self.clock, 2)
+        self.assertEqual(len(self.writer.datagrams()), 1000)
+        self.assertEqual(session.phase, "collect")
+
     def test_unknownSessionAndUnregistered(self):
         """
         If a connection names an unknown session or is not enrolled, the

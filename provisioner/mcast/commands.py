@@ -22,7 +22,7 @@ from provisioner.mcast import ranges as _ranges
 __all__ = [
     "ChunkedBytes", "RangeList", "JSON",
     "Register", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
-    "Leave", "FetchRange", "StartSession", "Status",
+    "Leave", "Progress", "FetchRange", "StartSession", "Status",
     "MulticastError", "NotRegistered", "UnknownSession", "StaleRound", "BadRanges",
     "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
     "FETCH_MAX", "MalformedRanges", "checkRanges",
@@ -285,6 +285,24 @@ class Leave(amp.Command):
                  (b"reason", amp.Unicode())]
     response = []
     errors = _errors()
+
+
+class Progress(amp.Command):
+    """
+    Receiver to server, during a round's data: every datagram up to byte
+    C{position} of the image has been taken off the socket (the first round
+    only). The sender keeps at most C{multicast.flow_window} bytes ahead of
+    the slowest receiver, so that no receiver's socket buffer overflows.
+
+    :since: flow control (optional: a server or receiver without it ignores
+        it).
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"round", amp.Integer()),
+                 (b"position", amp.Integer())]
+    response = []
+    errors = _errors()
+    requiresAnswer = False
 
 
 class FetchRange(amp.Command):

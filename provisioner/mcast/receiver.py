@@ -285,6 +285,10 @@ class Receiver(amp.CommandLocator):
         self._prefixHash = hashlib.sha256()
         self._hashedUpTo = 0
         self._saveCall = None
+        self._position = 0
+        self._roundOver = 0
+        self._progressCall = None
+        self.progressInterval = 0.2
         self._settleCall = None
 
     def _inThread(self, f, *args):
@@ -324,7 +328,32 @@ class Receiver(amp.CommandLocator):
             self._join()
         else:
             self._leave()
+        self._position = 0
+        if round == 1 and need and self._progressCall is None:
+            self._progressCall = self.reactor.callLater(self.progressInterval,
+                                                        self._sendProgress, round)
         return {}
+
+    def _sendProgress(self, roundNumber):
+        """
+        Flow control: tell the server how far this round's data has been
+        taken off the socket, every C{progressInterval} while the round's
+        data flows.
+        """
+        self._progressCall = None
+        if (self.failed or self.finishing or roundNumber != self.round
+                or self._roundOver == roundNumber or self.joined is None):
+            return
+        if self.connection is not None:
+            try:
+                d = self.connection.callRemote(commands.Progress, session=self.session,
+                                               round=roundNumber, position=self._position)
+            except Exception:
+                d = None
+            if d is not None:
+                d.addErrback(lambda f: None)
+        self._progressCall = self.reactor.callLater(self.progressInterval,
+                                                    self._sendProgress, roundNumber)
 
     def _adopt(self, session, name, size, sha256, chunkSize, group, port, key):
         first = self.session is None
@@ -362,6 +391,7 @@ class Receiver(amp.CommandLocator):
     def endRound(self, session, round):
         if session != self.session or self.finishing or self.failed:
             return {}
+        self._roundOver = round
         if self._settleCall is not None and self._settleCall.active():
             self._settleCall.cancel()
         self._settleUntil = self.reactor.seconds() + self.settleMax
@@ -463,6 +493,8 @@ class Receiver(amp.CommandLocator):
             self.rejected += 1
             return
         self.lastDatagram = self.reactor.seconds()
+        if end > self._position:
+            self._position = end
         received = self.received
         if offset in received and (end - 1) in received:
             return
@@ -632,6 +664,9 @@ class Receiver(amp.CommandLocator):
             self._done(1)
 
     def _done(self, status):
+        if self._progressCall is not None and self._progressCall.active():
+            self._progressCall.cancel()
+        self._progressCall = None
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
         self._saveCall = None

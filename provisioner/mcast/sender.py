@@ -202,7 +202,7 @@ class RoundSender:
     log = Logger()
 
     def __init__(self, clock, writer, readAt, session, roundNumber, key, ranges, chunkSize,
-                 rate, batch=_MAX_SEGMENTS):
+                 rate, batch=_MAX_SEGMENTS, gate=None):
         self.clock = clock
         self.writer = writer
         self.readAt = readAt
@@ -214,6 +214,8 @@ class RoundSender:
         datagramSize = chunkSize + OVERHEAD
         self.batchMax = max(1, min(batch, 65000 // datagramSize))
         self.bucket = TokenBucket(rate, max(datagramSize * self.batchMax, rate * 0.004), clock)
+        self.gate = gate
+        self.paused = 0
         self._pieces = list(R.chunks(ranges, chunkSize))
         self._index = 0
         self._pending = []
@@ -269,6 +271,14 @@ class RoundSender:
         self._pending = out
         return out
 
+    def _gateOpen(self):
+        """
+        Whether the flow-control gate lets the next batch go (it is given
+        the batch's end offset).
+        """
+        last = self._pieces[self._index - 1]
+        return self.gate(last[0] + last[1])
+
     def _tick(self):
         self._call = None
         if self._stopped:
@@ -279,6 +289,10 @@ class RoundSender:
                 done, self._done = self._done, None
                 if done is not None:
                     done.callback(self)
+                return
+            if self.gate is not None and not self._gateOpen():
+                self.paused += 1
+                self._call = self.clock.callLater(0.005, self._tick)
                 return
             cost = sum(len(d) for d in batch)
             if not self.bucket.take(cost):
@@ -698,8 +712,12 @@ class Session:
                                    self.config["announce_timeout"])
                 # data
                 self.phase = "data"
+                gate = None
+                if self.round == 1 and self.config["flow_window"]:
+                    gate = self._flowGate(self.round, self.config["flow_window"])
                 self._sender = RoundSender(self.clock, writer, self.readAt, self.id, self.round,
-                                           self.key, nextRanges, self.chunkSize, self.rate)
+                                           self.key, nextRanges, self.chunkSize, self.rate,
+                                           gate=gate)
                 yield self._sender.start()
                 record["datagrams"] = self._sender.datagrams
                 record["wire_bytes"] = self._sender.wireBytes
@@ -749,6 +767,28 @@ class Session:
         finally:
             self._sender = None
             writer.close()
+
+    def progress(self, member, roundNumber, position):
+        if roundNumber == self.round:
+            member.progress = (roundNumber, position, self.clock.seconds())
+
+    def _flowGate(self, roundNumber, window):
+        """
+        The first round's flow control: a batch ending at C{end} may go when
+        every receiver that reports progress (and did so in the last two
+        seconds) is less than C{window} bytes behind.
+        """
+        def gate(end):
+            now = self.clock.seconds()
+            for m in self.members.values():
+                p = getattr(m, "progress", None)
+                if (p is None or p[0] != roundNumber or not m.connected
+                        or m.state != ACTIVE or now - p[2] > 2.0):
+                    continue
+                if end - p[1] > window:
+                    return False
+            return True
+        return gate
 
     def _aggregate(self, record):
         """
@@ -917,6 +957,10 @@ class Controller:
     def leave(self, connection, sessionId, reason):
         session, member = self._member(connection, sessionId)
         session.leave(member, reason)
+
+    def progress(self, connection, sessionId, roundNumber, position):
+        session, member = self._member(connection, sessionId)
+        session.progress(member, roundNumber, position)
 
     def fetch(self, connection, sessionId, offset, length):
         session, member = self._member(connection, sessionId)

@@ -76,6 +76,14 @@ class ServerLocator(amp.CommandLocator):
         self.controller.leave(self.protocol, session, reason)
         return {}
 
+    @commands.Progress.responder
+    def progress(self, session, round, position):
+        try:
+            self.controller.progress(self.protocol, session, round, position)
+        except commands.MulticastError:
+            pass
+        return {}
+
     @commands.FetchRange.responder
     def fetchRange(self, session, offset, length):
         return {"data": self.controller.fetch(self.protocol, session, offset, length)}
