@@ -139,7 +139,7 @@ class TFTPService(service.MultiService):
     def _listen(self, config):
         self.server.bindAddress = config["address"]
         port = openPort(self.reactor, self.server, config["address"], config["port"],
-                        interface=config.get("interface"), quiet=False)
+                        interface=config.get("interface"))
         host = port.getHost()
         self.log.info("TFTP listening on {address} port {port}{on}, serving {root}",
                       address=config["address"], port=host.port,

@@ -28,10 +28,9 @@ import socket
 import struct
 from time import monotonic as _monotonic
 
-from twisted.internet import base, udp
 from twisted.logger import Logger
 
-__all__ = ["WindowSender", "QuietPort", "openPort", "SessionMux", "MuxPort",
+__all__ = ["WindowSender", "openPort", "SessionMux", "MuxPort",
            "openSessionSocket", "setSendBuffer", "bindToDevice", "pathMTU", "interfaceMTU",
            "GSO_MAX_SEGMENTS", "GSO_MAX_BYTES", "gsoAvailable"]
 
@@ -250,36 +249,8 @@ class WindowSender:
         return True
 
 
-class QuietPort(udp.Port):
-    """
-    A Twisted UDP port on a socket we made (bound, options set), without
-    Twisted's two log lines per port ("starting on", "Closed"): a session
-    port per transfer would log twice per transfer at info.
-    """
-
-    def _bindSocket(self):
-        skt = self._preexistingSocket
-        self._preexistingSocket = None
-        self._realPortNumber = skt.getsockname()[1]
-        self.connected = 1
-        self.socket = skt
-        self.fileno = skt.fileno
-
-    def connectionLost(self, reason=None):
-        self._realPortNumber = None
-        self.maxThroughput = -1
-        base.BasePort.connectionLost(self, reason)
-        self.protocol.doStop()
-        self.socket.close()
-        del self.socket
-        del self.fileno
-        if hasattr(self, "d"):
-            self.d.callback(None)
-            del self.d
-
-
 def openPort(reactor, protocol, address, port=0, interface=None, maxPacketSize=8192,
-             sendBuffer=None, quiet=True):
+             sendBuffer=None):
     """
     Make, configure and bind a UDP socket (C{SO_BINDTODEVICE} before
     C{bind}, a bigger send buffer), then start C{protocol} on it.
@@ -303,15 +274,6 @@ def openPort(reactor, protocol, address, port=0, interface=None, maxPacketSize=8
     except BaseException:
         sock.close()
         raise
-    if quiet:
-        try:
-            p = QuietPort(None, protocol, interface=address, reactor=reactor,
-                          maxPacketSize=maxPacketSize)
-            p._preexistingSocket = sock
-            p.startListening()
-            return p
-        except AttributeError:
-            pass
     try:
         return reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize)
     finally:
