@@ -105,7 +105,9 @@ class FileSource:
         @raise AccessViolation: it cannot be read.
         """
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO (or a device) must not block the
+            # reactor; the type is checked right after. Regular files ignore it.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise FileNotFound("file not found")
         except IsADirectoryError:

@@ -122,6 +122,15 @@ class DirectoryResolverTests(SynchronousTestCase):
         self.assertRaises(FileNotFound, final.resolve, FileRequest("nope", None))
         self.assertRaises(FileNotFound, final.resolve, FileRequest("sub", None))
 
+    def test_fifoRefused(self):
+        """
+        If a FIFO sits under the root, opening it neither blocks nor serves
+        it: it is not a regular file.
+        """
+        os.mkfifo(os.path.join(self.root, "fifo"))
+        final = DirectoryResolver(self.root, notFoundIsFinal=True)
+        self.assertRaises(FileNotFound, final.resolve, FileRequest("fifo", None))
+
     def test_closeIdempotent(self):
         """
         Closing a source twice is harmless.
