@@ -462,6 +462,10 @@ class MulticastClient(DatagramProtocol):
                 return
             if ((self.expectUntil is not None and hole - 1 >= self.expectUntil) or
                     hole - 1 >= self.lastAcked + self.ackEvery or
+                    # A plain RFC 2090 server (no mcepoch: not provisioner) may
+                    # answer each ACK with one block: ACK again at once when
+                    # the block just after our last ACK arrives.
+                    (not self.epoch and block == self.lastAcked + 1) or
                     (block > hole and (self.lastAcked != hole - 1 or
                                        self.sinceAck >= self.ackEvery)) or
                     block == t.nblocks):
