@@ -660,9 +660,11 @@ class ReadSession(DatagramProtocol):
             if extra and self.extension:
                 now = self.clock.seconds()
                 self.policy.onAckExtra(extra, now)
-                if self.sent > acked and not self._wentBack:
-                    # An extension client (adaptive, msftwindow) repeats its
-                    # last ACK when the first block of a window is lost: go
+                isLoss = getattr(self.policy, "repeatIsLoss", None)
+                if isLoss is not None and isLoss(extra) and self.sent > acked \
+                        and not self._wentBack:
+                    # An adaptive client repeats its last ACK, marked as a
+                    # loss, when the first block of a window is lost: go
                     # back once per window (docs/wire/adaptive.md).
                     self._wentBack = True
                     self.stats.losses += 1
