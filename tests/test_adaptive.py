@@ -396,3 +396,34 @@ class ExtensionTests(SynchronousTestCase):
         If the section is disabled, no extension is offered.
         """
         self.assertEqual(adaptive.extensionsFromConfig({"enabled": False}), [])
+
+
+class LossFlagTests(SynchronousTestCase):
+    """
+    The loss flag of adaptive ACKs, and which repeated ACKs make the server
+    go back.
+    """
+
+    def test_flag(self):
+        """
+        If an ACK reports a loss, a flags byte with bit 0 follows the window;
+        otherwise there is none.
+        """
+        self.assertEqual(adaptive.encodeAdaptiveExtra(8, loss=True), b"\x00\x08\x01")
+        self.assertEqual(adaptive.encodeAdaptiveExtra(8), b"\x00\x08")
+        self.assertTrue(adaptive.adaptiveExtraIsLoss(b"\x00\x08\x01"))
+        self.assertFalse(adaptive.adaptiveExtraIsLoss(b"\x00\x08"))
+        self.assertEqual(adaptive.decodeAdaptiveExtra(b"\x00\x08\x01"), 8)
+
+    def test_repeatIsLoss(self):
+        """
+        If a repeated adaptive ACK is marked, it is a loss; unmarked repeats
+        (re-acknowledged duplicates) and msftwindow repeats are not.
+        """
+        policy = adaptive.ClientDrivenWindow(8, 64)
+        self.assertTrue(policy.repeatIsLoss(b"\x00\x08\x01"))
+        self.assertFalse(policy.repeatIsLoss(b"\x00\x08"))
+        req = _request(windowsize="4", msftwindow="31416")
+        msft = negotiate(req.options, Limits(), request=req,
+                         extensions=adaptive.extensionsFromConfig({})).windowPolicy()
+        self.assertFalse(msft.repeatIsLoss(b"\x08"))

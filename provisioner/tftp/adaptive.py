@@ -50,7 +50,7 @@ from provisioner.tftp.window import MAX_WINDOW, IWindowPolicy
 __all__ = [
     "ADAPTIVE_OPTION", "ADAPTIVE_VERSION", "MSFT_OPTION", "MSFT_CLIENT_MAGIC",
     "MSFT_SERVER_MAGIC", "AdaptiveController", "WindowChange",
-    "encodeAdaptiveExtra", "decodeAdaptiveExtra", "encodeMsftExtra", "decodeMsftExtra",
+    "encodeAdaptiveExtra", "decodeAdaptiveExtra", "adaptiveExtraIsLoss", "FLAG_LOSS", "encodeMsftExtra", "decodeMsftExtra",
     "parseAdaptiveOption", "formatAdaptiveOption",
     "ClientDrivenWindow", "PacedWindow", "AdaptiveExtension", "MsftWindowExtension",
     "PlainWindowExtension", "extensionsFromConfig", "SCHEMA",
@@ -90,12 +90,25 @@ SCHEMA = Section("adaptive window: the adaptive option, msftwindow, pacing of pl
 
 # --- wire helpers ----------------------------------------------------------
 
-def encodeAdaptiveExtra(window):
+# The flags byte after the window (optional): this ACK reports a loss.
+FLAG_LOSS = 0x01
+
+
+def encodeAdaptiveExtra(window, loss=False):
     """
     The bytes an adaptive client appends to an ACK to ask for C{window}
-    blocks from the next window on (1..65535).
+    blocks from the next window on (1..65535); with C{loss}, a flags byte
+    marking the ACK as a loss report (a gap or a timeout).
     """
-    return _H.pack(max(1, min(int(window), MAX_WINDOW)))
+    packed = _H.pack(max(1, min(int(window), MAX_WINDOW)))
+    return packed + b"\x01" if loss else packed
+
+
+def adaptiveExtraIsLoss(extra):
+    """
+    Whether the trailing bytes of an ACK mark it as a loss report.
+    """
+    return len(extra) >= 3 and bool(extra[2] & FLAG_LOSS)
 
 
 def decodeAdaptiveExtra(extra):
@@ -110,9 +123,10 @@ def decodeAdaptiveExtra(extra):
     return value or None
 
 
-def encodeMsftExtra(window):
+def encodeMsftExtra(window, loss=False):
     """
     The one byte a bootmgr-style client appends to every ACK (1..255).
+    There is no loss flag in this dialect: C{loss} is ignored.
     """
     return bytes([max(1, min(int(window), 255))])
 
@@ -315,10 +329,12 @@ class ClientDrivenWindow:
 
     log = Logger()
 
-    def __init__(self, initial, maximum, decode=decodeAdaptiveExtra, peer=None):
+    def __init__(self, initial, maximum, decode=decodeAdaptiveExtra, peer=None,
+                 isLoss=adaptiveExtraIsLoss):
         self.maximum = max(1, min(int(maximum), MAX_WINDOW))
         self.current = max(1, min(int(initial), self.maximum))
         self._decode = decode
+        self._isLoss = isLoss
         self.peer = peer
         self.requests = 0
 
@@ -336,6 +352,15 @@ class ClientDrivenWindow:
 
     def onTimeout(self, now):
         pass
+
+    def repeatIsLoss(self, extra):
+        """
+        Whether a repeated ACK with these trailing bytes reports a loss (the
+        session then goes back at once, once per window sent). Unmarked
+        repeats (a client acknowledging duplicates again) never do: that
+        would be the Sorcerer's Apprentice.
+        """
+        return self._isLoss is not None and self._isLoss(extra)
 
     def onAckExtra(self, extra, now):
         try:
@@ -469,7 +494,7 @@ class MsftWindowExtension:
         peer = _peer(request)
 
         def factory(accepted):
-            return ClientDrivenWindow(initial, maximum, decodeMsftExtra, peer)
+            return ClientDrivenWindow(initial, maximum, decodeMsftExtra, peer, isLoss=None)
         return [(MSFT_OPTION, MSFT_SERVER_MAGIC)], factory
 
 

@@ -506,10 +506,10 @@ class ReadProtocol(DatagramProtocol):
         estimate = max(self.opts.minTimeout, min(self.opts.timeout, estimate))
         return min(estimate * (2 ** self._tries), max(estimate, self.opts.timeout))
 
-    def _sendAck(self, block, resend=False):
+    def _sendAck(self, block, resend=False, loss=False):
         extra = b""
         if self._extra is not None:
-            extra = self._extra(self._window)
+            extra = self._extra(self._window, loss) if loss else self._extra(self._window)
         if not resend:
             self._acked = block
             self._reacked = False
@@ -523,7 +523,7 @@ class ReadProtocol(DatagramProtocol):
         if self._controller is not None:
             self._window = self._controller.lossDetected(now - self._start, reason)
         self._recovering = True
-        self._sendAck(self._last)
+        self._sendAck(self._last, loss=True)
 
     def _dataTimedOut(self):
         self._timer = None
@@ -543,7 +543,7 @@ class ReadProtocol(DatagramProtocol):
         if self._controller is not None:
             self._window = self._controller.lossDetected(now - self._start, "timeout")
         self._recovering = True
-        self._sendAck(self._last)
+        self._sendAck(self._last, loss=True)
 
     def _complete(self, now):
         self._finished = True
