@@ -74,3 +74,26 @@ class CLITests(SynchronousTestCase):
         status, out, err = self.run_cli([])
         self.assertEqual(status, 2)
         self.assertIn("usage", err)
+
+
+class GeneratedFilesTests(SynchronousTestCase):
+    """
+    The shipped sample configuration and the configuration reference are
+    generated from the schema; they must be regenerated when it changes:
+    C{python -m provisioner config-sample > etc/provisioner.yaml} and
+    C{python -m provisioner config-keys --markdown > docs/config-reference.md}.
+    """
+
+    def test_sampleCurrent(self):
+        """
+        etc/provisioner.yaml is the current sample.
+        """
+        with open(os.path.join(REPO, "etc", "provisioner.yaml")) as f:
+            self.assertEqual(f.read(), sample())
+
+    def test_referenceCurrent(self):
+        """
+        docs/config-reference.md is the current reference.
+        """
+        with open(os.path.join(REPO, "docs", "config-reference.md")) as f:
+            self.assertEqual(f.read(), cli.referenceMarkdown())
