@@ -94,6 +94,16 @@ def _options(fields, what):
     return options
 
 
+def _encodeOptions(options):
+    """
+    Encode C{[(name, value)]} as NUL-terminated name/value strings.
+    """
+    parts = []
+    for name, value in options:
+        parts += [name.encode("ascii"), b"\x00", str(value).encode("ascii"), b"\x00"]
+    return b"".join(parts)
+
+
 class Request:
     """
     RRQ or WRQ.
@@ -128,10 +138,8 @@ class Request:
         return cls(filename, mode, _options(fields[2:], "request"))
 
     def to_wire(self):
-        parts = [_H.pack(self.opcode), self.filename, b"\x00", self.mode.encode("ascii"), b"\x00"]
-        for name, value in self.options:
-            parts += [name.encode("ascii"), b"\x00", str(value).encode("ascii"), b"\x00"]
-        return b"".join(parts)
+        return b"".join([_H.pack(self.opcode), self.filename, b"\x00",
+                         self.mode.encode("ascii"), b"\x00", _encodeOptions(self.options)])
 
     def __eq__(self, other):
         return (type(self) is type(other) and self.filename == other.filename and
@@ -149,57 +157,54 @@ class WriteRequest(Request):
     opcode = WRQ
 
 
-class Data:
+class _BlockPacket:
     """
-    DATA: a 16-bit block number and up to blksize bytes.
+    A 16-bit block number followed by bytes: DATA and ACK share this shape.
+    Subclasses name the trailing bytes (C{payload}, C{extra}).
     """
 
-    opcode = DATA
+    opcode = None
+    _tail = None
 
-    def __init__(self, block, payload):
+    def __init__(self, block, tail=b""):
         self.block = block
-        self.payload = payload
+        setattr(self, self._tail, tail)
 
     @classmethod
     def from_wire(cls, payload):
         if len(payload) < 2:
-            raise WireError("DATA too short")
+            raise WireError("%s too short" % (cls.__name__.upper(),))
         return cls(_H.unpack_from(payload)[0], payload[2:])
 
     def to_wire(self):
-        return encodeData(self.block, self.payload)
+        return _HH.pack(self.opcode, self.block & 0xFFFF) + getattr(self, self._tail)
 
     def __eq__(self, other):
-        return type(self) is type(other) and (self.block, self.payload) == (other.block, other.payload)
+        return (type(self) is type(other) and self.block == other.block and
+                getattr(self, self._tail) == getattr(other, self._tail))
+
+
+class Data(_BlockPacket):
+    """
+    DATA: a 16-bit block number and up to blksize bytes (C{payload}).
+    """
+
+    opcode = DATA
+    _tail = "payload"
 
     def __repr__(self):
         return "<Data %d (%d bytes)>" % (self.block, len(self.payload))
 
 
-class Ack:
+class Ack(_BlockPacket):
     """
-    ACK: a 16-bit block number, and optional trailing bytes that carry a
-    negotiated extension (the adaptive window); plain clients send none and
-    trailing bytes are ignored unless an extension was negotiated.
+    ACK: a 16-bit block number, and optional trailing bytes (C{extra}) that
+    carry a negotiated extension (the adaptive window); plain clients send
+    none and trailing bytes are ignored unless an extension was negotiated.
     """
 
     opcode = ACK
-
-    def __init__(self, block, extra=b""):
-        self.block = block
-        self.extra = extra
-
-    @classmethod
-    def from_wire(cls, payload):
-        if len(payload) < 2:
-            raise WireError("ACK too short")
-        return cls(_H.unpack_from(payload)[0], payload[2:])
-
-    def to_wire(self):
-        return encodeAck(self.block, self.extra)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (self.block, self.extra) == (other.block, other.extra)
+    _tail = "extra"
 
     def __repr__(self):
         return "<Ack %d%s>" % (self.block, " +%r" % (self.extra,) if self.extra else "")
@@ -258,10 +263,7 @@ class OptionAck:
         return cls(_options(_strings(payload, "OACK"), "OACK"))
 
     def to_wire(self):
-        parts = [_H.pack(OACK)]
-        for name, value in self.options:
-            parts += [name.encode("ascii"), b"\x00", str(value).encode("ascii"), b"\x00"]
-        return b"".join(parts)
+        return _H.pack(OACK) + _encodeOptions(self.options)
 
     def __eq__(self, other):
         return type(self) is type(other) and self.options == other.options
