@@ -18,6 +18,8 @@ import os
 
 import yaml
 
+from provisioner.yamlfile import keyText, parseWithLines
+
 __all__ = [
     "ConfigError",
     "Key",
@@ -229,36 +231,9 @@ def _parseYAML(text, filename):
     """
     Parse YAML into plain data plus a map of dotted keys to line numbers.
     """
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = filename
-            if mark is not None:
-                where = "%s:%d" % (filename, mark.line + 1)
-            raise ConfigError(None, "not valid YAML: %s" % (getattr(e, "problem", None) or e,), where)
-        lines = {}
-
-        def walk(n, prefix):
-            if isinstance(n, yaml.MappingNode):
-                for k, v in n.value:
-                    name = loader.construct_object(k, deep=True)
-                    key = "%s.%s" % (prefix, name) if prefix else str(name)
-                    lines[key] = k.start_mark.line + 1
-                    walk(v, key)
-
-        if node is None:
-            return {}, lines
-        walk(node, "")
-        try:
-            data = loader.construct_document(node)
-        except yaml.YAMLError as e:
-            raise ConfigError(None, "not valid YAML: %s" % (e,), filename)
-        return data, lines
-    finally:
-        loader.dispose()
+    data, lines = parseWithLines(text, filename, ConfigError)
+    dotted = {keyText(path): line for path, line in lines.items() if path}
+    return data, dotted
 
 
 def _merge(section, data, prefix, located, out):

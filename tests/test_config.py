@@ -74,6 +74,15 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertRaises(ConfigError, loadConfig, "p.yaml", text="- 1\n- 2\n")
         self.assertRaises(ConfigError, loadConfig, "p.yaml", text="tftp: 3\n")
 
+    def test_duplicateKey(self):
+        """
+        If a key appears twice, the error names it and both lines (YAML would
+        silently keep the last one).
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
+                              text="tftp:\n  port: 1069\n  port: 1070\n")
+        self.assertIn("p.yaml:3: tftp.port: duplicate key (an earlier one at line 2)", str(e))
+
     def test_emptyFile(self):
         """
         An empty file means the defaults.

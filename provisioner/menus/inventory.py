@@ -23,13 +23,11 @@ hosts.web01.mac: not a MAC address ...}). The format is documented in
 C{docs/menus.md} and C{etc/inventory.yaml}.
 """
 
-import re
 import uuid as uuidlib
-
-import yaml
 
 from provisioner.clients import normaliseMAC
 from provisioner.config import ConfigError
+from provisioner.yamlfile import keyText, parseWithLines
 
 __all__ = ["Inventory", "InventoryError", "Host", "Group", "Profile", "Resolution",
            "parseInventory", "loadInventory", "EMPTY"]
@@ -39,16 +37,6 @@ class InventoryError(ConfigError):
     """
     The inventory is invalid; C{str()} names the file, line and key.
     """
-
-
-def _keyText(path):
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += "[%d]" % (part,)
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 class _Lines:
@@ -70,85 +58,16 @@ class _Lines:
         where = self.filename
         if line is not None:
             where = "%s:%d" % (self.filename, line)
-        return InventoryError(_keyText(path) or None, message, where)
-
-
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
-
-
-class _Loader(_BaseLoader):
-    """
-    A safe loader that reads unquoted MAC addresses as text: YAML 1.1 would
-    read C{52:54:00:12:34:56} as a base-60 integer.
-    """
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}$")
-for _c in "0123456789":
-    _Loader.yaml_implicit_resolvers.setdefault(_c, []).insert(
-        0, ("tag:yaml.org,2002:str", _MAC_RE))
+        return InventoryError(keyText(path) or None, message, where)
 
 
 def _parse(text, filename):
     """
-    Parse YAML into plain data and a C{{path tuple: line}} map (the approach
-    of L{provisioner.config._parseYAML}, extended to sequences and to
-    duplicate keys, which YAML would silently collapse).
+    Parse YAML into plain data and a L{_Lines} map (L{parseWithLines}:
+    lines of every key and item, duplicate keys refused, MACs as text).
     """
-    loader = _Loader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = filename
-            if mark is not None:
-                where = "%s:%d" % (filename, mark.line + 1)
-            raise InventoryError(None, "not valid YAML: %s" % (
-                getattr(e, "problem", None) or e,), where)
-        lines = {}
-
-        def walk(n, path):
-            if isinstance(n, yaml.MappingNode):
-                seen = set()
-                for k, v in n.value:
-                    try:
-                        name = loader.construct_object(k, deep=True)
-                    except yaml.YAMLError as e:
-                        raise InventoryError(_keyText(path) or None, "bad key: %s" % (e,),
-                                             "%s:%d" % (filename, k.start_mark.line + 1))
-                    if not isinstance(name, (str, int)) or isinstance(name, bool):
-                        raise InventoryError(_keyText(path) or None,
-                                             "keys must be text (got %r)" % (name,),
-                                             "%s:%d" % (filename, k.start_mark.line + 1))
-                    name = str(name)
-                    sub = path + (name,)
-                    if name in seen:
-                        raise InventoryError(_keyText(sub), "duplicate key (an earlier one "
-                                             "at line %d)" % (lines[sub],),
-                                             "%s:%d" % (filename, k.start_mark.line + 1))
-                    seen.add(name)
-                    lines[sub] = k.start_mark.line + 1
-                    walk(v, sub)
-            elif isinstance(n, yaml.SequenceNode):
-                for i, item in enumerate(n.value):
-                    sub = path + (i,)
-                    lines[sub] = item.start_mark.line + 1
-                    walk(item, sub)
-
-        if node is None:
-            return {}, _Lines(filename, lines)
-        lines[()] = node.start_mark.line + 1
-        walk(node, ())
-        try:
-            data = loader.construct_document(node)
-        except yaml.YAMLError as e:
-            raise InventoryError(None, "not valid YAML: %s" % (e,), filename)
-        return data, _Lines(filename, lines)
-    finally:
-        loader.dispose()
+    data, lines = parseWithLines(text, filename, InventoryError)
+    return ({} if data is None else data), _Lines(filename, lines)
 
 
 # Validation helpers: each takes the value, its path and the line map.
