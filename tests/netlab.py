@@ -11,18 +11,48 @@ a tool: they skip with a reason, except when C{PROVISIONER_REQUIRE_E2E=1}
 (CI), where a skip is a failure.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 from twisted.trial.unittest import SkipTest
 
-__all__ = ["requireE2E", "NetLab", "Host", "REPO", "PYTHON", "run"]
+__all__ = ["requireE2E", "NetLab", "Host", "REPO", "PYTHON", "TWISTD", "run", "waitFor",
+           "sha256File"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+# The twistd entry point as a command (C{python -m twisted.scripts.twistd}
+# does nothing on Twisted >= 24: the module has no C{__main__} guard).
+TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def waitFor(predicate, timeout, interval=0.05):
+    """
+    Poll C{predicate} until it returns something true or C{timeout} seconds
+    pass; return its last value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def sha256File(path):
+    """
+    The hex sha256 of a file, read in 1 MiB pieces.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def run(argv, check=True, **kw):

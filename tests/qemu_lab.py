@@ -14,7 +14,7 @@ import struct
 import subprocess
 import time
 
-from tests.netlab import PYTHON, REPO
+from tests.netlab import PYTHON, REPO, TWISTD, waitFor
 
 __all__ = [
     "TWISTD",
@@ -33,26 +33,9 @@ __all__ = [
     "startRouterAdvertisements",
 ]
 
-# C{python -m twisted.scripts.twistd} does nothing on Twisted >= 24 (the
-# module has no C{__main__} guard); this is the same entry point.
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
-
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-
-
-def waitFor(predicate, timeout, interval=0.1):
-    """
-    Poll C{predicate} until it returns something true or C{timeout}
-    seconds pass; return its last value.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 class Provisioner:

@@ -23,33 +23,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, requireE2E
+from tests.netlab import REPO, TWISTD, requireE2E, sha256File, waitFor
 
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
 MiB = 1 << 20
-
-
-def waitFor(predicate, timeout, interval=0.05):
-    """
-    Poll C{predicate} until it returns something true or C{timeout}
-    seconds pass; return its last value.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def sha256File(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(MiB)
-            if not data:
-                return digest.hexdigest()
-            digest.update(data)
 
 
 def writeRandom(path, size, seed):

@@ -19,9 +19,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.mcast import ranges as R
-from tests.netlab import PYTHON, REPO, NetLab, requireE2E
+from tests.netlab import PYTHON, REPO, TWISTD, NetLab, requireE2E
 
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
 PROVISIONER = [PYTHON, "-m", "provisioner"]
 
 

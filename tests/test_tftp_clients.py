@@ -5,7 +5,6 @@ C{tftp}, atftp), byte-exact by sha256. Includes block-number rollover on a
 300 MiB file, IPv6, uploads, and SIGHUP during a transfer.
 """
 
-import hashlib
 import os
 import re
 import signal
@@ -14,20 +13,10 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, requireE2E
+from tests.netlab import REPO, TWISTD, requireE2E, sha256File
 
-# `python -m twisted.scripts.twistd` does nothing on current Twisted (its
-# __main__ block runs `twist`); this is twistd's own entry point.
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
 MiB = 1 << 20
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = sha256File
 
 
 def randomFile(path, size):
