@@ -210,7 +210,36 @@ def defaultSender(transport, peer):
     return TransportSender(transport, peer)
 
 
-class ReadSession(DatagramProtocol):
+class SessionEnding:
+    """
+    How every transfer session (read or write) ends: its stats go to
+    C{onEnd} once, C{onClose} is told, and its port is released. Subclasses
+    have C{onEnd}, C{onClose}, C{transport}, C{log} and C{_cancelTimers()}.
+    """
+
+    def _reportEnd(self, stats):
+        onEnd, self.onEnd = self.onEnd, None
+        if onEnd is not None:
+            try:
+                onEnd(stats)
+            except Exception:
+                self.log.failure("stats callback")
+
+    def _close(self):
+        self._cancelTimers()
+        onClose, self.onClose = self.onClose, None
+        if onClose is not None:
+            onClose(self)
+        transport = self.transport
+        if transport is not None:
+            self.transport = None
+            try:
+                transport.stopListening()
+            except Exception:
+                self.log.failure("closing the session port")
+
+
+class ReadSession(SessionEnding, DatagramProtocol):
     """
     Sends one data source to one peer.
 
@@ -330,31 +359,13 @@ class ReadSession(DatagramProtocol):
             self.source.close()
         except Exception:
             self.log.failure("closing {source}", source=self.source)
-        if self.onEnd is not None:
-            onEnd, self.onEnd = self.onEnd, None
-            try:
-                onEnd(stats)
-            except Exception:
-                self.log.failure("stats callback")
+        self._reportEnd(stats)
 
     def _ackedBytes(self):
         n = self.acked * self.blksize
         if self.stats.size is not None:
             n = min(n, self.stats.size)
         return n
-
-    def _close(self):
-        self._cancelTimers()
-        onClose, self.onClose = self.onClose, None
-        if onClose is not None:
-            onClose(self)
-        transport = self.transport
-        if transport is not None:
-            self.transport = None
-            try:
-                transport.stopListening()
-            except Exception:
-                self.log.failure("closing the session port")
 
     # -- timers
 

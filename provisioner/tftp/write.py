@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from provisioner import errors
 from provisioner.files import MAX_PATH
 from provisioner.tftp import wire
-from provisioner.tftp.session import MAX_BACKOFF, SessionStats, defaultSender
+from provisioner.tftp.session import MAX_BACKOFF, SessionEnding, SessionStats, defaultSender
 
 __all__ = ["UploadTarget", "Upload", "WriteSession"]
 
@@ -146,7 +146,7 @@ class _NetasciiDecoder:
         return data.replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
 
 
-class WriteSession(DatagramProtocol):
+class WriteSession(SessionEnding, DatagramProtocol):
     """
     Receives one upload from one peer.
     """
@@ -197,7 +197,7 @@ class WriteSession(DatagramProtocol):
         self._arm()
 
     def stopProtocol(self):
-        self._cancel()
+        self._cancelTimers()
 
     def _send(self, datagram):
         self.lastSent = datagram
@@ -211,7 +211,7 @@ class WriteSession(DatagramProtocol):
         else:
             self._timer = self.clock.callLater(delay, self._timedOut)
 
-    def _cancel(self):
+    def _cancelTimers(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -341,22 +341,4 @@ class WriteSession(DatagramProtocol):
         stats.detail = detail
         if not stats.bytes:
             stats.bytes = self.upload.size
-        if self.onEnd is not None:
-            onEnd, self.onEnd = self.onEnd, None
-            try:
-                onEnd(stats)
-            except Exception:
-                self.log.failure("stats callback")
-
-    def _close(self):
-        self._cancel()
-        onClose, self.onClose = self.onClose, None
-        if onClose is not None:
-            onClose(self)
-        transport = self.transport
-        if transport is not None:
-            self.transport = None
-            try:
-                transport.stopListening()
-            except Exception:
-                self.log.failure("closing the session port")
+        self._reportEnd(stats)
