@@ -18,9 +18,6 @@ import errno
 import hashlib
 import json
 import os
-import socket
-import sys
-import time
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
@@ -30,14 +27,10 @@ from twisted.protocols import amp
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast.datagram import DatagramError, parse
+from provisioner.netio import setReceiveBuffer
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
            "DataProtocol", "sha256File"]
-
-
-# Linux values; the socket module does not name them. As root they lift the
-# net.core.rmem_max / wmem_max caps.
-_SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
 
 
 class ReceiveError(Exception):
@@ -527,14 +520,7 @@ class Receiver(amp.CommandLocator):
                 return
             sock = getattr(self.dataPort, "socket", None)
             if sock is not None:
-                for opt in (getattr(socket, "SO_RCVBUFFORCE", _SO_RCVBUFFORCE), socket.SO_RCVBUF):
-                    if opt is None:
-                        continue
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, opt, 32 * 1024 * 1024)
-                        break
-                    except OSError:
-                        continue
+                setReceiveBuffer(sock, 32 * 1024 * 1024)
         self.dataPort.joinGroup(self.group, self.interface or "0.0.0.0")
         self.joined = self.group
         self.log.debug("joined {group}:{port}", group=self.group, port=self.port)

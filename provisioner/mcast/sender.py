@@ -24,8 +24,6 @@ import os
 import random
 import socket
 import struct
-import sys
-import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -34,16 +32,12 @@ from zope.interface import Interface, implementer
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast.datagram import OVERHEAD, encode, newKey, payloadSize
+from provisioner.netio import SOL_UDP, UDP_SEGMENT, probeGSO, setSendBuffer
 
 __all__ = ["TokenBucket", "IDatagramWriter", "UDPWriter", "RoundSender", "IRatePolicy",
            "BurstLossRate", "Member", "Session", "Controller", "hashFile", "resolveImage",
            "UDP_SEGMENT", "SOL_UDP"]
 
-SOL_UDP = 17
-# Linux value; the socket module does not name it (lifts net.core.wmem_max as
-# root).
-_SO_SNDBUFFORCE = 32 if sys.platform.startswith("linux") else None
-UDP_SEGMENT = 103
 _MAX_SEGMENTS = 64
 
 
@@ -130,27 +124,13 @@ class UDPWriter:
             if interface:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                                 socket.inet_aton(interface))
-            for opt in (getattr(socket, "SO_SNDBUFFORCE", _SO_SNDBUFFORCE), socket.SO_SNDBUF):
-                if opt is None:
-                    continue
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-                    break
-                except OSError:
-                    continue
+            setSendBuffer(sock, 4 * 1024 * 1024)
             sock.bind((interface or "0.0.0.0", 0))
             sock.setblocking(False)
         self.sock = sock
-        self.gso = gso and self._probeGSO()
+        self.gso = gso and probeGSO(self.sock)
         self.sentDatagrams = 0
         self.sentBytes = 0
-
-    def _probeGSO(self):
-        try:
-            self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
-        except OSError:
-            return False
-        return True
 
     def writeBatch(self, datagrams):
         if self.gso and len(datagrams) > 1:

@@ -30,15 +30,13 @@ from time import monotonic as _monotonic
 
 from twisted.logger import Logger
 
+from provisioner.netio import (
+    SOL_UDP, UDP_SEGMENT, bindToDevice, interfaceMTU, pathMTU, setSendBuffer)
+
 __all__ = ["WindowSender", "openPort", "SessionMux", "MuxPort",
            "openSessionSocket", "setSendBuffer", "bindToDevice", "pathMTU", "interfaceMTU",
            "GSO_MAX_SEGMENTS", "GSO_MAX_BYTES", "gsoAvailable"]
 
-SOL_UDP = getattr(socket, "SOL_UDP", 17)
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-IP_MTU = getattr(socket, "IP_MTU", 14)
-IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 # The kernel's UDP_MAX_SEGMENTS is 64 on older kernels (128 on newer ones).
 GSO_MAX_SEGMENTS = 64
 # One GSO send must stay below the IP datagram limit.
@@ -58,64 +56,6 @@ def gsoAvailable():
     Whether UDP GSO worked here (L{None} until first tried).
     """
     return _gso["available"]
-
-
-def setSendBuffer(sock, size):
-    """
-    Ask for a send buffer of C{size} bytes (C{SO_SNDBUFFORCE} as root, else
-    C{SO_SNDBUF}, which the kernel caps at C{net.core.wmem_max}).
-    """
-    force = getattr(socket, "SO_SNDBUFFORCE", 32)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
-        return
-    except OSError:
-        pass
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-    except OSError:
-        pass
-
-
-def bindToDevice(sock, ifname):
-    """
-    Restrict a socket to one interface (C{SO_BINDTODEVICE}; needs
-    CAP_NET_RAW).
-    """
-    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode() + b"\0")
-
-
-def interfaceMTU(ifname):
-    """
-    The MTU of an interface from sysfs, or L{None}.
-    """
-    try:
-        with open("/sys/class/net/%s/mtu" % (ifname,)) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def pathMTU(host, family=None):
-    """
-    The MTU of the route towards C{host} (C{IP_MTU} on a connected socket),
-    or L{None} when the system cannot say.
-    """
-    if family is None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        s = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError:
-        return None
-    try:
-        s.connect((host, 9))
-        if family == socket.AF_INET6:
-            return s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
-        return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
-    except OSError:
-        return None
-    finally:
-        s.close()
 
 
 class WindowSender:
