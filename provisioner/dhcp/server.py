@@ -37,6 +37,7 @@ from provisioner.clients import normaliseMAC
 from provisioner.dhcp import wire
 from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
 from provisioner.dhcp.wire import OPT, DHCPPacket, MalformedPacket
+from provisioner.netio import bindToDevice, setReceiveBuffer
 
 __all__ = [
     "InterfaceInfo",
@@ -107,15 +108,11 @@ def bindUDPSocket(address, port, interface=None):
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        try:
-            # Room for a burst of a few thousand requests while the process
-            # is not scheduled (the kernel caps it at net.core.rmem_max).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        except OSError:
-            pass
+        # Room for a burst of a few thousand requests while the process is
+        # not scheduled.
+        setReceiveBuffer(sock, 1 << 20)
         if interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                            interface.encode() + b"\x00")
+            bindToDevice(sock, interface)
         sock.bind((address, port))
         sock.setblocking(False)
     except BaseException:
