@@ -284,7 +284,7 @@ class InjectorClientTests(TestCase):
         # Client and server share this reactor: the server's fast lane (a
         # blocking wait for the next ACK while one transfer is in flight)
         # would stall the client that must send it.
-        service.server._fastLane = lambda: False
+        service.server.fastLane = False
         service.startService()
         # Finished sessions linger for their dally (curl asks a timeout,
         # and the dally is at most that or the server's DALLY).

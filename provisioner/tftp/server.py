@@ -76,6 +76,11 @@ class TFTPServer(DatagramProtocol):
     @ivar sessions: C{{(host, port): session}} in flight.
     @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
         L{None} (uploads refused).
+    @ivar fastLane: whether a lone lockstep session may wait for its ACK in
+        a short blocking read (see L{provisioner.tftp.session}). Set it false
+        when the client runs on the same reactor (in-process tests, an
+        embedding application): its ACK could not be sent while we wait.
+        Default: true unless C{PROVISIONER_TFTP_FASTLANE=0}.
     """
 
     log = Logger()
@@ -90,6 +95,7 @@ class TFTPServer(DatagramProtocol):
         self.extensions = []
         self.requestHandlers = []
         self.statsCallbacks = []
+        self.fastLane = FAST_LANE
         self.sessions = {}
         # Sessions whose port is still open (in flight, or dallying).
         self.open = set()
@@ -289,7 +295,7 @@ class TFTPServer(DatagramProtocol):
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
                               path=request.path, netascii=(mode == "netascii"),
-                              fastLane=self._fastLane if FAST_LANE else None)
+                              fastLane=self._fastLane if self.fastLane else None)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)
