@@ -367,6 +367,14 @@ class MulticastClient(DatagramProtocol):
         if isinstance(packet, wire.OptionAck):
             self._oack(packet, addr)
         elif isinstance(packet, wire.Error):
+            if self.tracker is not None and self.policy.repair and not self._finished:
+                # Dropped from the session: what is missing comes by unicast.
+                self.log.info("multicast client {path}: the server ended our membership "
+                              "({message}); repairing by unicast", path=self.path,
+                              message=packet.message)
+                self._setRole(SMART, "dropped by the server")
+                self._leave("dropped", repair=True)
+                return
             self._fail("server error %d: %s" % (packet.code, packet.message))
         elif isinstance(packet, wire.Data) and self.session is None:
             self._fail("server does not do options (no OACK)")
@@ -536,7 +544,8 @@ class MulticastClient(DatagramProtocol):
         if self.role == ACTIVE and not self._finished:
             self._stalls = getattr(self, "_stalls", 0) + 1
             if self._stalls * self.stallTime > self.patience:
-                self._fail("master without data for %ss" % (self.patience,))
+                self._timer = None
+                self._idle()
                 return
             self._ack()
 
@@ -575,6 +584,10 @@ class MulticastClient(DatagramProtocol):
             self._fail("no data for %ss" % (self.patience,))
 
     def _leave(self, why, repair=False):
+        if repair and self.tracker is not None:
+            # The gaps the repair will fetch (fewer than at the end of the
+            # first pass if the client stayed for master turns meanwhile).
+            self.gapStats = self.tracker.stats(self.blksize, self.size)
         self._finished = True
         self.completedAt = self.reactor.seconds() - self._started
         self.completedWall = time.time()
@@ -846,7 +859,8 @@ def fetchRunner(reactor, args, target, sink, reporter):
     started = reactor.seconds()
     d = fetch(reactor, (target.address, target.port), target.path, sink,
               blksize=args.blksize or 1428, windowsize=args.windowsize,
-              timeout=max(1, int(args.timeout)), policy=policy, epoch=not args.mc_no_epoch)
+              timeout=max(1, int(args.timeout)), policy=policy, epoch=not args.mc_no_epoch,
+              patience=args.mc_patience)
 
     def done(summary):
         result = FetchResult()
@@ -898,6 +912,9 @@ def addArguments(parser):
                         help="never repair by unicast (plain RFC 2090 client)")
     parser.add_argument("--mc-no-epoch", action="store_true",
                         help="do not ask for the mcepoch extension")
+    parser.add_argument("--mc-patience", type=float, default=10.0,
+                        help="seconds without multicast data (passive or master) before "
+                        "the client repairs what it misses by unicast")
 
 
 def runFetch(args):
@@ -919,7 +936,7 @@ def runFetch(args):
     def go(reactor):
         d = fetch(reactor, (args.server, args.port), args.path, args.output,
                   blksize=args.blksize, windowsize=args.windowsize, timeout=args.timeout,
-                  policy=policy, epoch=not args.mc_no_epoch)
+                  policy=policy, epoch=not args.mc_no_epoch, patience=args.mc_patience)
 
         def ok(summary):
             result.update(summary)

@@ -464,6 +464,10 @@ class MulticastSession(DatagramProtocol):
         if not drop:
             self.clients.append(client)
             self._sendOACK(client, False)
+        elif self._port is not None:
+            # Tell it (if it is still there) so that it does not wait as master.
+            self._port.write(wire.Error(wire.ERR_NOT_DEFINED, "dropped from the multicast "
+                                        "session (master timeout)").to_wire(), client.peer)
         self.master = None
         self._nextMaster()
 
