@@ -28,7 +28,6 @@ The reactor is injected (C{IReactorUDP} and C{IReactorTime}).
 
 import fcntl
 import hashlib
-import socket
 import struct
 import termios
 
@@ -36,6 +35,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from provisioner.netio import setReceiveBuffer
 from provisioner.tftp import wire
 from provisioner.tftp.adaptive import (
     ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
@@ -253,14 +253,7 @@ class ReadProtocol(DatagramProtocol):
     def startProtocol(self):
         sock = self.transport.socket if hasattr(self.transport, "socket") else None
         if sock is not None and self.opts.rcvbuf:
-            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-                if opt is None:
-                    continue
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, self.opts.rcvbuf)
-                    break
-                except OSError:
-                    continue
+            setReceiveBuffer(sock, self.opts.rcvbuf)
         self._start = self.reactor.seconds()
         self._sendRequest()
 

@@ -19,7 +19,6 @@ repair (seeds 001 and 002).
 """
 
 import os
-import socket
 import struct
 import time
 
@@ -27,6 +26,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from provisioner.netio import setReceiveBuffer, setSendBuffer
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import (
     EPOCH_OPTION, MULTICAST_OPTION, RANGES_OPTION, blockCount, decodeData32,
@@ -42,7 +42,7 @@ _H = struct.Struct("!H")
 _HI = struct.Struct("!HI")
 
 
-def _bigBuffer(port, option, size=8 << 20):
+def _bigBuffer(port, receive=True, size=8 << 20):
     """
     Ask for a large socket buffer (multicast streams arrive in bursts);
     root may go past C{rmem_max}/C{wmem_max}. Fakes without a socket are
@@ -51,17 +51,7 @@ def _bigBuffer(port, option, size=8 << 20):
     getHandle = getattr(port, "getHandle", None)
     if getHandle is None:
         return
-    sock = getHandle()
-    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
-             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}.get(option)
-    for opt in (force, option):
-        if opt is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, size)
-            return
-        except OSError:
-            continue
+    (setReceiveBuffer if receive else setSendBuffer)(getHandle(), size)
 
 
 class FetchError(Exception):
@@ -325,7 +315,7 @@ class MulticastClient(DatagramProtocol):
     def start(self):
         self._port = self.reactor.listenUDP(0, self, interface=self.interface,
                                             maxPacketSize=65536)
-        _bigBuffer(self._port, socket.SO_RCVBUF)
+        _bigBuffer(self._port)
         self._sendRequest()
         return self.done
 
@@ -425,7 +415,7 @@ class MulticastClient(DatagramProtocol):
         self._groupPort = self.reactor.listenMulticast(gport, _GroupListener(self),
                                                        listenMultiple=True,
                                                        maxPacketSize=65536)
-        _bigBuffer(self._groupPort, socket.SO_RCVBUF)
+        _bigBuffer(self._groupPort)
         self._groupPort.joinGroup(gaddr, self.interface or "0.0.0.0")
 
     # Group socket: DATA ---------------------------------------------------
@@ -666,7 +656,7 @@ class RepairClient(DatagramProtocol):
     def start(self):
         self._port = self.reactor.listenUDP(0, self, interface=self.interface,
                                             maxPacketSize=65536)
-        _bigBuffer(self._port, socket.SO_RCVBUF)
+        _bigBuffer(self._port)
         self._send(self._request())
         return self.done
 

@@ -23,7 +23,6 @@ Extensions (docs/wire/multicast-tftp.md):
 """
 
 import ipaddress
-import socket
 import struct
 
 from twisted.internet import defer
@@ -332,7 +331,7 @@ class MulticastSession(DatagramProtocol):
                                                maxPacketSize=65536)
         self._port.setTTL(r.ttl)
         from provisioner.tftp.mclient import _bigBuffer
-        _bigBuffer(self._port, socket.SO_SNDBUF, 4 << 20)
+        _bigBuffer(self._port, receive=False, size=4 << 20)
         if r.outgoingInterface:
             self._port.setOutgoingInterface(r.outgoingInterface)
         self.gate.whenOpen().addCallback(self._gateOpen)
