@@ -45,7 +45,7 @@ from zope.interface import implementer
 
 from provisioner.config import Key, Section
 from provisioner.tftp.negotiate import IOptionExtension
-from provisioner.tftp.window import MAX_WINDOW, IWindowPolicy
+from provisioner.tftp.window import MAX_WINDOW, FixedWindow, IWindowPolicy
 
 __all__ = [
     "ADAPTIVE_OPTION", "ADAPTIVE_VERSION", "MSFT_OPTION", "MSFT_CLIENT_MAGIC",
@@ -317,7 +317,7 @@ class AdaptiveController:
 # --- server side: window policies ------------------------------------------
 
 @implementer(IWindowPolicy)
-class ClientDrivenWindow:
+class ClientDrivenWindow(FixedWindow):
     """
     The client sets the window in its ACKs (the adaptive extension or
     C{msftwindow}); the server clamps it to C{maximum} and applies it from
@@ -340,18 +340,6 @@ class ClientDrivenWindow:
 
     def size(self):
         return self.current
-
-    def delay(self):
-        return 0.0
-
-    def onWindowAcked(self, now):
-        pass
-
-    def onLoss(self, now):
-        pass
-
-    def onTimeout(self, now):
-        pass
 
     def repeatIsLoss(self, extra):
         """
