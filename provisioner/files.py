@@ -10,6 +10,7 @@ Data sources and resolvers shared by every protocol that serves files.
   - L{ResolverChain}: the first resolver that answers wins.
 """
 
+import hashlib
 import os
 import re
 import stat
@@ -22,7 +23,7 @@ from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.interfaces import IDataSource, IFileResolver, IVirtualFiles
 
 __all__ = ["FileRequest", "FileSource", "BytesSource", "DirectoryResolver",
-           "VirtualFiles", "ResolverChain", "normalisePath", "MAX_PATH"]
+           "VirtualFiles", "ResolverChain", "normalisePath", "sha256File", "MAX_PATH"]
 
 MAX_PATH = 1024
 
@@ -287,3 +288,19 @@ class ResolverChain:
             if isinstance(result, defer.Deferred):
                 return result.addCallback(self._next, remaining, request)
         return defer.succeed(result)
+
+
+def sha256File(path, digest=None, offset=0):
+    """
+    Return the hex sha256 of a file from C{offset} on, read in 1 MiB pieces
+    (blocking: call it from a thread in a service).
+
+    @param digest: a sha256 object that already holds the first C{offset}
+        bytes (a receiver that hashed the in-order prefix as it arrived).
+    """
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()

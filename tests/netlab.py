@@ -11,7 +11,6 @@ a tool: they skip with a reason, except when C{PROVISIONER_REQUIRE_E2E=1}
 (CI), where a skip is a failure.
 """
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ import time
 import uuid
 
 from twisted.trial.unittest import SkipTest
+
+from provisioner.files import sha256File
 
 __all__ = ["requireE2E", "NetLab", "Host", "REPO", "PYTHON", "TWISTD", "run", "waitFor",
            "sha256File"]
@@ -42,17 +43,6 @@ def waitFor(predicate, timeout, interval=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
-
-
-def sha256File(path):
-    """
-    The hex sha256 of a file, read in 1 MiB pieces.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def run(argv, check=True, **kw):

@@ -27,6 +27,7 @@ from twisted.protocols import amp
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast.datagram import DatagramError, parse
+from provisioner.files import sha256File
 from provisioner.netio import setReceiveBuffer
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
@@ -193,24 +194,6 @@ class StateFile:
                 os.unlink(p)
             except OSError:
                 pass
-
-
-def sha256File(path, h=None, offset=0):
-    """
-    Return the sha256 hex digest of a file (blocking).
-
-    @param h: a sha256 object that already holds the first C{offset} bytes
-        (the receiver hashes the in-order prefix while it arrives).
-    """
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(offset)
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 class DataProtocol(protocol.DatagramProtocol):

@@ -18,7 +18,6 @@ Nothing here imports the reactor: L{Controller} takes it.
 """
 
 import errno
-import hashlib
 import ipaddress
 import os
 import random
@@ -32,6 +31,7 @@ from zope.interface import Interface, implementer
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast.datagram import OVERHEAD, encode, newKey, payloadSize
+from provisioner.files import sha256File as hashFile
 from provisioner.netio import SOL_UDP, UDP_SEGMENT, probeGSO, setSendBuffer
 
 __all__ = ["TokenBucket", "IDatagramWriter", "UDPWriter", "RoundSender", "IRatePolicy",
@@ -351,20 +351,6 @@ class BurstLossRate:
         if worst < self.low:
             return min(self.maximum, rate * self.up)
         return rate
-
-
-def hashFile(path):
-    """
-    Return the sha256 hex digest of a file (blocking: run it in a thread).
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolveImage(root, name):

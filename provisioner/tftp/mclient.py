@@ -26,6 +26,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from provisioner.files import sha256File
 from provisioner.netio import setReceiveBuffer, setSendBuffer
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import (
@@ -837,7 +838,6 @@ def fetchRunner(reactor, args, target, sink, reporter):
     regular file), then a L{provisioner.tftp.client.FetchResult}; the role
     history and gap figures go to standard error.
     """
-    import hashlib
     import sys
 
     from provisioner.tftp.client import FetchResult
@@ -862,11 +862,7 @@ def fetchRunner(reactor, args, target, sink, reporter):
         result.elapsed = reactor.seconds() - started
         result.losses = (summary["gaps"] or {}).get("blocks", 0)
         sink.flush()
-        h = hashlib.sha256()
-        with open("/proc/self/fd/%d" % sink.fileno(), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        result.sha256 = h.hexdigest()
+        result.sha256 = sha256File("/proc/self/fd/%d" % sink.fileno())
         sys.stderr.write("multicast: role %s (%s); %d block(s) repaired by unicast in %d "
                          "request(s)\n" % (summary["role"], " -> ".join(
                              r for _, r, _ in summary["roles"]), summary["repaired"],
