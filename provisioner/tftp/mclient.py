@@ -55,6 +55,22 @@ def _bigBuffer(port, receive=True, size=8 << 20):
     (setReceiveBuffer if receive else setSendBuffer)(getHandle(), size)
 
 
+def _sessionPacket(client, datagram, addr):
+    """
+    The decoded packet of a datagram on a client's unicast port, or L{None}:
+    a datagram from another TID than the session's gets ERROR 5 (RFC 1350:
+    tell it, carry on), an undecodable one is dropped.
+    """
+    if client.session is not None and addr != client.session:
+        client._port.write(wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID").to_wire(),
+                           addr)
+        return None
+    try:
+        return wire.decode(datagram)
+    except wire.WireError:
+        return None
+
+
 class FetchError(Exception):
     """
     The transfer failed (the message says why).
@@ -346,14 +362,8 @@ class MulticastClient(DatagramProtocol):
     # Unicast socket: OACK, ERROR ----------------------------------------------
 
     def datagramReceived(self, datagram, addr):
-        if self.session is not None and addr != self.session:
-            # Another TID: RFC 1350 says tell it, and carry on.
-            self._port.write(wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID")
-                             .to_wire(), addr)
-            return
-        try:
-            packet = wire.decode(datagram)
-        except wire.WireError:
+        packet = _sessionPacket(self, datagram, addr)
+        if packet is None:
             return
         if isinstance(packet, wire.OptionAck):
             self._oack(packet, addr)
@@ -721,13 +731,8 @@ class RepairClient(DatagramProtocol):
             voffset += take
 
     def datagramReceived(self, datagram, addr):
-        if self.session is not None and addr != self.session:
-            self._port.write(wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID")
-                             .to_wire(), addr)
-            return
-        try:
-            packet = wire.decode(datagram)
-        except wire.WireError:
+        packet = _sessionPacket(self, datagram, addr)
+        if packet is None:
             return
         if isinstance(packet, wire.Error):
             self._finish(FetchError("repair: server error %d: %s" % (
