@@ -252,3 +252,86 @@ class GroupPoolTests(SynchronousTestCase):
         self.assertRaises(TooManySessions, pool.allocate)
         pool.release(a)
         self.assertEqual(pool.allocate(), a)
+
+
+class OutputBatchTests(SynchronousTestCase):
+    """
+    The client's output file while a batch of datagrams is held.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.out = mclient._Output(self.path)
+        self.addCleanup(self.out.close)
+
+    def read(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_heldUntilRelease(self):
+        """
+        If writes come between C{hold} and C{release}, contiguous ones are
+        gathered and all of them reach the file by C{release}, each at its
+        offset.
+        """
+        self.out.truncate(12)
+        self.out.hold()
+        self.out.write(0, b"aa")
+        self.out.write(2, memoryview(b"bb"))
+        self.out.write(8, b"dd")
+        self.out.write(4, b"cc")
+        self.out.write(6, b"")
+        self.out.release()
+        self.assertEqual(self.read(), b"aabbcc\0\0dd\0\0")
+
+    def test_notHeld(self):
+        """
+        If no batch is held, a write goes to the file at once.
+        """
+        self.out.write(3, b"xyz")
+        self.assertEqual(self.read(), b"\0\0\0xyz")
+
+    def test_closeFlushes(self):
+        """
+        If the output is closed while writes are gathered, they are written.
+        """
+        self.out.hold()
+        self.out.write(0, b"abc")
+        self.out.close()
+        self.assertEqual(self.read(), b"abc")
+
+
+class GroupBatchTests(SynchronousTestCase):
+    """
+    L{mclient._GroupListener} with batches from L{provisioner.udpbatch}.
+    """
+
+    def test_batchOfViews(self):
+        """
+        If a batch of views into a reused buffer arrives, each DATA is
+        placed before the buffer can change, and the deadline timer is
+        pushed on rather than replaced.
+        """
+        from twisted.internet.task import Clock
+        clock = Clock()
+        path = self.mktemp()
+        out = mclient._Output(path)
+        self.addCleanup(out.close)
+        c = mclient.MulticastClient(clock, ("198.18.0.1", 69), "f", out, blksize=4)
+        c.session = ("198.18.0.1", 1000)
+        c.epoch = True
+        c.size = 14
+        c.tracker = mclient.GapTracker(4)
+        c.role = mclient.PASSIVE
+        out.truncate(14)
+        buf = bytearray(b"\0\3\0\1\0\0abcd" + b"\0\3\0\2\0\0efgh")
+        views = [memoryview(buf)[:10], memoryview(buf)[10:]]
+        listener = mclient._GroupListener(c)
+        listener.datagramsReceived(views, [c.session, c.session])
+        timer = c._timer
+        buf[:] = b"\0\3\0\3\0\0ijkl" + b"\0" * 10
+        listener.datagramsReceived([memoryview(buf)[:10]], [c.session])
+        self.assertIs(c._timer, timer)
+        self.assertEqual(c.stats["data"], 3)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"abcdefghijkl\0\0")

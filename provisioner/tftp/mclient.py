@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from provisioner.files import sha256File
 from provisioner.netio import setReceiveBuffer, setSendBuffer
+from provisioner import udpbatch
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import (
     EPOCH_OPTION, MULTICAST_OPTION, RANGES_OPTION, blockCount, decodeData32,
@@ -234,24 +235,70 @@ class _Output:
     """
     The local file, written at block offsets: a path (created, truncated)
     or an open file whose descriptor is used (and not closed).
+
+    Between L{hold} and L{release} (one batch of received datagrams),
+    contiguous writes are gathered and go to the file in one C{pwritev}.
     """
+
+    _MAX_RUN = 256
 
     def __init__(self, path=None, fileobj=None):
         self.path = path
         self._own = fileobj is None
+        self._holding = False
+        self._run = None
         if fileobj is not None:
             self.fd = fileobj.fileno()
         else:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def write(self, offset, data):
-        if data:
+        if not data:
+            return
+        if not self._holding:
             os.pwrite(self.fd, data, offset)
+            return
+        run = self._run
+        if run is not None and run[1] == offset and len(run[2]) < self._MAX_RUN:
+            run[2].append(data)
+            run[1] += len(data)
+            return
+        self.flush()
+        self._run = [offset, offset + len(data), [data]]
+
+    def hold(self):
+        """
+        Gather contiguous writes until L{release}.
+        """
+        self._holding = True
+
+    def release(self):
+        """
+        Write what was gathered and stop gathering.
+        """
+        self._holding = False
+        self.flush()
+
+    def flush(self):
+        run, self._run = self._run, None
+        if run is None:
+            return
+        offset, end, buffers = run
+        written = os.pwritev(self.fd, buffers, offset)
+        if written < end - offset:
+            # a short write (rare on a regular file): the rest one by one
+            data = b"".join(buffers)[written:]
+            while data:
+                n = os.pwrite(self.fd, data, offset + written)
+                written += n
+                data = data[n:]
 
     def truncate(self, size):
+        self.flush()
         os.ftruncate(self.fd, size)
 
     def close(self):
+        self.flush()
         if self.fd is not None and self._own:
             os.close(self.fd)
         self.fd = None
@@ -263,6 +310,27 @@ class _GroupListener(DatagramProtocol):
 
     def datagramReceived(self, datagram, addr):
         self.client.groupDatagram(datagram, addr)
+
+    def datagramsReceived(self, payloads, addresses):
+        """
+        A batch from L{provisioner.udpbatch}: the payloads are views into
+        its buffer, so the writes they cause are gathered and done before
+        returning.
+        """
+        client = self.client
+        receive = client.groupDatagram
+        hold = getattr(client.output, "hold", None)
+        if hold is None:
+            # an output of the caller's: it may keep what it is given
+            for payload, addr in zip(payloads, addresses):
+                receive(bytes(payload), addr)
+            return
+        hold()
+        try:
+            for payload, addr in zip(payloads, addresses):
+                receive(payload if client.epoch else bytes(payload), addr)
+        finally:
+            client.output.release()
 
 
 class MulticastClient(DatagramProtocol):
@@ -355,9 +423,16 @@ class MulticastClient(DatagramProtocol):
         self._arm(self.timeout)
 
     def _arm(self, delay, what=None):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self.reactor.callLater(delay, what or self._timedOut)
+        what = what or self._timedOut
+        timer = self._timer
+        if timer is not None and timer.active():
+            if timer.func == what:
+                # the same deadline pushed on, once a DATA: a reset is far
+                # cheaper than a cancel and a new call
+                timer.reset(delay)
+                return
+            timer.cancel()
+        self._timer = self.reactor.callLater(delay, what)
 
     # Unicast socket: OACK, ERROR ----------------------------------------------
 
@@ -423,9 +498,9 @@ class MulticastClient(DatagramProtocol):
 
     def _join(self, gaddr, gport):
         self.group = (gaddr, gport)
-        self._groupPort = self.reactor.listenMulticast(gport, _GroupListener(self),
-                                                       listenMultiple=True,
-                                                       maxPacketSize=65536)
+        self._groupPort = udpbatch.listenMulticast(self.reactor, gport, _GroupListener(self),
+                                                   listenMultiple=True,
+                                                   maxPacketSize=self.blksize + 8)
         _bigBuffer(self._groupPort)
         self._groupPort.joinGroup(gaddr, self.interface or "0.0.0.0")
 
