@@ -4,8 +4,12 @@ Tests for L{provisioner.mcast.datagram}.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import hashlib
+import hmac
+
 from provisioner.mcast.datagram import (
-    HEADER_SIZE, OVERHEAD, TAG_SIZE, DataDatagram, DatagramError, payloadSize)
+    HEADER_SIZE, OVERHEAD, TAG_SIZE, DataDatagram, DatagramError, SessionKey, encode,
+    payloadSize)
 
 KEY = b"k" * 32
 
@@ -74,3 +78,58 @@ class DatagramTests(SynchronousTestCase):
         If an offset does not fit 48 bits, encoding refuses it.
         """
         self.assertRaises(DatagramError, DataDatagram(1, 1, 1 << 48, b"").to_wire, KEY)
+
+
+class SessionKeyTests(SynchronousTestCase):
+    """
+    Tests for L{SessionKey}, the fast path of both ends.
+    """
+
+    def test_sameBytes(self):
+        """
+        If a datagram is encoded with L{SessionKey}, it is byte for byte what
+        L{encode} gives, and its tag is the truncated HMAC-SHA256; a key
+        longer than the hash block is hashed first, as in RFC 2104.
+        """
+        for key in (KEY, b"q" * 100):
+            sk = SessionKey(key, 7)
+            wire = sk.encode(3, (1 << 33) + 9, b"payload" * 100)
+            self.assertEqual(wire, encode(7, 3, (1 << 33) + 9, b"payload" * 100, key))
+            self.assertEqual(sk.tag(b"abc"), hmac.digest(key, b"abc", hashlib.sha256)[:TAG_SIZE])
+        self.assertRaises(DatagramError, SessionKey(KEY, 7).encode, 1, 1 << 48, b"")
+
+    def test_runs(self):
+        """
+        If a batch holds consecutive datagrams, a gap, and a datagram out of
+        order, they come back as runs of consecutive payloads (memoryviews,
+        not copies), in arrival order.
+        """
+        sk = SessionKey(KEY, 7)
+        batch = [memoryview(sk.encode(1, o, bytes([o // 10]) * 10))
+                 for o in (0, 10, 20, 50, 60, 30)]
+        runs, rejected, stale = sk.verifyBatch(batch, 1, 1000)
+        self.assertEqual((rejected, stale), (0, 0))
+        self.assertEqual([(s, e) for s, e, _ in runs], [(0, 30), (50, 70), (30, 40)])
+        self.assertEqual(b"".join(runs[0][2]), bytes([0]) * 10 + bytes([1]) * 10 + bytes([2]) * 10)
+        self.assertIsInstance(runs[1][2][0], memoryview)
+
+    def test_rejectedAndStale(self):
+        """
+        If datagrams are short, of another session or version, altered,
+        signed under another key, or end beyond the image, they are counted
+        as rejected; good ones of another round as stale; none is in a run,
+        and the runs around them are cut.
+        """
+        sk = SessionKey(KEY, 7)
+        good = sk.encode(1, 0, b"a" * 10)
+        altered = bytearray(sk.encode(1, 10, b"b" * 10))
+        altered[HEADER_SIZE] ^= 1
+        batch = [good, b"", b"\x01", good[:HEADER_SIZE], good + b"x",
+                 b"\x02" + good[1:], bytes(altered), SessionKey(KEY, 8).encode(1, 10, b"c" * 10),
+                 SessionKey(b"x" * 32, 7).encode(1, 10, b"d" * 10),
+                 sk.encode(1, 995, b"e" * 10), sk.encode(2, 10, b"f" * 10),
+                 sk.encode(1, 10, b"g" * 10)]
+        runs, rejected, stale = sk.verifyBatch(batch, 1, 1000)
+        self.assertEqual((rejected, stale), (9, 1))
+        self.assertEqual([(s, e, b"".join(p)) for s, e, p in runs],
+                         [(0, 20, b"a" * 10 + b"g" * 10)])

@@ -130,6 +130,28 @@ class RangeSetTests(SynchronousTestCase):
         self.assertIn(36, s)
         self.assertNotIn(30, s)
 
+    def test_gaps(self):
+        """
+        If a run of datagrams covers held and missing bytes, L{R.RangeSet.gaps}
+        returns exactly the missing parts, in order, the same as
+        L{R.subtract}.
+        """
+        import random
+        s = R.RangeSet([(10, 20), (30, 40), (50, 60)])
+        self.assertEqual(s.gaps(0, 70), [(0, 10), (20, 30), (40, 50), (60, 70)])
+        self.assertEqual(s.gaps(12, 18), [])
+        self.assertEqual(s.gaps(15, 35), [(20, 30)])
+        self.assertEqual(s.gaps(60, 65), [(60, 65)])
+        self.assertEqual(s.gaps(5, 10), [(5, 10)])
+        self.assertEqual(R.RangeSet().gaps(3, 9), [(3, 9)])
+        rnd = random.Random(5)
+        for _ in range(200):
+            held = [(a, a + rnd.randrange(1, 20)) for a in rnd.sample(range(0, 300), 12)]
+            s = R.RangeSet(held)
+            a = rnd.randrange(0, 320)
+            b = a + rnd.randrange(1, 60)
+            self.assertEqual(s.gaps(a, b), R.subtract([(a, b)], s.ranges()))
+
     def test_matchesNormalise(self):
         """
         If many ranges are added in a scrambled order, the result equals

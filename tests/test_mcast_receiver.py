@@ -55,7 +55,9 @@ class FakeReactor(task.Clock):
         task.Clock.__init__(self)
         self.port = FakePort()
 
-    def listenMulticast(self, port, proto, listenMultiple=False):
+    def listenMulticast(self, port, proto, interface="", maxPacketSize=8192,
+                        listenMultiple=False):
+        self.protocol = proto
         return self.port
 
 
@@ -161,6 +163,65 @@ class ReceiverTests(SynchronousTestCase):
         count = len(self.server.named(commands.Progress))
         self.reactor.advance(1)
         self.assertEqual(len(self.server.named(commands.Progress)), count)
+
+    def wires(self, offsets, round=1, size=1000):
+        return [memoryview(DataDatagram(5, round, o, self.data[o:o + size]).to_wire(KEY))
+                for o in offsets]
+
+    def test_batch(self):
+        """
+        If the data port hands over batches (C{datagramsReceived}) with
+        runs, gaps, duplicates and runs that partly overlap what is held,
+        exactly the right bytes end up in the file, new bytes are counted
+        once, and the in-order prefix is hashed as it grows.
+        """
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
+        r.connected(self.server)
+        self.announce(receiver=r)
+        proto = self.reactor.protocol
+        proto.datagramsReceived(self.wires([0, 1000, 4000, 5000]), [("198.18.0.1", 1)] * 4)
+        self.assertEqual(r.received.ranges(), [(0, 2000), (4000, 6000)])
+        self.assertEqual(r._hashedUpTo, 2000)
+        # a run from 500 to 6500 (other cuts) over held and missing bytes
+        proto.datagramsReceived(self.wires(range(500, 6500, 1000)) + self.wires([0]),
+                                [("198.18.0.1", 1)] * 7)
+        self.assertEqual(r.received.ranges(), [(0, 6500)])
+        self.assertEqual(r.bytesReceived, 6500)
+        self.assertEqual(r._hashedUpTo, 4000)
+        self.assertEqual(r._position, 6500)
+        proto.datagramsReceived(self.wires(range(6000, 10000, 1000)), [("198.18.0.1", 1)] * 4)
+        r.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(r.result), 0)
+        with open(r.output.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_batchRejectsCounted(self):
+        """
+        If a batch mixes good, spoofed and stale datagrams, the good ones
+        are written and the others counted.
+        """
+        self.announce(round=2)
+        batch = self.wires([0, 1000], round=2) + self.wires([2000], round=1) + [
+            DataDatagram(5, 2, 3000, self.data[3000:4000]).to_wire(b"x" * 32)]
+        self.receiver.datagramsReceived(batch, [("198.18.0.1", 1)] * 4)
+        self.assertEqual(self.receiver.received.ranges(), [(0, 2000)])
+        self.assertEqual((self.receiver.rejected, self.receiver.stale), (1, 1))
+        self.assertEqual(self.receiver.bytesRepaired, 2000)
+
+    def test_writeFailure(self):
+        """
+        If writing a run fails (the disk), the receiver fails with the
+        operator's message and leaves the session.
+        """
+        self.announce()
+
+        def boom(*a):
+            raise OSError(errno.EIO, "Input/output error")
+        self.patch(os, "pwritev", boom)
+        self.send([0])
+        self.assertEqual(self.successResultOf(self.receiver.result), 1)
+        self.assertIn("Input/output error", self.server.named(commands.Leave)[-1]["reason"])
 
     def test_spoofedAndStaleDropped(self):
         """
@@ -282,6 +343,24 @@ class OutputFileTests(SynchronousTestCase):
         f = OutputFile(self.mktemp())
         f.prepare(12345)
         self.assertEqual(os.fstat(f.fd).st_size, 12345)
+        f.close()
+
+    def test_writeRun(self):
+        """
+        If a run has more buffers than one C{pwritev} takes, it is written
+        in several calls, back to back; a short write is completed.
+        """
+        f = OutputFile(self.mktemp())
+        f.prepare(100)
+        f.IOV_MAX = 3
+        f.writeRun(10, [memoryview(bytes([i]) * 5) for i in range(1, 9)])
+        real = os.pwritev
+        self.patch(os, "pwritev", lambda fd, bufs, off: real(fd, bufs[:1], off))
+        f.writeRun(60, [b"xy", b"zw"])
+        with open(f.path, "rb") as g:
+            data = g.read()
+        self.assertEqual(data[10:50], b"".join(bytes([i]) * 5 for i in range(1, 9)))
+        self.assertEqual(data[60:64], b"xyzw")
         f.close()
 
     def test_enospcMessage(self):

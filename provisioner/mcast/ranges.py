@@ -211,6 +211,30 @@ class RangeSet:
         ends[i:j] = [newEnd]
         return (end - start) - covered
 
+    def gaps(self, start, end):
+        """
+        Return the parts of C{[start, end)} not held, in order (what a run
+        of datagrams adds; appending after the last range costs O(1)).
+        """
+        starts, ends = self._starts, self._ends
+        if not starts or start >= ends[-1]:
+            return [(start, end)] if start < end else []
+        i = bisect.bisect_right(ends, start)
+        out = []
+        cur = start
+        count = len(starts)
+        while i < count and starts[i] < end:
+            if starts[i] > cur:
+                out.append((cur, starts[i]))
+            if ends[i] > cur:
+                cur = ends[i]
+            if cur >= end:
+                break
+            i += 1
+        if cur < end:
+            out.append((cur, end))
+        return out
+
     def ranges(self):
         """
         Return the normalised list of C{(start, end)}.

@@ -26,9 +26,10 @@ from twisted.protocols import amp
 
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import DatagramError, parse
+from provisioner.mcast.datagram import OVERHEAD, SessionKey
 from provisioner.files import sha256File
 from provisioner.netio import setReceiveBuffer
+from provisioner import udpbatch
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
            "DataProtocol", "sha256File"]
@@ -93,6 +94,35 @@ class OutputFile:
         """
         try:
             os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            raise ReceiveError(_describeOSError(e, self.path, "writing at %d" % (offset,)))
+
+    IOV_MAX = 1024
+
+    def writeRun(self, offset, buffers):
+        """
+        Write C{buffers} back to back from C{offset} now, with one
+        C{pwritev} (per C{IOV_MAX} buffers): a run of datagram payloads
+        without joining them first.
+        """
+        if self._pending:
+            self.flush()
+        fd = self.fd
+        try:
+            for i in range(0, len(buffers), self.IOV_MAX):
+                part = buffers[i:i + self.IOV_MAX]
+                want = sum(map(len, part))
+                done = os.pwritev(fd, part, offset)
+                if done < want:
+                    # short write (a signal, the disk filling): the rest
+                    # one pwrite at a time, raising what the disk says
+                    rest = b"".join(part)[done:]
+                    at = offset + done
+                    while rest:
+                        n = os.pwrite(fd, rest, at)
+                        rest = rest[n:]
+                        at += n
+                offset += want
         except OSError as e:
             raise ReceiveError(_describeOSError(e, self.path, "writing at %d" % (offset,)))
 
@@ -198,14 +228,35 @@ class StateFile:
 
 class DataProtocol(protocol.DatagramProtocol):
     """
-    The data channel: hands every datagram to the L{Receiver}.
+    The data channel: hands every batch of datagrams (a
+    L{provisioner.udpbatch} port) or single datagram to the L{Receiver}.
     """
 
     def __init__(self, receiver):
         self.receiver = receiver
 
+    def datagramsReceived(self, payloads, addresses):
+        self.receiver.datagramsReceived(payloads, addresses)
+
     def datagramReceived(self, data, addr):
-        self.receiver.datagramReceived(data, addr)
+        self.receiver.datagramsReceived((data,), (addr,))
+
+
+def _cut(payloads, start, pieceStart, pieceEnd):
+    """
+    The parts of C{payloads} (back to back from C{start}) that cover
+    C{[pieceStart, pieceEnd)}, as slices.
+    """
+    out = []
+    at = start
+    for p in payloads:
+        end = at + len(p)
+        if end > pieceStart and at < pieceEnd:
+            out.append(p[max(pieceStart, at) - at:min(pieceEnd, end) - at])
+        if end >= pieceEnd:
+            break
+        at = end
+    return out
 
 
 class Receiver(amp.CommandLocator):
@@ -255,6 +306,8 @@ class Receiver(amp.CommandLocator):
         self.finishing = False
         self.failed = None
         self.lastDatagram = 0.0
+        self._verifier = None
+        self.chunkSize = None
         self.result = defer.Deferred()
         self._dirty = False
         self._saving = False
@@ -337,6 +390,7 @@ class Receiver(amp.CommandLocator):
         self.name = name
         self.sha256 = sha256
         self.key = key
+        self._verifier = SessionKey(key, session)
         self.chunkSize = chunkSize
         if self.group is not None and (group, port) != (self.group, self.port):
             self._leave()
@@ -453,42 +507,69 @@ class Receiver(amp.CommandLocator):
     # -- data channel -----------------------------------------------------
 
     def datagramReceived(self, data, addr):
-        if self.key is None or self.finishing or self.failed:
+        """
+        One datagram (see L{datagramsReceived}).
+        """
+        self.datagramsReceived((data,), (addr,))
+
+    def datagramsReceived(self, datagrams, addresses):
+        """
+        A batch of data datagrams (C{memoryview}s valid during the call
+        only): every tag is verified, then the bookkeeping is done once per
+        run of consecutive datagrams: the parts of a run this receiver
+        lacks are written with one C{pwritev} each, added to the received
+        ranges once, and hashed into the in-order prefix when they extend
+        it. Bad and stale datagrams are counted, not logged one by one.
+        """
+        verifier = self._verifier
+        if verifier is None or self.finishing or self.failed:
             return
-        try:
-            session, roundNumber, offset, payload = parse(data, self.key, self.session)
-        except DatagramError as e:
-            self.rejected += 1
-            self.log.debug("dropped datagram from {peer}: {error}", peer=addr, error=e)
-            return
-        if roundNumber != self.round:
-            self.stale += 1
-            return
-        end = offset + len(payload)
-        if end > self.size:
-            self.rejected += 1
+        runs, rejected, stale = verifier.verifyBatch(datagrams, self.round, self.size)
+        if rejected:
+            self.rejected += rejected
+            self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
+                           "session or beyond the image)", count=rejected,
+                           peer=addresses[0] if addresses else None)
+        if stale:
+            self.stale += stale
+        if not runs:
             return
         self.lastDatagram = self.reactor.seconds()
-        if end > self._position:
-            self._position = end
         received = self.received
-        if offset in received and (end - 1) in received:
-            return
+        write = self.output.writeRun
+        prefix = self._prefixHash
+        position = self._position
+        new = 0
         try:
-            self.output.writeLater(offset, payload)
+            for start, end, payloads in runs:
+                if end > position:
+                    position = end
+                pieces = received.gaps(start, end)
+                if not pieces:
+                    continue
+                for pieceStart, pieceEnd in pieces:
+                    if pieceStart == start and pieceEnd == end:
+                        buffers = payloads
+                    else:
+                        buffers = _cut(payloads, start, pieceStart, pieceEnd)
+                    write(pieceStart, buffers)
+                    if pieceStart == self._hashedUpTo:
+                        # in order: hash it now, so that the check at the
+                        # end only reads what came out of order
+                        for b in buffers:
+                            prefix.update(b)
+                        self._hashedUpTo = pieceEnd
+                    new += received.add(pieceStart, pieceEnd)
         except ReceiveError as e:
             self.fail(str(e))
             return
-        if offset == self._hashedUpTo:
-            # in order: hash it now, so that the check at the end only
-            # reads what came out of order
-            self._prefixHash.update(payload)
-            self._hashedUpTo = end
-        new = received.add(offset, end)
-        self.bytesReceived += new
-        if roundNumber > 1:
-            self.bytesRepaired += new
-        self._dirty = True
+        finally:
+            self._position = position
+        if new:
+            self.bytesReceived += new
+            if self.round > 1:
+                self.bytesRepaired += new
+            self._dirty = True
 
     def _join(self):
         if self.joined == self.group:
@@ -496,8 +577,12 @@ class Receiver(amp.CommandLocator):
         from twisted.internet import error as ierror
         if self.dataPort is None:
             try:
-                self.dataPort = self.reactor.listenMulticast(
-                    self.port, DataProtocol(self), listenMultiple=True)
+                # recvmmsg batches: one system call and one bookkeeping
+                # pass per up to 64 datagrams
+                self.dataPort = udpbatch.listenMulticast(
+                    self.reactor, self.port, DataProtocol(self),
+                    maxPacketSize=max(2048, (self.chunkSize or 0) + OVERHEAD),
+                    listenMultiple=True)
             except ierror.CannotListenError as e:
                 self.fail("cannot listen on UDP port %d: %s" % (self.port, e))
                 return
