@@ -8,6 +8,7 @@ L{task.Clock}).
 
 import os
 import random
+import struct
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import formatEvent, globalLogPublisher
@@ -306,6 +307,49 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(any("master 10.0.1.8" in t and "timed out; dropped" in t
                             for t in h.log()))
         self.assertTrue(any("rate of f@239.255.0.1:1758 lowered" in t for t in h.log()))
+
+    def test_newMasterHoleNotHeldByStaleTimestamps(self):
+        """
+        If a new master acknowledges blocks that the previous master's pass
+        sent seconds earlier, those old send times do not count as round
+        trips: when the new master repeats its ACK for a hole, the hole is
+        sent again at once, not after seconds of ignored ACKs (the master
+        stall of issue 6).
+        """
+        h = Harness(self, "    master_retries: 2\n", files={"f": b"s" * 99500})
+        a, pa = h.raw("10.0.1.8")
+        b, pb = h.raw("10.0.1.9")
+        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("windowsize", "8"),
+                                               ("multicast", ""), ("mcepoch", "1")])
+        for port in (pa, pb):
+            port.write(rrq.to_wire(), (SERVER, 69))
+            h.settle(0.001)
+        s = h.registry.sessions[0]
+        session = a.received[0][1]
+
+        def ack(port, block, gap):
+            port.write(wire.encodeAck(block, struct.pack("!HI", 0, gap)), session)
+            h.settle(0.002)
+
+        # The first master takes blocks 1-48, then goes silent.
+        for block in range(0, 41, 8):
+            ack(pa, block, 0xFFFFFFFF)
+        self.assertEqual(s.highWater, 48)
+        h.settle(3.5)
+        self.assertEqual(s.master.peer[0], "10.0.1.9")
+        # The new master misses 21, and 45 (it has the rest of 1-48).
+        ack(pb, 20, 1)
+        ack(pb, 44, 1)
+
+        def sends(block):
+            return sum(1 for packet, dest in s._port.written if dest == s.group and
+                       multicast.decodeData32(packet)[0] == block)
+        self.assertEqual(sends(45), 2)
+        # DATA 45 is lost again; the master repeats its ACK every 30 ms.
+        for _ in range(3):
+            h.settle(0.03)
+            ack(pb, 44, 1)
+        self.assertGreaterEqual(sends(45), 3)
 
 
 class TransferTests(SynchronousTestCase):

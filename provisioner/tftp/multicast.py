@@ -282,6 +282,11 @@ class MulticastSession(DatagramProtocol):
 
     log = Logger()
 
+    #: The longest a hole the master reports is taken to be still in flight
+    #: (seconds): the master repeats an unanswered ACK every 30 ms or so,
+    #: and each repeat past this guard sends the hole again.
+    GUARD_MAX = 0.1
+
     def __init__(self, registry, key, path, source, blksize, epoch, timeout, group,
                  rate, unexpected, gate):
         self.registry = registry
@@ -445,6 +450,13 @@ class MulticastSession(DatagramProtocol):
         self.master = self.clients[0]
         self.awaitingRestart = True
         self.retries = 0
+        # Send times and the round-trip estimate belong to one master's
+        # turn: a block the previous pass sent seconds ago, acknowledged by
+        # the new master, is no round trip (taken as one it held every
+        # hole retransmission back by seconds: the issue 6 master stall).
+        self.sentAt.clear()
+        self.sentSeq.clear()
+        self.srtt = None
         self.stats["masters"] += 1
         self.log.info("multicast {session}: master is now {peer}", session=self.name,
                       peer="%s:%d" % self.master.peer)
@@ -582,7 +594,7 @@ class MulticastSession(DatagramProtocol):
             # A block sent before the one the master has just past its gap
             # was lost (datagrams on a link stay in order); otherwise wait
             # a guard time in case it is still in flight.
-            guard = max(0.002, 2 * (self.srtt or 0.001))
+            guard = min(self.GUARD_MAX, max(0.002, 2 * (self.srtt or 0.001)))
             last = min(self.gapEnd, self.nextSend - 1, block + max(1, client.windowsize))
             after = self.sentSeq.get(self.gapEnd + 1) if gap is not None else None
             for hole in range(block + 1, last + 1):
