@@ -152,6 +152,17 @@ class RangeSetTests(SynchronousTestCase):
             b = a + rnd.randrange(1, 60)
             self.assertEqual(s.gaps(a, b), R.subtract([(a, b)], s.ranges()))
 
+    def test_roundBytes(self):
+        """
+        If an offset falls before, inside, between or after a round's
+        ranges, L{R.RoundBytes.at} counts the round's bytes below it.
+        """
+        where = R.RoundBytes([(10, 20), (50, 55), (100, 200)])
+        self.assertEqual(where.total, 115)
+        self.assertEqual([where.at(o) for o in (0, 10, 15, 20, 30, 52, 60, 150, 500)],
+                         [0, 0, 5, 10, 10, 12, 15, 65, 115])
+        self.assertEqual(R.RoundBytes([]).at(10), 0)
+
     def test_matchesNormalise(self):
         """
         If many ranges are added in a scrambled order, the result equals

@@ -223,6 +223,28 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.receiver.result), 1)
         self.assertIn("Input/output error", self.server.named(commands.Leave)[-1]["reason"])
 
+    def test_progressEveryRound(self):
+        """
+        If a repair round brings data this receiver needs, it reports its
+        progress in that round too (flow control in every round); in a round
+        it needs nothing of, it reports none.
+        """
+        self.announce()
+        self.send(range(0, 10000, 2000))
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.announce(round=2, ranges=[(1000, 2000), (3000, 4000)])
+        self.send([1000], round=2)
+        self.reactor.advance(0.1)
+        progress = self.server.named(commands.Progress)[-1]
+        self.assertEqual((progress["round"], progress["position"]), (2, 2000))
+        self.receiver.endRound(session=5, round=2)
+        self.reactor.advance(0.5)
+        count = len(self.server.named(commands.Progress))
+        self.announce(round=3, ranges=[(0, 1000)])
+        self.reactor.advance(1)
+        self.assertEqual(len(self.server.named(commands.Progress)), count)
+
     def test_spoofedAndStaleDropped(self):
         """
         If a datagram is signed under another key, belongs to another

@@ -436,6 +436,75 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.writer.datagrams()), 1000)
         self.assertEqual(session.phase, "collect")
 
+    def test_flowControlLaterRounds(self):
+        """
+        If a receiver falls behind in a repair round, the sender pauses there
+        too, the window counted in bytes of the round's data (ranges spread
+        over the image), until the receiver catches up; a receiver that is
+        no longer in the current group does not hold it back.
+        """
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(bytes(1000000))
+        self.controller.config = dict(self.controller.config, flow_window=100000)
+        session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
+                                                                    rate=10))
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        drive(self.clock, 2)
+        self.assertEqual(session.phase, "collect")
+        self.controller.progress(a, session.id, 1, 0)  # a round late: ignored
+        # a misses every other 1000 bytes: 500,000 bytes over the whole image
+        missing = [(o, o + 1000) for o in range(0, 1000000, 2000)]
+        self.controller.reportMissing(a, session.id, 1, missing)
+        self.controller.reportMissing(b, session.id, 1, [])
+        self.assertEqual(session.round, 2)
+        before = 1000  # round 1's datagrams
+        # b (done) reports progress 0 too: it must not count
+        self.controller.progress(b, session.id, 2, 0)
+        self.controller.progress(a, session.id, 2, 0)
+        drive(self.clock, 1)
+        self.assertEqual(session.phase, "data")
+        sent = len(self.writer.datagrams()) - before
+        # about 100,000 bytes of the round (datagrams of 1000 bytes), not
+        # 100,000 bytes of image offsets (50 datagrams)
+        self.assertGreater(sent, 90)
+        self.assertLess(sent, 200)
+        # position 400,000 is 200,000 bytes into the round
+        self.controller.progress(a, session.id, 2, 400000)
+        drive(self.clock, 0.5)
+        sent = len(self.writer.datagrams()) - before
+        self.assertGreater(sent, 290)
+        self.assertLess(sent, 400)
+        self.controller.progress(a, session.id, 2, 1000000)
+        drive(self.clock, 1)
+        self.assertEqual(len(self.writer.datagrams()) - before, 500)
+        self.assertEqual(session.phase, "collect")
+
+    def test_flowControlStalledReceiver(self):
+        """
+        If a receiver keeps reporting the same position (its data path is
+        broken), it stops holding the sender back after C{FLOW_STALL}
+        seconds.
+        """
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(bytes(1000000))
+        self.controller.config = dict(self.controller.config, flow_window=200000)
+        session = self.successResultOf(self.controller.startSession("big", minReceivers=2))
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.controller.progress(a, session.id, 1, 1000)
+        for _ in range(15):
+            drive(self.clock, 0.1)
+            self.controller.progress(a, session.id, 1, 1000)
+        self.assertEqual(session.phase, "data")
+        self.assertLess(len(self.writer.datagrams()), 300)
+        for _ in range(10):
+            drive(self.clock, 0.1)
+            self.controller.progress(a, session.id, 1, 1000)
+        self.assertEqual(len(self.writer.datagrams()), 1000)
+
     def test_unknownSessionAndUnregistered(self):
         """
         If a connection names an unknown session or is not enrolled, the

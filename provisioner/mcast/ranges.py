@@ -21,7 +21,7 @@ import bisect
 import zlib
 
 __all__ = ["normalise", "union", "subtract", "intersect", "total", "coalesce",
-           "RangeSet", "toWire", "fromWire", "RangeError", "chunks"]
+           "RangeSet", "RoundBytes", "toWire", "fromWire", "RangeError", "chunks"]
 
 
 
@@ -253,6 +253,34 @@ class RangeSet:
     def __contains__(self, offset):
         i = bisect.bisect_right(self._starts, offset) - 1
         return i >= 0 and offset < self._ends[i]
+
+
+class RoundBytes:
+    """
+    Where an image offset falls in a round: the number of the round's bytes
+    below it. Flow control measures how far a receiver is behind in bytes
+    the round carries, not in image offsets (a repair round's ranges are
+    spread over the whole image).
+    """
+
+    def __init__(self, ranges):
+        self._starts = [s for s, e in ranges]
+        self._ends = [e for s, e in ranges]
+        self._before = []
+        done = 0
+        for s, e in ranges:
+            self._before.append(done)
+            done += e - s
+        self.total = done
+
+    def at(self, offset):
+        """
+        Return the bytes of the round's ranges below C{offset}.
+        """
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0:
+            return 0
+        return self._before[i] + min(offset, self._ends[i]) - self._starts[i]
 
 
 FORMAT_VARINT_ZLIB = 1

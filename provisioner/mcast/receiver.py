@@ -317,7 +317,7 @@ class Receiver(amp.CommandLocator):
         self._position = 0
         self._roundOver = 0
         self._progressCall = None
-        self.progressInterval = 0.2
+        self.progressInterval = 0.05
         self._settleCall = None
 
     def _inThread(self, f, *args):
@@ -358,7 +358,11 @@ class Receiver(amp.CommandLocator):
         else:
             self._leave()
         self._position = 0
-        if round == 1 and need and self._progressCall is None:
+        if self._progressCall is not None and self._progressCall.active():
+            self._progressCall.cancel()
+        self._progressCall = None
+        if need:
+            # flow control in every round this receiver takes data in
             self._progressCall = self.reactor.callLater(self.progressInterval,
                                                         self._sendProgress, round)
         return {}

@@ -61,9 +61,9 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                     minimum=0.1),
     "adapt_rate": Key(True, "bool", "adapt the rate between rounds from burst loss "
                       "(random, isolated loss is not taken as congestion)"),
-    "flow_window": Key(8 << 20, "int", "flow control in the first round: the sender stays at "
-                        "most this many bytes ahead of the slowest receiver's reported "
-                        "progress (0: off)", minimum=0),
+    "flow_window": Key(8 << 20, "int", "flow control in every round: the sender stays at "
+                        "most this many bytes of the round's data ahead of the slowest "
+                        "receiver of the current group (0: off)", minimum=0),
     "gso": Key(True, "bool", "use UDP GSO (UDP_SEGMENT) for batches of equal-size datagrams "
                "where the kernel has it"),
     "max_rounds": Key(20, "int", "multicast rounds per session; what is still missing then "

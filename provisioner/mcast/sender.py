@@ -406,6 +406,7 @@ class Member:
         self.cleanFrom = None
         self.reconnects = 0
         self.sha256 = None
+        self.progress = None
 
     @property
     def connected(self):
@@ -679,7 +680,7 @@ class Session:
                 # data
                 self.phase = "data"
                 gate = None
-                if self.round == 1 and self.config["flow_window"]:
+                if self.config["flow_window"]:
                     gate = self._flowGate(self.round, self.config["flow_window"])
                 self._sender = RoundSender(self.clock, writer, self.readAt, self.id, self.round,
                                            self.key, nextRanges, self.chunkSize, self.rate,
@@ -734,24 +735,43 @@ class Session:
             self._sender = None
             writer.close()
 
+    #: a receiver whose reported position has not moved for this long stops
+    #: holding the sender back (its data path is broken or it has left)
+    FLOW_STALL = 2.0
+
     def progress(self, member, roundNumber, position):
-        if roundNumber == self.round:
-            member.progress = (roundNumber, position, self.clock.seconds())
+        """
+        A receiver's C{Progress}: remember its position and when it last
+        moved forward.
+        """
+        if roundNumber != self.round:
+            return
+        old = member.progress
+        if old is not None and old[0] == roundNumber and position <= old[1]:
+            return
+        member.progress = (roundNumber, position, self.clock.seconds())
 
     def _flowGate(self, roundNumber, window):
         """
-        The first round's flow control: a batch ending at C{end} may go when
-        every receiver that reports progress (and did so in the last two
-        seconds) is less than C{window} bytes behind.
+        Flow control, every round: a batch ending at image offset C{end}
+        may go when every receiver of the current group that reports
+        progress for this round (and whose position moved in the last
+        L{FLOW_STALL} seconds) is less than C{window} bytes of this round's
+        data behind it. Positions are image offsets; they are compared in
+        bytes the round carries (L{R.RoundBytes}), so a repair round spread
+        over the whole image gets the same window as the first.
         """
+        where = R.RoundBytes(self.roundRanges)
+
         def gate(end):
             now = self.clock.seconds()
+            ahead = where.at(end) - window
             for m in self.members.values():
-                p = getattr(m, "progress", None)
+                p = m.progress
                 if (p is None or p[0] != roundNumber or not m.connected
-                        or m.state != ACTIVE or now - p[2] > 2.0):
+                        or not m.inCurrentGroup() or now - p[2] > self.FLOW_STALL):
                     continue
-                if end - p[1] > window:
+                if where.at(p[1]) < ahead:
                     return False
             return True
         return gate
