@@ -98,6 +98,19 @@ class SessionKeyTests(SynchronousTestCase):
             self.assertEqual(sk.tag(b"abc"), hmac.digest(key, b"abc", hashlib.sha256)[:TAG_SIZE])
         self.assertRaises(DatagramError, SessionKey(KEY, 7).encode, 1, 1 << 48, b"")
 
+    def test_encodeRun(self):
+        """
+        If consecutive pieces of one buffer are encoded as a run, each
+        datagram is byte for byte what L{encode} gives; an offset beyond 48
+        bits is refused.
+        """
+        sk = SessionKey(KEY, 7)
+        data = bytes(range(256)) * 4
+        pieces = [(5000, 300), (5300, 300), (5600, 100)]
+        self.assertEqual(sk.encodeRun(2, 4900, data, pieces),
+                         [encode(7, 2, o, data[o - 4900:o - 4900 + n], KEY) for o, n in pieces])
+        self.assertRaises(DatagramError, sk.encodeRun, 2, 1 << 48, data, [(1 << 48, 1)])
+
     def test_runs(self):
         """
         If a batch holds consecutive datagrams, a gap, and a datagram out of

@@ -197,6 +197,33 @@ class SessionKey:
                             offset & 0xffffffff, len(payload)) + payload
         return body + self.tag(body)
 
+    def encodeRun(self, roundNumber, start, data, pieces):
+        """
+        Encode and sign consecutive pieces of one buffer (the sender's
+        batch: one C{pread}, one datagram per piece).
+
+        @param start: the image offset of C{data}'s first byte.
+        @param pieces: C{(offset, length)} pairs inside C{data}.
+        @return: a list of datagrams (the bytes of L{encode}).
+        """
+        pack = _HEADER.pack
+        innerHash, outerHash = self._inner, self._outer
+        session = self.session
+        view = memoryview(data)
+        out = []
+        for offset, length in pieces:
+            if not 0 <= offset <= MAX_OFFSET:
+                raise DatagramError("offset %d out of range" % (offset,))
+            at = offset - start
+            body = pack(VERSION, session, roundNumber, offset >> 32, offset & 0xffffffff,
+                        length) + view[at:at + length]
+            inner = innerHash.copy()
+            inner.update(body)
+            outer = outerHash.copy()
+            outer.update(inner.digest())
+            out.append(body + outer.digest()[:TAG_SIZE])
+        return out
+
     def verifyBatch(self, datagrams, roundNumber, limit):
         """
         Verify a batch of datagrams and group what is good into runs.

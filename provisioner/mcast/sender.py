@@ -30,7 +30,7 @@ from zope.interface import Interface, implementer
 
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import OVERHEAD, encode, newKey, payloadSize
+from provisioner.mcast.datagram import OVERHEAD, SessionKey, newKey, payloadSize
 from provisioner.files import sha256File as hashFile
 from provisioner.netio import SOL_UDP, UDP_SEGMENT, probeGSO, setSendBuffer
 
@@ -189,6 +189,8 @@ class RoundSender:
         self.session = session
         self.round = roundNumber
         self.key = key
+        # the HMAC's key pads hashed once for the whole round
+        self._sessionKey = SessionKey(key, session)
         self.chunkSize = chunkSize
         self.rate = rate
         datagramSize = chunkSize + OVERHEAD
@@ -243,11 +245,7 @@ class RoundSender:
         start = pieces[i][0]
         end = pieces[j - 1][0] + pieces[j - 1][1]
         data = self.readAt(start, end - start)
-        view = memoryview(data)
-        session, roundNumber, key = self.session, self.round, self.key
-        out = [encode(session, roundNumber, offset,
-                      view[offset - start:offset - start + length], key)
-               for offset, length in pieces[i:j]]
+        out = self._sessionKey.encodeRun(self.round, start, data, pieces[i:j])
         self._pending = out
         return out
 
@@ -274,16 +272,19 @@ class RoundSender:
                 self.paused += 1
                 self._call = self.clock.callLater(0.005, self._tick)
                 return
-            cost = sum(len(d) for d in batch)
+            cost = sum(map(len, batch))
             if not self.bucket.take(cost):
                 self._call = self.clock.callLater(max(0.0005, self.bucket.delay(cost)),
                                                   self._tick)
                 return
             sent = self.writer.writeBatch(batch)
-            for d in batch[:sent]:
-                self.datagrams += 1
-                self.wireBytes += len(d)
-                self.payloadBytes += len(d) - OVERHEAD
+            if sent == len(batch):
+                wire = cost
+            else:
+                wire = sum(map(len, batch[:sent]))
+            self.datagrams += sent
+            self.wireBytes += wire
+            self.payloadBytes += wire - sent * OVERHEAD
             self._pending = batch[sent:]
             if sent < len(batch):
                 # socket full: give back the tokens of what stayed, retry soon
