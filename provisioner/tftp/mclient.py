@@ -35,7 +35,8 @@ from provisioner.tftp.multicast import (
     nearest32, rangesOption)
 
 __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "RepairClient", "fetch",
-           "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "addArguments",
+           "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "MulticastRefused",
+           "addArguments",
            "fetchRunner", "main"]
 
 ACTIVE, PASSIVE, SMART, PROMOTED = "active", "passive", "smart", "promoted"
@@ -75,6 +76,15 @@ def _sessionPacket(client, datagram, addr):
 class FetchError(Exception):
     """
     The transfer failed (the message says why).
+    """
+
+
+class MulticastRefused(FetchError):
+    """
+    The server answered the request without a multicast session: an OACK
+    without C{multicast}, DATA without an OACK (no options), or an ERROR
+    other than "file not found" and "access violation" before any OACK.
+    Nothing was written; an ordinary unicast read may still work.
     """
 
 
@@ -451,9 +461,15 @@ class MulticastClient(DatagramProtocol):
                 self._setRole(SMART, "dropped by the server")
                 self._leave("dropped", repair=True)
                 return
-            self._fail("server error %d: %s" % (packet.code, packet.message))
+            refused = (self.session is None and
+                       packet.code not in (wire.ERR_FILE_NOT_FOUND, wire.ERR_ACCESS_VIOLATION))
+            self._fail("server error %d: %s" % (packet.code, packet.message),
+                       MulticastRefused if refused else FetchError)
         elif isinstance(packet, wire.Data) and self.session is None:
-            self._fail("server does not do options (no OACK)")
+            # A unicast transfer has begun: end it (we asked for multicast).
+            self._port.write(wire.Error(wire.ERR_OPTION_REFUSED, "multicast wanted")
+                             .to_wire(), addr)
+            self._fail("server does not do options (no OACK)", MulticastRefused)
         elif isinstance(packet, wire.Data):
             self._data(datagram)
 
@@ -461,7 +477,11 @@ class MulticastClient(DatagramProtocol):
         opts = oack.optionDict
         self.stats["oacks"] += 1
         if MULTICAST_OPTION not in opts:
-            self._fail("server did not grant multicast")
+            if self.session is None:
+                # RFC 2347: a client refusing the OACK ends the transfer.
+                self._port.write(wire.Error(wire.ERR_OPTION_REFUSED, "multicast not granted")
+                                 .to_wire(), addr)
+            self._fail("server did not grant multicast", MulticastRefused)
             return
         try:
             gaddr, gport, mc = opts[MULTICAST_OPTION].split(",")
@@ -678,11 +698,11 @@ class MulticastClient(DatagramProtocol):
         if not self.done.called:
             self.done.callback(self)
 
-    def _fail(self, why):
+    def _fail(self, why, kind=FetchError):
         self._finished = True
         self._close()
         if not self.done.called:
-            self.done.errback(FetchError(why))
+            self.done.errback(kind(why))
 
     def _close(self):
         if self._timer is not None and self._timer.active():
@@ -916,11 +936,14 @@ def fetchRunner(reactor, args, target, sink, reporter):
     The C{--multicast} runner of C{provisioner fetch}
     (L{provisioner.tftp.cli.FETCH_RUNNERS}): multicast into C{sink} (a
     regular file), then a L{provisioner.tftp.client.FetchResult}; the role
-    history and gap figures go to standard error.
+    history and gap figures go to standard error. When the server refuses
+    multicast (L{MulticastRefused}) the file is fetched by the ordinary
+    unicast runner instead, unless C{--no-fallback}.
     """
     import sys
 
     from provisioner.tftp.client import FetchResult
+    err = getattr(reporter, "stream", None) or sys.stderr
     if not hasattr(sink, "fileno") or not _isRegular(sink):
         return defer.fail(FetchError("--multicast needs -o FILE (a regular file)"))
     policy = RolePolicy(args.mc_smart_max_bytes, args.mc_smart_max_gaps,
@@ -943,12 +966,21 @@ def fetchRunner(reactor, args, target, sink, reporter):
         result.losses = (summary["gaps"] or {}).get("blocks", 0)
         sink.flush()
         result.sha256 = sha256File("/proc/self/fd/%d" % sink.fileno())
-        sys.stderr.write("multicast: role %s (%s); %d block(s) repaired by unicast in %d "
+        err.write("multicast: role %s (%s); %d block(s) repaired by unicast in %d "
                          "request(s)\n" % (summary["role"], " -> ".join(
                              r for _, r, _ in summary["roles"]), summary["repaired"],
                              summary["repairRequests"]))
         return result
-    return d.addCallback(done)
+
+    def refused(f):
+        f.trap(MulticastRefused)
+        if not getattr(args, "fallback", True):
+            return f
+        from provisioner.tftp import cli
+        err.write("multicast: refused by the server (%s); fetching by unicast\n" % (
+            f.getErrorMessage(),))
+        return cli._unicast(reactor, args, target, sink, reporter)
+    return d.addCallbacks(done, refused)
 
 
 def _isRegular(f):
