@@ -312,6 +312,43 @@ class LimitTests(ServerMixin, SynchronousTestCase):
         self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.2", 1))
         self.assertEqual(len(self.reactor.ports), 2)
 
+    def test_transferTimeLimit(self):
+        """
+        If a client keeps a transfer alive by ACKing just before every
+        timeout, it gets an ERROR when max_transfer_time has passed, the
+        session ends as a timeout, and its slot and port are freed.
+        """
+        self.makeServer(max_transfer_time=10.0, timeout=1.0, blksize_max=512)
+        with open(os.path.join(self.root, "big.bin"), "wb") as f:
+            f.write(b"B" * 512 * 100)
+        self.server.datagramReceived(rrq(b"big.bin"), ("127.0.0.1", 1))
+        port = self.sessionPort()
+        for block in range(1, 12):
+            self.reactor.advance(0.95)
+            port.protocol.datagramReceived(wire.encodeAck(block), ("127.0.0.1", 1))
+        sent = [wire.decode(d) for d, a in port.written]
+        self.assertIsInstance(sent[-1], wire.Error)
+        self.assertIn(b"time limit", sent[-1].message.encode()
+                      if isinstance(sent[-1].message, str) else sent[-1].message)
+        self.assertEqual(self.stats[0].outcome, "timeout")
+        self.assertEqual(self.server.sessions, {})
+        self.assertFalse(port.listening)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_noTransferTimeLimit(self):
+        """
+        If max_transfer_time is 0 there is no limit: a slow transfer goes
+        on.
+        """
+        self.makeServer(max_transfer_time=0, timeout=1.0)
+        self.server.datagramReceived(rrq(b"sub/a.bin"), ("127.0.0.1", 1))
+        port = self.sessionPort()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        for block in (1, 2):
+            self.reactor.advance(0.5)
+            port.protocol.datagramReceived(wire.encodeAck(block), ("127.0.0.1", 1))
+        self.assertEqual(self.stats[0].outcome, "complete")
+
     def test_cancelAll(self):
         """
         If the server is shut down, every session stops and closes its port.

@@ -79,12 +79,13 @@ class TargetTests(SynchronousTestCase):
 
 
 def session(target, name="up.bin", options=None, windowsize=None, maxBytes=1 << 20,
-            netascii=False):
+            netascii=False, maxDuration=None):
     negotiated = negotiate(options or {}, Limits(), write=True)
     clock = task.Clock()
     ended = []
     s = WriteSession(target.open(name), negotiated, PEER, clock, timeout=1, retries=2,
-                     onEnd=ended.append, path=name, maxBytes=maxBytes, netascii=netascii)
+                     onEnd=ended.append, path=name, maxBytes=maxBytes, netascii=netascii,
+                     maxDuration=maxDuration)
     transport = FakeUDPTransport(s)
     s.makeConnection(transport)
     return s, transport, clock, ended
@@ -115,6 +116,23 @@ class WriteSessionTests(SynchronousTestCase):
         self.assertEqual([p for p, a in transport.packets()], [wire.Ack(1), wire.Ack(2)])
         self.assertEqual(self.read("up.bin"), b"a" * 512 + b"b" * 10)
         self.assertEqual(ended[0].outcome, "complete")
+
+    def test_transferTimeLimit(self):
+        """
+        If an upload is still running when its time limit passes, the
+        client gets an ERROR, the partial file is dropped and the port
+        closes.
+        """
+        s, transport, clock, ended = session(self.target, maxDuration=5)
+        for block in range(1, 7):
+            clock.advance(0.9)
+            s.datagramReceived(wire.encodeData(block, b"a" * 512), PEER)
+        packets = [p for p, a in transport.packets()]
+        self.assertIsInstance(packets[-1], wire.Error)
+        self.assertEqual(ended[0].outcome, "timeout")
+        self.assertFalse(transport.listening)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "up.bin")))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_dally(self):
         """

@@ -27,6 +27,10 @@ SCHEMA = Section("the TFTP server (UDP)", {
     "retries": Key(6, "int", "retransmissions (with exponential backoff) before a "
                    "transfer is given up", minimum=1, maximum=50),
     "max_sessions": Key(2000, "int", "transfers in flight at once, all clients", minimum=1),
+    "max_transfer_time": Key(3600.0, "float", "seconds a unicast transfer may take, however "
+                             "slow the client; then it is ended with an ERROR (0: no limit, "
+                             "so a client that ACKs just before each timeout holds its "
+                             "session for ever)", minimum=0),
     "max_sessions_per_client": Key(64, "int", "transfers in flight at once from one address",
                                    minimum=1),
     "write": Section("uploads (WRQ)", {

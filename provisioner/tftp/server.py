@@ -295,7 +295,8 @@ class TFTPServer(DatagramProtocol):
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
                               path=request.path, netascii=(mode == "netascii"),
-                              fastLane=self._fastLane if self.fastLane else None)
+                              fastLane=self._fastLane if self.fastLane else None,
+                              maxDuration=config.get("max_transfer_time") or None)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)
@@ -398,7 +399,8 @@ class TFTPServer(DatagramProtocol):
                                timeout=config["timeout"], retries=config["retries"],
                                onEnd=lambda stats: self._ended(addr, stats),
                                path=request.path, netascii=(packet.mode == "netascii"),
-                               maxBytes=self.uploads.maxBytes)
+                               maxBytes=self.uploads.maxBytes,
+                               maxDuration=config.get("max_transfer_time") or None)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)

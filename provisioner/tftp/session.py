@@ -217,6 +217,29 @@ class SessionEnding:
     have C{onEnd}, C{onClose}, C{transport}, C{log} and C{_cancelTimers()}.
     """
 
+    # the transfer-time limit: seconds (None: none) and its timer
+    maxDuration = None
+    _limit = None
+
+    def _startLimit(self):
+        """
+        Start the transfer-time limit, if there is one: a peer, however
+        slow or hostile, holds a session for at most C{maxDuration}
+        seconds.
+        """
+        if self.maxDuration:
+            self._limit = self.clock.callLater(self.maxDuration, self._overLimit)
+
+    def _overLimit(self):
+        self._limit = None
+        if self.done:
+            return
+        limit = self.maxDuration
+        self.sender.send(wire.Error(
+            wire.ERR_NOT_DEFINED, "transfer time limit of %gs reached" % (limit,)).to_wire())
+        self._finish("timeout", "still running after the transfer time limit (%gs)" % (limit,))
+        self._close()
+
     def _reportEnd(self, stats):
         onEnd, self.onEnd = self.onEnd, None
         if onEnd is not None:
@@ -227,6 +250,9 @@ class SessionEnding:
 
     def _close(self):
         self._cancelTimers()
+        limit, self._limit = self._limit, None
+        if limit is not None and limit.active():
+            limit.cancel()
         onClose, self.onClose = self.onClose, None
         if onClose is not None:
             onClose(self)
@@ -261,6 +287,8 @@ class ReadSession(SessionEnding, DatagramProtocol):
         for its next ACK in a short blocking C{poll} on its own socket
         instead of returning to the reactor (the server allows it when this
         is the only transfer in flight); L{None} disables it.
+    @param maxDuration: seconds after which the transfer is ended with an
+        ERROR whatever its progress (L{None} or 0: no limit).
     """
 
     log = Logger()
@@ -270,8 +298,9 @@ class ReadSession(SessionEnding, DatagramProtocol):
 
     def __init__(self, source, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, senderFactory=None, dally=DALLY,
-                 fastLane=None):
+                 fastLane=None, maxDuration=None):
         self.source = NetasciiSource(source) if netascii else source
+        self.maxDuration = maxDuration
         self.negotiated = negotiated
         self.peer = (peer[0], peer[1])
         self.clock = clock
@@ -315,6 +344,7 @@ class ReadSession(SessionEnding, DatagramProtocol):
     def startProtocol(self):
         self.sender = self.senderFactory(self.transport, self.peer)
         self.stats.started = self.clock.seconds()
+        self._startLimit()
         if self.waitingOACK:
             self._sendOACK()
         else:

@@ -156,8 +156,10 @@ class WriteSession(SessionEnding, DatagramProtocol):
     onClose = None
 
     def __init__(self, upload, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
-                 path="?", netascii=False, maxBytes=1 << 32, senderFactory=None):
+                 path="?", netascii=False, maxBytes=1 << 32, senderFactory=None,
+                 maxDuration=None):
         self.upload = upload
+        self.maxDuration = maxDuration
         self.negotiated = negotiated
         self.peer = (peer[0], peer[1])
         self.clock = clock
@@ -186,6 +188,7 @@ class WriteSession(SessionEnding, DatagramProtocol):
     def startProtocol(self):
         self.sender = self.senderFactory(self.transport, self.peer)
         self.stats.started = self.clock.seconds()
+        self._startLimit()
         tsize = self.negotiated.tsize
         if tsize is not None and tsize > self.maxBytes:
             self._fail(wire.ERR_DISK_FULL, "upload too large", "refused")
