@@ -137,7 +137,7 @@ class AtftpTests(TestCase):
         late one joined the same session mid-stream.
         """
         lab = MulticastLab(self, 3, subnet=61, size=3 << 20,
-                           multicast="    rate_max: 1000000\n")
+                           multicast="    rate_max: 1000000\n    start_max_wait: 0\n")
         procs = [lab.atftp(0), lab.atftp(1)]
         lab.waitLog(r"joined \(2 client")
         time.sleep(0.5)

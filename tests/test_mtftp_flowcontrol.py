@@ -77,6 +77,20 @@ class DelayedStartTests(SynchronousTestCase):
         self.clock.advance(0.2)
         self.assertEqual(self.successResultOf(d), "timer")
 
+    def test_noCount(self):
+        """
+        If no client count is set (0), the gate opens only after T seconds,
+        however many clients join.
+        """
+        gate = flowcontrol.DelayedStart(self.clock, 0, 2).gate("s")
+        d = gate.whenOpen()
+        for n in range(1, 300):
+            gate.joined(n)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        self.assertEqual(self.successResultOf(d), "timer")
+
     def test_cancel(self):
         """
         If a gate is cancelled, its timer is gone and it never opens.

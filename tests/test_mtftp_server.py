@@ -62,6 +62,9 @@ class Harness:
     def __init__(self, case, yaml="", files=None, seed=1, probe=None):
         self.case = case
         self.net = FakeNetwork(seed=seed)
+        if "start_max_wait" not in yaml:
+            # Start at once unless the test is about the delayed start.
+            yaml = "    start_max_wait: 0\n" + yaml
         text = "tftp:\n  multicast:\n    enabled: true\n" + yaml
         self.config = loadConfig(text=text)["tftp"]
         self.registry = multicast.MulticastRegistry(

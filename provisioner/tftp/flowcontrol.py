@@ -7,7 +7,8 @@ the decisions it made, and a log event for every decision that changes
 behaviour:
 
   - L{DelayedStart}: hold the first DATA of a session until N clients have
-    joined or T seconds have passed, whichever comes first.
+    joined or T seconds have passed, whichever comes first (N = 0: no
+    count, always T seconds).
   - L{LoadQuality}: quality of service by resource conditions: when active
     sessions, bandwidth in use or CPU load are high, new sessions get a
     smaller blksize and a longer timeout; when conditions are back below the
@@ -112,7 +113,7 @@ class StartGate:
         self._waiters = []
         self._call = None
         self.started = policy.clock.seconds()
-        if policy.minClients <= 1 or policy.maxWait <= 0:
+        if policy.minClients == 1 or policy.maxWait <= 0:
             self._open("immediate")
         else:
             self._call = policy.clock.callLater(policy.maxWait, self._open, "timer")
@@ -126,7 +127,7 @@ class StartGate:
         The session now has C{count} clients.
         """
         self.clients = count
-        if not self.isOpen and count >= self._policy.minClients:
+        if not self.isOpen and self._policy.minClients and count >= self._policy.minClients:
             self._open("clients")
 
     def whenOpen(self):
@@ -166,14 +167,15 @@ class StartGate:
 class DelayedStart:
     """
     Wait for C{minClients} clients or C{maxWait} seconds, whichever comes
-    first. C{minClients <= 1} or C{maxWait <= 0} starts at once.
+    first. C{minClients} 0 counts no clients (the wait is always
+    C{maxWait}); C{minClients} 1 or C{maxWait <= 0} starts at once.
 
     @ivar opened: C{{reason: count}} of gates opened.
     """
 
     log = Logger()
 
-    def __init__(self, clock, minClients=1, maxWait=0.0):
+    def __init__(self, clock, minClients=0, maxWait=2.0):
         self.clock = clock
         self.minClients = minClients
         self.maxWait = maxWait
