@@ -91,6 +91,20 @@ class DelayedStartTests(SynchronousTestCase):
         self.clock.advance(0.2)
         self.assertEqual(self.successResultOf(d), "timer")
 
+    def test_defaults(self):
+        """
+        If built from the default configuration, a session waits 2 seconds
+        (no client count) before its first DATA.
+        """
+        start = flowcontrol.fromConfig(loadConfig(text="")["tftp"]["multicast"],
+                                       self.clock)[0]
+        self.assertEqual((start.minClients, start.maxWait), (0, 2.0))
+        d = start.gate("s").whenOpen()
+        self.clock.advance(1.99)
+        self.assertNoResult(d)
+        self.clock.advance(0.02)
+        self.assertEqual(self.successResultOf(d), "timer")
+
     def test_cancel(self):
         """
         If a gate is cancelled, its timer is gone and it never opens.

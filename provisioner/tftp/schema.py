@@ -62,10 +62,12 @@ SCHEMA = Section("the TFTP server (UDP)", {
                      "in DATA and ACK, for files past 65535 blocks)"),
         "repair": Key(True, "bool", "grant the 'ranges' option on unicast RRQs (smart "
                       "clients fetch only their missing blocks)"),
-        "start_min_clients": Key(1, "int", "delayed start: wait for this many clients...",
-                                 minimum=1),
-        "start_max_wait": Key(0.0, "float", "...or this many seconds, whichever comes "
-                              "first (0: start at once)", minimum=0, maximum=600),
+        "start_min_clients": Key(0, "int", "delayed start: wait for this many clients... "
+                                 "(0: no count, always start_max_wait; 1: start at once)",
+                                 minimum=0),
+        "start_max_wait": Key(2.0, "float", "...or this many seconds, whichever comes "
+                              "first, so that machines booting together share the first "
+                              "pass (0: start at once)", minimum=0, maximum=600),
         "qos_max_sessions": Key(0, "int", "QoS: degrade new sessions at this many running "
                                 "sessions (0: ignore)", minimum=0),
         "qos_max_bandwidth": Key(0, "int", "QoS: degrade at this many bytes/s of multicast "
