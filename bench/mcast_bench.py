@@ -190,9 +190,14 @@ class Bench:
         log.close()
         rounds = len(card.get("rounds", []))
         payload = sum(r["bytes"] for r in card.get("rounds", []))
+        detail = [dict(round=r.get("round"), bytes=r.get("bytes"), rate=r.get("rate_mbps"),
+                       started=round(r.get("started", 0), 2),
+                       seconds=round(r.get("seconds", 0), 2),
+                       announce=r.get("announce_seconds"), collect=r.get("collect_seconds"),
+                       paused=r.get("paused")) for r in card.get("rounds", [])]
         return dict(time=elapsed, wire=wire, lost=self.verify(paths), rounds=rounds,
                     payload=payload, unrecoverable=card.get("unrecoverable_bytes", 0),
-                    session_s=card.get("elapsed"))
+                    session_s=card.get("elapsed"), round_detail=detail)
 
     # -- udpcast --------------------------------------------------------------
 

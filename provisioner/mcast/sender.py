@@ -225,9 +225,11 @@ class RoundSender:
 
     def _nextBatch(self):
         """
-        Return the datagrams of the next batch: consecutive pieces of one
-        range, all of one size (the last may be shorter), at most
-        C{batchMax} of them, read with one C{pread}.
+        Return the datagrams of the next batch: the next pieces, all of one
+        size (the last may be shorter), at most C{batchMax} of them, taken
+        across ranges (a repair round's ranges are mostly one or two
+        datagrams long: one UDP GSO send still carries a full batch). Each
+        contiguous part is read with one C{pread}.
         """
         if self._pending:
             return self._pending
@@ -235,17 +237,26 @@ class RoundSender:
         i = self._index
         if i >= len(pieces):
             return []
-        j = i + 1
         size = pieces[i][1]
-        while (j < len(pieces) and j - i < self.batchMax
-               and pieces[j][0] == pieces[j - 1][0] + pieces[j - 1][1]
-               and pieces[j - 1][1] == size):
+        j = i + 1
+        last = min(len(pieces), i + self.batchMax)
+        while j < last and pieces[j - 1][1] == size:
             j += 1
         self._index = j
-        start = pieces[i][0]
-        end = pieces[j - 1][0] + pieces[j - 1][1]
-        data = self.readAt(start, end - start)
-        out = self._sessionKey.encodeRun(self.round, start, data, pieces[i:j])
+        out = []
+        encodeRun = self._sessionKey.encodeRun
+        roundNumber = self.round
+        k = i
+        while k < j:
+            start = pieces[k][0]
+            end = start + pieces[k][1]
+            m = k + 1
+            while m < j and pieces[m][0] == end:
+                end += pieces[m][1]
+                m += 1
+            out.extend(encodeRun(roundNumber, start, self.readAt(start, end - start),
+                                 pieces[k:m]))
+            k = m
         self._pending = out
         return out
 
@@ -678,6 +689,8 @@ class Session:
                         for m in self._active()]
                 yield _withTimeout(defer.DeferredList(acks), self.clock,
                                    self.config["announce_timeout"])
+                record["announce_seconds"] = round(
+                    self.clock.seconds() - self.started - record["started"], 3)
                 # data
                 self.phase = "data"
                 gate = None
@@ -690,6 +703,7 @@ class Session:
                 record["datagrams"] = self._sender.datagrams
                 record["wire_bytes"] = self._sender.wireBytes
                 record["seconds"] = self.clock.seconds() - self.started - record["started"]
+                record["paused"] = self._sender.paused
                 # collect
                 self.phase = "collect"
                 for m in self._active():
@@ -699,7 +713,9 @@ class Session:
                 def allReported():
                     return all(m.reportedRound >= r for m in self._active()
                                if m.connected and m.inCurrentGroup())
+                collecting = self.clock.seconds()
                 yield self._waitFor(allReported, self.config["report_timeout"])
+                record["collect_seconds"] = round(self.clock.seconds() - collecting, 3)
                 self.phase = "idle"
                 nextRanges = self._aggregate(record)
                 while not nextRanges:
