@@ -245,6 +245,27 @@ class ReceiverTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(len(self.server.named(commands.Progress)), count)
 
+    def test_settleWaitsForQueuedData(self):
+        """
+        If datagrams still wait in the data socket when the round ends, the
+        receiver does not report until the socket is empty.
+        """
+        import socket
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        self.reactor.port.socket = sock
+        self.announce()
+        self.send([0])
+        sock.sendto(b"queued", sock.getsockname())
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.ReportMissing), [])
+        sock.recv(100)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"], [(1000, 10000)])
+
     def test_spoofedAndStaleDropped(self):
         """
         If a datagram is signed under another key, belongs to another

@@ -15,9 +15,12 @@ The receiving side, resumable.
 """
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import struct
+import termios
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
@@ -270,7 +273,7 @@ class Receiver(amp.CommandLocator):
     log = Logger()
 
     def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
-                 settle=0.1, settleMax=2.0, saveInterval=1.0, progress=None):
+                 settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None):
         self.reactor = reactor
         self.output = output
         self.state = StateFile(output.path + ".mcast-state")
@@ -432,10 +435,25 @@ class Receiver(amp.CommandLocator):
         self._settleCall = self.reactor.callLater(self.settle, self._settled, round)
         return {}
 
+    def _dataPending(self):
+        """
+        Whether datagrams wait in the data socket (C{FIONREAD}): a round
+        has not settled while this receiver still has data to read.
+        """
+        sock = getattr(self.dataPort, "socket", None)
+        if sock is None or self.joined is None:
+            return False
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return False
+        return struct.unpack("i", raw)[0] > 0
+
     def _settled(self, roundNumber):
         self._settleCall = None
         now = self.reactor.seconds()
-        if now - self.lastDatagram < self.settle and now < self._settleUntil:
+        if ((now - self.lastDatagram < self.settle or self._dataPending())
+                and now < self._settleUntil):
             self._settleCall = self.reactor.callLater(self.settle, self._settled, roundNumber)
             return
         self._report(roundNumber)
