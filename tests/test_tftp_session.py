@@ -89,7 +89,8 @@ def pattern(n):
 
 
 def start(data, blksize=512, windowsize=1, oack=False, timeout=1.0, retries=3, policy=None,
-          extension=None, netascii=False, dally=1.0, clock=None, source=None):
+          extension=None, netascii=False, dally=1.0, clock=None, source=None, timeoutMin=None,
+          clientTimeout=None):
     """
     Start a session on a fake transport.
 
@@ -101,6 +102,8 @@ def start(data, blksize=512, windowsize=1, oack=False, timeout=1.0, retries=3, p
     negotiated.windowsize = windowsize
     if oack:
         negotiated.oack = [("blksize", str(blksize))]
+    if clientTimeout is not None:
+        negotiated.timeout = clientTimeout
     if policy is not None:
         negotiated.policyFactory = lambda accepted: policy
         negotiated.extension = extension
@@ -108,7 +111,7 @@ def start(data, blksize=512, windowsize=1, oack=False, timeout=1.0, retries=3, p
     ended = []
     session = ReadSession(source or BytesSource(data), negotiated, PEER, clock,
                           timeout=timeout, retries=retries, onEnd=ended.append, path="f",
-                          netascii=netascii, dally=dally)
+                          netascii=netascii, dally=dally, timeoutMin=timeoutMin)
     transport = FakeUDPTransport(session)
     session.makeConnection(transport)
     return session, transport, clock, ended
@@ -340,6 +343,78 @@ class WindowTests(SynchronousTestCase):
             if transport.packets():
                 times.append(clock.seconds())
         self.assertEqual(times[:4], [1.0, 3.0, 7.0, 15.0])
+
+    def _fastClient(self, **kw):
+        """
+        A window-4 transfer whose first three windows are each ACKed 10 ms
+        after they went out.
+        """
+        session, transport, clock, ended = start(pattern(512 * 40), windowsize=4, oack=True,
+                                                 timeout=1.0, **kw)
+        ack(session, 0)
+        for block in (4, 8, 12):
+            clock.advance(0.01)
+            ack(session, block)
+        transport.packets()
+        return session, transport, clock
+
+    def test_adaptiveTimeout(self):
+        """
+        If the client did not negotiate a timeout, the retransmission timer
+        follows the measured round trip, down to C{timeoutMin}: a window
+        whose ACK is lost is resent after 0.2 s, not the configured 1 s.
+        """
+        session, transport, clock = self._fastClient(timeoutMin=0.2)
+        self.assertAlmostEqual(session.srtt, 0.01)
+        self.assertEqual(session.rto, 0.2)
+        clock.advance(0.19)
+        self.assertEqual(dataBlocks(transport), [])
+        clock.advance(0.01)
+        self.assertEqual(dataBlocks(transport), [13, 14, 15, 16])
+
+    def test_adaptiveBacksOff(self):
+        """
+        If the adapted timer expires again and again, it doubles up to the
+        configured timeout without using retries; from then on the usual
+        backoff and retry limit apply, so a peer that went quiet is kept no
+        shorter than with the fixed timeout.
+        """
+        session, transport, clock = self._fastClient(timeoutMin=0.2)
+        sent = []
+        for i in range(400):
+            clock.advance(0.1)
+            if dataBlocks(transport):
+                sent.append(round(clock.seconds() - 0.03, 2))
+        self.assertEqual(sent[:4], [0.2, 0.6, 1.4, 2.4])
+        # three early resends (0.2, 0.4, 0.8 s) then the three retries
+        self.assertEqual(len(sent), 3 + 3)
+        self.assertEqual(session.stats.outcome, "timeout")
+
+    def test_karn(self):
+        """
+        If an ACK answers a window that was sent more than once, its round
+        trip is not measured (Karn's rule).
+        """
+        session, transport, clock, ended = start(pattern(512 * 40), windowsize=4, oack=True,
+                                                 timeout=1.0, timeoutMin=0.2)
+        ack(session, 0)
+        clock.advance(1.0)
+        clock.advance(0.5)
+        ack(session, 4)
+        self.assertIsNone(session.srtt)
+        self.assertEqual(session.rto, 1.0)
+
+    def test_negotiatedTimeoutFixed(self):
+        """
+        If the client negotiated a timeout, it is kept whatever the round
+        trip.
+        """
+        session, transport, clock = self._fastClient(timeoutMin=0.2, clientTimeout=1)
+        self.assertEqual(session.rto, 1.0)
+        clock.advance(0.9)
+        self.assertEqual(dataBlocks(transport), [])
+        clock.advance(0.1)
+        self.assertEqual(dataBlocks(transport), [13, 14, 15, 16])
 
     def test_backoffResets(self):
         """

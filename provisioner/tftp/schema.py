@@ -24,6 +24,12 @@ SCHEMA = Section("the TFTP server (UDP)", {
     "windowsize_max": Key(64, "int", "largest windowsize granted (RFC 7440)", minimum=1, maximum=65535),
     "timeout": Key(1.0, "float", "first retransmission timeout in seconds when the client "
                    "did not negotiate one", minimum=0.05, maximum=255),
+    "timeout_min": Key(0.2, "float", "lowest retransmission timeout of a read: for a client "
+                       "that did not negotiate 'timeout', the server's timeout follows the "
+                       "measured round trip (mean + 4 x variation, RFC 6298) between this "
+                       "and 'timeout', so a plain windowed client that lost a block waits "
+                       "less; null: always 'timeout'", minimum=0.01, maximum=255,
+                       nullable=True),
     "retries": Key(6, "int", "retransmissions (with exponential backoff) before a "
                    "transfer is given up", minimum=1, maximum=50),
     "max_sessions": Key(2000, "int", "transfers in flight at once, all clients", minimum=1),

@@ -296,7 +296,8 @@ class TFTPServer(DatagramProtocol):
                               onEnd=lambda stats: self._ended(addr, stats),
                               path=request.path, netascii=(mode == "netascii"),
                               fastLane=self._fastLane if self.fastLane else None,
-                              maxDuration=config.get("max_transfer_time") or None)
+                              maxDuration=config.get("max_transfer_time") or None,
+                              timeoutMin=config.get("timeout_min"))
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)

@@ -289,6 +289,10 @@ class ReadSession(SessionEnding, DatagramProtocol):
         is the only transfer in flight); L{None} disables it.
     @param maxDuration: seconds after which the transfer is ended with an
         ERROR whatever its progress (L{None} or 0: no limit).
+    @param timeoutMin: when the client did not negotiate C{timeout}, the
+        retransmission timeout follows the measured round trip (RFC 6298:
+        mean + 4 x variation, samples only from windows sent once) between
+        this and C{timeout}; L{None} keeps C{timeout} fixed.
     """
 
     log = Logger()
@@ -298,7 +302,7 @@ class ReadSession(SessionEnding, DatagramProtocol):
 
     def __init__(self, source, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, senderFactory=None, dally=DALLY,
-                 fastLane=None, maxDuration=None):
+                 fastLane=None, maxDuration=None, timeoutMin=None):
         self.source = NetasciiSource(source) if netascii else source
         self.maxDuration = maxDuration
         self.negotiated = negotiated
@@ -308,6 +312,13 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self.policy = negotiated.windowPolicy()
         self.netascii = netascii
         self.timeout = float(negotiated.timeout) if negotiated.timeout else float(timeout)
+        # the adaptive retransmission timeout (None: fixed at self.timeout)
+        self.timeoutMin = (min(float(timeoutMin), self.timeout)
+                           if timeoutMin is not None and not negotiated.timeout else None)
+        self.rto = self.timeout
+        self.srtt = None
+        self.rttvar = 0.0
+        self._rttStart = None
         self.maxRetries = retries
         self.onEnd = onEnd
         self.senderFactory = senderFactory or defaultSender
@@ -399,8 +410,27 @@ class ReadSession(SessionEnding, DatagramProtocol):
 
     # -- timers
 
+    def _rttSample(self, now):
+        """
+        An ACK answered a window sent once: fold its round trip into the
+        retransmission timeout (RFC 6298 section 2, Karn's rule).
+        """
+        start, self._rttStart = self._rttStart, None
+        if start is None or self.timeoutMin is None:
+            return
+        sample = now - start
+        if sample < 0:
+            return
+        if self.srtt is None:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.rto = min(self.timeout, max(self.timeoutMin, self.srtt + 4 * self.rttvar))
+
     def _arm(self):
-        delay = self.timeout * self.backoff
+        delay = self.rto * self.backoff
         timer = self._timer
         if timer is not None and timer.active():
             timer.reset(delay)
@@ -412,15 +442,21 @@ class ReadSession(SessionEnding, DatagramProtocol):
         if self.done:
             return
         self.stats.timeouts += 1
-        if self.retriesLeft <= 0:
+        if self.rto < self.timeout:
+            # Below the configured timeout (an adapted one): back it off
+            # (RFC 6298 5.5) without using a retry, so a peer that went
+            # quiet is given up no sooner than with the fixed timeout.
+            self.rto = min(self.timeout, self.rto * 2)
+        elif self.retriesLeft <= 0:
             if self.waitingOACK:
                 self._finish("timeout", "no answer to the OACK")
             else:
                 self._finish("timeout", "no ACK after block %d" % (self.acked,))
             self._close()
             return
-        self.retriesLeft -= 1
-        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        else:
+            self.retriesLeft -= 1
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
         self.policy.onTimeout(self.clock.seconds())
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
@@ -476,6 +512,9 @@ class ReadSession(SessionEnding, DatagramProtocol):
         stats.blocks += count
         if first <= self.highest:
             stats.retransmits += min(self.highest, first + count - 1) - first + 1
+            self._rttStart = None
+        else:
+            self._rttStart = self.clock.seconds()
         self.sent = end
         if end > self.highest:
             self.highest = end
@@ -722,6 +761,8 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self.retriesLeft = self.maxRetries
         self.backoff = 1
         now = self.clock.seconds()
+        if self._rttStart is not None:
+            self._rttSample(now)
         if extra and self.extension:
             self.policy.onAckExtra(extra, now)
         if self.last is not None and block >= self.last:
