@@ -76,7 +76,7 @@ class _Port:
 class _Reactor(task.Clock):
     port = None
 
-    def listenMulticast(self, port, proto, listenMultiple=False):
+    def listenMulticast(self, port, proto, *args, **kw):
         return _Port()
 
 

@@ -126,6 +126,20 @@ class SessionKeyTests(SynchronousTestCase):
         self.assertEqual(b"".join(runs[0][2]), bytes([0]) * 10 + bytes([1]) * 10 + bytes([2]) * 10)
         self.assertIsInstance(runs[1][2][0], memoryview)
 
+    def test_heldSkipped(self):
+        """
+        If a datagram's bytes are already held, it is dropped before its tag
+        is computed: not in a run, not counted, even when spoofed.
+        """
+        from provisioner.mcast.ranges import RangeSet
+        sk = SessionKey(KEY, 7)
+        held = RangeSet([(0, 20)])
+        batch = [sk.encode(1, 0, b"a" * 10), SessionKey(b"x" * 32, 7).encode(1, 10, b"b" * 10),
+                 sk.encode(1, 15, b"c" * 10), sk.encode(1, 25, b"d" * 10)]
+        runs, rejected, stale = sk.verifyBatch(batch, 1, 1000, held)
+        self.assertEqual((rejected, stale), (0, 0))
+        self.assertEqual([(s, e) for s, e, _ in runs], [(15, 35)])
+
     def test_rejectedAndStale(self):
         """
         If datagrams are short, of another session or version, altered,

@@ -152,6 +152,20 @@ class RangeSetTests(SynchronousTestCase):
             b = a + rnd.randrange(1, 60)
             self.assertEqual(s.gaps(a, b), R.subtract([(a, b)], s.ranges()))
 
+    def test_covers(self):
+        """
+        L{R.RangeSet.covers} is true only when one held range holds the
+        whole of C{[start, end)}.
+        """
+        s = R.RangeSet([(10, 20), (30, 40)])
+        self.assertTrue(s.covers(10, 20))
+        self.assertTrue(s.covers(32, 35))
+        self.assertFalse(s.covers(15, 25))
+        self.assertFalse(s.covers(5, 12))
+        self.assertFalse(s.covers(20, 30))
+        self.assertFalse(s.covers(40, 41))
+        self.assertFalse(R.RangeSet().covers(0, 1))
+
     def test_roundBytes(self):
         """
         If an offset falls before, inside, between or after a round's

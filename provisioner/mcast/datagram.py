@@ -224,7 +224,7 @@ class SessionKey:
             out.append(body + outer.digest()[:TAG_SIZE])
         return out
 
-    def verifyBatch(self, datagrams, roundNumber, limit):
+    def verifyBatch(self, datagrams, roundNumber, limit, held=None):
         """
         Verify a batch of datagrams and group what is good into runs.
 
@@ -235,10 +235,17 @@ class SessionKey:
         consecutive datagrams (each starting where the previous one ended),
         in the order they came.
 
+        A datagram whose bytes C{held} already covers is dropped before its
+        tag is computed (most of a repair round, for a receiver that missed
+        little of it): it would not be written, so it needs no
+        authentication.
+
         @param datagrams: a sequence of bytes-like objects (a C{recvmmsg}
             batch: C{memoryview}s are not copied).
         @param roundNumber: the round announced.
         @param limit: the image size.
+        @param held: an object with C{covers(start, end)} (the receiver's
+            L{provisioner.mcast.ranges.RangeSet}), or L{None}.
         @return: C{(runs, rejected, stale)}; each run is C{(start, end,
             payloads)} with C{payloads} the C{memoryview}s of the payloads
             in offset order.
@@ -247,6 +254,7 @@ class SessionKey:
         innerHash, outerHash = self._inner, self._outer
         compare = hmac.compare_digest
         session = self.session
+        covers = held.covers if held is not None else None
         runs = []
         rejected = stale = 0
         runStart = runEnd = -1
@@ -260,6 +268,9 @@ class SessionKey:
             if version != VERSION or sess != session or length + OVERHEAD != size:
                 rejected += 1
                 continue
+            offset = (hi << 32) | lo
+            if covers is not None and covers(offset, offset + length):
+                continue
             view = memoryview(data)
             body = size - TAG_SIZE
             inner = innerHash.copy()
@@ -272,7 +283,6 @@ class SessionKey:
             if rnd != roundNumber:
                 stale += 1
                 continue
-            offset = (hi << 32) | lo
             end = offset + length
             if end > limit:
                 rejected += 1

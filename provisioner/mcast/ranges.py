@@ -211,6 +211,16 @@ class RangeSet:
         ends[i:j] = [newEnd]
         return (end - start) - covered
 
+    def covers(self, start, end):
+        """
+        Whether C{[start, end)} is held entirely (after the last range: O(1)).
+        """
+        ends = self._ends
+        if not ends or start >= ends[-1]:
+            return False
+        i = bisect.bisect_right(self._starts, start) - 1
+        return i >= 0 and end <= ends[i]
+
     def gaps(self, start, end):
         """
         Return the parts of C{[start, end)} not held, in order (what a run

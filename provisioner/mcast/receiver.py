@@ -546,7 +546,8 @@ class Receiver(amp.CommandLocator):
         verifier = self._verifier
         if verifier is None or self.finishing or self.failed:
             return
-        runs, rejected, stale = verifier.verifyBatch(datagrams, self.round, self.size)
+        runs, rejected, stale = verifier.verifyBatch(datagrams, self.round, self.size,
+                                                     self.received)
         if rejected:
             self.rejected += rejected
             self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
