@@ -8,7 +8,11 @@ For every N and loss rate each tool sends the same image to N receivers;
 loss is iptables statistic on each receiver, in and out, on every protocol
 (data and control alike). Measured:
 
-  - time: from starting the sender to every receiver done;
+  - time: from starting the sender to every receiver done (receivers are
+    started first; provisioner's clock starts once each holds its control
+    connection, the peers' after one second);
+  - provisioner also reports rx_cpu/rx_sys: CPU seconds per receiver
+    process (Python start-up and the send command's share included);
   - wire: the bytes the sender's interface transmitted (/proc/net/dev, all
     protocols, Ethernet headers included) divided by the image size;
   - lost: receivers that did not end with a byte-exact image;
@@ -26,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -170,7 +175,18 @@ class Bench:
                                   "--output", p, "-q", "--json"], env=self.env,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
         time.sleep(1.0)
+        # the peers' receivers (C) are ready well within that second; a
+        # Python receiver on a loaded machine may not be: the clock starts
+        # once every receiver holds its control connection, as it would
+        # have for a long while on a real rack
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            out = sender.run(["ss", "-Htn", "state", "established", "sport = :7010"]).stdout
+            if len(out.splitlines()) >= n:
+                break
+            time.sleep(0.1)
         before = txBytes(sender)
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         send = subprocess.run(sender.argv([
             PYTHON, "-m", "provisioner", "multicast", "send", "disk.img",
@@ -180,6 +196,10 @@ class Bench:
         for p in procs:
             p.wait(self.args.timeout)
         elapsed = time.time() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # the receivers' CPU (and the send command's, a fraction of a second)
+        rxCPU = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / n
+        rxSys = (cpu1.ru_stime - cpu0.ru_stime) / n
         wire = txBytes(sender) - before
         try:
             card = json.loads(send.stdout.decode())
@@ -197,7 +217,7 @@ class Bench:
                        paused=r.get("paused")) for r in card.get("rounds", [])]
         return dict(time=elapsed, wire=wire, lost=self.verify(paths), rounds=rounds,
                     payload=payload, unrecoverable=card.get("unrecoverable_bytes", 0),
-                    session_s=card.get("elapsed"), round_detail=detail)
+                    session_s=card.get("elapsed"), rx_cpu=round(rxCPU, 2), rx_sys=round(rxSys, 2), round_detail=detail)
 
     # -- udpcast --------------------------------------------------------------
 
