@@ -355,6 +355,61 @@ class SessionTests(SynchronousTestCase):
         self.assertGreaterEqual(sends(45), 3)
 
 
+class StarvedMasterTests(SynchronousTestCase):
+    """
+    A master client whose stall timer fires with DATA already waiting.
+    """
+
+    def test_stallAckWaitsForPendingData(self):
+        """
+        If the master's stall timer fires in the same instant as DATA that
+        fills its hole is read (a process starved of CPU: the reactor runs
+        due timers before reading), it sends no ACK for the old hole: the
+        ACK waits one reactor turn and the DATA cancels it.
+        """
+        net = FakeNetwork()
+        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
+                                         _Output(), blksize=512, windowsize=8)
+        acks = []
+
+        class Server(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                packet = wire.decode(data)
+                if isinstance(packet, wire.Ack):
+                    acks.append(packet.block)
+                self.peer = addr
+        srv = Server()
+        port = net.bind("10.0.0.9", 69, srv)
+
+        def settle(seconds):
+            end = net.clock.seconds() + seconds
+            while net.clock.seconds() < end - 1e-9:
+                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+        client.start()
+        settle(0.001)
+        oack = wire.OptionAck([("blksize", "512"), ("tsize", str(512 * 9 + 100)),
+                               ("windowsize", "8"), ("multicast", "239.255.0.1,1758,1"),
+                               ("mcepoch", "1")])
+        port.write(oack.to_wire(), srv.peer)
+        settle(0.001)
+        self.assertEqual(acks, [0])
+        group = ("239.255.0.1", 1758)
+        for block in (1, 3):
+            port.write(multicast.encodeData32(block, b"d" * 512), group)
+        settle(0.001)
+        self.assertEqual(acks, [0, 1])  # the hole at 2
+        # The stall timer fires, and in the same reactor turn block 2 is read
+        # (it waited in the socket while the process was starved).
+        timer = client._timer
+        self.assertEqual(timer.func, client._stall)
+        timer.cancel()
+        client._stall()
+        net._deliver(client._groupPort, multicast.encodeData32(2, b"d" * 512),
+                     ("10.0.0.9", 69))
+        settle(0.001)
+        self.assertEqual(acks, [0, 1, 3])
+
+
 class TransferTests(SynchronousTestCase):
 
     def fetchAll(self, h, clients, limit=120):

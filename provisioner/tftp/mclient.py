@@ -636,6 +636,19 @@ class MulticastClient(DatagramProtocol):
         self._arm(self.stallTime, self._stall)
 
     def _stall(self):
+        """
+        No DATA for C{stallTime} as master: ACK again, so that the server
+        resends the hole. The timer may fire after the process was starved
+        of CPU with DATA already waiting in the socket (the reactor runs due
+        timers before it reads), and an ACK from before that DATA would make
+        the server resend a block already here: so the ACK waits one reactor
+        turn, and DATA read meanwhile cancels it (L{_arm}).
+        """
+        self._timer = None
+        if self.role == ACTIVE and not self._finished:
+            self._timer = self.reactor.callLater(0, self._stallAck)
+
+    def _stallAck(self):
         self._timer = None
         if self.role == ACTIVE and not self._finished:
             self._stalls = getattr(self, "_stalls", 0) + 1

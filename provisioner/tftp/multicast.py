@@ -284,8 +284,9 @@ class MulticastSession(DatagramProtocol):
 
     #: The longest a hole the master reports is taken to be still in flight
     #: (seconds): the master repeats an unanswered ACK every 30 ms or so,
-    #: and each repeat past this guard sends the hole again.
-    GUARD_MAX = 0.1
+    #: and each repeat past this guard sends the hole again (a bound on the
+    #: round-trip estimate; a starved receiver can take a good part of it).
+    GUARD_MAX = 0.25
 
     def __init__(self, registry, key, path, source, blksize, epoch, timeout, group,
                  rate, unexpected, gate):
