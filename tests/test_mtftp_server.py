@@ -409,6 +409,60 @@ class StarvedMasterTests(SynchronousTestCase):
         settle(0.001)
         self.assertEqual(acks, [0, 1, 3])
 
+    def test_newMasterDrainsBacklogFirst(self):
+        """
+        If a passive client is made master while DATA is still arriving (a
+        backlog it has not read yet), its first ACK waits until the group is
+        quiet and so names only what it really misses, not the whole rest
+        of the file.
+        """
+        net = FakeNetwork()
+        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
+                                         _Output(), blksize=512, windowsize=8)
+        acks = []
+
+        class Server(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                packet = wire.decode(data)
+                if isinstance(packet, wire.Ack):
+                    acks.append((packet.block, struct.unpack("!HI", packet.extra)[1]))
+                self.peer = addr
+        srv = Server()
+        port = net.bind("10.0.0.9", 69, srv)
+
+        def settle(seconds):
+            end = net.clock.seconds() + seconds
+            while net.clock.seconds() < end - 1e-9:
+                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+
+        def oack(mc):
+            port.write(wire.OptionAck([
+                ("blksize", "512"), ("tsize", str(512 * 40 + 100)), ("windowsize", "8"),
+                ("multicast", "239.255.0.1,1758,%d" % (mc,)), ("mcepoch", "1")]).to_wire(),
+                srv.peer)
+        group = ("239.255.0.1", 1758)
+        client.start()
+        settle(0.001)
+        oack(0)
+        settle(0.001)
+        for block in range(1, 11):
+            port.write(multicast.encodeData32(block, b"d" * 512), group)
+        settle(0.001)
+        self.assertEqual((client.role, acks), (mclient.PASSIVE, []))
+        # Made master; blocks 11-30 (but 20) were sent before and are still
+        # coming in.
+        oack(1)
+        settle(0.0005)
+        for block in range(11, 31):
+            if block != 20:
+                port.write(multicast.encodeData32(block, b"d" * 512), group)
+            settle(0.002)
+        self.assertEqual(client.role, mclient.ACTIVE)
+        self.assertEqual(acks, [])
+        settle(0.05)
+        # Block 20 is missing, 21-30 are here, 31 onwards never came.
+        self.assertEqual(acks[0], (19, 1))
+
 
 class TransferTests(SynchronousTestCase):
 

@@ -381,6 +381,7 @@ class MulticastClient(DatagramProtocol):
         self.lastAcked = -1
         self.sinceAck = 0
         self.expectUntil = None
+        self._draining = False
         self.stallTime = stallTime
         self.firstPassOver = False
         self.needRepair = False
@@ -511,7 +512,15 @@ class MulticastClient(DatagramProtocol):
             self._setRole(ACTIVE, "promoted client made master by the server"
                           if self.role == PROMOTED else "made master by the server")
             self.lastAcked = -1
-            self._ack(force=True)
+            if self._dataLately():
+                # The server holds the stream while it changes masters, so
+                # DATA still coming is a backlog this client has not read
+                # yet (starved of CPU): an ACK now would ask again for all of
+                # it. ACK once the group socket is quiet (L{_stall}).
+                self._draining = True
+                self._arm(self.stallTime, self._stall)
+            else:
+                self._ack(force=True)
         else:
             self._setRole(PASSIVE, "listening to %s:%d" % (gaddr, gport))
             self._arm(self.patience, self._idle)
@@ -564,6 +573,9 @@ class MulticastClient(DatagramProtocol):
             if t.complete:
                 self._ackFinal()
                 return
+            if self._draining:
+                self._arm(self.stallTime, self._stall)
+                return
             if ((self.expectUntil is not None and hole - 1 >= self.expectUntil) or
                     hole - 1 >= self.lastAcked + self.ackEvery or
                     # A plain RFC 2090 server (no mcepoch: not provisioner) may
@@ -583,6 +595,16 @@ class MulticastClient(DatagramProtocol):
                 self._leave("complete")
                 return
             self._arm(self.patience, self._idle)
+
+    def _dataLately(self):
+        """
+        Whether DATA arrived in the last C{stallTime} seconds while passive
+        (read off the idle deadline each DATA pushes on: no cost per DATA).
+        """
+        timer = self._timer
+        if timer is None or not timer.active() or timer.func != self._idle:
+            return False
+        return timer.getTime() - self.patience > self.reactor.seconds() - self.stallTime
 
     def _firstPass(self):
         if self.firstPassOver:
@@ -633,6 +655,7 @@ class MulticastClient(DatagramProtocol):
         self.stats["acks"] += 1
         self.lastAcked = block
         self.sinceAck = 0
+        self._draining = False
         self._arm(self.stallTime, self._stall)
 
     def _stall(self):
