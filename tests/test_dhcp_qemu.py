@@ -46,6 +46,7 @@ tftp:
 dhcp:
   enabled: true
   mode: %(mode)s
+  port: %(port)d
   uefi: %(uefi)s
   interfaces: [eth0]
   lease_file: %(leases)s
@@ -69,6 +70,19 @@ option router 198.18.%(subnet)d.2
 option lease 600
 """
 
+# The site's own DHCP server on provisioner's host (same-host proxy): dnsmasq
+# gives addresses with option 60 "PXEClient" and no boot file (so PXE ROMs
+# ask port 4011 of this host), and the iPXE stage its script by user class.
+DNSMASQ = [
+    "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+    "--interface=eth0", "--bind-interfaces", "--pid-file=",
+    "--dhcp-range=198.18.%(subnet)d.160,198.18.%(subnet)d.180,255.255.255.0,10m",
+    "--dhcp-option-force=60,PXEClient", "--dhcp-leasefile=%(leases)s",
+    "--dhcp-userclass=set:ipxe,iPXE",
+    "--dhcp-boot=tag:ipxe,boot.ipxe,provisioner,198.18.%(subnet)d.1",
+    "--log-dhcp", "--log-facility=%(log)s",
+]
+
 BOOT_TIMEOUT = 120
 
 
@@ -80,11 +94,15 @@ class QEMUBootMixin:
     mode = "full"
     uefi = "redirect"
     subnet = 41
+    # proxy mode: the address server (udhcpd on another host, or dnsmasq
+    # on provisioner's own host with dhcp.port 0)
+    siteServer = "udhcpd"
 
     def setUp(self):
         requireE2E(root=True, netns=True, tools=[
             QEMU, "busybox", "ip", OVMF_CODE, os.path.join(IPXE_DIR, "snponly.efi"),
-            os.path.join(IPXE_DIR, "undionly.kpxe")])
+            os.path.join(IPXE_DIR, "undionly.kpxe")] + (
+                ["dnsmasq"] if self.siteServer == "dnsmasq" else []))
         self.directory = os.path.abspath(self.mktemp())
         root = os.path.join(self.directory, "root")
         os.makedirs(root)
@@ -92,11 +110,24 @@ class QEMUBootMixin:
             shutil.copy(os.path.join(IPXE_DIR, name), root)
         with open(os.path.join(root, "boot.ipxe"), "w") as f:
             f.write(SCRIPT)
-        self.lab = NetLab(hosts=2 if self.mode == "proxy" else 1, subnet=self.subnet)
+        sameHost = self.siteServer == "dnsmasq"
+        self.lab = NetLab(hosts=2 if self.mode == "proxy" and not sameHost else 1,
+                          subnet=self.subnet)
         self.addCleanup(self.lab.close)
         server = self.lab.hosts[0]
         startRouterAdvertisements(server)
-        if self.mode == "proxy":
+        if sameHost:
+            self.dnsmasqLog = os.path.join(self.directory, "dnsmasq.log")
+            argv = [a % {"subnet": self.subnet, "log": self.dnsmasqLog,
+                         "leases": os.path.join(self.directory, "dnsmasq.leases")}
+                    for a in DNSMASQ]
+            dnsmasq = server.popen(argv)
+
+            def stopDnsmasq():
+                dnsmasq.terminate()
+                dnsmasq.wait(10)
+            self.addCleanup(stopDnsmasq)
+        elif self.mode == "proxy":
             conf = os.path.join(self.directory, "udhcpd.conf")
             with open(conf, "w") as f:
                 f.write(UDHCPD % {"subnet": self.subnet,
@@ -104,6 +135,7 @@ class QEMUBootMixin:
             self.lab.hosts[1].popen(["busybox", "udhcpd", "-f", conf])
         self.provisioner = Provisioner(server, CONFIG % {
             "root": root, "mode": self.mode, "uefi": self.uefi, "subnet": self.subnet,
+            "port": 0 if sameHost else 67,
             "leases": os.path.join(self.directory, "leases.sqlite")}, self.directory)
         self.addCleanup(self.provisioner.kill)
         self.provisioner.start()
@@ -265,3 +297,31 @@ class ProxyModeDirectTests(QEMUBootMixin, TestCase):
         self.assertAddress(ip, 160, 180)
         self.assertNotIn("PXE boot server ACK to %s" % (mac,), self.provisioner.log())
         self.assertEqual(self.tftpReads("snponly.efi"), 1)
+
+
+class SameHostProxyTests(QEMUBootMixin, TestCase):
+    """
+    The site's DHCP server (dnsmasq) runs on provisioner's own host and has
+    port 67; provisioner runs with C{dhcp.port: 0}, as the PXE boot server
+    on 4011 only.
+    """
+
+    mode = "proxy"
+    siteServer = "dnsmasq"
+    subnet = 45
+
+    def test_uefiBootServer(self):
+        """
+        If OVMF's PXE client gets an address offer with option 60
+        "PXEClient" and no boot file from the host's DHCP server, it asks
+        port 4011 of that host, where provisioner gives it snponly.efi;
+        iPXE then boots the script (its file from dnsmasq by user class).
+        """
+        mac = "52:54:00:2d:00:02"
+        gotMAC, ip = self.boot(mac, "uefi", romfile="")
+        self.assertEqual(gotMAC, mac)
+        self.assertAddress(ip, 160, 180)
+        self.assertIn("PXE boot server ACK to %s" % (mac,), self.provisioner.log())
+        self.assertEqual(self.decisions(mac), ["snponly.efi"])
+        self.assertEqual(self.tftpReads("snponly.efi"), 1)
+        self.assertEqual(self.tftpReads("boot.ipxe"), 1)

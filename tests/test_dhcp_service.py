@@ -63,14 +63,14 @@ class ServiceTests(TestCase):
         """
         self.assertIsInstance(makeService(self.makeAppliance("")), DHCPService)
 
-    def test_bootServerOverUDP(self):
+    def test_bootServerOverUDP(self, started=None):
         """
         If a PXE client's REQUEST reaches the boot-server socket, the ACK
         comes back to the client's socket, and the client directory has
         it.
         """
         from twisted.internet import reactor
-        appliance, service = self.start(
+        appliance, service = started or self.start(
             "dhcp:\n  enabled: true\n  address: 127.0.0.1\n")
         client = Collector()
         listening = reactor.listenUDP(0, client, interface="127.0.0.1")
@@ -89,6 +89,16 @@ class ServiceTests(TestCase):
             self.assertEqual(appliance.clients.byMAC("52:54:00:12:34:02").boot_file,
                              "snponly.efi")
         return client.received.addCallback(check)
+
+    def test_bootServerOnly(self):
+        """
+        If dhcp.port is 0 (proxy mode next to the host's own DHCP server),
+        only the boot-server port is bound, and it answers.
+        """
+        appliance, service = self.start(
+            "dhcp:\n  enabled: true\n  address: 127.0.0.1\n  port: 0\n")
+        self.assertEqual([kind for kind, _, _ in service.ports], ["pxe"])
+        return self.test_bootServerOverUDP(started=(appliance, service))
 
     def test_fullModeLifecycle(self):
         """
@@ -159,6 +169,17 @@ class SchemaTests(SynchronousTestCase):
         """
         self.assertBad("dhcp:\n  enabled: true\n  mode: full\n  interfaces: [eth0]\n",
                        "dhcp.subnets")
+
+    def test_noDHCPPort(self):
+        """
+        If dhcp.port is 0 in full mode, or with pxe_port 0 too, the
+        configuration is refused with the reason.
+        """
+        self.assertBad("dhcp:\n  enabled: true\n  mode: full\n  interfaces: [eth0]\n"
+                       "  port: 0\n  subnets:\n    - network: 198.18.0.0/24\n"
+                       "      range: [198.18.0.10, 198.18.0.20]\n", "only works in mode 'proxy'")
+        self.assertBad("dhcp:\n  enabled: true\n  interfaces: [eth0]\n  port: 0\n"
+                       "  pxe_port: 0\n", "nothing to listen on")
 
     def test_needsInterface(self):
         """

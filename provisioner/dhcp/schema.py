@@ -130,6 +130,11 @@ def checkOverrides(value):
 def _checkSection(values):
     if values["enabled"] and values["mode"] == "full" and not values["subnets"]:
         return "mode 'full' needs at least one entry in dhcp.subnets"
+    if values["enabled"] and not values["port"]:
+        if values["mode"] == "full":
+            return "dhcp.port 0 (no DHCP port) only works in mode 'proxy'"
+        if not values["pxe_port"]:
+            return "dhcp.port and dhcp.pxe_port are both 0: nothing to listen on"
     if values["enabled"] and not values["interfaces"] and values["address"] in (
             "0.0.0.0", "::"):
         return ("set dhcp.interfaces (the responder never answers on every interface) "
@@ -164,7 +169,10 @@ SCHEMA = Section("the DHCP / proxyDHCP / PXE responder (UDP 67 and 4011)", {
                       "nothing else is ever answered", items=Key("", "str", "interface")),
     "address": Key("0.0.0.0", "ip", "address the sockets bind to; keep 0.0.0.0 (broadcasts "
                    "arrive there) except in tests"),
-    "port": Key(67, "port", "DHCP server port"),
+    "port": Key(67, "port", "DHCP server port; 0 in proxy mode: do not use it, answer "
+                "only as the PXE boot server on pxe_port, for a host whose own DHCP server "
+                "has port 67 and puts option 60 'PXEClient' in its offers (PXE 2.1: the "
+                "client then asks port 4011 of that host)"),
     "client_port": Key(68, "port", "port replies go to (DHCP client port)"),
     "pxe_port": Key(4011, "port", "PXE boot server port (ProxyDHCP REQUEST / boot "
                     "server discovery); 0 disables it"),

@@ -99,10 +99,11 @@ class DHCPService(service.Service):
             config, self.reactor, self.appliance.clients, self.leases,
             inventoryGetter=lambda: self.appliance.inventory)
         for iface in self._interfaces():
-            protocol = DHCPProtocol(self.responder, iface)
-            port = self._listen(self._bindSocket(config["address"], config["port"],
-                                                 iface.name), protocol)
-            self.ports.append(("dhcp", iface, port))
+            if config["port"]:
+                protocol = DHCPProtocol(self.responder, iface)
+                port = self._listen(self._bindSocket(config["address"], config["port"],
+                                                     iface.name), protocol)
+                self.ports.append(("dhcp", iface, port))
             if config["pxe_port"]:
                 protocol = PXEProtocol(self.responder, iface)
                 port = self._listen(self._bindSocket(config["address"], config["pxe_port"],
@@ -111,7 +112,8 @@ class DHCPService(service.Service):
             self.log.info(
                 "DHCP {mode} responder on {iface} ({address}) ports {port}/{pxe}",
                 mode=config["mode"], iface=iface.name or config["address"],
-                address=iface.address, port=config["port"], pxe=config["pxe_port"] or "-")
+                address=iface.address, port=config["port"] or "-",
+                pxe=config["pxe_port"] or "-")
         self._bound = True
         service.Service.privilegedStartService(self)
 
