@@ -512,11 +512,12 @@ class MulticastClient(DatagramProtocol):
             self._setRole(ACTIVE, "promoted client made master by the server"
                           if self.role == PROMOTED else "made master by the server")
             self.lastAcked = -1
-            if self._dataLately():
+            if self.stats["data"]:
                 # The server holds the stream while it changes masters, so
                 # DATA still coming is a backlog this client has not read
-                # yet (starved of CPU): an ACK now would ask again for all of
-                # it. ACK once the group socket is quiet (L{_stall}).
+                # yet (starved of CPU, it may not even have seen it yet): an
+                # ACK now would ask again for all of it. ACK once the group
+                # socket has been quiet for stallTime (L{_stall}).
                 self._draining = True
                 self._arm(self.stallTime, self._stall)
             else:
@@ -595,16 +596,6 @@ class MulticastClient(DatagramProtocol):
                 self._leave("complete")
                 return
             self._arm(self.patience, self._idle)
-
-    def _dataLately(self):
-        """
-        Whether DATA arrived in the last C{stallTime} seconds while passive
-        (read off the idle deadline each DATA pushes on: no cost per DATA).
-        """
-        timer = self._timer
-        if timer is None or not timer.active() or timer.func != self._idle:
-            return False
-        return timer.getTime() - self.patience > self.reactor.seconds() - self.stallTime
 
     def _firstPass(self):
         if self.firstPassOver:
