@@ -52,6 +52,22 @@ _H = struct.Struct("!H")
 _DATA = b"\x00\x03"
 
 
+
+def rearm(clock, timer, delay, what):
+    """
+    Make C{what} run C{delay} seconds from now, with at most one pending
+    call: the same deadline pushed on (a C{reset}, far cheaper than a cancel
+    and a new call when it happens once a datagram), or C{timer} replaced.
+
+    @return: the pending call (C{timer} itself when it was reset).
+    """
+    if timer is not None and timer.active():
+        if timer.func == what:
+            timer.reset(delay)
+            return timer
+        timer.cancel()
+    return clock.callLater(delay, what)
+
 class TFTPError(Exception):
     """
     The server answered with an ERROR packet, or the transfer failed.
@@ -272,13 +288,7 @@ class ReadProtocol(DatagramProtocol):
         self._sendRequest()
 
     def _arm(self, delay, what):
-        timer = self._timer
-        if timer is not None and timer.active():
-            if timer.func == what:
-                timer.reset(delay)
-                return
-            timer.cancel()
-        self._timer = self.reactor.callLater(delay, what)
+        self._timer = rearm(self.reactor, self._timer, delay, what)
 
     def _disarm(self):
         if self._timer is not None and self._timer.active():

@@ -30,6 +30,7 @@ from provisioner.files import sha256File
 from provisioner.netio import setReceiveBuffer, setSendBuffer
 from provisioner import udpbatch
 from provisioner.tftp import wire
+from provisioner.tftp.client import rearm
 from provisioner.tftp.multicast import (
     EPOCH_OPTION, MULTICAST_OPTION, RANGES_OPTION, blockCount, decodeData32,
     nearest32, rangesOption)
@@ -434,16 +435,7 @@ class MulticastClient(DatagramProtocol):
         self._arm(self.timeout)
 
     def _arm(self, delay, what=None):
-        what = what or self._timedOut
-        timer = self._timer
-        if timer is not None and timer.active():
-            if timer.func == what:
-                # the same deadline pushed on, once a DATA: a reset is far
-                # cheaper than a cancel and a new call
-                timer.reset(delay)
-                return
-            timer.cancel()
-        self._timer = self.reactor.callLater(delay, what)
+        self._timer = rearm(self.reactor, self._timer, delay, what or self._timedOut)
 
     # Unicast socket: OACK, ERROR ----------------------------------------------
 
