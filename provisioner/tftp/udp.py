@@ -66,9 +66,19 @@ class WindowSender:
     @ivar peer: C{(host, port)} the datagrams go to.
     @ivar gso: use UDP GSO (cleared after the kernel refuses it).
     @ivar calls: send system calls made (for tests and stats).
+    @cvar headerSize: bytes of TFTP header before each block's data.
     """
 
     log = Logger()
+    headerSize = 4
+
+    def header(self, block):
+        """
+        The DATA header of a (32-bit) block: opcode and the block number
+        wrapped to 16 bits. Subclasses frame blocks otherwise (multicast
+        TFTP's C{mcepoch}).
+        """
+        return _H.pack(_DATA, block & 0xFFFF)
 
     def __init__(self, sock, peer, gso=True):
         self.sock = sock
@@ -103,10 +113,10 @@ class WindowSender:
             buffer filled up).
         """
         view = memoryview(data)
-        pack = _H.pack
+        header = self.header
         if count == 1:
-            return 1 if self.send(pack(_DATA, first & 0xFFFF) + data) else 0
-        segment = blksize + 4
+            return 1 if self.send(header(first) + data) else 0
+        segment = blksize + self.headerSize
         if self.gso and segment * 2 <= GSO_MAX_BYTES:
             perCall = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // segment)
             sent = 0
@@ -117,7 +127,7 @@ class WindowSender:
                 base = sent * blksize
                 block = first + sent
                 for i in range(n):
-                    append(pack(_DATA, (block + i) & 0xFFFF))
+                    append(header(block + i))
                     off = base + i * blksize
                     append(view[off:off + blksize])
                 if n == 1:
@@ -138,7 +148,7 @@ class WindowSender:
         sent = 0
         for i in range(count):
             off = i * blksize
-            if not self.send(pack(_DATA, (first + i) & 0xFFFF) + view[off:off + blksize]):
+            if not self.send(header(first + i) + view[off:off + blksize]):
                 return sent
             sent += 1
         return sent
