@@ -57,7 +57,8 @@ began = time.time()
 result = {"began": began}
 if mode.startswith("mcast"):
     buf = io.StringIO()
-    extra = ["--mc-no-repair"] if mode == "mcast-promote" else []
+    extra = {"mcast-promote": ["--mc-no-repair"],
+             "mcast-gaps0": ["--mc-smart-max-gaps", "0"]}.get(mode, [])
     with contextlib.redirect_stdout(buf):
         rc = mclient.main([server, path, "-o", out, "--windowsize", "64",
                            "--blksize", "1428"] + extra)
@@ -198,6 +199,7 @@ class Bench:
 
 
 MODES = {"mcast": "provisioner multicast", "mcast-promote": "provisioner mcast, no repair",
+         "mcast-gaps0": "provisioner mcast, promote",
          "unicast": "provisioner unicast x N", "atftpd": "atftpd multicast"}
 
 
@@ -209,7 +211,9 @@ def main(argv=None):
     parser.add_argument("--modes", default="mcast,mcast-promote,unicast,atftpd",
                         help="mcast: provisioner's client with its default roles (smart "
                         "repair by unicast); mcast-promote: the same with --mc-no-repair "
-                        "(gaps only by master turns); unicast: N provisioner fetch; "
+                        "(gaps only by master turns); mcast-gaps0: --mc-smart-max-gaps 0 "
+                        "(every client with a gap is promoted; unicast repair only when the "
+                        "stream goes idle); unicast: N provisioner fetch; "
                         "atftpd: Debian's atftpd with atftp clients")
     parser.add_argument("--atftpd", default=None,
                         help="atftpd binary (default: installed, else unpacked from its "
