@@ -463,6 +463,50 @@ class StarvedMasterTests(SynchronousTestCase):
         # Block 20 is missing, 21-30 are here, 31 onwards never came.
         self.assertEqual(acks[0], (19, 1))
 
+    def test_reportedHoleRepeatedAfterAWindow(self):
+        """
+        If the master has reported a hole (ACK with its length), it says so
+        again only once a window of DATA has come since (the resend, sent
+        at once, comes behind at most a window): not every quarter window.
+        A new hole is reported at once.
+        """
+        net = FakeNetwork()
+        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
+                                         _Output(), blksize=512, windowsize=8)
+        acks = []
+
+        class Server(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                packet = wire.decode(data)
+                if isinstance(packet, wire.Ack):
+                    acks.append(packet.block)
+                self.peer = addr
+        srv = Server()
+        port = net.bind("10.0.0.9", 69, srv)
+
+        def settle(seconds):
+            end = net.clock.seconds() + seconds
+            while net.clock.seconds() < end - 1e-9:
+                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+        group = ("239.255.0.1", 1758)
+
+        def data(*blocks):
+            for block in blocks:
+                port.write(multicast.encodeData32(block, b"d" * 512), group)
+            settle(0.001)
+        client.start()
+        settle(0.001)
+        port.write(wire.OptionAck([
+            ("blksize", "512"), ("tsize", str(512 * 40 + 100)), ("windowsize", "8"),
+            ("multicast", "239.255.0.1,1758,1"), ("mcepoch", "1")]).to_wire(), srv.peer)
+        settle(0.001)
+        data(1, 3)
+        self.assertEqual(acks, [0, 1])
+        data(*range(4, 11))
+        self.assertEqual(acks, [0, 1])
+        data(11)
+        self.assertEqual(acks, [0, 1, 1])
+
 
 class TransferTests(SynchronousTestCase):
 

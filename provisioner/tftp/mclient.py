@@ -569,17 +569,28 @@ class MulticastClient(DatagramProtocol):
             if self._draining:
                 self._arm(self.stallTime, self._stall)
                 return
+            if self.epoch:
+                # Our last ACK reported this hole (with its length): the
+                # server resent it at once, behind at most a window of DATA
+                # already in flight, so say it again only after a window
+                # (or after stallTime without DATA): sooner, a receiver that
+                # lags behind its socket would have the hole resent twice.
+                reported = self.lastAcked == hole - 1 and self.expectUntil is not None
+                repeat = self.windowsize
+            else:
+                reported = self.lastAcked == hole - 1
+                repeat = self.ackEvery
             if ((self.expectUntil is not None and hole - 1 >= self.expectUntil) or
                     hole - 1 >= self.lastAcked + self.ackEvery or
                     # A plain RFC 2090 server (no mcepoch: not provisioner) may
                     # answer each ACK with one block: ACK again at once when
                     # the block just after our last ACK arrives.
                     (not self.epoch and block == self.lastAcked + 1) or
-                    (block > hole and (self.lastAcked != hole - 1 or
-                                       self.sinceAck >= self.ackEvery)) or
+                    (block > hole and (not reported or self.sinceAck >= repeat)) or
                     block == t.nblocks):
                 # The gap we declared is filled, or the prefix moved on by
-                # ackEvery, or a (new or persisting) hole: tell the server.
+                # ackEvery, or a new hole, or a reported one persists: tell
+                # the server.
                 self._ack()
             else:
                 self._arm(self.stallTime, self._stall)
