@@ -13,6 +13,10 @@ fed. Two scenarios:
     that loss missed, fed to a receiver that already has most of it (the
     duplicates are the point).
 
+C{--sender} adds the sender's side: a whole round of the image encoded and
+signed by L{provisioner.mcast.sender.RoundSender} into a writer that only
+joins each batch (what the GSO send does), CPU per datagram.
+
 C{--socket} adds a third figure: the same receiver behind Twisted's real UDP
 read loop (a loopback port, datagrams blasted from a child process), as
 CPU seconds of this process per datagram taken off the socket.
@@ -160,6 +164,34 @@ def run(r, datagrams, args, profile):
     return used / len(datagrams) * 1e6, len(datagrams)
 
 
+# -- the sender --------------------------------------------------------------
+
+class _JoiningWriter:
+    def __init__(self):
+        self.datagrams = 0
+
+    def writeBatch(self, datagrams):
+        b"".join(datagrams)
+        self.datagrams += len(datagrams)
+        return len(datagrams)
+
+    def close(self):
+        pass
+
+
+def senderScenario(args, image):
+    from provisioner.mcast.sender import RoundSender
+    clock = task.Clock()
+    writer = _JoiningWriter()
+    s = RoundSender(clock, writer, lambda o, n: image[o:o + n], SESSION, 1, KEY,
+                    [(0, len(image))], CHUNK, rate=1e12)
+    t0 = cpu()
+    d = s.start()
+    while not d.called:
+        clock.advance(0.001)
+    return (cpu() - t0) / writer.datagrams * 1e6, writer.datagrams
+
+
 # -- Twisted's read loop on a real socket ------------------------------------
 
 _BLASTER = r"""
@@ -184,43 +216,37 @@ for i in range(count):
 
 def socketScenario(args, image, sha, directory):
     """
-    The receiver behind a real Twisted UDP port on 127.0.0.1 (a
-    C{listenMulticast} stand-in: the group is never joined).
+    The receiver behind a real Twisted UDP port on 127.0.0.1 (loopback
+    unicast stands in for the group: the receiver is handed the port and
+    told it has joined, so no multicast group is ever joined).
     """
     from twisted.internet import reactor as real
+    from provisioner.mcast.receiver import DataProtocol
     from provisioner.netio import setReceiveBuffer
 
     size = len(image)
     offsets = list(range(0, size, CHUNK))
     datagrams = [encode(SESSION, 1, o, image[o:o + CHUNK], KEY) for o in offsets[:-1]]
-
-    class Wrap:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def listenMulticast(self, port, proto, *a, **kw):
-            udpbatch = None
-            if not args.single:
-                try:
-                    from provisioner import udpbatch
-                except ImportError:
-                    pass
-            if udpbatch is not None:
-                p = udpbatch.listenUDP(real, 0, proto, interface="127.0.0.1",
-                                       maxPacketSize=2048)
-            else:
-                p = real.listenUDP(0, proto, interface="127.0.0.1", maxPacketSize=2048)
-            # loopback unicast stands in for the group: nothing is joined
-            p.joinGroup = p.leaveGroup = lambda *a: None
-            setReceiveBuffer(p.socket, 64 << 20)
-            Wrap.port = p
-            return p
-    r = Receiver(Wrap(), OutputFile(os.path.join(directory, "sock")), "bench",
+    r = Receiver(real, OutputFile(os.path.join(directory, "sock")), "bench",
                  hasher=lambda p: defer.succeed(sha))
     r.connected(_Server())
     r.progressInterval = 3600
+    udpbatch = None
+    if not args.single:
+        try:
+            from provisioner import udpbatch
+        except ImportError:
+            pass
+    if udpbatch is not None:
+        p = udpbatch.listenUDP(real, 0, DataProtocol(r), interface="127.0.0.1",
+                               maxPacketSize=2048)
+    else:
+        p = real.listenUDP(0, DataProtocol(r), interface="127.0.0.1", maxPacketSize=2048)
+    setReceiveBuffer(p.socket, 64 << 20)
+    r.dataPort = p
+    r.joined = "239.255.42.1"
     announce(r, size, sha, 1, [(0, size)])
-    port = Wrap.port.getHost().port
+    port = p.getHost().port
     count = len(datagrams)
     blaster = subprocess.Popen([sys.executable, "-c", _BLASTER, str(port), str(count),
                                 str(len(datagrams[0]))], stdin=subprocess.PIPE)
@@ -234,7 +260,6 @@ def socketScenario(args, image, sha, directory):
             state["t0"], state["c0"], state["n0"] = time.time(), cpu(), got
         if blaster.poll() is not None and time.time() - r.lastDatagram > 0.5:
             real.stop()
-    r.reactor = real  # lastDatagram uses real time
     loop = task.LoopingCall(poll)
     loop.start(0.05)
     real.run()
@@ -251,6 +276,7 @@ def main():
     parser.add_argument("--single", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--socket", action="store_true")
+    parser.add_argument("--sender", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     rnd = random.Random(0)
@@ -266,6 +292,12 @@ def main():
             print("%s: %.2f us/datagram (best of %d, %d datagrams, loss %g%%, %s)" % (
                 name, best, args.repeat, n, args.loss,
                 "one by one" if args.single else "batches of %d" % args.batch))
+        if args.sender:
+            best = None
+            for _ in range(args.repeat):
+                us, n = senderScenario(args, image)
+                best = us if best is None else min(best, us)
+            print("sender: %.2f us/datagram (best of %d, %d datagrams)" % (best, args.repeat, n))
         if args.profile:
             prof = cProfile.Profile()
             scenario(args, image, sha, directory, "round1", prof)
