@@ -608,6 +608,43 @@ class TransferTests(SynchronousTestCase):
         self.assertTrue(any("delayed start" in t and "opened by clients" in t
                             for t in h.log()))
 
+    def test_runsOfBlocks(self):
+        """
+        If the window allows many blocks, they leave in runs of up to
+        C{RUN} consecutive blocks (one read and one send each; with mcepoch
+        framing), the token bucket cutting a run where it runs dry.
+        """
+        h = Harness(self, "    rate_max: 30000\n    rate_burst: 10000\n",
+                    files={"f": _data(100 * 1000)})
+        proto, port = h.raw("10.0.1.9")
+        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("tsize", "0"),
+                                                ("windowsize", "64"), ("multicast", ""),
+                                                ("mcepoch", "1")])
+        port.write(rrq.to_wire(), (SERVER, 69))
+        h.settle(0.01)
+        oack, session = proto.received[0]
+        s = h.registry.sessions[0]
+        runs = []
+        sendBlocks = s._sender.sendBlocks
+
+        def recording(first, data, blksize, count):
+            runs.append((first, count))
+            return sendBlocks(first, data, blksize, count)
+        s._sender.sendBlocks = recording
+        port.write(wire.encodeAck(0, b"\x00\x00\x00\x00\x00\x00"), session)
+        h.settle(0.01)
+        # a 10000-byte burst: 9 blocks of 1006 bytes at once, then what the
+        # bucket refills
+        self.assertEqual(runs[0], (1, 9))
+        self.assertTrue(all(count < 9 for first, count in runs[1:]), runs)
+        h.settle(3.0)
+        self.assertEqual([first for first, count in runs],
+                         [1] + [10 + sum(c for f, c in runs[1:i]) for i in range(1, len(runs))])
+        self.assertEqual(sum(c for f, c in runs), 64)
+        data = [multicast.decodeData32(d) for d, a in s._port.written
+                if a == ("239.255.0.1", 1758)]
+        self.assertEqual([b for b, payload in data], list(range(1, 65)))
+
     def test_qosChange(self):
         """
         If the resource conditions are high when a session starts, it gets

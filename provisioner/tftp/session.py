@@ -181,10 +181,18 @@ class TransportSender:
     C{IUDPTransport}): one C{write} per datagram.
     """
 
+    headerSize = 4
+
     def __init__(self, transport, peer):
         self.transport = transport
         self.peer = peer
         self.calls = 0
+
+    def header(self, block):
+        """
+        As L{WindowSender.header}.
+        """
+        return wire.encodeData(block, b"")
 
     def send(self, datagram, peer=None):
         self.calls += 1
@@ -193,9 +201,10 @@ class TransportSender:
 
     def sendBlocks(self, first, data, blksize, count):
         view = memoryview(data)
+        header = self.header
         for i in range(count):
             off = i * blksize
-            self.send(wire.encodeData(first + i, bytes(view[off:off + blksize])))
+            self.send(header(first + i) + bytes(view[off:off + blksize]))
         return count
 
 
