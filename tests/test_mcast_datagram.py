@@ -140,23 +140,37 @@ class SessionKeyTests(SynchronousTestCase):
         self.assertEqual((rejected, stale), (0, 0))
         self.assertEqual([(s, e) for s, e, _ in runs], [(15, 35)])
 
+    def test_laterRoundKept(self):
+        """
+        If a datagram verifies but belongs to a later round than the one
+        announced (the sender started a repair round before this receiver
+        processed its announcement), it is kept, not counted as stale.
+        """
+        sk = SessionKey(KEY, 7)
+        batch = [sk.encode(3, 0, b"a" * 10), sk.encode(4, 10, b"b" * 10),
+                 sk.encode(2, 20, b"c" * 10)]
+        runs, rejected, stale = sk.verifyBatch(batch, 3, 1000)
+        self.assertEqual((rejected, stale), (0, 1))
+        self.assertEqual([(s, e, b"".join(p)) for s, e, p in runs],
+                         [(0, 20, b"a" * 10 + b"b" * 10)])
+
     def test_rejectedAndStale(self):
         """
         If datagrams are short, of another session or version, altered,
         signed under another key, or end beyond the image, they are counted
-        as rejected; good ones of another round as stale; none is in a run,
+        as rejected; good ones of an earlier round as stale; none is in a run,
         and the runs around them are cut.
         """
         sk = SessionKey(KEY, 7)
-        good = sk.encode(1, 0, b"a" * 10)
-        altered = bytearray(sk.encode(1, 10, b"b" * 10))
+        good = sk.encode(2, 0, b"a" * 10)
+        altered = bytearray(sk.encode(2, 10, b"b" * 10))
         altered[HEADER_SIZE] ^= 1
         batch = [good, b"", b"\x01", good[:HEADER_SIZE], good + b"x",
-                 b"\x02" + good[1:], bytes(altered), SessionKey(KEY, 8).encode(1, 10, b"c" * 10),
-                 SessionKey(b"x" * 32, 7).encode(1, 10, b"d" * 10),
-                 sk.encode(1, 995, b"e" * 10), sk.encode(2, 10, b"f" * 10),
-                 sk.encode(1, 10, b"g" * 10)]
-        runs, rejected, stale = sk.verifyBatch(batch, 1, 1000)
+                 b"\x02" + good[1:], bytes(altered), SessionKey(KEY, 8).encode(2, 10, b"c" * 10),
+                 SessionKey(b"x" * 32, 7).encode(2, 10, b"d" * 10),
+                 sk.encode(2, 995, b"e" * 10), sk.encode(1, 10, b"f" * 10),
+                 sk.encode(2, 10, b"g" * 10)]
+        runs, rejected, stale = sk.verifyBatch(batch, 2, 1000)
         self.assertEqual((rejected, stale), (9, 1))
         self.assertEqual([(s, e, b"".join(p)) for s, e, p in runs],
                          [(0, 20, b"a" * 10 + b"g" * 10)])

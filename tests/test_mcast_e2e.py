@@ -259,16 +259,20 @@ class ChurnTests(SynchronousTestCase):
             extra=["--output", os.path.join(small, "disk.img")])
         attacker = hosts[6]
         proc, session = lab.send(minReceivers=5)
-        # spoofed datagrams: the right session id, group and port, no key
+        # spoofed datagrams: the right session id, group and port, no key;
+        # for bytes near the end of the image, which the receivers do not
+        # hold yet while round 1 runs (a datagram for bytes already held is
+        # dropped before its tag is checked, and not counted)
         spoof = (
             "import socket,struct,time\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             "s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_IF,socket.inet_aton('%s'))\n"
-            "for i in range(200):\n"
-            "  h=struct.pack('!BIHHIH',1,%d,1,0,0,1000)\n"
+            "for i in range(400):\n"
+            "  o=%d-1000*(1+i)\n"
+            "  h=struct.pack('!BIHHIH',1,%d,1,0,o,1000)\n"
             "  s.sendto(h+b'X'*1000+b'\\0'*12,('239.255.42.1',7011))\n"
-            "  s.sendto(struct.pack('!BIHHIH',1,%d,2,0,0,1000)+b'Y'*1012,('239.255.42.1',7011))\n"
-            "  time.sleep(0.01)\n" % (attacker.ip, session, session))
+            "  s.sendto(struct.pack('!BIHHIH',1,%d,2,0,o,1000)+b'Y'*1012,('239.255.42.1',7011))\n"
+            "  time.sleep(0.01)\n" % (attacker.ip, 8 << 20, session, session))
         attackerProc = attacker.popen([PYTHON, "-c", spoof])
         # kill the restarted one once it has saved some progress
         state = os.path.join(lab.dir, "restarted.mcast-state")

@@ -281,6 +281,21 @@ class ReceiverTests(SynchronousTestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(1000), bytes(1000))
 
+    def test_laterRoundBeforeItsAnnouncement(self):
+        """
+        If datagrams of the next round arrive before its announcement (the
+        sender does not wait for a receiver that is still on the group),
+        they are written, not dropped as stale.
+        """
+        self.announce(round=1)
+        self.send([1000], round=2)
+        self.assertEqual(self.receiver.received.ranges(), [(1000, 2000)])
+        self.assertEqual(self.receiver.stale, 0)
+        self.receiver.output.flush()
+        with open(self.path, "rb") as f:
+            f.seek(1000)
+            self.assertEqual(f.read(1000), self.data[1000:2000])
+
     def test_notInRoundLeavesGroup(self):
         """
         If a round carries nothing this receiver lacks, it leaves the data

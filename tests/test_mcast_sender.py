@@ -49,11 +49,15 @@ class FakeConnection:
     A control connection: records what the server pushes.
     """
 
-    def __init__(self):
+    def __init__(self, hang=()):
         self.calls = []
+        self.hang = hang
 
     def callRemote(self, command, **kw):
         self.calls.append((command, kw))
+        if command in self.hang:
+            # a receiver that does not get to its control channel (busy)
+            return defer.Deferred()
         return defer.succeed({})
 
     def named(self, command):
@@ -439,7 +443,8 @@ class SessionTests(SynchronousTestCase):
         """
         If a receiver reports that it is more than C{flow_window} bytes
         behind in the first round, the sender pauses until it catches up;
-        receivers that report nothing do not hold it back.
+        receivers that report nothing hold it back for no longer than
+        L{Session.FLOW_STALL}.
         """
         with open(os.path.join(self.root, "big"), "wb") as f:
             f.write(bytes(1000000))
@@ -459,6 +464,66 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.writer.datagrams()), 1000)
         self.assertEqual(session.phase, "collect")
 
+    def test_repairRoundStartsWithoutAcks(self):
+        """
+        If a receiver that reported ranges missing does not acknowledge the
+        next round's announcement, the round's data starts anyway (it is
+        still on the group and keeps datagrams of a later round); in the
+        first round, the data waits for the announcement to be acknowledged
+        by receivers that have not reported (up to C{announce_timeout}).
+        """
+        session = self.start()
+        a = FakeConnection(hang=(commands.Announce,))
+        b = FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        drive(self.clock, 0.5)
+        self.assertEqual(session.phase, "announce")
+        self.assertEqual(self.writer.datagrams(), [])
+        self.finishRound()
+        before = len(self.writer.datagrams())
+        self.controller.reportMissing(a, session.id, 1, [(0, 3000)])
+        self.controller.reportMissing(b, session.id, 1, [])
+        self.assertEqual(session.round, 2)
+        self.assertEqual(a.named(commands.Announce)[-1]["round"], 2)
+        drive(self.clock, 0.05)
+        self.assertEqual(len(self.writer.datagrams()), before + 3)
+        self.assertEqual(session.rounds[-1]["announce_seconds"], 0)
+
+    def test_silentReceiverHoldsRepairRound(self):
+        """
+        If a receiver of the current group has not reported progress in a
+        repair round (its announcement still queued), the round goes
+        C{flow_window} bytes and waits: until the receiver reports
+        progress, or for L{Session.FLOW_STALL} seconds.
+        """
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(bytes(1000000))
+        self.controller.config = dict(self.controller.config, flow_window=200000)
+        session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
+                                                                    rate=10))
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        drive(self.clock, 4)
+        self.assertEqual(session.phase, "collect")
+        before = len(self.writer.datagrams())
+        self.controller.reportMissing(a, session.id, 1, [(0, 500000)])
+        self.controller.reportMissing(b, session.id, 1, [(0, 500000)])
+        drive(self.clock, 1)
+        sent = len(self.writer.datagrams()) - before
+        self.assertGreaterEqual(sent, 200 - 63)
+        self.assertLessEqual(sent, 200 + 63)
+        self.assertEqual(session.phase, "data")
+        # a reports progress: b still holds the round at its start
+        self.controller.progress(a, session.id, 2, 500000)
+        drive(self.clock, 0.5)
+        self.assertLessEqual(len(self.writer.datagrams()) - before, 200 + 63)
+        # b's position has not moved for FLOW_STALL: it no longer counts
+        drive(self.clock, 1.5)
+        self.assertEqual(len(self.writer.datagrams()) - before, 500)
+        self.assertEqual(session.phase, "collect")
+
     def test_flowControlLaterRounds(self):
         """
         If a receiver falls behind in a repair round, the sender pauses there
@@ -474,7 +539,8 @@ class SessionTests(SynchronousTestCase):
         a, b = FakeConnection(), FakeConnection()
         self.controller.register(a, "a", "x")
         self.controller.register(b, "b", "y")
-        drive(self.clock, 2)
+        # neither reports progress: each holds the round for FLOW_STALL
+        drive(self.clock, 4)
         self.assertEqual(session.phase, "collect")
         self.controller.progress(a, session.id, 1, 0)  # a round late: ignored
         # a misses every other 1000 bytes: 500,000 bytes over the whole image

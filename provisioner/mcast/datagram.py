@@ -231,7 +231,11 @@ class SessionKey:
         A datagram is I{rejected} when it is short, of another version or
         session, its length field disagrees with its size, its tag does not
         verify, or it ends beyond C{limit}; I{stale} when it verifies but
-        belongs to another round. The others are returned as runs of
+        belongs to an earlier round. A datagram of a later round is kept:
+        it verified under the session's key, so it is the image's bytes,
+        and the sender starts a repair round's data without waiting for
+        the receivers that still take data to acknowledge its
+        announcement. The others are returned as runs of
         consecutive datagrams (each starting where the previous one ended),
         in the order they came.
 
@@ -242,7 +246,8 @@ class SessionKey:
 
         @param datagrams: a sequence of bytes-like objects (a C{recvmmsg}
             batch: C{memoryview}s are not copied).
-        @param roundNumber: the round announced.
+        @param roundNumber: the round announced (datagrams of earlier
+            rounds are stale).
         @param limit: the image size.
         @param held: an object with C{covers(start, end)} (the receiver's
             L{provisioner.mcast.ranges.RangeSet}), or L{None}.
@@ -280,7 +285,7 @@ class SessionKey:
             if not compare(outer.digest()[:TAG_SIZE], view[body:]):
                 rejected += 1
                 continue
-            if rnd != roundNumber:
+            if rnd < roundNumber:
                 stale += 1
                 continue
             end = offset + length

@@ -419,6 +419,7 @@ class Member:
         self.reconnects = 0
         self.sha256 = None
         self.progress = None
+        self.completedAt = None
 
     @property
     def connected(self):
@@ -542,6 +543,8 @@ class Session:
                 sha256, self.sha256))
         member.state = COMPLETE
         member.sha256 = sha256
+        if self.started is not None:
+            member.completedAt = self.clock.seconds() - self.started
         member.missing = []
         self.log.info("session {session}: {client} complete", session=self.id,
                       client=member.clientId)
@@ -685,10 +688,20 @@ class Session:
                 for m in self._active():
                     if m.connected and m.cleanFrom is None:
                         m.cleanFrom = self.round
-                acks = [self._push(m, commands.Announce, **self._announcement())
-                        for m in self._active()]
-                yield _withTimeout(defer.DeferredList(acks), self.clock,
-                                   self.config["announce_timeout"])
+                # every active receiver gets the announcement; the data
+                # waits only for those that have not reported yet (they may
+                # not have the image prepared nor the group joined): one
+                # that reported ranges missing is still on the group and
+                # keeps datagrams of a later round, and the flow gate holds
+                # the round at its start until it reports progress
+                acks = []
+                for m in self._active():
+                    d = self._push(m, commands.Announce, **self._announcement())
+                    if m.missing is None:
+                        acks.append(d)
+                if acks:
+                    yield _withTimeout(defer.DeferredList(acks), self.clock,
+                                       self.config["announce_timeout"])
                 record["announce_seconds"] = round(
                     self.clock.seconds() - self.started - record["started"], 3)
                 # data
@@ -771,24 +784,36 @@ class Session:
     def _flowGate(self, roundNumber, window):
         """
         Flow control, every round: a batch ending at image offset C{end}
-        may go when every receiver of the current group that reports
-        progress for this round (and whose position moved in the last
-        L{FLOW_STALL} seconds) is less than C{window} bytes of this round's
-        data behind it. Positions are image offsets; they are compared in
+        may go when every connected receiver of the current group (except
+        one whose position has not moved for L{FLOW_STALL} seconds) is less
+        than C{window} bytes of this round's data behind it. One that has
+        not reported progress for this round yet stands at the round's
+        start since the data started (the sender does not wait for repair
+        rounds' announcements to be acknowledged: the first C{window}
+        bytes go at once, the rest once every receiver is taking them). Positions are image offsets; they are compared in
         bytes the round carries (L{R.RoundBytes}), so a repair round spread
         over the whole image gets the same window as the first.
         """
         where = R.RoundBytes(self.roundRanges)
+        opened = self.clock.seconds()
 
         def gate(end):
             now = self.clock.seconds()
             ahead = where.at(end) - window
+            if ahead <= 0:
+                return True
             for m in self.members.values():
-                p = m.progress
-                if (p is None or p[0] != roundNumber or not m.connected
-                        or not m.inCurrentGroup() or now - p[2] > self.FLOW_STALL):
+                if not m.connected or not m.inCurrentGroup():
                     continue
-                if where.at(p[1]) < ahead:
+                p = m.progress
+                if p is None or p[0] != roundNumber:
+                    # no progress for this round yet (the announcement may
+                    # still wait in its queue): it stands at the round's
+                    # start, from the moment the data started
+                    p = (roundNumber, None, opened)
+                if now - p[2] > self.FLOW_STALL:
+                    continue
+                if p[1] is None or where.at(p[1]) < ahead:
                     return False
             return True
         return gate
@@ -821,6 +846,8 @@ class Session:
         for cid, m in sorted(self.members.items()):
             entry = {"address": m.address, "state": m.state, "connected": m.connected,
                      "reason": m.reason, "reconnects": m.reconnects,
+                     "completed_at": (None if m.completedAt is None
+                                      else round(m.completedAt, 3)),
                      "missing_by_round": {str(k): v[0] for k, v in sorted(m.history.items())},
                      "assumed_rounds": [k for k, v in sorted(m.history.items()) if v[2]]}
             if detail:
