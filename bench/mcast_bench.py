@@ -193,8 +193,13 @@ class Bench:
             "--min-receivers", str(n), "--max-wait", "60", "--json"]),
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             timeout=self.args.timeout)
+        summaries = []
         for p in procs:
-            p.wait(self.args.timeout)
+            try:
+                text = p.communicate(timeout=self.args.timeout)[0]
+                summaries.append(json.loads(text.decode().strip().splitlines()[-1]))
+            except (ValueError, IndexError, subprocess.TimeoutExpired):
+                summaries.append({})
         elapsed = time.time() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         # the receivers' CPU (and the send command's, a fraction of a second)
@@ -215,9 +220,22 @@ class Bench:
                        seconds=round(r.get("seconds", 0), 2),
                        announce=r.get("announce_seconds"), collect=r.get("collect_seconds"),
                        paused=r.get("paused")) for r in card.get("rounds", [])]
+        # the tail: from the last round's reports to the last receiver's
+        # Complete (its sha256 check), and each receiver's check
+        rs = card.get("rounds", [])
+        lastEnd = (rs[-1].get("started", 0) + rs[-1].get("seconds", 0)
+                   + (rs[-1].get("collect_seconds") or 0)) if rs else 0
+        done = sorted(m.get("completed_at") or 0 for m in card.get("members", {}).values())
+        verify = sorted(x.get("verify_seconds") or 0 for x in summaries)
+        inOrder = [x.get("hashed_in_order", 0) for x in summaries]
+        tail = dict(last_round_end=round(lastEnd, 2),
+                    completed_at=[round(x, 2) for x in done],
+                    verify_s=[round(x, 2) for x in verify],
+                    hashed_in_order_mib=round(sum(inOrder) / max(1, len(inOrder)) / 2 ** 20, 1))
         return dict(time=elapsed, wire=wire, lost=self.verify(paths), rounds=rounds,
                     payload=payload, unrecoverable=card.get("unrecoverable_bytes", 0),
-                    session_s=card.get("elapsed"), rx_cpu=round(rxCPU, 2), rx_sys=round(rxSys, 2), round_detail=detail)
+                    session_s=card.get("elapsed"), rx_cpu=round(rxCPU, 2), rx_sys=round(rxSys, 2), round_detail=detail,
+                    tail=tail)
 
     # -- udpcast --------------------------------------------------------------
 

@@ -106,6 +106,69 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(report["ranges"], [(2000, 4000), (6000, 9000)])
         self.assertEqual(report["round"], 1)
 
+    def test_reportsOnceLastDatagramRead(self):
+        """
+        If the round's last datagram has been read and the socket is empty,
+        the receiver reports at once, without waiting for C{EndRound} and a
+        quiet period; the C{EndRound} that follows adds no second report.
+        """
+        self.announce()
+        self.send([o for o in range(0, 10000, 1000) if o != 3000])
+        self.reactor.advance(0)
+        reports = self.server.named(commands.ReportMissing)
+        self.assertEqual([r["ranges"] for r in reports], [[(3000, 4000)]])
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(1)
+        self.assertEqual(len(self.server.named(commands.ReportMissing)), 1)
+
+    def test_lastDatagramLostWaitsForEndRound(self):
+        """
+        If the round's last datagram is lost, the receiver reports after
+        C{EndRound} and the quiet period, as before.
+        """
+        self.announce()
+        self.send(range(0, 9000, 1000))
+        self.reactor.advance(1)
+        self.assertEqual(self.server.named(commands.ReportMissing), [])
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"],
+                         [(9000, 10000)])
+
+    def test_nextRoundPositionKept(self):
+        """
+        If datagrams of the next round are read after this receiver's report
+        but before the round's announcement, the position they reached is
+        kept for flow control (not reset by the announcement); without a
+        report of the previous round, the announcement resets it.
+        """
+        self.announce()
+        self.send([0, 1000, 9000])
+        self.reactor.advance(0)
+        self.assertEqual(self.receiver._position, 0)  # reported: restarts
+        self.send([2000, 3000], round=2)
+        self.assertEqual(self.receiver._position, 4000)
+        self.announce(round=2, ranges=[(2000, 9000)])
+        self.assertEqual(self.receiver._position, 4000)
+        self.announce(round=4, ranges=[(4000, 9000)])
+        self.assertEqual(self.receiver._position, 0)
+
+    def test_reportAgainAfterReconnecting(self):
+        """
+        If the control connection is replaced after a report (which may
+        have been lost with it), the C{EndRound} pushed after registering
+        again gets a new report.
+        """
+        self.announce()
+        self.send([o for o in range(0, 10000, 1000) if o != 3000])
+        self.reactor.advance(0)
+        self.assertEqual(len(self.server.named(commands.ReportMissing)), 1)
+        other = FakeServer(self.data)
+        self.receiver.connected(other)
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(other.named(commands.ReportMissing)[-1]["ranges"], [(3000, 4000)])
+
     def test_completesAfterRepair(self):
         """
         If round 2 brings the missing bytes, the receiver reports nothing
@@ -129,6 +192,77 @@ class ReceiverTests(SynchronousTestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), self.data)
         self.assertFalse(os.path.exists(self.path + ".mcast-state"))
+
+    def test_hashAheadBetweenRounds(self):
+        """
+        If a repair round fills the hole that stopped the in-order hash,
+        the held bytes after it are hashed at the next report, up to the
+        first byte still missing, while later rounds run; the check at the
+        end starts from there and the sha256 matches.
+        """
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
+        r.HASH_AHEAD_MIN = 1000
+        r.connected(self.server)
+        self.announce(receiver=r)
+        self.send([o for o in range(0, 10000, 1000) if o not in (0, 5000)], receiver=r)
+        r.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(r._hashedUpTo, 0)
+        self.announce(receiver=r, round=2, ranges=[(0, 1000), (5000, 6000)])
+        self.send([0], round=2, receiver=r)
+        self.assertEqual(r._hashedUpTo, 1000)  # in order, on the fly
+        r.endRound(session=5, round=2)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"],
+                         [(5000, 6000)])
+        self.assertEqual((r._hashedUpTo, r.hashedAhead), (5000, 4000))
+        self.announce(receiver=r, round=3, ranges=[(5000, 6000)])
+        self.send([5000], round=3, receiver=r)
+        self.assertEqual(r._hashedUpTo, 6000)
+        r.endRound(session=5, round=3)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
+        self.assertEqual(self.successResultOf(r.result), 0)
+        self.assertEqual(r.summary()["hashed_in_order"], 6000)
+
+    def test_hashAheadAdoptedOnlyIfPrefixUnchanged(self):
+        """
+        If the prefix was reset while hashing ahead ran (another image), its
+        result is dropped; the check at the end waits for a hash ahead that
+        is still running and starts where it ended.
+        """
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
+        r.HASH_AHEAD_MIN = 1000
+        threads = []
+
+        def inThread(f, *args):
+            d = defer.Deferred()
+            threads.append((d, f, args))
+            return d
+        r._inThread = inThread
+        r.connected(self.server)
+        self.announce(receiver=r)
+        self.send([o for o in range(1000, 10000, 1000)], receiver=r)
+        self.send([0], round=1, receiver=r)
+        # as if the prefix had stopped at a hole that a later datagram filled
+        r._prefixHash, r._hashedUpTo = hashlib.sha256(), 0
+        r._hashAhead([(9000, 10000)])
+        self.assertEqual(len(threads), 1)
+        d, f, args = threads.pop()
+        r._hashGeneration += 1  # a new image meanwhile
+        d.callback(f(*args))
+        self.assertEqual((r._hashedUpTo, r.hashedAhead), (0, 0))
+        self.assertIsNone(r._catchingUp)
+        # a hash ahead still running when the receiver completes
+        r._hashAhead([(9000, 10000)])
+        d, f, args = threads.pop()
+        r._finish()
+        self.assertEqual(threads, [])  # the check waits for it
+        d.callback(f(*args))
+        self.assertEqual(r.hashedInOrder, 9000)
+        d2, f2, args2 = threads.pop()
+        d2.callback(f2(*args2))
+        self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
 
     def test_prefixHashedOnTheFly(self):
         """

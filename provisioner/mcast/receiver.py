@@ -245,6 +245,26 @@ class DataProtocol(protocol.DatagramProtocol):
         self.receiver.datagramsReceived((data,), (addr,))
 
 
+def hashAhead(path, digest, start, end, piece=1 << 20):
+    """
+    Feed bytes C{start} to C{end} of the file at C{path} to C{digest} (a
+    sha256 object holding the bytes before C{start}), read in C{piece}
+    pieces; return C{digest} (blocking: call it from a thread).
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset = start
+        while offset < end:
+            data = os.pread(fd, min(piece, end - offset), offset)
+            if not data:
+                raise ReceiveError("%s: short read at %d while hashing" % (path, offset))
+            digest.update(data)
+            offset += len(data)
+    finally:
+        os.close(fd)
+    return digest
+
+
 def _cut(payloads, start, pieceStart, pieceEnd):
     """
     The parts of C{payloads} (back to back from C{start}) that cover
@@ -319,9 +339,16 @@ class Receiver(amp.CommandLocator):
         self._saveCall = None
         self._position = 0
         self._roundOver = 0
+        self._roundEnd = None
+        self._reportedRound = 0
         self._progressCall = None
         self.progressInterval = 0.05
         self._settleCall = None
+        self.verifySeconds = None
+        self.hashedInOrder = 0
+        self.hashedAhead = 0
+        self._catchingUp = None
+        self._hashGeneration = 0
 
     def _inThread(self, f, *args):
         if not hasattr(self.reactor, "getThreadPool"):
@@ -360,7 +387,14 @@ class Receiver(amp.CommandLocator):
             self._join()
         else:
             self._leave()
-        self._position = 0
+        if self._reportedRound != round - 1:
+            # (after its report of the previous round the position restarted
+            # at 0: whatever moved it since is this round's data, taken
+            # before this announcement)
+            self._position = 0
+        # where the round's data ends: once a datagram reaching it is read
+        # and the socket is empty, nothing more of the round can come
+        self._roundEnd = ranges[-1][1] if ranges else None
         if self._progressCall is not None and self._progressCall.active():
             self._progressCall.cancel()
         self._progressCall = None
@@ -415,6 +449,7 @@ class Receiver(amp.CommandLocator):
             self.received = R.RangeSet(resume)
             self._prefixHash = hashlib.sha256()
             self._hashedUpTo = 0
+            self._hashGeneration += 1
             self.resumed = self.received.total()
             if self.resumed:
                 self.log.info("resuming {name}: {bytes} of {size} bytes already here",
@@ -427,6 +462,11 @@ class Receiver(amp.CommandLocator):
     @commands.EndRound.responder
     def endRound(self, session, round):
         if session != self.session or self.finishing or self.failed:
+            return {}
+        if self._reportedRound >= round or (self._roundOver == round
+                                             and self._settleCall is not None):
+            # reported (or settling) already: the round's last datagram
+            # came before this
             return {}
         self._roundOver = round
         if self._settleCall is not None and self._settleCall.active():
@@ -449,17 +489,39 @@ class Receiver(amp.CommandLocator):
             return False
         return struct.unpack("i", raw)[0] > 0
 
-    def _settled(self, roundNumber):
+    def _settled(self, roundNumber, seenLast=False):
+        """
+        Report once the round's data has stopped: the socket empty and no
+        datagram for C{settle} seconds after C{EndRound}, or, when the
+        round's last datagram has been read (C{seenLast}), the socket empty
+        (datagrams of a round come in order: none can follow it). At most
+        C{settleMax} seconds either way.
+        """
         self._settleCall = None
         now = self.reactor.seconds()
-        if ((now - self.lastDatagram < self.settle or self._dataPending())
-                and now < self._settleUntil):
-            self._settleCall = self.reactor.callLater(self.settle, self._settled, roundNumber)
+        if (((not seenLast and now - self.lastDatagram < self.settle)
+                or self._dataPending()) and now < self._settleUntil):
+            self._settleCall = self.reactor.callLater(self.settle, self._settled, roundNumber,
+                                                      seenLast)
             return
         self._report(roundNumber)
 
+    def _lastDatagramRead(self):
+        """
+        The round's last datagram has been read: settle (and report) now
+        rather than after C{EndRound} and C{settle} seconds of quiet.
+        """
+        roundNumber = self.round
+        self._roundOver = roundNumber
+        if self._settleCall is not None and self._settleCall.active():
+            self._settleCall.cancel()
+        self._settleUntil = self.reactor.seconds() + self.settleMax
+        self._settleCall = self.reactor.callLater(0, self._settled, roundNumber, True)
+
     def _report(self, roundNumber):
         if self.failed or self.finishing or roundNumber != self.round:
+            return
+        if self._reportedRound >= roundNumber:
             return
         missing = self.missing()
         try:
@@ -467,9 +529,15 @@ class Receiver(amp.CommandLocator):
         except ReceiveError as e:
             self.fail(str(e))
             return
+        self._reportedRound = roundNumber
+        # the round's data is over: whatever moves the position from now on
+        # belongs to the next round (flow control)
+        self._position = 0
         self._save()
         if not missing:
             self._leave()
+        else:
+            self._hashAhead(missing)
         d = self.connection.callRemote(commands.ReportMissing, session=self.session,
                                        round=roundNumber, ranges=missing)
 
@@ -484,6 +552,48 @@ class Receiver(amp.CommandLocator):
         d.addCallbacks(reported, refused)
         d.addErrback(self._lostCall)
         return d
+
+    #: between rounds, hash ahead only when at least this much held data
+    #: follows the hashed prefix
+    HASH_AHEAD_MIN = 1 << 20
+
+    def _hashAhead(self, missing):
+        """
+        Between rounds (after a report, the data flushed): the holes a
+        repair round filled may have joined held data to the in-order
+        prefix; hash the held bytes from the end of the prefix up to the
+        first byte still missing, off the reactor thread, while the next
+        rounds run, so that the check at the end reads less back. SHA-256
+        only takes data in order, so this stops at the first hole.
+
+        The bytes hashed are held, so no datagram writes them meanwhile
+        nor extends the prefix at its old end; the result is adopted only
+        if the prefix has not changed (a new image resets it).
+
+        @param missing: what this receiver still lacks (not empty).
+        """
+        start = self._hashedUpTo
+        end = missing[0][0]
+        if self._catchingUp is not None or end - start < self.HASH_AHEAD_MIN:
+            return
+        generation = self._hashGeneration
+        done = self._catchingUp = defer.Deferred()
+        d = self._inThread(hashAhead, self.output.path, self._prefixHash.copy(), start, end)
+
+        def hashed(digest):
+            if self._hashGeneration == generation and self._hashedUpTo == start:
+                self._prefixHash = digest
+                self._hashedUpTo = end
+                self.hashedAhead += end - start
+
+        def failed(f):
+            # the check at the end reads these bytes back instead
+            self.log.info("hashing ahead failed: {error}", error=f.getErrorMessage())
+
+        def over(_):
+            self._catchingUp = None
+            done.callback(None)
+        d.addCallbacks(hashed, failed).addBoth(over)
 
     @commands.EndSession.responder
     def endSession(self, session, unrecoverable, reason=None):
@@ -588,6 +698,9 @@ class Receiver(amp.CommandLocator):
             return
         finally:
             self._position = position
+        if (self._roundEnd is not None and position >= self._roundEnd
+                and self._roundOver != self.round and self._reportedRound < self.round):
+            self._lastDatagramRead()
         if new:
             self.bytesReceived += new
             if self.round > 1:
@@ -691,9 +804,18 @@ class Receiver(amp.CommandLocator):
             self.finishing = False
             self.fail(str(e))
             return
-        d = self.hasher(self.output.path)
+        verifyStarted = self.reactor.seconds()
+        # hashing ahead may still run: the check starts where it ends
+        pending = self._catchingUp
+        d = defer.succeed(None) if pending is None else pending
+
+        def check(_):
+            self.hashedInOrder = self._hashedUpTo
+            return self.hasher(self.output.path)
+        d = d.addCallback(check)
 
         def hashed(digest):
+            self.verifySeconds = self.reactor.seconds() - verifyStarted
             if digest != self.sha256:
                 self.state.remove()
                 raise ReceiveError("sha256 mismatch: got %s, the image is %s" % (
@@ -755,6 +877,9 @@ class Receiver(amp.CommandLocator):
         A (new) control connection is up and registered.
         """
         self.connection = connection
+        # a report sent on the old connection may have been lost with it:
+        # the server's EndRound after re-registering asks for it again
+        self._reportedRound = 0
         if self.finishing and not self.failed and not self.result.called:
             # completion was lost with the old connection: verify again
             self.finishing = False
@@ -766,7 +891,10 @@ class Receiver(amp.CommandLocator):
                 "bytes_received": self.bytesReceived, "bytes_repaired": self.bytesRepaired,
                 "bytes_fetched": self.bytesFetched, "bytes_resumed": self.resumed,
                 "rejected_datagrams": self.rejected, "stale_datagrams": self.stale,
-                "seconds": round(elapsed, 3)}
+                "seconds": round(elapsed, 3),
+                "verify_seconds": (None if self.verifySeconds is None
+                                   else round(self.verifySeconds, 3)),
+                "hashed_in_order": self.hashedInOrder}
 
 
 class _ReceiverAMP(amp.AMP):
