@@ -4,6 +4,9 @@ Tests for the pure parts of multicast TFTP: the gap tracker, the role
 policy, range encoding, the range view, 32-bit block framing.
 """
 
+import struct
+
+from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -127,6 +130,24 @@ class RolePolicyTests(SynchronousTestCase):
         self.assertIn("largest gap 2 blocks > 1", why)
         self.assertIn("missing >", why)
 
+    def test_promotedForGroupRepair(self):
+        """
+        If the server does group repair (mcepoch: multi-range ACKs) and the
+        client has more gaps than C{promoteGaps}, it is promoted even when
+        the smart thresholds hold; without group repair, or with
+        C{promoteGaps} negative, the smart thresholds alone decide.
+        """
+        stats = self.stats(gaps=40, blocks=40, nbytes=40000, largest=1)
+        role, why = mclient.RolePolicy().decide(stats, 10000, groupRepair=True)
+        self.assertEqual(role, mclient.ACTIVE)
+        self.assertIn("40 gaps > 32", why)
+        role, _ = mclient.RolePolicy().decide(stats, 10000)
+        self.assertEqual(role, mclient.SMART)
+        role, _ = mclient.RolePolicy(promoteGaps=-1).decide(stats, 10000, groupRepair=True)
+        self.assertEqual(role, mclient.SMART)
+        role, _ = mclient.RolePolicy().decide(self.stats(), 10000, groupRepair=True)
+        self.assertEqual(role, mclient.SMART)
+
     def test_noRepair(self):
         """
         If repair is off, the client always stays active.
@@ -235,6 +256,132 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(multicast.blockCount(1024, 512), 3)
         self.assertEqual(multicast.blockCount(1000, 512), 2)
         self.assertEqual(multicast.blockCount(0, 512), 1)
+
+
+class AckRangesTests(SynchronousTestCase):
+    """
+    The C{mcepoch} ACK's list of further missing ranges
+    (docs/wire/multicast-tftp.md, section 2).
+    """
+
+    def test_roundTrip(self):
+        """
+        If an ACK's trailing bytes carry a gap and ranges, they decode to
+        the same block, gap and ranges; offsets are from the ACKed block.
+        """
+        extra = multicast.encodeAckExtra(70000, 2, [(70004, 70004), (70010, 70012)])
+        self.assertEqual(len(extra), 6 + 2 * 8)
+        self.assertEqual(extra[6:], struct.pack("!IIII", 4, 1, 10, 3))
+        self.assertEqual(multicast.decodeAckExtra(70000 & 0xFFFF, extra),
+                         (70000, 2, [(70004, 70004), (70010, 70012)]))
+
+    def test_plainAndShort(self):
+        """
+        If an ACK has only the epoch, or the epoch and the gap, there is no
+        range list; fewer than 2 trailing bytes is an error.
+        """
+        self.assertEqual(multicast.decodeAckExtra(5, b"\x00\x01"), (65541, None, None))
+        self.assertEqual(multicast.decodeAckExtra(5, multicast.encodeAckExtra(5, 3)),
+                         (5, 3, None))
+        self.assertRaises(wire.WireError, multicast.decodeAckExtra, 5, b"\x00")
+
+    def test_atMost(self):
+        """
+        If more ranges are given than L{multicast.MAX_ACK_RANGES}, only the
+        first ones are written, and the ACK fits 512 octets.
+        """
+        ranges = [(10 + 3 * i, 10 + 3 * i) for i in range(100)]
+        extra = multicast.encodeAckExtra(1, 1, ranges)
+        self.assertEqual(len(extra), 6 + 8 * multicast.MAX_ACK_RANGES)
+        self.assertLessEqual(len(wire.encodeAck(1, extra)), 512)
+        self.assertEqual(multicast.decodeAckExtra(1, extra)[2],
+                         ranges[:multicast.MAX_ACK_RANGES])
+
+    def test_malformed(self):
+        """
+        If the range list is not whole pairs, too long, has a zero offset or
+        length, overlaps the gap or itself, is out of order, or follows an
+        unknown gap, it is dropped (L{None}) and the block and gap stand.
+        """
+        head = struct.pack("!HI", 0, 2)
+        bad = [
+            head + b"\x00" * 5,
+            head + struct.pack("!II", 4, 1) * (multicast.MAX_ACK_RANGES + 1),
+            head + struct.pack("!II", 0, 1),
+            head + struct.pack("!II", 5, 0),
+            head + struct.pack("!II", 2, 1),
+            head + struct.pack("!IIII", 10, 3, 11, 1),
+            head + struct.pack("!IIII", 10, 1, 5, 1),
+            struct.pack("!HI", 0, 0xFFFFFFFF) + struct.pack("!II", 5, 1),
+        ]
+        for extra in bad:
+            block, gap, ranges = multicast.decodeAckExtra(7, extra)
+            self.assertEqual(block, 7)
+            self.assertIsNone(ranges, extra)
+
+    def test_gapsAfter(self):
+        """
+        If a tracker is asked for the gaps after a block, it lists at most
+        that many, and none past the highest block received.
+        """
+        t = mclient.GapTracker(30)
+        for b in (1, 2, 5, 6, 9, 12, 20):
+            t.add(b)
+        self.assertEqual(t.gapsAfter(5, 10), [(7, 8), (10, 11), (13, 19)])
+        self.assertEqual(t.gapsAfter(5, 2), [(7, 8), (10, 11)])
+        self.assertEqual(t.gapsAfter(21, 5), [])
+        self.assertEqual(t.gapsAfter(21, 5, upTo=30), [(21, 30)])
+
+    def client(self, **kw):
+        c = mclient.MulticastClient(task.Clock(), ("10.0.0.1", 69), "f", None, **kw)
+        c.epoch = True
+        c.tracker = mclient.GapTracker(100)
+        for b in range(1, 81):
+            if b not in (3, 4, 10, 20, 21, 22, 30):
+                c.tracker.add(b)
+        return c
+
+    def test_clientAck(self):
+        """
+        If a master with C{mcepoch} ACKs, its ACK names the first gap in the
+        gap field and the further gaps below its highest block as ranges.
+        """
+        c = self.client()
+        packet = wire.decode(c._ackBytes(2))
+        self.assertEqual(multicast.decodeAckExtra(packet.block, packet.extra),
+                         (2, 2, [(10, 10), (20, 22), (30, 30)]))
+        self.assertEqual(c.expectUntil, 4)
+
+    def test_clientAckRepeatsAfterAWindow(self):
+        """
+        If a range was listed in an ACK, the next ACKs leave it out until a
+        window of DATA has come since (the server sent it at once), then
+        list it again.
+        """
+        c = self.client(windowsize=8)
+        c.windowsize = 8
+
+        def ranges():
+            packet = wire.decode(c._ackBytes(2))
+            return multicast.decodeAckExtra(packet.block, packet.extra)[2]
+        self.assertEqual(ranges(), [(10, 10), (20, 22), (30, 30)])
+        self.assertIsNone(ranges())
+        c.stats["data"] += 7
+        self.assertIsNone(ranges())
+        c.stats["data"] += 1
+        self.assertEqual(ranges(), [(10, 10), (20, 22), (30, 30)])
+
+    def test_clientAckNoRanges(self):
+        """
+        If the client is told to send no ranges (C{ackRanges=0}), or knows
+        nothing past its first gap, the ACK is the 6-byte one.
+        """
+        c = self.client(ackRanges=0)
+        self.assertEqual(len(wire.decode(c._ackBytes(2)).extra), 6)
+        c = self.client()
+        c.tracker = mclient.GapTracker(100)
+        c.tracker.add(1)
+        self.assertEqual(wire.decode(c._ackBytes(1)).extra, struct.pack("!HI", 0, 0xFFFFFFFF))
 
 
 class GroupPoolTests(SynchronousTestCase):

@@ -185,7 +185,11 @@ class ProvisionerClientTests(TestCase):
         # Patience above the longest silence the server may keep while it
         # gives up on the killed master ((master_retries + 1) x timeout =
         # 3 s, plus a lost OACK to the next master).
-        flags = ["--mc-smart-max-fraction", "0.05", "--timeout", "1", "--mc-patience", "6"]
+        # --mc-promote-gaps -1: the smart thresholds alone decide (2% clients
+        # repair by unicast, 10% ones are promoted), as this test is about
+        # smart repair; the default roles are in test_defaultRoles.
+        flags = ["--mc-smart-max-fraction", "0.05", "--timeout", "1", "--mc-patience", "6",
+                 "--mc-promote-gaps", "-1"]
         # The first to join is the first master; the start waits for all 7.
         doomed = lab.mclient(0, "image.bin", *flags)
         lab.waitLog(r"198\.18\.62\.2:\d+ joined \(1 client")
@@ -231,6 +235,29 @@ class ProvisionerClientTests(TestCase):
             self.assertIn(summaries[i]["role"], ("active", "promoted"), (i, summaries[i]))
             self.assertNotIn("stream idle", [r[2] for r in summaries[i]["roles"]])
         self.assertIn("restarts the stream at block", log)
+
+    def test_defaultRoles(self):
+        """
+        If 4 clients with 2% loss fetch with the default roles, the ones
+        with many gaps stay in the group for a master turn (promoted) and
+        name their holes as ranges in their ACKs (mcepoch); every client
+        ends byte-exact.
+        """
+        lab = MulticastLab(self, 4, subnet=65, size=6 << 20,
+                           multicast="    start_min_clients: 4\n    start_max_wait: 20\n")
+        for host in lab.clients:
+            host.loss(0.02)
+        procs = [lab.mclient(i, "image.bin", "--timeout", "1") for i in range(4)]
+        summaries = [lab.summary(p) for p in procs]
+        for i, s in enumerate(summaries):
+            self.assertTrue(s["ok"], (i, s))
+            self.assertEqual(lab.sha(i), lab.files["image.bin"], i)
+        promoted = [s for s in summaries if "promoted" in [r[1] for r in s["roles"]]]
+        self.assertTrue(promoted, summaries)
+        ranges = re.search(r"session image\.bin@\S+ finished: .* (\d+) ACK range\(s\)",
+                           lab.log())
+        self.assertTrue(ranges, lab.log()[-3000:])
+        self.assertGreater(int(ranges.group(1)), 0)
 
     def test_delayedStartJoinAndQoS(self):
         """

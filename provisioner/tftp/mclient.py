@@ -32,8 +32,8 @@ from provisioner import udpbatch
 from provisioner.tftp import wire
 from provisioner.tftp.client import rearm
 from provisioner.tftp.multicast import (
-    EPOCH_OPTION, MULTICAST_OPTION, RANGES_OPTION, blockCount, decodeData32,
-    nearest32, rangesOption)
+    EPOCH_OPTION, GAP_UNKNOWN, MAX_ACK_RANGES, MULTICAST_OPTION, RANGES_OPTION,
+    blockCount, decodeData32, encodeAckExtra, nearest32, rangesOption)
 
 __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "RepairClient", "fetch",
            "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "MulticastRefused",
@@ -43,7 +43,6 @@ __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "RepairClient", "fetch
 ACTIVE, PASSIVE, SMART, PROMOTED = "active", "passive", "smart", "promoted"
 
 _H = struct.Struct("!H")
-_HI = struct.Struct("!HI")
 
 
 def _bigBuffer(port, receive=True, size=8 << 20):
@@ -143,6 +142,26 @@ class GapTracker:
     def has(self, block):
         return 0 <= block <= self.nblocks and bool(self._have[block])
 
+    def gapsAfter(self, start, count, upTo=None):
+        """
+        The first C{count} missing ranges C{[(first, last)]} from block
+        C{start} on, up to block C{upTo} (default: the highest block seen,
+        past which nothing is known missing yet).
+        """
+        end = (self.highest if upTo is None else min(upTo, self.nblocks)) + 1
+        have = self._have
+        out = []
+        b = max(1, start)
+        while len(out) < count and b < end:
+            b = have.find(0, b, end)
+            if b < 0:
+                break
+            e = have.find(1, b, end)
+            last = end - 1 if e < 0 else e - 1
+            out.append((b, last))
+            b = last + 1
+        return out
+
     @property
     def firstHole(self):
         """
@@ -211,23 +230,36 @@ class RolePolicy:
     C{smartMaxGaps} gaps, none longer than C{smartMaxGap} blocks, and at most
     C{smartMaxFraction} of the file missing. Otherwise it is promoted to
     I{active}: it stays in the group and takes its turn as master.
+
+    With a server that granted C{mcepoch} (so a master's ACK names all its
+    holes and its turn fetches them in about one round trip, each
+    multicast once for every member that misses it), a client with more
+    than C{promoteGaps} gaps is promoted whatever the smart thresholds:
+    master turns put the union of the group's losses on the wire, smart
+    repair the sum. A negative C{promoteGaps} turns this off.
     """
 
     def __init__(self, smartMaxBytes=8 << 20, smartMaxGaps=4096, smartMaxGap=1024,
-                 smartMaxFraction=0.25, repair=True):
+                 smartMaxFraction=0.25, repair=True, promoteGaps=32):
         self.smartMaxBytes = smartMaxBytes
         self.smartMaxGaps = smartMaxGaps
         self.smartMaxGap = smartMaxGap
         self.smartMaxFraction = smartMaxFraction
         self.repair = repair
+        self.promoteGaps = promoteGaps
 
-    def decide(self, stats, nblocks):
+    def decide(self, stats, nblocks, groupRepair=False):
         """
+        @param groupRepair: whether master turns fetch every hole at once
+            (the server granted C{mcepoch}).
         @return: C{(role, reason)}, role L{SMART} or L{ACTIVE}.
         """
         if not self.repair:
             return ACTIVE, "unicast repair disabled"
         why = []
+        if groupRepair and 0 <= self.promoteGaps < stats["gaps"]:
+            why.append("%d gaps > %d: a master turn multicasts them for the group" % (
+                stats["gaps"], self.promoteGaps))
         if stats["bytes"] > self.smartMaxBytes:
             why.append("%d bytes missing > %d" % (stats["bytes"], self.smartMaxBytes))
         if stats["gaps"] > self.smartMaxGaps:
@@ -357,8 +389,10 @@ class MulticastClient(DatagramProtocol):
 
     def __init__(self, reactor, server, path, output, blksize=1428, windowsize=64,
                  timeout=1, policy=None, epoch=True, ackEvery=None, interface="",
-                 patience=None, retries=6, stallTime=0.03):
+                 patience=None, retries=6, stallTime=0.03, ackRanges=MAX_ACK_RANGES):
         self.reactor = reactor
+        self.ackRanges = ackRanges
+        self._listedAt = {}
         self.server = server
         self.path = path
         self.output = output
@@ -610,7 +644,8 @@ class MulticastClient(DatagramProtocol):
 
     def _evaluate(self):
         stats = self.tracker.stats(self.blksize, self.size)
-        role, reason = self.policy.decide(stats, self.tracker.nblocks)
+        role, reason = self.policy.decide(stats, self.tracker.nblocks,
+                                          groupRepair=self.epoch and self.ackRanges > 0)
         self.gapStats = stats
         self.log.info("multicast client {path}: first pass over with {gaps} gap(s), "
                       "{blocks} block(s) missing, largest {largest}, {frequency:.2f} per "
@@ -628,20 +663,53 @@ class MulticastClient(DatagramProtocol):
 
     def _ackBytes(self, block):
         """
-        An ACK; with C{mcepoch}, 2 bytes of epoch and 4 bytes saying how
-        many blocks are missing from C{block + 1} (the server then resends
-        just those, and skips what this client already has).
+        An ACK; with C{mcepoch}, 2 bytes of epoch, 4 bytes saying how many
+        blocks are missing from C{block + 1} (the server then resends just
+        those, and skips what this client already has), and the further
+        missing ranges below the highest block received, up to
+        L{MAX_ACK_RANGES} (L{multicast.encodeAckExtra}): the server
+        multicasts them too, so that a master's holes come in one round
+        trip, not one round trip each.
         """
         if not self.epoch:
             return wire.encodeAck(block)
         t = self.tracker
+        ranges = ()
         if block >= t.nblocks:
             gap = 0
         else:
             nxt = t._have.find(1, block + 1)
-            gap = 0xFFFFFFFF if nxt < 0 else nxt - block - 1
-        self.expectUntil = None if gap == 0xFFFFFFFF else block + gap
-        return wire.encodeAck(block, _HI.pack((block >> 16) & 0xFFFF, gap))
+            gap = GAP_UNKNOWN if nxt < 0 else nxt - block - 1
+            if nxt > 0 and self.ackRanges:
+                ranges = self._ranges(nxt, min(self.ackRanges, MAX_ACK_RANGES))
+        self.expectUntil = None if gap == GAP_UNKNOWN else block + gap
+        return wire.encodeAck(block, encodeAckExtra(block, gap, ranges))
+
+    def _ranges(self, start, count):
+        """
+        The missing ranges from block C{start} on for an ACK's range list:
+        those not listed before, or listed a window of DATA ago or more
+        (the server sent them at once, so they come behind at most a
+        window; sooner, a receiver that lags behind its socket would have
+        them sent twice), at most C{count}.
+        """
+        listedAt = self._listedAt
+        now = self.stats["data"]
+        window = self.windowsize
+        out = []
+        for first, last in self.tracker.gapsAfter(start, 4 * count):
+            when = listedAt.get(first)
+            if when is None or now - when >= window:
+                listedAt[first] = now
+                out.append((first, last))
+                if len(out) >= count:
+                    break
+        if len(listedAt) > 4096:
+            # Forget ranges long filled (bounded memory).
+            hole = self.tracker.firstHole
+            for first in [b for b in listedAt if b < hole]:
+                del listedAt[first]
+        return out
 
     def _ack(self, force=False):
         block = self.tracker.firstHole - 1
@@ -978,7 +1046,8 @@ def fetchRunner(reactor, args, target, sink, reporter):
         return defer.fail(FetchError("--multicast needs -o FILE (a regular file)"))
     policy = RolePolicy(args.mc_smart_max_bytes, args.mc_smart_max_gaps,
                         args.mc_smart_max_gap, args.mc_smart_max_fraction,
-                        repair=not args.mc_no_repair)
+                        repair=not args.mc_no_repair,
+                        promoteGaps=getattr(args, "mc_promote_gaps", 32))
     started = reactor.seconds()
     d = fetch(reactor, (target.address, target.port), target.path, sink,
               blksize=args.blksize or 1428, windowsize=args.windowsize,
@@ -1036,6 +1105,11 @@ def addArguments(parser):
                         help="longest gap (blocks) a smart client repairs by unicast")
     parser.add_argument("--mc-smart-max-fraction", type=float, default=0.25,
                         help="largest missing fraction of the file for smart repair")
+    parser.add_argument("--mc-promote-gaps", type=int, default=32,
+                        help="with a server that grants mcepoch, a client with more gaps "
+                        "than this after the first pass stays for a master turn (its "
+                        "holes are multicast for the group) instead of repairing by "
+                        "unicast; -1: only the smart thresholds decide")
     parser.add_argument("--mc-no-repair", action="store_true",
                         help="never repair by unicast (plain RFC 2090 client)")
     parser.add_argument("--mc-no-epoch", action="store_true",
@@ -1058,7 +1132,8 @@ def runFetch(args):
 
     policy = RolePolicy(args.mc_smart_max_bytes, args.mc_smart_max_gaps,
                         args.mc_smart_max_gap, args.mc_smart_max_fraction,
-                        repair=not args.mc_no_repair)
+                        repair=not args.mc_no_repair,
+                        promoteGaps=getattr(args, "mc_promote_gaps", 32))
     result = {}
 
     def go(reactor):

@@ -41,6 +41,7 @@ __all__ = [
     "parseRanges", "formatRanges", "rangesOption", "encodeData32", "decodeData32",
     "blockCount", "nearest32", "repairSource", "MulticastHandler", "RepairResolver",
     "RepairExtension", "install", "EPOCH_OPTION", "RANGES_OPTION", "MULTICAST_OPTION",
+    "encodeAckExtra", "decodeAckExtra", "MAX_ACK_RANGES",
 ]
 
 MULTICAST_OPTION = "multicast"
@@ -50,6 +51,15 @@ RANGES_OPTION = "ranges"
 _HHH = struct.Struct("!HHH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
+_HI = struct.Struct("!HI")
+_II = struct.Struct("!II")
+
+#: The most (offset, length) pairs a C{mcepoch} ACK carries after its gap
+#: field: 10 + 8 x 62 = 506 octets, under the 512 of RFC 1350.
+MAX_ACK_RANGES = 62
+
+#: The gap field's "unknown / up to the end".
+GAP_UNKNOWN = 0xFFFFFFFF
 
 
 def blockCount(size, blksize):
@@ -82,6 +92,59 @@ def decodeData32(datagram):
     if op != wire.DATA:
         raise wire.WireError("not DATA")
     return (hi << 16) | lo, bytes(datagram[6:])
+
+
+def encodeAckExtra(block, gap, ranges=()):
+    """
+    The trailing bytes of a C{mcepoch} ACK for C{block}: the epoch (high
+    16 bits), the gap field (blocks missing from C{block + 1} on, or
+    L{GAP_UNKNOWN}), then one C{(offset, length)} pair of unsigned 32-bit
+    numbers for each further missing range C{(first, last)} (inclusive,
+    ascending, each past C{block}): C{offset = first - block},
+    C{length = last - first + 1}. At most L{MAX_ACK_RANGES} pairs are
+    written (the first ones).
+    """
+    out = [_HI.pack((block >> 16) & 0xFFFF, gap)]
+    for first, last in list(ranges)[:MAX_ACK_RANGES]:
+        out.append(_II.pack(first - block, last - first + 1))
+    return b"".join(out)
+
+
+def decodeAckExtra(block16, extra):
+    """
+    Read the trailing bytes of a C{mcepoch} ACK (L{encodeAckExtra}).
+
+    @return: C{(block, gap, ranges)}: the 32-bit block; the gap field
+        (L{None} when absent); the further missing ranges C{[(first,
+        last)]}, or L{None} when the pairs are absent or malformed (not a
+        whole number of pairs, more than L{MAX_ACK_RANGES}, an offset of 0,
+        a length of 0, ranges not ascending or overlapping, or pairs after
+        an unknown gap): a malformed list is ignored, the ACK itself is
+        still good.
+    @raise wire.WireError: fewer than 2 trailing bytes.
+    """
+    if len(extra) < 2:
+        raise wire.WireError("mcepoch ACK without its epoch")
+    block = (_H.unpack_from(extra)[0] << 16) | block16
+    if len(extra) < 6:
+        return block, None, None
+    gap = _I.unpack_from(extra, 2)[0]
+    rest = len(extra) - 6
+    if rest == 0:
+        return block, gap, None
+    if rest % _II.size or rest // _II.size > MAX_ACK_RANGES or gap == GAP_UNKNOWN:
+        return block, gap, None
+    ranges = []
+    previous = block + gap
+    for i in range(rest // _II.size):
+        offset, length = _II.unpack_from(extra, 6 + i * _II.size)
+        first = block + offset
+        if offset == 0 or length == 0 or first <= previous:
+            return block, gap, None
+        last = first + length - 1
+        ranges.append((first, last))
+        previous = last
+    return block, gap, ranges
 
 
 def nearest32(block16, reference):
@@ -297,6 +360,17 @@ class MulticastSession(DatagramProtocol):
     #: and, where the kernel has UDP GSO, one C{sendmsg}.
     RUN = 64
 
+    #: The most blocks of a master's further missing ranges (the ACK's
+    #: range list) looked at for one ACK, in multiples of its window.
+    REPAIR_SCAN = 16
+
+    #: The shortest time a block sent for a master's range list is taken to
+    #: be in flight (seconds; the guard is twice the round trip, at most
+    #: L{GUARD_MAX}, and at least this): a receiver that lags behind its
+    #: socket names blocks that are already waiting in it, and each of its
+    #: ACKs as its first gap moves on would otherwise send them again.
+    LIST_GUARD_MIN = 0.1
+
     def __init__(self, registry, key, path, source, blksize, epoch, timeout, group,
                  rate, unexpected, gate):
         self.registry = registry
@@ -326,8 +400,10 @@ class MulticastSession(DatagramProtocol):
         self.sentSeq = {}
         self.sendSeq = 0
         self.srtt = None
+        self.repairQueue = []
+        self.listed = set()
         self.stats = dict(bytes=0, packets=0, retransmits=0, masters=0, timeouts=0,
-                          joins=0, unexpected=0, control=0)
+                          joins=0, unexpected=0, control=0, ranges=0, badRanges=0)
         self._timer = None
         self._pumpCall = None
         self._port = None
@@ -382,7 +458,7 @@ class MulticastSession(DatagramProtocol):
         self.log.info(
             "multicast session {session} {why}: {joins} client(s), {masters} master(s), "
             "{bytes} bytes in {packets} DATA ({ratio:.3f}x the file), {retransmits} "
-            "retransmitted, {timeouts} master timeouts, {elapsed:.2f}s",
+            "retransmitted, {timeouts} master timeouts, {ranges} ACK range(s), {elapsed:.2f}s",
             session=self.name, why=why, ratio=self.stats["bytes"] / float(max(1, self.size)),
             elapsed=elapsed, **self.stats)
         self.registry._sessionDone(self)
@@ -472,6 +548,8 @@ class MulticastSession(DatagramProtocol):
         self.sentAt.clear()
         self.sentSeq.clear()
         self.srtt = None
+        self.repairQueue = []
+        self.listed.clear()
         self.stats["masters"] += 1
         self.log.info("multicast {session}: master is now {peer}", session=self.name,
                       peer="%s:%d" % self.master.peer)
@@ -557,21 +635,27 @@ class MulticastSession(DatagramProtocol):
 
     def _ackBlock(self, client, ack):
         """
-        @return: C{(block, gap)}: the 32-bit block acknowledged and, from a
-            C{mcepoch} client, how many blocks it misses from C{block + 1}
-            (L{None}: unknown, treated as "up to the end").
+        @return: C{(block, gap, ranges)}: the 32-bit block acknowledged;
+            from a C{mcepoch} client, how many blocks it misses from
+            C{block + 1} (L{None}: unknown, treated as "up to the end"),
+            and its further missing ranges C{[(first, last)]} (L{None}:
+            none given, or a malformed list, which is ignored).
         """
         gap = None
         if self.epoch and len(ack.extra) >= 2:
-            block = (_H.unpack_from(ack.extra)[0] << 16) | ack.block
-            if len(ack.extra) >= 6:
-                n = _I.unpack_from(ack.extra, 2)[0]
-                gap = None if n == 0xFFFFFFFF else max(1, n)
-            return block, gap
-        return nearest32(ack.block, client.lastAck), gap
+            block, n, ranges = decodeAckExtra(ack.block, ack.extra)
+            if n is not None:
+                gap = None if n == GAP_UNKNOWN else max(1, n)
+            if ranges is None and len(ack.extra) > 6:
+                self.stats["badRanges"] += 1
+                self.log.debug("multicast {session}: malformed range list in an ACK from "
+                               "{peer} ({length} bytes) ignored", session=self.name,
+                               peer=client.peer, length=len(ack.extra))
+            return block, gap, ranges
+        return nearest32(ack.block, client.lastAck), gap, None
 
     def _masterAck(self, client, ack):
-        block, gap = self._ackBlock(client, ack)
+        block, gap, ranges = self._ackBlock(client, ack)
         if block > self.nblocks:
             self._unexpected("ACK past the end")
             return
@@ -609,15 +693,27 @@ class MulticastSession(DatagramProtocol):
             # A block sent before the one the master has just past its gap
             # was lost (datagrams on a link stay in order); otherwise wait
             # a guard time in case it is still in flight.
-            guard = min(self.GUARD_MAX, max(0.002, 2 * (self.srtt or 0.001)))
+            guard = self._guard()
             last = min(self.gapEnd, self.nextSend - 1, block + max(1, client.windowsize))
             after = self.sentSeq.get(self.gapEnd + 1) if gap is not None else None
+            listed = self.listed
+            listGuard = self._guard(True)
             for hole in range(block + 1, last + 1):
                 sent = self.sentAt.get(hole)
                 seq = self.sentSeq.get(hole)
                 if (sent is None or (after is not None and seq is not None and seq < after)
-                        or now - sent > guard):
+                        or now - sent > (listGuard if hole in listed else guard)):
                     self._resend(hole)
+            # Blocks of the gap that an earlier ACK's range list already had
+            # sent again, and that are still in flight, are not sent again.
+            end = min(self.gapEnd, self.highWater)
+            while self.nextSend <= end and self._inFlight(self.nextSend, after, now,
+                                                          listGuard):
+                self.nextSend += 1
+        if ranges is not None:
+            self._queueRanges(client, ranges, now)
+        else:
+            self.repairQueue = []
         client.lastAck = block
         client.acked = True
         if block >= self.nblocks:
@@ -630,6 +726,127 @@ class MulticastSession(DatagramProtocol):
             return
         self._startTimer()
         self._pump()
+
+    def _guard(self, listed=False):
+        """
+        How long a block sent in this master's turn is taken to be in
+        flight: twice the round trip, at most L{GUARD_MAX}; for a block
+        sent for a range list (C{listed}), at least L{LIST_GUARD_MIN}.
+        """
+        guard = max(0.002, 2 * (self.srtt or 0.001))
+        if listed:
+            guard = max(guard, self.LIST_GUARD_MIN)
+        return min(self.GUARD_MAX, guard)
+
+    def _inFlight(self, block, after, now, guard):
+        """
+        Whether C{block}, which the master misses, may still be on its way:
+        sent in this turn less than C{guard} ago, and not before C{after}
+        (the send sequence of a block the master holds past the hole:
+        datagrams on one link stay in order, so one sent before it is lost).
+        """
+        sent = self.sentAt.get(block)
+        if sent is None or now - sent > guard:
+            return False
+        if after is not None and self.sentSeq.get(block, 0) < after:
+            return False
+        return True
+
+    def _queueRanges(self, client, ranges, now):
+        """
+        The master's further missing ranges (its ACK's range list): queue
+        the blocks of them that are due, to be multicast by L{_pump}. The
+        queue is replaced by each ACK (the latest ACK says what is missing)
+        and holds at most a window of blocks; a block still in flight
+        (L{_inFlight}) is not queued, so a repeated ACK resends a block at
+        most once per guard time. Blocks the pump sends anyway (the first
+        gap from C{nextSend}, blocks past the high-water mark) are left to
+        it.
+        """
+        budget = max(1, client.windowsize)
+        scan = self.REPAIR_SCAN * budget
+        guard = self._guard(True)
+        top = min(self.highWater, self.nblocks)
+        queue = []
+        self.stats["ranges"] += len(ranges)
+        for first, last in ranges:
+            if first > top or len(queue) >= budget or scan <= 0:
+                break
+            after = self.sentSeq.get(last + 1)
+            for b in range(first, min(last, top) + 1):
+                scan -= 1
+                if scan < 0 or len(queue) >= budget:
+                    break
+                if self.nextSend <= b <= self.gapEnd:
+                    continue
+                if not self._inFlight(b, after, now, guard):
+                    queue.append(b)
+        self.repairQueue = queue
+
+    def _sendRepairs(self):
+        """
+        Multicast the queued blocks of the master's range list: runs of
+        consecutive blocks with one read and one GSO send, paced by the
+        rate policy.
+
+        @return: seconds to wait before the rest (the rate policy), or 0.
+        """
+        queue = self.repairQueue
+        bs = self.blksize
+        nblocks = self.nblocks
+        lastSize = self.size - (nblocks - 1) * bs
+        headerSize = self._sender.headerSize
+        delay = self.rate.delay
+        now = self.clock.seconds()
+        i = 0
+        wait = 0.0
+        while i < len(queue):
+            first = queue[i]
+            count = 0
+            while (i + count < len(queue) and queue[i + count] == first + count and
+                   count < self.RUN):
+                wait = delay(headerSize + (bs if first + count < nblocks else lastSize))
+                if wait > 0:
+                    break
+                count += 1
+            if count:
+                try:
+                    data = self.source.read((first - 1) * bs, count * bs)
+                except Exception:
+                    self.log.failure("multicast {session}: reading the file",
+                                     session=self.name)
+                    self._finish("failed (read error)")
+                    return 0.0
+                sent = self._sender.sendBlocks(first, data, bs, count)
+                if sent:
+                    self._sentAgain(first, sent, data, now)
+                i += sent
+                if sent < count:
+                    wait = max(wait, 0.002)
+            if wait > 0 or not count:
+                del queue[:i]
+                return max(wait, 0.002)
+        del queue[:]
+        return 0.0
+
+    def _sentAgain(self, first, count, data, now):
+        """
+        Account for blocks C{first} .. C{first + count - 1} sent again from
+        C{data} (below the high-water mark).
+        """
+        bs = self.blksize
+        listed = self.listed
+        for block in range(first, first + count):
+            self._stamp(block, now)
+            listed.add(block)
+        nbytes = min(len(data), count * bs) + count * self._sender.headerSize
+        stats = self.stats
+        stats["bytes"] += nbytes
+        stats["packets"] += count
+        stats["retransmits"] += count
+        self.registry.sent += nbytes
+        off = (count - 1) * bs
+        self.lastPacket = self._sender.header(first + count - 1) + bytes(data[off:off + bs])
 
     # Sending --------------------------------------------------------------
 
@@ -671,6 +888,16 @@ class MulticastSession(DatagramProtocol):
         self._pumpCall = None
         if self.master is None or self.awaitingRestart or self._port is None:
             return
+        self._pumpBlocks()
+        if self.repairQueue and self._pumpCall is None and self._port is not None:
+            wait = self._sendRepairs()
+            if wait > 0 and self._pumpCall is None and self._port is not None:
+                self._pumpCall = self.clock.callLater(wait, self._pump)
+
+    def _pumpBlocks(self):
+        """
+        The new blocks and the master's first gap (L{_pump}).
+        """
         limit = min(self.ackBase + max(1, self.master.windowsize), self.nblocks)
         now = self.clock.seconds()
         bs = self.blksize
