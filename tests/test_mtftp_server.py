@@ -777,6 +777,29 @@ class TransferTests(SynchronousTestCase):
         self.assertTrue(any("delayed start" in t and "opened by clients" in t
                             for t in h.log()))
 
+    def test_delayedStartRepeatsOACK(self):
+        """
+        If a delayed start opens, the clients that waited get their OACK
+        (mc=0) again when they asked for mcepoch (one whose OACK was lost
+        joins the group before the stream runs); plain RFC 2090 clients
+        get no second OACK.
+        """
+        for epoch, expected in ((True, 2), (False, 1)):
+            h = Harness(self, "    start_min_clients: 3\n    start_max_wait: 5\n",
+                        files={"f": b"o" * 5000})
+            opts = [("blksize", "1000"), ("multicast", "")]
+            if epoch:
+                opts.append(("mcepoch", "1"))
+            rrq = wire.ReadRequest(b"f", "octet", opts).to_wire()
+            raws = [h.raw("10.0.1.%d" % (i,)) for i in range(1, 4)]
+            for proto, port in raws:
+                port.write(rrq, (SERVER, 69))
+                h.settle(0.001)
+            oacks = [[p.optionDict["multicast"] for p, _ in proto.received
+                      if isinstance(p, wire.OptionAck)] for proto, _ in raws]
+            self.assertEqual(oacks[0][-1], "239.255.0.1,1758,1")
+            self.assertEqual(oacks[1], ["239.255.0.1,1758,0"] * expected)
+
     def test_runsOfBlocks(self):
         """
         If the window allows many blocks, they leave in runs of up to

@@ -435,6 +435,15 @@ class MulticastSession(DatagramProtocol):
     def _gateOpen(self, reason):
         if self.master is None and self.clients:
             self._nextMaster()
+            if self.epoch:
+                # The clients waiting for the delayed start get their OACK
+                # (mc=0) again: one whose OACK was lost would otherwise ask
+                # again only after its timeout and miss the start of the
+                # stream, which its master turn then sends again for it (a
+                # quarter of the file at 16 x 2% loss). Only for mcepoch
+                # clients (provisioner's), which take a repeated OACK as is.
+                for client in self.clients[1:]:
+                    self._sendOACK(client, False)
 
     def close(self):
         """
