@@ -122,6 +122,43 @@ def _data(n, seed=7):
         else os.urandom(n)
 
 
+class _HandServer(DatagramProtocol):
+    """
+    A hand-driven server: records what the client's ACKs say.
+    """
+
+    def __init__(self, record):
+        self.acks = []
+        self.record = record
+        self.peer = None
+
+    def datagramReceived(self, data, addr):
+        packet = wire.decode(data)
+        if isinstance(packet, wire.Ack):
+            self.acks.append(self.record(packet))
+        self.peer = addr
+
+
+def _handDriven(record=lambda packet: packet.block):
+    """
+    A multicast client (blksize 512, windowsize 8) on a fake network whose
+    server at 10.0.0.9:69 the test drives by hand.
+
+    @return: C{(net, client, acks, server, port, settle)}.
+    """
+    net = FakeNetwork()
+    client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
+                                     _Output(), blksize=512, windowsize=8)
+    srv = _HandServer(record)
+    port = net.bind("10.0.0.9", 69, srv)
+
+    def settle(seconds):
+        end = net.clock.seconds() + seconds
+        while net.clock.seconds() < end - 1e-9:
+            net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+    return net, client, srv.acks, srv, port, settle
+
+
 class SessionTests(SynchronousTestCase):
 
     def test_oackAndGroup(self):
@@ -507,24 +544,7 @@ class StarvedMasterTests(SynchronousTestCase):
         due timers before reading), it sends no ACK for the old hole: the
         ACK waits one reactor turn and the DATA cancels it.
         """
-        net = FakeNetwork()
-        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
-                                         _Output(), blksize=512, windowsize=8)
-        acks = []
-
-        class Server(DatagramProtocol):
-            def datagramReceived(self, data, addr):
-                packet = wire.decode(data)
-                if isinstance(packet, wire.Ack):
-                    acks.append(packet.block)
-                self.peer = addr
-        srv = Server()
-        port = net.bind("10.0.0.9", 69, srv)
-
-        def settle(seconds):
-            end = net.clock.seconds() + seconds
-            while net.clock.seconds() < end - 1e-9:
-                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+        net, client, acks, srv, port, settle = _handDriven()
         client.start()
         settle(0.001)
         oack = wire.OptionAck([("blksize", "512"), ("tsize", str(512 * 9 + 100)),
@@ -556,24 +576,8 @@ class StarvedMasterTests(SynchronousTestCase):
         quiet and so names only what it really misses, not the whole rest
         of the file.
         """
-        net = FakeNetwork()
-        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
-                                         _Output(), blksize=512, windowsize=8)
-        acks = []
-
-        class Server(DatagramProtocol):
-            def datagramReceived(self, data, addr):
-                packet = wire.decode(data)
-                if isinstance(packet, wire.Ack):
-                    acks.append((packet.block, struct.unpack("!HI", packet.extra)[1]))
-                self.peer = addr
-        srv = Server()
-        port = net.bind("10.0.0.9", 69, srv)
-
-        def settle(seconds):
-            end = net.clock.seconds() + seconds
-            while net.clock.seconds() < end - 1e-9:
-                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+        net, client, acks, srv, port, settle = _handDriven(
+            lambda packet: (packet.block, struct.unpack("!HI", packet.extra[:6])[1]))
 
         def oack(mc):
             port.write(wire.OptionAck([
@@ -610,24 +614,7 @@ class StarvedMasterTests(SynchronousTestCase):
         at once, comes behind at most a window): not every quarter window.
         A new hole is reported at once.
         """
-        net = FakeNetwork()
-        client = mclient.MulticastClient(net.reactor("10.0.1.1"), ("10.0.0.9", 69), "f",
-                                         _Output(), blksize=512, windowsize=8)
-        acks = []
-
-        class Server(DatagramProtocol):
-            def datagramReceived(self, data, addr):
-                packet = wire.decode(data)
-                if isinstance(packet, wire.Ack):
-                    acks.append(packet.block)
-                self.peer = addr
-        srv = Server()
-        port = net.bind("10.0.0.9", 69, srv)
-
-        def settle(seconds):
-            end = net.clock.seconds() + seconds
-            while net.clock.seconds() < end - 1e-9:
-                net.clock.advance(min(net.latency / 2, end - net.clock.seconds()))
+        net, client, acks, srv, port, settle = _handDriven()
         group = ("239.255.0.1", 1758)
 
         def data(*blocks):

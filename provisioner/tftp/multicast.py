@@ -801,32 +801,21 @@ class MulticastSession(DatagramProtocol):
         @return: seconds to wait before the rest (the rate policy), or 0.
         """
         queue = self.repairQueue
-        bs = self.blksize
-        nblocks = self.nblocks
-        lastSize = self.size - (nblocks - 1) * bs
-        headerSize = self._sender.headerSize
-        delay = self.rate.delay
         now = self.clock.seconds()
         i = 0
         wait = 0.0
+        count = 0
         while i < len(queue):
             first = queue[i]
-            count = 0
-            while (i + count < len(queue) and queue[i + count] == first + count and
-                   count < self.RUN):
-                wait = delay(headerSize + (bs if first + count < nblocks else lastSize))
-                if wait > 0:
-                    break
-                count += 1
+            run = 1
+            while (i + run < len(queue) and queue[i + run] == first + run and
+                   run < self.RUN):
+                run += 1
+            count, wait = self._tokensFor(first, run)
             if count:
-                try:
-                    data = self.source.read((first - 1) * bs, count * bs)
-                except Exception:
-                    self.log.failure("multicast {session}: reading the file",
-                                     session=self.name)
-                    self._finish("failed (read error)")
+                sent, data = self._sendRun(first, count)
+                if sent is None:
                     return 0.0
-                sent = self._sender.sendBlocks(first, data, bs, count)
                 if sent:
                     self._sentAgain(first, sent, data, now)
                 i += sent
@@ -838,21 +827,65 @@ class MulticastSession(DatagramProtocol):
         del queue[:]
         return 0.0
 
+    def _tokensFor(self, first, count):
+        """
+        How many of the C{count} blocks from C{first} the rate policy lets
+        go now (their tokens taken), and how long to wait for the next.
+        """
+        bs = self.blksize
+        nblocks = self.nblocks
+        lastSize = self.size - (nblocks - 1) * bs
+        headerSize = self._sender.headerSize
+        delay = self.rate.delay
+        allowed = 0
+        wait = 0.0
+        for block in range(first, first + count):
+            wait = delay(headerSize + (bs if block < nblocks else lastSize))
+            if wait > 0:
+                break
+            allowed += 1
+        return allowed, wait
+
+    def _sendRun(self, first, count):
+        """
+        Read blocks C{first} .. C{first + count - 1} with one read and send
+        them (one GSO send where the kernel has it).
+
+        @return: C{(sent, data)}; C{(None, None)} after a read error, which
+            ends the session.
+        """
+        bs = self.blksize
+        try:
+            data = self.source.read((first - 1) * bs, count * bs)
+        except Exception:
+            self.log.failure("multicast {session}: reading the file", session=self.name)
+            self._finish("failed (read error)")
+            return None, None
+        return self._sender.sendBlocks(first, data, bs, count), data
+
     def _sentAgain(self, first, count, data, now):
         """
         Account for blocks C{first} .. C{first + count - 1} sent again from
         C{data} (below the high-water mark).
         """
+        self.listed.update(range(first, first + count))
+        self._account(first, count, data, now)
+        self.stats["retransmits"] += count
+
+    def _account(self, first, count, data, now):
+        """
+        What every send of blocks C{first} .. C{first + count - 1} (from
+        C{data}) records: their send times and order, the byte and packet
+        counts, and the last packet (for C{retransmit_last}).
+        """
         bs = self.blksize
-        listed = self.listed
+        stamp = self._stamp
         for block in range(first, first + count):
-            self._stamp(block, now)
-            listed.add(block)
+            stamp(block, now)
         nbytes = min(len(data), count * bs) + count * self._sender.headerSize
         stats = self.stats
         stats["bytes"] += nbytes
         stats["packets"] += count
-        stats["retransmits"] += count
         self.registry.sent += nbytes
         off = (count - 1) * bs
         self.lastPacket = self._sender.header(first + count - 1) + bytes(data[off:off + bs])
@@ -909,12 +942,6 @@ class MulticastSession(DatagramProtocol):
         """
         limit = min(self.ackBase + max(1, self.master.windowsize), self.nblocks)
         now = self.clock.seconds()
-        bs = self.blksize
-        sender = self._sender
-        headerSize = sender.headerSize
-        nblocks = self.nblocks
-        lastSize = self.size - (nblocks - 1) * bs
-        delay = self.rate.delay
         while self.nextSend <= limit:
             first = self.nextSend
             highWater = self.highWater
@@ -923,22 +950,11 @@ class MulticastSession(DatagramProtocol):
             end = min(limit, first + self.RUN - 1)
             if first <= highWater and self.gapEnd < highWater:
                 end = min(end, self.gapEnd)
-            count = 0
-            wait = 0.0
-            for block in range(first, end + 1):
-                wait = delay(headerSize + (bs if block < nblocks else lastSize))
-                if wait > 0:
-                    break
-                count += 1
+            count, wait = self._tokensFor(first, end - first + 1)
             if count:
-                try:
-                    data = self.source.read((first - 1) * bs, count * bs)
-                except Exception:
-                    self.log.failure("multicast {session}: reading the file",
-                                     session=self.name)
-                    self._finish("failed (read error)")
+                sent, data = self._sendRun(first, count)
+                if sent is None:
                     return
-                sent = sender.sendBlocks(first, data, bs, count)
                 if sent:
                     self._sent(first, sent, data, highWater, now)
                 if sent < count:
@@ -956,20 +972,9 @@ class MulticastSession(DatagramProtocol):
         C{data} (C{highWater}: the mark before them).
         """
         last = first + count - 1
-        bs = self.blksize
-        stamp = self._stamp
-        for block in range(first, last + 1):
-            stamp(block, now)
-        payload = min(len(data), count * bs)
-        nbytes = payload + count * self._sender.headerSize
-        stats = self.stats
-        stats["bytes"] += nbytes
-        stats["packets"] += count
-        self.registry.sent += nbytes
+        self._account(first, count, data, now)
         if first <= highWater:
-            stats["retransmits"] += min(last, highWater) - first + 1
-        off = (count - 1) * bs
-        self.lastPacket = self._sender.header(last) + bytes(data[off:off + bs])
+            self.stats["retransmits"] += min(last, highWater) - first + 1
         if last > highWater:
             self.highWater = last
             wrap = (max(first, highWater + 1) + 0xFFFF) & ~0xFFFF
