@@ -204,6 +204,23 @@ class SessionTests(SynchronousTestCase):
     Tests for L{Controller} and L{Session}: rounds, aggregation, groups.
     """
 
+
+    def _twoReceiverSession(self):
+        """
+        A 1,000,000-byte image, C{flow_window} 200,000, a session for two
+        receivers at 10 MB/s, and the two receivers registered.
+
+        @return: C{(session, a, b)}.
+        """
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(bytes(1000000))
+        self.controller.config = dict(self.controller.config, flow_window=200000)
+        session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
+                                                                    rate=10))
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        return session, a, b
     def setUp(self):
         self.root = self.mktemp()
         os.makedirs(self.root)
@@ -497,14 +514,7 @@ class SessionTests(SynchronousTestCase):
         C{flow_window} bytes and waits: until the receiver reports
         progress, or for L{Session.FLOW_STALL} seconds.
         """
-        with open(os.path.join(self.root, "big"), "wb") as f:
-            f.write(bytes(1000000))
-        self.controller.config = dict(self.controller.config, flow_window=200000)
-        session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
-                                                                    rate=10))
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._twoReceiverSession()
         drive(self.clock, 4)
         self.assertEqual(session.phase, "collect")
         before = len(self.writer.datagrams())
@@ -531,14 +541,7 @@ class SessionTests(SynchronousTestCase):
         over the image), until the receiver catches up; a receiver that is
         no longer in the current group does not hold it back.
         """
-        with open(os.path.join(self.root, "big"), "wb") as f:
-            f.write(bytes(1000000))
-        self.controller.config = dict(self.controller.config, flow_window=200000)
-        session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
-                                                                    rate=10))
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._twoReceiverSession()
         # neither reports progress: each holds the round for FLOW_STALL
         drive(self.clock, 4)
         self.assertEqual(session.phase, "collect")
