@@ -355,7 +355,7 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[2, 8, 16])
     parser.add_argument("--loss", type=float, nargs="+", default=[0, 1, 5])
     parser.add_argument("--tools", nargs="+", default=["provisioner", "udpcast", "uftp"])
-    parser.add_argument("--rate", default="2:800,8:300,16:160",
+    parser.add_argument("--rate", default="2:800,8:500,16:350",
                         help="N:Mbit/s pairs for provisioner's initial rate and uftp's -R "
                         "(0:X for every N)")
     parser.add_argument("--timeout", type=float, default=300)
