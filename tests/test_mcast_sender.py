@@ -205,18 +205,20 @@ class SessionTests(SynchronousTestCase):
     """
 
 
-    def _twoReceiverSession(self):
+    def _twoReceiverSession(self, **options):
         """
         A 1,000,000-byte image, C{flow_window} 200,000, a session for two
-        receivers at 10 MB/s, and the two receivers registered.
+        receivers (at 10 MB/s unless C{options} say otherwise), and the two
+        receivers registered.
 
         @return: C{(session, a, b)}.
         """
         with open(os.path.join(self.root, "big"), "wb") as f:
             f.write(bytes(1000000))
         self.controller.config = dict(self.controller.config, flow_window=200000)
+        options.setdefault("rate", 10)
         session = self.successResultOf(self.controller.startSession("big", minReceivers=2,
-                                                                    rate=10))
+                                                                    **options))
         a, b = FakeConnection(), FakeConnection()
         self.controller.register(a, "a", "x")
         self.controller.register(b, "b", "y")
@@ -463,13 +465,7 @@ class SessionTests(SynchronousTestCase):
         receivers that report nothing hold it back for no longer than
         L{Session.FLOW_STALL}.
         """
-        with open(os.path.join(self.root, "big"), "wb") as f:
-            f.write(bytes(1000000))
-        self.controller.config = dict(self.controller.config, flow_window=200000)
-        session = self.successResultOf(self.controller.startSession("big", minReceivers=2))
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._twoReceiverSession(rate=None)
         self.controller.progress(a, session.id, 1, 0)
         drive(self.clock, 2)
         self.assertEqual(session.phase, "data")
@@ -579,13 +575,7 @@ class SessionTests(SynchronousTestCase):
         broken), it stops holding the sender back after C{FLOW_STALL}
         seconds.
         """
-        with open(os.path.join(self.root, "big"), "wb") as f:
-            f.write(bytes(1000000))
-        self.controller.config = dict(self.controller.config, flow_window=200000)
-        session = self.successResultOf(self.controller.startSession("big", minReceivers=2))
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._twoReceiverSession(rate=None)
         self.controller.progress(a, session.id, 1, 1000)
         for _ in range(15):
             drive(self.clock, 0.1)

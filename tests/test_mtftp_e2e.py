@@ -18,18 +18,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, NetLab, requireE2E
-
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def _wait(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
+from tests.netlab import PYTHON, REPO, TWISTD, NetLab, requireE2E, waitFor
 
 
 class MulticastLab:
@@ -68,7 +57,7 @@ class MulticastLab:
             TWISTD + ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
                       "--config", config], cwd=self.dir, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not _wait(lambda: "provisioner started" in self.log() or
+        if not waitFor(lambda: "provisioner started" in self.log() or
                      self.process.poll() is not None, 30) or self.process.poll() is not None:
             raise AssertionError("provisioner did not start:\n" + self.log()[-3000:])
 
@@ -84,7 +73,7 @@ class MulticastLab:
         Wait for a regular expression in the appliance's log; return the
         match.
         """
-        found = _wait(lambda: re.search(pattern, self.log()), timeout)
+        found = waitFor(lambda: re.search(pattern, self.log()), timeout)
         if not found:
             raise AssertionError("no %r in the log:\n%s" % (pattern, self.log()[-3000:]))
         return found

@@ -105,6 +105,22 @@ class Harness:
         port = self.net.bind(host, 0, proto)
         return proto, port
 
+    def twoHandClients(self):
+        """
+        Two hand-driven clients (10.0.1.8 master, then 10.0.1.9) in one
+        session of file C{f}: blksize 1000, windowsize 8, mcepoch.
+
+        @return: C{(port8, port9, session, sessionAddress)}.
+        """
+        a, pa = self.raw("10.0.1.8")
+        b, pb = self.raw("10.0.1.9")
+        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("windowsize", "8"),
+                                               ("multicast", ""), ("mcepoch", "1")])
+        for port in (pa, pb):
+            port.write(rrq.to_wire(), (SERVER, 69))
+            self.settle(0.001)
+        return pa, pb, self.registry.sessions[0], a.received[0][1]
+
     def settle(self, seconds):
         """
         Let the network run for C{seconds} (in steps shorter than a hop).
@@ -357,15 +373,7 @@ class SessionTests(SynchronousTestCase):
         stall of issue 6).
         """
         h = Harness(self, "    master_retries: 2\n", files={"f": b"s" * 99500})
-        a, pa = h.raw("10.0.1.8")
-        b, pb = h.raw("10.0.1.9")
-        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("windowsize", "8"),
-                                               ("multicast", ""), ("mcepoch", "1")])
-        for port in (pa, pb):
-            port.write(rrq.to_wire(), (SERVER, 69))
-            h.settle(0.001)
-        s = h.registry.sessions[0]
-        session = a.received[0][1]
+        pa, pb, s, session = h.twoHandClients()
 
         def ack(port, block, gap):
             port.write(wire.encodeAck(block, struct.pack("!HI", 0, gap)), session)
@@ -401,15 +409,7 @@ class AckRangesTests(SynchronousTestCase):
 
     def setUp(self):
         h = self.h = Harness(self, files={"f": b"r" * 47500})
-        a, pa = h.raw("10.0.1.8")
-        b, pb = h.raw("10.0.1.9")
-        rrq = wire.ReadRequest(b"f", "octet", [("blksize", "1000"), ("windowsize", "8"),
-                                               ("multicast", ""), ("mcepoch", "1")])
-        for port in (pa, pb):
-            port.write(rrq.to_wire(), (SERVER, 69))
-            h.settle(0.001)
-        self.s = h.registry.sessions[0]
-        self.session = a.received[0][1]
+        pa, pb, self.s, self.session = h.twoHandClients()
         self.pb = pb
         # The first master takes the whole file (48 blocks) and leaves; the
         # second is made master.

@@ -70,15 +70,15 @@ def blockCount(size, blksize):
     return size // blksize + 1
 
 
+def _epochHeader(block):
+    return _HHH.pack(wire.DATA, block & 0xFFFF, (block >> 16) & 0xFFFF)
+
+
 def encodeData32(block, payload):
     """
     DATA with the C{mcepoch} framing: opcode, low 16 bits, high 16 bits.
     """
-    return _HHH.pack(wire.DATA, block & 0xFFFF, (block >> 16) & 0xFFFF) + payload
-
-
-def _epochHeader(block):
-    return _HHH.pack(wire.DATA, block & 0xFFFF, (block >> 16) & 0xFFFF)
+    return _epochHeader(block) + payload
 
 
 def decodeData32(datagram):
@@ -892,12 +892,6 @@ class MulticastSession(DatagramProtocol):
 
     # Sending --------------------------------------------------------------
 
-    def _packet(self, block):
-        payload = self.source.read((block - 1) * self.blksize, self.blksize)
-        if self.epoch:
-            return encodeData32(block, payload)
-        return wire.encodeData(block, payload)
-
     def _write(self, packet):
         if self._port is None:
             return
@@ -909,11 +903,10 @@ class MulticastSession(DatagramProtocol):
     def _resend(self, block):
         if block > self.nblocks:
             return
-        packet = self._packet(block)
-        self._stamp(block, self.clock.seconds())
-        self._write(packet)
-        self.lastPacket = packet
-        self.stats["retransmits"] += 1
+        sent, data = self._sendRun(block, 1)
+        if sent:
+            self._account(block, 1, data, self.clock.seconds())
+            self.stats["retransmits"] += 1
 
     def _stamp(self, block, now):
         self.sendSeq += 1
