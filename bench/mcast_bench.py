@@ -144,6 +144,9 @@ class Bench:
                     "  root: %s\n  interface: %s\n  rate: %s\n  rate_max: 2000\n"
                     "  report_timeout: 10\n" % (
                         os.path.dirname(self.image), sender.ip, rate))
+            for kv in self.args.set:
+                key, _, value = kv.partition("=")
+                f.write("  %s: %s\n" % (key, value))
             shutil.rmtree(os.path.join(self.dir, "state"), ignore_errors=True)
             if self.args.catalog:
                 # the production path: the catalogue hashes images when they
@@ -355,6 +358,9 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[2, 8, 16])
     parser.add_argument("--loss", type=float, nargs="+", default=[0, 1, 5])
     parser.add_argument("--tools", nargs="+", default=["provisioner", "udpcast", "uftp"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a multicast config key for provisioner's appliance "
+                        "(e.g. flow_window=8388608); repeatable")
     parser.add_argument("--rate", default="2:800,8:500,16:350",
                         help="N:Mbit/s pairs for provisioner's initial rate and uftp's -R "
                         "(0:X for every N)")

@@ -8,7 +8,8 @@ not always name, buffer sizing, interface binding, MTUs and a UDP GSO probe.
 import socket
 
 __all__ = ["SOL_UDP", "UDP_SEGMENT", "SO_BINDTODEVICE", "setSendBuffer", "setReceiveBuffer",
-           "bindToDevice", "interfaceMTU", "pathMTU", "probeGSO"]
+           "bindToDevice", "interfaceMTU", "pathMTU", "probeGSO", "streamSocket", "quickRecovery",
+           "memoryBacked"]
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -94,3 +95,71 @@ def probeGSO(sock):
     except OSError:
         return False
     return True
+
+
+#: Linux 6.15+: per-socket floor of the retransmission timeout, and the
+#: longest delayed ACK, both in microseconds
+TCP_RTO_MIN_US = 45
+TCP_DELACK_MAX_US = 46
+
+
+def streamSocket(transport):
+    """
+    Return the TCP socket under C{transport} (through TLS wrappers), or
+    L{None}.
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            return sock
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def quickRecovery(transport, rtoMin):
+    """
+    Let a LAN control connection recover a lost segment in about C{rtoMin}
+    seconds instead of the kernel's 200 ms floor (and its doublings): the
+    socket's minimum retransmission timeout and its longest delayed ACK
+    (which also times the tail-loss probe) are set to C{rtoMin}. RTT still
+    adapts the timeout upwards. No-op when C{rtoMin} is 0 or the kernel
+    lacks the options (before Linux 6.15).
+
+    @return: whether the options were set.
+    """
+    sock = streamSocket(transport)
+    if sock is None or not rtoMin:
+        return False
+    micros = max(1000, int(rtoMin * 1e6))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_RTO_MIN_US, micros)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_DELACK_MAX_US, micros)
+    except OSError:
+        return False
+    return True
+
+
+#: statfs(2) f_type of tmpfs and ramfs
+_MEMORY_FILESYSTEMS = (0x01021994, 0x858458f6)
+
+
+def memoryBacked(fd):
+    """
+    Whether the file open on C{fd} lives in memory (tmpfs, ramfs), where
+    preallocating commits and zeroes pages at once. Linux only (C{fstatfs}
+    through ctypes); L{False} when it cannot tell.
+    """
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buf = ctypes.create_string_buffer(256)
+        if libc.fstatfs(int(fd), buf) != 0:
+            return False
+        fsType = ctypes.c_long.from_buffer(buf).value
+    except (OSError, AttributeError, ValueError):
+        return False
+    return fsType in _MEMORY_FILESYSTEMS

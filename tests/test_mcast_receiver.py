@@ -537,6 +537,27 @@ class OutputFileTests(SynchronousTestCase):
         self.assertEqual(os.fstat(f.fd).st_size, 12345)
         f.close()
 
+    def test_memoryBackedRoom(self):
+        """
+        On a memory-backed file system the file is not preallocated (that
+        would zero every page now); the free room is checked instead, and
+        too little is a clear "disk full" error naming the path.
+        """
+        from provisioner.mcast import receiver
+        self.patch(receiver, "memoryBacked", lambda fd: True)
+        f = OutputFile(self.mktemp())
+        f.prepare(12345)
+        self.assertEqual(os.fstat(f.fd).st_size, 12345)
+
+        class Tiny:
+            f_bavail = 2
+            f_frsize = 4096
+        self.patch(os, "fstatvfs", lambda fd: Tiny())
+        e = self.assertRaises(ReceiveError, f.prepare, 1 << 20)
+        self.assertIn("disk full", str(e))
+        self.assertIn(f.path, str(e))
+        f.close()
+
     def test_writeRun(self):
         """
         If a run has more buffers than one C{pwritev} takes, it is written

@@ -166,3 +166,51 @@ class HelperTests(SynchronousTestCase):
         self.assertTrue(mtu is None or mtu >= 1280)
         self.assertGreaterEqual(udp.interfaceMTU("lo"), 1280)
         self.assertIsNone(udp.interfaceMTU("no-such-interface"))
+
+
+class ControlSocketTests(SynchronousTestCase):
+    """
+    L{netio.quickRecovery} and L{netio.memoryBacked}.
+    """
+
+    def test_quickRecovery(self):
+        """
+        The TCP socket under a transport (through wrappers) gets the minimum
+        retransmission timeout and the delayed-ACK bound asked for, where
+        the kernel has the options; 0 leaves it alone.
+        """
+        from provisioner import netio
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+
+        class TCP:
+            socket = client
+
+        class TLS:
+            transport = TCP()
+        self.assertIs(netio.streamSocket(TLS()), client)
+        self.assertIsNone(netio.streamSocket(object()))
+        self.assertFalse(netio.quickRecovery(TLS(), 0))
+        if not netio.quickRecovery(TLS(), 0.02):
+            raise self.skipTest("this kernel has no TCP_RTO_MIN_US (Linux 6.15)")
+        # the kernel rounds to its clock tick
+        rto = client.getsockopt(socket.IPPROTO_TCP, netio.TCP_RTO_MIN_US)
+        self.assertTrue(15000 <= rto <= 30000, rto)
+        self.assertEqual(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
+    def test_memoryBacked(self):
+        """
+        /dev/shm (tmpfs) is memory-backed; a descriptor that is not open
+        is not.
+        """
+        import os
+        from provisioner import netio
+        if os.path.isdir("/dev/shm"):
+            shm = os.open("/dev/shm", os.O_RDONLY)
+            self.addCleanup(os.close, shm)
+            self.assertTrue(netio.memoryBacked(shm))
+        self.assertFalse(netio.memoryBacked(10 ** 6))

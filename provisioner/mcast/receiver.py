@@ -31,7 +31,7 @@ from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast.datagram import OVERHEAD, SessionKey
 from provisioner.files import sha256File
-from provisioner.netio import setReceiveBuffer
+from provisioner.netio import memoryBacked, quickRecovery, setReceiveBuffer
 from provisioner import udpbatch
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
@@ -54,6 +54,16 @@ def _describeOSError(e, path, what):
     if e.errno == errno.EISDIR:
         return "%s: is a directory" % (path,)
     return "%s: %s while %s" % (path, e.strerror or e, what)
+
+
+def _checkRoom(fd, needed):
+    """
+    Raise C{ENOSPC} when the file system of C{fd} has fewer than C{needed}
+    bytes free.
+    """
+    st = os.fstatvfs(fd)
+    if needed > 0 and st.f_bavail * st.f_frsize < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 class OutputFile:
@@ -81,7 +91,15 @@ class OutputFile:
             if current > size:
                 os.ftruncate(self.fd, size)
             try:
-                os.posix_fallocate(self.fd, 0, size) if size else None
+                if memoryBacked(self.fd):
+                    # tmpfs: fallocate would commit and zero every page now,
+                    # and the writes would then miss the cache on all of
+                    # them; check the room instead, and let pages come with
+                    # the data
+                    _checkRoom(self.fd, size - current)
+                    os.ftruncate(self.fd, size)
+                elif size:
+                    os.posix_fallocate(self.fd, 0, size)
             except OSError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                     raise
@@ -724,7 +742,7 @@ class Receiver(amp.CommandLocator):
                 return
             sock = getattr(self.dataPort, "socket", None)
             if sock is not None:
-                setReceiveBuffer(sock, 32 * 1024 * 1024)
+                setReceiveBuffer(sock, 64 * 1024 * 1024)
         self.dataPort.joinGroup(self.group, self.interface or "0.0.0.0")
         self.joined = self.group
         self.log.debug("joined {group}:{port}", group=self.group, port=self.port)
@@ -898,9 +916,17 @@ class Receiver(amp.CommandLocator):
 
 
 class _ReceiverAMP(amp.AMP):
+    #: see C{multicast.control_rto_min}: a lost report or progress message
+    #: is sent again after tens of milliseconds, not hundreds
+    rtoMin = 0.02
+
     def __init__(self, receiver):
         amp.AMP.__init__(self, locator=receiver)
         self.receiver = receiver
+
+    def connectionMade(self):
+        amp.AMP.connectionMade(self)
+        quickRecovery(self.transport, self.rtoMin)
 
 
 class _ReceiverFactory(protocol.Factory):

@@ -61,9 +61,13 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                     minimum=0.1),
     "adapt_rate": Key(True, "bool", "adapt the rate between rounds from burst loss "
                       "(random, isolated loss is not taken as congestion)"),
-    "flow_window": Key(8 << 20, "int", "flow control in every round: the sender stays at "
+    "flow_window": Key(32 << 20, "int", "flow control in every round: the sender stays at "
                         "most this many bytes of the round's data ahead of the slowest "
                         "receiver of the current group (0: off)", minimum=0),
+    "control_rto_min": Key(0.02, "float", "control connections recover a lost TCP segment "
+                           "after about this many seconds instead of the kernel's 200 ms "
+                           "floor (TCP_RTO_MIN_US and TCP_DELACK_MAX_US, Linux 6.15 and "
+                           "later; 0: the kernel's defaults)", minimum=0, maximum=1),
     "gso": Key(True, "bool", "use UDP GSO (UDP_SEGMENT) for batches of equal-size datagrams "
                "where the kernel has it"),
     "max_rounds": Key(20, "int", "multicast rounds per session; what is still missing then "

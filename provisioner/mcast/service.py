@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from provisioner.mcast import commands
+from provisioner.netio import quickRecovery
 from provisioner.mcast.sender import Controller
 
 __all__ = ["ServerLocator", "ControlProtocol", "ControlFactory", "ControlServer",
@@ -109,6 +110,10 @@ class ControlProtocol(amp.AMP):
         amp.AMP.__init__(self, locator=locator)
         locator.protocol = self
         self.controller = controller
+
+    def connectionMade(self):
+        amp.AMP.connectionMade(self)
+        quickRecovery(self.transport, self.controller.config.get("control_rto_min", 0))
 
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
