@@ -5,8 +5,10 @@ Benchmark: control-channel multicast (provisioner) against udpcast
 network namespaces (a sender and N receivers on a bridge).
 
 For every N and loss rate each tool sends the same image to N receivers;
-loss is iptables statistic on each receiver, in and out, on every protocol
-(data and control alike). Measured:
+loss is iptables statistic on every protocol (data and control alike), in
+each direction of each receiver's path: what reaches a receiver is dropped
+in its INPUT chain, what it sends is dropped in the sender's INPUT chain
+(by source address). Measured:
 
   - time: from starting the sender to every receiver done (receivers are
     started first; provisioner's clock starts once each holds its control
@@ -119,8 +121,13 @@ class Bench:
         sender.run(["ip", "link", "set", "dev", "eth0", "gso_max_segs", "1"])
         for h in lab.hosts[1:]:
             h.run(["sysctl", "-qw", "net.core.rmem_max=67108864"], check=False)
-            for chain in ("INPUT", "OUTPUT"):
-                h.loss(loss, chain=chain, protocol="all")
+            # each receiver's two directions lose packets independently, as
+            # on a wire: what it sends is dropped where it arrives (the
+            # sender's INPUT), not in its own OUTPUT chain, where the drop
+            # is reported to the socket (EPERM) and TCP waits out its
+            # 200 ms probe timer, which no wire loss does
+            h.loss(loss, chain="INPUT", protocol="all")
+            sender.loss(loss, chain="INPUT", protocol="all", extra=("-s", h.ip))
         return lab
 
     def outputs(self, n, tool):

@@ -204,6 +204,8 @@ class ControlServer(service.Service):
 
         def bound(port):
             self.port = port
+            # accepted connections inherit it, from their first RTT sample
+            quickRecovery(port, self.config.get("control_rto_min", 0))
             host = port.getHost()
             self.log.info("multicast control channel on {host}:{port}{tls}", host=host.host,
                           port=host.port, tls=" (TLS)" if self.config["tls"]["enabled"] else "")
