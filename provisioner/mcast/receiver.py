@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import struct
 import termios
 
@@ -29,6 +30,7 @@ from twisted.protocols import amp
 
 from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
+from provisioner.mcast import sockfilter
 from provisioner.mcast.datagram import OVERHEAD, SessionKey
 from provisioner.files import sha256File
 from provisioner.netio import memoryBacked, quickRecovery, setReceiveBuffer
@@ -366,6 +368,7 @@ class Receiver(amp.CommandLocator):
         self.hashedInOrder = 0
         self.hashedAhead = 0
         self._catchingUp = None
+        self._filter = None
         self._hashGeneration = 0
 
     def _inThread(self, f, *args):
@@ -403,8 +406,11 @@ class Receiver(amp.CommandLocator):
         need = R.intersect(ranges, self.missing())
         if need:
             self._join()
+            self._armFilter(ranges, need)
         else:
             self._leave()
+            if self._filter is not None:
+                self._filter.disarm()
         if self._reportedRound != round - 1:
             # (after its report of the previous round the position restarted
             # at 0: whatever moved it since is this round's data, taken
@@ -421,6 +427,20 @@ class Receiver(amp.CommandLocator):
             self._progressCall = self.reactor.callLater(self.progressInterval,
                                                         self._sendProgress, round)
         return {}
+
+    def _armFilter(self, ranges, need):
+        """
+        Have the kernel drop the datagrams of this round that carry only
+        bytes held here (L{sockfilter}): a repair round's receivers each
+        want a small part of it.
+        """
+        sock = getattr(self.dataPort, "socket", None)
+        if not isinstance(sock, socket.socket):
+            return
+        if self._filter is None or self._filter.sock is not sock:
+            self._filter = sockfilter.RepairFilter(sock, self.session)
+        self._filter.session = self.session
+        self._filter.arm(ranges, need, self.chunkSize)
 
     def _sendProgress(self, roundNumber):
         """
@@ -716,6 +736,9 @@ class Receiver(amp.CommandLocator):
             return
         finally:
             self._position = position
+        window = self._filter
+        if window is not None and window.end is not None and position >= window.end:
+            window.advance(position)
         if (self._roundEnd is not None and position >= self._roundEnd
                 and self._roundOver != self.round and self._reportedRound < self.round):
             self._lastDatagramRead()
@@ -757,6 +780,7 @@ class Receiver(amp.CommandLocator):
         self.joined = None
 
     def _closeData(self):
+        self._filter = None
         if self.dataPort is not None:
             self.dataPort.stopListening()
             self.dataPort = None
