@@ -6,6 +6,7 @@ spoofed and stale datagrams, resuming from the state file, clear errors.
 import errno
 import hashlib
 import os
+import socket
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
@@ -497,6 +498,43 @@ class ReceiverTests(SynchronousTestCase):
         self.assertRaises(commands.BadRequest, self.announce, receiver=r)
         self.assertEqual(self.successResultOf(r.result), 1)
         self.assertIn("disk full", self.server.named(commands.Leave)[-1]["reason"])
+
+    def test_filterFollowsRounds(self):
+        """
+        A repair round arms the kernel filter (L{sockfilter.RepairFilter})
+        for what this receiver lacks of it; the round's report disarms it,
+        so that the next round's datagrams, which may come before their
+        announcement, are not judged by this round's window. A port without
+        a real socket (this fake) gets no filter.
+        """
+        from provisioner.mcast import sockfilter
+        self.announce()
+        self.assertIsNone(self.receiver._filter)
+        calls = []
+
+        class Filter:
+            sock = None
+            end = None
+
+            def arm(self, ranges, need, chunkSize):
+                calls.append(("arm", ranges, need, chunkSize))
+
+            def disarm(self):
+                calls.append(("disarm",))
+        fake = Filter()
+        self.receiver._filter = fake
+        self.send([0, 1000, 3000, 4000, 5000, 7000, 8000, 9000])
+        self.receiver.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(calls, [("disarm",)])
+        sock = self.reactor.port.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        # others lacked more: the round carries 6000 bytes, 2000 for us
+        self.announce(round=2, ranges=[(2000, 4000), (6000, 10000)])
+        armed = self.receiver._filter
+        self.assertIsInstance(armed, sockfilter.RepairFilter)
+        self.assertIs(armed.sock, sock)
+        self.assertEqual(armed.wanted, [2000, 6000])
 
     def test_checksumMismatch(self):
         """

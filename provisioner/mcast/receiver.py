@@ -573,6 +573,10 @@ class Receiver(amp.CommandLocator):
         # the round's data is over: whatever moves the position from now on
         # belongs to the next round (flow control)
         self._position = 0
+        if self._filter is not None:
+            # the next round's datagrams may come before its announcement:
+            # a window of this round must not judge them
+            self._filter.disarm()
         self._save()
         if not missing:
             self._leave()
