@@ -5,6 +5,7 @@ Tests for L{provisioner.mcast.datagram}.
 from twisted.trial.unittest import SynchronousTestCase
 
 import hashlib
+import os
 import hmac
 
 from provisioner.mcast.datagram import (
@@ -174,3 +175,82 @@ class SessionKeyTests(SynchronousTestCase):
         self.assertEqual((rejected, stale), (9, 1))
         self.assertEqual([(s, e, b"".join(p)) for s, e, p in runs],
                          [(0, 20, b"a" * 10 + b"g" * 10)])
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    The C fast path (C{provisioner.mcast._fastpath}) gives what the Python
+    loop of L{SessionKey.verifyBatch} gives, on the same batches.
+    """
+
+    def setUp(self):
+        from provisioner.mcast import datagram
+        if datagram._fastpath is None:
+            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
+                self.fail("the C fast path is not built (scripts/setup builds it)")
+            raise self.skipTest("the C fast path is not built (python setup.py build_ext "
+                                "--inplace)")
+
+    def compare(self, batch, roundNumber, limit, held=None, key=KEY):
+        fast = SessionKey(key, 7).verifyBatch(batch, roundNumber, limit, held)
+        slow = SessionKey(key, 7, fast=False).verifyBatch(batch, roundNumber, limit, held)
+
+        def plain(result):
+            runs, rejected, stale = result
+            return [(s, e, b"".join(bytes(p) for p in ps)) for s, e, ps in runs], rejected, stale
+        self.assertEqual(plain(fast), plain(slow))
+        return fast
+
+    def test_random(self):
+        """
+        Random batches of good, duplicate, held, altered, truncated,
+        foreign, stale, later-round and out-of-image datagrams, as bytes
+        and as memoryviews of one buffer, with and without held ranges,
+        beyond 4 GiB too.
+        """
+        import random
+        from provisioner.mcast.ranges import RangeSet
+        rng = random.Random(7)
+        sk = SessionKey(KEY, 7)
+        for trial in range(60):
+            base = rng.choice([0, 5 << 32])
+            batch = []
+            for i in range(rng.randrange(1, 80)):
+                offset = base + rng.randrange(0, 40) * 100
+                kind = rng.random()
+                d = sk.encode(rng.choice([2, 2, 2, 1, 3]), offset, bytes([i]) * 100)
+                if kind < 0.05:
+                    d = d[:rng.randrange(0, len(d))]
+                elif kind < 0.1:
+                    d = bytearray(d)
+                    d[rng.randrange(len(d))] ^= 1
+                    d = bytes(d)
+                elif kind < 0.15:
+                    d = SessionKey(KEY, 8).encode(2, offset, b"x" * 100)
+                elif kind < 0.2:
+                    d = SessionKey(b"y" * 70, 7).encode(2, offset, b"x" * 100)
+                batch.append(d)
+            held = None
+            if trial % 2:
+                held = RangeSet([(base + s * 100, base + s * 100 + rng.randrange(1, 500))
+                                 for s in rng.sample(range(40), 8)])
+            limit = base + rng.choice([4000, 3050, 1 << 62])
+            self.compare(batch, 2, limit, held)
+            buffer = bytearray(b"".join(batch))
+            view, at, views = memoryview(buffer), 0, []
+            for d in batch:
+                views.append(view[at:at + len(d)])
+                at += len(d)
+            runs, _, _ = self.compare(views, 2, limit, held)
+            for _, _, payloads in runs:
+                self.assertTrue(all(isinstance(p, memoryview) for p in payloads))
+
+    def test_longKey(self):
+        """
+        A key longer than the hash block is hashed first (RFC 2104), in
+        both paths.
+        """
+        key = b"z" * 100
+        batch = [SessionKey(key, 7).encode(1, o, b"q" * 50) for o in (0, 50, 100)]
+        runs, rejected, stale = self.compare(batch, 1, 1000, key=key)
+        self.assertEqual([(s, e) for s, e, _ in runs], [(0, 150)])

@@ -20,6 +20,14 @@ import hashlib
 import hmac
 import struct
 
+try:
+    # the receiver's hot loop in C (optional: built by setup.py where a
+    # compiler and OpenSSL's headers are); the same results as the Python
+    # loop of SessionKey.verifyBatch
+    from provisioner.mcast import _fastpath
+except ImportError:
+    _fastpath = None
+
 __all__ = ["DataDatagram", "DatagramError", "parse", "encode", "VERSION", "HEADER_SIZE", "TAG_SIZE",
            "OVERHEAD", "payloadSize", "newKey", "SessionKey"]
 
@@ -167,15 +175,16 @@ class SessionKey:
     @ivar session: the session id datagrams must carry.
     """
 
-    __slots__ = ("key", "session", "_inner", "_outer")
+    __slots__ = ("key", "session", "_inner", "_outer", "_pads")
 
-    def __init__(self, key, session):
+    def __init__(self, key, session, fast=True):
         self.key = key
         self.session = session
         block = key if len(key) <= _BLOCK else hashlib.sha256(key).digest()
         block = block.ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._pads = _fastpath.prepare(key) if fast and _fastpath is not None else None
 
     def tag(self, body):
         """
@@ -249,12 +258,16 @@ class SessionKey:
         @param roundNumber: the round announced (datagrams of earlier
             rounds are stale).
         @param limit: the image size.
-        @param held: an object with C{covers(start, end)} (the receiver's
+        @param held: the bytes already here (a
             L{provisioner.mcast.ranges.RangeSet}), or L{None}.
         @return: C{(runs, rejected, stale)}; each run is C{(start, end,
             payloads)} with C{payloads} the C{memoryview}s of the payloads
             in offset order.
         """
+        if self._pads is not None:
+            bounds = held.bounds() if held is not None else (None, None)
+            return _fastpath.verify_batch(datagrams, self.session, roundNumber, limit,
+                                          self._pads, *bounds)
         unpack = _HEADER.unpack_from
         innerHash, outerHash = self._inner, self._outer
         compare = hmac.compare_digest

@@ -245,6 +245,13 @@ class RangeSet:
             out.append((cur, end))
         return out
 
+    def bounds(self):
+        """
+        Return the two sorted lists C{(starts, ends)} themselves (read-only:
+        for the receiver's C fast path, which bisects them).
+        """
+        return self._starts, self._ends
+
     def ranges(self):
         """
         Return the normalised list of C{(start, end)}.

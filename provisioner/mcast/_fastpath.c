@@ -1,0 +1,295 @@
+/*
+ * The image-multicast receiver's hot loop in C: verify a batch of data
+ * datagrams (header, HMAC-SHA256 tag) and group the good ones into runs.
+ *
+ * Optional: provisioner.mcast.datagram.SessionKey.verifyBatch does the same
+ * in Python when this module is not built, and the tests compare the two on
+ * the same batches. Layout and rules: provisioner/mcast/datagram.py and
+ * docs/wire/mcast.md.
+ *
+ *   prepare(key) -> bytes
+ *       the HMAC's inner and outer SHA-256 states after the key pads.
+ *   verify_batch(datagrams, session, round, limit, pads, starts, ends)
+ *       -> (runs, rejected, stale)
+ *       datagrams: a sequence of bytes-like objects (memoryviews of a
+ *       recvmmsg buffer are not copied: each payload in a run is a
+ *       memoryview slice of its datagram). starts/ends: the held ranges
+ *       (sorted lists of ints) or None; a datagram whose bytes are held is
+ *       dropped before its tag is computed.
+ */
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <Python.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+#define VERSION 1
+#define HEADER_SIZE 15
+#define TAG_SIZE 12
+#define OVERHEAD (HEADER_SIZE + TAG_SIZE)
+
+typedef struct {
+    SHA256_CTX inner;
+    SHA256_CTX outer;
+} pads_t;
+
+static PyObject *
+prepare(PyObject *self, PyObject *args)
+{
+    Py_buffer key;
+    unsigned char block[64], pad[64];
+    pads_t pads;
+    int i;
+
+    if (!PyArg_ParseTuple(args, "y*", &key))
+        return NULL;
+    memset(block, 0, sizeof(block));
+    if (key.len > 64)
+        SHA256(key.buf, (size_t)key.len, block);
+    else
+        memcpy(block, key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    for (i = 0; i < 64; i++)
+        pad[i] = block[i] ^ 0x36;
+    SHA256_Init(&pads.inner);
+    SHA256_Update(&pads.inner, pad, 64);
+    for (i = 0; i < 64; i++)
+        pad[i] = block[i] ^ 0x5c;
+    SHA256_Init(&pads.outer);
+    SHA256_Update(&pads.outer, pad, 64);
+    return PyBytes_FromStringAndSize((const char *)&pads, sizeof(pads));
+}
+
+static inline unsigned long long
+be(const unsigned char *p, int n)
+{
+    unsigned long long v = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Whether [start, end) lies inside one held range. -1 on error. */
+static int
+covered(PyObject *starts, PyObject *ends, unsigned long long start,
+        unsigned long long end)
+{
+    Py_ssize_t n = PyList_GET_SIZE(ends), lo = 0, hi;
+    unsigned long long last, s, e;
+
+    if (n == 0)
+        return 0;
+    last = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, n - 1));
+    if (last == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (start >= last)
+        return 0;
+    /* the last range that starts at or before start */
+    hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        s = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(starts, mid));
+        if (s == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        if (s <= start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return 0;
+    e = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, lo - 1));
+    if (e == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return end <= e;
+}
+
+static PyObject *
+slice(PyObject *item, Py_ssize_t start, Py_ssize_t stop)
+{
+    PyObject *view, *a, *b, *bounds, *out;
+
+    if (PyMemoryView_Check(item)) {
+        Py_INCREF(item);
+        view = item;
+    } else if ((view = PyMemoryView_FromObject(item)) == NULL) {
+        return NULL;
+    }
+    a = PyLong_FromSsize_t(start);
+    b = PyLong_FromSsize_t(stop);
+    bounds = (a != NULL && b != NULL) ? PySlice_New(a, b, NULL) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (bounds == NULL) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    out = PyObject_GetItem(view, bounds);
+    Py_DECREF(bounds);
+    Py_DECREF(view);
+    return out;
+}
+
+static PyObject *
+verify_batch(PyObject *self, PyObject *args)
+{
+    PyObject *datagrams, *starts, *ends, *seq = NULL, *runs = NULL, *payloads = NULL;
+    unsigned long long session, limit;
+    long roundNumber;
+    Py_buffer padsBuf;
+    pads_t pads;
+    Py_ssize_t i, count;
+    long rejected = 0, stale = 0;
+    unsigned long long runStart = 0, runEnd = 0;
+    int haveRun = 0;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OKlKy*OO", &datagrams, &session, &roundNumber, &limit,
+                          &padsBuf, &starts, &ends))
+        return NULL;
+    if (padsBuf.len != (Py_ssize_t)sizeof(pads)) {
+        PyBuffer_Release(&padsBuf);
+        PyErr_SetString(PyExc_ValueError, "pads: not from prepare()");
+        return NULL;
+    }
+    memcpy(&pads, padsBuf.buf, sizeof(pads));
+    PyBuffer_Release(&padsBuf);
+    if (starts == Py_None || ends == Py_None) {
+        starts = ends = NULL;
+    } else if (!PyList_Check(starts) || !PyList_Check(ends)
+               || PyList_GET_SIZE(starts) != PyList_GET_SIZE(ends)) {
+        PyErr_SetString(PyExc_TypeError, "starts and ends: two lists of the same length");
+        return NULL;
+    }
+    seq = PySequence_Fast(datagrams, "datagrams: a sequence");
+    if (seq == NULL)
+        return NULL;
+    runs = PyList_New(0);
+    if (runs == NULL)
+        goto done;
+    count = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *payload;
+        Py_buffer view;
+        const unsigned char *p;
+        Py_ssize_t size, body;
+        unsigned long long offset, end, length;
+        unsigned long rnd;
+        unsigned char digest[SHA256_DIGEST_LENGTH];
+        SHA256_CTX ctx;
+
+        if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0)
+            goto done;
+        p = view.buf;
+        size = view.len;
+        if (size < OVERHEAD) {
+            rejected++;
+            PyBuffer_Release(&view);
+            continue;
+        }
+        length = be(p + 13, 2);
+        if (p[0] != VERSION || be(p + 1, 4) != session
+                || (Py_ssize_t)length + OVERHEAD != size) {
+            rejected++;
+            PyBuffer_Release(&view);
+            continue;
+        }
+        rnd = (unsigned long)be(p + 5, 2);
+        offset = (be(p + 7, 2) << 32) | be(p + 9, 4);
+        end = offset + length;
+        if (starts != NULL) {
+            int held = covered(starts, ends, offset, end);
+            if (held < 0) {
+                PyBuffer_Release(&view);
+                goto done;
+            }
+            if (held) {
+                PyBuffer_Release(&view);
+                continue;
+            }
+        }
+        body = size - TAG_SIZE;
+        ctx = pads.inner;
+        SHA256_Update(&ctx, p, (size_t)body);
+        SHA256_Final(digest, &ctx);
+        ctx = pads.outer;
+        SHA256_Update(&ctx, digest, sizeof(digest));
+        SHA256_Final(digest, &ctx);
+        if (CRYPTO_memcmp(digest, p + body, TAG_SIZE) != 0) {
+            rejected++;
+            PyBuffer_Release(&view);
+            continue;
+        }
+        PyBuffer_Release(&view);
+        if ((long)rnd < roundNumber) {
+            stale++;
+            continue;
+        }
+        if (end > limit) {
+            rejected++;
+            continue;
+        }
+        payload = slice(item, HEADER_SIZE, body);
+        if (payload == NULL)
+            goto done;
+        if (!(haveRun && offset == runEnd)) {
+            if (haveRun) {
+                PyObject *run = Py_BuildValue("(KKO)", runStart, runEnd, payloads);
+                Py_CLEAR(payloads);
+                if (run == NULL || PyList_Append(runs, run) < 0) {
+                    Py_XDECREF(run);
+                    Py_DECREF(payload);
+                    goto done;
+                }
+                Py_DECREF(run);
+            }
+            payloads = PyList_New(0);
+            if (payloads == NULL) {
+                Py_DECREF(payload);
+                goto done;
+            }
+            runStart = offset;
+            haveRun = 1;
+        }
+        if (PyList_Append(payloads, payload) < 0) {
+            Py_DECREF(payload);
+            goto done;
+        }
+        Py_DECREF(payload);
+        runEnd = end;
+    }
+    if (haveRun) {
+        PyObject *run = Py_BuildValue("(KKO)", runStart, runEnd, payloads);
+        if (run == NULL || PyList_Append(runs, run) < 0) {
+            Py_XDECREF(run);
+            goto done;
+        }
+        Py_DECREF(run);
+    }
+    result = Py_BuildValue("(Oll)", runs, rejected, stale);
+done:
+    Py_XDECREF(payloads);
+    Py_XDECREF(runs);
+    Py_XDECREF(seq);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"prepare", prepare, METH_VARARGS, "prepare(key) -> the HMAC-SHA256 key pads' states"},
+    {"verify_batch", verify_batch, METH_VARARGS,
+     "verify_batch(datagrams, session, round, limit, pads, starts, ends) "
+     "-> (runs, rejected, stale)"},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastpath", "The image-multicast receiver's hot loop.", -1, methods
+};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    return PyModule_Create(&module);
+}
