@@ -9,7 +9,7 @@ import socket
 
 __all__ = ["SOL_UDP", "UDP_SEGMENT", "SO_BINDTODEVICE", "setSendBuffer", "setReceiveBuffer",
            "bindToDevice", "interfaceMTU", "pathMTU", "probeGSO", "streamSocket", "quickRecovery",
-           "memoryBacked"]
+           "memoryBacked", "libc", "CONTROL_RTO_MIN"]
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -97,6 +97,27 @@ def probeGSO(sock):
     return True
 
 
+def libc():
+    """
+    Return the C library through C{ctypes} (errno kept), loaded once, or
+    L{None} where it cannot be loaded.
+    """
+    global _libc
+    if _libc is False:
+        try:
+            import ctypes
+            import ctypes.util
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        except OSError:
+            _libc = None
+    return _libc
+
+
+_libc = False
+
+#: the default of C{multicast.control_rto_min}, which receivers use too
+CONTROL_RTO_MIN = 0.02
+
 #: Linux 6.15+: per-socket floor of the retransmission timeout, and the
 #: longest delayed ACK, both in microseconds
 TCP_RTO_MIN_US = 45
@@ -152,14 +173,13 @@ def memoryBacked(fd):
     preallocating commits and zeroes pages at once. Linux only (C{fstatfs}
     through ctypes); L{False} when it cannot tell.
     """
+    c = libc()
     try:
         import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         buf = ctypes.create_string_buffer(256)
-        if libc.fstatfs(int(fd), buf) != 0:
+        if c is None or c.fstatfs(int(fd), buf) != 0:
             return False
         fsType = ctypes.c_long.from_buffer(buf).value
-    except (OSError, AttributeError, ValueError):
+    except (AttributeError, ValueError):
         return False
     return fsType in _MEMORY_FILESYSTEMS

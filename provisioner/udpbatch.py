@@ -28,7 +28,6 @@ valid during the call only. Copy (C{bytes(view)}) what must outlive it.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import socket
 import struct
@@ -36,6 +35,8 @@ import struct
 from twisted.internet import udp
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
+
+from provisioner.netio import libc
 
 __all__ = ["BatchSocketReader", "BatchUDPPort", "BatchMulticastPort", "listenUDP",
            "listenMulticast", "HAVE_RECVMMSG", "adaptProtocol"]
@@ -65,9 +66,8 @@ class _MMsgHdr(ctypes.Structure):
 
 def _loadRecvmmsg():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        function = libc.recvmmsg
-    except (OSError, AttributeError):
+        function = libc().recvmmsg
+    except AttributeError:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                          ctypes.c_void_p]

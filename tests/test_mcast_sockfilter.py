@@ -148,3 +148,20 @@ class FilterTests(SynchronousTestCase):
         f.disarm()
         self.assertFalse(f.attached)
         self.assertEqual(self.through([self.data(1000)]), [1000])
+
+    def test_refusedWindowDetaches(self):
+        """
+        If the kernel refuses a new window, the old one is taken off the
+        socket: a stale window never judges the rest of the round.
+        """
+        f = sockfilter.RepairFilter(self.receiver, SESSION)
+        wanted = list(range(3 * CHUNK, 2000 * CHUNK, 7 * CHUNK))
+        f.arm([(0, 2000 * CHUNK)], R.normalise([(o, o + CHUNK) for o in wanted]), CHUNK)
+        if not f.attached:
+            raise self.skipTest("SO_ATTACH_FILTER refused here")
+        self.assertEqual(self.through([self.data(CHUNK)]), [])
+        self.patch(sockfilter, "attach", lambda sock, program: False)
+        f.advance(f.end)
+        self.assertFalse(f.attached)
+        self.assertIsNone(f.end)
+        self.assertEqual(self.through([self.data(CHUNK)]), [CHUNK])

@@ -106,10 +106,11 @@ covered(PyObject *starts, PyObject *ends, unsigned long long start,
     return end <= e;
 }
 
+/* A memoryview of item[start:stop] (no copy). */
 static PyObject *
 slice(PyObject *item, Py_ssize_t start, Py_ssize_t stop)
 {
-    PyObject *view, *a, *b, *bounds, *out;
+    PyObject *view, *out;
 
     if (PyMemoryView_Check(item)) {
         Py_INCREF(item);
@@ -117,17 +118,7 @@ slice(PyObject *item, Py_ssize_t start, Py_ssize_t stop)
     } else if ((view = PyMemoryView_FromObject(item)) == NULL) {
         return NULL;
     }
-    a = PyLong_FromSsize_t(start);
-    b = PyLong_FromSsize_t(stop);
-    bounds = (a != NULL && b != NULL) ? PySlice_New(a, b, NULL) : NULL;
-    Py_XDECREF(a);
-    Py_XDECREF(b);
-    if (bounds == NULL) {
-        Py_DECREF(view);
-        return NULL;
-    }
-    out = PyObject_GetItem(view, bounds);
-    Py_DECREF(bounds);
+    out = PySequence_GetSlice(view, start, stop);
     Py_DECREF(view);
     return out;
 }

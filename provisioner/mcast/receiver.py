@@ -32,8 +32,8 @@ from provisioner.mcast import commands
 from provisioner.mcast import ranges as R
 from provisioner.mcast import sockfilter
 from provisioner.mcast.datagram import OVERHEAD, SessionKey
-from provisioner.files import sha256File
-from provisioner.netio import memoryBacked, quickRecovery, setReceiveBuffer
+from provisioner.files import hashRange, sha256File
+from provisioner.netio import CONTROL_RTO_MIN, memoryBacked, quickRecovery, setReceiveBuffer
 from provisioner import udpbatch
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
@@ -265,26 +265,6 @@ class DataProtocol(protocol.DatagramProtocol):
 
     def datagramReceived(self, data, addr):
         self.receiver.datagramsReceived((data,), (addr,))
-
-
-def hashAhead(path, digest, start, end, piece=1 << 20):
-    """
-    Feed bytes C{start} to C{end} of the file at C{path} to C{digest} (a
-    sha256 object holding the bytes before C{start}), read in C{piece}
-    pieces; return C{digest} (blocking: call it from a thread).
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        offset = start
-        while offset < end:
-            data = os.pread(fd, min(piece, end - offset), offset)
-            if not data:
-                raise ReceiveError("%s: short read at %d while hashing" % (path, offset))
-            digest.update(data)
-            offset += len(data)
-    finally:
-        os.close(fd)
-    return digest
 
 
 def _cut(payloads, start, pieceStart, pieceEnd):
@@ -622,7 +602,7 @@ class Receiver(amp.CommandLocator):
             return
         generation = self._hashGeneration
         done = self._catchingUp = defer.Deferred()
-        d = self._inThread(hashAhead, self.output.path, self._prefixHash.copy(), start, end)
+        d = self._inThread(hashRange, self.output.path, self._prefixHash.copy(), start, end)
 
         def hashed(digest):
             if self._hashGeneration == generation and self._hashedUpTo == start:
@@ -948,7 +928,7 @@ class Receiver(amp.CommandLocator):
 class _ReceiverAMP(amp.AMP):
     #: see C{multicast.control_rto_min}: a lost report or progress message
     #: is sent again after tens of milliseconds, not hundreds
-    rtoMin = 0.02
+    rtoMin = CONTROL_RTO_MIN
 
     def __init__(self, receiver):
         amp.AMP.__init__(self, locator=receiver)

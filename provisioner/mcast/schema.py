@@ -8,6 +8,7 @@ C{docs/multicast.md}.
 import ipaddress
 
 from provisioner.config import Key, Section
+from provisioner.netio import CONTROL_RTO_MIN
 
 __all__ = ["SCHEMA"]
 
@@ -64,7 +65,7 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
     "flow_window": Key(32 << 20, "int", "flow control in every round: the sender stays at "
                         "most this many bytes of the round's data ahead of the slowest "
                         "receiver of the current group (0: off)", minimum=0),
-    "control_rto_min": Key(0.02, "float", "control connections recover a lost TCP segment "
+    "control_rto_min": Key(CONTROL_RTO_MIN, "float", "control connections recover a lost TCP segment "
                            "after about this many seconds instead of the kernel's 200 ms "
                            "floor (TCP_RTO_MIN_US and TCP_DELACK_MAX_US, Linux 6.15 and "
                            "later; 0: the kernel's defaults)", minimum=0, maximum=1),

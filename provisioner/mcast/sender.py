@@ -790,9 +790,10 @@ class Session:
         not reported progress for this round yet stands at the round's
         start since the data started (the sender does not wait for repair
         rounds' announcements to be acknowledged: the first C{window}
-        bytes go at once, the rest once every receiver is taking them). Positions are image offsets; they are compared in
-        bytes the round carries (L{R.RoundBytes}), so a repair round spread
-        over the whole image gets the same window as the first.
+        bytes go at once, the rest once every receiver is taking them).
+        Positions are image offsets; they are compared in bytes the round
+        carries (L{R.RoundBytes}), so a repair round spread over the whole
+        image gets the same window as the first.
         """
         where = R.RoundBytes(self.roundRanges)
         opened = self.clock.seconds()

@@ -194,7 +194,6 @@ class RepairFilter:
 
         @param missing: what the receiver lacks of the round (or more).
         """
-        self.end = None
         if (not roundRanges or chunkSize <= 0
                 or R.total(missing) >= R.total(roundRanges) * self.WORTH):
             # the first round, or a receiver that lacks most of this one
@@ -221,14 +220,16 @@ class RepairFilter:
         if end <= start:
             # nothing to judge before the last datagram: let all through
             self.disarm()
-            self.end = None
             return
         if attach(self.sock, windowProgram(self.session, start, end, wanted[i:j])):
             self.attached = True
             self.end = end
         else:
-            self.end = None
+            # an older window may still be on the socket: it must not judge
+            # this part of the round
+            detach(self.sock)
             self.attached = False
+            self.end = None
 
     def disarm(self):
         if self.attached:
