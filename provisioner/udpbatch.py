@@ -233,6 +233,32 @@ class _BatchReadMixin:
     _reader = None
     _log = Logger()
 
+    def _readItself(self, readBatch):
+        """
+        Let a protocol that reads the socket itself do so: C{readBatch(sock,
+        batch, size)} takes what waits (up to C{batch} datagrams of at most
+        C{size} bytes, with one system call: the image-multicast receiver's
+        C loop) and returns how many it took, or L{None} when it cannot
+        (then this port reads as usual). Up to C{maxThroughput} bytes.
+
+        @return: whether the protocol read the socket.
+        """
+        read = 0
+        size = self.maxPacketSize
+        while read < self.maxThroughput:
+            try:
+                count = readBatch(self.socket, self.batchSize, size)
+            except OSError as e:
+                if e.errno in _REFUSED:
+                    return True
+                raise
+            if count is None:
+                return read > 0
+            if count < self.batchSize:
+                return True
+            read += count * size
+        return True
+
     def _deliver(self, payloads, addresses):
         protocol = self.protocol
         many = getattr(protocol, "datagramsReceived", None)
@@ -243,6 +269,9 @@ class _BatchReadMixin:
             protocol.datagramReceived(bytes(payload), address)
 
     def doRead(self):
+        readBatch = getattr(self.protocol, "readBatch", None)
+        if readBatch is not None and self._readItself(readBatch):
+            return
         reader = self._reader
         if reader is None or reader.sock is not self.socket:
             reader = self._reader = BatchSocketReader(

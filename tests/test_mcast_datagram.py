@@ -254,3 +254,98 @@ class FastPathTests(SynchronousTestCase):
         batch = [SessionKey(key, 7).encode(1, o, b"q" * 50) for o in (0, 50, 100)]
         runs, rejected, stale = self.compare(batch, 1, 1000, key=key)
         self.assertEqual([(s, e) for s, e, _ in runs], [(0, 150)])
+
+
+class ReceiveBatchTests(SynchronousTestCase):
+    """
+    L{SessionKey.receiveBatch} (the C read loop) reads a real socket on
+    loopback, keeps and writes what L{SessionKey.verifyBatch} keeps, and
+    reports what it drops.
+    """
+
+    def setUp(self):
+        FastPathTests.setUp(self)
+        import socket
+        import tempfile
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.rx.close)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.tx.close)
+        self.tx.connect(self.rx.getsockname())
+        fd, self.path = tempfile.mkstemp()
+        self.addCleanup(os.unlink, self.path)
+        self.out = fd
+        self.addCleanup(os.close, fd)
+        os.ftruncate(fd, 8192)
+
+    def receive(self, batch, held=None, hashAt=0, size=256, outfd=None, roundNumber=2):
+        from provisioner.mcast.ranges import RangeSet
+        for d in batch:
+            self.tx.send(d)
+        buf = bytearray(64 * size)
+        return SessionKey(KEY, 7).receiveBatch(
+            self.rx.fileno(), buf, size, 64, roundNumber, 8000,
+            held if held is not None else RangeSet(), self.out if outfd is None else outfd,
+            hashAt)
+
+    def test_sameAsVerifyBatch(self):
+        """
+        Good datagrams in and out of order, duplicates, held, altered,
+        foreign, stale and out-of-image ones: the runs are those of
+        L{SessionKey.verifyBatch}, written at their offsets; the run at
+        C{hashAt} comes with its bytes.
+        """
+        from provisioner.mcast.ranges import RangeSet
+        sk = SessionKey(KEY, 7)
+        altered = bytearray(sk.encode(2, 300, b"z" * 100))
+        altered[20] ^= 1
+        batch = [sk.encode(2, 0, b"a" * 100), sk.encode(2, 100, b"b" * 100),
+                 bytes(altered), sk.encode(2, 200, b"c" * 100),
+                 sk.encode(2, 600, b"d" * 100), sk.encode(1, 500, b"s" * 100),
+                 SessionKey(KEY, 8).encode(2, 700, b"f" * 100),
+                 sk.encode(2, 7950, b"x" * 100), sk.encode(3, 400, b"e" * 100),
+                 sk.encode(2, 1000, b"h" * 100)]
+        held = RangeSet([(1000, 1100)])
+        count, runs, rejected, stale, truncated, peer, error, at = self.receive(batch, held)
+        self.assertEqual((count, rejected, stale, truncated, error), (10, 3, 1, 0, 0))
+        self.assertEqual(peer[:2], b"\x02\x00")  # AF_INET, little-endian
+        expected, _, _ = sk.verifyBatch(batch, 2, 8000, held)
+        self.assertEqual([(s, e) for s, e, _ in runs], [(s, e) for s, e, _ in expected])
+        self.assertEqual(runs[0], (0, 300, b"a" * 100 + b"b" * 100 + b"c" * 100))
+        self.assertEqual([d for _, _, d in runs[1:]], [None, None])
+        with open(self.path, "rb") as f:
+            data = f.read()
+        self.assertEqual(data[:300], b"a" * 100 + b"b" * 100 + b"c" * 100)
+        self.assertEqual(data[400:500], b"e" * 100)
+        self.assertEqual(data[600:700], b"d" * 100)
+        self.assertEqual(data[500:600], b"\0" * 100)
+        self.assertEqual(data[1000:1100], b"\0" * 100)
+
+    def test_nothingWaiting(self):
+        """
+        An empty socket gives a count of 0 and no runs.
+        """
+        self.assertEqual(self.receive([])[:2], (0, []))
+
+    def test_truncated(self):
+        """
+        A datagram longer than a slot is counted as truncated and dropped.
+        """
+        sk = SessionKey(KEY, 7)
+        result = self.receive([sk.encode(2, 0, b"a" * 300), sk.encode(2, 0, b"b" * 100)])
+        self.assertEqual(result[:5], (2, [(0, 100, b"b" * 100)], 0, 0, 1))
+
+    def test_writeFails(self):
+        """
+        A write that fails is reported with its errno and offset, and the
+        run is not returned as written.
+        """
+        import errno
+        sk = SessionKey(KEY, 7)
+        readOnly = os.open(self.path, os.O_RDONLY)
+        self.addCleanup(os.close, readOnly)
+        count, runs, _, _, _, _, error, at = self.receive(
+            [sk.encode(2, 100, b"a" * 100), sk.encode(2, 300, b"b" * 100)], outfd=readOnly)
+        self.assertEqual((count, runs, error, at), (2, [], errno.EBADF, 100))

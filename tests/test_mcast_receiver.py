@@ -62,6 +62,11 @@ class FakeReactor(task.Clock):
         return self.port
 
 
+def SessionKeyFast():
+    from provisioner.mcast import datagram
+    return datagram._fastpath is not None and hasattr(datagram._fastpath, "receive_batch")
+
+
 class ReceiverTests(SynchronousTestCase):
     """
     Tests for L{Receiver}.
@@ -330,6 +335,79 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(r.result), 0)
         with open(r.output.path, "rb") as f:
             self.assertEqual(f.read(), self.data)
+
+    def readSocket(self, r, wires, batch=64):
+        """
+        Send C{wires} to a loopback socket and have C{r} read them with its
+        C fast path (the data port's C{readBatch}); return the count.
+        """
+        from provisioner.mcast import datagram
+        if not SessionKeyFast():
+            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
+                self.fail("the C fast path is not built (scripts/setup builds it)")
+            raise self.skipTest("the C fast path is not built")
+        self.assertTrue(datagram.SessionKey(KEY, 5).canReceive())
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(rx.close)
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(tx.close)
+        tx.connect(rx.getsockname())
+        for w in wires:
+            tx.send(w)
+        return self.reactor.protocol.readBatch(rx, batch, 2048)
+
+    def test_readBatch(self):
+        """
+        If the data port lets the receiver read the socket itself (the C
+        loop), the same bytes end up in the file as with
+        C{datagramsReceived}: runs over held bytes are written whole, new
+        bytes counted once, the prefix hashed as it grows, bad and stale
+        datagrams counted.
+        """
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
+        r.connected(self.server)
+        self.announce(receiver=r)
+        self.assertEqual(self.readSocket(r, self.wires([0, 1000, 4000, 5000])), 4)
+        self.assertEqual(r.received.ranges(), [(0, 2000), (4000, 6000)])
+        self.assertEqual(r._hashedUpTo, 2000)
+        spoofed = DataDatagram(5, 1, 3000, self.data[3000:4000]).to_wire(b"x" * 32)
+        count = self.readSocket(r, self.wires(range(500, 6500, 1000)) + self.wires([0])
+                                + [spoofed])
+        self.assertEqual(count, 8)
+        self.assertEqual(r.received.ranges(), [(0, 6500)])
+        # 4500-5500 was held (dropped before its tag): the prefix stops there
+        self.assertEqual((r.bytesReceived, r._hashedUpTo, r._position, r.rejected),
+                         (6500, 4500, 6500, 1))
+        self.readSocket(r, self.wires(range(6000, 10000, 1000)))
+        r.endRound(session=5, round=1)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(r.result), 0)
+        with open(r.output.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_readBatchWriteFailure(self):
+        """
+        If the C loop's write fails, the receiver fails with the operator's
+        message (path, offset, the system's words) and leaves the session.
+        """
+        self.announce()
+        os.close(self.receiver.output.fd)
+        self.receiver.output.fd = os.open(self.path, os.O_RDONLY)
+        self.readSocket(self.receiver, self.wires([2000]))
+        self.assertEqual(self.successResultOf(self.receiver.result), 1)
+        reason = self.server.named(commands.Leave)[-1]["reason"]
+        self.assertIn("writing at 2000", reason)
+        self.assertIn(self.path, reason)
+
+    def test_readBatchNotReady(self):
+        """
+        Before a session (no key), C{readBatch} declines and the port reads
+        as usual.
+        """
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
+        self.assertIsNone(r.readBatch(None, 64, 2048))
 
     def test_batchRejectsCounted(self):
         """

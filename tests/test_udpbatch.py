@@ -205,6 +205,35 @@ class PortTests(unittest.TestCase):
         yield proto.done
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    @defer.inlineCallbacks
+    def test_protocolReadsItself(self):
+        """
+        A protocol with C{readBatch} reads the socket itself while it
+        accepts to (a count); when it declines (L{None}) the port reads and
+        hands the datagrams over as usual.
+        """
+        proto = _Batches(2)
+        reads = []
+
+        def readBatch(sock, batch, size):
+            if reads:
+                return None
+            data = sock.recv(size)
+            reads.append((data, batch, size))
+            return 1
+
+        proto.readBatch = readBatch
+        port = udpbatch.listenUDP(reactor, 0, proto, interface="127.0.0.1",
+                                  maxPacketSize=1500)
+        self.addCleanup(port.stopListening)
+        self.send(port, [b"first"])
+        while not reads:
+            yield _tick()
+        self.assertEqual(reads, [(b"first", port.batchSize, 1500)])
+        self.send(port, [b"a", b"b"])
+        yield proto.done
+        self.assertEqual(proto.got, [b"a", b"b"])
+
     def test_multicastPort(self):
         """
         L{udpbatch.listenMulticast} gives a multicast port that can join

@@ -16,6 +16,21 @@
  *       memoryview slice of its datagram). starts/ends: the held ranges
  *       (sorted lists of ints) or None; a datagram whose bytes are held is
  *       dropped before its tag is computed.
+ *   receive_batch(fd, buffer, slot, batch, session, round, limit, pads,
+ *                 starts, ends, outfd, hash_at)
+ *       -> (count, runs, rejected, stale, truncated, peer, error, at)
+ *       one recvmmsg of up to batch datagrams from the socket fd into
+ *       buffer (writable, batch * slot bytes), the checks of verify_batch,
+ *       and each run written to outfd with pwritev at its offset: the
+ *       receiver's whole read loop without a Python object per datagram.
+ *       count is 0 when nothing waits. Each run is (start, end, data):
+ *       data is the run's bytes from hash_at on for the run that holds
+ *       hash_at (the end of the in-order prefix, which then moves to the
+ *       run's end), else None.
+ *       peer: the raw source address of the first rejected datagram, or
+ *       None. error/at: the errno and offset of a failed write (0 and 0
+ *       when all was written; runs holds only what was written). A
+ *       datagram longer than slot is truncated (counted, dropped).
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -23,6 +38,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
 
 #define VERSION 1
 #define HEADER_SIZE 15
@@ -267,11 +287,244 @@ done:
     return result;
 }
 
+#define MAX_BATCH 256
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+/* Write iov[0:n] back to back from offset; 0, or the errno. */
+static int
+write_all(int fd, struct iovec *iov, int n, unsigned long long offset)
+{
+    while (n > 0) {
+        int part = n > IOV_MAX ? IOV_MAX : n;
+        ssize_t done = pwritev(fd, iov, part, (off_t)offset);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno ? errno : EIO;
+        }
+        if (done == 0)
+            return ENOSPC;
+        offset += (unsigned long long)done;
+        /* step over what was written, partial iovecs included */
+        while (n > 0 && (size_t)done >= iov[0].iov_len) {
+            done -= (ssize_t)iov[0].iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0 && done > 0) {
+            iov[0].iov_base = (char *)iov[0].iov_base + done;
+            iov[0].iov_len -= (size_t)done;
+        }
+    }
+    return 0;
+}
+
+/* Close the run iov[first:last): write it, append (start, end, data). */
+static int
+flush_run(PyObject *runs, int outfd, struct iovec *iov, int first, int last,
+          unsigned long long start, unsigned long long end,
+          unsigned long long *hashAt, int *error, unsigned long long *at)
+{
+    PyObject *data = Py_None, *run;
+    int i, code;
+
+    if (*error)
+        return 0;
+    if (start <= *hashAt && *hashAt < end) {
+        char *p;
+        size_t skip = (size_t)(*hashAt - start);
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(end - *hashAt));
+        if (data == NULL)
+            return -1;
+        p = PyBytes_AS_STRING(data);
+        for (i = first; i < last; i++) {
+            size_t len = iov[i].iov_len;
+            if (skip >= len) {
+                skip -= len;
+                continue;
+            }
+            memcpy(p, (char *)iov[i].iov_base + skip, len - skip);
+            p += len - skip;
+            skip = 0;
+        }
+    } else {
+        Py_INCREF(data);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    code = write_all(outfd, iov + first, last - first, start);
+    Py_END_ALLOW_THREADS
+    if (code) {
+        *error = code;
+        *at = start;
+        Py_DECREF(data);
+        return 0;
+    }
+    if (data != Py_None)
+        *hashAt = end;
+    run = Py_BuildValue("(KKN)", start, end, data);
+    if (run == NULL)
+        return -1;
+    if (PyList_Append(runs, run) < 0) {
+        Py_DECREF(run);
+        return -1;
+    }
+    Py_DECREF(run);
+    return 0;
+}
+
+static PyObject *
+receive_batch(PyObject *self, PyObject *args)
+{
+    int fd, outfd, n, i, m = 0, error = 0, first = 0, haveRun = 0;
+    Py_ssize_t slot, batch;
+    unsigned long long session, limit, hashAt, at = 0, runStart = 0, runEnd = 0;
+    long roundNumber, rejected = 0, stale = 0, truncated = 0;
+    Py_buffer buf, padsBuf;
+    PyObject *starts, *ends, *runs = NULL, *peer = NULL, *result = NULL;
+    pads_t pads;
+    struct mmsghdr msgs[MAX_BATCH];
+    struct iovec slots[MAX_BATCH], payloads[MAX_BATCH];
+    struct sockaddr_storage names[MAX_BATCH];
+
+    if (!PyArg_ParseTuple(args, "iw*nnKlKy*OOiK", &fd, &buf, &slot, &batch, &session,
+                          &roundNumber, &limit, &padsBuf, &starts, &ends, &outfd, &hashAt))
+        return NULL;
+    if (padsBuf.len != (Py_ssize_t)sizeof(pads) || batch < 1 || batch > MAX_BATCH
+            || slot < OVERHEAD || buf.len < slot * batch) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&padsBuf);
+        PyErr_SetString(PyExc_ValueError, "receive_batch: bad pads, batch, slot or buffer");
+        return NULL;
+    }
+    memcpy(&pads, padsBuf.buf, sizeof(pads));
+    PyBuffer_Release(&padsBuf);
+    if (starts == Py_None || ends == Py_None) {
+        starts = ends = NULL;
+    } else if (!PyList_Check(starts) || !PyList_Check(ends)
+               || PyList_GET_SIZE(starts) != PyList_GET_SIZE(ends)) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_TypeError, "starts and ends: two lists of the same length");
+        return NULL;
+    }
+    memset(msgs, 0, sizeof(msgs[0]) * (size_t)batch);
+    for (i = 0; i < batch; i++) {
+        slots[i].iov_base = (char *)buf.buf + i * slot;
+        slots[i].iov_len = (size_t)slot;
+        msgs[i].msg_hdr.msg_iov = &slots[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        n = recvmmsg(fd, msgs, (unsigned int)batch, MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            n = 0;
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+    }
+    runs = PyList_New(0);
+    if (runs == NULL)
+        goto done;
+    for (i = 0; i < n; i++) {
+        const unsigned char *p = slots[i].iov_base;
+        Py_ssize_t size = (Py_ssize_t)msgs[i].msg_len, body;
+        unsigned long long offset, end, length;
+        unsigned long rnd;
+        unsigned char digest[SHA256_DIGEST_LENGTH];
+        SHA256_CTX ctx;
+        int bad = 0;
+
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            truncated++;
+            continue;
+        }
+        if (size < OVERHEAD) {
+            bad = 1;
+        } else {
+            length = be(p + 13, 2);
+            if (p[0] != VERSION || be(p + 1, 4) != session
+                    || (Py_ssize_t)length + OVERHEAD != size)
+                bad = 1;
+        }
+        if (!bad) {
+            rnd = (unsigned long)be(p + 5, 2);
+            offset = (be(p + 7, 2) << 32) | be(p + 9, 4);
+            end = offset + length;
+            if (starts != NULL) {
+                int held = covered(starts, ends, offset, end);
+                if (held < 0)
+                    goto done;
+                if (held)
+                    continue;
+            }
+            body = size - TAG_SIZE;
+            ctx = pads.inner;
+            SHA256_Update(&ctx, p, (size_t)body);
+            SHA256_Final(digest, &ctx);
+            ctx = pads.outer;
+            SHA256_Update(&ctx, digest, sizeof(digest));
+            SHA256_Final(digest, &ctx);
+            if (CRYPTO_memcmp(digest, p + body, TAG_SIZE) != 0)
+                bad = 1;
+            else if ((long)rnd < roundNumber) {
+                stale++;
+                continue;
+            } else if (end > limit)
+                bad = 1;
+        }
+        if (bad) {
+            rejected++;
+            if (peer == NULL) {
+                peer = PyBytes_FromStringAndSize((const char *)&names[i],
+                                                 (Py_ssize_t)msgs[i].msg_hdr.msg_namelen);
+                if (peer == NULL)
+                    goto done;
+            }
+            continue;
+        }
+        if (!(haveRun && offset == runEnd)) {
+            if (haveRun && flush_run(runs, outfd, payloads, first, m, runStart, runEnd,
+                                     &hashAt, &error, &at) < 0)
+                goto done;
+            runStart = offset;
+            haveRun = 1;
+            first = m;
+        }
+        /* the good payloads, back to back: a run is payloads[first:m] */
+        payloads[m].iov_base = (char *)p + HEADER_SIZE;
+        payloads[m].iov_len = (size_t)length;
+        m++;
+        runEnd = end;
+    }
+    if (haveRun && flush_run(runs, outfd, payloads, first, m, runStart, runEnd,
+                             &hashAt, &error, &at) < 0)
+        goto done;
+    result = Py_BuildValue("(iOlllOiK)", n, runs, rejected, stale, truncated,
+                           peer ? peer : Py_None, error, at);
+done:
+    PyBuffer_Release(&buf);
+    Py_XDECREF(runs);
+    Py_XDECREF(peer);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "prepare(key) -> the HMAC-SHA256 key pads' states"},
     {"verify_batch", verify_batch, METH_VARARGS,
      "verify_batch(datagrams, session, round, limit, pads, starts, ends) "
      "-> (runs, rejected, stale)"},
+    {"receive_batch", receive_batch, METH_VARARGS,
+     "receive_batch(fd, buffer, slot, batch, session, round, limit, pads, starts, ends, "
+     "outfd, hash_at) -> (count, runs, rejected, stale, truncated, peer, error, at)"},
     {NULL, NULL, 0, NULL}
 };
 

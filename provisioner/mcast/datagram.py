@@ -233,6 +233,40 @@ class SessionKey:
             out.append(body + outer.digest()[:TAG_SIZE])
         return out
 
+    def canReceive(self):
+        """
+        Whether L{receiveBatch} is available (the C fast path is built).
+        """
+        return self._pads is not None and hasattr(_fastpath, "receive_batch")
+
+    def receiveBatch(self, fd, buffer, slot, batch, roundNumber, limit, held, outfd, hashAt):
+        """
+        The receiver's read loop in one C call (see L{canReceive}): one
+        C{recvmmsg} of up to C{batch} datagrams from the socket C{fd} into
+        C{buffer} (C{batch * slot} writable bytes), the checks of
+        L{verifyBatch}, and every run written to C{outfd} with C{pwritev}
+        at its offset.
+
+        @param held: the bytes already here (a
+            L{provisioner.mcast.ranges.RangeSet}).
+        @param hashAt: the end of the in-order prefix: the run holding
+            that offset is returned with its bytes from there on, for the
+            prefix hash.
+        @return: C{(count, runs, rejected, stale, truncated, peer, error,
+            at)}: the datagrams read (0: none waited); the runs written,
+            each C{(start, end, data)} with C{data} the bytes from
+            C{hashAt} to C{end} of the run holding C{hashAt} (else
+            L{None}); the counts of
+            L{verifyBatch} and of datagrams longer than C{slot}; the raw
+            source address of the first rejected datagram or L{None}; the
+            C{errno} and offset of a write that failed (C{0, 0} when none
+            did; the runs after it are not written).
+        @raise OSError: when the socket fails (not for "nothing waits").
+        """
+        starts, ends = held.bounds()
+        return _fastpath.receive_batch(fd, buffer, slot, batch, self.session, roundNumber,
+                                       limit, self._pads, starts, ends, outfd, hashAt)
+
     def verifyBatch(self, datagrams, roundNumber, limit, held=None):
         """
         Verify a batch of datagrams and group what is good into runs.

@@ -263,6 +263,9 @@ class DataProtocol(protocol.DatagramProtocol):
     def datagramsReceived(self, payloads, addresses):
         self.receiver.datagramsReceived(payloads, addresses)
 
+    def readBatch(self, sock, batch, size):
+        return self.receiver.readBatch(sock, batch, size)
+
     def datagramReceived(self, data, addr):
         self.receiver.datagramsReceived((data,), (addr,))
 
@@ -722,6 +725,73 @@ class Receiver(amp.CommandLocator):
             return
         finally:
             self._position = position
+        self._afterRuns(position, new)
+
+    _readBuffer = None
+
+    def readBatch(self, sock, batch, size):
+        """
+        Take up to C{batch} datagrams off the data socket with the C fast
+        path (L{SessionKey.receiveBatch}: read, verify and write in one
+        call, no Python object per datagram), then do the bookkeeping of
+        L{datagramsReceived} once per run. The runs are written whole: a
+        run's bytes that were already here are the same verified bytes of
+        the same image, and a datagram wholly here is dropped before its
+        tag.
+
+        @return: the datagrams read, or L{None} when the fast path cannot
+            be used now (not built, no session, finishing): the port then
+            reads and hands the batch to L{datagramsReceived}.
+        """
+        verifier = self._verifier
+        if (verifier is None or self.finishing or self.failed
+                or not verifier.canReceive() or self.output.fd is None):
+            return None
+        buf = self._readBuffer
+        if buf is None or len(buf) < batch * size:
+            buf = self._readBuffer = bytearray(batch * size)
+        if self.output._pending:
+            self.output.flush()
+        (count, runs, rejected, stale, truncated, peer, error,
+         at) = verifier.receiveBatch(sock.fileno(), buf, size, batch, self.round, self.size,
+                                     self.received, self.output.fd, self._hashedUpTo)
+        if rejected:
+            self.rejected += rejected
+            self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
+                           "session or beyond the image)", count=rejected,
+                           peer=udpbatch._decodeName(peer) if peer else None)
+        if stale:
+            self.stale += stale
+        if truncated:
+            self.rejected += truncated
+        if runs:
+            self.lastDatagram = self.reactor.seconds()
+            received = self.received
+            prefix = self._prefixHash
+            position = self._position
+            new = 0
+            for start, end, data in runs:
+                if end > position:
+                    position = end
+                if data is not None:
+                    # in order: hash it now (see datagramsReceived)
+                    prefix.update(data)
+                    self._hashedUpTo = end
+                new += received.add(start, end)
+            self._position = position
+        if error:
+            self.fail(_describeOSError(OSError(error, os.strerror(error)), self.output.path,
+                                       "writing at %d" % (at,)))
+            return count
+        if runs:
+            self._afterRuns(position, new)
+        return count
+
+    def _afterRuns(self, position, new):
+        """
+        After a batch's runs are written: move the kernel filter's window,
+        report at the round's end, count the new bytes.
+        """
         window = self._filter
         if window is not None and window.end is not None and position >= window.end:
             window.advance(position)
