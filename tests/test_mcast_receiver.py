@@ -548,6 +548,37 @@ class ReceiverTests(SynchronousTestCase):
         self.announce(receiver=again)
         self.assertEqual(again.resumed, 0)
 
+    def test_repairInFlight(self):
+        """
+        The repair keeps up to C{FETCH_WINDOW} fetches in flight; each is
+        written as it comes, and the receiver completes after the last.
+        """
+        pending = []
+
+        class SlowServer(FakeServer):
+            def callRemote(self, command, **kw):
+                if command is commands.FetchRange:
+                    d = defer.Deferred()
+                    pending.append((d, kw))
+                    return d
+                return FakeServer.callRemote(self, command, **kw)
+        self.server = SlowServer(self.data)
+        r = self.make()
+        r.FETCH_WINDOW = 3
+        self.announce(receiver=r)
+        self.send(range(0, 10000, 2000), receiver=r)
+        r.endSession(session=5, unrecoverable=[(1000, 10000)])
+        self.reactor.advance(0)
+        self.assertEqual(len(pending), 3)
+        while pending:
+            d, kw = pending.pop(0)
+            d.callback({"data": self.data[kw["offset"]:kw["offset"] + kw["length"]]})
+            self.assertLessEqual(len(pending), 3)
+        self.assertEqual(self.successResultOf(r.result), 0)
+        with open(r.output.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        self.assertEqual(r.bytesFetched, 5000)
+
     def test_endSessionFetchesTheRest(self):
         """
         If the rounds are over, the receiver fetches what it lacks over the

@@ -234,7 +234,7 @@ class SessionTests(SynchronousTestCase):
         config = loadConfig(text=(
             "multicast:\n  enabled: true\n  root: %s\n  datagram_size: 1027\n"
             "  max_rounds: 4\n  report_timeout: 5\n  client_timeout: 20\n"
-            "  announce_timeout: 1\n" % (self.root,)))["multicast"]
+            "  announce_timeout: 1\n  tail_bytes: 0\n" % (self.root,)))["multicast"]
         ids = iter(range(100, 200))
         self.controller = Controller(self.clock, config, writerFactory=lambda g, p: self.writer,
                                      hasher=lambda p: defer.succeed("SHA"),
@@ -413,6 +413,54 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.round, 2)
         self.assertEqual(session.roundRanges, [(0, 3000)])
         self.assertEqual(session.members["b"].reconnects, 1)
+
+    def test_smallTailOverControl(self):
+        """
+        If after a repair round the union left is at most C{tail_bytes}, no
+        further round is multicast: the receivers get it in
+        L{commands.EndSession} (reason "small tail") and fetch it; the
+        scorecard records it as the tail, not as unrecoverable.
+        """
+        self.controller.config = dict(self.controller.config, tail_bytes=150)
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        self.finishRound()
+        # round 1 left 100 bytes missing: round 2 is still multicast
+        self.controller.reportMissing(a, session.id, 1, [(100, 200)])
+        self.controller.reportMissing(b, session.id, 1, [])
+        self.assertEqual((session.round, session.state), (2, "running"))
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 2, [(100, 200)])
+        self.assertEqual(session.state, "repair")
+        end = a.named(commands.EndSession)[-1]
+        self.assertEqual((end["unrecoverable"], end["reason"]), ([(100, 200)], "small tail"))
+        card = session.scorecard()
+        self.assertEqual((card["tail_bytes"], card["unrecoverable_bytes"]), (100, 0))
+        self.assertEqual(self.controller.fetch(a, session.id, 100, 100), self.data[100:200])
+        # one that comes back gets the tail again
+        self.controller.connectionLost(a)
+        a2 = FakeConnection()
+        self.controller.register(a2, "a", "x")
+        self.assertEqual(a2.named(commands.EndSession)[-1]["unrecoverable"], [(100, 200)])
+
+    def test_largeTailMulticast(self):
+        """
+        A union larger than C{tail_bytes} after a repair round gets another
+        multicast round.
+        """
+        self.controller.config = dict(self.controller.config, tail_bytes=99)
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        for r in (1, 2):
+            self.finishRound()
+            self.controller.reportMissing(a, session.id, r, [(100, 200)])
+            if r == 1:
+                self.controller.reportMissing(b, session.id, r, [])
+        self.assertEqual((session.round, session.state), (3, "running"))
 
     def test_roundLimitThenRepair(self):
         """

@@ -185,6 +185,9 @@ def _printCard(card, out):
         for cid, m in sorted(s["members"].items()):
             print("  %s (%s): %s%s" % (cid, m["address"], m["state"],
                                        " - " + m["reason"] if m["reason"] else ""), file=out)
+        if s.get("tail_bytes"):
+            print("  last %d bytes sent over the control channel (fewer than tail_bytes after "
+                  "a repair round)" % (s["tail_bytes"],), file=out)
         if s["unrecoverable_bytes"]:
             print("  unrecoverable by multicast: %d bytes (sent over the control channel)"
                   % (s["unrecoverable_bytes"],), file=out)

@@ -636,32 +636,48 @@ class Receiver(amp.CommandLocator):
         self.reactor.callLater(0, self._repair)
         return {}
 
+    #: FetchRange calls in flight at once while repairing
+    FETCH_WINDOW = 8
+
     @defer.inlineCallbacks
     def _repair(self):
+        chunks = iter(list(R.chunks(self.missing(), commands.FETCH_MAX)))
+        fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
         try:
-            for offset, length in R.chunks(self.missing(), commands.FETCH_MAX):
-                if self.failed or self.connection is None:
-                    return
-                result = yield self.connection.callRemote(
-                    commands.FetchRange, session=self.session, offset=offset, length=length)
-                data = result["data"]
-                if len(data) != length:
-                    raise ReceiveError("server returned %d bytes for %d at %d" % (
-                        len(data), length, offset))
-                self.output.write(offset, data)
-                new = self.received.add(offset, offset + length)
-                self.bytesReceived += new
-                self.bytesRepaired += new
-                self.bytesFetched += new
-                self._dirty = True
-        except ReceiveError as e:
-            self.fail(str(e))
-            return
-        except Exception as e:
-            self.log.info("repair interrupted: {error}", error=e)
+            yield defer.gatherResults(fetchers, consumeErrors=True)
+        except defer.FirstError as e:
+            error = e.subFailure.value
+            if isinstance(error, ReceiveError):
+                self.fail(str(error))
+            else:
+                self.log.info("repair interrupted: {error}", error=error)
             return
         if not self.missing():
             self._finish()
+
+    @defer.inlineCallbacks
+    def _fetch(self, chunks):
+        """
+        One of the L{FETCH_WINDOW} fetchers of L{_repair}: fetch and write
+        the next chunk of C{chunks} until there is none.
+        """
+        for offset, length in chunks:
+            if self.failed or self.connection is None:
+                return
+            result = yield self.connection.callRemote(
+                commands.FetchRange, session=self.session, offset=offset, length=length)
+            data = result["data"]
+            if len(data) != length:
+                raise ReceiveError("server returned %d bytes for %d at %d" % (
+                    len(data), length, offset))
+            if self.failed:
+                return
+            self.output.write(offset, data)
+            new = self.received.add(offset, offset + length)
+            self.bytesReceived += new
+            self.bytesRepaired += new
+            self.bytesFetched += new
+            self._dirty = True
 
     # -- data channel -----------------------------------------------------
 

@@ -470,6 +470,7 @@ class Session:
         self.members = {}
         self.rounds = []
         self.unrecoverable = []
+        self.tail = []
         self.created = self.clock.seconds()
         self.started = None
         self.finished = None
@@ -514,7 +515,7 @@ class Session:
             return
         if self.state == "repair":
             self._push(member, commands.EndSession, session=self.id,
-                       unrecoverable=self.unrecoverable, reason="rounds over")
+                       unrecoverable=self.unrecoverable or self.tail, reason="rounds over")
             return
         if self.round:
             self._push(member, commands.Announce, **self._announcement())
@@ -749,17 +750,32 @@ class Session:
                     self.rate = policy.nextRate(self.rate, self.roundRanges, clean,
                                                 self.chunkSize)
                 if self.round >= self.maxRounds:
+                    reason = "round limit reached"
+                    break
+                if self.round >= 2 and R.total(nextRanges) <= self.config["tail_bytes"]:
+                    reason = "small tail"
                     break
             # rounds over: the rest goes over the control channel
             self.state = "repair"
-            self.unrecoverable = nextRanges
-            self.log.warn("session {session}: {bytes} bytes in {count} ranges unrecoverable "
-                          "after {rounds} rounds; receivers fetch them over the control channel",
-                          session=self.id, bytes=R.total(nextRanges), count=len(nextRanges),
-                          rounds=self.round)
+            if reason == "small tail":
+                # after a repair round what is left is a few datagrams, each
+                # missed by one receiver: a round for them would cost an
+                # announcement, the data and every report, and save nothing
+                self.tail = nextRanges
+                self.log.info("session {session}: the last {bytes} bytes ({count} ranges) go "
+                              "over the control channel after {rounds} rounds",
+                              session=self.id, bytes=R.total(nextRanges),
+                              count=len(nextRanges), rounds=self.round)
+            else:
+                self.unrecoverable = nextRanges
+                self.log.warn("session {session}: {bytes} bytes in {count} ranges "
+                              "unrecoverable after {rounds} rounds; receivers fetch them over "
+                              "the control channel", session=self.id,
+                              bytes=R.total(nextRanges), count=len(nextRanges),
+                              rounds=self.round)
             for m in self._active():
                 self._push(m, commands.EndSession, session=self.id,
-                           unrecoverable=nextRanges, reason="round limit reached")
+                           unrecoverable=nextRanges, reason=reason)
             yield self._waitFor(lambda: all(m.finished for m in self.members.values()), None)
         finally:
             self._sender = None
@@ -870,6 +886,8 @@ class Session:
             "rounds": [dict(r, reports=dict(r["reports"])) for r in self.rounds],
             "unrecoverable": [list(x) for x in self.unrecoverable],
             "unrecoverable_bytes": R.total(self.unrecoverable),
+            "tail": [list(x) for x in self.tail],
+            "tail_bytes": R.total(self.tail),
             "elapsed": round(now - (self.started or self.created), 3),
             "error": self.error,
         }
