@@ -506,6 +506,31 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(card["members"]["b"]["state"], "failed")
         self.assertEqual(card["members"]["b"]["reason"], "disk full")
 
+    def test_statusAfter(self):
+        """
+        L{Controller.statusAfter} answers once the session has more rounds
+        than the caller saw, or is done, or when the wait is over; an
+        unknown session is refused.
+        """
+        session = self.start()
+        a = FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(FakeConnection(), "b", "y")
+        waited = self.controller.statusAfter(session.id, 1, 10)
+        self.assertNoResult(waited)
+        self.finishRound()
+        self.controller.reportMissing(a, session.id, 1, [(0, 100)])
+        self.assertNoResult(waited)
+        self.controller.reportMissing(self.controller.sessions[session.id].members["b"]
+                                      .connection, session.id, 1, [])
+        card = self.successResultOf(waited)["sessions"][0]
+        self.assertEqual(len(card["rounds"]), 2)
+        timedOut = self.controller.statusAfter(session.id, 99, 0.5)
+        self.assertNoResult(timedOut)
+        self.clock.advance(0.5)
+        self.assertEqual(self.successResultOf(timedOut)["sessions"][0]["session"], session.id)
+        self.assertRaises(commands.UnknownSession, self.controller.statusAfter, 999, 0, 1)
+
     def test_flowControl(self):
         """
         If a receiver reports that it is more than C{flow_window} bytes

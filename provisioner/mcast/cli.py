@@ -236,8 +236,9 @@ def _send(args):
                 return 0
             seen = 0
             while True:
-                yield task.deferLater(reactor, 0.2, lambda: None)
-                res = yield state["proto"].callRemote(commands.Status, session=sid)
+                # a long poll: the answer comes with the next round or the end
+                res = yield state["proto"].callRemote(commands.Status, session=sid,
+                                                      wait=30.0, rounds=seen)
                 s = res["scorecard"]["sessions"][0]
                 if len(s["rounds"]) > seen:
                     seen = len(s["rounds"])

@@ -337,8 +337,13 @@ class StartSession(amp.Command):
 class Status(amp.Command):
     """
     Operator to server: the scorecard of every session kept (or one).
+    With C{wait} (seconds, one C{session}) the answer comes once the
+    session has more than C{rounds} rounds or is done, or when C{wait} has
+    passed: a long poll.
     """
     arguments = [(b"session", amp.Integer(optional=True)),
-                 (b"detail", amp.Boolean(optional=True))]
+                 (b"detail", amp.Boolean(optional=True)),
+                 (b"wait", amp.Float(optional=True)),
+                 (b"rounds", amp.Integer(optional=True))]
     response = [(b"scorecard", JSON())]
     errors = {NotAllowed: b"NOT_ALLOWED", UnknownSession: b"UNKNOWN_SESSION"}

@@ -568,7 +568,8 @@ class Session:
     def _poke(self):
         for entry in list(self._waiters):
             predicate, d, call = entry
-            if predicate():
+            # a callback may have poked (and taken waiters off) already
+            if entry in self._waiters and predicate():
                 self._waiters.remove(entry)
                 if call is not None and call.active():
                     call.cancel()
@@ -639,6 +640,7 @@ class Session:
         def finish(result):
             self.state = "done"
             self.finished = self.clock.seconds()
+            self._poke()
             if self._periodic is not None and self._periodic.active():
                 self._periodic.cancel()
             self._periodic = None
@@ -684,6 +686,7 @@ class Session:
                           "datagrams": 0, "wire_bytes": 0, "reports": {}, "assumed": [],
                           "started": self.clock.seconds() - self.started}
                 self.rounds.append(record)
+                self._poke()
                 # announce
                 self.phase = "announce"
                 for m in self._active():
@@ -1136,6 +1139,27 @@ class Controller:
                       "receivers complete", session=session.id, rounds=session.round,
                       complete=len(card["complete"]), members=len(card["permanent_group"]))
         return None
+
+    #: the longest a Status call waits for a change (seconds)
+    STATUS_WAIT_MAX = 60.0
+
+    def statusAfter(self, sessionId, rounds, wait, detail=False):
+        """
+        The scorecard of one session once it has more than C{rounds} rounds
+        or is done, or after C{wait} seconds (at most L{STATUS_WAIT_MAX}):
+        a long poll, so that C{send} follows a session without polling and
+        ends as soon as it does.
+
+        @return: a Deferred firing with what L{status} returns.
+        """
+        every = list(self.finished) + list(self.sessions.values())
+        found = [s for s in every if s.id == sessionId]
+        if not found:
+            raise commands.UnknownSession("no session %d" % (sessionId,))
+        session = found[0]
+        d = session._waitFor(lambda: session.state == "done" or len(session.rounds) > rounds,
+                             max(0.0, min(wait, self.STATUS_WAIT_MAX)))
+        return d.addCallback(lambda _: self.status(sessionId, detail))
 
     def status(self, sessionId=None, detail=False):
         every = list(self.finished) + list(self.sessions.values())

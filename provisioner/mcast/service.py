@@ -96,8 +96,11 @@ class ServerLocator(amp.CommandLocator):
         return d.addCallback(lambda s: {"session": s.id, "name": s.name, "size": s.size})
 
     @commands.Status.responder
-    def status(self, session=None, detail=None):
+    def status(self, session=None, detail=None, wait=None, rounds=None):
         self._checkAdmin()
+        if wait is not None and session is not None:
+            d = self.controller.statusAfter(session, rounds or 0, wait, bool(detail))
+            return d.addCallback(lambda card: {"scorecard": card})
         return {"scorecard": self.controller.status(session, bool(detail))}
 
 
