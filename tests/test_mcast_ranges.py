@@ -47,6 +47,30 @@ class AlgebraTests(SynchronousTestCase):
         self.assertEqual(R.intersect([(0, 10), (20, 30)], [(5, 25)]), [(5, 10), (20, 25)])
         self.assertEqual(R.intersect([(0, 10)], [(10, 20)]), [])
 
+    def test_intersectRandom(self):
+        """
+        On random lists of any lengths, L{R.intersect} gives the bytes in
+        both, normalised, whichever list is the longer.
+        """
+        import random
+        rng = random.Random(3)
+
+        def make():
+            held = R.RangeSet()
+            for _ in range(rng.randrange(0, 40)):
+                start = rng.randrange(0, 300)
+                held.add(start, start + rng.randrange(1, 12))
+            return held.ranges()
+        for _ in range(300):
+            a, b = make(), make()
+            want = set()
+            for s, e in a:
+                want.update(x for x in range(s, e) if any(bs <= x < be for bs, be in b))
+            got = R.intersect(a, b)
+            self.assertEqual(got, R.normalise(got))
+            self.assertEqual(set(x for s, e in got for x in range(s, e)), want)
+            self.assertEqual(R.intersect(b, a), got)
+
     def test_total(self):
         """
         L{R.total} counts bytes.
@@ -232,3 +256,60 @@ class WireTests(SynchronousTestCase):
         self.patch(R, "_MAX_DECODED", 1000)
         self.assertRaises(R.RangeError, R.fromWire,
                           b"\x01" + zlib.compress(b"\x00\x01" * 1000))
+
+
+class FastDecodeTests(SynchronousTestCase):
+    """
+    L{R.fromWire} gives the same ranges, or the same error, with the C
+    decoder (C{_fastpath.decode_ranges}) as with the Python loop.
+    """
+
+    def setUp(self):
+        if R._fastpath is None:
+            import os
+            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
+                self.fail("the C fast path is not built (scripts/setup builds it)")
+            raise self.skipTest("the C fast path is not built")
+
+    def decode(self, data, limit):
+        try:
+            return R.fromWire(data, limit)
+        except R.RangeError as e:
+            return "error: %s" % (e,)
+
+    def test_random(self):
+        """
+        Random lists, limits and corrupted bodies (bytes flipped, cut,
+        appended; huge varints) decode alike.
+        """
+        import random
+        import zlib
+        rng = random.Random(5)
+        for trial in range(400):
+            held = R.RangeSet()
+            base = rng.choice([0, 1 << 40, (1 << 62) - 5000])
+            for _ in range(rng.randrange(0, 30)):
+                start = base + rng.randrange(0, 4000)
+                held.add(start, start + rng.randrange(1, 200))
+            wire = R.toWire(held.ranges())
+            body = bytearray(zlib.decompress(wire[1:]))
+            kind = rng.random()
+            if body and kind < 0.2:
+                body[rng.randrange(len(body))] = rng.randrange(256)
+            elif body and kind < 0.3:
+                del body[rng.randrange(len(body)):]
+            elif kind < 0.4:
+                body += bytes([0xFF] * rng.randrange(1, 12) + [rng.randrange(128)])
+            elif kind < 0.45:
+                body += b"\x00\x00"
+            data = bytes([R.FORMAT_VARINT_ZLIB]) + zlib.compress(bytes(body))
+            limit = rng.choice([None, base + 2000, base + 5000, 1 << 63])
+            fast = self.decode(data, limit)
+            self.patch(R, "_fastpath", None)
+            slow = self.decode(data, limit)
+            self.patch(R, "_fastpath", FastDecodeTests.module)
+            self.assertEqual(fast, slow, (trial, bytes(body)))
+
+
+FastDecodeTests.module = R._fastpath
+

@@ -1,6 +1,7 @@
 /*
  * The image-multicast receiver's hot loop in C: verify a batch of data
- * datagrams (header, HMAC-SHA256 tag) and group the good ones into runs.
+ * datagrams (header, HMAC-SHA256 tag) and group the good ones into runs;
+ * read, verify and write a batch in one call; decode a range list.
  *
  * Optional: provisioner.mcast.datagram.SessionKey.verifyBatch does the same
  * in Python when this module is not built, and the tests compare the two on
@@ -517,11 +518,86 @@ done:
     return result;
 }
 
+/*
+ * decode_ranges(body, limit) -> list of (start, end), or None
+ *
+ * The varint body of a range list (provisioner/mcast/ranges.py fromWire,
+ * after zlib): pairs of (gap from the previous end, length). None for
+ * anything that is not a well-formed list within limit (< 0: none), so that
+ * the Python loop gives its own error for it.
+ */
+static PyObject *
+decode_ranges(PyObject *self, PyObject *args)
+{
+    Py_buffer body;
+    long long limit;
+    const unsigned char *p;
+    Py_ssize_t i, count = 0;
+    unsigned long long n = 0, gap = 0, prev = 0, start, end;
+    int shift = 0, haveGap = 0;
+    PyObject *out;
+
+    if (!PyArg_ParseTuple(args, "y*L", &body, &limit))
+        return NULL;
+    out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    p = body.buf;
+    for (i = 0; i < body.len; i++) {
+        unsigned char b = p[i];
+        if (shift > 56)
+            goto slow;
+        n |= (unsigned long long)(b & 0x7F) << shift;
+        if (b & 0x80) {
+            shift += 7;
+            continue;
+        }
+        if (!haveGap) {
+            gap = n;
+            haveGap = 1;
+        } else {
+            PyObject *pair;
+            haveGap = 0;
+            if (n == 0 || (count > 0 && gap == 0))
+                goto slow;
+            start = prev + gap;
+            end = start + n;
+            if (start < prev || end < start || end > (1ULL << 62)
+                    || (limit >= 0 && end > (unsigned long long)limit))
+                goto slow;
+            pair = Py_BuildValue("(KK)", start, end);
+            if (pair == NULL || PyList_Append(out, pair) < 0) {
+                Py_XDECREF(pair);
+                Py_DECREF(out);
+                PyBuffer_Release(&body);
+                return NULL;
+            }
+            Py_DECREF(pair);
+            prev = end;
+            count++;
+        }
+        n = 0;
+        shift = 0;
+    }
+    if (shift || haveGap)
+        goto slow;
+    PyBuffer_Release(&body);
+    return out;
+slow:
+    Py_DECREF(out);
+    PyBuffer_Release(&body);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "prepare(key) -> the HMAC-SHA256 key pads' states"},
     {"verify_batch", verify_batch, METH_VARARGS,
      "verify_batch(datagrams, session, round, limit, pads, starts, ends) "
      "-> (runs, rejected, stale)"},
+    {"decode_ranges", decode_ranges, METH_VARARGS,
+     "decode_ranges(body, limit) -> [(start, end), ...], or None to decode in Python"},
     {"receive_batch", receive_batch, METH_VARARGS,
      "receive_batch(fd, buffer, slot, batch, session, round, limit, pads, starts, ends, "
      "outfd, hash_at) -> (count, runs, rejected, stale, truncated, peer, error, at)"},

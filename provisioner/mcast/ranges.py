@@ -20,6 +20,12 @@ Pure functions and one mutable class, no I/O:
 import bisect
 import zlib
 
+try:
+    # optional C decoding of range lists (built by setup.py, see datagram.py)
+    from provisioner.mcast import _fastpath
+except ImportError:
+    _fastpath = None
+
 __all__ = ["normalise", "union", "subtract", "intersect", "total", "coalesce",
            "RangeSet", "RoundBytes", "toWire", "fromWire", "RangeError", "chunks"]
 
@@ -89,18 +95,34 @@ def subtract(a, b):
 def intersect(a, b):
     """
     Return the parts common to C{a} and C{b} (both normalised).
+
+    Each range of the shorter list is looked up in the longer one by
+    bisection: a repair round's announcement (tens of thousands of ranges)
+    against what one receiver lacks costs the receiver's ranges, not the
+    round's.
     """
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return []
+    starts = [s for s, _ in a]
+    count = len(a)
     out = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        start = max(a[i][0], b[j][0])
-        end = min(a[i][1], b[j][1])
-        if start < end:
-            out.append((start, end))
-        if a[i][1] < b[j][1]:
+    append = out.append
+    find = bisect.bisect_right
+    for start, end in b:
+        i = find(starts, start) - 1
+        if i < 0:
+            i = 0
+        while i < count:
+            s, e = a[i]
+            if s >= end:
+                break
+            lo = start if start > s else s
+            hi = end if end < e else e
+            if lo < hi:
+                append((lo, hi))
             i += 1
-        else:
-            j += 1
     return out
 
 
@@ -340,6 +362,12 @@ def fromWire(data, limit=None):
             raise RangeError("range list too large or truncated")
     except zlib.error as e:
         raise RangeError("range list does not decompress: %s" % (e,))
+    if _fastpath is not None:
+        # the same list from C (None: malformed, the loop below says how)
+        # (it decodes ends up to 2**62 only: a larger limit is no limit)
+        out = _fastpath.decode_ranges(body, -1 if limit is None or limit >= 1 << 62 else limit)
+        if out is not None:
+            return out
     values = []
     n = shift = 0
     for byte in body:

@@ -76,21 +76,25 @@ def wantedPieces(roundRanges, missing, chunkSize):
     @param missing: what the receiver lacks, normalised.
     """
     out = []
-    i = 0
-    count = len(missing)
-    for start, end in roundRanges:
-        while i < count and missing[i][1] <= start:
+    # each missing range finds its round ranges by bisection: a repair
+    # round has far more ranges than one receiver lacks
+    starts = [s for s, _ in roundRanges]
+    count = len(roundRanges)
+    for lo0, hi0 in missing:
+        i = max(0, bisect.bisect_right(starts, lo0) - 1)
+        while i < count:
+            start, end = roundRanges[i]
+            if start >= hi0:
+                break
+            lo = max(start, lo0)
+            hi = min(end, hi0)
+            if lo < hi:
+                first = start + (lo - start) // chunkSize * chunkSize
+                last = start + (hi - 1 - start) // chunkSize * chunkSize
+                if out and out[-1] >= first:
+                    first = out[-1] + chunkSize
+                out.extend(range(first, last + 1, chunkSize))
             i += 1
-        j = i
-        while j < count and missing[j][0] < end:
-            lo = max(start, missing[j][0])
-            hi = min(end, missing[j][1])
-            first = start + (lo - start) // chunkSize * chunkSize
-            last = start + (hi - 1 - start) // chunkSize * chunkSize
-            if out and out[-1] >= first:
-                first = out[-1] + chunkSize
-            out.extend(range(first, last + 1, chunkSize))
-            j += 1
     return out
 
 
