@@ -144,6 +144,81 @@ slice(PyObject *item, Py_ssize_t start, Py_ssize_t stop)
     return out;
 }
 
+/* What check() makes of one datagram. */
+enum { GOOD, REJECTED, STALE, HELD, FAILED };
+
+/*
+ * The checks of verify_batch on one datagram p[0:size]: header, held
+ * ranges (before the tag), tag, round, limit. On GOOD, *offset and *length
+ * say where its payload (p + HEADER_SIZE) goes. FAILED: a Python error is
+ * set.
+ */
+static int
+check(const unsigned char *p, Py_ssize_t size, unsigned long long session,
+      long roundNumber, unsigned long long limit, const pads_t *pads,
+      PyObject *starts, PyObject *ends, unsigned long long *offset,
+      unsigned long long *length)
+{
+    unsigned long long end;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256_CTX ctx;
+    Py_ssize_t body;
+
+    if (size < OVERHEAD)
+        return REJECTED;
+    *length = be(p + 13, 2);
+    if (p[0] != VERSION || be(p + 1, 4) != session
+            || (Py_ssize_t)*length + OVERHEAD != size)
+        return REJECTED;
+    *offset = (be(p + 7, 2) << 32) | be(p + 9, 4);
+    end = *offset + *length;
+    if (starts != NULL) {
+        int held = covered(starts, ends, *offset, end);
+        if (held < 0)
+            return FAILED;
+        if (held)
+            return HELD;
+    }
+    body = size - TAG_SIZE;
+    ctx = pads->inner;
+    SHA256_Update(&ctx, p, (size_t)body);
+    SHA256_Final(digest, &ctx);
+    ctx = pads->outer;
+    SHA256_Update(&ctx, digest, sizeof(digest));
+    SHA256_Final(digest, &ctx);
+    if (CRYPTO_memcmp(digest, p + body, TAG_SIZE) != 0)
+        return REJECTED;
+    if ((long)be(p + 5, 2) < roundNumber)
+        return STALE;
+    if (end > limit)
+        return REJECTED;
+    return GOOD;
+}
+
+/*
+ * The pads (from prepare()) and the held ranges' two lists (or None, None:
+ * *starts and *ends become NULL); releases padsBuf. -1 with an error set.
+ */
+static int
+take_pads(Py_buffer *padsBuf, pads_t *pads, PyObject **starts, PyObject **ends)
+{
+    if (padsBuf->len != (Py_ssize_t)sizeof(*pads)) {
+        PyBuffer_Release(padsBuf);
+        PyErr_SetString(PyExc_ValueError, "pads: not from prepare()");
+        return -1;
+    }
+    memcpy(pads, padsBuf->buf, sizeof(*pads));
+    PyBuffer_Release(padsBuf);
+    if (*starts == Py_None || *ends == Py_None) {
+        *starts = *ends = NULL;
+    } else if (!PyList_Check(*starts) || !PyList_Check(*ends)
+               || PyList_GET_SIZE(*starts) != PyList_GET_SIZE(*ends)) {
+        PyErr_SetString(PyExc_TypeError, "starts and ends: two lists of the same length");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 verify_batch(PyObject *self, PyObject *args)
 {
@@ -161,20 +236,8 @@ verify_batch(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OKlKy*OO", &datagrams, &session, &roundNumber, &limit,
                           &padsBuf, &starts, &ends))
         return NULL;
-    if (padsBuf.len != (Py_ssize_t)sizeof(pads)) {
-        PyBuffer_Release(&padsBuf);
-        PyErr_SetString(PyExc_ValueError, "pads: not from prepare()");
+    if (take_pads(&padsBuf, &pads, &starts, &ends) < 0)
         return NULL;
-    }
-    memcpy(&pads, padsBuf.buf, sizeof(pads));
-    PyBuffer_Release(&padsBuf);
-    if (starts == Py_None || ends == Py_None) {
-        starts = ends = NULL;
-    } else if (!PyList_Check(starts) || !PyList_Check(ends)
-               || PyList_GET_SIZE(starts) != PyList_GET_SIZE(ends)) {
-        PyErr_SetString(PyExc_TypeError, "starts and ends: two lists of the same length");
-        return NULL;
-    }
     seq = PySequence_Fast(datagrams, "datagrams: a sequence");
     if (seq == NULL)
         return NULL;
@@ -185,65 +248,24 @@ verify_batch(PyObject *self, PyObject *args)
     for (i = 0; i < count; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *payload;
         Py_buffer view;
-        const unsigned char *p;
-        Py_ssize_t size, body;
-        unsigned long long offset, end, length;
-        unsigned long rnd;
-        unsigned char digest[SHA256_DIGEST_LENGTH];
-        SHA256_CTX ctx;
+        unsigned long long offset = 0, length = 0, end;
+        int verdict;
 
         if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0)
             goto done;
-        p = view.buf;
-        size = view.len;
-        if (size < OVERHEAD) {
-            rejected++;
-            PyBuffer_Release(&view);
-            continue;
-        }
-        length = be(p + 13, 2);
-        if (p[0] != VERSION || be(p + 1, 4) != session
-                || (Py_ssize_t)length + OVERHEAD != size) {
-            rejected++;
-            PyBuffer_Release(&view);
-            continue;
-        }
-        rnd = (unsigned long)be(p + 5, 2);
-        offset = (be(p + 7, 2) << 32) | be(p + 9, 4);
-        end = offset + length;
-        if (starts != NULL) {
-            int held = covered(starts, ends, offset, end);
-            if (held < 0) {
-                PyBuffer_Release(&view);
-                goto done;
-            }
-            if (held) {
-                PyBuffer_Release(&view);
-                continue;
-            }
-        }
-        body = size - TAG_SIZE;
-        ctx = pads.inner;
-        SHA256_Update(&ctx, p, (size_t)body);
-        SHA256_Final(digest, &ctx);
-        ctx = pads.outer;
-        SHA256_Update(&ctx, digest, sizeof(digest));
-        SHA256_Final(digest, &ctx);
-        if (CRYPTO_memcmp(digest, p + body, TAG_SIZE) != 0) {
-            rejected++;
-            PyBuffer_Release(&view);
-            continue;
-        }
+        verdict = check(view.buf, view.len, session, roundNumber, limit, &pads, starts, ends,
+                        &offset, &length);
         PyBuffer_Release(&view);
-        if ((long)rnd < roundNumber) {
-            stale++;
-            continue;
-        }
-        if (end > limit) {
+        if (verdict == FAILED)
+            goto done;
+        if (verdict == REJECTED)
             rejected++;
+        if (verdict == STALE)
+            stale++;
+        if (verdict != GOOD)
             continue;
-        }
-        payload = slice(item, HEADER_SIZE, body);
+        end = offset + length;
+        payload = slice(item, HEADER_SIZE, HEADER_SIZE + (Py_ssize_t)length);
         if (payload == NULL)
             goto done;
         if (!(haveRun && offset == runEnd)) {
@@ -392,21 +414,13 @@ receive_batch(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iw*nnKlKy*OOiK", &fd, &buf, &slot, &batch, &session,
                           &roundNumber, &limit, &padsBuf, &starts, &ends, &outfd, &hashAt))
         return NULL;
-    if (padsBuf.len != (Py_ssize_t)sizeof(pads) || batch < 1 || batch > MAX_BATCH
-            || slot < OVERHEAD || buf.len < slot * batch) {
+    if (take_pads(&padsBuf, &pads, &starts, &ends) < 0) {
         PyBuffer_Release(&buf);
-        PyBuffer_Release(&padsBuf);
-        PyErr_SetString(PyExc_ValueError, "receive_batch: bad pads, batch, slot or buffer");
         return NULL;
     }
-    memcpy(&pads, padsBuf.buf, sizeof(pads));
-    PyBuffer_Release(&padsBuf);
-    if (starts == Py_None || ends == Py_None) {
-        starts = ends = NULL;
-    } else if (!PyList_Check(starts) || !PyList_Check(ends)
-               || PyList_GET_SIZE(starts) != PyList_GET_SIZE(ends)) {
+    if (batch < 1 || batch > MAX_BATCH || slot < OVERHEAD || buf.len < slot * batch) {
         PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_TypeError, "starts and ends: two lists of the same length");
+        PyErr_SetString(PyExc_ValueError, "receive_batch: bad batch, slot or buffer");
         return NULL;
     }
     memset(msgs, 0, sizeof(msgs[0]) * (size_t)batch);
@@ -437,52 +451,23 @@ receive_batch(PyObject *self, PyObject *args)
         goto done;
     for (i = 0; i < n; i++) {
         const unsigned char *p = slots[i].iov_base;
-        Py_ssize_t size = (Py_ssize_t)msgs[i].msg_len, body;
-        unsigned long long offset, end, length;
-        unsigned long rnd;
-        unsigned char digest[SHA256_DIGEST_LENGTH];
-        SHA256_CTX ctx;
-        int bad = 0;
+        unsigned long long offset = 0, length = 0, end;
+        int verdict;
 
         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
             truncated++;
             continue;
         }
-        if (size < OVERHEAD) {
-            bad = 1;
-        } else {
-            length = be(p + 13, 2);
-            if (p[0] != VERSION || be(p + 1, 4) != session
-                    || (Py_ssize_t)length + OVERHEAD != size)
-                bad = 1;
-        }
-        if (!bad) {
-            rnd = (unsigned long)be(p + 5, 2);
-            offset = (be(p + 7, 2) << 32) | be(p + 9, 4);
-            end = offset + length;
-            if (starts != NULL) {
-                int held = covered(starts, ends, offset, end);
-                if (held < 0)
-                    goto done;
-                if (held)
-                    continue;
-            }
-            body = size - TAG_SIZE;
-            ctx = pads.inner;
-            SHA256_Update(&ctx, p, (size_t)body);
-            SHA256_Final(digest, &ctx);
-            ctx = pads.outer;
-            SHA256_Update(&ctx, digest, sizeof(digest));
-            SHA256_Final(digest, &ctx);
-            if (CRYPTO_memcmp(digest, p + body, TAG_SIZE) != 0)
-                bad = 1;
-            else if ((long)rnd < roundNumber) {
-                stale++;
-                continue;
-            } else if (end > limit)
-                bad = 1;
-        }
-        if (bad) {
+        verdict = check(p, (Py_ssize_t)msgs[i].msg_len, session, roundNumber, limit, &pads,
+                        starts, ends, &offset, &length);
+        if (verdict == FAILED)
+            goto done;
+        if (verdict == STALE)
+            stale++;
+        if (verdict == HELD || verdict == STALE)
+            continue;
+        end = offset + length;
+        if (verdict == REJECTED) {
             rejected++;
             if (peer == NULL) {
                 peer = PyBytes_FromStringAndSize((const char *)&names[i],
