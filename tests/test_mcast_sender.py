@@ -223,6 +223,20 @@ class SessionTests(SynchronousTestCase):
         self.controller.register(a, "a", "x")
         self.controller.register(b, "b", "y")
         return session, a, b
+
+    def _startTwo(self):
+        """
+        A session on the 50,000-byte image for two receivers, both
+        registered.
+
+        @return: C{(session, a, b)}.
+        """
+        session = self.start()
+        a, b = FakeConnection(), FakeConnection()
+        self.controller.register(a, "a", "x")
+        self.controller.register(b, "b", "y")
+        return session, a, b
+
     def setUp(self):
         self.root = self.mktemp()
         os.makedirs(self.root)
@@ -314,10 +328,7 @@ class SessionTests(SynchronousTestCase):
         right sha256, the session is done after one round; a wrong sha256 is
         refused with L{commands.ChecksumMismatch}.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.finishRound()
         self.controller.reportMissing(a, session.id, 1, [])
         self.controller.reportMissing(b, session.id, 1, [])
@@ -336,10 +347,7 @@ class SessionTests(SynchronousTestCase):
         If a receiver registers during round 2, it is told the current round
         and its report after round 2 puts everything it lacks in round 3.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.finishRound()
         self.controller.reportMissing(a, session.id, 1, [(0, 1025)])
         self.controller.reportMissing(b, session.id, 1, [])
@@ -359,10 +367,7 @@ class SessionTests(SynchronousTestCase):
         its previous report is assumed, so it is never dropped from the
         current group.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.finishRound()
         self.controller.reportMissing(a, session.id, 1, [(0, 100)])
         self.controller.reportMissing(b, session.id, 1, [(200, 300)])
@@ -379,10 +384,7 @@ class SessionTests(SynchronousTestCase):
         C{client_timeout}, it is recorded as lost and the session ends for
         the others.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.finishRound()
         self.controller.connectionLost(b)
         self.controller.reportMissing(a, session.id, 1, [])
@@ -398,10 +400,7 @@ class SessionTests(SynchronousTestCase):
         same id, it keeps its place, gets the current round and its report
         counts.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.controller.connectionLost(b)
         self.finishRound()
         self.controller.reportMissing(a, session.id, 1, [])
@@ -422,10 +421,7 @@ class SessionTests(SynchronousTestCase):
         scorecard records it as the tail, not as unrecoverable.
         """
         self.controller.config = dict(self.controller.config, tail_bytes=150)
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.finishRound()
         # round 1 left 100 bytes missing: round 2 is still multicast
         self.controller.reportMissing(a, session.id, 1, [(100, 200)])
@@ -451,10 +447,7 @@ class SessionTests(SynchronousTestCase):
         multicast round.
         """
         self.controller.config = dict(self.controller.config, tail_bytes=99)
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         for r in (1, 2):
             self.finishRound()
             self.controller.reportMissing(a, session.id, r, [(100, 200)])
@@ -468,10 +461,7 @@ class SessionTests(SynchronousTestCase):
         unrecoverable, sent to the receivers with L{commands.EndSession}, and
         served by L{Controller.fetch}.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         for r in range(1, 5):
             self.finishRound()
             if r == 1:
@@ -493,10 +483,7 @@ class SessionTests(SynchronousTestCase):
         If a receiver leaves (disk full), it is recorded as failed with its
         reason and the others go on.
         """
-        session = self.start()
-        a, b = FakeConnection(), FakeConnection()
-        self.controller.register(a, "a", "x")
-        self.controller.register(b, "b", "y")
+        session, a, b = self._startTwo()
         self.controller.leave(b, session.id, "disk full")
         self.finishRound()
         self.controller.reportMissing(a, session.id, 1, [])
