@@ -231,6 +231,7 @@ class _BatchReadMixin:
 
     batchSize = 64
     _reader = None
+    _readItselfFailed = False
     _log = Logger()
 
     def _readItself(self, readBatch):
@@ -252,6 +253,13 @@ class _BatchReadMixin:
                 if e.errno in _REFUSED:
                     return True
                 raise
+            except Exception:
+                # a bug must not stop the port (nor spin on it): read as
+                # usual from now on
+                self._readItselfFailed = True
+                self._log.failure("the protocol failed reading the socket itself; the port "
+                                  "reads it from now on")
+                return read > 0
             if count is None:
                 return read > 0
             if count < self.batchSize:
@@ -270,7 +278,7 @@ class _BatchReadMixin:
 
     def doRead(self):
         readBatch = getattr(self.protocol, "readBatch", None)
-        if readBatch is not None and self._readItself(readBatch):
+        if readBatch is not None and not self._readItselfFailed and self._readItself(readBatch):
             return
         reader = self._reader
         if reader is None or reader.sock is not self.socket:

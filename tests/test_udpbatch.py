@@ -234,6 +234,28 @@ class PortTests(unittest.TestCase):
         yield proto.done
         self.assertEqual(proto.got, [b"a", b"b"])
 
+    @defer.inlineCallbacks
+    def test_protocolReadFails(self):
+        """
+        If the protocol's C{readBatch} raises, the error is logged once and
+        the port reads the socket itself from then on.
+        """
+        proto = _Batches(2)
+        calls = []
+
+        def readBatch(sock, batch, size):
+            calls.append(1)
+            raise RuntimeError("boom")
+
+        proto.readBatch = readBatch
+        port = udpbatch.listenUDP(reactor, 0, proto, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.send(port, [b"a", b"b"])
+        yield proto.done
+        self.assertEqual(proto.got, [b"a", b"b"])
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_multicastPort(self):
         """
         L{udpbatch.listenMulticast} gives a multicast port that can join
