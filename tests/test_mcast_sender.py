@@ -441,6 +441,21 @@ class SessionTests(SynchronousTestCase):
         self.controller.register(a2, "a", "x")
         self.assertEqual(a2.named(commands.EndSession)[-1]["unrecoverable"], [(100, 200)])
 
+    def test_sharedTailMulticast(self):
+        """
+        A small union that several receivers lack (a burst all of them
+        lost) is multicast again: over the control connections each would
+        be sent it.
+        """
+        self.controller.config = dict(self.controller.config, tail_bytes=1000)
+        session, a, b = self._startTwo()
+        for r in (1, 2):
+            self.finishRound()
+            self.controller.reportMissing(a, session.id, r, [(100, 200)])
+            self.controller.reportMissing(b, session.id, r, [(100, 200)])
+        self.assertEqual((session.round, session.state), (3, "running"))
+        self.assertEqual(session.roundRanges, [(100, 200)])
+
     def test_largeTailMulticast(self):
         """
         A union larger than C{tail_bytes} after a repair round gets another

@@ -73,11 +73,12 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                "where the kernel has it"),
     "max_rounds": Key(20, "int", "multicast rounds per session; what is still missing then "
                       "is delivered over the control channel", minimum=1, maximum=65535),
-    "tail_bytes": Key(1 << 20, "int", "after the first repair round, a round that would "
-                      "carry at most this many bytes is not multicast: each receiver fetches "
-                      "its part over its control connection (by then each range is missed by "
-                      "one receiver, and a round costs an announcement and every report); "
-                      "0 multicasts every round", minimum=0),
+    "tail_bytes": Key(1 << 20, "int", "after the first repair round, when the receivers "
+                      "lack at most this many bytes in all (and at most a quarter more than "
+                      "their union: few are lacked by several), no further round is "
+                      "multicast: each receiver fetches its part over its control connection "
+                      "(a round costs an announcement and every report); 0 multicasts every "
+                      "round", minimum=0),
     "coalesce_gap": Key(0, "int", "merge two missing ranges when the gap between them is "
                         "smaller than this many bytes (0: merge only touching ranges)",
                         minimum=0),

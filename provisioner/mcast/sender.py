@@ -755,7 +755,7 @@ class Session:
                 if self.round >= self.maxRounds:
                     reason = "round limit reached"
                     break
-                if self.round >= 2 and R.total(nextRanges) <= self.config["tail_bytes"]:
+                if self.round >= 2 and self._smallTail(record):
                     reason = "small tail"
                     break
             # rounds over: the rest goes over the control channel
@@ -838,6 +838,19 @@ class Session:
             return True
         return gate
 
+    def _smallTail(self, record):
+        """
+        The tail rule: whether what the receivers still lack is better sent
+        over their control connections than in another round. Each
+        receiver would then be sent its own missing bytes: that sum must be
+        at most C{tail_bytes}, and at most a quarter above the union (bytes
+        several receivers lack stay multicast, as after a burst lost by
+        all).
+        """
+        wanted = record["reported_bytes"]
+        return (wanted <= self.config["tail_bytes"]
+                and wanted * 4 <= record["union_bytes"] * 5)
+
     def _aggregate(self, record):
         """
         The minimum retransmission set: the union of the current group's
@@ -856,6 +869,7 @@ class Session:
         union = R.union(*reports)
         coalesced = R.coalesce(union, self.config["coalesce_gap"], self.config["max_ranges"])
         record["union_bytes"] = R.total(union)
+        record["reported_bytes"] = sum(R.total(r) for r in reports)
         record["next_bytes"] = R.total(coalesced)
         return coalesced
 
