@@ -766,8 +766,12 @@ class Receiver(amp.CommandLocator):
         buf = self._readBuffer
         if buf is None or len(buf) < batch * size:
             buf = self._readBuffer = bytearray(batch * size)
-        if self.output._pending:
+        try:
+            # what writeLater holds goes first (nothing, on this path)
             self.output.flush()
+        except ReceiveError as e:
+            self.fail(str(e))
+            return None
         (count, runs, rejected, stale, truncated, peer, error,
          at) = verifier.receiveBatch(sock.fileno(), buf, size, batch, self.round, self.size,
                                      self.received, self.output.fd, self._hashedUpTo)
