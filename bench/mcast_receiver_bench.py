@@ -111,7 +111,6 @@ def feed(r, datagrams, batch, single):
     else:
         for i in range(0, len(datagrams), batch):
             many(datagrams[i:i + batch], addr)
-    r.output.flush()
 
 
 def lossPattern(count, loss, seed):

@@ -504,7 +504,6 @@ class ReceiverTests(SynchronousTestCase):
         self.send([1000], round=2)
         self.assertEqual(self.receiver.received.ranges(), [(1000, 2000)])
         self.assertEqual(self.receiver.stale, 0)
-        self.receiver.output.flush()
         with open(self.path, "rb") as f:
             f.seek(1000)
             self.assertEqual(f.read(1000), self.data[1000:2000])

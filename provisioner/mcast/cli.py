@@ -217,7 +217,7 @@ def _status(args):
 
 def _send(args):
     def start(reactor):
-        from twisted.internet import defer, task
+        from twisted.internet import defer
         d = _connect(reactor, args)
         state = {}
 

@@ -128,8 +128,6 @@ class OutputFile:
         C{pwritev} (per C{IOV_MAX} buffers): a run of datagram payloads
         without joining them first.
         """
-        if self._pending:
-            self.flush()
         fd = self.fd
         try:
             for i in range(0, len(buffers), self.IOV_MAX):
@@ -149,44 +147,6 @@ class OutputFile:
         except OSError as e:
             raise ReceiveError(_describeOSError(e, self.path, "writing at %d" % (offset,)))
 
-    _pendingStart = 0
-    _pendingEnd = -1
-    _pending = None
-    _pendingSize = 0
-    FLUSH_SIZE = 1 << 20
-
-    def writeLater(self, offset, data):
-        """
-        Write C{data} at C{offset}, coalescing consecutive pieces into one
-        C{pwrite} of up to L{FLUSH_SIZE} bytes; L{flush} writes the rest.
-        """
-        if offset != self._pendingEnd:
-            self.flush()
-            self._pendingStart = offset
-            self._pending = []
-            self._pendingSize = 0
-        self._pending.append(data)
-        self._pendingSize += len(data)
-        self._pendingEnd = offset + len(data)
-        if self._pendingSize >= self.FLUSH_SIZE:
-            self.flush()
-
-    def flush(self):
-        """
-        Write what L{writeLater} holds.
-        """
-        pending, self._pending = self._pending, None
-        self._pendingEnd = -1
-        if pending:
-            self.write(self._pendingStart, b"".join(pending))
-
-    def sync(self):
-        """
-        Flush and C{fdatasync} (blocking: the receiver runs it in a thread).
-        """
-        self.flush()
-        self.datasync()
-
     def datasync(self):
         """
         C{fdatasync} what was written (blocking; safe from a thread).
@@ -201,10 +161,6 @@ class OutputFile:
 
     def close(self):
         if self.fd is not None:
-            try:
-                self.flush()
-            except ReceiveError:
-                pass
             os.close(self.fd)
             self.fd = None
 
@@ -547,11 +503,6 @@ class Receiver(amp.CommandLocator):
         if self._reportedRound >= roundNumber:
             return
         missing = self.missing()
-        try:
-            self.output.flush()
-        except ReceiveError as e:
-            self.fail(str(e))
-            return
         self._reportedRound = roundNumber
         # the round's data is over: whatever moves the position from now on
         # belongs to the next round (flow control)
@@ -586,9 +537,8 @@ class Receiver(amp.CommandLocator):
 
     def _hashAhead(self, missing):
         """
-        Between rounds (after a report, the data flushed): the holes a
-        repair round filled may have joined held data to the in-order
-        prefix; hash the held bytes from the end of the prefix up to the
+        Between rounds (after a report): the holes a repair round filled
+        may have joined held data to the in-order prefix; hash the held bytes from the end of the prefix up to the
         first byte still missing, off the reactor thread, while the next
         rounds run, so that the check at the end reads less back. SHA-256
         only takes data in order, so this stops at the first hole.
@@ -641,7 +591,7 @@ class Receiver(amp.CommandLocator):
 
     @defer.inlineCallbacks
     def _repair(self):
-        chunks = iter(list(R.chunks(self.missing(), commands.FETCH_MAX)))
+        chunks = R.chunks(self.missing(), commands.FETCH_MAX)
         fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
         try:
             yield defer.gatherResults(fetchers, consumeErrors=True)
@@ -701,13 +651,7 @@ class Receiver(amp.CommandLocator):
             return
         runs, rejected, stale = verifier.verifyBatch(datagrams, self.round, self.size,
                                                      self.received)
-        if rejected:
-            self.rejected += rejected
-            self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
-                           "session or beyond the image)", count=rejected,
-                           peer=addresses[0] if addresses else None)
-        if stale:
-            self.stale += stale
+        self._dropped(rejected, stale, addresses[0] if addresses else None)
         if not runs:
             return
         self.lastDatagram = self.reactor.seconds()
@@ -743,6 +687,18 @@ class Receiver(amp.CommandLocator):
             self._position = position
         self._afterRuns(position, new)
 
+    def _dropped(self, rejected, stale, peer):
+        """
+        Count a batch's bad and stale datagrams (not logged one by one);
+        C{peer} is the source of a bad one, for the debug log.
+        """
+        if rejected:
+            self.rejected += rejected
+            self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
+                           "session or beyond the image)", count=rejected, peer=peer)
+        if stale:
+            self.stale += stale
+
     _readBuffer = None
 
     def readBatch(self, sock, batch, size):
@@ -766,24 +722,11 @@ class Receiver(amp.CommandLocator):
         buf = self._readBuffer
         if buf is None or len(buf) < batch * size:
             buf = self._readBuffer = bytearray(batch * size)
-        try:
-            # what writeLater holds goes first (nothing, on this path)
-            self.output.flush()
-        except ReceiveError as e:
-            self.fail(str(e))
-            return None
         (count, runs, rejected, stale, truncated, peer, error,
          at) = verifier.receiveBatch(sock.fileno(), buf, size, batch, self.round, self.size,
                                      self.received, self.output.fd, self._hashedUpTo)
-        if rejected:
-            self.rejected += rejected
-            self.log.debug("dropped {count} datagrams from {peer} (malformed, bad tag, other "
-                           "session or beyond the image)", count=rejected,
-                           peer=udpbatch._decodeName(peer) if peer else None)
-        if stale:
-            self.stale += stale
-        if truncated:
-            self.rejected += truncated
+        # (peer is None unless a datagram was rejected)
+        self._dropped(rejected + truncated, stale, udpbatch._decodeName(peer) if peer else None)
         if runs:
             self.lastDatagram = self.reactor.seconds()
             received = self.received
@@ -873,19 +816,13 @@ class Receiver(amp.CommandLocator):
 
     def _save(self):
         """
-        Save the received ranges: flush the coalesced writes, then, off the
-        reactor thread (C{fdatasync} can take long and the data socket must
-        be read meanwhile), make the data durable and write the state file
-        with the ranges as they were at the flush. A state file never names
-        bytes that are not on disk.
+        Save the received ranges: off the reactor thread (C{fdatasync} can
+        take long and the data socket must be read meanwhile), make the data
+        durable and write the state file with the ranges as they were when
+        this was called. A state file never names bytes that are not on
+        disk.
         """
         if self.session is None or not self._dirty or self._saving:
-            return
-        try:
-            self.output.flush()
-        except ReceiveError as e:
-            self._dirty = False
-            self.fail(str(e))
             return
         self._dirty = False
         snapshot = self.received.ranges()
@@ -916,12 +853,6 @@ class Receiver(amp.CommandLocator):
         self.finishing = True
         self._leave()
         self._closeData()
-        try:
-            self.output.flush()
-        except ReceiveError as e:
-            self.finishing = False
-            self.fail(str(e))
-            return
         verifyStarted = self.reactor.seconds()
         # hashing ahead may still run: the check starts where it ends
         pending = self._catchingUp

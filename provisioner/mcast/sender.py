@@ -1166,22 +1166,26 @@ class Controller:
 
         @return: a Deferred firing with what L{status} returns.
         """
-        every = list(self.finished) + list(self.sessions.values())
-        found = [s for s in every if s.id == sessionId]
-        if not found:
-            raise commands.UnknownSession("no session %d" % (sessionId,))
-        session = found[0]
+        session = self._kept(sessionId)[0]
         d = session._waitFor(lambda: session.state == "done" or len(session.rounds) > rounds,
                              max(0.0, min(wait, self.STATUS_WAIT_MAX)))
         return d.addCallback(lambda _: self.status(sessionId, detail))
 
-    def status(self, sessionId=None, detail=False):
+    def _kept(self, sessionId=None):
+        """
+        The sessions kept (finished ones first), or the one C{sessionId}.
+
+        @raise commands.UnknownSession: if there is no such session.
+        """
         every = list(self.finished) + list(self.sessions.values())
         if sessionId is not None:
             every = [s for s in every if s.id == sessionId]
             if not every:
                 raise commands.UnknownSession("no session %d" % (sessionId,))
-        return {"sessions": [s.scorecard(detail) for s in every],
+        return every
+
+    def status(self, sessionId=None, detail=False):
+        return {"sessions": [s.scorecard(detail) for s in self._kept(sessionId)],
                 "receivers": sorted(self.clients)}
 
     def stop(self):

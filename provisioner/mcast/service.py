@@ -114,10 +114,6 @@ class ControlProtocol(amp.AMP):
         locator.protocol = self
         self.controller = controller
 
-    def connectionMade(self):
-        amp.AMP.connectionMade(self)
-        quickRecovery(self.transport, self.controller.config.get("control_rto_min", 0))
-
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
         self.controller.connectionLost(self)
@@ -207,7 +203,8 @@ class ControlServer(service.Service):
 
         def bound(port):
             self.port = port
-            # accepted connections inherit it, from their first RTT sample
+            # accepted connections inherit it (the options are copied to
+            # each from the listening socket), from their first RTT sample
             quickRecovery(port, self.config.get("control_rto_min", 0))
             host = port.getHost()
             self.log.info("multicast control channel on {host}:{port}{tls}", host=host.host,
