@@ -152,7 +152,7 @@ class Bench:
         rate = self.args.rate.get(n, self.args.rate.get(0, 300))
         config = os.path.join(self.dir, "p.yaml")
         with open(config, "w") as f:
-            f.write("tftp: {enabled: false}\nmulticast:\n  enabled: true\n  address: 0.0.0.0\n"
+            f.write("tftp: {enabled: false}\nimagecast:\n  enabled: true\n  address: 0.0.0.0\n"
                     "  root: %s\n  interface: %s\n  rate: %s\n  rate_max: 2000\n"
                     "  report_timeout: 10\n" % (
                         os.path.dirname(self.image), sender.ip, rate))
@@ -215,7 +215,7 @@ class Bench:
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         send = subprocess.run(sender.argv([
-            PYTHON, "-m", "provisioner", "multicast", "send", "disk.img",
+            PYTHON, "-m", "provisioner", "imagecast", "send", "disk.img",
             "--min-receivers", str(n), "--max-wait", "60", "--json"]),
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             timeout=self.args.timeout)

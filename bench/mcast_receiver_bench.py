@@ -3,7 +3,7 @@
 Micro-benchmark: the image-multicast receiver's CPU cost per datagram.
 
 Deterministic: the datagrams of a random image are encoded once, then fed
-to a L{provisioner.mcast.receiver.Receiver} driven by a L{task.Clock} (no
+to a L{provisioner.client.receiver.Receiver} driven by a L{task.Clock} (no
 sockets, no reactor), and the process CPU time is divided by the datagrams
 fed. Two scenarios:
 
@@ -14,7 +14,7 @@ fed. Two scenarios:
     duplicates are the point).
 
 C{--sender} adds the sender's side: a whole round of the image encoded and
-signed by L{provisioner.mcast.sender.RoundSender} into a writer that only
+signed by L{provisioner.imagecast.sender.RoundSender} into a writer that only
 joins each batch (what the GSO send does), CPU per datagram.
 
 C{--socket} adds a third figure: the same receiver behind Twisted's real UDP
@@ -48,9 +48,9 @@ sys.path.insert(0, REPO)
 
 from twisted.internet import defer, task  # noqa: E402
 
-from provisioner.mcast import commands  # noqa: E402
-from provisioner.mcast.datagram import encode, payloadSize  # noqa: E402
-from provisioner.mcast.receiver import OutputFile, Receiver  # noqa: E402
+from provisioner.imagecast import commands  # noqa: E402
+from provisioner.imagecast.datagram import encode, payloadSize  # noqa: E402
+from provisioner.client.receiver import OutputFile, Receiver  # noqa: E402
 
 KEY = b"k" * 32
 SESSION = 7
@@ -179,7 +179,7 @@ class _JoiningWriter:
 
 
 def senderScenario(args, image):
-    from provisioner.mcast.sender import RoundSender
+    from provisioner.imagecast.sender import RoundSender
     clock = task.Clock()
     writer = _JoiningWriter()
     s = RoundSender(clock, writer, lambda o, n: image[o:o + n], SESSION, 1, KEY,
@@ -220,8 +220,8 @@ def socketScenario(args, image, sha, directory):
     told it has joined, so no multicast group is ever joined).
     """
     from twisted.internet import reactor as real
-    from provisioner.mcast.receiver import DataProtocol
-    from provisioner.netio import setReceiveBuffer
+    from provisioner.client.receiver import DataProtocol
+    from provisioner.net.sockopt import setReceiveBuffer
 
     size = len(image)
     offsets = list(range(0, size, CHUNK))
@@ -233,7 +233,7 @@ def socketScenario(args, image, sha, directory):
     udpbatch = None
     if not args.single:
         try:
-            from provisioner import udpbatch
+            from provisioner.net import udpbatch
         except ImportError:
             pass
     if udpbatch is not None:

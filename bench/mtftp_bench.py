@@ -48,7 +48,7 @@ import json, subprocess, sys, time
 mode, start, server, path, out = sys.argv[1:6]
 start = float(start)
 if mode.startswith("mcast"):
-    from provisioner.tftp import mclient
+    from provisioner.client import mtftp as mclient
     import io, contextlib
 elif mode == "unicast":
     from provisioner import cli

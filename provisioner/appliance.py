@@ -6,7 +6,7 @@ the virtual files. Services find each other's public objects here (the image
 catalogue, the inventory) instead of importing each other.
 """
 
-from provisioner.clients import ClientDirectory
+from provisioner.directory import ClientDirectory
 from provisioner.files import VirtualFiles
 
 __all__ = ["Appliance"]
@@ -18,7 +18,7 @@ class Appliance:
         at module level).
     @ivar config: the current configuration (a nested C{dict}); replaced on
         reload.
-    @ivar clients: the L{provisioner.clients.ClientDirectory}.
+    @ivar clients: the L{provisioner.directory.ClientDirectory}.
     @ivar virtualFiles: the L{provisioner.files.VirtualFiles} registry served
         by TFTP and HTTP.
     @ivar catalog: the image catalogue, set by the images service (or L{None}).

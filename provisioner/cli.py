@@ -16,10 +16,10 @@ from provisioner.config import ConfigError, describe, loadConfig, sample
 __all__ = ["main", "COMMAND_MODULES"]
 
 COMMAND_MODULES = [
-    "provisioner.tftp.cli",
+    "provisioner.client.cli",
     "provisioner.images.cli",
     "provisioner.menus.cli",
-    "provisioner.mcast.cli",
+    "provisioner.imagecast.cli",
 ]
 
 

@@ -175,6 +175,12 @@ def _copy(value):
 
 # The sections, in the order services start, and the module holding each
 # section's SCHEMA.
+# Keys that were renamed, and their new names: a clear error instead of
+# "unknown key".
+RENAMED = {
+    "multicast": "imagecast",
+}
+
 SECTIONS = {
     "tftp": "provisioner.tftp.schema",
     "dhcp": "provisioner.dhcp.schema",
@@ -182,7 +188,7 @@ SECTIONS = {
     "inventory": "provisioner.menus.inventory_schema",
     "menus": "provisioner.menus.schema",
     "http": "provisioner.web.schema",
-    "multicast": "provisioner.mcast.schema",
+    "imagecast": "provisioner.imagecast.schema",
 }
 
 
@@ -257,6 +263,9 @@ def _merge(section, data, prefix, located, out):
         key = "%s.%s" % (prefix, name) if prefix else str(name)
         item = section.keys.get(name)
         if item is None:
+            if key in RENAMED:
+                raise ConfigError(key, "renamed: use %s (same keys)" % (RENAMED[key],),
+                                  located.where(key))
             known = ", ".join(sorted(section.keys))
             raise ConfigError(key, "unknown key (known here: %s)" % (known,), located.where(key))
         if isinstance(item, Section):

@@ -10,7 +10,6 @@ Data sources and resolvers shared by every protocol that serves files.
   - L{ResolverChain}: the first resolver that answers wins.
 """
 
-import hashlib
 import os
 import re
 import stat
@@ -23,7 +22,7 @@ from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.interfaces import IDataSource, IFileResolver, IVirtualFiles
 
 __all__ = ["FileRequest", "FileSource", "BytesSource", "DirectoryResolver",
-           "VirtualFiles", "ResolverChain", "normalisePath", "sha256File", "hashRange", "MAX_PATH"]
+           "VirtualFiles", "ResolverChain", "normalisePath", "MAX_PATH"]
 
 MAX_PATH = 1024
 
@@ -38,7 +37,7 @@ class FileRequest:
     @ivar protocol: C{"tftp"} or C{"http"}.
     @ivar options: the requested protocol options (TFTP options, lower-case
         names), a C{dict}.
-    @ivar client: the L{provisioner.clients.ClientRecord} the appliance has
+    @ivar client: the L{provisioner.directory.ClientRecord} the appliance has
         for the peer, or L{None}.
     """
 
@@ -288,38 +287,3 @@ class ResolverChain:
             if isinstance(result, defer.Deferred):
                 return result.addCallback(self._next, remaining, request)
         return defer.succeed(result)
-
-
-def hashRange(path, digest, start, end=None, piece=1 << 20):
-    """
-    Feed bytes C{start} to C{end} (the end of the file: L{None}) of the file
-    at C{path} to C{digest}, read in C{piece} pieces; return C{digest}
-    (blocking: call it from a thread in a service).
-
-    @raise EOFError: if the file ends before C{end}.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        offset = start
-        while end is None or offset < end:
-            data = os.pread(fd, piece if end is None else min(piece, end - offset), offset)
-            if not data:
-                if end is None:
-                    break
-                raise EOFError("%s: short read at %d while hashing" % (path, offset))
-            digest.update(data)
-            offset += len(data)
-    finally:
-        os.close(fd)
-    return digest
-
-
-def sha256File(path, digest=None, offset=0):
-    """
-    Return the hex sha256 of a file from C{offset} on, read in 1 MiB pieces
-    (blocking: call it from a thread in a service).
-
-    @param digest: a sha256 object that already holds the first C{offset}
-        bytes (a receiver that hashed the in-order prefix as it arrived).
-    """
-    return hashRange(path, digest or hashlib.sha256(), offset).hexdigest()

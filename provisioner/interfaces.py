@@ -83,10 +83,10 @@ class IClientDirectory(Interface):
 
     def byMAC(mac):
         """
-        Return the L{provisioner.clients.ClientRecord} for a MAC, or L{None}.
+        Return the L{provisioner.directory.ClientRecord} for a MAC, or L{None}.
         """
 
     def byIP(ip):
         """
-        Return the L{provisioner.clients.ClientRecord} for an IP, or L{None}.
+        Return the L{provisioner.directory.ClientRecord} for an IP, or L{None}.
         """

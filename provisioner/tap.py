@@ -28,7 +28,7 @@ SUBSYSTEMS = [
     ("dhcp", "dhcp", "provisioner.dhcp.service"),
     ("tftp", "tftp", "provisioner.tftp.service"),
     ("http", "http", "provisioner.web.service"),
-    ("multicast", "multicast", "provisioner.mcast.service"),
+    ("imagecast", "imagecast", "provisioner.imagecast.service"),
 ]
 
 

@@ -20,7 +20,7 @@ import uuid
 
 from twisted.trial.unittest import SkipTest
 
-from provisioner.files import sha256File
+from provisioner.hashing import sha256File
 
 __all__ = ["requireE2E", "NetLab", "Host", "REPO", "PYTHON", "TWISTD", "run", "waitFor",
            "sha256File"]

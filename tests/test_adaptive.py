@@ -8,14 +8,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from provisioner.files import FileRequest
-from provisioner.tftp import adaptive
+from provisioner.client import window
+from provisioner.tftp import adaptive, adaptivewire
 from provisioner.tftp.negotiate import IOptionExtension, Limits, negotiate
 from provisioner.tftp.window import IWindowPolicy
 
 
 class ControllerTests(SynchronousTestCase):
     """
-    L{adaptive.AdaptiveController}.
+    L{window.AdaptiveController}.
     """
 
     def test_initial(self):
@@ -23,7 +24,7 @@ class ControllerTests(SynchronousTestCase):
         If nothing happened yet, the window is the initial one and the trace
         holds it.
         """
-        c = adaptive.AdaptiveController(initial=4)
+        c = window.AdaptiveController(initial=4)
         self.assertEqual(c.window, 4)
         self.assertEqual([x.reason for x in c.trace], ["initial"])
         self.assertIsNone(c.maxSuccessful)
@@ -34,7 +35,7 @@ class ControllerTests(SynchronousTestCase):
         grows by exactly one per window, and the maximum successful window
         follows the window just proven.
         """
-        c = adaptive.AdaptiveController(initial=4, growWindows=1)
+        c = window.AdaptiveController(initial=4, growWindows=1)
         seen = [c.windowCompleted(now=i) for i in range(1, 6)]
         self.assertEqual(seen, [5, 6, 7, 8, 9])
         self.assertEqual(c.maxSuccessful, 8)
@@ -45,7 +46,7 @@ class ControllerTests(SynchronousTestCase):
         If the period is three windows, the window grows only every third
         clean window.
         """
-        c = adaptive.AdaptiveController(initial=2, growWindows=3)
+        c = window.AdaptiveController(initial=2, growWindows=3)
         seen = [c.windowCompleted(now=i) for i in range(1, 7)]
         self.assertEqual(seen, [2, 2, 3, 3, 3, 4])
 
@@ -54,7 +55,7 @@ class ControllerTests(SynchronousTestCase):
         If the period is a time, the window grows once that much time has
         passed without a loss, however many windows went by.
         """
-        c = adaptive.AdaptiveController(initial=2, growSeconds=0.1, now=0.0)
+        c = window.AdaptiveController(initial=2, growSeconds=0.1, now=0.0)
         self.assertEqual(c.windowCompleted(0.05), 2)
         self.assertEqual(c.windowCompleted(0.09), 2)
         self.assertEqual(c.windowCompleted(0.10), 3)
@@ -65,7 +66,7 @@ class ControllerTests(SynchronousTestCase):
         """
         If a loss is detected, the window is halved.
         """
-        c = adaptive.AdaptiveController(initial=40)
+        c = window.AdaptiveController(initial=40)
         self.assertEqual(c.lossDetected(1.0), 20)
         self.assertEqual(c.trace[-1].reason, "loss")
 
@@ -74,14 +75,14 @@ class ControllerTests(SynchronousTestCase):
         If the decrease is configured as WS/2+N, a loss leaves half the
         window plus N.
         """
-        c = adaptive.AdaptiveController(initial=40, decrease=3)
+        c = window.AdaptiveController(initial=40, decrease=3)
         self.assertEqual(c.lossDetected(1.0), 23)
 
     def test_lossNeverBelowOne(self):
         """
         If the window is 1 and a loss happens, it stays 1.
         """
-        c = adaptive.AdaptiveController(initial=1)
+        c = window.AdaptiveController(initial=1)
         self.assertEqual(c.lossDetected(1.0), 1)
         self.assertEqual(c.lossDetected(2.0), 1)
 
@@ -90,7 +91,7 @@ class ControllerTests(SynchronousTestCase):
         If a loss happens in the middle of a success period, the period
         starts again: clean windows before the loss do not count.
         """
-        c = adaptive.AdaptiveController(initial=8, growWindows=3)
+        c = window.AdaptiveController(initial=8, growWindows=3)
         c.windowCompleted(1)
         c.windowCompleted(2)
         c.lossDetected(3)
@@ -103,7 +104,7 @@ class ControllerTests(SynchronousTestCase):
         """
         If the period is a time, a loss restarts it.
         """
-        c = adaptive.AdaptiveController(initial=8, growSeconds=1.0, now=0.0)
+        c = window.AdaptiveController(initial=8, growSeconds=1.0, now=0.0)
         c.lossDetected(0.9)
         self.assertEqual(c.windowCompleted(1.5), 4)
         self.assertEqual(c.windowCompleted(2.0), 5)
@@ -114,7 +115,7 @@ class ControllerTests(SynchronousTestCase):
         20% and frozen: the window grows back to it, never above, and later
         losses and growth do not move it.
         """
-        c = adaptive.AdaptiveController(initial=10, growWindows=1)
+        c = window.AdaptiveController(initial=10, growWindows=1)
         for i in range(10):
             c.windowCompleted(i)
         self.assertEqual(c.window, 20)
@@ -140,7 +141,7 @@ class ControllerTests(SynchronousTestCase):
         If the very first window fails, the maximum is frozen 20% below that
         window.
         """
-        c = adaptive.AdaptiveController(initial=20)
+        c = window.AdaptiveController(initial=20)
         c.lossDetected(0.1)
         self.assertEqual(c.maxSuccessful, 16)
         self.assertEqual(c.window, 10)
@@ -149,7 +150,7 @@ class ControllerTests(SynchronousTestCase):
         """
         If WS/2+N would exceed the frozen maximum, the window is the maximum.
         """
-        c = adaptive.AdaptiveController(initial=10, decrease=9)
+        c = window.AdaptiveController(initial=10, decrease=9)
         c.lossDetected(0.1)
         self.assertEqual(c.maxSuccessful, 8)
         self.assertEqual(c.window, 8)
@@ -158,7 +159,7 @@ class ControllerTests(SynchronousTestCase):
         """
         If the server announced a maximum, the window never grows above it.
         """
-        c = adaptive.AdaptiveController(initial=3, limit=5)
+        c = window.AdaptiveController(initial=3, limit=5)
         for i in range(10):
             c.windowCompleted(i)
         self.assertEqual(c.window, 5)
@@ -168,7 +169,7 @@ class ControllerTests(SynchronousTestCase):
         If the server countered the initial window, the controller starts
         from the counter-offer and records it.
         """
-        c = adaptive.AdaptiveController(initial=32)
+        c = window.AdaptiveController(initial=32)
         c.accept(16, 0.0)
         self.assertEqual(c.window, 16)
         self.assertEqual(c.trace[-1].reason, "countered")
@@ -184,38 +185,38 @@ class WireTests(SynchronousTestCase):
         If a window is encoded as ACK extra bytes, decoding gives it back;
         it is two bytes, big-endian.
         """
-        self.assertEqual(adaptive.encodeAdaptiveExtra(300), b"\x01\x2c")
-        self.assertEqual(adaptive.decodeAdaptiveExtra(b"\x01\x2c"), 300)
+        self.assertEqual(adaptivewire.encodeAdaptiveExtra(300), b"\x01\x2c")
+        self.assertEqual(adaptivewire.decodeAdaptiveExtra(b"\x01\x2c"), 300)
 
     def test_adaptiveExtraShortOrZero(self):
         """
         If the extra bytes are fewer than two, or zero, they request nothing;
         bytes after the first two are ignored.
         """
-        self.assertIsNone(adaptive.decodeAdaptiveExtra(b""))
-        self.assertIsNone(adaptive.decodeAdaptiveExtra(b"\x05"))
-        self.assertIsNone(adaptive.decodeAdaptiveExtra(b"\x00\x00"))
-        self.assertEqual(adaptive.decodeAdaptiveExtra(b"\x00\x07junk"), 7)
+        self.assertIsNone(adaptivewire.decodeAdaptiveExtra(b""))
+        self.assertIsNone(adaptivewire.decodeAdaptiveExtra(b"\x05"))
+        self.assertIsNone(adaptivewire.decodeAdaptiveExtra(b"\x00\x00"))
+        self.assertEqual(adaptivewire.decodeAdaptiveExtra(b"\x00\x07junk"), 7)
 
     def test_msftExtra(self):
         """
         If a msftwindow window is encoded, it is one byte, capped at 255.
         """
-        self.assertEqual(adaptive.encodeMsftExtra(16), b"\x10")
-        self.assertEqual(adaptive.encodeMsftExtra(1000), b"\xff")
-        self.assertEqual(adaptive.decodeMsftExtra(b"\x10"), 16)
-        self.assertIsNone(adaptive.decodeMsftExtra(b""))
+        self.assertEqual(adaptivewire.encodeMsftExtra(16), b"\x10")
+        self.assertEqual(adaptivewire.encodeMsftExtra(1000), b"\xff")
+        self.assertEqual(adaptivewire.decodeMsftExtra(b"\x10"), 16)
+        self.assertIsNone(adaptivewire.decodeMsftExtra(b""))
 
     def test_optionValue(self):
         """
         If the adaptive option is parsed, C{V} and C{V,MAX} are accepted and
         anything else is L{None}.
         """
-        self.assertEqual(adaptive.parseAdaptiveOption("1"), (1, None))
-        self.assertEqual(adaptive.parseAdaptiveOption("1,64"), (1, 64))
-        self.assertEqual(adaptive.formatAdaptiveOption(1, 64), "1,64")
+        self.assertEqual(adaptivewire.parseAdaptiveOption("1"), (1, None))
+        self.assertEqual(adaptivewire.parseAdaptiveOption("1,64"), (1, 64))
+        self.assertEqual(adaptivewire.formatAdaptiveOption(1, 64), "1,64")
         for bad in ("", "x", "0", "1,0", "1,70000", "-1"):
-            self.assertIsNone(adaptive.parseAdaptiveOption(bad), bad)
+            self.assertIsNone(adaptivewire.parseAdaptiveOption(bad), bad)
 
 
 def _request(**options):
@@ -265,7 +266,7 @@ class PolicyTests(SynchronousTestCase):
         """
         If the policy decodes msftwindow bytes, one byte sets the window.
         """
-        p = adaptive.ClientDrivenWindow(4, 64, adaptive.decodeMsftExtra)
+        p = adaptive.ClientDrivenWindow(4, 64, adaptivewire.decodeMsftExtra)
         p.onAckExtra(b"\x20", 1.0)
         self.assertEqual(p.size(), 32)
 
@@ -321,7 +322,7 @@ class ExtensionTests(SynchronousTestCase):
         self.assertEqual(oack["windowsize"], "8")
         policy = result.windowPolicy()
         self.assertEqual(policy.size(), 8)
-        policy.onAckExtra(adaptive.encodeAdaptiveExtra(50), 0)
+        policy.onAckExtra(adaptivewire.encodeAdaptiveExtra(50), 0)
         self.assertEqual(policy.size(), 32)
 
     def test_adaptiveConfiguredMaximum(self):
@@ -409,11 +410,11 @@ class LossFlagTests(SynchronousTestCase):
         If an ACK reports a loss, a flags byte with bit 0 follows the window;
         otherwise there is none.
         """
-        self.assertEqual(adaptive.encodeAdaptiveExtra(8, loss=True), b"\x00\x08\x01")
-        self.assertEqual(adaptive.encodeAdaptiveExtra(8), b"\x00\x08")
-        self.assertTrue(adaptive.adaptiveExtraIsLoss(b"\x00\x08\x01"))
-        self.assertFalse(adaptive.adaptiveExtraIsLoss(b"\x00\x08"))
-        self.assertEqual(adaptive.decodeAdaptiveExtra(b"\x00\x08\x01"), 8)
+        self.assertEqual(adaptivewire.encodeAdaptiveExtra(8, loss=True), b"\x00\x08\x01")
+        self.assertEqual(adaptivewire.encodeAdaptiveExtra(8), b"\x00\x08")
+        self.assertTrue(adaptivewire.adaptiveExtraIsLoss(b"\x00\x08\x01"))
+        self.assertFalse(adaptivewire.adaptiveExtraIsLoss(b"\x00\x08"))
+        self.assertEqual(adaptivewire.decodeAdaptiveExtra(b"\x00\x08\x01"), 8)
 
     def test_repeatIsLoss(self):
         """

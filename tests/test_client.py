@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_client -*-
 """
-Tests for L{provisioner.tftp.client}: the client against a simulated server
+Tests for L{provisioner.client.tftp}: the client against a simulated server
 on a L{task.Clock}, with fake UDP ports. Deterministic: losses are chosen
 by block number, latency is a fixed delay on the clock.
 """
@@ -12,8 +12,8 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.files import FileRequest
-from provisioner.tftp import adaptive, wire
-from provisioner.tftp.client import FetchOptions, OptionsRefused, TFTPError, fetch
+from provisioner.tftp import adaptive, adaptivewire, wire
+from provisioner.client.tftp import FetchOptions, OptionsRefused, TFTPError, fetch
 from provisioner.tftp.negotiate import Limits, negotiate
 
 SERVER = ("198.18.0.1", 69)
@@ -258,7 +258,7 @@ class FetchTests(SynchronousTestCase):
                              losses[0].maximum)
         # The duplicate ACK: block 59 acknowledged with the halved window.
         dup = [a for a in server.acks if a.block == 54]
-        self.assertTrue(any(adaptive.decodeAdaptiveExtra(a.extra) == losses[0].new
+        self.assertTrue(any(adaptivewire.decodeAdaptiveExtra(a.extra) == losses[0].new
                             for a in dup))
 
     def test_tailLossTimeout(self):
@@ -430,7 +430,7 @@ class FetchTests(SynchronousTestCase):
 
 class PendingTests(SynchronousTestCase):
     """
-    L{provisioner.tftp.client._pending}: a timer that fires while data waits
+    L{provisioner.client.tftp._pending}: a timer that fires while data waits
     in the socket is not a loss.
     """
 
@@ -439,7 +439,7 @@ class PendingTests(SynchronousTestCase):
         If a datagram waits in the socket, it is pending; once read, not.
         """
         import socket
-        from provisioner.tftp.client import _pending
+        from provisioner.client.tftp import _pending
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(a.close)
         self.addCleanup(b.close)
@@ -456,5 +456,5 @@ class PendingTests(SynchronousTestCase):
         """
         If the transport has no socket (a fake), nothing is pending.
         """
-        from provisioner.tftp.client import _pending
+        from provisioner.client.tftp import _pending
         self.assertFalse(_pending(object()))

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_client_cli -*-
 """
-Tests for L{provisioner.tftp.cli}: C{provisioner fetch}, on a fake reactor
+Tests for L{provisioner.client.cli}: C{provisioner fetch}, on a fake reactor
 against the simulated server of L{tests.test_client}.
 """
 
@@ -11,7 +11,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.cli import buildParser
-from provisioner.tftp import cli
+from provisioner.client import cli
 from tests.test_client import LATENCY, FakeReactor, SimServer
 
 
@@ -167,10 +167,10 @@ class RunTests(SynchronousTestCase):
         instead of the unicast fetch.
         """
         from twisted.internet import defer
-        from provisioner.tftp.client import FetchResult
+        from provisioner.client.tftp import FetchResult
         calls = []
 
-        def runner(reactor, args, target, sink, reporter):
+        def runner(reactor, args, target, sink, reporter, fallback):
             calls.append(target.path)
             sink.write(b"other")
             result = FetchResult()

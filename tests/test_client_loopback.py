@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from provisioner.appliance import Appliance
 from provisioner.config import loadConfig
 from provisioner.tftp import adaptive, inject
-from provisioner.tftp.client import FetchOptions, fetch
+from provisioner.client.tftp import FetchOptions, fetch
 from provisioner.tftp.service import makeService
 
 DATA = os.urandom(3 * 1024 * 1024 + 77)

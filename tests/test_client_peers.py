@@ -32,7 +32,7 @@ import time
 from twisted.internet import reactor, task, utils
 from twisted.trial.unittest import TestCase
 
-from provisioner.tftp.client import FetchOptions, fetch
+from provisioner.client.tftp import FetchOptions, fetch
 from tests.netlab import requireE2E
 
 __all__ = ["peerServer", "freePort", "startTftpdHpa", "startAtftpd"]

@@ -1,11 +1,11 @@
 """
-Tests for L{provisioner.clients}.
+Tests for L{provisioner.directory}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from provisioner.clients import ClientDirectory, normaliseMAC
+from provisioner.directory import ClientDirectory, normaliseMAC
 from provisioner.interfaces import IClientDirectory
 
 

@@ -43,6 +43,16 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn("tftp.prot", str(e))
         self.assertIn("unknown key", str(e))
 
+    def test_renamedSection(self):
+        """
+        If the YAML has the old C{multicast} section of image multicast, the
+        error names its new name, C{imagecast}, and the line.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
+                              text="tftp:\n  port: 1069\nmulticast:\n  enabled: true\n")
+        self.assertIn("p.yaml:3", str(e))
+        self.assertIn("use imagecast", str(e))
+
     def test_badValue(self):
         """
         If a value is out of range, the error names the key, the line and the

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from provisioner.clients import ClientDirectory
+from provisioner.directory import ClientDirectory
 from provisioner.config import loadConfig
 from provisioner.dhcp import wire
 from provisioner.dhcp.leases import LeaseStore

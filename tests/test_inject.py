@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from provisioner.clients import ClientDirectory
+from provisioner.directory import ClientDirectory
 from provisioner.config import ConfigError
 from provisioner.files import DirectoryResolver, FileRequest, ResolverChain
 from provisioner.interfaces import IDataSource, IFileResolver

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_mtftp_cli -*-
 """
-Tests for C{provisioner fetch --multicast} (L{provisioner.tftp.mclient.fetchRunner}
-through L{provisioner.tftp.cli.runFetch}) against servers that do not do
+Tests for C{provisioner fetch --multicast} (L{provisioner.client.mtftp.fetchRunner}
+through L{provisioner.client.cli.runFetch}) against servers that do not do
 multicast: the simulated unicast server of L{tests.test_client}, on a fake
 reactor.
 """
@@ -12,7 +12,8 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.cli import buildParser
-from provisioner.tftp import cli, wire
+from provisioner.client import cli
+from provisioner.tftp import wire
 from tests.test_client import LATENCY, FakeReactor, SimServer
 
 

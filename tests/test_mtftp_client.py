@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from provisioner.interfaces import IDataSource
-from provisioner.tftp import mclient, multicast, wire
+from provisioner.client import mtftp as mclient
+from provisioner.tftp import multicast, wire
 from tests.test_mtftp_fakes import MemorySource
 
 
@@ -450,7 +451,7 @@ class OutputBatchTests(SynchronousTestCase):
 
 class GroupBatchTests(SynchronousTestCase):
     """
-    L{mclient._GroupListener} with batches from L{provisioner.udpbatch}.
+    L{mclient._GroupListener} with batches from L{provisioner.net.udpbatch}.
     """
 
     def test_batchOfViews(self):

@@ -3,7 +3,7 @@
 End-to-end multicast TFTP: the appliance run as a user would (twistd in a
 namespace), clients on other namespaces of a lab bridge, loss made with
 iptables statistic. Clients are Debian's atftp and provisioner's own
-multicast client (C{python -m provisioner.tftp.mclient}, the code behind
+multicast client (C{python -m provisioner.client.mtftp}, the code behind
 C{provisioner fetch --multicast}).
 """
 
@@ -87,7 +87,7 @@ class MulticastLab:
         """
         env = dict(os.environ, PYTHONPATH=REPO)
         return self.clients[i].popen(
-            [PYTHON, "-m", "provisioner.tftp.mclient", self.server.ip, path, "-o",
+            [PYTHON, "-m", "provisioner.client.mtftp", self.server.ip, path, "-o",
              self.output(i)] + list(flags), env=env, cwd=self.dir,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 

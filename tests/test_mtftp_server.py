@@ -15,7 +15,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.config import loadConfig
-from provisioner.tftp import flowcontrol, mclient, multicast, wire
+from provisioner.client import mtftp as mclient
+from provisioner.tftp import flowcontrol, multicast, wire
 from tests.test_mtftp_fakes import FakeNetwork, MemorySource, runUntil
 
 SERVER = "10.0.0.1"

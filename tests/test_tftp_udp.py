@@ -179,7 +179,7 @@ class ControlSocketTests(SynchronousTestCase):
         retransmission timeout and the delayed-ACK bound asked for, where
         the kernel has the options; 0 leaves it alone.
         """
-        from provisioner import netio
+        from provisioner.net import sockopt as netio
         server = socket.socket()
         self.addCleanup(server.close)
         server.bind(("127.0.0.1", 0))
@@ -208,7 +208,7 @@ class ControlSocketTests(SynchronousTestCase):
         is not.
         """
         import os
-        from provisioner import netio
+        from provisioner.net import sockopt as netio
         if os.path.isdir("/dev/shm"):
             shm = os.open("/dev/shm", os.O_RDONLY)
             self.addCleanup(os.close, shm)

@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.udpbatch}: batched UDP receive on loopback sockets.
+Tests for L{provisioner.net.udpbatch}: batched UDP receive on loopback sockets.
 """
 
 import socket
@@ -8,7 +8,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
-from provisioner import udpbatch
+from provisioner.net import udpbatch
 
 
 def _pair(family=socket.AF_INET, host="127.0.0.1"):

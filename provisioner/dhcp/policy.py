@@ -17,7 +17,7 @@ The default policy (L{ArchitectureBootPolicy}):
 
 from zope.interface import Attribute, Interface, implementer
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 
 __all__ = [
     "IBootPolicy",

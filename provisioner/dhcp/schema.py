@@ -6,7 +6,7 @@ responder. See C{docs/dhcp.md} for every key in context.
 
 import ipaddress
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 from provisioner.config import Key, Section
 
 __all__ = ["SCHEMA", "checkSubnet", "checkReservations", "checkOverrides"]

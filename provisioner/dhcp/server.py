@@ -33,11 +33,11 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 from provisioner.dhcp import wire
 from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
 from provisioner.dhcp.wire import OPT, DHCPPacket, MalformedPacket
-from provisioner.netio import bindToDevice, setReceiveBuffer
+from provisioner.net.sockopt import bindToDevice, setReceiveBuffer
 
 __all__ = [
     "InterfaceInfo",

@@ -47,7 +47,7 @@ def render(args, out=None, err=None):
     from provisioner.errors import AccessViolation, FileNotFound
     from provisioner.files import DirectoryResolver, FileRequest, normalisePath
     from provisioner.menus.render import archName, archNumber
-    from provisioner.clients import normaliseMAC
+    from provisioner.directory import normaliseMAC
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
     try:

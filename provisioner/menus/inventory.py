@@ -25,7 +25,7 @@ C{docs/menus.md} and C{etc/inventory.yaml}.
 
 import uuid as uuidlib
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 from provisioner.config import ConfigError
 from provisioner.yamlfile import keyText, parseWithLines
 

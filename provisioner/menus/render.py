@@ -19,7 +19,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from twisted.logger import Logger
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 
 __all__ = ["Renderer", "ClientFacts", "LOADERS", "FALLBACK", "archName",
            "shippedTemplatesDir", "templateDirs", "ARCH_NAMES"]
@@ -149,7 +149,7 @@ class ClientFacts:
     @classmethod
     def fromRecord(cls, record, **overrides):
         """
-        Facts from a L{provisioner.clients.ClientRecord} (or L{None}), with
+        Facts from a L{provisioner.directory.ClientRecord} (or L{None}), with
         overrides.
         """
         fields = {}

@@ -24,7 +24,7 @@ import os
 from twisted.application import service
 from twisted.logger import Logger
 
-from provisioner.clients import normaliseMAC
+from provisioner.directory import normaliseMAC
 from provisioner.images.watch import makeWatcher
 from provisioner.menus.inventory import EMPTY, InventoryError, loadInventory
 from provisioner.menus.render import ClientFacts, Renderer, archNumber, templateDirs

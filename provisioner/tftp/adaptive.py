@@ -2,15 +2,8 @@
 """
 The adaptive TFTP window (seed 004), both ends.
 
-Client side:
-
-  - L{AdaptiveController}: the window controller of the flow control
-    facility. It proposes an initial window; after a loss-free period (a
-    number of windows or a time) it asks for one more block; on a loss (a
-    sequence gap or a timeout) it asks for half (or C{WS/2 + N}) and resets
-    the success period; it keeps the largest successful window, and on the
-    first loss cuts that maximum by 20% and freezes it, never growing above
-    it afterwards. Pure: every method takes C{now}; no reactor, no sockets.
+The client's controller is L{provisioner.client.window}; the wire format
+both ends speak is L{provisioner.tftp.adaptivewire}.
 
 Server side (plugged into the TFTP server through
 L{provisioner.tftp.negotiate.IOptionExtension} and
@@ -33,40 +26,24 @@ L{provisioner.tftp.window.IWindowPolicy}):
     acknowledges only at its own window boundaries, so sending fewer blocks
     would stall it until its timeout.
 
-Wire helpers: L{encodeAdaptiveExtra}, L{decodeAdaptiveExtra},
-L{encodeMsftExtra}, L{decodeMsftExtra}, L{parseAdaptiveOption},
-L{formatAdaptiveOption}.
 """
 
-import struct
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from provisioner.config import Key, Section
+from provisioner.tftp.adaptivewire import (
+    ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
+    adaptiveExtraIsLoss, decodeAdaptiveExtra, decodeMsftExtra, formatAdaptiveOption,
+    parseAdaptiveOption)
 from provisioner.tftp.negotiate import IOptionExtension
 from provisioner.tftp.window import MAX_WINDOW, FixedWindow, IWindowPolicy
 
 __all__ = [
-    "ADAPTIVE_OPTION", "ADAPTIVE_VERSION", "MSFT_OPTION", "MSFT_CLIENT_MAGIC",
-    "MSFT_SERVER_MAGIC", "AdaptiveController", "WindowChange",
-    "encodeAdaptiveExtra", "decodeAdaptiveExtra", "adaptiveExtraIsLoss", "FLAG_LOSS", "encodeMsftExtra", "decodeMsftExtra",
-    "parseAdaptiveOption", "formatAdaptiveOption",
     "ClientDrivenWindow", "PacedWindow", "AdaptiveExtension", "MsftWindowExtension",
     "PlainWindowExtension", "extensionsFromConfig", "SCHEMA",
 ]
-
-# The RFC 2347 option that negotiates the adaptive window, and the version
-# of the extension this module speaks (docs/wire/adaptive.md).
-ADAPTIVE_OPTION = "adaptive"
-ADAPTIVE_VERSION = 1
-
-# Windows bootmgr's variable window extension (PEERS.md section 1b).
-MSFT_OPTION = "msftwindow"
-MSFT_CLIENT_MAGIC = "31416"
-MSFT_SERVER_MAGIC = "27182"
-
-_H = struct.Struct("!H")
 
 SCHEMA = Section("adaptive window: the adaptive option, msftwindow, pacing of plain "
                  "RFC 7440 clients", {
@@ -88,233 +65,7 @@ SCHEMA = Section("adaptive window: the adaptive option, msftwindow, pacing of pl
 })
 
 
-# --- wire helpers ----------------------------------------------------------
-
-# The flags byte after the window (optional): this ACK reports a loss.
-FLAG_LOSS = 0x01
-
-
-def encodeAdaptiveExtra(window, loss=False):
-    """
-    The bytes an adaptive client appends to an ACK to ask for C{window}
-    blocks from the next window on (1..65535); with C{loss}, a flags byte
-    marking the ACK as a loss report (a gap or a timeout).
-    """
-    packed = _H.pack(max(1, min(int(window), MAX_WINDOW)))
-    return packed + b"\x01" if loss else packed
-
-
-def adaptiveExtraIsLoss(extra):
-    """
-    Whether the trailing bytes of an ACK mark it as a loss report.
-    """
-    return len(extra) >= 3 and bool(extra[2] & FLAG_LOSS)
-
-
-def decodeAdaptiveExtra(extra):
-    """
-    The window requested by the trailing bytes of an ACK, or L{None} when
-    they request nothing (fewer than 2 bytes, or 0). Bytes after the first
-    two are reserved and ignored.
-    """
-    if len(extra) < 2:
-        return None
-    value = _H.unpack_from(extra)[0]
-    return value or None
-
-
-def encodeMsftExtra(window, loss=False):
-    """
-    The one byte a bootmgr-style client appends to every ACK (1..255).
-    There is no loss flag in this dialect: C{loss} is ignored.
-    """
-    return bytes([max(1, min(int(window), 255))])
-
-
-def decodeMsftExtra(extra):
-    """
-    The next window carried by a C{msftwindow} ACK, or L{None}.
-    """
-    if not extra:
-        return None
-    return extra[0] or None
-
-
-def parseAdaptiveOption(value):
-    """
-    Parse the value of the C{adaptive} option: C{"V"} in a request, C{"V,MAX"}
-    in an OACK (version, then the largest window the server grants).
-
-    @return: C{(version, maximum or None)}, or L{None} if it is malformed.
-    """
-    parts = str(value).strip().split(",")
-    try:
-        version = int(parts[0])
-        maximum = int(parts[1]) if len(parts) > 1 and parts[1].strip() else None
-    except ValueError:
-        return None
-    if version < 1 or (maximum is not None and not 1 <= maximum <= MAX_WINDOW):
-        return None
-    return version, maximum
-
-
-def formatAdaptiveOption(version, maximum=None):
-    """
-    The value of the C{adaptive} option (see L{parseAdaptiveOption}).
-    """
-    if maximum is None:
-        return "%d" % (version,)
-    return "%d,%d" % (version, maximum)
-
-
-# --- the client's controller (seed 004) -------------------------------------
-
-class WindowChange:
-    """
-    One entry of a window trace.
-
-    @ivar time: the controller's C{now} when it changed.
-    @ivar old, new: the window before and after.
-    @ivar reason: C{"initial"}, C{"grow"}, C{"loss"}, C{"timeout"}.
-    @ivar maximum: the maximum successful window after the change (or None).
-    @ivar frozen: whether that maximum is frozen.
-    """
-
-    __slots__ = ("time", "old", "new", "reason", "maximum", "frozen")
-
-    def __init__(self, time, old, new, reason, maximum, frozen):
-        self.time = time
-        self.old = old
-        self.new = new
-        self.reason = reason
-        self.maximum = maximum
-        self.frozen = frozen
-
-    def asTuple(self):
-        return (self.time, self.old, self.new, self.reason, self.maximum, self.frozen)
-
-    def __repr__(self):
-        return "<WindowChange %.3f %d->%d %s max=%s%s>" % (
-            self.time, self.old, self.new, self.reason, self.maximum,
-            " frozen" if self.frozen else "")
-
-
-class AdaptiveController:
-    """
-    Seed 004's client window controller.
-
-    @ivar window: the window currently asked for.
-    @ivar maxSuccessful: the largest window seen to work (L{None} before the
-        first growth).
-    @ivar frozen: whether L{maxSuccessful} is frozen (after the first loss).
-    @ivar limit: the largest window the server grants (L{None}: unknown).
-    @ivar trace: the L{WindowChange}s, oldest first.
-    """
-
-    def __init__(self, initial=8, growWindows=1, growSeconds=None, decrease=0,
-                 cut=0.2, limit=None, minimum=1, now=0.0):
-        """
-        @param initial: the window proposed first.
-        @param growWindows: clean windows that make a loss-free period (used
-            when C{growSeconds} is L{None}).
-        @param growSeconds: a loss-free period as a time instead.
-        @param decrease: the C{N} of C{WS/2 + N} after a loss (0: halve).
-        @param cut: the fraction the maximum successful window loses when it
-            is frozen (seed 004: 20%).
-        @param limit: the server's maximum, if known.
-        """
-        self.growWindows = max(1, int(growWindows))
-        self.growSeconds = growSeconds
-        self.decrease = max(0, int(decrease))
-        self.cut = cut
-        self.minimum = max(1, int(minimum))
-        self.limit = limit
-        self.window = self._clamp(initial)
-        self.maxSuccessful = None
-        self.frozen = False
-        self.losses = 0
-        self._periodStart = now
-        self._cleanWindows = 0
-        self.trace = [WindowChange(now, self.window, self.window, "initial", None, False)]
-
-    def _clamp(self, window):
-        window = max(self.minimum, min(int(window), MAX_WINDOW))
-        if self.limit is not None:
-            window = min(window, self.limit)
-        return window
-
-    def setLimit(self, limit, now):
-        """
-        The server told us its maximum (or countered the initial window):
-        never ask above it.
-        """
-        self.limit = max(1, int(limit))
-        if self.window > self.limit:
-            self._change(now, self.limit, "limit")
-
-    def accept(self, window, now):
-        """
-        The server countered the proposed initial window with C{window}.
-        """
-        window = self._clamp(window)
-        if window != self.window:
-            self._change(now, window, "countered")
-
-    def _change(self, now, new, reason):
-        old, self.window = self.window, new
-        self.trace.append(WindowChange(now, old, new, reason, self.maxSuccessful, self.frozen))
-
-    def _periodOver(self, now):
-        if self.growSeconds is not None:
-            return now - self._periodStart >= self.growSeconds
-        return self._cleanWindows >= self.growWindows
-
-    def windowCompleted(self, now):
-        """
-        A whole window arrived without a loss.
-
-        @return: the window to ask for next.
-        """
-        self._cleanWindows += 1
-        if not self._periodOver(now):
-            return self.window
-        self._cleanWindows = 0
-        self._periodStart = now
-        ceiling = self.limit if self.limit is not None else MAX_WINDOW
-        if self.frozen:
-            ceiling = min(ceiling, self.maxSuccessful)
-        else:
-            # The window just proven is the largest successful one so far.
-            if self.maxSuccessful is None or self.window > self.maxSuccessful:
-                self.maxSuccessful = self.window
-        if self.window + 1 <= ceiling:
-            self._change(now, self.window + 1, "grow")
-        return self.window
-
-    def lossDetected(self, now, reason="loss"):
-        """
-        A block was lost (a gap in the sequence, or a timeout).
-
-        @return: the window to ask for next.
-        """
-        self.losses += 1
-        self._cleanWindows = 0
-        self._periodStart = now
-        if not self.frozen:
-            base = self.maxSuccessful if self.maxSuccessful is not None else self.window
-            self.maxSuccessful = max(self.minimum, int(base * (1.0 - self.cut)))
-            self.frozen = True
-        new = self.window // 2 + self.decrease
-        new = max(self.minimum, min(new, self.window, self.maxSuccessful))
-        self._change(now, new, reason)
-        return self.window
-
-    def __repr__(self):
-        return "<AdaptiveController window=%d max=%s%s>" % (
-            self.window, self.maxSuccessful, " frozen" if self.frozen else "")
-
-
-# --- server side: window policies ------------------------------------------
+# --- window policies -------------------------------------------------------
 
 @implementer(IWindowPolicy)
 class ClientDrivenWindow(FixedWindow):

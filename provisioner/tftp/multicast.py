@@ -422,7 +422,7 @@ class MulticastSession(DatagramProtocol):
         self._port = r.reactor.listenMulticast(0, self, interface=r.bindAddress,
                                                maxPacketSize=65536)
         self._port.setTTL(r.ttl)
-        from provisioner.tftp.mclient import _bigBuffer
+        from provisioner.client.mtftp import _bigBuffer
         _bigBuffer(self._port, receive=False, size=4 << 20)
         if r.outgoingInterface:
             self._port.setOutgoingInterface(r.outgoingInterface)

@@ -30,7 +30,7 @@ from time import monotonic as _monotonic
 
 from twisted.logger import Logger
 
-from provisioner.netio import (
+from provisioner.net.sockopt import (
     SOL_UDP, UDP_SEGMENT, bindToDevice, interfaceMTU, pathMTU, setSendBuffer)
 
 __all__ = ["WindowSender", "openPort", "SessionMux", "MuxPort",

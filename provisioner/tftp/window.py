@@ -28,9 +28,10 @@ L{provisioner.tftp.negotiate.IOptionExtension}.
 
 from zope.interface import Interface, implementer
 
+from provisioner.tftp.wire import MAX_WINDOW
+
 __all__ = ["IWindowPolicy", "FixedWindow", "MAX_WINDOW"]
 
-MAX_WINDOW = 65535
 
 
 class IWindowPolicy(Interface):

@@ -17,7 +17,7 @@ __all__ = [
     "ERR_OPTION_REFUSED",
     "WireError", "Request", "ReadRequest", "WriteRequest", "Data", "Ack", "Error",
     "OptionAck", "decode", "encodeData", "encodeAck", "wireBlock", "errorFor",
-    "MAX_REQUEST", "MODES",
+    "MAX_REQUEST", "MAX_WINDOW", "MODES",
 ]
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
@@ -35,6 +35,9 @@ ERR_OPTION_REFUSED = 8  # RFC 2347
 # The largest request we decode. RFC 2347 says requests fit 512 octets; some
 # clients send more (long paths, many options), so we accept up to this.
 MAX_REQUEST = 2048
+
+# The largest window RFC 7440 allows (and the 16-bit window of our ACK extensions).
+MAX_WINDOW = 65535
 # The most options we keep from one packet.
 MAX_OPTIONS = 32
 MODES = ("netascii", "octet", "mail")

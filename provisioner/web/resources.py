@@ -232,7 +232,7 @@ class FileResource(resource.Resource):
                     pass
         if "mac" in options:
             try:
-                from provisioner.clients import normaliseMAC
+                from provisioner.directory import normaliseMAC
                 normaliseMAC(options["mac"])
             except ValueError:
                 return self._error(request, 400, "bad mac parameter")
@@ -448,7 +448,7 @@ class APIResource(resource.Resource):
         key = "/".join(rest)
         mac = None
         try:
-            from provisioner.clients import normaliseMAC
+            from provisioner.directory import normaliseMAC
             mac = normaliseMAC(key)
         except ValueError:
             host = inventory.hosts.get(key) or inventory.lookup(hostname=key)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_commands -*-
+# -*- test-case-name: tests.test_imagecast_commands -*-
 """
 The control channel's AMP commands and their errors (C{docs/wire/mcast.md}).
 
@@ -17,7 +17,7 @@ import json
 
 from twisted.protocols import amp
 
-from provisioner.mcast import ranges as _ranges
+from provisioner.imagecast import ranges as _ranges
 
 __all__ = [
     "ChunkedBytes", "RangeList", "JSON",

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_sockfilter -*-
+# -*- test-case-name: tests.test_client_sockfilter -*-
 """
 A kernel-side filter for repair rounds: a classic BPF program on the
 receiver's data socket that drops, before they are queued, the datagrams of
@@ -26,7 +26,7 @@ through.
 
 Classic BPF (C{SO_ATTACH_FILTER}) needs no privilege. Offsets in a socket
 filter count from the UDP header; the datagram layout is in
-L{provisioner.mcast.datagram} (docs/wire/mcast.md). Conditional jumps reach
+L{provisioner.imagecast.datagram} (docs/wire/mcast.md). Conditional jumps reach
 at most 255 instructions ahead, which bounds a window to L{WINDOW}
 offsets.
 """
@@ -36,8 +36,8 @@ import ctypes
 import socket
 import struct
 
-from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import VERSION
+from provisioner.imagecast import ranges as R
+from provisioner.imagecast.datagram import VERSION
 
 __all__ = ["wantedPieces", "windowProgram", "attach", "detach", "RepairFilter", "WINDOW"]
 
@@ -70,7 +70,7 @@ def wantedPieces(roundRanges, missing, chunkSize):
     bytes in C{missing}.
 
     A round's datagrams are cut from each of its ranges' start, C{chunkSize}
-    bytes each (L{provisioner.mcast.ranges.chunks}, as the sender does).
+    bytes each (L{provisioner.imagecast.ranges.chunks}, as the sender does).
 
     @param roundRanges: the round's ranges, normalised.
     @param missing: what the receiver lacks, normalised.

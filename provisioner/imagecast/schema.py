@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_service -*-
+# -*- test-case-name: tests.test_imagecast_service -*-
 """
 The C{multicast} section of the configuration: control-channel reliable
 multicast of large images (seed 003). Every key is described for operators in
@@ -8,7 +8,7 @@ C{docs/multicast.md}.
 import ipaddress
 
 from provisioner.config import Key, Section
-from provisioner.netio import CONTROL_RTO_MIN
+from provisioner.net.sockopt import CONTROL_RTO_MIN
 
 __all__ = ["SCHEMA"]
 

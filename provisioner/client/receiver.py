@@ -1,11 +1,11 @@
-# -*- test-case-name: tests.test_mcast_receiver -*-
+# -*- test-case-name: tests.test_client_receiver -*-
 """
 The receiving side, resumable.
 
   - L{OutputFile}: the preallocated output, written with C{pwrite} at each
     datagram's offset.
   - L{StateFile}: the ranges received so far, next to the output
-    (C{PATH.mcast-state}); a restarted receiver with the same image resumes
+    (C{PATH.imagecast-state}); a restarted receiver with the same image resumes
     from it.
   - L{Receiver}: the control-channel responders and the data-channel
     protocol; reports what is missing after each round, repairs the rest
@@ -28,13 +28,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from provisioner.mcast import commands
-from provisioner.mcast import ranges as R
-from provisioner.mcast import sockfilter
-from provisioner.mcast.datagram import OVERHEAD, SessionKey
-from provisioner.files import hashRange, sha256File
-from provisioner.netio import CONTROL_RTO_MIN, memoryBacked, quickRecovery, setReceiveBuffer
-from provisioner import udpbatch
+from provisioner.imagecast import commands
+from provisioner.imagecast import ranges as R
+from provisioner.client import sockfilter
+from provisioner.imagecast.datagram import OVERHEAD, SessionKey
+from provisioner.hashing import hashRange, sha256File
+from provisioner.net.sockopt import CONTROL_RTO_MIN, memoryBacked, quickRecovery, setReceiveBuffer
+from provisioner.net import udpbatch
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "ReceiverClient",
            "DataProtocol", "sha256File"]
@@ -210,7 +210,7 @@ class StateFile:
 class DataProtocol(protocol.DatagramProtocol):
     """
     The data channel: hands every batch of datagrams (a
-    L{provisioner.udpbatch} port) or single datagram to the L{Receiver}.
+    L{provisioner.net.udpbatch} port) or single datagram to the L{Receiver}.
     """
 
     def __init__(self, receiver):
@@ -257,7 +257,7 @@ class Receiver(amp.CommandLocator):
                  settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None):
         self.reactor = reactor
         self.output = output
-        self.state = StateFile(output.path + ".mcast-state")
+        self.state = StateFile(output.path + ".imagecast-state")
         self.clientId = clientId
         self.image = image
         self.interface = interface

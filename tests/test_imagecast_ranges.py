@@ -1,10 +1,10 @@
 """
-Tests for L{provisioner.mcast.ranges}.
+Tests for L{provisioner.imagecast.ranges}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from provisioner.mcast import ranges as R
+from provisioner.imagecast import ranges as R
 
 
 class AlgebraTests(SynchronousTestCase):

@@ -3,9 +3,9 @@
  * datagrams (header, HMAC-SHA256 tag) and group the good ones into runs;
  * read, verify and write a batch in one call; decode a range list.
  *
- * Optional: provisioner.mcast.datagram.SessionKey.verifyBatch does the same
+ * Optional: provisioner.imagecast.datagram.SessionKey.verifyBatch does the same
  * in Python when this module is not built, and the tests compare the two on
- * the same batches. Layout and rules: provisioner/mcast/datagram.py and
+ * the same batches. Layout and rules: provisioner/imagecast/datagram.py and
  * docs/wire/mcast.md.
  *
  *   prepare(key) -> bytes
@@ -506,7 +506,7 @@ done:
 /*
  * decode_ranges(body, limit) -> list of (start, end), or None
  *
- * The varint body of a range list (provisioner/mcast/ranges.py fromWire,
+ * The varint body of a range list (provisioner/imagecast/ranges.py fromWire,
  * after zlib): pairs of (gap from the previous end, length). None for
  * anything that is not a well-formed list within limit (< 0: none), so that
  * the Python loop gives its own error for it.

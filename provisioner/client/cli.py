@@ -8,16 +8,22 @@ Other transfer modes hook in here: add arguments to the parser returned by
 L{addFetchParser} (or in L{register}) and a runner to L{FETCH_RUNNERS}: the
 first runner whose predicate accepts the parsed arguments runs instead of
 the unicast one, e.g. C{("multicast", lambda args: args.multicast, run)}.
-A runner is C{run(reactor, args, target, sink, reporter)} returning a
-Deferred that fires with a L{provisioner.tftp.client.FetchResult}.
+A runner is C{run(reactor, args, target, sink, reporter, fallback)}
+returning a Deferred that fires with a L{provisioner.client.tftp.FetchResult};
+C{fallback} is the unicast runner, with the same signature.
+
+C{provisioner receive --server HOST --output PATH}: receive an image that
+the appliance multicasts (imagecast), over its control channel.
 """
 
+import json
 import os
 import socket
 import sys
 from urllib.parse import unquote, urlsplit
 
-from provisioner.tftp.client import FetchOptions, TFTPError, fetch
+from provisioner.client.control import addConnectionArguments, connectEndpoint, runReactor
+from provisioner.client.tftp import FetchOptions, TFTPError, fetch
 
 __all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch"]
 
@@ -193,12 +199,37 @@ def addFetchParser(subparsers):
 
 
 def register(subparsers):
+    """
+    Add C{fetch} and C{receive} to the C{provisioner} command.
+    """
     parser = addFetchParser(subparsers)
-    # Multicast (RFC 2090, roles, unicast gap repair): provisioner.tftp.mclient.
-    from provisioner.tftp import mclient
+    # Multicast (RFC 2090, roles, unicast gap repair): provisioner.client.mtftp.
+    from provisioner.client import mtftp as mclient
     mclient.addArguments(parser)
     if not any(name == "multicast" for name, _, _ in FETCH_RUNNERS):
         FETCH_RUNNERS.append(("multicast", lambda args: args.multicast, mclient.fetchRunner))
+    addReceiveParser(subparsers)
+
+
+def addReceiveParser(subparsers):
+    """
+    C{provisioner receive}: the image receiver of imagecast.
+    """
+    recv = subparsers.add_parser("receive", help="receive an image multicast by the appliance")
+    addConnectionArguments(recv, True)
+    recv.add_argument("--output", "-o", required=True, metavar="PATH",
+                      help="where the image is written (PATH.imagecast-state keeps the progress)")
+    recv.add_argument("--image", default=None, help="only this image (default: the first "
+                      "session announced)")
+    recv.add_argument("--id", dest="clientId", default=None,
+                      help="client id (default: HOSTNAME:PATH; a restarted receiver with "
+                      "the same id resumes)")
+    recv.add_argument("--interface", default=None, metavar="ADDR",
+                      help="local address of the interface to join the group on")
+    recv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    recv.add_argument("--json", action="store_true", help="print the summary as JSON")
+    recv.set_defaults(func=_receive)
+    return recv
 
 
 def optionsFromArgs(args):
@@ -214,7 +245,10 @@ def optionsFromArgs(args):
         fallback=args.fallback, maxWindow=args.max_window, pin=args.pin_window)
 
 
-def _unicast(reactor, args, target, sink, reporter):
+def fetchUnicast(reactor, args, target, sink, reporter, fallback=None):
+    """
+    The unicast runner (the default, and the fallback the others are given).
+    """
     return fetch(reactor, target.address, target.port, target.path, sink,
                  optionsFromArgs(args), progress=reporter)
 
@@ -242,12 +276,12 @@ def runFetch(reactor, args, out=None, err=None):
         return defer.succeed(1)
     report = out if not toStdout else err
     reporter = Reporter(reactor, err, args.progress)
-    runner = _unicast
+    runner = fetchUnicast
     for name, predicate, alternative in FETCH_RUNNERS:
         if predicate(args):
             runner = alternative
             break
-    d = defer.maybeDeferred(runner, reactor, args, target, sink, reporter)
+    d = defer.maybeDeferred(runner, reactor, args, target, sink, reporter, fetchUnicast)
 
     def done(result):
         reporter.finish()
@@ -295,3 +329,65 @@ def _main(args):
     reactor.callWhenRunning(go)
     reactor.run()
     return status[0] if status and isinstance(status[0], int) else 1
+
+
+def _bar(receiver, out):
+    size = receiver.size or 0
+    have = receiver.received.total() if size else 0
+    frac = have / size if size else 0.0
+    width = 30
+    filled = int(frac * width)
+    out.write("\r[%s%s] %5.1f%% %s/%s MiB round %d " % (
+        "#" * filled, "." * (width - filled), frac * 100, "%.1f" % (have / 2**20),
+        "%.1f" % (size / 2**20), receiver.round))
+    out.flush()
+
+
+def _receive(args):
+    from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, ReceiverClient
+    try:
+        output = OutputFile(args.output)
+    except ReceiveError as e:
+        print("provisioner receive: error: %s" % (e,), file=sys.stderr)
+        return 1
+    clientId = args.clientId or "%s:%s" % (socket.gethostname(), os.path.abspath(args.output))
+    tty = sys.stderr.isatty() and not args.quiet
+
+    def start(reactor):
+        from twisted.internet import task
+        receiver = Receiver(reactor, output, clientId, image=args.image,
+                            interface=args.interface)
+        client = ReceiverClient(reactor, connectEndpoint(reactor, args), receiver,
+                                address=args.interface or "",
+                                timeout=args.timeout,
+                                serverName="%s:%d" % (args.server, args.port))
+        bar = None
+        if tty:
+            bar = task.LoopingCall(_bar, receiver, sys.stderr)
+            bar.clock = reactor
+            bar.start(0.25)
+        d = client.run()
+
+        def finished(status):
+            if bar is not None and bar.running:
+                bar.stop()
+                _bar(receiver, sys.stderr)
+                sys.stderr.write("\n")
+            summary = receiver.summary()
+            summary["status"] = "ok" if status == 0 else "failed"
+            if receiver.failed:
+                summary["error"] = receiver.failed
+                print("provisioner receive: error: %s" % (receiver.failed,), file=sys.stderr)
+            if args.json:
+                print(json.dumps(summary, sort_keys=True))
+            else:
+                print("%s: %s, %d rounds, %d bytes received (%d repaired, %d over the control "
+                      "channel, %d resumed from a previous run), %.2f s" % (
+                          args.output, "sha256 ok" if status == 0 else "FAILED",
+                          summary["rounds"], summary["bytes_received"],
+                          summary["bytes_repaired"], summary["bytes_fetched"],
+                          summary["bytes_resumed"], summary["seconds"]))
+            output.close()
+            return status
+        return d.addCallback(finished)
+    return runReactor(start)

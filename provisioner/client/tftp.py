@@ -35,12 +35,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from provisioner.netio import setReceiveBuffer
+from provisioner.net.sockopt import setReceiveBuffer
 from provisioner.tftp import wire
-from provisioner.tftp.adaptive import (
+from provisioner.client.window import AdaptiveController, WindowChange
+from provisioner.tftp.adaptivewire import (
     ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
-    AdaptiveController, WindowChange, encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption,
-    parseAdaptiveOption)
+    encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption, parseAdaptiveOption)
 
 __all__ = ["FetchOptions", "FetchResult", "TFTPError", "OptionsRefused", "TransferTimeout",
            "ReadProtocol", "fetch", "MODES"]
@@ -189,7 +189,7 @@ class FetchResult:
     @ivar elapsed: seconds from the first request to the last block.
     @ivar losses: losses detected (gaps and timeouts).
     @ivar timeouts: data timeouts.
-    @ivar trace: the controller's L{provisioner.tftp.adaptive.WindowChange}s
+    @ivar trace: the controller's L{provisioner.client.window.WindowChange}s
         (for a fixed window, just the initial one).
     @ivar attempts: the levels tried, C{[(mode, outcome)]}.
     """

@@ -36,7 +36,7 @@ from twisted.internet import udp
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
-from provisioner.netio import libc
+from provisioner.net.sockopt import libc
 
 __all__ = ["BatchSocketReader", "BatchUDPPort", "BatchMulticastPort", "listenUDP",
            "listenMulticast", "HAVE_RECVMMSG", "adaptProtocol"]

@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.mcast.sender}: pacing, rounds, aggregation and the
+Tests for L{provisioner.imagecast.sender}: pacing, rounds, aggregation and the
 scorecard, on a L{task.Clock} with fake connections and a fake writer.
 """
 
@@ -11,10 +11,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from provisioner.config import loadConfig
-from provisioner.mcast import commands
-from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import DataDatagram
-from provisioner.mcast.sender import (
+from provisioner.imagecast import commands
+from provisioner.imagecast import ranges as R
+from provisioner.imagecast.datagram import DataDatagram
+from provisioner.imagecast.sender import (
     BurstLossRate, Controller, IDatagramWriter, IRatePolicy, RoundSender, TokenBucket,
     resolveImage)
 
@@ -246,9 +246,9 @@ class SessionTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.writer = FakeWriter()
         config = loadConfig(text=(
-            "multicast:\n  enabled: true\n  root: %s\n  datagram_size: 1027\n"
+            "imagecast:\n  enabled: true\n  root: %s\n  datagram_size: 1027\n"
             "  max_rounds: 4\n  report_timeout: 5\n  client_timeout: 20\n"
-            "  announce_timeout: 1\n  tail_bytes: 0\n" % (self.root,)))["multicast"]
+            "  announce_timeout: 1\n  tail_bytes: 0\n" % (self.root,)))["imagecast"]
         ids = iter(range(100, 200))
         self.controller = Controller(self.clock, config, writerFactory=lambda g, p: self.writer,
                                      hasher=lambda p: defer.succeed("SHA"),
@@ -711,10 +711,10 @@ class CatalogTests(SynchronousTestCase):
         self.catalog.entries["cat.img"] = entry
         self.clock = task.Clock()
         self.hashed = []
-        config = loadConfig(text="multicast:\n  enabled: true\n  root: %s\n  auto_start: true\n"
+        config = loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  auto_start: true\n"
                             "  min_receivers: 1\n  max_wait: 5\n" % (self.mktemp(),))
         self.controller = Controller(
-            self.clock, config["multicast"], writerFactory=lambda g, p: FakeWriter(),
+            self.clock, config["imagecast"], writerFactory=lambda g, p: FakeWriter(),
             hasher=lambda p: self.hashed.append(p) or defer.succeed("X"),
             sessionIds=lambda: 7, catalog=lambda: self.catalog)
 

@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_mcast_service -*-
+# -*- test-case-name: tests.test_imagecast_service -*-
 """
 The C{multicast} service: the control channel (AMP over TCP, optionally
-TLS) in front of a L{provisioner.mcast.sender.Controller}.
+TLS) in front of a L{provisioner.imagecast.sender.Controller}.
 
 The responders live in L{ServerLocator}, one per connection, and only
 translate between AMP and the controller. Operator commands
@@ -16,9 +16,9 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from provisioner.mcast import commands
-from provisioner.netio import quickRecovery
-from provisioner.mcast.sender import Controller
+from provisioner.imagecast import commands
+from provisioner.net.sockopt import quickRecovery
+from provisioner.imagecast.sender import Controller
 
 __all__ = ["ServerLocator", "ControlProtocol", "ControlFactory", "ControlServer",
            "MulticastService", "makeService", "serverTLSOptions"]
@@ -233,7 +233,7 @@ class MulticastService(service.MultiService):
     def __init__(self, appliance):
         service.MultiService.__init__(self)
         self.appliance = appliance
-        config = appliance.config["multicast"]
+        config = appliance.config["imagecast"]
         self.controller = Controller(appliance.reactor, config,
                                      catalog=lambda: getattr(appliance, "catalog", None))
         self.server = ControlServer(appliance.reactor, config,
@@ -245,11 +245,11 @@ class MulticastService(service.MultiService):
         Take a reloaded configuration: new sessions use it; sessions in
         flight and the listening socket keep theirs.
         """
-        section = config["multicast"]
+        section = config["imagecast"]
         old = self.controller.config
         if (section["address"], section["port"], section["tls"]) != (
                 old["address"], old["port"], old["tls"]):
-            self.log.warn("multicast.address, port and tls take effect on restart")
+            self.log.warn("imagecast.address, port and tls take effect on restart")
         self.controller.config = section
         self.server.factory.adminNetworks = section["admin_networks"]
 

@@ -26,11 +26,11 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from provisioner.files import sha256File
-from provisioner.netio import setReceiveBuffer, setSendBuffer
-from provisioner import udpbatch
+from provisioner.hashing import sha256File
+from provisioner.net.sockopt import setReceiveBuffer, setSendBuffer
+from provisioner.net import udpbatch
 from provisioner.tftp import wire
-from provisioner.tftp.client import rearm
+from provisioner.client.tftp import rearm
 from provisioner.tftp.multicast import (
     EPOCH_OPTION, GAP_UNKNOWN, MAX_ACK_RANGES, MULTICAST_OPTION, RANGES_OPTION,
     blockCount, decodeData32, encodeAckExtra, nearest32, rangesOption)
@@ -356,7 +356,7 @@ class _GroupListener(DatagramProtocol):
 
     def datagramsReceived(self, payloads, addresses):
         """
-        A batch from L{provisioner.udpbatch}: the payloads are views into
+        A batch from L{provisioner.net.udpbatch}: the payloads are views into
         its buffer, so the writes they cause are gathered and done before
         returning.
         """
@@ -991,7 +991,7 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
     output = local if hasattr(local, "write") and hasattr(local, "truncate") and \
         not hasattr(local, "fileno") else (
             _Output(fileobj=local) if hasattr(local, "fileno") else _Output(local))
-    log = Logger(namespace="provisioner.tftp.mclient.fetch")
+    log = Logger(namespace="provisioner.client.mtftp.fetch")
     try:
         client = MulticastClient(reactor, server, path, output, blksize, windowsize,
                                  timeout, policy, epoch, interface=interface,
@@ -1029,18 +1029,18 @@ def fetch(reactor, server, path, local, blksize=1428, windowsize=64, timeout=1,
 
 # Command line -------------------------------------------------------------
 
-def fetchRunner(reactor, args, target, sink, reporter):
+def fetchRunner(reactor, args, target, sink, reporter, fallback):
     """
     The C{--multicast} runner of C{provisioner fetch}
-    (L{provisioner.tftp.cli.FETCH_RUNNERS}): multicast into C{sink} (a
-    regular file), then a L{provisioner.tftp.client.FetchResult}; the role
+    (L{provisioner.client.cli.FETCH_RUNNERS}): multicast into C{sink} (a
+    regular file), then a L{provisioner.client.tftp.FetchResult}; the role
     history and gap figures go to standard error. When the server refuses
     multicast (L{MulticastRefused}) the file is fetched by the ordinary
-    unicast runner instead, unless C{--no-fallback}.
+    unicast runner C{fallback} instead, unless C{--no-fallback}.
     """
     import sys
 
-    from provisioner.tftp.client import FetchResult
+    from provisioner.client.tftp import FetchResult
     err = getattr(reporter, "stream", None) or sys.stderr
     if not hasattr(sink, "fileno") or not _isRegular(sink):
         return defer.fail(FetchError("--multicast needs -o FILE (a regular file)"))
@@ -1075,10 +1075,9 @@ def fetchRunner(reactor, args, target, sink, reporter):
         f.trap(MulticastRefused)
         if not getattr(args, "fallback", True):
             return f
-        from provisioner.tftp import cli
         err.write("multicast: refused by the server (%s); fetching by unicast\n" % (
             f.getErrorMessage(),))
-        return cli._unicast(reactor, args, target, sink, reporter)
+        return fallback(reactor, args, target, sink, reporter)
     return d.addCallbacks(done, refused)
 
 
@@ -1174,7 +1173,7 @@ def main(argv=None):
     import argparse
     import sys
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    parser = argparse.ArgumentParser(prog="python -m provisioner.tftp.mclient")
+    parser = argparse.ArgumentParser(prog="python -m provisioner.client.mtftp")
     _common(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_sender -*-
+# -*- test-case-name: tests.test_imagecast_sender -*-
 """
 The sending side: sessions, rounds, the scorecard and the paced sender.
 
@@ -28,11 +28,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from provisioner.mcast import commands
-from provisioner.mcast import ranges as R
-from provisioner.mcast.datagram import OVERHEAD, SessionKey, newKey, payloadSize
-from provisioner.files import sha256File as hashFile
-from provisioner.netio import SOL_UDP, UDP_SEGMENT, probeGSO, setSendBuffer
+from provisioner.imagecast import commands
+from provisioner.imagecast import ranges as R
+from provisioner.imagecast.datagram import OVERHEAD, SessionKey, newKey, payloadSize
+from provisioner.hashing import sha256File as hashFile
+from provisioner.net.sockopt import SOL_UDP, UDP_SEGMENT, probeGSO, setSendBuffer
 
 __all__ = ["TokenBucket", "IDatagramWriter", "UDPWriter", "RoundSender", "IRatePolicy",
            "BurstLossRate", "Member", "Session", "Controller", "hashFile", "resolveImage",

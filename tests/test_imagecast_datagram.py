@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.mcast.datagram}.
+Tests for L{provisioner.imagecast.datagram}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -8,7 +8,7 @@ import hashlib
 import os
 import hmac
 
-from provisioner.mcast.datagram import (
+from provisioner.imagecast.datagram import (
     HEADER_SIZE, OVERHEAD, TAG_SIZE, DataDatagram, DatagramError, SessionKey, encode,
     payloadSize)
 
@@ -132,7 +132,7 @@ class SessionKeyTests(SynchronousTestCase):
         If a datagram's bytes are already held, it is dropped before its tag
         is computed: not in a run, not counted, even when spoofed.
         """
-        from provisioner.mcast.ranges import RangeSet
+        from provisioner.imagecast.ranges import RangeSet
         sk = SessionKey(KEY, 7)
         held = RangeSet([(0, 20)])
         batch = [sk.encode(1, 0, b"a" * 10), SessionKey(b"x" * 32, 7).encode(1, 10, b"b" * 10),
@@ -179,12 +179,12 @@ class SessionKeyTests(SynchronousTestCase):
 
 class FastPathTests(SynchronousTestCase):
     """
-    The C fast path (C{provisioner.mcast._fastpath}) gives what the Python
+    The C fast path (C{provisioner.imagecast._fastpath}) gives what the Python
     loop of L{SessionKey.verifyBatch} gives, on the same batches.
     """
 
     def setUp(self):
-        from provisioner.mcast import datagram
+        from provisioner.imagecast import datagram
         if datagram._fastpath is None:
             if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
                 self.fail("the C fast path is not built (scripts/setup builds it)")
@@ -209,7 +209,7 @@ class FastPathTests(SynchronousTestCase):
         beyond 4 GiB too.
         """
         import random
-        from provisioner.mcast.ranges import RangeSet
+        from provisioner.imagecast.ranges import RangeSet
         rng = random.Random(7)
         sk = SessionKey(KEY, 7)
         for trial in range(60):
@@ -281,7 +281,7 @@ class ReceiveBatchTests(SynchronousTestCase):
         os.ftruncate(fd, 8192)
 
     def receive(self, batch, held=None, hashAt=0, size=256, outfd=None, roundNumber=2):
-        from provisioner.mcast.ranges import RangeSet
+        from provisioner.imagecast.ranges import RangeSet
         for d in batch:
             self.tx.send(d)
         buf = bytearray(64 * size)
@@ -297,7 +297,7 @@ class ReceiveBatchTests(SynchronousTestCase):
         L{SessionKey.verifyBatch}, written at their offsets; the run at
         C{hashAt} comes with its bytes.
         """
-        from provisioner.mcast.ranges import RangeSet
+        from provisioner.imagecast.ranges import RangeSet
         sk = SessionKey(KEY, 7)
         altered = bytearray(sk.encode(2, 300, b"z" * 100))
         altered[20] ^= 1
@@ -310,7 +310,7 @@ class ReceiveBatchTests(SynchronousTestCase):
         held = RangeSet([(1000, 1100)])
         count, runs, rejected, stale, truncated, peer, error, at = self.receive(batch, held)
         self.assertEqual((count, rejected, stale, truncated, error), (10, 3, 1, 0, 0))
-        from provisioner.udpbatch import _decodeName
+        from provisioner.net.udpbatch import _decodeName
         self.assertEqual(_decodeName(peer), self.tx.getsockname())
         expected, _, _ = sk.verifyBatch(batch, 2, 8000, held)
         self.assertEqual([(s, e) for s, e, _ in runs], [(s, e) for s, e, _ in expected])

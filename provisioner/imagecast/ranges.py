@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_ranges -*-
+# -*- test-case-name: tests.test_imagecast_ranges -*-
 """
 Byte-range sets: sorted, disjoint, half-open C{(start, end)} pairs.
 
@@ -22,7 +22,7 @@ import zlib
 
 try:
     # optional C decoding of range lists (built by setup.py, see datagram.py)
-    from provisioner.mcast import _fastpath
+    from provisioner.imagecast import _fastpath
 except ImportError:
     _fastpath = None
 

@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from provisioner.mcast import ranges as R
+from provisioner.imagecast import ranges as R
 from tests.netlab import PYTHON, REPO, TWISTD, NetLab, requireE2E
 
 PROVISIONER = [PYTHON, "-m", "provisioner"]
@@ -28,7 +28,7 @@ _WATCHER = """
 import os, signal, sys
 from twisted.internet import endpoints, protocol, reactor, task
 from twisted.protocols import amp
-from provisioner.mcast import commands
+from provisioner.imagecast import commands
 session, pid = int(sys.argv[1]), int(sys.argv[2])
 
 def poll(proto):
@@ -72,7 +72,7 @@ class MulticastLab:
         self.config = os.path.join(self.dir, "provisioner.yaml")
         with open(self.config, "w") as f:
             f.write("tftp: {enabled: false}\n"
-                    "multicast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
+                    "imagecast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
                     "  interface: %s\n  rate: %s\n  report_timeout: %s\n  client_timeout: 20\n"
                     "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate,
                             reportTimeout, extra))
@@ -115,7 +115,7 @@ class MulticastLab:
 
     def send(self, minReceivers, maxWait=20):
         proc = self.sender.popen(PROVISIONER + [
-            "multicast", "send", "disk.img", "--min-receivers", str(minReceivers),
+            "imagecast", "send", "disk.img", "--min-receivers", str(minReceivers),
             "--max-wait", str(maxWait), "--json"], env=self.env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         first = proc.stderr.readline().decode()
@@ -126,7 +126,7 @@ class MulticastLab:
         return proc, int(m.group(1))
 
     def status(self, session=None, detail=False):
-        argv = PROVISIONER + ["multicast", "status", "--json"]
+        argv = PROVISIONER + ["imagecast", "status", "--json"]
         if session is not None:
             argv += ["--session", str(session)]
         if detail:
@@ -275,7 +275,7 @@ class ChurnTests(SynchronousTestCase):
             "  time.sleep(0.01)\n" % (attacker.ip, 8 << 20, session, session))
         attackerProc = attacker.popen([PYTHON, "-c", spoof])
         # kill the restarted one once it has saved some progress
-        state = os.path.join(lab.dir, "restarted.mcast-state")
+        state = os.path.join(lab.dir, "restarted.imagecast-state")
         deadline = time.time() + 60
         while not os.path.exists(state) and time.time() < deadline:
             time.sleep(0.05)

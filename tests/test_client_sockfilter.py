@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.mcast.sockfilter}: the pieces a receiver wants, and
+Tests for L{provisioner.client.sockfilter}: the pieces a receiver wants, and
 the classic BPF window run by the kernel on a real loopback socket.
 """
 
@@ -8,9 +8,9 @@ import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from provisioner.mcast import ranges as R
-from provisioner.mcast import sockfilter
-from provisioner.mcast.datagram import SessionKey, encode
+from provisioner.imagecast import ranges as R
+from provisioner.client import sockfilter
+from provisioner.imagecast.datagram import SessionKey, encode
 
 KEY = b"k" * 32
 SESSION = 77

@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.mcast.service} and L{provisioner.mcast.commands}:
+Tests for L{provisioner.imagecast.service} and L{provisioner.imagecast.commands}:
 the AMP control channel over an in-memory connection, then the service on
 real sockets on 127.0.0.1 (port 0), with and without TLS.
 """
@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
-from provisioner.mcast import commands
-from provisioner.mcast.sender import Controller
-from provisioner.mcast.service import (
+from provisioner.imagecast import commands
+from provisioner.imagecast.sender import Controller
+from provisioner.imagecast.service import (
     ControlFactory, MulticastService, makeService)
 
 
@@ -40,7 +40,7 @@ class Recorder(amp.CommandLocator):
 
 
 def _config(root, extra=""):
-    return loadConfig(text="multicast:\n  enabled: true\n  root: %s\n  port: 0\n%s" % (
+    return loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  port: 0\n%s" % (
         root, extra))
 
 
@@ -66,7 +66,7 @@ class ControlChannelTests(SynchronousTestCase):
         with open(os.path.join(root, "img"), "wb") as f:
             f.write(os.urandom(1 << 20))
         self.clock = task.Clock()
-        self.controller = Controller(self.clock, _config(root)["multicast"],
+        self.controller = Controller(self.clock, _config(root)["imagecast"],
                                      writerFactory=lambda g, p: _NullWriter(),
                                      hasher=lambda p: defer.succeed("SHA"),
                                      sessionIds=lambda: 42)
@@ -162,7 +162,7 @@ class ConfigTests(SynchronousTestCase):
         If nothing is configured, the service is off and listens on
         loopback only.
         """
-        c = loadConfig()["multicast"]
+        c = loadConfig()["imagecast"]
         self.assertFalse(c["enabled"])
         self.assertEqual(c["address"], "127.0.0.1")
 
@@ -172,9 +172,9 @@ class ConfigTests(SynchronousTestCase):
         the line.
         """
         e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
-                              text="multicast:\n  group: 10.0.0.1\n")
+                              text="imagecast:\n  group: 10.0.0.1\n")
         self.assertIn("p.yaml:2", str(e))
-        self.assertIn("multicast.group", str(e))
+        self.assertIn("imagecast.group", str(e))
 
     def test_tlsNeedsCertificate(self):
         """
@@ -182,7 +182,7 @@ class ConfigTests(SynchronousTestCase):
         refused.
         """
         e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
-                              text="multicast:\n  tls:\n    enabled: true\n")
+                              text="imagecast:\n  tls:\n    enabled: true\n")
         self.assertIn("tls.certificate", str(e))
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{provisioner.mcast.receiver}: writing at offsets, reports,
+Tests for L{provisioner.client.receiver}: writing at offsets, reports,
 spoofed and stale datagrams, resuming from the state file, clear errors.
 """
 
@@ -11,9 +11,9 @@ import socket
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from provisioner.mcast import commands
-from provisioner.mcast.datagram import DataDatagram
-from provisioner.mcast.receiver import OutputFile, ReceiveError, Receiver
+from provisioner.imagecast import commands
+from provisioner.imagecast.datagram import DataDatagram
+from provisioner.client.receiver import OutputFile, ReceiveError, Receiver
 
 KEY = b"s" * 32
 
@@ -63,7 +63,7 @@ class FakeReactor(task.Clock):
 
 
 def SessionKeyFast():
-    from provisioner.mcast import datagram
+    from provisioner.imagecast import datagram
     return datagram._fastpath is not None and hasattr(datagram._fastpath, "receive_batch")
 
 
@@ -197,7 +197,7 @@ class ReceiverTests(SynchronousTestCase):
         self.assertIn(("leave", "239.255.42.1"), self.reactor.port.groups)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), self.data)
-        self.assertFalse(os.path.exists(self.path + ".mcast-state"))
+        self.assertFalse(os.path.exists(self.path + ".imagecast-state"))
 
     def test_hashAheadBetweenRounds(self):
         """
@@ -341,7 +341,7 @@ class ReceiverTests(SynchronousTestCase):
         Send C{wires} to a loopback socket and have C{r} read them with its
         C fast path (the data port's C{readBatch}); return the count.
         """
-        from provisioner.mcast import datagram
+        from provisioner.imagecast import datagram
         if not SessionKeyFast():
             if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
                 self.fail("the C fast path is not built (scripts/setup builds it)")
@@ -615,7 +615,7 @@ class ReceiverTests(SynchronousTestCase):
         announcement, are not judged by this round's window. A port without
         a real socket (this fake) gets no filter.
         """
-        from provisioner.mcast import sockfilter
+        from provisioner.client import sockfilter
         self.announce()
         self.assertIsNone(self.receiver._filter)
         calls = []
@@ -689,7 +689,7 @@ class OutputFileTests(SynchronousTestCase):
         would zero every page now); the free room is checked instead, and
         too little is a clear "disk full" error naming the path.
         """
-        from provisioner.mcast import receiver
+        from provisioner.client import receiver
         self.patch(receiver, "memoryBacked", lambda fd: True)
         f = OutputFile(self.mktemp())
         f.prepare(12345)
@@ -739,7 +739,7 @@ class OutputFileTests(SynchronousTestCase):
 
 class ReceiverClientTests(SynchronousTestCase):
     """
-    Tests for L{provisioner.mcast.receiver.ReceiverClient}.
+    Tests for L{provisioner.client.receiver.ReceiverClient}.
     """
 
     def test_unreachableServer(self):
@@ -749,7 +749,7 @@ class ReceiverClientTests(SynchronousTestCase):
         keeps retrying.
         """
         from twisted.internet.error import ConnectionRefusedError
-        from provisioner.mcast.receiver import ReceiverClient
+        from provisioner.client.receiver import ReceiverClient
 
         attempts = []
 

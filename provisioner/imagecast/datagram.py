@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mcast_datagram -*-
+# -*- test-case-name: tests.test_imagecast_datagram -*-
 """
 The data-channel datagram: a 15-byte header, the payload, and a 12-byte
 HMAC-SHA256 tag under the per-session key handed out over the control
@@ -24,7 +24,7 @@ try:
     # the receiver's hot loop in C (optional: built by setup.py where a
     # compiler and OpenSSL's headers are); the same results as the Python
     # loop of SessionKey.verifyBatch
-    from provisioner.mcast import _fastpath
+    from provisioner.imagecast import _fastpath
 except ImportError:
     _fastpath = None
 
@@ -248,7 +248,7 @@ class SessionKey:
         at its offset.
 
         @param held: the bytes already here (a
-            L{provisioner.mcast.ranges.RangeSet}).
+            L{provisioner.imagecast.ranges.RangeSet}).
         @param hashAt: the end of the in-order prefix: the run holding
             that offset is returned with its bytes from there on, for the
             prefix hash.
@@ -293,7 +293,7 @@ class SessionKey:
             rounds are stale).
         @param limit: the image size.
         @param held: the bytes already here (a
-            L{provisioner.mcast.ranges.RangeSet}), or L{None}.
+            L{provisioner.imagecast.ranges.RangeSet}), or L{None}.
         @return: C{(runs, rejected, stale)}; each run is C{(start, end,
             payloads)} with C{payloads} the C{memoryview}s of the payloads
             in offset order.

@@ -1,3 +1,0 @@
-"""
-mcast subsystem of provisioner.
-"""
