@@ -12,7 +12,9 @@ from zope.interface.verify import verifyObject
 
 from provisioner.interfaces import IDataSource
 from provisioner.client import mtftp as mclient
-from provisioner.tftp import multicast, wire
+from provisioner.tftp import wire
+from provisioner.tftp.multicast import codec
+from provisioner.tftp.multicast import session as multicast
 from tests.test_mtftp_fakes import MemorySource
 
 
@@ -163,23 +165,23 @@ class RangeTests(SynchronousTestCase):
         """
         If ranges are formatted and parsed, they come back sorted and merged.
         """
-        unit, ranges = multicast.parseRanges("1428:9,3-5,6,20-22")
+        unit, ranges = codec.parseRanges("1428:9,3-5,6,20-22")
         self.assertEqual(unit, 1428)
         self.assertEqual(ranges, [(3, 6), (9, 9), (20, 22)])
-        self.assertEqual(multicast.formatRanges(unit, ranges), "1428:3-6,9,20-22")
+        self.assertEqual(codec.formatRanges(unit, ranges), "1428:3-6,9,20-22")
 
     def test_bad(self):
         """
         If a ranges value is malformed, L{parseRanges} raises L{ValueError}.
         """
         for bad in ("3-5", "1428:", "1428:0", "1428:5-3", "1428:x", "4:1", "1428:1-99"):
-            self.assertRaises(ValueError, multicast.parseRanges, bad, 50)
+            self.assertRaises(ValueError, codec.parseRanges, bad, 50)
 
     def test_large(self):
         """
         If blocks are past 65535, they are carried as they are (32-bit).
         """
-        self.assertEqual(multicast.parseRanges("1428:70000-70002")[1], [(70000, 70002)])
+        self.assertEqual(codec.parseRanges("1428:70000-70002")[1], [(70000, 70002)])
 
     def test_split(self):
         """
@@ -187,11 +189,11 @@ class RangeTests(SynchronousTestCase):
         limit that together hold every range.
         """
         ranges = [(i * 10, i * 10 + 2) for i in range(1, 200)]
-        parts = multicast.rangesOption(1428, ranges, limit=100)
+        parts = codec.rangesOption(1428, ranges, limit=100)
         self.assertTrue(all(len(v) <= 100 for v, _ in parts))
         self.assertEqual(sum((r for _, r in parts), []), ranges)
         for value, chunk in parts:
-            self.assertEqual(multicast.parseRanges(value)[1], chunk)
+            self.assertEqual(codec.parseRanges(value)[1], chunk)
 
 
 class RangeSourceTests(SynchronousTestCase):
@@ -232,11 +234,11 @@ class FramingTests(SynchronousTestCase):
         If a block past 65535 is framed with C{mcepoch}, it decodes to the
         same 32-bit number and payload; a plain decoder sees the low bits.
         """
-        packet = multicast.encodeData32(70000, b"abc")
-        self.assertEqual(multicast.decodeData32(packet), (70000, b"abc"))
+        packet = codec.encodeData32(70000, b"abc")
+        self.assertEqual(codec.decodeData32(packet), (70000, b"abc"))
         self.assertEqual(wire.decode(packet).block, 70000 & 0xFFFF)
-        self.assertRaises(wire.WireError, multicast.decodeData32, b"\x00\x03\x00")
-        self.assertRaises(wire.WireError, multicast.decodeData32,
+        self.assertRaises(wire.WireError, codec.decodeData32, b"\x00\x03\x00")
+        self.assertRaises(wire.WireError, codec.decodeData32,
                           wire.encodeAck(1) + b"\x00\x00")
 
     def test_nearest32(self):
@@ -244,19 +246,19 @@ class FramingTests(SynchronousTestCase):
         If a 16-bit block number is placed near a reference, the nearest
         32-bit number wins, across a wrap in either direction.
         """
-        self.assertEqual(multicast.nearest32(5, 65530), 65541)
-        self.assertEqual(multicast.nearest32(65530, 65541), 65530)
-        self.assertEqual(multicast.nearest32(100, 0), 100)
-        self.assertEqual(multicast.nearest32(65535, 3), 65535)
+        self.assertEqual(codec.nearest32(5, 65530), 65541)
+        self.assertEqual(codec.nearest32(65530, 65541), 65530)
+        self.assertEqual(codec.nearest32(100, 0), 100)
+        self.assertEqual(codec.nearest32(65535, 3), 65535)
 
     def test_blockCount(self):
         """
         If a file is an exact multiple of blksize, it still ends with an
         empty block.
         """
-        self.assertEqual(multicast.blockCount(1024, 512), 3)
-        self.assertEqual(multicast.blockCount(1000, 512), 2)
-        self.assertEqual(multicast.blockCount(0, 512), 1)
+        self.assertEqual(codec.blockCount(1024, 512), 3)
+        self.assertEqual(codec.blockCount(1000, 512), 2)
+        self.assertEqual(codec.blockCount(0, 512), 1)
 
 
 class AckRangesTests(SynchronousTestCase):
@@ -270,10 +272,10 @@ class AckRangesTests(SynchronousTestCase):
         If an ACK's trailing bytes carry a gap and ranges, they decode to
         the same block, gap and ranges; offsets are from the ACKed block.
         """
-        extra = multicast.encodeAckExtra(70000, 2, [(70004, 70004), (70010, 70012)])
+        extra = codec.encodeAckExtra(70000, 2, [(70004, 70004), (70010, 70012)])
         self.assertEqual(len(extra), 6 + 2 * 8)
         self.assertEqual(extra[6:], struct.pack("!IIII", 4, 1, 10, 3))
-        self.assertEqual(multicast.decodeAckExtra(70000 & 0xFFFF, extra),
+        self.assertEqual(codec.decodeAckExtra(70000 & 0xFFFF, extra),
                          (70000, 2, [(70004, 70004), (70010, 70012)]))
 
     def test_plainAndShort(self):
@@ -281,22 +283,22 @@ class AckRangesTests(SynchronousTestCase):
         If an ACK has only the epoch, or the epoch and the gap, there is no
         range list; fewer than 2 trailing bytes is an error.
         """
-        self.assertEqual(multicast.decodeAckExtra(5, b"\x00\x01"), (65541, None, None))
-        self.assertEqual(multicast.decodeAckExtra(5, multicast.encodeAckExtra(5, 3)),
+        self.assertEqual(codec.decodeAckExtra(5, b"\x00\x01"), (65541, None, None))
+        self.assertEqual(codec.decodeAckExtra(5, codec.encodeAckExtra(5, 3)),
                          (5, 3, None))
-        self.assertRaises(wire.WireError, multicast.decodeAckExtra, 5, b"\x00")
+        self.assertRaises(wire.WireError, codec.decodeAckExtra, 5, b"\x00")
 
     def test_atMost(self):
         """
-        If more ranges are given than L{multicast.MAX_ACK_RANGES}, only the
+        If more ranges are given than L{codec.MAX_ACK_RANGES}, only the
         first ones are written, and the ACK fits 512 octets.
         """
         ranges = [(10 + 3 * i, 10 + 3 * i) for i in range(100)]
-        extra = multicast.encodeAckExtra(1, 1, ranges)
-        self.assertEqual(len(extra), 6 + 8 * multicast.MAX_ACK_RANGES)
+        extra = codec.encodeAckExtra(1, 1, ranges)
+        self.assertEqual(len(extra), 6 + 8 * codec.MAX_ACK_RANGES)
         self.assertLessEqual(len(wire.encodeAck(1, extra)), 512)
-        self.assertEqual(multicast.decodeAckExtra(1, extra)[2],
-                         ranges[:multicast.MAX_ACK_RANGES])
+        self.assertEqual(codec.decodeAckExtra(1, extra)[2],
+                         ranges[:codec.MAX_ACK_RANGES])
 
     def test_malformed(self):
         """
@@ -307,7 +309,7 @@ class AckRangesTests(SynchronousTestCase):
         head = struct.pack("!HI", 0, 2)
         bad = [
             head + b"\x00" * 5,
-            head + struct.pack("!II", 4, 1) * (multicast.MAX_ACK_RANGES + 1),
+            head + struct.pack("!II", 4, 1) * (codec.MAX_ACK_RANGES + 1),
             head + struct.pack("!II", 0, 1),
             head + struct.pack("!II", 5, 0),
             head + struct.pack("!II", 2, 1),
@@ -316,7 +318,7 @@ class AckRangesTests(SynchronousTestCase):
             struct.pack("!HI", 0, 0xFFFFFFFF) + struct.pack("!II", 5, 1),
         ]
         for extra in bad:
-            block, gap, ranges = multicast.decodeAckExtra(7, extra)
+            block, gap, ranges = codec.decodeAckExtra(7, extra)
             self.assertEqual(block, 7)
             self.assertIsNone(ranges, extra)
 
@@ -349,7 +351,7 @@ class AckRangesTests(SynchronousTestCase):
         """
         c = self.client()
         packet = wire.decode(c._ackBytes(2))
-        self.assertEqual(multicast.decodeAckExtra(packet.block, packet.extra),
+        self.assertEqual(codec.decodeAckExtra(packet.block, packet.extra),
                          (2, 2, [(10, 10), (20, 22), (30, 30)]))
         self.assertEqual(c.expectUntil, 4)
 
@@ -364,7 +366,7 @@ class AckRangesTests(SynchronousTestCase):
 
         def ranges():
             packet = wire.decode(c._ackBytes(2))
-            return multicast.decodeAckExtra(packet.block, packet.extra)[2]
+            return codec.decodeAckExtra(packet.block, packet.extra)[2]
         self.assertEqual(ranges(), [(10, 10), (20, 22), (30, 30)])
         self.assertIsNone(ranges())
         c.stats["data"] += 7

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_mtftp_flowcontrol -*-
 """
-Tests for L{provisioner.tftp.flowcontrol}: the seed-000 policies.
+Tests for L{provisioner.tftp.multicast.flowcontrol}: the seed-000 policies.
 """
 
 from twisted.internet import task
@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from provisioner.config import loadConfig
-from provisioner.tftp import flowcontrol
+from provisioner.tftp.multicast import flowcontrol
 
 
 class _Events:

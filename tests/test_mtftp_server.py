@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.config import loadConfig
 from provisioner.client import mtftp as mclient
-from provisioner.tftp import flowcontrol, multicast, wire
+from provisioner.tftp import wire
+from provisioner.tftp.multicast import codec, flowcontrol
+from provisioner.tftp.multicast import session as multicast
 from tests.test_mtftp_fakes import FakeNetwork, MemorySource, runUntil
 
 SERVER = "10.0.0.1"
@@ -202,7 +204,7 @@ class SessionTests(SynchronousTestCase):
         h.settle(0.01)
         data = [(d, a) for d, a in s._port.written if a == ("239.255.0.1", 1758)]
         self.assertEqual(len(data), 1)  # no windowsize: one block per ACK
-        self.assertEqual(multicast.decodeData32(data[0][0]), (1, b"a" * 1000))
+        self.assertEqual(codec.decodeData32(data[0][0]), (1, b"a" * 1000))
 
     def test_plainClientNoEpoch(self):
         """
@@ -392,7 +394,7 @@ class SessionTests(SynchronousTestCase):
 
         def sends(block):
             return sum(1 for packet, dest in s._port.written if dest == s.group and
-                       multicast.decodeData32(packet)[0] == block)
+                       codec.decodeData32(packet)[0] == block)
         self.assertEqual(sends(45), 2)
         # DATA 45 is lost again; the master repeats its ACK every 30 ms.
         for _ in range(3):
@@ -423,7 +425,7 @@ class AckRangesTests(SynchronousTestCase):
 
     def ack(self, block, gap, ranges=(), extra=None, settle=0.001):
         if extra is None:
-            extra = multicast.encodeAckExtra(block, gap, ranges)
+            extra = codec.encodeAckExtra(block, gap, ranges)
         self.pb.write(wire.encodeAck(block, extra), self.session)
         self.h.settle(settle)
 
@@ -431,7 +433,7 @@ class AckRangesTests(SynchronousTestCase):
         counts = {}
         for packet, dest in self.s._port.written:
             if dest == self.s.group:
-                block = multicast.decodeData32(packet)[0]
+                block = codec.decodeData32(packet)[0]
                 counts[block] = counts.get(block, 0) + 1
         return counts
 
@@ -497,13 +499,13 @@ class AckRangesTests(SynchronousTestCase):
     def test_malformedIgnored(self):
         """
         If the range list is malformed (not whole pairs) or oversized (more
-        than L{multicast.MAX_ACK_RANGES} pairs), it is ignored without
+        than L{codec.MAX_ACK_RANGES} pairs), it is ignored without
         error: the ACK and its gap still count, no range is sent.
         """
         before = self.sends()
         self.ack(4, 1, extra=struct.pack("!HI", 0, 1) + b"\x00\x00\x00\x0b\x00")
         self.assertEqual(self.since(before), {5: 1})
-        pairs = struct.pack("!II", 20, 1) * (multicast.MAX_ACK_RANGES + 1)
+        pairs = struct.pack("!II", 20, 1) * (codec.MAX_ACK_RANGES + 1)
         self.h.settle(multicast.MulticastSession.GUARD_MAX + 0.01)
         self.ack(4, 1, extra=struct.pack("!HI", 0, 1) + pairs)
         self.assertEqual(self.since(before), {5: 2})
@@ -556,7 +558,7 @@ class StarvedMasterTests(SynchronousTestCase):
         self.assertEqual(acks, [0])
         group = ("239.255.0.1", 1758)
         for block in (1, 3):
-            port.write(multicast.encodeData32(block, b"d" * 512), group)
+            port.write(codec.encodeData32(block, b"d" * 512), group)
         settle(0.001)
         self.assertEqual(acks, [0, 1])  # the hole at 2
         # The stall timer fires, and in the same reactor turn block 2 is read
@@ -565,7 +567,7 @@ class StarvedMasterTests(SynchronousTestCase):
         self.assertEqual(timer.func, client._stall)
         timer.cancel()
         client._stall()
-        net._deliver(client._groupPort, multicast.encodeData32(2, b"d" * 512),
+        net._deliver(client._groupPort, codec.encodeData32(2, b"d" * 512),
                      ("10.0.0.9", 69))
         settle(0.001)
         self.assertEqual(acks, [0, 1, 3])
@@ -591,7 +593,7 @@ class StarvedMasterTests(SynchronousTestCase):
         oack(0)
         settle(0.001)
         for block in range(1, 11):
-            port.write(multicast.encodeData32(block, b"d" * 512), group)
+            port.write(codec.encodeData32(block, b"d" * 512), group)
         settle(0.001)
         self.assertEqual((client.role, acks), (mclient.PASSIVE, []))
         # Made master; blocks 11-30 (but 20) were sent before and are still
@@ -600,7 +602,7 @@ class StarvedMasterTests(SynchronousTestCase):
         settle(0.0005)
         for block in range(11, 31):
             if block != 20:
-                port.write(multicast.encodeData32(block, b"d" * 512), group)
+                port.write(codec.encodeData32(block, b"d" * 512), group)
             settle(0.002)
         self.assertEqual(client.role, mclient.ACTIVE)
         self.assertEqual(acks, [])
@@ -620,7 +622,7 @@ class StarvedMasterTests(SynchronousTestCase):
 
         def data(*blocks):
             for block in blocks:
-                port.write(multicast.encodeData32(block, b"d" * 512), group)
+                port.write(codec.encodeData32(block, b"d" * 512), group)
             settle(0.001)
         client.start()
         settle(0.001)
@@ -821,7 +823,7 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual([first for first, count in runs],
                          [1] + [10 + sum(c for f, c in runs[1:i]) for i in range(1, len(runs))])
         self.assertEqual(sum(c for f, c in runs), 64)
-        data = [multicast.decodeData32(d) for d, a in s._port.written
+        data = [codec.decodeData32(d) for d, a in s._port.written
                 if a == ("239.255.0.1", 1758)]
         self.assertEqual([b for b, payload in data], list(range(1, 65)))
 

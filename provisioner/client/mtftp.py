@@ -31,7 +31,7 @@ from provisioner.net.sockopt import setReceiveBuffer, setSendBuffer
 from provisioner.net import udpbatch
 from provisioner.tftp import wire
 from provisioner.client.tftp import rearm
-from provisioner.tftp.multicast import (
+from provisioner.tftp.multicast.codec import (
     EPOCH_OPTION, GAP_UNKNOWN, MAX_ACK_RANGES, MULTICAST_OPTION, RANGES_OPTION,
     blockCount, decodeData32, encodeAckExtra, nearest32, rangesOption)
 
@@ -865,7 +865,7 @@ class RepairClient(DatagramProtocol):
         return self.done
 
     def _request(self):
-        from provisioner.tftp.multicast import formatRanges
+        from provisioner.tftp.multicast.codec import formatRanges
         opts = [("blksize", str(self.blksize)), ("tsize", "0"),
                 ("timeout", str(max(1, int(self.timeout))))]
         if self.windowsize > 1:

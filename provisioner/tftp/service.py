@@ -74,7 +74,7 @@ class TFTPService(service.MultiService):
         adaptive.install(self)
         inject.install(self)
         # RFC 2090 multicast and range repair (tftp.multicast).
-        from provisioner.tftp.multicast import install
+        from provisioner.tftp.multicast.session import install
         install(self)
 
     @staticmethod
