@@ -26,7 +26,7 @@ through.
 
 Classic BPF (C{SO_ATTACH_FILTER}) needs no privilege. Offsets in a socket
 filter count from the UDP header; the datagram layout is in
-L{provisioner.imagecast.datagram} (docs/wire/mcast.md). Conditional jumps reach
+L{provisioner.imagecast.datagram} (docs/wire/imagecast.md). Conditional jumps reach
 at most 255 instructions ahead, which bounds a window to L{WINDOW}
 offsets.
 """

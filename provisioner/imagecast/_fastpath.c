@@ -6,7 +6,7 @@
  * Optional: provisioner.imagecast.datagram.SessionKey.verifyBatch does the same
  * in Python when this module is not built, and the tests compare the two on
  * the same batches. Layout and rules: provisioner/imagecast/datagram.py and
- * docs/wire/mcast.md.
+ * docs/wire/imagecast.md.
  *
  *   prepare(key) -> bytes
  *       the HMAC's inner and outer SHA-256 states after the key pads.

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_imagecast_commands -*-
 """
-The control channel's AMP commands and their errors (C{docs/wire/mcast.md}).
+The control channel's AMP commands and their errors (C{docs/wire/imagecast.md}).
 
 Receivers send L{Register}, L{ReportMissing}, L{Complete}, L{Leave} and
 L{FetchRange}; the server pushes L{Announce}, L{EndRound} and L{EndSession}.

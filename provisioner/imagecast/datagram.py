@@ -2,7 +2,7 @@
 """
 The data-channel datagram: a 15-byte header, the payload, and a 12-byte
 HMAC-SHA256 tag under the per-session key handed out over the control
-channel. Pure codec: no sockets, no reactor. Layout in C{docs/wire/mcast.md}::
+channel. Pure codec: no sockets, no reactor. Layout in C{docs/wire/imagecast.md}::
 
     0      1         5       7              13      15        15+len   +12
     | ver  | session | round | offset (u48) | len   | payload | tag    |

@@ -7,7 +7,7 @@ Pure functions and one mutable class, no I/O:
   - L{normalise}, L{union}, L{subtract}, L{intersect}, L{total}: set algebra.
   - L{coalesce}: the gap rule that turns the union of every receiver's report
     into the ranges announced for the next round (see its docstring; the rule
-    is also in C{docs/wire/mcast.md}).
+    is also in C{docs/wire/imagecast.md}).
   - L{RangeSet}: the receiver's record of what it has, added to one datagram
     at a time.
   - L{toWire}/L{fromWire}: a format byte (1), then zlib of the ranges as

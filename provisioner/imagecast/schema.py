@@ -2,7 +2,7 @@
 """
 The C{multicast} section of the configuration: control-channel reliable
 multicast of large images (seed 003). Every key is described for operators in
-C{docs/multicast.md}.
+C{docs/imagecast.md}.
 """
 
 import ipaddress
