@@ -203,7 +203,7 @@ class Bench:
         # ... and has registered over it (a Register lost on a new
         # connection waits out TCP's first retransmission timeout)
         while time.time() < deadline:
-            status = sender.run([PYTHON, "-m", "provisioner", "multicast", "status", "--json"],
+            status = sender.run([PYTHON, "-m", "provisioner", "imagecast", "status", "--json"],
                                 check=False, env=self.env)
             try:
                 if len(json.loads(status.stdout.decode()).get("receivers", [])) >= n:

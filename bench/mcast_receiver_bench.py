@@ -14,7 +14,7 @@ fed. Two scenarios:
     duplicates are the point).
 
 C{--sender} adds the sender's side: a whole round of the image encoded and
-signed by L{provisioner.imagecast.sender.RoundSender} into a writer that only
+signed by L{provisioner.imagecast.sending.RoundSender} into a writer that only
 joins each batch (what the GSO send does), CPU per datagram.
 
 C{--socket} adds a third figure: the same receiver behind Twisted's real UDP
@@ -179,7 +179,7 @@ class _JoiningWriter:
 
 
 def senderScenario(args, image):
-    from provisioner.imagecast.sender import RoundSender
+    from provisioner.imagecast.sending import RoundSender
     clock = task.Clock()
     writer = _JoiningWriter()
     s = RoundSender(clock, writer, lambda o, n: image[o:o + n], SESSION, 1, KEY,

@@ -1,6 +1,9 @@
 """
-Tests for L{provisioner.imagecast.sender}: pacing, rounds, aggregation and the
-scorecard, on a L{task.Clock} with fake connections and a fake writer.
+Tests for the sending side of imagecast (L{provisioner.imagecast.sending},
+L{provisioner.imagecast.rate}, L{provisioner.imagecast.session},
+L{provisioner.imagecast.controller}, L{provisioner.imagecast.source}):
+pacing, rounds, aggregation and the scorecard, on a L{task.Clock} with fake
+connections and a fake writer.
 """
 
 import os
@@ -14,9 +17,11 @@ from provisioner.config import loadConfig
 from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
 from provisioner.imagecast.datagram import DataDatagram
-from provisioner.imagecast.sender import (
-    BurstLossRate, Controller, IDatagramWriter, IRatePolicy, RoundSender, TokenBucket,
-    resolveImage)
+from provisioner.imagecast.controller import Controller
+from provisioner.imagecast.rate import BurstLossRate
+from provisioner.imagecast.sending import IDatagramWriter, RoundSender
+from provisioner.imagecast.source import resolveImage
+from provisioner.net.pacing import IRatePolicy, TokenBucket
 
 
 @implementer(IDatagramWriter)
@@ -79,10 +84,10 @@ class PacingTests(SynchronousTestCase):
         If tokens are spent, they come back at the rate, up to the burst.
         """
         clock = task.Clock()
-        b = TokenBucket(1000, 500, clock)
+        b = TokenBucket(clock, 1000, 500)
         self.assertTrue(b.take(500))
         self.assertFalse(b.take(100))
-        self.assertAlmostEqual(b.delay(100), 0.1)
+        self.assertAlmostEqual(b.wait(100), 0.1)
         clock.advance(0.1)
         self.assertTrue(b.take(100))
         clock.advance(100)
@@ -176,27 +181,60 @@ class RatePolicyTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.policy = BurstLossRate(minimum=100, maximum=10000)
-        verifyObject(IRatePolicy, self.policy)
         self.round = [(0, 1000 * 100)]
+
+    def policy(self, rate=1000):
+        return BurstLossRate(rate, minimum=100, maximum=10000)
+
+    def test_interface(self):
+        """
+        If built, L{BurstLossRate} provides the rate policy interface both
+        multicast senders share.
+        """
+        verifyObject(IRatePolicy, self.policy())
 
     def test_randomLossIsNotCongestion(self):
         """
         If a receiver misses 10% of the datagrams, isolated, the rate is not
-        lowered (it goes up).
+        lowered: it goes up by C{up}.
         """
         missing = [(i * 100, i * 100 + 100) for i in range(0, 1000, 10)]
-        self.assertGreater(self.policy.nextRate(1000, self.round, {"a": missing}, 100), 1000)
+        policy = self.policy()
+        self.assertEqual(policy.roundOver(self.round, {"a": missing}, 100), 1250)
+        self.assertEqual((policy.rate, policy.raises, policy.reductions), (1250, 1, 0))
 
     def test_burstLossLowersRate(self):
         """
         If a receiver misses runs of consecutive datagrams (overrun queues),
-        the rate goes down, never below the minimum.
+        the rate goes down by C{down}, never below the minimum.
         """
         missing = [(i * 100, i * 100 + 800) for i in range(0, 1000, 50)]
-        self.assertLess(self.policy.nextRate(1000, self.round, {"a": [], "b": missing}, 100),
-                        1000)
-        self.assertEqual(self.policy.nextRate(101, self.round, {"b": missing}, 100), 100)
+        policy = self.policy()
+        self.assertEqual(policy.roundOver(self.round, {"a": [], "b": missing}, 100), 700)
+        self.assertEqual(policy.reductions, 1)
+        policy = self.policy(101)
+        self.assertEqual(policy.roundOver(self.round, {"b": missing}, 100), 100)
+
+    def test_betweenMarksUnchanged(self):
+        """
+        If the worst burst loss lies between the low and the high mark, the
+        rate stays; with no report there is no verdict.
+        """
+        # one run of 4 datagrams: 0.4% of the round
+        missing = [(5000, 5400)]
+        policy = self.policy()
+        self.assertEqual(policy.roundOver(self.round, {"a": missing}, 100), 1000)
+        self.assertEqual(policy.roundOver(self.round, {}, 100), 1000)
+        self.assertEqual((policy.raises, policy.reductions), (0, 0))
+
+    def test_cappedAtMaximum(self):
+        """
+        If clean rounds keep raising the rate, it stops at the maximum.
+        """
+        policy = self.policy(9000)
+        self.assertEqual(policy.roundOver(self.round, {"a": []}, 100), 10000)
+        self.assertEqual(policy.roundOver(self.round, {"a": []}, 100), 10000)
+        self.assertEqual(policy.raises, 1)
 
 
 class SessionTests(SynchronousTestCase):

@@ -16,9 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.imagecast import commands
-from provisioner.imagecast.sender import Controller
+from provisioner.imagecast.controller import Controller
 from provisioner.imagecast.service import (
-    ControlFactory, MulticastService, makeService)
+    ControlFactory, ImagecastService, makeService)
 
 
 class Recorder(amp.CommandLocator):
@@ -255,7 +255,7 @@ class ServiceTests(TestCase):
         from twisted.internet import reactor
         appliance = Appliance(_config(self.root, extra), reactor)
         svc = makeService(appliance)
-        self.assertIsInstance(svc, MulticastService)
+        self.assertIsInstance(svc, ImagecastService)
         svc.privilegedStartService()
         svc.startService()
         self.addCleanup(svc.stopService)

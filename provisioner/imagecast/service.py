@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_imagecast_service -*-
 """
-The C{multicast} service: the control channel (AMP over TCP, optionally
-TLS) in front of a L{provisioner.imagecast.sender.Controller}.
+The C{imagecast} service: the control channel (AMP over TCP, optionally
+TLS) in front of a L{provisioner.imagecast.controller.Controller}.
 
 The responders live in L{ServerLocator}, one per connection, and only
 translate between AMP and the controller. Operator commands
 (L{commands.StartSession}, L{commands.Status}) are refused outside
-C{multicast.admin_networks}.
+C{imagecast.admin_networks}.
 """
 
 import ipaddress
@@ -17,11 +17,11 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from provisioner.imagecast import commands
+from provisioner.imagecast.controller import Controller
 from provisioner.net.sockopt import quickRecovery
-from provisioner.imagecast.sender import Controller
 
 __all__ = ["ServerLocator", "ControlProtocol", "ControlFactory", "ControlServer",
-           "MulticastService", "makeService", "serverTLSOptions"]
+           "ImagecastService", "makeService", "serverTLSOptions"]
 
 
 class ServerLocator(amp.CommandLocator):
@@ -53,7 +53,7 @@ class ServerLocator(amp.CommandLocator):
         for net in self.adminNetworks:
             if address in ipaddress.ip_network(net, strict=False):
                 return
-        raise commands.NotAllowed("%s is not in multicast.admin_networks" % (host,))
+        raise commands.NotAllowed("%s is not in imagecast.admin_networks" % (host,))
 
     @commands.Register.responder
     def register(self, clientId, address, image=None):
@@ -141,7 +141,7 @@ def _read(path):
 
 def serverTLSOptions(tls):
     """
-    Return the TLS context factory for the C{multicast.tls} section.
+    Return the TLS context factory for the C{imagecast.tls} section.
     """
     from twisted.internet import ssl
     cert = ssl.PrivateCertificate.loadPEM(_read(tls["certificate"]) + b"\n" + _read(tls["key"]))
@@ -207,7 +207,7 @@ class ControlServer(service.Service):
             # each from the listening socket), from their first RTT sample
             quickRecovery(port, self.config.get("control_rto_min", 0))
             host = port.getHost()
-            self.log.info("multicast control channel on {host}:{port}{tls}", host=host.host,
+            self.log.info("imagecast control channel on {host}:{port}{tls}", host=host.host,
                           port=host.port, tls=" (TLS)" if self.config["tls"]["enabled"] else "")
             return port
         self._listening = d.addCallback(bound)
@@ -220,9 +220,9 @@ class ControlServer(service.Service):
         return defer.succeed(None)
 
 
-class MulticastService(service.MultiService):
+class ImagecastService(service.MultiService):
     """
-    The C{multicast} subsystem.
+    The C{imagecast} subsystem.
 
     @ivar controller: the L{Controller}.
     @ivar server: the L{ControlServer}.
@@ -260,6 +260,6 @@ class MulticastService(service.MultiService):
 
 def makeService(appliance):
     """
-    Build the C{multicast} service for C{appliance}.
+    Build the C{imagecast} service for C{appliance}.
     """
-    return MulticastService(appliance)
+    return ImagecastService(appliance)

@@ -1,0 +1,304 @@
+# -*- test-case-name: tests.test_imagecast_sender -*-
+"""
+The imagecast controller: the sessions and the receivers' control
+connections; what the AMP responders of
+L{provisioner.imagecast.service} call.
+
+Nothing here imports the reactor: L{Controller} takes it.
+"""
+
+import ipaddress
+import os
+import random
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from provisioner.hashing import sha256File
+from provisioner.imagecast import commands
+from provisioner.imagecast.datagram import newKey, payloadSize
+from provisioner.imagecast.rate import BurstLossRate
+from provisioner.imagecast.sending import UDPWriter
+from provisioner.imagecast.session import Session
+from provisioner.imagecast.source import catalogEntry, resolveImage
+
+__all__ = ["Controller"]
+
+
+class Controller:
+    """
+    The imagecast sessions and the receivers' control connections.
+
+    @ivar reactor: provides C{IReactorTime} (and C{IReactorThreads} for the
+        default hasher).
+    @ivar config: the C{imagecast} section.
+    @ivar writerFactory: C{(group, port) -> IDatagramWriter}.
+    @ivar hasher: C{path -> Deferred(sha256 hex)}.
+    @ivar catalog: a callable returning the image catalogue
+        (C{appliance.catalog}) or L{None}; catalogue images are sent by name
+        from the catalogue's descriptor with its digest, without hashing.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, config, writerFactory=None, hasher=None, sessionIds=None,
+                 catalog=None):
+        self.reactor = reactor
+        self.clock = reactor
+        self.config = config
+        self.writerFactory = writerFactory or self._udpWriter
+        self.hasher = hasher or self._threadHash
+        self._ids = sessionIds or (lambda: random.SystemRandom().randrange(1, 1 << 31))
+        self.catalog = catalog
+        self.sessions = {}
+        self.finished = []
+        self.clients = {}  # clientId -> (connection, address, image)
+        self._starting = set()
+
+    def _udpWriter(self, group, port):
+        return UDPWriter(group, port, interface=self.config["interface"],
+                         ttl=self.config["ttl"], gso=self.config["gso"])
+
+    def _threadHash(self, path):
+        from twisted.internet import threads
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         sha256File, path)
+
+    def ratePolicy(self, session):
+        """
+        @return: the L{provisioner.net.pacing.IRatePolicy} of C{session}'s
+            rounds, starting at its rate.
+        """
+        return BurstLossRate(session.rate, self.config["rate_min"] * 1e6 / 8,
+                             self.config["rate_max"] * 1e6 / 8)
+
+    # -- receivers ------------------------------------------------------------
+
+    def register(self, connection, clientId, address, image=None):
+        if not clientId or len(clientId) > 200:
+            raise commands.BadRequest("client id must be 1..200 characters")
+        old = self.clients.get(clientId)
+        if old is not None and old[0] is not connection:
+            self.log.info("imagecast: {client} registered again from {address}; the old "
+                          "connection is replaced", client=clientId, address=address)
+            for session in self.sessions.values():
+                m = session.members.get(clientId)
+                if m is not None and m.connection is old[0]:
+                    m.connection = None
+        self.clients[clientId] = (connection, address, image)
+        for session in list(self.sessions.values()):
+            if self._wants(session, image) or clientId in session.members:
+                if session.state != "done":
+                    session.enroll(clientId, address, connection)
+        if image and self.config["auto_start"]:
+            self._autoStart(image)
+
+    def _wants(self, session, image):
+        return not image or image == session.name or image == os.path.basename(session.path)
+
+    def connectionLost(self, connection):
+        for clientId, (conn, address, image) in list(self.clients.items()):
+            if conn is connection:
+                del self.clients[clientId]
+                for session in self.sessions.values():
+                    m = session.members.get(clientId)
+                    if m is not None and m.connection is connection:
+                        session.disconnected(m)
+
+    def _member(self, connection, sessionId):
+        session = self.sessions.get(sessionId)
+        if session is None:
+            raise commands.UnknownSession("no session %d" % (sessionId,))
+        for m in session.members.values():
+            if m.connection is connection:
+                return session, m
+        raise commands.NotRegistered("this connection is not enrolled in session %d"
+                                     % (sessionId,))
+
+    def reportMissing(self, connection, sessionId, roundNumber, missing):
+        session, member = self._member(connection, sessionId)
+        session.report(member, roundNumber, missing)
+
+    def complete(self, connection, sessionId, sha256):
+        session, member = self._member(connection, sessionId)
+        session.complete(member, sha256)
+
+    def leave(self, connection, sessionId, reason):
+        session, member = self._member(connection, sessionId)
+        session.leave(member, reason)
+
+    def progress(self, connection, sessionId, roundNumber, position):
+        session, member = self._member(connection, sessionId)
+        session.progress(member, roundNumber, position)
+
+    def fetch(self, connection, sessionId, offset, length):
+        session, member = self._member(connection, sessionId)
+        if length > commands.FETCH_MAX or length < 0:
+            raise commands.BadRequest("at most %d bytes a fetch" % (commands.FETCH_MAX,))
+        return session.readAt(offset, length)
+
+    # -- operators --------------------------------------------------------------
+
+    def _groupFor(self):
+        base = ipaddress.ip_address(self.config["group"])
+        used = set(s.group for s in self.sessions.values())
+        for i in range(256):
+            candidate = str(base + i)
+            if candidate not in used:
+                return candidate
+        raise commands.BadRequest("256 sessions already running")
+
+    def startSession(self, image, minReceivers=None, maxWait=None, rate=None, maxRounds=None):
+        """
+        Start imagecasting C{image}: from the catalogue if it has it intact,
+        else from below C{imagecast.root}.
+
+        @return: a Deferred firing with the L{Session} once it is hashed and
+            waiting for receivers.
+        @raise commands.NoSuchImage: if there is no such image.
+        @raise commands.BadRequest: if an option is out of its range.
+        """
+        cfg = self.config
+        entry = catalogEntry(self.catalog() if self.catalog is not None else None, image)
+        if entry is not None:
+            path = os.path.join(self.catalog().directory, entry.name)
+            name = entry.name
+        else:
+            path = resolveImage(cfg["root"], image)
+            name = os.path.basename(path)
+        self._checkOptions(minReceivers, maxWait, rate, maxRounds)
+        if entry is not None:
+            # the catalogue hashed it already: send from its descriptor, the
+            # very content that was hashed
+            size, fd, d = entry.size, os.dup(entry.fd), defer.succeed(entry.sha256)
+        else:
+            size, fd, d = os.path.getsize(path), None, self.hasher(path)
+        return d.addCallback(self._newSession, name, path, size, fd, dict(
+            rate=(rate or cfg["rate"]) * 1e6 / 8, maxRounds=maxRounds or cfg["max_rounds"],
+            minReceivers=minReceivers or cfg["min_receivers"],
+            maxWait=cfg["max_wait"] if maxWait is None else maxWait))
+
+    def _checkOptions(self, minReceivers, maxWait, rate, maxRounds):
+        """
+        @raise commands.BadRequest: if an option of L{startSession} is out
+            of its range.
+        """
+        cfg = self.config
+        if minReceivers is not None and minReceivers < 1:
+            raise commands.BadRequest("min receivers must be at least 1")
+        if maxWait is not None and maxWait < 0:
+            raise commands.BadRequest("max wait must not be negative")
+        if rate is not None and not cfg["rate_min"] <= rate <= cfg["rate_max"]:
+            raise commands.BadRequest("rate must be within %s..%s Mbit/s" % (
+                cfg["rate_min"], cfg["rate_max"]))
+        if maxRounds is not None and not 1 <= maxRounds <= 65535:
+            raise commands.BadRequest("max rounds must be 1..65535")
+
+    def _newSession(self, sha256, name, path, size, fd, options):
+        """
+        The image is hashed: create its session, enroll the receivers that
+        want it and run it.
+
+        @param options: C{rate} (bytes/s), C{maxRounds}, C{minReceivers},
+            C{maxWait}.
+        @return: the L{Session}.
+        """
+        cfg = self.config
+        sessionId = self._ids()
+        while sessionId in self.sessions:
+            sessionId = self._ids()
+        session = Session(
+            self, sessionId, name, path, size, sha256, self._groupFor(), cfg["data_port"],
+            newKey(), payloadSize(cfg["datagram_size"]), options["rate"],
+            options["maxRounds"], options["minReceivers"], options["maxWait"], fd=fd)
+        self.sessions[sessionId] = session
+        self.log.info("imagecast session {session}: {name} ({size} bytes) to {group}:{port}, "
+                      "waiting for {min} receivers or {wait} s",
+                      session=sessionId, name=session.name, size=size,
+                      group=session.group, port=session.port,
+                      min=session.minReceivers, wait=session.maxWait)
+        for clientId, (conn, address, want) in list(self.clients.items()):
+            if self._wants(session, want):
+                session.enroll(clientId, address, conn)
+        session.run(self.writerFactory).addBoth(self._sessionDone, session)
+        return session
+
+    def _autoStart(self, image):
+        """
+        C{auto_start}: a receiver asked for C{image} by name and no session
+        sends it: start one with the configured start conditions.
+        """
+        if image in self._starting:
+            return
+        for session in self.sessions.values():
+            if self._wants(session, image):
+                return
+        try:
+            d = self.startSession(image)
+        except commands.MulticastError as e:
+            self.log.info("no automatic imagecast session for {image}: {error}",
+                          image=image, error=e)
+            return
+        self._starting.add(image)
+
+        def started(session):
+            self._starting.discard(image)
+            self.log.info("imagecast session {session} started automatically for {image}",
+                          session=session.id, image=image)
+
+        def failed(f):
+            self._starting.discard(image)
+            self.log.failure("automatic imagecast session for {image} failed", f, image=image)
+        d.addCallbacks(started, failed)
+
+    def _sessionDone(self, result, session):
+        self.sessions.pop(session.id, None)
+        self.finished.append(session)
+        keep = self.config["keep_sessions"]
+        self.finished = self.finished[-keep:] if keep else []
+        card = session.scorecard()
+        self.log.info("imagecast session {session}: done after {rounds} rounds, {complete} of "
+                      "{members} receivers complete", session=session.id, rounds=session.round,
+                      complete=len(card["complete"]), members=len(card["permanent_group"]))
+        return None
+
+    #: the longest a Status call waits for a change (seconds)
+    STATUS_WAIT_MAX = 60.0
+
+    def statusAfter(self, sessionId, rounds, wait, detail=False):
+        """
+        The scorecard of one session once it has more than C{rounds} rounds
+        or is done, or after C{wait} seconds (at most L{STATUS_WAIT_MAX}):
+        a long poll, so that C{send} follows a session without polling and
+        ends as soon as it does.
+
+        @return: a Deferred firing with what L{status} returns.
+        """
+        session = self._kept(sessionId)[0]
+        d = session.waitFor(lambda: session.state == "done" or len(session.rounds) > rounds,
+                             max(0.0, min(wait, self.STATUS_WAIT_MAX)))
+        return d.addCallback(lambda _: self.status(sessionId, detail))
+
+    def _kept(self, sessionId=None):
+        """
+        The sessions kept (finished ones first), or the one C{sessionId}.
+
+        @raise commands.UnknownSession: if there is no such session.
+        """
+        every = list(self.finished) + list(self.sessions.values())
+        if sessionId is not None:
+            every = [s for s in every if s.id == sessionId]
+            if not every:
+                raise commands.UnknownSession("no session %d" % (sessionId,))
+        return every
+
+    def status(self, sessionId=None, detail=False):
+        return {"sessions": [s.scorecard(detail) for s in self._kept(sessionId)],
+                "receivers": sorted(self.clients)}
+
+    def stop(self):
+        """
+        Stop every session's sender (service shutdown).
+        """
+        for session in list(self.sessions.values()):
+            session.stopSending()
