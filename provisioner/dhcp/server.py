@@ -37,7 +37,7 @@ from provisioner.directory import normaliseMAC
 from provisioner.dhcp import wire
 from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
 from provisioner.dhcp.wire import OPT, DHCPPacket, MalformedPacket
-from provisioner.net.sockopt import bindToDevice, setReceiveBuffer
+from provisioner.net.sockets import udpSocket
 
 __all__ = [
     "InterfaceInfo",
@@ -102,23 +102,12 @@ def bindUDPSocket(address, port, interface=None):
     A non-blocking UDP socket bound to C{address:port}, able to broadcast,
     with C{SO_REUSEADDR} (so a DHCP server for another interface can share
     the port) and, given an interface, C{SO_BINDTODEVICE}: only that
-    interface's packets are received, and replies leave through it.
+    interface's packets are received, and replies leave through it. The
+    receive buffer has room for a burst of a few thousand requests while
+    the process is not scheduled.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        # Room for a burst of a few thousand requests while the process is
-        # not scheduled.
-        setReceiveBuffer(sock, 1 << 20)
-        if interface:
-            bindToDevice(sock, interface)
-        sock.bind((address, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return udpSocket(address, port, interface, receiveBuffer=1 << 20, reuseAddress=True,
+                     broadcast=True)
 
 
 def _toInt(ip):

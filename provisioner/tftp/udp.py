@@ -14,28 +14,33 @@ C{pread} per window) and sends them:
 
 GSO is probed once per process on the first send; an error from it (old
 kernel, a device that refuses it) switches that socket to the plain path
-for good. A full socket buffer (C{EAGAIN}, C{ENOBUFS}) stops the window
-early: the rest is sent again after the retransmission timeout, like a
-lost packet.
+for good; C{tftp.gso: false} turns it off (to compare). A full socket
+buffer (C{EAGAIN}, C{ENOBUFS}) stops the window early: the rest is sent
+again after the retransmission timeout, like a lost packet.
 
-Also here: socket helpers (bigger send buffer, C{SO_BINDTODEVICE}, the path
-MTU towards a peer).
+L{TransportSender} does the same through any C{IUDPTransport} (one C{write}
+per datagram), and L{defaultSender} picks one of the two. Both take the
+DATA framing as constructor arguments: L{dataHeader} (RFC 1350) unless told
+otherwise (multicast TFTP's C{mcepoch} framing).
+
+Also here: the ports of the TFTP server (L{openPort}; sockets come from
+L{provisioner.net.sockets.udpSocket}) and L{SessionMux}, which reads every
+session socket through one reactor reader.
 """
 
 import errno
-import os
-import socket
 import struct
 from time import monotonic as _monotonic
 
+from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
-from provisioner.net.sockopt import (
-    SOL_UDP, UDP_SEGMENT, bindToDevice, interfaceMTU, pathMTU, setSendBuffer)
+from provisioner.net.sockets import udpSocket
+from provisioner.net.sockopt import SOL_UDP, UDP_SEGMENT, interfaceMTU, pathMTU
 
-__all__ = ["WindowSender", "openPort", "SessionMux", "MuxPort",
-           "openSessionSocket", "setSendBuffer", "bindToDevice", "pathMTU", "interfaceMTU",
-           "GSO_MAX_SEGMENTS", "GSO_MAX_BYTES", "gsoAvailable"]
+__all__ = ["WindowSender", "TransportSender", "defaultSender", "dataHeader",
+           "DATA_HEADER_SIZE", "openPort", "SessionMux", "MuxPort", "openSessionSocket",
+           "pathMTU", "interfaceMTU", "GSO_MAX_SEGMENTS", "GSO_MAX_BYTES", "gsoAvailable"]
 
 # The kernel's UDP_MAX_SEGMENTS is 64 on older kernels (128 on newer ones).
 GSO_MAX_SEGMENTS = 64
@@ -46,9 +51,21 @@ _DATA = 3
 _H = struct.Struct("!HH")
 _SEG = struct.Struct("=H")
 _SOFT_ERRORS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENOMEM)
+_UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
-# PROVISIONER_TFTP_GSO=0 in the environment turns GSO off (to compare).
-_gso = {"available": False if os.environ.get("PROVISIONER_TFTP_GSO") == "0" else None}
+# What the kernel said of UDP GSO in this process: None until first tried.
+_gso = {"available": None}
+
+#: bytes of the RFC 1350 DATA header (opcode, 16-bit block number)
+DATA_HEADER_SIZE = 4
+
+
+def dataHeader(block):
+    """
+    The RFC 1350 DATA header of a (32-bit) block: opcode and the block
+    number wrapped to 16 bits.
+    """
+    return _H.pack(_DATA, block & 0xFFFF)
 
 
 def gsoAvailable():
@@ -66,24 +83,19 @@ class WindowSender:
     @ivar peer: C{(host, port)} the datagrams go to.
     @ivar gso: use UDP GSO (cleared after the kernel refuses it).
     @ivar calls: send system calls made (for tests and stats).
-    @cvar headerSize: bytes of TFTP header before each block's data.
+    @ivar header: C{header(block)} returns the framing of a (32-bit)
+        block's DATA datagram (L{dataHeader} unless told otherwise).
+    @ivar headerSize: bytes of that framing before each block's data.
     """
 
     log = Logger()
-    headerSize = 4
 
-    def header(self, block):
-        """
-        The DATA header of a (32-bit) block: opcode and the block number
-        wrapped to 16 bits. Subclasses frame blocks otherwise (multicast
-        TFTP's C{mcepoch}).
-        """
-        return _H.pack(_DATA, block & 0xFFFF)
-
-    def __init__(self, sock, peer, gso=True):
+    def __init__(self, sock, peer, gso=True, header=dataHeader, headerSize=DATA_HEADER_SIZE):
         self.sock = sock
         self.peer = peer
         self.gso = gso and _gso["available"] is not False
+        self.header = header
+        self.headerSize = headerSize
         self.calls = 0
 
     def send(self, datagram):
@@ -98,7 +110,7 @@ class WindowSender:
         except OSError as e:
             if e.errno in _SOFT_ERRORS:
                 return False
-            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if e.errno in _UNREACHABLE:
                 return False
             raise
         return True
@@ -158,8 +170,7 @@ class WindowSender:
         try:
             self.sock.sendmsg(iov, (), 0, self.peer)
         except OSError as e:
-            if e.errno in _SOFT_ERRORS or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                                      errno.ENETUNREACH):
+            if e.errno in _SOFT_ERRORS or e.errno in _UNREACHABLE:
                 return False
             raise
         return True
@@ -183,7 +194,7 @@ class WindowSender:
         except OSError as e:
             if e.errno in _SOFT_ERRORS:
                 return False
-            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if e.errno in _UNREACHABLE:
                 return False
             if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO):
                 # This socket goes plain; the whole process only when the
@@ -199,33 +210,66 @@ class WindowSender:
         return True
 
 
+class TransportSender:
+    """
+    A sender for transports without a socket (any C{IUDPTransport}): one
+    C{write} per datagram, the same framing arguments as L{WindowSender}.
+    """
+
+    def __init__(self, transport, peer, header=dataHeader, headerSize=DATA_HEADER_SIZE):
+        self.transport = transport
+        self.peer = peer
+        self.header = header
+        self.headerSize = headerSize
+        self.calls = 0
+
+    def send(self, datagram, peer=None):
+        self.calls += 1
+        self.transport.write(datagram, peer or self.peer)
+        return True
+
+    def sendBlocks(self, first, data, blksize, count):
+        view = memoryview(data)
+        header = self.header
+        for i in range(count):
+            off = i * blksize
+            self.send(header(first + i) + bytes(view[off:off + blksize]))
+        return count
+
+
+def defaultSender(transport, peer, gso=True, header=dataHeader, headerSize=DATA_HEADER_SIZE):
+    """
+    A L{WindowSender} on the transport's socket when it has one (a Twisted
+    UDP port or a L{MuxPort}), else a L{TransportSender}.
+
+    @param gso: whether the L{WindowSender} may use UDP GSO (C{tftp.gso}).
+    @param header: C{header(block)}, the framing of each DATA datagram.
+    @param headerSize: its length in bytes.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is not None and hasattr(sock, "sendmsg"):
+        return WindowSender(sock, peer, gso, header, headerSize)
+    return TransportSender(transport, peer, header, headerSize)
+
+
 def openPort(reactor, protocol, address, port=0, interface=None, maxPacketSize=8192,
              sendBuffer=None):
     """
-    Make, configure and bind a UDP socket (C{SO_BINDTODEVICE} before
-    C{bind}, a bigger send buffer), then start C{protocol} on it.
+    Make, configure and bind a UDP socket (L{udpSocket}: C{SO_BINDTODEVICE}
+    before C{bind}, a bigger send buffer), then start C{protocol} on it.
 
-    Reactors that cannot adopt sockets (test fakes) get C{listenUDP}.
+    A reactor that cannot adopt sockets (one that does not provide
+    C{IReactorSocket}) gets C{listenUDP} instead, without the interface
+    binding and the buffer.
 
     @return: the listening port.
     @raise OSError: the socket cannot be made or bound.
     """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    if not hasattr(reactor, "adoptDatagramPort"):
+    if not IReactorSocket.providedBy(reactor):
         return reactor.listenUDP(port, protocol, interface=address, maxPacketSize=maxPacketSize)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = udpSocket(address, port, interface, sendBuffer=sendBuffer)
     try:
-        sock.setblocking(False)
-        if sendBuffer:
-            setSendBuffer(sock, sendBuffer)
-        if interface:
-            bindToDevice(sock, interface)
-        sock.bind((address, port))
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        return reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize)
+        return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize)
     finally:
         sock.close()
 
@@ -249,8 +293,7 @@ class MuxPort:
         try:
             self.socket.sendto(datagram, addr)
         except OSError as e:
-            if e.errno not in _SOFT_ERRORS and e.errno not in (
-                    errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if e.errno not in _SOFT_ERRORS and e.errno not in _UNREACHABLE:
                 raise
 
     def getHost(self):
@@ -386,18 +429,7 @@ class SessionMux:
 
 def openSessionSocket(address, interface=None, sendBuffer=None):
     """
-    A bound, non-blocking UDP socket for a session.
+    A bound, non-blocking UDP socket for a session (L{udpSocket} on an
+    ephemeral port).
     """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        if sendBuffer:
-            setSendBuffer(sock, sendBuffer)
-        if interface:
-            bindToDevice(sock, interface)
-        sock.bind((address, 0))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return udpSocket(address, 0, interface, sendBuffer=sendBuffer)
