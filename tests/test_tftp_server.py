@@ -15,7 +15,7 @@ from provisioner.files import DirectoryResolver, ResolverChain, VirtualFiles
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import IOptionExtension
 from provisioner.tftp.server import TFTPServer
-from provisioner.tftp.session import SessionStats
+from provisioner.tftp.transfer import SessionStats
 from provisioner.tftp.window import FixedWindow
 from tests.test_tftp_session import FakeReactor, FakeUDPTransport
 

@@ -19,7 +19,8 @@ from zope.interface.verify import verifyObject
 from provisioner.files import BytesSource
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, Negotiated, negotiate
-from provisioner.tftp.session import NetasciiSource, ReadSession
+from provisioner.tftp.session import ReadSession
+from provisioner.tftp.transfer import NetasciiSource
 from provisioner.tftp.window import FixedWindow, IWindowPolicy
 
 PEER = ("127.0.0.1", 40000)

@@ -35,246 +35,34 @@ Memory: a session holds no file data between windows (each window is read
 with one C{pread}, sent, and dropped), so a slow peer costs a socket, a
 timer and a few hundred bytes.
 
-When a session ends it calls C{onEnd(stats)} with a L{SessionStats}.
+When a session ends it calls C{onEnd(stats)} with a
+L{provisioner.tftp.transfer.SessionStats}. What read and write sessions
+share (stats, ending, the netascii form) is in L{provisioner.tftp.transfer};
+the fast lane (a blocking wait for the next ACK while one transfer is in
+flight) in L{provisioner.tftp.fastlane}; the send path in
+L{provisioner.tftp.udp}.
 """
-
-import socket
-import struct
-from time import monotonic as _monotonic
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from provisioner.tftp import wire
-from provisioner.tftp.udp import WindowSender
-from provisioner.tftp.window import MAX_WINDOW, FixedWindow
+from provisioner.tftp.fastlane import FastLane
+from provisioner.tftp.transfer import MAX_BACKOFF, NetasciiSource, SessionEnding, SessionStats
+from provisioner.tftp.udp import TransportSender, defaultSender
+from provisioner.tftp.window import MAX_WINDOW
 
-__all__ = ["ReadSession", "SessionStats", "NetasciiSource", "TransportSender",
-           "MAX_BACKOFF"]
+__all__ = ["ReadSession", "DALLY"]
 
-# Retransmission intervals grow x2 per timeout up to this multiple of the
-# first one.
-MAX_BACKOFF = 8
 # How long a finished read session keeps its port (seconds, at most).
 DALLY = 1.0
-# The fast lane: how long to wait for the next ACK outside the reactor
-# (milliseconds), and how many datagrams to handle there before going back.
-FAST_WAIT_MS = 1
-FAST_BUDGET = 512
-# ... and for at most this long (seconds), so that new requests wait little.
-FAST_SLICE = 0.004
-_FAST_TIMEVAL = struct.pack("@ll", 0, FAST_WAIT_MS * 1000)
 
 _ACK = wire.ACK
 _ERROR = wire.ERROR
 _ERR5 = wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID").to_wire()
-_H = struct.Struct("!H")
-_H2 = struct.Struct("!HH")
-_DATA = wire.DATA
 
 
-class SessionStats:
-    """
-    The digest of one transfer, handed to the stats callbacks when it ends
-    (the fbtftp hook).
-
-    @ivar peer: C{(host, port)}.
-    @ivar path: the requested path (normalised).
-    @ivar direction: C{"read"} or C{"write"}.
-    @ivar size: the file size if known, else L{None}.
-    @ivar bytes: bytes the client acknowledged (read) or that were stored
-        (write).
-    @ivar blocks: DATA datagrams sent (read) or accepted (write), with
-        retransmissions.
-    @ivar retransmits: DATA blocks sent more than once.
-    @ivar timeouts: retransmission timer expiries.
-    @ivar duplicates: duplicate ACKs ignored.
-    @ivar losses: partial-window ACKs (go-back-N).
-    @ivar blksize, windowsize: the negotiated values.
-    @ivar started, ended: clock times.
-    @ivar outcome: C{"complete"}, C{"probe"}, C{"refused"}, C{"aborted"},
-        C{"timeout"}, C{"error"} or C{"cancelled"}.
-    @ivar detail: a short text (the client's error message, ...).
-    """
-
-    def __init__(self, peer, path, direction="read", size=None):
-        self.peer = peer
-        self.path = path
-        self.direction = direction
-        self.size = size
-        self.bytes = 0
-        self.blocks = 0
-        self.retransmits = 0
-        self.timeouts = 0
-        self.duplicates = 0
-        self.losses = 0
-        self.blksize = 512
-        self.windowsize = 1
-        self.started = None
-        self.ended = None
-        self.outcome = None
-        self.detail = ""
-
-    @property
-    def duration(self):
-        if self.started is None or self.ended is None:
-            return 0.0
-        return max(0.0, self.ended - self.started)
-
-    def asDict(self):
-        return {
-            "peer": "%s:%d" % tuple(self.peer[:2]), "path": self.path,
-            "direction": self.direction, "size": self.size, "bytes": self.bytes,
-            "blocks": self.blocks, "retransmits": self.retransmits,
-            "timeouts": self.timeouts, "duplicates": self.duplicates, "losses": self.losses,
-            "blksize": self.blksize, "windowsize": self.windowsize,
-            "duration": round(self.duration, 6), "outcome": self.outcome,
-            "detail": self.detail,
-        }
-
-    def __repr__(self):
-        return "<SessionStats %r>" % (self.asDict(),)
-
-
-class NetasciiSource:
-    """
-    The netascii form of a source, converted as a stream (LF becomes CR LF,
-    CR becomes CR NUL). Reads must not go back before the previous read's
-    offset (a session only ever goes back to the block after the last ACK).
-    Its size is unknown (no tsize).
-    """
-
-    size = None
-    chunk = 65536
-
-    def __init__(self, source):
-        self.source = source
-        self.name = getattr(source, "name", "?")
-        self._raw = 0          # raw offset converted so far
-        self._start = 0        # converted offset of _buf[0]
-        self._buf = b""
-        self._eof = False
-
-    def read(self, offset, length):
-        if offset < self._start:
-            raise ValueError("netascii source cannot go back to %d" % (offset,))
-        drop = offset - self._start
-        if drop:
-            self._buf = self._buf[drop:]
-            self._start = offset
-        while len(self._buf) < length and not self._eof:
-            raw = self.source.read(self._raw, self.chunk)
-            if not raw:
-                self._eof = True
-                break
-            self._raw += len(raw)
-            self._buf += raw.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
-        return self._buf[:length]
-
-    def close(self):
-        self.source.close()
-
-
-class TransportSender:
-    """
-    A sender for transports without a socket (fakes in tests, or any
-    C{IUDPTransport}): one C{write} per datagram.
-    """
-
-    headerSize = 4
-
-    def __init__(self, transport, peer):
-        self.transport = transport
-        self.peer = peer
-        self.calls = 0
-
-    def header(self, block):
-        """
-        As L{WindowSender.header}.
-        """
-        return wire.encodeData(block, b"")
-
-    def send(self, datagram, peer=None):
-        self.calls += 1
-        self.transport.write(datagram, peer or self.peer)
-        return True
-
-    def sendBlocks(self, first, data, blksize, count):
-        view = memoryview(data)
-        header = self.header
-        for i in range(count):
-            off = i * blksize
-            self.send(header(first + i) + bytes(view[off:off + blksize]))
-        return count
-
-
-def defaultSender(transport, peer):
-    """
-    L{WindowSender} on the transport's socket when it has one (a real
-    Twisted UDP port), else L{TransportSender}.
-    """
-    sock = getattr(transport, "socket", None)
-    if sock is not None and hasattr(sock, "sendmsg"):
-        return WindowSender(sock, peer)
-    return TransportSender(transport, peer)
-
-
-class SessionEnding:
-    """
-    How every transfer session (read or write) ends: its stats go to
-    C{onEnd} once, C{onClose} is told, and its port is released. Subclasses
-    have C{onEnd}, C{onClose}, C{transport}, C{log} and C{_cancelTimers()}.
-    """
-
-    # the transfer-time limit: seconds (None: none) and its timer
-    maxDuration = None
-    _limit = None
-
-    def _startLimit(self):
-        """
-        Start the transfer-time limit, if there is one: a peer, however
-        slow or hostile, holds a session for at most C{maxDuration}
-        seconds.
-        """
-        if self.maxDuration:
-            self._limit = self.clock.callLater(self.maxDuration, self._overLimit)
-
-    def _overLimit(self):
-        self._limit = None
-        if self.done:
-            return
-        limit = self.maxDuration
-        self.sender.send(wire.Error(
-            wire.ERR_NOT_DEFINED, "transfer time limit of %gs reached" % (limit,)).to_wire())
-        self._finish("timeout", "still running after the transfer time limit (%gs)" % (limit,))
-        self._close()
-
-    def _reportEnd(self, stats):
-        onEnd, self.onEnd = self.onEnd, None
-        if onEnd is not None:
-            try:
-                onEnd(stats)
-            except Exception:
-                self.log.failure("stats callback")
-
-    def _close(self):
-        self._cancelTimers()
-        limit, self._limit = self._limit, None
-        if limit is not None and limit.active():
-            limit.cancel()
-        onClose, self.onClose = self.onClose, None
-        if onClose is not None:
-            onClose(self)
-        transport = self.transport
-        if transport is not None:
-            self.transport = None
-            try:
-                transport.stopListening()
-            except Exception:
-                self.log.failure("closing the session port")
-
-
-class ReadSession(SessionEnding, DatagramProtocol):
+class ReadSession(SessionEnding, FastLane, DatagramProtocol):
     """
     Sends one data source to one peer.
 
@@ -285,11 +73,14 @@ class ReadSession(SessionEnding, DatagramProtocol):
     @param timeout: first retransmission timeout (the client's C{timeout}
         option wins when it sent one).
     @param retries: retransmissions before giving up.
-    @param onEnd: called once with the L{SessionStats} when the transfer is
+    @param onEnd: called once with the L{SessionStats
+        <provisioner.tftp.transfer.SessionStats>} when the transfer is
         over (before the dally).
     @param path: the requested path, for stats and logs.
     @param netascii: convert to netascii on the fly (window 1).
-    @param senderFactory: C{(transport, peer)} to a sender (tests).
+    @param senderFactory: C{(transport, peer)} to a sender (tests); by
+        default L{provisioner.tftp.udp.defaultSender}.
+    @param gso: whether the default sender may use UDP GSO (C{tftp.gso}).
     @param dally: how long the port stays open after the last ACK (at most
         the timeout).
     @param fastLane: a callable returning true while this session may wait
@@ -311,7 +102,7 @@ class ReadSession(SessionEnding, DatagramProtocol):
 
     def __init__(self, source, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, senderFactory=None, dally=DALLY,
-                 fastLane=None, maxDuration=None, timeoutMin=None):
+                 fastLane=None, maxDuration=None, timeoutMin=None, gso=True):
         self.source = NetasciiSource(source) if netascii else source
         self.maxDuration = maxDuration
         self.negotiated = negotiated
@@ -330,7 +121,8 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self._rttStart = None
         self.maxRetries = retries
         self.onEnd = onEnd
-        self.senderFactory = senderFactory or defaultSender
+        self.senderFactory = senderFactory or (
+            lambda transport, peer: defaultSender(transport, peer, gso))
         self.extension = negotiated.extension is not None
         self.dallyTime = min(dally, self.timeout)
         size = getattr(source, "size", None)
@@ -482,6 +274,10 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self._arm()
 
     def _sendWindow(self):
+        """
+        Send the window after the last acknowledged block: as many blocks
+        as the policy says (L{_windowSize}), read with one C{pread}.
+        """
         self._pause = None
         self._wentBack = False
         if self._resume is not None:
@@ -489,18 +285,7 @@ class ReadSession(SessionEnding, DatagramProtocol):
                 self._resume.cancel()
             self._resume = None
         first = self.acked + 1
-        n = self.policy.size()
-        if n < 1:
-            n = 1
-        elif n > MAX_WINDOW:
-            n = MAX_WINDOW
-        if not self.answered:
-            # Nothing sent to an address that never answered beyond one
-            # block per attempt: no amplification.
-            n = 1
-        last = self.last
-        if last is not None and first + n - 1 > last:
-            n = last - first + 1
+        n = self._windowSize(first)
         bs = self.blksize
         try:
             data = self.source.read((first - 1) * bs, n * bs)
@@ -514,8 +299,41 @@ class ReadSession(SessionEnding, DatagramProtocol):
             # The end of the data (a source of unknown size, or one that
             # shrank): this window holds the last block.
             n = len(data) // bs + 1
-            last = self.last = first + n - 1
+            self.last = first + n - 1
         count = self.sender.sendBlocks(first, data, bs, n)
+        self._windowSent(first, n, count)
+        if count < n:
+            # The socket buffer filled up: the rest of this window in a
+            # moment (not a loss).
+            self._resume = self.clock.callLater(0.002, self._resumeWindow, first + count,
+                                                first + n - 1, data[count * bs:])
+        self._arm()
+
+    def _windowSize(self, first):
+        """
+        How many blocks the window from C{first} holds: the policy's size
+        (1 to L{MAX_WINDOW}), one block while the peer has never answered
+        (no amplification towards an address that never asked), and no
+        further than the last block when it is known.
+        """
+        n = self.policy.size()
+        if n < 1:
+            n = 1
+        elif n > MAX_WINDOW:
+            n = MAX_WINDOW
+        if not self.answered:
+            n = 1
+        last = self.last
+        if last is not None and first + n - 1 > last:
+            n = last - first + 1
+        return n
+
+    def _windowSent(self, first, n, count):
+        """
+        Account for a window of C{n} blocks from C{first} of which C{count}
+        left: stats, the round-trip sample (only for a window sent for the
+        first time, Karn's rule) and the highest block sent.
+        """
         end = first + n - 1
         stats = self.stats
         stats.blocks += count
@@ -527,12 +345,6 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self.sent = end
         if end > self.highest:
             self.highest = end
-        if count < n:
-            # The socket buffer filled up: the rest of this window in a
-            # moment (not a loss).
-            self._resume = self.clock.callLater(0.002, self._resumeWindow, first + count, end,
-                                                data[count * bs:])
-        self._arm()
 
     def _resumeWindow(self, start, end, data):
         self._resume = None
@@ -552,136 +364,6 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self._handle(data, addr)
         if self.fastLane is not None and not self._inFast and not self.done:
             self._runFast()
-
-    def _runFast(self):
-        """
-        The fast lane. In lockstep and small-window transfers most of the
-        time per window is the reactor's own work around each datagram;
-        when the server allows it (one transfer in flight), wait for the
-        next ACK in a blocking C{recvfrom} on this socket alone, bounded by
-        C{SO_RCVTIMEO} (L{FAST_WAIT_MS}), and handle up to L{FAST_BUDGET}
-        datagrams or L{FAST_SLICE} seconds before going back to the reactor
-        (where new requests are seen). The process sleeps in the kernel
-        meanwhile: no spinning. The socket is non-blocking again
-        before the reactor sees it.
-        """
-        transport = self.transport
-        sock = getattr(transport, "socket", None)
-        if sock is None:
-            return
-        allowed = self.fastLane
-        if not allowed():
-            return
-        recvfrom = sock.recvfrom
-        now = _monotonic
-        end = now() + FAST_SLICE
-        self._inFast = True
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _FAST_TIMEVAL)
-            sock.setblocking(True)
-            if self._isLockstep():
-                self._lockstep(sock, now, end)
-                return
-            for i in range(FAST_BUDGET):
-                try:
-                    data, addr = recvfrom(65536)
-                except OSError:
-                    break
-                self._handle(data, addr)
-                if self.done or self.transport is None or now() > end:
-                    break
-        finally:
-            self._inFast = False
-            try:
-                sock.setblocking(False)
-            except OSError:
-                pass
-
-    def _isLockstep(self):
-        policy = self.policy
-        return (type(policy) is FixedWindow and policy.n == 1 and not self.extension
-                and not self.netascii and self.last is not None and not self.waitingOACK
-                and self._pause is None and self._resume is None
-                and isinstance(self.sender, WindowSender))
-
-    def _lockstep(self, sock, now, end):
-        """
-        The fast lane for window 1 (RFC 1350 clients, the most common boot
-        ROM case), where per-block overhead is everything: the expected ACK
-        is recognised from its four bytes, the next block is cut from a
-        read-ahead buffer (one C{pread} per 64 KiB, dropped when the
-        lane ends) and sent with one C{sendto}. Anything else (a stray or
-        duplicate ACK, an ERROR, a wrong TID) goes through L{_handle}.
-        """
-        recvfrom = sock.recvfrom
-        sendto = sock.sendto
-        peer = self.peer
-        host, port = peer
-        bs = self.blksize
-        last = self.last
-        size = self.stats.size
-        read = self.source.read
-        pack = _H2.pack
-        stats = self.stats
-        # Read ahead about 64 KiB (big allocations are mmap'd and faulted in
-        # again each time: slower than one pread per big block).
-        chunk = max(1, 65536 // bs) * bs
-        bufStart = bufEnd = 0
-        view = None
-        progressed = False
-        try:
-            while now() <= end:
-                try:
-                    data, addr = recvfrom(2048)
-                except OSError:
-                    break
-                sent = self.sent
-                if (len(data) != 4 or data[1] != _ACK or data[0] != 0 or addr[1] != port
-                        or addr[0] != host or ((data[2] << 8) | data[3]) != sent & 0xFFFF
-                        or sent == self.acked):
-                    self._handle(data, addr)
-                    if self.done or self.transport is None:
-                        return
-                    bufStart = bufEnd = 0
-                    continue
-                self.acked = sent
-                progressed = True
-                if sent >= last:
-                    self.retriesLeft = self.maxRetries
-                    self.backoff = 1
-                    self._complete()
-                    return
-                off = sent * bs
-                hi = off + bs
-                if size is not None and hi > size:
-                    hi = size
-                if off < bufStart or hi > bufEnd:
-                    try:
-                        buf = read(off, chunk)
-                    except Exception:
-                        self._handle(data, addr)
-                        return
-                    view = memoryview(buf)
-                    bufStart = off
-                    bufEnd = off + len(buf)
-                    if hi > bufEnd:
-                        hi = bufEnd
-                nxt = sent + 1
-                try:
-                    sendto(pack(_DATA, nxt & 0xFFFF) + view[off - bufStart:hi - bufStart], peer)
-                except OSError:
-                    pass
-                self.sent = nxt
-                if nxt > self.highest:
-                    self.highest = nxt
-                else:
-                    stats.retransmits += 1
-                stats.blocks += 1
-        finally:
-            if progressed and not self.done:
-                self.retriesLeft = self.maxRetries
-                self.backoff = 1
-                self._arm()
 
     def _handle(self, data, addr):
         if addr[1] != self.peer[1] or addr[0] != self.peer[0]:
@@ -731,40 +413,65 @@ class ReadSession(SessionEnding, DatagramProtocol):
         self._close()
 
     def _ack(self, block, extra):
+        """
+        An ACK of the 16-bit C{block} from the peer, with the bytes after
+        the block number (C{extra}: an extension's window request).
+        """
         if self.waitingOACK:
-            if block != 0:
-                return
-            self.waitingOACK = False
-            self.answered = True
-            self.retriesLeft = self.maxRetries
-            self.backoff = 1
-            if extra and self.extension:
-                self.policy.onAckExtra(extra, self.clock.seconds())
-            self._next()
+            if block == 0:
+                self._oackAnswered(extra)
             return
         acked = self.acked
         delta = (block - acked) & 0xFFFF
         if delta == 0:
-            self.stats.duplicates += 1
-            if extra and self.extension:
-                now = self.clock.seconds()
-                self.policy.onAckExtra(extra, now)
-                isLoss = getattr(self.policy, "repeatIsLoss", None)
-                if isLoss is not None and isLoss(extra) and self.sent > acked \
-                        and not self._wentBack:
-                    # An adaptive client repeats its last ACK, marked as a
-                    # loss, when the first block of a window is lost: go
-                    # back once per window (docs/wire/adaptive.md).
-                    self._wentBack = True
-                    self.stats.losses += 1
-                    self.policy.onLoss(now)
-                    self._next()
+            self._repeatedAck(extra)
             return
         if delta > self.sent - acked:
             # Older than what we hold, or never sent: a stray ACK.
             self.stats.duplicates += 1
             return
-        block = acked + delta
+        self._newAck(acked + delta, extra)
+
+    def _oackAnswered(self, extra):
+        """
+        ACK 0 after the OACK: the transfer starts.
+        """
+        self.waitingOACK = False
+        self.answered = True
+        self.retriesLeft = self.maxRetries
+        self.backoff = 1
+        if extra and self.extension:
+            self.policy.onAckExtra(extra, self.clock.seconds())
+        self._next()
+
+    def _repeatedAck(self, extra):
+        """
+        An ACK of the last acknowledged block again: a duplicate, never
+        answered with DATA (no Sorcerer's Apprentice), unless an adaptive
+        client marked it as a loss.
+        """
+        self.stats.duplicates += 1
+        if not extra or not self.extension:
+            return
+        now = self.clock.seconds()
+        self.policy.onAckExtra(extra, now)
+        isLoss = getattr(self.policy, "repeatIsLoss", None)
+        if isLoss is not None and isLoss(extra) and self.sent > self.acked \
+                and not self._wentBack:
+            # An adaptive client repeats its last ACK, marked as a loss,
+            # when the first block of a window is lost: go back once per
+            # window (docs/wire/adaptive.md).
+            self._wentBack = True
+            self.stats.losses += 1
+            self.policy.onLoss(now)
+            self._next()
+
+    def _newAck(self, block, extra):
+        """
+        An ACK of the 32-bit C{block}, past the last acknowledged one: the
+        window policy learns whether the whole window arrived, and the next
+        window goes (from the block after C{block}: go-back-N).
+        """
         self.acked = block
         self.answered = True
         self.retriesLeft = self.maxRetries

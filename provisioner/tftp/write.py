@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from provisioner import errors
 from provisioner.files import MAX_PATH
 from provisioner.tftp import wire
-from provisioner.tftp.session import MAX_BACKOFF, SessionEnding, SessionStats, defaultSender
+from provisioner.tftp.transfer import MAX_BACKOFF, SessionEnding, SessionStats
+from provisioner.tftp.udp import defaultSender
 
 __all__ = ["UploadTarget", "Upload", "WriteSession"]
 

@@ -37,7 +37,7 @@ from provisioner.tftp.multicast.codec import (
     EPOCH_HEADER_SIZE, EPOCH_OPTION, GAP_UNKNOWN, MULTICAST_OPTION, RANGES_OPTION, blockCount, decodeAckExtra,
     epochHeader, formatRanges, nearest32, parseRanges)
 from provisioner.tftp.negotiate import IOptionExtension
-from provisioner.tftp.session import defaultSender
+from provisioner.tftp.udp import defaultSender
 
 __all__ = [
     "GroupPool", "MulticastRegistry", "MulticastSession", "RangeSource",
