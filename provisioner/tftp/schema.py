@@ -39,6 +39,13 @@ SCHEMA = Section("the TFTP server (UDP)", {
                              "session for ever)", minimum=0),
     "max_sessions_per_client": Key(64, "int", "transfers in flight at once from one address",
                                    minimum=1),
+    "gso": Key(True, "bool", "send a window of DATA with UDP generic segmentation offload "
+               "where the kernel has it (one system call for up to 64 datagrams); false: "
+               "one system call per datagram (to compare)"),
+    "fast_lane": Key(True, "bool", "while a single transfer is in flight, wait for its next "
+                     "ACK in a short blocking read on its own socket instead of going back "
+                     "to the event loop (lockstep clients go faster); false: always through "
+                     "the event loop (to compare)"),
     "write": Section("uploads (WRQ)", {
         "enabled": Key(False, "bool", "accept WRQ uploads"),
         "directory": Key("tftpupload", "path", "where uploads land (never the served root); "

@@ -28,10 +28,10 @@ are sent from the listen port. Datagrams that do not decode are logged at
 debug and dropped; ERROR packets are never answered.
 """
 
-import os
 import socket
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -44,10 +44,6 @@ from provisioner.tftp.udp import (
     SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
 
 __all__ = ["TFTPServer", "SEND_BUFFER"]
-
-# PROVISIONER_TFTP_FASTLANE=0 in the environment turns the fast lane off (to
-# compare; see ReadSession._runFast).
-FAST_LANE = os.environ.get("PROVISIONER_TFTP_FASTLANE") != "0"
 
 # Send buffer asked for each session socket (bytes).
 SEND_BUFFER = 4 * 1024 * 1024
@@ -76,11 +72,11 @@ class TFTPServer(DatagramProtocol):
     @ivar sessions: C{{(host, port): session}} in flight.
     @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
         L{None} (uploads refused).
-    @ivar fastLane: whether a lone lockstep session may wait for its ACK in
-        a short blocking read (see L{provisioner.tftp.session}). Set it false
-        when the client runs on the same reactor (in-process tests, an
-        embedding application): its ACK could not be sent while we wait.
-        Default: true unless C{PROVISIONER_TFTP_FASTLANE=0}.
+    @ivar fastLane: whether a lone session may wait for its next ACK in a
+        short blocking read (L{provisioner.tftp.fastlane}) when
+        C{tftp.fast_lane} allows it. Set it false when the client runs on
+        the same reactor (in-process tests, an embedding application): its
+        ACK could not be sent while we wait.
     """
 
     log = Logger()
@@ -95,7 +91,7 @@ class TFTPServer(DatagramProtocol):
         self.extensions = []
         self.requestHandlers = []
         self.statsCallbacks = []
-        self.fastLane = FAST_LANE
+        self.fastLane = True
         self.sessions = {}
         # Sessions whose port is still open (in flight, or dallying).
         self.open = set()
@@ -295,9 +291,10 @@ class TFTPServer(DatagramProtocol):
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
                               path=request.path, netascii=(mode == "netascii"),
-                              fastLane=self._fastLane if self.fastLane else None,
+                              fastLane=self._fastLane if self._fastLaneAllowed() else None,
                               maxDuration=config.get("max_transfer_time") or None,
-                              timeoutMin=config.get("timeout_min"))
+                              timeoutMin=config.get("timeout_min"),
+                              gso=config.get("gso", True))
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)
@@ -309,6 +306,13 @@ class TFTPServer(DatagramProtocol):
             self._pending.add(addr)
             raise
         return session
+
+    def _fastLaneAllowed(self):
+        """
+        Whether new sessions may take the fast lane at all (C{tftp.fast_lane}
+        and L{fastLane}).
+        """
+        return self.fastLane and self.config.get("fast_lane", True)
 
     def _fastLane(self):
         """
@@ -322,12 +326,13 @@ class TFTPServer(DatagramProtocol):
         Bind a fresh ephemeral UDP port for a session (same address family
         and local address as the listen port, same interface) and start
         C{protocol} on it. Session sockets are read through one
-        L{SessionMux} (one reactor reader for all of them).
+        L{SessionMux} (one reactor reader for all of them) when the reactor
+        takes file descriptors (C{IReactorFDSet}); any other reactor gives
+        a port of its own (L{openPort}).
 
         @return: the port.
         """
-        if not hasattr(self.reactor, "addReader"):
-            # Test fakes: a port from the reactor.
+        if not IReactorFDSet.providedBy(self.reactor):
             return openPort(self.reactor, protocol, self.bindAddress, 0,
                             interface=self.config.get("interface"),
                             maxPacketSize=maxPacketSize, sendBuffer=SEND_BUFFER)
