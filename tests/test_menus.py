@@ -22,51 +22,10 @@ from provisioner.menus.inventory import EMPTY, parseInventory
 from provisioner.menus.render import (
     FALLBACK, ClientFacts, Renderer, archName, shippedTemplatesDir, templateDirs)
 from provisioner.menus.service import MenuService
+from tests.fakes import INVENTORY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "data", "golden")
-
-INVENTORY = """\
-defaults:
-  profile: rescue
-  vars:
-    console: ttyS0,115200n8
-profiles:
-  rescue:
-    description: Rescue system
-    kernel: rescue/vmlinuz
-    initrd: [rescue/initrd.img]
-    cmdline: "boot=live quiet"
-  installer:
-    description: Debian installer
-    timeout: 10
-    default_entry: install
-    entries:
-      - label: install
-        title: Install "Debian"
-        kernel: debian/linux
-        initrd: [debian/initrd.gz, debian/firmware.cpio.gz]
-        cmdline: auto=true priority=critical
-      - label: live
-        title: Live ISO
-        image: live.iso
-      - label: local
-        title: Local disk
-        local: true
-groups:
-  racks:
-    profile: installer
-    vars: {rack: 7}
-hosts:
-  alpha:
-    mac: 52:54:00:00:00:01
-    groups: [racks]
-  beta:
-    mac: 52:54:00:00:00:02
-    uuid: 11111111-2222-3333-4444-555555555555
-    profile: rescue
-    vars: {console: tty0}
-"""
 
 # The three clients of the golden files.
 CLIENTS = {

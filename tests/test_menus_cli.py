@@ -9,7 +9,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.cli import buildParser
-from tests.test_menus import INVENTORY
+from tests.fakes import INVENTORY
 
 
 class RenderCommandTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.netlab import PYTHON, REPO, requireE2E
 from tests.test_images_e2e import Appliance
-from tests.test_menus import INVENTORY
+from tests.fakes import INVENTORY
 
 MAC = "52:54:00:00:00:02"
 

@@ -22,7 +22,7 @@ from provisioner.images.service import ImagesService
 from provisioner.menus.service import MenuService
 from provisioner.web.resources import SourceProducer, parseRange
 from provisioner.web.service import HTTPService
-from tests.test_menus import INVENTORY
+from tests.fakes import INVENTORY
 
 
 class ParseRangeTests(SynchronousTestCase):
