@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from provisioner.config import loadConfig
+from provisioner.net import pacing
 from provisioner.tftp.multicast import flowcontrol
 
 
@@ -199,9 +200,23 @@ class RateTests(SynchronousTestCase):
 
     def test_interface(self):
         """
-        If built, L{AdaptiveRate} provides L{IRatePolicy}.
+        If built, L{AdaptiveRate} provides the rate policy interface both
+        multicast senders share, and the token bucket is the shared one.
         """
-        verifyObject(flowcontrol.IRatePolicy, flowcontrol.AdaptiveRate(self.clock))
+        verifyObject(pacing.IRatePolicy, flowcontrol.AdaptiveRate(self.clock))
+        self.assertIs(flowcontrol.IRatePolicy, pacing.IRatePolicy)
+        self.assertIs(flowcontrol.TokenBucket, pacing.TokenBucket)
+
+    def test_bucketFollowsRate(self):
+        """
+        If the rate is lowered, the session's pacing follows: C{delay}
+        waits for tokens at the new rate.
+        """
+        rate = flowcontrol.AdaptiveRate(self.clock, maximum=8000, minimum=1000, burst=1000)
+        self.assertEqual(rate.delay(1000), 0)
+        rate.masterTimeout()
+        self.assertEqual(rate.bucket.rate, 4000)
+        self.assertEqual(rate.delay(1000), 0.25)
 
     def test_lowerOnTimeout(self):
         """

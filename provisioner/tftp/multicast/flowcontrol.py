@@ -28,7 +28,9 @@ import os
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Interface, implementer
+
+from provisioner.net.pacing import IRatePolicy, MultiplicativeRate, TokenBucket
 
 __all__ = [
     "IStartPolicy", "IQualityPolicy", "IRatePolicy", "IUnexpectedPacketPolicy",
@@ -57,31 +59,6 @@ class IQualityPolicy(Interface):
         """
         @return: C{(blksize, timeout)} to grant a new session that would
             otherwise get C{blksize} and C{timeout}.
-        """
-
-
-class IRatePolicy(Interface):
-    """
-    The send rate of one multicast session.
-    """
-
-    rate = Attribute("bytes per second, or 0 for no limit")
-
-    def delay(nbytes):
-        """
-        Return the seconds to wait before C{nbytes} may be sent (0: now),
-        and take the tokens when it is 0.
-        """
-
-    def masterTimeout():
-        """
-        The master did not answer in time: lower the rate.
-        """
-
-    def progress():
-        """
-        The master acknowledged new data: may raise the rate after a clean
-        period.
         """
 
 
@@ -276,50 +253,17 @@ class LoadQuality:
         return min(blksize, self.blksize), timeout * self.timeoutFactor
 
 
-class TokenBucket:
-    """
-    A token bucket: C{rate} bytes per second, at most C{burst} bytes saved.
-    A rate of 0 means no limit.
-    """
-
-    def __init__(self, clock, rate, burst):
-        self.clock = clock
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = clock.seconds()
-
-    def _refill(self):
-        now = self.clock.seconds()
-        if self.rate:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def delay(self, nbytes):
-        """
-        Take C{nbytes} tokens and return 0, or return how long to wait.
-        """
-        if not self.rate:
-            return 0.0
-        self._refill()
-        if self.tokens >= nbytes or self.tokens >= self.burst:
-            self.tokens -= nbytes
-            return 0.0
-        return (nbytes - self.tokens) / self.rate
-
-    def setRate(self, rate):
-        self._refill()
-        self.rate = float(rate)
-
-
 @implementer(IRatePolicy)
-class AdaptiveRate:
+class AdaptiveRate(MultiplicativeRate):
     """
-    Rate control for one session: a L{TokenBucket} whose rate is multiplied
-    by C{decrease} (not below C{minimum}) when the master times out, and by
-    C{increase} (not above C{maximum}) after every C{cleanPeriod} seconds
-    without a timeout. C{maximum} 0 means no limit until the first timeout,
-    which then starts from C{fallback}.
+    The rate of one session: the shared L{IRatePolicy} (L{MultiplicativeRate})
+    with the master's timeout as congestion. The rate is multiplied by
+    C{decrease} (not below C{minimum}) when the master times out
+    (L{masterTimeout}), and by C{increase} (not above C{maximum}) when the
+    master acknowledges new data (L{progress}) C{cleanPeriod} seconds or
+    more after the last timeout or raise. C{maximum} 0 means no limit until
+    the first timeout, which then starts from C{fallback}. The session
+    paces with L{delay}, a L{TokenBucket} kept at the rate.
 
     @ivar reductions: how many times the rate was lowered.
     @ivar raises: how many times it was raised.
@@ -329,52 +273,42 @@ class AdaptiveRate:
 
     def __init__(self, clock, name="", maximum=0, minimum=1 << 20, decrease=0.5,
                  increase=1.25, cleanPeriod=2.0, burst=65536, fallback=100 << 20):
-        self.clock = clock
         self.name = name
-        self.maximum = maximum
-        self.minimum = minimum
-        self.decrease = decrease
-        self.increase = increase
-        self.cleanPeriod = cleanPeriod
-        self.fallback = fallback
         self.bucket = TokenBucket(clock, maximum, burst)
-        self.reductions = 0
-        self.raises = 0
-        self._cleanSince = clock.seconds()
-
-    @property
-    def rate(self):
-        return self.bucket.rate
+        MultiplicativeRate.__init__(self, maximum, minimum, maximum, decrease, increase,
+                                    cleanPeriod, fallback, clock)
 
     def delay(self, nbytes):
+        """
+        Return the seconds to wait before C{nbytes} may be sent (0: now),
+        and take the tokens when it is 0.
+        """
         return self.bucket.delay(nbytes)
 
+    def changed(self, old, new):
+        self.bucket.setRate(new)
+
     def masterTimeout(self):
-        old = self.bucket.rate or self.fallback
-        new = max(self.minimum, old * self.decrease)
-        self._cleanSince = self.clock.seconds()
-        if new != self.bucket.rate:
-            self.bucket.setRate(new)
-            self.reductions += 1
-            self.log.info("multicast rate of {session} lowered to {rate:.0f} B/s "
-                          "(master timeout)", session=self.name, rate=new)
+        """
+        The master did not answer in time: congestion, lower the rate.
+        """
+        before = self.reductions
+        self.congested()
+        if self.reductions != before:
+            self.log.info("multicast TFTP rate of {session} lowered to {rate:.0f} B/s "
+                          "(master timeout)", session=self.name, rate=self.rate)
 
     def progress(self):
-        now = self.clock.seconds()
-        if now - self._cleanSince < self.cleanPeriod or not self.bucket.rate:
-            return
-        self._cleanSince = now
-        new = self.bucket.rate * self.increase
-        if self.maximum and new >= self.maximum:
-            new = self.maximum
-        elif not self.maximum and new >= self.fallback:
-            new = 0  # back to unlimited
-        if new != self.bucket.rate:
-            self.bucket.setRate(new)
-            self.raises += 1
-            self.log.info("multicast rate of {session} raised to {rate} after a clean "
+        """
+        The master acknowledged new data: no congestion, the rate may go up
+        after a clean period.
+        """
+        before = self.raises
+        self.clean()
+        if self.raises != before:
+            self.log.info("multicast TFTP rate of {session} raised to {rate} after a clean "
                           "period", session=self.name,
-                          rate="%.0f B/s" % (new,) if new else "unlimited")
+                          rate="%.0f B/s" % (self.rate,) if self.rate else "unlimited")
 
 
 @implementer(IUnexpectedPacketPolicy)
