@@ -133,11 +133,30 @@ class DirectoryResolverTests(SynchronousTestCase):
 
     def test_closeIdempotent(self):
         """
-        Closing a source twice is harmless.
+        If a source is closed, its descriptor is closed and reads are
+        refused; closing it again neither raises nor closes a descriptor
+        again (by then the number may belong to another file).
         """
+        opened, closed = [], []
+        realOpen, realClose = os.open, os.close
+
+        def recordOpen(*args, **kwargs):
+            opened.append(realOpen(*args, **kwargs))
+            return opened[-1]
+
+        def recordClose(fd):
+            closed.append(fd)
+            realClose(fd)
+        self.patch(os, "open", recordOpen)
+        self.patch(os, "close", recordClose)
         source = FileSource.open(os.path.join(self.root, "sub", "f"))
+        self.assertEqual((len(opened), closed), (1, []))
         source.close()
+        self.assertEqual(closed, opened)
+        self.assertRaises(OSError, os.fstat, opened[0])
+        self.assertRaises(ValueError, source.read, 0, 1)
         source.close()
+        self.assertEqual(closed, opened)
 
 
 class VirtualFilesTests(SynchronousTestCase):

@@ -48,10 +48,20 @@ class RenderCommandTests(SynchronousTestCase):
 
     def test_arch(self):
         """
-        The architecture changes what a client gets (BIOS: no EFI initrd=).
+        If C{--arch} is given, the client gets that architecture's menu and
+        the status is 0: a BIOS client's kernel line has no EFI C{initrd=}
+        arguments, an efi-x64 client's has them.
         """
-        status, out, err = self.invoke("--mac", "52:54:00:00:00:01", "--arch", "0", "boot.ipxe")
-        self.assertNotIn("initrd=initrd.gz", out)
+        bios = self.invoke("--mac", "52:54:00:00:00:01", "--arch", "0", "boot.ipxe")
+        efi = self.invoke("--mac", "52:54:00:00:00:01", "--arch", "efi-x64", "boot.ipxe")
+        self.assertEqual((bios[0], bios[2]), (0, ""))
+        self.assertEqual((efi[0], efi[2]), (0, ""))
+        self.assertIn("# provisioner: alpha (52:54:00:00:00:01), bios,", bios[1])
+        self.assertIn("/images/debian/linux auto=true priority=critical", bios[1])
+        self.assertNotIn("initrd=", bios[1])
+        self.assertIn("# provisioner: alpha (52:54:00:00:00:01), efi-x64,", efi[1])
+        self.assertIn("/images/debian/linux initrd=initrd.gz initrd=firmware.cpio.gz auto=true",
+                      efi[1])
 
     def test_pxelinuxAndGrub(self):
         """
