@@ -18,7 +18,7 @@ import os
 
 import yaml
 
-from provisioner.yamlfile import keyText, parseWithLines
+from provisioner.yamlfile import keyText, parseWithLines, readText
 
 __all__ = [
     "ConfigError",
@@ -326,13 +326,7 @@ def loadConfig(path=None, overrides=(), text=None):
     filename = None
     if path is not None and text is None:
         filename = os.path.basename(path)
-        try:
-            with open(path, "r", encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ConfigError(None, "cannot read %s: %s" % (path, e.strerror or e))
-        except UnicodeDecodeError:
-            raise ConfigError(None, "%s is not UTF-8 text" % (path,))
+        text = readText(path, ConfigError)
     elif text is not None:
         filename = os.path.basename(path) if path else "<config>"
     if text is not None:

@@ -13,7 +13,7 @@ import re
 
 import yaml
 
-__all__ = ["Loader", "parseWithLines", "keyText"]
+__all__ = ["Loader", "parseWithLines", "keyText", "readText"]
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 
@@ -43,6 +43,24 @@ def keyText(path):
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def readText(path, error):
+    """
+    Read an operator's file as UTF-8 text.
+
+    @param error: the exception type to raise, called as
+        C{error(None, message)}.
+    @raise error: the file cannot be read (the message names it and says
+        why) or is not UTF-8.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise error(None, "cannot read %s: %s" % (path, e.strerror or e))
+    except UnicodeDecodeError:
+        raise error(None, "%s is not UTF-8 text" % (path,))
 
 
 def parseWithLines(text, filename, error):

@@ -5,6 +5,7 @@ Tests for L{provisioner.config}.
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.config import ConfigError, defaults, describe, loadConfig, parseOverride
+from provisioner.yamlfile import readText
 
 
 class LoadConfigTests(SynchronousTestCase):
@@ -105,6 +106,17 @@ class LoadConfigTests(SynchronousTestCase):
         """
         e = self.assertRaises(ConfigError, loadConfig, "/nonexistent/p.yaml")
         self.assertIn("/nonexistent/p.yaml", str(e))
+        self.assertIn("cannot read", str(e))
+
+    def test_notUTF8(self):
+        """
+        If the file is not UTF-8 text, the error names it and says so.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"tftp:\n  root: /srv/\xe9t\xe9\n")
+        e = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertEqual(str(e), "%s is not UTF-8 text" % (path,))
 
     def test_overrides(self):
         """
@@ -129,3 +141,34 @@ class LoadConfigTests(SynchronousTestCase):
         """
         for key, item in describe():
             self.assertTrue(item.doc, key)
+
+
+class ReadTextTests(SynchronousTestCase):
+    """
+    Tests for L{readText}, which reads the configuration and the inventory.
+    """
+
+    def test_text(self):
+        """
+        A UTF-8 file is read as text.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write("r\u00e9seau: 1\n".encode("utf-8"))
+        self.assertEqual(readText(path, ConfigError), "r\u00e9seau: 1\n")
+
+    def test_errors(self):
+        """
+        A file that cannot be read, or is not UTF-8, raises the given error
+        type with a message naming the file.
+        """
+        class Refused(ConfigError):
+            pass
+        e = self.assertRaises(Refused, readText, self.mktemp(), Refused)
+        self.assertIn("cannot read", str(e))
+        self.assertIsNone(e.key)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\xff\xfe")
+        e = self.assertRaises(Refused, readText, path, Refused)
+        self.assertEqual(str(e), "%s is not UTF-8 text" % (path,))

@@ -195,6 +195,17 @@ class ErrorTests(SynchronousTestCase):
         """
         e = self.assertRaises(InventoryError, loadInventory, "/nonexistent/inv.yaml")
         self.assertIn("/nonexistent/inv.yaml", str(e))
+        self.assertIn("cannot read", str(e))
+
+    def test_notUTF8(self):
+        """
+        A file that is not UTF-8 text is refused, naming the path.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"hosts:\n  \xe9t\xe9: {mac: 52:54:00:00:00:01}\n")
+        e = self.assertRaises(InventoryError, loadInventory, path)
+        self.assertEqual(str(e), "%s is not UTF-8 text" % (path,))
 
     def test_emptyIsValid(self):
         """

@@ -27,7 +27,7 @@ import uuid as uuidlib
 
 from provisioner.directory import normaliseMAC
 from provisioner.config import ConfigError
-from provisioner.yamlfile import keyText, parseWithLines
+from provisioner.yamlfile import keyText, parseWithLines, readText
 
 __all__ = ["Inventory", "InventoryError", "Host", "Group", "Profile", "Resolution",
            "parseInventory", "loadInventory", "EMPTY"]
@@ -451,12 +451,4 @@ def loadInventory(path):
     @raise InventoryError: the file cannot be read or is invalid.
     """
     import os
-    filename = os.path.basename(path)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise InventoryError(None, "cannot read %s: %s" % (path, e.strerror or e))
-    except UnicodeDecodeError:
-        raise InventoryError(None, "%s is not UTF-8 text" % (path,))
-    return parseInventory(text, filename)
+    return parseInventory(readText(path, InventoryError), os.path.basename(path))
