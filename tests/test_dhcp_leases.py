@@ -122,6 +122,74 @@ class LeaseStoreTests(SynchronousTestCase):
         self.clock.advance(601)
         self.assertTrue(self.store.isFree("198.18.0.100", B))
 
+    def test_holderMismatch(self):
+        """
+        If a RELEASE or DECLINE is checked against the store, only the MAC
+        holding the address (offer or lease) passes, with the recorded
+        client identifier when there is one.
+        """
+        self.store.bind(A, "198.18.0.100", 60, clientId="01aa")
+        self.store.offer(B, "198.18.0.101", 30)
+        self.assertIsNone(self.store.holderMismatch(A, "198.18.0.100", "01aa"))
+        self.assertIsNone(self.store.holderMismatch(B, "198.18.0.101"))
+        self.assertIsNone(self.store.holderMismatch(B, "198.18.0.101", "0199"))
+        for mac, ip, clientId in [(B, "198.18.0.100", None), (A, "198.18.0.101", "01aa"),
+                                  (A, "198.18.0.100", None), (A, "198.18.0.100", "01bb"),
+                                  ("52:54:00:00:00:03", "198.18.0.102", None)]:
+            self.assertIsInstance(self.store.holderMismatch(mac, ip, clientId), str)
+        self.store.decline(A, "198.18.0.100", 600)
+        self.assertIsNotNone(self.store.holderMismatch("declined:198.18.0.100",
+                                                       "198.18.0.100"))
+
+    def test_outstandingOffers(self):
+        """
+        If offers are made under a pool key, they are counted until they
+        expire or are bound; each queue forgets its expired offers.
+        """
+        self.store.offer(A, "198.18.0.100", 30, pool="p")
+        self.store.offer(B, "198.18.0.101", 3, pool="p", weak=True)
+        self.store.offer("52:54:00:00:00:03", "198.18.0.102", 30, pool="q")
+        self.assertEqual(self.store.outstandingOffers("p"), 2)
+        self.assertEqual(self.store.oldestWeakOffer("p").mac, B)
+        self.clock.advance(4)
+        self.assertEqual(self.store.outstandingOffers("p"), 1)
+        self.assertIsNone(self.store.oldestWeakOffer("p"))
+        self.assertIsNone(self.store.byMAC(B))
+        self.store.bind(A, "198.18.0.100", 60)
+        self.assertEqual(self.store.outstandingOffers("p"), 0)
+        self.assertEqual(self.store.outstandingOffers("q"), 1)
+
+    def test_weakOffer(self):
+        """
+        If an address is weakly offered, it is not free for another
+        DISCOVER but is for another client's REQUEST, and binding it there
+        forgets the offer.
+        """
+        self.store.offer(A, "198.18.0.100", 3, pool="p", weak=True)
+        self.assertFalse(self.store.isFree("198.18.0.100", B))
+        self.assertTrue(self.store.isFree("198.18.0.100", B, takeWeak=True))
+        self.store.bind(B, "198.18.0.100", 60)
+        self.assertIsNone(self.store.byMAC(A))
+        self.assertEqual(self.store.outstandingOffers("p"), 0)
+        self.assertFalse(self.store.isFree("198.18.0.100", A, takeWeak=True))
+
+    def test_declineLimit(self):
+        """
+        If a DECLINE is given a limit and a pool, the pool's oldest declined
+        addresses are freed (memory and disk) to keep at most that many;
+        other pools' are not touched.
+        """
+        inPool = lambda ip: ip.startswith("198.18.0.")  # noqa: E731
+        self.store.decline(A, "198.18.9.1", 600)
+        for last in range(1, 5):
+            self.store.decline(A, "198.18.0.%d" % (last,), 600, limit=2, within=inPool)
+            self.clock.advance(1)
+        self.assertEqual([m.ip for m in self.store.declined()],
+                         ["198.18.9.1", "198.18.0.3", "198.18.0.4"])
+        self.assertEqual(sorted(l.ip for l in self.reopen()),
+                         ["198.18.0.3", "198.18.0.4", "198.18.9.1"])
+        self.assertTrue(self.store.isFree("198.18.0.1", B))
+
     def test_reclaim(self):
         """
         If leases and offers have expired, reclaim forgets them and deletes
