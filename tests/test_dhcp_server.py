@@ -465,18 +465,22 @@ class FullModeTests(SynchronousTestCase):
 
     def test_releaseAndDecline(self):
         """
-        If a client releases, its lease is gone; if one declines, the
-        address is held away from the next client.
+        If a client releases, its lease is gone; if the holder of a lease
+        declines it, the address is held away from the next clients.
         """
         self.handshake()
         self.responder.handleDHCP(request(wire.DHCPRELEASE, ciaddr="198.18.0.100", options=[
             (OPT.SERVER_ID, wire.ip2bytes(SERVER))]), IFACE, self.sent)
         self.assertIsNone(self.leases.byMAC("52:54:00:00:00:01"))
-        self.responder.handleDHCP(request(wire.DHCPDECLINE, options=[
+        _, ack = self.handshake(b"\x52\x54\x00\x00\x00\x02")
+        self.assertEqual(ack.yiaddr, "198.18.0.101")
+        self.responder.handleDHCP(request(wire.DHCPDECLINE, b"\x52\x54\x00\x00\x00\x02",
+                                          options=[
             (OPT.SERVER_ID, wire.ip2bytes(SERVER)),
-            (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.100"))]), IFACE, self.sent)
-        offer, _ = self.handshake(b"\x52\x54\x00\x00\x00\x03")
-        self.assertEqual(offer.yiaddr, "198.18.0.101")
+            (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.101"))]), IFACE, self.sent)
+        self.assertIsNone(self.leases.byMAC("52:54:00:00:00:02"))
+        offers = [self.handshake(bytes([0x52, 0x54, 0, 0, 0, i]))[0].yiaddr for i in (3, 4)]
+        self.assertEqual(offers, ["198.18.0.102", "198.18.0.100"])
 
     def test_inform(self):
         """

@@ -214,6 +214,19 @@ SCHEMA = Section("the DHCP / proxyDHCP / PXE responder (UDP 67 and 4011)", {
     "lease_time": Key(3600, "int", "full mode: default lease time in seconds", minimum=60),
     "offer_hold": Key(30, "int", "full mode: seconds an offered address stays held for the "
                       "client before it can go to another", minimum=1, maximum=600),
+    "offer_pressure": Key(0.5, "float", "full mode: share of a pool that outstanding offers "
+                          "(sent, not yet requested) may take before the pool is under "
+                          "pressure (a DISCOVER flood, or many machines booting at once); "
+                          "then a client with no lease, reservation or offer of its own gets "
+                          "a weak offer: held offer_hold_pressure seconds, and the first "
+                          "REQUEST for its address wins it", minimum=0.0, maximum=1.0),
+    "offer_hold_pressure": Key(3, "int", "full mode: seconds a weak offer (see "
+                               "offer_pressure) keeps its address from other DISCOVERs",
+                               minimum=1, maximum=600),
+    "decline_share": Key(0.25, "float", "full mode: at most this share of a pool (at least "
+                         "one address) is held away at once by DECLINEs (each for 10 "
+                         "minutes); a DECLINE beyond it frees the pool's oldest declined "
+                         "address first", minimum=0.0, maximum=1.0),
     "authoritative": Key(True, "bool", "full mode: NAK requests for addresses we did not "
                          "give (false: stay silent)"),
     "lease_file": Key("dhcp-leases.sqlite", "path", "full mode: the SQLite lease database "

@@ -561,7 +561,11 @@ class DHCPResponder:
             return self.subnets[0]
         return None
 
-    def _available(self, subnet, ip, mac, reserved, iface):
+    def _available(self, subnet, ip, mac, reserved, iface, takeWeak=False):
+        """
+        Whether C{ip} may go to C{mac}; C{takeWeak}: a weak offer (made
+        under pressure) to another client does not keep it (a REQUEST).
+        """
         if not subnet.inRange(ip) and reserved.get(ip) != mac:
             return False
         if ip in (iface.address, self.config["server_address"]):
@@ -569,7 +573,7 @@ class DHCPResponder:
         holder = reserved.get(ip)
         if holder is not None and holder != mac:
             return False
-        return self.leases.isFree(ip, mac)
+        return self.leases.isFree(ip, mac, takeWeak)
 
     def _choose(self, packet, subnet, iface):
         """
@@ -602,6 +606,12 @@ class DHCPResponder:
             if self._available(subnet, ip, mac, reserved, iface):
                 subnet.cursor = subnet.first + (value - subnet.first + 1) % size
                 return ip
+        # Nothing free: the oldest weak offer (made under pressure) gives
+        # way, so a DISCOVER flood cannot keep the pool from a new client.
+        weak = self.leases.oldestWeakOffer(str(subnet.network))
+        if weak is not None and self._available(subnet, weak.ip, mac, reserved, iface,
+                                                takeWeak=True):
+            return weak.ip
         return None
 
     def _addAddressOptions(self, reply, subnet, leaseTime):
@@ -647,6 +657,34 @@ class DHCPResponder:
         self._echoRelay(packet, reply)
         return reply
 
+    def _offerTerms(self, packet, subnet):
+        """
+        How long an offer holds its address, and whether it is weak. A pool
+        is under pressure when its outstanding offers reach
+        C{dhcp.offer_pressure} of its size (a DISCOVER flood from random
+        MACs, or a crowd booting at once): a client with no lease, no
+        reservation and no offer of its own then gets a weak offer, held
+        C{dhcp.offer_hold_pressure} seconds and given up to another
+        client's REQUEST (see L{provisioner.dhcp.leases.Lease.weak}).
+
+        @return: C{(seconds, weak)}.
+        """
+        hold = self.config["offer_hold"]
+        mac = packet.mac
+        lease = self.leases.byMAC(mac)
+        if lease is not None and (lease.state == "bound" or (
+                lease.state == "offered" and not lease.weak and
+                lease.expires > self.leases.clock.seconds())):
+            return hold, False
+        if mac in self.reservations():
+            return hold, False
+        size = subnet.last - subnet.first + 1
+        limit = max(1, int(self.config["offer_pressure"] * size))
+        if self.leases.outstandingOffers(str(subnet.network)) < limit:
+            return hold, False
+        self._count("offer-under-pressure")
+        return min(hold, self.config["offer_hold_pressure"]), True
+
     def _discover(self, packet, iface, send):
         subnet = self.subnetFor(packet, iface)
         if subnet is None:
@@ -660,7 +698,10 @@ class DHCPResponder:
             self.log.warn("pool {network} exhausted: no address for {mac}",
                           network=str(subnet.network), mac=packet.mac)
             return None
-        self.leases.offer(packet.mac, ip, self.config["offer_hold"])
+        hold, weak = self._offerTerms(packet, subnet)
+        clientId = packet.option(OPT.CLIENT_ID)
+        self.leases.offer(packet.mac, ip, hold, clientId=clientId.hex() if clientId else None,
+                          pool=str(subnet.network), weak=weak)
         reply = self._fullReply(packet, wire.DHCPOFFER, ip, subnet, iface, subnet.leaseTime)
         # One debug line per handshake (at the ACK): twistd formats every
         # event it is given, and that is a sizeable share of a handshake.
@@ -707,7 +748,8 @@ class DHCPResponder:
         lease = self.leases.byMAC(mac)
         ours = lease is not None and lease.ip == ip
         if not ours:
-            if not self._available(subnet, ip, mac, reserved, iface):
+            # The first REQUEST wins an address that was only weakly offered.
+            if not self._available(subnet, ip, mac, reserved, iface, takeWeak=True):
                 return self._nak(packet, iface, send, "address not available")
             mine = self.reservations().get(mac)
             if mine is not None and mine[0] in subnet and mine[0] != ip:
@@ -736,8 +778,36 @@ class DHCPResponder:
         server = self._serverAddress(iface)
         if serverID is not None and server is not None and serverID != server:
             return None
+        if self._fromHolder(packet, iface, packet.ciaddr, "RELEASE") is None:
+            return None
         self.log.debug("RELEASE {ip} by {mac}", ip=packet.ciaddr, mac=packet.mac)
         return self.leases.release(packet.mac, packet.ciaddr)
+
+    def _fromHolder(self, packet, iface, ip, kind):
+        """
+        Check that a RELEASE or DECLINE of C{ip} comes from the client that
+        holds it (chaddr, and option 61 when its offer or lease recorded
+        one) and that C{ip} is an address of the pool the packet arrived
+        for (or this client's reservation there). Anything else is counted
+        and logged at debug.
+
+        @return: the L{Subnet}, or L{None} to ignore the packet.
+        """
+        subnet = self.subnetFor(packet, iface)
+        if subnet is None or ip is None or ip not in subnet:
+            why = "not an address of the subnet it arrived for"
+        elif not subnet.inRange(ip) and self._reservedIPs().get(ip) != packet.mac:
+            why = "not a pool address"
+        else:
+            clientId = packet.option(OPT.CLIENT_ID)
+            why = self.leases.holderMismatch(packet.mac, ip,
+                                             clientId.hex() if clientId else None)
+        if why is None:
+            return subnet
+        self._count(kind + "-ignored")
+        self.log.debug("{kind} of {ip} from {mac} ignored: {why}", kind=kind, ip=ip,
+                       mac=packet.mac, why=why)
+        return None
 
     def _decline(self, packet, iface, send):
         serverID = packet.ipOption(OPT.SERVER_ID)
@@ -747,9 +817,16 @@ class DHCPResponder:
         ip = packet.ipOption(OPT.REQUESTED_IP)
         if ip is None:
             return None
+        subnet = self._fromHolder(packet, iface, ip, "DECLINE")
+        if subnet is None:
+            return None
         self.log.info("DECLINE of {ip} by {mac}: address in use, held for {hold}s",
                       ip=ip, mac=packet.mac, hold=DECLINE_HOLD)
-        return self.leases.decline(packet.mac, ip, DECLINE_HOLD)
+        size = subnet.last - subnet.first + 1
+        return self.leases.decline(
+            packet.mac, ip, DECLINE_HOLD,
+            limit=max(1, int(self.config["decline_share"] * size)),
+            within=subnet.__contains__)
 
     def _inform(self, packet, iface, send):
         subnet = self.subnetFor(packet, iface)
