@@ -177,6 +177,23 @@ class SessionKeyTests(SynchronousTestCase):
                          [(0, 20, b"a" * 10 + b"g" * 10)])
 
 
+class _CountingFastPath:
+    """
+    The C fast path module, counting the calls of C{verify_batch}.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def verify_batch(self, *args):
+        self.calls += 1
+        return self.module.verify_batch(*args)
+
+
 class FastPathTests(SynchronousTestCase):
     """
     The C fast path (C{provisioner.imagecast._fastpath}) gives what the Python
@@ -192,8 +209,13 @@ class FastPathTests(SynchronousTestCase):
                                 "--inplace)")
 
     def compare(self, batch, roundNumber, limit, held=None, key=KEY):
+        from provisioner.imagecast import datagram
+        spy = _CountingFastPath(datagram._fastpath)
+        self.patch(datagram, "_fastpath", spy)
         fast = SessionKey(key, 7).verifyBatch(batch, roundNumber, limit, held)
+        self.assertEqual(spy.calls, 1, "the C fast path was not taken")
         slow = SessionKey(key, 7, fast=False).verifyBatch(batch, roundNumber, limit, held)
+        self.assertEqual(spy.calls, 1, "the Python loop took the C fast path")
 
         def plain(result):
             runs, rejected, stale = result

@@ -285,6 +285,7 @@ class FastDecodeTests(SynchronousTestCase):
         import random
         import zlib
         rng = random.Random(5)
+        spy = _CountingDecoder(R._fastpath)
         for trial in range(400):
             held = R.RangeSet()
             base = rng.choice([0, 1 << 40, (1 << 62) - 5000])
@@ -304,12 +305,28 @@ class FastDecodeTests(SynchronousTestCase):
                 body += b"\x00\x00"
             data = bytes([R.FORMAT_VARINT_ZLIB]) + zlib.compress(bytes(body))
             limit = rng.choice([None, base + 2000, base + 5000, 1 << 63])
+            self.patch(R, "_fastpath", spy)
             fast = self.decode(data, limit)
+            self.assertEqual(spy.calls, trial + 1, "the C decoder was not taken")
             self.patch(R, "_fastpath", None)
             slow = self.decode(data, limit)
-            self.patch(R, "_fastpath", FastDecodeTests.module)
             self.assertEqual(fast, slow, (trial, bytes(body)))
 
 
-FastDecodeTests.module = R._fastpath
+class _CountingDecoder:
+    """
+    The C fast path module, counting the calls of C{decode_ranges}.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def decode_ranges(self, *args):
+        self.calls += 1
+        return self.module.decode_ranges(*args)
+
 
