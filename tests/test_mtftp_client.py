@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 
 from provisioner.interfaces import IDataSource
 from provisioner.client import mtftp as mclient
+from provisioner.client.output import BlockOutput
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import codec
 from provisioner.tftp.multicast import session as multicast
@@ -411,7 +412,7 @@ class OutputBatchTests(SynchronousTestCase):
 
     def setUp(self):
         self.path = self.mktemp()
-        self.out = mclient._Output(self.path)
+        self.out = BlockOutput(self.path)
         self.addCleanup(self.out.close)
 
     def read(self):
@@ -453,7 +454,7 @@ class OutputBatchTests(SynchronousTestCase):
 
 class GroupBatchTests(SynchronousTestCase):
     """
-    L{mclient._GroupListener} with batches from L{provisioner.net.udpbatch}.
+    L{mtftp._GroupListener} with batches from L{provisioner.net.udpbatch}.
     """
 
     def test_batchOfViews(self):
@@ -465,7 +466,7 @@ class GroupBatchTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         clock = Clock()
         path = self.mktemp()
-        out = mclient._Output(path)
+        out = BlockOutput(path)
         self.addCleanup(out.close)
         c = mclient.MulticastClient(clock, ("198.18.0.1", 69), "f", out, blksize=4)
         c.session = ("198.18.0.1", 1000)

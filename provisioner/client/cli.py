@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_client_cli -*-
 """
 C{provisioner fetch tftp://HOST[:PORT]/PATH}: download a file over TFTP with
-the adaptive window (seed 004's flow control facility), falling back to
-plain RFC 7440 and RFC 1350 against servers that ignore options.
+the client-adjustable window (the flow control facility), falling back to
+plain RFC 7440 and RFC 1350 against servers that ignore options. With
+C{--multicast}, by multicast TFTP (RFC 2090) with roles and smart repair
+(L{fetchMulticast}); C{python -m provisioner.client.mtftp} runs that alone
+(L{mtftpMain}).
 
 Other transfer modes hook in here: add arguments to the parser returned by
 L{addFetchParser} (or in L{register}) and a runner to L{FETCH_RUNNERS}: the
@@ -19,13 +22,20 @@ the appliance multicasts (imagecast), over its control channel.
 import json
 import os
 import socket
+import stat
 import sys
 from urllib.parse import unquote, urlsplit
 
-from provisioner.client.control import addConnectionArguments, connectEndpoint, runReactor
-from provisioner.client.tftp import FetchOptions, TFTPError, fetch
+from twisted.internet import defer
 
-__all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch"]
+from provisioner.client import mtftp
+from provisioner.client.control import addConnectionArguments, connectEndpoint, runReactor
+from provisioner.client.roles import RolePolicy
+from provisioner.client.tftp import FetchOptions, FetchResult, TFTPError, fetch
+from provisioner.hashing import sha256File
+
+__all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch",
+           "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain"]
 
 # (name, predicate(args), runner): alternatives to the unicast fetch.
 FETCH_RUNNERS = []
@@ -152,7 +162,7 @@ def addFetchParser(subparsers):
     """
     p = subparsers.add_parser(
         "fetch", help="download a file over TFTP (adaptive window, falls back to RFC 7440/1350)",
-        description="Download tftp://HOST[:PORT]/PATH. With the adaptive window (seed 004) "
+        description="Download tftp://HOST[:PORT]/PATH. With the client-adjustable window "
         "against provisioner; plain RFC 7440, then RFC 1350, against servers that ignore "
         "the options.")
     p.add_argument("url", help="tftp://HOST[:PORT]/PATH")
@@ -203,11 +213,9 @@ def register(subparsers):
     Add C{fetch} and C{receive} to the C{provisioner} command.
     """
     parser = addFetchParser(subparsers)
-    # Multicast (RFC 2090, roles, unicast gap repair): provisioner.client.mtftp.
-    from provisioner.client import mtftp as mclient
-    mclient.addArguments(parser)
+    addMulticastArguments(parser)
     if not any(name == "multicast" for name, _, _ in FETCH_RUNNERS):
-        FETCH_RUNNERS.append(("multicast", lambda args: args.multicast, mclient.fetchRunner))
+        FETCH_RUNNERS.append(("multicast", lambda args: args.multicast, fetchMulticast))
     addReceiveParser(subparsers)
 
 
@@ -258,7 +266,6 @@ def runFetch(reactor, args, out=None, err=None):
     Run one fetch on C{reactor}; return a Deferred firing with the exit
     status. Output goes to C{out} (results) and C{err} (progress, errors).
     """
-    from twisted.internet import defer
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -274,7 +281,6 @@ def runFetch(reactor, args, out=None, err=None):
     except OSError as e:
         err.write("provisioner fetch: %s: %s\n" % (output, e.strerror))
         return defer.succeed(1)
-    report = out if not toStdout else err
     reporter = Reporter(reactor, err, args.progress)
     runner = fetchUnicast
     for name, predicate, alternative in FETCH_RUNNERS:
@@ -288,19 +294,7 @@ def runFetch(reactor, args, out=None, err=None):
         if not toStdout:
             sink.close()
             os.replace(output + ".part", output)
-        if args.stats:
-            rate = result.size / result.elapsed if result.elapsed else 0.0
-            report.write("mode %s blksize %s window %s size %d time %.3fs rate %s/s "
-                         "losses %d timeouts %d\n" % (
-                             result.mode, result.blksize, result.windowsize, result.size,
-                             result.elapsed, _size(rate), result.losses, result.timeouts))
-        if args.trace:
-            report.write("# window trace: time(s) old new reason max frozen\n")
-            for change in result.trace:
-                report.write("%.4f %d %d %s %s %s\n" % change.asTuple())
-        if args.sha256:
-            report.write("%s  %s\n" % (result.sha256, output if not toStdout else "-"))
-        report.flush()
+        _report(err if toStdout else out, args, result, "-" if toStdout else output)
         return 0
 
     def failed(f):
@@ -311,12 +305,30 @@ def runFetch(reactor, args, out=None, err=None):
                 os.unlink(output + ".part")
             except OSError:
                 pass
-        if f.check(TFTPError):
-            err.write("provisioner fetch: %s\n" % (f.value,))
-            return 1
-        err.write("provisioner fetch: %s\n" % (f.getErrorMessage(),))
+        err.write("provisioner fetch: %s\n" % (f.value if f.check(TFTPError) else
+                                                f.getErrorMessage(),))
         return 1
     return d.addCallbacks(done, failed)
+
+
+def _report(report, args, result, name):
+    """
+    Write what C{--stats}, C{--trace} and C{--sha256} ask for about a
+    fetched file (C{name}) to C{report}.
+    """
+    if args.stats:
+        rate = result.size / result.elapsed if result.elapsed else 0.0
+        report.write("mode %s blksize %s window %s size %d time %.3fs rate %s/s "
+                     "losses %d timeouts %d\n" % (
+                         result.mode, result.blksize, result.windowsize, result.size,
+                         result.elapsed, _size(rate), result.losses, result.timeouts))
+    if args.trace:
+        report.write("# window trace: time(s) old new reason max frozen\n")
+        for change in result.trace:
+            report.write("%.4f %d %d %s %s %s\n" % change.asTuple())
+    if args.sha256:
+        report.write("%s  %s\n" % (result.sha256, name))
+    report.flush()
 
 
 def _main(args):
@@ -330,6 +342,168 @@ def _main(args):
     reactor.run()
     return status[0] if status and isinstance(status[0], int) else 1
 
+
+# The multicast fetch (RFC 2090: roles, smart repair) ------------------------
+
+def fetchMulticast(reactor, args, target, sink, reporter, fallback):
+    """
+    The C{--multicast} runner of C{provisioner fetch} (in
+    L{FETCH_RUNNERS}): multicast into C{sink} (a regular file), then a
+    L{provisioner.client.tftp.FetchResult}; the role
+    history and gap figures go to standard error. When the server refuses
+    multicast (L{provisioner.client.mtftp.MulticastRefused}) the file is fetched by the ordinary
+    unicast runner C{fallback} instead, unless C{--no-fallback}.
+    """
+    err = getattr(reporter, "stream", None) or sys.stderr
+    if not hasattr(sink, "fileno") or not _isRegular(sink):
+        return defer.fail(mtftp.FetchError("--multicast needs -o FILE (a regular file)"))
+    policy = _rolePolicy(args)
+    started = reactor.seconds()
+    d = mtftp.fetch(reactor, (target.address, target.port), target.path, sink,
+                    blksize=args.blksize or 1428, windowsize=args.windowsize,
+                    timeout=max(1, int(args.timeout)), policy=policy,
+                    epoch=not args.mc_no_epoch, patience=args.mc_patience)
+
+    def done(summary):
+        result = FetchResult()
+        result.mode = "multicast"
+        result.size = summary["size"]
+        result.tsize = summary["size"]
+        result.blksize = args.blksize
+        result.windowsize = args.windowsize
+        result.elapsed = reactor.seconds() - started
+        result.losses = (summary["gaps"] or {}).get("blocks", 0)
+        sink.flush()
+        result.sha256 = sha256File("/proc/self/fd/%d" % sink.fileno())
+        err.write("multicast: role %s (%s); %d block(s) repaired by unicast in %d "
+                  "request(s)\n" % (summary["role"], " -> ".join(
+                      r for _, r, _ in summary["roles"]), summary["repaired"],
+                      summary["repairRequests"]))
+        return result
+
+    def refused(f):
+        f.trap(mtftp.MulticastRefused)
+        if not getattr(args, "fallback", True):
+            return f
+        err.write("multicast: refused by the server (%s); fetching by unicast\n" % (
+            f.getErrorMessage(),))
+        return fallback(reactor, args, target, sink, reporter)
+    return d.addCallbacks(done, refused)
+
+
+def _rolePolicy(args):
+    """
+    The L{RolePolicy} of the multicast flags.
+    """
+    return RolePolicy(args.mc_smart_max_bytes, args.mc_smart_max_gaps,
+                      args.mc_smart_max_gap, args.mc_smart_max_fraction,
+                      repair=not args.mc_no_repair,
+                      promoteGaps=getattr(args, "mc_promote_gaps", 32))
+
+
+def _isRegular(f):
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def addMulticastArguments(parser):
+    """
+    The multicast flags of C{provisioner fetch} (also used by
+    L{mtftpMain}).
+    """
+    parser.add_argument("--multicast", action="store_true",
+                        help="download by RFC 2090 multicast, repairing gaps by unicast")
+    parser.add_argument("--mc-smart-max-bytes", type=int, default=8 << 20,
+                        help="largest missing total a client repairs by unicast (smart); "
+                        "above it the client stays in the group as active")
+    parser.add_argument("--mc-smart-max-gaps", type=int, default=4096,
+                        help="most gaps a smart client repairs by unicast")
+    parser.add_argument("--mc-smart-max-gap", type=int, default=1024,
+                        help="longest gap (blocks) a smart client repairs by unicast")
+    parser.add_argument("--mc-smart-max-fraction", type=float, default=0.25,
+                        help="largest missing fraction of the file for smart repair")
+    parser.add_argument("--mc-promote-gaps", type=int, default=32,
+                        help="with a server that grants mcepoch, a client with more gaps "
+                        "than this after the first pass stays for a master turn (its "
+                        "holes are multicast for the group) instead of repairing by "
+                        "unicast; -1: only the smart thresholds decide")
+    parser.add_argument("--mc-no-repair", action="store_true",
+                        help="never repair by unicast (plain RFC 2090 client)")
+    parser.add_argument("--mc-no-epoch", action="store_true",
+                        help="do not ask for the mcepoch extension")
+    parser.add_argument("--mc-patience", type=float, default=10.0,
+                        help="seconds without multicast data (passive or master) before "
+                        "the client repairs what it misses by unicast")
+
+
+def runMulticast(args):
+    """
+    Run a multicast fetch from parsed arguments (C{server}, C{port},
+    C{path}, C{output}, C{blksize}, C{windowsize}, C{timeout} and the
+    flags of L{addMulticastArguments}); prints a summary; returns the exit
+    status.
+    """
+    from twisted.internet import task
+
+    policy = _rolePolicy(args)
+    result = {}
+
+    def go(reactor):
+        d = mtftp.fetch(reactor, (args.server, args.port), args.path, args.output,
+                        blksize=args.blksize, windowsize=args.windowsize,
+                        timeout=args.timeout, policy=policy, epoch=not args.mc_no_epoch,
+                        patience=args.mc_patience)
+
+        def ok(summary):
+            result.update(summary)
+            result["ok"] = True
+
+        def bad(f):
+            result["ok"] = False
+            result["error"] = f.getErrorMessage()
+        return d.addCallbacks(ok, bad)
+
+    try:
+        task.react(go)
+    except SystemExit:
+        pass
+    print(json.dumps(result, sort_keys=True))
+    sys.stdout.flush()
+    return 0 if result.get("ok") else 1
+
+
+def _mtftpArguments(p):
+    p.add_argument("server")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-p", "--port", type=int, default=69)
+    p.add_argument("--blksize", type=int, default=1428)
+    p.add_argument("--windowsize", type=int, default=64)
+    p.add_argument("--timeout", type=int, default=1)
+    addMulticastArguments(p)
+
+
+def mtftpMain(argv=None):
+    """
+    C{python -m provisioner.client.mtftp SERVER PATH -o FILE [flags]}: a
+    multicast fetch on its own, with a JSON summary on standard output
+    (for benchmarks and tests).
+    """
+    import argparse
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    parser = argparse.ArgumentParser(prog="python -m provisioner.client.mtftp")
+    _mtftpArguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.verbose:
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    return runMulticast(args)
+
+
+
+# The image receiver ---------------------------------------------------------
 
 def _bar(receiver, out):
     size = receiver.size or 0

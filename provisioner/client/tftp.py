@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client -*-
 """
 The TFTP client library: unicast reads (RFC 1350, 2347, 2348, 2349, 7440)
-with seed 004's adaptive window (the "flow control facility").
+with the client-adjustable window (the "flow control facility").
 
 L{fetch} runs one download and falls back, level by level, against servers
 that refuse or ignore options:
@@ -23,6 +23,10 @@ back to the block after it), asks the controller for a smaller window and
 ignores the rest of the broken window. A block that was already received
 means the server missed our ACK: it is acknowledged again, once per burst.
 
+L{fetchRanges} reads only some blocks of a file, with the option C{ranges}
+(smart repair, for the multicast client), and places them at their offsets
+(L{RangesView}).
+
 The reactor is injected (C{IReactorUDP} and C{IReactorTime}).
 """
 
@@ -38,19 +42,21 @@ from twisted.logger import Logger
 from provisioner.net.sockopt import setReceiveBuffer
 from provisioner.tftp import wire
 from provisioner.client.window import AdaptiveController, WindowChange
+from provisioner.client.options import FetchOptions, FetchResult
+from provisioner.client.output import RangesView
 from provisioner.tftp.adaptivewire import (
-    ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_CLIENT_MAGIC, MSFT_OPTION, MSFT_SERVER_MAGIC,
-    encodeAdaptiveExtra, encodeMsftExtra, formatAdaptiveOption, parseAdaptiveOption)
+    ADAPTIVE_OPTION, ADAPTIVE_VERSION, MSFT_OPTION, MSFT_SERVER_MAGIC, encodeAdaptiveExtra,
+    encodeMsftExtra, parseAdaptiveOption)
+from provisioner.tftp.multicast.codec import RANGES_OPTION, formatRanges
 
 __all__ = ["FetchOptions", "FetchResult", "TFTPError", "OptionsRefused", "TransferTimeout",
-           "ReadProtocol", "fetch", "MODES"]
+           "ReadProtocol", "RangesView", "fetch", "fetchRanges", "MODES"]
 
 # Protocol levels, best first.
 MODES = ("adaptive", "msftwindow", "rfc7440", "rfc2347", "rfc1350")
 
 _H = struct.Struct("!H")
 _DATA = b"\x00\x03"
-
 
 
 def rearm(clock, timer, delay, what):
@@ -67,6 +73,7 @@ def rearm(clock, timer, delay, what):
             return timer
         timer.cancel()
     return clock.callLater(delay, what)
+
 
 class TFTPError(Exception):
     """
@@ -98,123 +105,6 @@ class TransferTimeout(TFTPError):
     def __init__(self, message, started):
         TFTPError.__init__(self, None, message)
         self.started = started
-
-
-class FetchOptions:
-    """
-    What the client asks for and how it adapts.
-
-    @ivar blksize: the block size proposed (L{None}: none proposed).
-    @ivar windowsize: the initial window proposed (RFC 7440; 1: no option).
-    @ivar adaptive: ask for the adaptive extension.
-    @ivar msftwindow: ask for Windows bootmgr's variable window instead.
-    @ivar tsize: ask for the transfer size.
-    @ivar timeout: first retransmission timeout of the request (seconds);
-        also the ceiling of the data timeout.
-    @ivar minTimeout: the floor of the adaptive data timeout.
-    @ivar retries: timeouts in a row before giving up (during the transfer,
-        only once nothing arrived for C{idleLimit} seconds too: a server
-        may be in a long retransmission backoff).
-    @ivar idleLimit: seconds without progress before a transfer is given
-        up (default C{timeout * 2 ** min(retries, 5)}).
-    @ivar pin: negotiate the adaptive option but keep the window fixed (to
-        compare window policies with the same loss signalling).
-    @ivar growWindows, growSeconds: the loss-free period (windows, or time).
-    @ivar decrease: the C{N} of C{WS/2 + N} after a loss.
-    @ivar fallback: try the lower levels when a level fails.
-    @ivar rcvbuf: the socket receive buffer wanted (bytes).
-    @ivar maxWindow: the client's own ceiling for the adaptive window (the
-        server's, from the OACK, applies too; C{msftwindow} servers do not
-        announce one, so this is the only one there).
-    """
-
-    def __init__(self, blksize=1468, windowsize=32, adaptive=True, msftwindow=False,
-                 tsize=True, timeout=1.0, minTimeout=0.004, retries=6, growWindows=1,
-                 growSeconds=None, decrease=8, fallback=True, rcvbuf=4 << 20, maxWindow=64,
-                 idleLimit=None, pin=False):
-        self.blksize = blksize
-        self.windowsize = windowsize
-        self.adaptive = adaptive
-        self.msftwindow = msftwindow
-        self.tsize = tsize
-        self.timeout = timeout
-        self.minTimeout = minTimeout
-        self.retries = retries
-        self.growWindows = growWindows
-        self.growSeconds = growSeconds
-        self.decrease = decrease
-        self.fallback = fallback
-        self.rcvbuf = rcvbuf
-        self.maxWindow = maxWindow
-        self.idleLimit = idleLimit if idleLimit is not None else \
-            timeout * 2 ** min(retries, 5)
-        self.pin = pin
-
-    def levels(self):
-        """
-        The option sets to try, best first: C{[(mode, [(name, value)])]}.
-        """
-        base = []
-        if self.blksize:
-            base.append(("blksize", str(self.blksize)))
-        if self.tsize:
-            base.append(("tsize", "0"))
-        window = [("windowsize", str(self.windowsize))] if self.windowsize > 1 else []
-        levels = []
-        if self.msftwindow:
-            levels.append(("msftwindow", base + [("windowsize", str(self.windowsize)),
-                                                 (MSFT_OPTION, MSFT_CLIENT_MAGIC)]))
-        elif self.adaptive:
-            levels.append(("adaptive", base + window +
-                           [(ADAPTIVE_OPTION, formatAdaptiveOption(ADAPTIVE_VERSION))]))
-        if window:
-            levels.append(("rfc7440", base + window))
-        if base:
-            levels.append(("rfc2347", base))
-        levels.append(("rfc1350", []))
-        if not self.fallback:
-            levels = levels[:1]
-        return levels
-
-
-class FetchResult:
-    """
-    The outcome of a download.
-
-    @ivar size: bytes received.
-    @ivar sha256: hex digest of them.
-    @ivar mode: the level that worked (one of L{MODES}).
-    @ivar blksize, windowsize: what was negotiated (initial window).
-    @ivar tsize: the size the server announced, or L{None}.
-    @ivar elapsed: seconds from the first request to the last block.
-    @ivar losses: losses detected (gaps and timeouts).
-    @ivar timeouts: data timeouts.
-    @ivar trace: the controller's L{provisioner.client.window.WindowChange}s
-        (for a fixed window, just the initial one).
-    @ivar attempts: the levels tried, C{[(mode, outcome)]}.
-    """
-
-    def __init__(self):
-        self.size = 0
-        self.sha256 = None
-        self.mode = None
-        self.blksize = None
-        self.windowsize = None
-        self.tsize = None
-        self.elapsed = 0.0
-        self.losses = 0
-        self.timeouts = 0
-        self.duplicates = 0
-        self.trace = []
-        self.attempts = []
-
-    @property
-    def maxWindow(self):
-        return max([c.new for c in self.trace] or [self.windowsize or 1])
-
-    def __repr__(self):
-        return "<FetchResult %s %d bytes in %.3fs, %d losses>" % (
-            self.mode, self.size, self.elapsed, self.losses)
 
 
 class ReadProtocol(DatagramProtocol):
@@ -362,11 +252,21 @@ class ReadProtocol(DatagramProtocol):
             self.transport.write(wire.Error(wire.ERR_OPTION_REFUSED, e.message).to_wire(), addr)
             self._fail(OptionsRefused(wire.ERR_OPTION_REFUSED, e.message))
             return
+        self._begin(addr, options)
+        self._sendAck(0)
+
+    def _begin(self, addr, options):
+        """
+        The transfer has begun: an OACK with C{options} came from C{addr},
+        or DATA 1 to a request whose options the server ignored (C{{}}). A
+        read of a L{RangesView} learns whether only the listed blocks come.
+        """
         self._peer = addr
         self._started = True
         self._tries = 0
         self._progressAt = self.reactor.seconds()
-        self._sendAck(0)
+        if RANGES_OPTION in self.requested:
+            self.sink.granted(RANGES_OPTION in options)
 
     def _applyOptions(self, options):
         now = self.reactor.seconds()
@@ -436,10 +336,7 @@ class ReadProtocol(DatagramProtocol):
             if wireBlock != 1:
                 return
             # The server ignored our options: plain RFC 1350 from here.
-            self._peer = addr
-            self._started = True
-            self._tries = 0
-            self._progressAt = self.reactor.seconds()
+            self._begin(addr, {})
             self._blksize = 512
             self._window = 1
             self.result.mode = "rfc1350"
@@ -635,3 +532,32 @@ def fetch(reactor, host, port, path, sink, options=None, progress=None, interfac
         attempts.append((mode, "ok"))
         result.attempts = attempts
         return result
+
+
+def fetchRanges(reactor, host, port, path, view, blksize=1428, windowsize=64, timeout=1,
+                retries=6, interface=""):
+    """
+    Read only the blocks of C{path} that C{view} lists, with the RFC 2347
+    option C{ranges} (smart repair: the blocks a multicast client
+    missed), and place them in the file: an ordinary windowed (RFC 7440)
+    read of the view that the server makes of them. A server that does not
+    echo C{ranges} sends the whole file, which the view writes as it is.
+
+    @param view: a L{RangesView} (its C{unit}, C{ranges} and output).
+    @param timeout: the transfer's timeout (the RFC 2349 option), the
+        first retransmission timeout and the ceiling of the data timeout.
+    @return: a Deferred firing with a L{FetchResult} of the view's bytes
+        (C{view.honoured} says which data came), or failing with
+        L{TFTPError} (L{TransferTimeout} when the server stopped
+        answering).
+    """
+    options = FetchOptions(blksize=blksize, windowsize=windowsize, adaptive=False,
+                           timeout=timeout, retries=retries, fallback=False, rcvbuf=8 << 20)
+    requestOptions = [("blksize", str(blksize)), ("tsize", "0"),
+                      ("timeout", str(max(1, int(timeout))))]
+    if windowsize > 1:
+        requestOptions.append(("windowsize", str(windowsize)))
+    requestOptions.append((RANGES_OPTION, formatRanges(view.unit, view.ranges)))
+    proto = ReadProtocol(reactor, (host, port), path, view, "rfc7440", requestOptions, options)
+    reactor.listenUDP(0, proto, interface=interface, maxPacketSize=65536 + 4)
+    return proto.done

@@ -46,7 +46,7 @@ class WindowChange:
 
 class AdaptiveController:
     """
-    Seed 004's client window controller.
+    The client's controller of the client-adjustable window.
 
     @ivar window: the window currently asked for.
     @ivar maxSuccessful: the largest window seen to work (L{None} before the
@@ -65,7 +65,7 @@ class AdaptiveController:
         @param growSeconds: a loss-free period as a time instead.
         @param decrease: the C{N} of C{WS/2 + N} after a loss (0: halve).
         @param cut: the fraction the maximum successful window loses when it
-            is frozen (seed 004: 20%).
+            is frozen (20% by default).
         @param limit: the server's maximum, if known.
         """
         self.growWindows = max(1, int(growWindows))
