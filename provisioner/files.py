@@ -8,6 +8,8 @@ Data sources and resolvers shared by every protocol that serves files.
   - L{DirectoryResolver}: files below a root, with path confinement.
   - L{VirtualFiles}: generated files registered by name or pattern.
   - L{ResolverChain}: the first resolver that answers wins.
+  - L{FilteredResolver}: a resolver behind L{IResolverFilter}s, which see
+    each request first.
 """
 
 import os
@@ -22,7 +24,7 @@ from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.interfaces import IDataSource, IFileResolver, IVirtualFiles
 
 __all__ = ["FileRequest", "FileSource", "BytesSource", "DirectoryResolver",
-           "VirtualFiles", "ResolverChain", "normalisePath", "MAX_PATH"]
+           "VirtualFiles", "ResolverChain", "FilteredResolver", "normalisePath", "MAX_PATH"]
 
 MAX_PATH = 1024
 
@@ -287,3 +289,41 @@ class ResolverChain:
             if isinstance(result, defer.Deferred):
                 return result.addCallback(self._next, remaining, request)
         return defer.succeed(result)
+
+
+@implementer(IFileResolver)
+class FilteredResolver:
+    """
+    A resolver behind filters: each L{IResolverFilter
+    <provisioner.interfaces.IResolverFilter>} sees the request in the order
+    of L{filters} and answers it through the next one (the last through
+    L{resolver}). With no filter it is L{resolver} itself.
+
+    @ivar resolver: the L{IFileResolver} behind the filters (a
+        L{ResolverChain}).
+    @ivar filters: the L{IResolverFilter}s, outermost first.
+    """
+
+    def __init__(self, resolver, filters=()):
+        self.resolver = resolver
+        self.filters = list(filters)
+
+    def resolve(self, request):
+        return _Behind(self.resolver, list(self.filters)).resolve(request)
+
+
+@implementer(IFileResolver)
+class _Behind:
+    """
+    What is behind the first of C{filters}: the next filter, or the
+    resolver.
+    """
+
+    def __init__(self, resolver, filters):
+        self._resolver = resolver
+        self._filters = filters
+
+    def resolve(self, request):
+        if not self._filters:
+            return self._resolver.resolve(request)
+        return self._filters[0].resolve(request, _Behind(self._resolver, self._filters[1:]))

@@ -9,7 +9,8 @@ chain of L{IFileResolver}s for an L{IDataSource}, and streams from it. Policy
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IDataSource", "IFileResolver", "IVirtualFiles", "IClientDirectory"]
+__all__ = ["IDataSource", "IFileResolver", "IVirtualFiles", "IClientDirectory",
+           "IRangeView", "IResolverFilter", "IRequestHandler"]
 
 
 class IDataSource(Interface):
@@ -89,4 +90,55 @@ class IClientDirectory(Interface):
     def byIP(ip):
         """
         Return the L{provisioner.directory.ClientRecord} for an IP, or L{None}.
+        """
+
+
+class IRangeView(IDataSource):
+    """
+    A data source holding only some blocks of a file, back to back (what a
+    repair transfer sends for the C{ranges} option). Negotiation records
+    C{granted} as C{rangesGranted} in its result, and the option extension
+    of smart repair echoes it in the OACK.
+    """
+
+    unit = Attribute("The block size the ranges count in (int).")
+    ranges = Attribute("The blocks held, C{[(first, last)]} (1-based, inclusive).")
+    granted = Attribute("The C{ranges} option value that describes them (str).")
+
+
+class IResolverFilter(Interface):
+    """
+    Sees every request before a resolver chain, and may answer it through
+    the chain differently (smart repair serves a view of the file the chain
+    finds). Filters are registered with
+    L{provisioner.tftp.service.TFTPService.addResolverFilter}; the chain's
+    own order is untouched.
+    """
+
+    def resolve(request, next):
+        """
+        @param request: a L{provisioner.files.FileRequest}.
+        @param next: the L{IFileResolver} behind this filter (the next
+            filter, or the chain itself).
+        @return: what L{IFileResolver.resolve} returns.
+        """
+
+
+class IRequestHandler(Interface):
+    """
+    Offered each TFTP read request, once resolved, before a unicast session
+    starts (multicast TFTP takes the requests that ask for it). Registered
+    with L{provisioner.tftp.service.TFTPService.addRequestHandler}.
+    """
+
+    def handleRequest(server, request, source, packet):
+        """
+        @param server: the L{provisioner.tftp.server.TFTPServer} (its
+            C{negotiate} and C{config}).
+        @param request: the L{provisioner.files.FileRequest}.
+        @param source: the L{IDataSource} the resolvers gave; a handler that
+            takes the request owns it (and closes it).
+        @param packet: the L{provisioner.tftp.wire.ReadRequest}.
+        @return: true when the handler took the request (no unicast session
+            starts), false to leave it to the next handler or the server.
         """

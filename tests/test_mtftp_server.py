@@ -18,7 +18,10 @@ from provisioner.config import loadConfig
 from provisioner.client import mtftp as mclient
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import codec, flowcontrol
-from provisioner.tftp.multicast import session as multicast
+from provisioner.tftp.multicast import registry as mregistry
+from provisioner.tftp.multicast import repair as mrepair
+from provisioner.tftp.multicast import service as mservice
+from provisioner.tftp.multicast import session as msession
 from tests.test_mtftp_fakes import FakeNetwork, MemorySource, runUntil
 
 SERVER = "10.0.0.1"
@@ -70,7 +73,7 @@ class Harness:
             yaml = "    start_max_wait: 0\n" + yaml
         text = "tftp:\n  multicast:\n    enabled: true\n" + yaml
         self.config = loadConfig(text=text)["tftp"]
-        self.registry = multicast.MulticastRegistry(
+        self.registry = mregistry.MulticastRegistry(
             self.net.reactor(SERVER), self.config["multicast"], self.config, SERVER,
             probe=probe or (lambda: flowcontrol.Conditions()))
         self.files = files or {}
@@ -465,7 +468,7 @@ class AckRangesTests(SynchronousTestCase):
             self.ack(4, 1, [(9, 10), (20, 20)], settle=0)
         self.h.settle(0.0005)
         self.assertEqual(self.since(before), {5: 1, 9: 1, 10: 1, 20: 1})
-        self.h.settle(multicast.MulticastSession.GUARD_MAX + 0.01)
+        self.h.settle(msession.MulticastSession.GUARD_MAX + 0.01)
         for _ in range(5):
             self.ack(4, 1, [(9, 10), (20, 20)], settle=0)
         self.h.settle(0.0005)
@@ -506,7 +509,7 @@ class AckRangesTests(SynchronousTestCase):
         self.ack(4, 1, extra=struct.pack("!HI", 0, 1) + b"\x00\x00\x00\x0b\x00")
         self.assertEqual(self.since(before), {5: 1})
         pairs = struct.pack("!II", 20, 1) * (codec.MAX_ACK_RANGES + 1)
-        self.h.settle(multicast.MulticastSession.GUARD_MAX + 0.01)
+        self.h.settle(msession.MulticastSession.GUARD_MAX + 0.01)
         self.ack(4, 1, extra=struct.pack("!HI", 0, 1) + pairs)
         self.assertEqual(self.since(before), {5: 2})
         self.assertEqual(self.s.stats["badRanges"], 2)
@@ -864,47 +867,64 @@ class TransferTests(SynchronousTestCase):
 
 class WiringTests(SynchronousTestCase):
     """
-    The pieces L{multicast.install} plugs into the TFTP service.
+    The pieces the multicast TFTP service plugs into the TFTP service.
     """
 
-    def test_repairResolverAndExtension(self):
+    def test_repairFilterAndExtension(self):
         """
-        If a request carries C{ranges}, the repair resolver serves the view
-        of those blocks from the rest of the chain and the extension echoes
-        the normalised value; without it both stay out of the way.
+        If a request carries C{ranges}, the repair filter serves the view of
+        those blocks from the resolver behind it, negotiation records the
+        normalised value as C{rangesGranted} and the extension echoes it;
+        without it both stay out of the way.
         """
-        from provisioner.files import FileRequest, ResolverChain
+        from provisioner.files import FileRequest, FilteredResolver, ResolverChain
+        from provisioner.tftp.negotiate import Limits, negotiate
 
         class Files:
             def resolve(self, request):
                 return MemorySource(bytes(range(200)) * 10, request.path)
 
-        chain = multicast.RepairResolver(ResolverChain([Files()]), lambda: True)
+        chain = FilteredResolver(ResolverChain([Files()]),
+                                 [mrepair.RepairFilter(lambda: True)])
+        extension = mrepair.RepairExtension()
         request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:19,3-4,50"})
         view = self.successResultOf(chain.resolve(request))
         self.assertEqual(view.read(0, 1000), (bytes(range(200)) * 10)[200:400] +
                          (bytes(range(200)) * 10)[1800:1900])
-        self.assertEqual(request.rangesGranted, "100:3-4,19")
-        self.assertEqual(multicast.RepairExtension().negotiate(request, {}, None),
-                         ([("ranges", "100:3-4,19")], None))
+        result = negotiate(request.options, Limits(), source=view, request=request,
+                           extensions=[extension])
+        self.assertEqual(result.rangesGranted, "100:3-4,19")
+        self.assertEqual(result.oack, [("ranges", "100:3-4,19")])
+        self.assertIs(result.extension, extension)
+        self.assertFalse(hasattr(request, "rangesGranted"))
         plain = FileRequest("f", ("10.0.1.1", 5), options={"blksize": "512"})
-        self.assertEqual(self.successResultOf(chain.resolve(plain)).size, 2000)
-        self.assertIsNone(multicast.RepairExtension().negotiate(plain, {}, None))
+        source = self.successResultOf(chain.resolve(plain))
+        self.assertEqual(source.size, 2000)
+        result = negotiate(plain.options, Limits(), source=source, request=plain,
+                           extensions=[extension])
+        self.assertIsNone(result.rangesGranted)
+        self.assertEqual(result.oack, [("blksize", "512")])
 
     def test_repairDisabled(self):
         """
         If repair is disabled, C{ranges} is ignored: the whole file, no echo.
         """
-        from provisioner.files import FileRequest, ResolverChain
+        from provisioner.files import FileRequest, FilteredResolver, ResolverChain
+        from provisioner.tftp.negotiate import Limits, negotiate
 
         class Files:
             def resolve(self, request):
                 return MemorySource(b"z" * 1000, request.path)
 
-        chain = multicast.RepairResolver(ResolverChain([Files()]), lambda: False)
+        chain = FilteredResolver(ResolverChain([Files()]),
+                                 [mrepair.RepairFilter(lambda: False)])
         request = FileRequest("f", ("10.0.1.1", 5), options={"ranges": "100:3"})
-        self.assertEqual(self.successResultOf(chain.resolve(request)).size, 1000)
-        self.assertFalse(hasattr(request, "rangesGranted"))
+        source = self.successResultOf(chain.resolve(request))
+        self.assertEqual(source.size, 1000)
+        result = negotiate(request.options, Limits(), source=source, request=request,
+                           extensions=[mrepair.RepairExtension()])
+        self.assertIsNone(result.rangesGranted)
+        self.assertEqual(result.oack, [])
 
     def test_handlerDeclines(self):
         """
@@ -914,7 +934,7 @@ class WiringTests(SynchronousTestCase):
         from provisioner.files import FileRequest
         net = FakeNetwork()
         config = loadConfig(text="tftp:\n  multicast:\n    enabled: false\n")["tftp"]
-        handler = multicast.MulticastHandler(net.reactor(SERVER), config, SERVER)
+        handler = mservice.MulticastHandler(net.reactor(SERVER), config, SERVER)
 
         class Server:
             bindAddress = SERVER

@@ -135,7 +135,7 @@ class Extension:
         self.answer = answer
         self.calls = []
 
-    def negotiate(self, request, accepted, limits):
+    def negotiate(self, request, accepted, limits, negotiated):
         self.calls.append((request, dict(accepted), limits))
         return self.answer
 

@@ -369,7 +369,7 @@ class Doubler:
     one.
     """
 
-    def negotiate(self, request, accepted, limits):
+    def negotiate(self, request, accepted, limits, negotiated):
         if "double" not in request.options:
             return None
         return [("double", "1")], lambda accepted: FixedWindow(accepted["windowsize"] * 2)

@@ -7,7 +7,10 @@ not always name, buffer sizing, interface binding, MTUs and a UDP GSO probe.
 
 import socket
 
+from twisted.internet.interfaces import ISystemHandle
+
 __all__ = ["SOL_UDP", "UDP_SEGMENT", "SO_BINDTODEVICE", "setSendBuffer", "setReceiveBuffer",
+           "setPortBuffer",
            "bindToDevice", "interfaceMTU", "pathMTU", "probeGSO", "streamSocket", "quickRecovery",
            "memoryBacked", "libc", "CONTROL_RTO_MIN"]
 
@@ -43,6 +46,19 @@ def setReceiveBuffer(sock, size):
     else C{SO_RCVBUF}, capped at C{net.core.rmem_max}).
     """
     _setBuffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, size)
+
+
+def setPortBuffer(port, receive=True, size=8 << 20):
+    """
+    Ask for a large buffer on the socket of a Twisted port (multicast
+    streams arrive and leave in bursts): the receive buffer, or with
+    C{receive=False} the send buffer; root may go past
+    C{rmem_max}/C{wmem_max}. A port with no system handle
+    (C{ISystemHandle}) has no socket to size and is left alone.
+    """
+    if not ISystemHandle.providedBy(port):
+        return
+    (setReceiveBuffer if receive else setSendBuffer)(port.getHandle(), size)
 
 
 def bindToDevice(sock, ifname):

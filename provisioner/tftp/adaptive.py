@@ -190,7 +190,7 @@ class AdaptiveExtension:
     def __init__(self, maximum=None):
         self.maximum = maximum
 
-    def negotiate(self, request, accepted, limits):
+    def negotiate(self, request, accepted, limits, negotiated):
         options = getattr(request, "options", None) or {}
         value = options.get(ADAPTIVE_OPTION)
         if value is None:
@@ -224,7 +224,7 @@ class MsftWindowExtension:
     def __init__(self, maximum=None):
         self.maximum = maximum
 
-    def negotiate(self, request, accepted, limits):
+    def negotiate(self, request, accepted, limits, negotiated):
         options = getattr(request, "options", None) or {}
         if options.get(MSFT_OPTION, "").strip() != MSFT_CLIENT_MAGIC:
             return None
@@ -250,7 +250,7 @@ class PlainWindowExtension:
         self.maxDelay = maxDelay
         self.growAfter = growAfter
 
-    def negotiate(self, request, accepted, limits):
+    def negotiate(self, request, accepted, limits, negotiated):
         if accepted.get("windowsize", 1) <= 1:
             return None
 
@@ -278,19 +278,15 @@ def extensionsFromConfig(section):
     return out
 
 
-
 def install(service):
     """
-    Put the extensions C{tftp.adaptive} enables on a
-    L{provisioner.tftp.service.TFTPService}'s server, after any already
-    there. Idempotent: those installed before are replaced (the service
-    calls it again on reload).
+    Register the extensions C{tftp.adaptive} enables on a
+    L{provisioner.tftp.service.TFTPService} again, in place of those there
+    before (L{TFTPService.configureAdaptive
+    <provisioner.tftp.service.TFTPService.configureAdaptive>}, which the
+    service already calls when it is built and reloaded). Kept for callers
+    from before the service did it itself.
+
+    @return: the extensions.
     """
-    extensions = service.server.extensions
-    for old in getattr(service, "adaptiveExtensions", ()):
-        if old in extensions:
-            extensions.remove(old)
-    new = extensionsFromConfig(service.config.get("adaptive", {}))
-    extensions.extend(new)
-    service.adaptiveExtensions = new
-    return new
+    return service.configureAdaptive(service.config)

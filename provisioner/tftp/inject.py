@@ -30,7 +30,7 @@ from provisioner.files import FileSource, normalisePath
 from provisioner.interfaces import IDataSource, IFileResolver
 
 __all__ = ["BootstrapInjector", "DeliveryTracker", "SCHEMA", "FACILITY_OPTIONS",
-           "injectorFromConfig"]
+           "injectorFromConfig", "reloadInjector"]
 
 # Options whose presence means the client already runs a windowed client.
 FACILITY_OPTIONS = ("windowsize", "adaptive", "msftwindow")
@@ -208,32 +208,39 @@ def injectorFromConfig(section, appliance):
                              section["holdoff"], section["facility_options"])
 
 
-def install(service):
+def reloadInjector(previous, section, appliance):
     """
-    Put the injector C{tftp.injector} describes into a
-    L{provisioner.tftp.service.TFTPService}'s resolver chain (before the
-    directory). Idempotent: the one installed before is replaced (the
-    service calls it again on reload; a bad reloaded section is logged and
-    the old injector kept).
+    The injector for a (re)loaded C{tftp.injector} section.
 
-    @raise ConfigError: at first install, when a program is missing.
+    @param previous: the injector running until now, or L{None}; a new one
+        takes over its deliveries (the holdoff goes on across reloads).
+    @return: the new injector; L{None} when the section disables it; or
+        C{previous} when the section is bad and an injector runs (the
+        error is logged).
+    @raise ConfigError: the section is bad and no injector runs (the first
+        configuration).
     """
-    previous = getattr(service, "injector", None)
     try:
-        injector = injectorFromConfig(service.config.get("injector", {}), service.appliance)
+        injector = injectorFromConfig(section, appliance)
     except ConfigError as e:
         if previous is None:
             raise
         BootstrapInjector.log.error("injector: keeping the previous settings: {error}",
                                     error=str(e))
         return previous
-    remove = getattr(service, "_removeInjector", None)
-    if remove is not None:
-        remove()
-    service.injector = injector
-    service._removeInjector = None
-    if injector is not None:
-        if previous is not None:
-            injector.delivered.update(previous.delivered)
-        service._removeInjector = service.addResolver(injector)
+    if injector is not None and previous is not None:
+        injector.delivered.update(previous.delivered)
     return injector
+
+
+def install(service):
+    """
+    Configure a L{provisioner.tftp.service.TFTPService}'s injector from its
+    C{tftp} section again (L{TFTPService.configureInjector
+    <provisioner.tftp.service.TFTPService.configureInjector>}, which the
+    service already calls when it is built and reloaded). Kept for callers
+    from before the service did it itself.
+
+    @return: the injector, or L{None}.
+    """
+    return service.configureInjector(service.config)

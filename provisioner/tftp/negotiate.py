@@ -16,17 +16,21 @@ options to the OACK and may supply the window policy of the session::
 
     @implementer(IOptionExtension)
     class MyExtension:
-        def negotiate(self, request, accepted, limits):
+        def negotiate(self, request, accepted, limits, negotiated):
             if "myopt" not in request.options:
                 return None
             return [("myopt", "1")], lambda accepted: MyPolicy(accepted["windowsize"])
 
 Extensions see the standard options already accepted (a C{dict} of name to
-value, C{blksize} and C{windowsize} always present) and the L{Limits}.
+value, C{blksize} and C{windowsize} always present), the L{Limits} and the
+L{Negotiated} result so far (with C{rangesGranted}: the blocks of the file
+the source holds when it is a repair view,
+L{provisioner.interfaces.IRangeView}).
 """
 
 from zope.interface import Interface
 
+from provisioner.interfaces import IRangeView
 from provisioner.tftp.window import FixedWindow
 
 __all__ = ["IOptionExtension", "Limits", "Negotiation", "Negotiated", "negotiate",
@@ -57,7 +61,7 @@ class IOptionExtension(Interface):
     A negotiated TFTP extension (the adaptive window, C{msftwindow}, ...).
     """
 
-    def negotiate(request, accepted, limits):
+    def negotiate(request, accepted, limits, negotiated):
         """
         @param request: the L{provisioner.files.FileRequest} (its C{options}
             hold every requested option, names lower-case, values as text).
@@ -65,6 +69,9 @@ class IOptionExtension(Interface):
             C{blksize} and C{windowsize} always present, the others when
             accepted).
         @param limits: the L{Limits} for this request.
+        @param negotiated: the L{Negotiated} result so far (standard options
+            and C{rangesGranted}; its OACK and policy are the extension's
+            answer to give, not to change).
         @return: L{None} (not applicable), or C{(oackOptions,
             windowPolicyFactory)}: a list of C{(name, value)} appended to the
             OACK, and a callable taking C{accepted} and returning an
@@ -125,6 +132,10 @@ class Negotiated:
         transfer starts with DATA 1, or ACK 0 for WRQ).
     @ivar policyFactory: from an extension, or L{None}.
     @ivar extension: the extension that answered, or L{None}.
+    @ivar rangesGranted: when the source is a repair view
+        (L{provisioner.interfaces.IRangeView}), the C{ranges} value that
+        describes the blocks it holds (what smart repair echoes); else
+        L{None}.
     """
 
     def __init__(self):
@@ -136,6 +147,7 @@ class Negotiated:
         self.oack = []
         self.policyFactory = None
         self.extension = None
+        self.rangesGranted = None
 
     def windowPolicy(self):
         """
@@ -231,9 +243,11 @@ class Negotiation:
         result.windowsize = result.accepted.get("windowsize", 1)
         result.timeout = result.accepted.get("timeout")
         result.tsize = result.accepted.get("tsize")
+        if IRangeView.providedBy(self.source):
+            result.rangesGranted = self.source.granted
         view = dict(result.accepted, blksize=result.blksize, windowsize=result.windowsize)
         for extension in extensions:
-            answer = extension.negotiate(request, view, self.limits)
+            answer = extension.negotiate(request, view, self.limits, result)
             if answer is None:
                 continue
             extra, factory = answer

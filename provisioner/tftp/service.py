@@ -1,20 +1,38 @@
 # -*- test-case-name: tests.test_tftp_service -*-
 """
-The C{tftp} service: the listen port, the resolver chain, reloads.
+The C{tftp} service: the listen port, the resolver chain, the hooks other
+services plug into, reloads.
 
-L{makeService} builds a L{TFTPService} from the appliance. The pieces other
-subsystems plug into:
+L{makeService} builds a L{TFTPService} from the appliance. Its hooks, each
+with an C{add} method that returns a callable removing it again and a
+C{remove} method:
 
-  - L{TFTPService.resolvers}: the L{provisioner.files.ResolverChain}, in
-    order C{[appliance.virtualFiles, *inserted, DirectoryResolver(root)]};
-    L{TFTPService.addResolver} inserts before the directory (the bootstrap
-    injector goes there); the directory resolver is always last and final
-    (a missing file is ERROR 1).
-  - L{TFTPService.server}: the L{provisioner.tftp.server.TFTPServer}, with
-    its C{extensions} (option extensions: the adaptive window),
-    C{requestHandlers} (the multicast registry) and C{statsCallbacks}.
-  - The service registers itself as C{appliance.tftp} so other services
-    can reach those lists without importing this module.
+  - resolvers (L{TFTPService.addResolver}): the
+    L{provisioner.files.ResolverChain} L{TFTPService.resolvers}, in order
+    C{[appliance.virtualFiles, *inserted, DirectoryResolver(root)]}; an
+    inserted resolver goes before the directory, or at an index among the
+    inserted ones. The appliance's order is: virtual files (boot menus),
+    the image catalogue (the images service inserts it at 0), the
+    bootstrap-program injector (C{tftp.injector}), the root directory,
+    which is always last and final (a missing file is ERROR 1);
+  - resolver filters (L{TFTPService.addResolverFilter}): an
+    L{provisioner.interfaces.IResolverFilter} sees each request before the
+    chain (smart repair serves a view of the file the chain finds);
+  - option extensions (L{TFTPService.addExtension}): an
+    L{provisioner.tftp.negotiate.IOptionExtension}, asked in order after
+    the standard options (smart repair's first, then the adaptive window's
+    from C{tftp.adaptive});
+  - request handlers (L{TFTPService.addRequestHandler}): an
+    L{provisioner.interfaces.IRequestHandler} offered each resolved read
+    request before a unicast session starts (multicast TFTP);
+  - stats callbacks (L{TFTPService.addStatsCallback}): callables given the
+    L{provisioner.tftp.transfer.SessionStats} of each transfer.
+
+The service registers itself as C{appliance.tftp} so that other services
+reach these hooks without importing this module. Multicast TFTP
+(C{tftp.multicast}) is its child service C{"multicast"}
+(L{provisioner.tftp.multicast.service}), which plugs in through these
+hooks when it starts.
 
 The listen port is bound in L{TFTPService.privilegedStartService} (port 69
 before privileges are dropped). On SIGHUP L{TFTPService.reconfigure} takes
@@ -29,8 +47,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from provisioner.files import DirectoryResolver, ResolverChain
+from provisioner.files import DirectoryResolver, FilteredResolver, ResolverChain
 from provisioner.tftp import adaptive, inject
+from provisioner.tftp.multicast import service as multicast
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.udp import openPort
 from provisioner.tftp.write import UploadTarget
@@ -52,9 +71,15 @@ class TFTPService(service.MultiService):
     @ivar appliance: the L{provisioner.appliance.Appliance}.
     @ivar config: the current C{tftp} section.
     @ivar directory: the L{DirectoryResolver} for C{tftp.root}.
-    @ivar resolvers: the L{ResolverChain} the server asks.
+    @ivar resolvers: the L{ResolverChain}.
+    @ivar filtered: the L{FilteredResolver} the server asks: the resolver
+        filters in front of L{resolvers}.
     @ivar server: the L{TFTPServer} (the listen port's protocol).
     @ivar port: the listen port, once started.
+    @ivar injector: the bootstrap-program injector C{tftp.injector}
+        configures (in L{resolvers}), or L{None}.
+    @ivar adaptiveExtensions: the option extensions C{tftp.adaptive}
+        enables (registered after any others).
     """
 
     log = Logger()
@@ -66,16 +91,16 @@ class TFTPService(service.MultiService):
         self.config = appliance.config["tftp"]
         self.directory = self._directory(self.config)
         self.resolvers = ResolverChain([appliance.virtualFiles, self.directory])
-        self.server = TFTPServer(self.resolvers, self.config, self.reactor,
+        self.filtered = FilteredResolver(self.resolvers)
+        self.server = TFTPServer(self.filtered, self.config, self.reactor,
                                  clients=appliance.clients, uploads=None)
         self.port = None
+        self.injector = None
+        self.adaptiveExtensions = []
         appliance.tftp = self
-        # The adaptive window (tftp.adaptive) and the injector (tftp.injector).
-        adaptive.install(self)
-        inject.install(self)
-        # RFC 2090 multicast and range repair (tftp.multicast).
-        from provisioner.tftp.multicast.session import install
-        install(self)
+        self.configureAdaptive(self.config)
+        self.configureInjector(self.config)
+        multicast.makeService(self).setServiceParent(self)
 
     @staticmethod
     def _directory(config):
@@ -88,28 +113,41 @@ class TFTPService(service.MultiService):
     @property
     def extensions(self):
         """
-        The server's option extensions (a list to append to).
+        The option extensions, in the order they are asked (a tuple: use
+        L{addExtension} and L{removeExtension}).
         """
-        return self.server.extensions
+        return tuple(self.server.extensions)
 
     @property
     def requestHandlers(self):
         """
-        The server's request handlers (a list to append to).
+        The request handlers, in order (a tuple: use L{addRequestHandler}).
         """
-        return self.server.requestHandlers
+        return tuple(self.server.requestHandlers)
 
     @property
     def statsCallbacks(self):
         """
-        Callables given each transfer's stats (a list to append to).
+        The stats callbacks (a tuple: use L{addStatsCallback}).
         """
-        return self.server.statsCallbacks
+        return tuple(self.server.statsCallbacks)
+
+    @staticmethod
+    def _add(hooks, hook, index=None):
+        if index is None:
+            hooks.append(hook)
+        else:
+            hooks.insert(index, hook)
+
+        def remove():
+            _discard(hooks, hook)
+        return remove
 
     def addResolver(self, resolver, index=None):
         """
-        Insert a resolver before the directory resolver (or at C{index}
-        among the inserted ones: 0 is right after the virtual files).
+        Insert an L{provisioner.interfaces.IFileResolver} before the
+        directory resolver (or at C{index} among the inserted ones: 0 is
+        right after the virtual files).
 
         @return: a callable that removes it again.
         """
@@ -117,11 +155,100 @@ class TFTPService(service.MultiService):
         last = chain.index(self.directory)
         position = last if index is None else min(1 + index, last)
         chain.insert(position, resolver)
+        return lambda: self.removeResolver(resolver)
 
-        def remove():
-            if resolver in chain:
-                chain.remove(resolver)
-        return remove
+    def removeResolver(self, resolver):
+        """
+        Take an inserted resolver out of the chain (if it is there).
+        """
+        if resolver is not self.directory:
+            _discard(self.resolvers.resolvers, resolver)
+
+    def addResolverFilter(self, filter):
+        """
+        Put an L{provisioner.interfaces.IResolverFilter} in front of the
+        resolver chain (behind the filters added before it).
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.filtered.filters, filter)
+
+    def removeResolverFilter(self, filter):
+        _discard(self.filtered.filters, filter)
+
+    def addExtension(self, extension, index=None):
+        """
+        Add an L{provisioner.tftp.negotiate.IOptionExtension}, asked after
+        those added before it (or at C{index}: 0 is first).
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.server.extensions, extension, index)
+
+    def removeExtension(self, extension):
+        _discard(self.server.extensions, extension)
+
+    def addRequestHandler(self, handler):
+        """
+        Add an L{provisioner.interfaces.IRequestHandler}, offered requests
+        after those added before it.
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.server.requestHandlers, handler)
+
+    def removeRequestHandler(self, handler):
+        _discard(self.server.requestHandlers, handler)
+
+    def addStatsCallback(self, callback):
+        """
+        Add a callable given the L{provisioner.tftp.transfer.SessionStats}
+        of each transfer when it ends.
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.server.statsCallbacks, callback)
+
+    def removeStatsCallback(self, callback):
+        _discard(self.server.statsCallbacks, callback)
+
+    # -- the extensions the tftp section configures
+
+    def configureAdaptive(self, config):
+        """
+        Register the option extensions the C{adaptive} part of a C{tftp}
+        section enables, in place of those registered before.
+
+        @return: the extensions.
+        """
+        for extension in self.adaptiveExtensions:
+            self.removeExtension(extension)
+        self.adaptiveExtensions = adaptive.extensionsFromConfig(config.get("adaptive", {}))
+        for extension in self.adaptiveExtensions:
+            self.addExtension(extension)
+        return self.adaptiveExtensions
+
+    def configureInjector(self, config):
+        """
+        Put the injector the C{injector} part of a C{tftp} section describes
+        in the resolver chain (before the directory), in place of the one
+        there before, which hands over its deliveries. A bad section on a
+        reload is logged and the running injector kept.
+
+        @return: the injector, or L{None} when it is disabled.
+        @raise provisioner.config.ConfigError: the section is bad and no
+            injector runs (the first configuration).
+        """
+        previous = self.injector
+        injector = inject.reloadInjector(previous, config.get("injector", {}), self.appliance)
+        if injector is previous:
+            return injector
+        if previous is not None:
+            self.removeResolver(previous)
+        self.injector = injector
+        if injector is not None:
+            self.addResolver(injector)
+        return injector
 
     # -- life cycle
 
@@ -181,8 +308,12 @@ class TFTPService(service.MultiService):
             self.directory = directory
         self.config = new
         self.server.config = new
-        adaptive.install(self)
-        inject.install(self)
+        self.configureAdaptive(new)
+        self.configureInjector(new)
+        for child in self:
+            reconfigure = getattr(child, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(config)
         self.server.uploads = _uploads(new) if self.running else None
         moved = any(new[k] != old[k] for k in ("address", "port", "interface"))
         if moved and self.port is not None:
@@ -225,3 +356,11 @@ def makeService(appliance):
     Build the TFTP service for the appliance.
     """
     return TFTPService(appliance)
+
+
+def _discard(hooks, hook):
+    """
+    Remove C{hook} from the list C{hooks} if it is there.
+    """
+    if hook in hooks:
+        hooks.remove(hook)
