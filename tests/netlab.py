@@ -8,11 +8,15 @@ interfaces. Loss is made with iptables C{-m statistic} inside a namespace.
 
 Also here: L{requireE2E}, the one rule for skipping tests that need root or
 a tool: they skip with a reason, except when C{PROVISIONER_REQUIRE_E2E=1}
-(CI), where a skip is a failure.
+(CI), where a skip is a failure; and L{Appliance}, the one way the
+end-to-end tests run the appliance as a user would (twistd), on this
+machine or inside a lab host, and read its log.
 """
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,8 +26,8 @@ from twisted.trial.unittest import SkipTest
 
 from provisioner.hashing import sha256File
 
-__all__ = ["requireE2E", "NetLab", "Host", "REPO", "PYTHON", "TWISTD", "run", "waitFor",
-           "sha256File"]
+__all__ = ["requireE2E", "NetLab", "Host", "Appliance", "LoopbackAppliance", "REPO", "PYTHON",
+           "TWISTD", "run", "waitFor", "sha256File"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -83,6 +87,220 @@ def requireE2E(root=False, tools=(), netns=False):
         if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
             raise AssertionError("PROVISIONER_REQUIRE_E2E=1 but this test " + reason)
         raise SkipTest(reason)
+
+
+def _readText(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class Appliance:
+    """
+    The appliance run as a user runs it: C{twistd -n provisioner --config
+    FILE} in a subprocess, on this machine or inside a lab L{Host}, logging
+    to a file in its directory. What twistd prints before its log starts (a
+    traceback) goes to C{NAME.out} beside it.
+
+    @ivar directory: where the configuration and the log are, and the
+        process's working directory.
+    @ivar configPath: the configuration file.
+    @ivar logPath: the log file.
+    @ivar host: the L{Host} it runs in, or L{None} for this machine.
+    @ivar process: the L{subprocess.Popen} once started.
+    """
+
+    def __init__(self, directory, config=None, host=None, name="provisioner"):
+        """
+        @param config: the configuration text to write, if any.
+        """
+        self.directory = directory
+        self.host = host
+        self.configPath = os.path.join(directory, name + ".yaml")
+        self.logPath = os.path.join(directory, name + ".log")
+        self._outPath = os.path.join(directory, name + ".out")
+        self.process = None
+        if config is not None:
+            self.writeConfig(config)
+
+    def writeConfig(self, text):
+        """
+        Write the configuration (read at the next start, or on SIGHUP).
+        """
+        with open(self.configPath, "w") as f:
+            f.write(text)
+
+    def start(self, ready="provisioner started", timeout=30):
+        """
+        Start it and wait until the log says C{ready} (after what an
+        earlier run logged).
+
+        @return: this L{Appliance}.
+        @raise AssertionError: it exited or said nothing within C{timeout}
+            seconds; the message carries the end of its log.
+        """
+        offset = len(self.log())
+        argv = TWISTD + ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
+                         "--config", self.configPath]
+        popen = self.host.popen if self.host is not None else subprocess.Popen
+        with open(self._outPath, "ab") as out:
+            self.process = popen(argv, cwd=self.directory, env=dict(os.environ, PYTHONPATH=REPO),
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        self.waitLog(re.escape(ready), timeout, after=offset)
+        return self
+
+    def log(self):
+        """
+        The log so far, as text.
+        """
+        return _readText(self.logPath)
+
+    def _tail(self):
+        """
+        The end of the log, and what twistd printed outside it.
+        """
+        out = _readText(self._outPath)
+        return self.log()[-4000:] + ("\n(outside the log:)\n" + out[-2000:] if out else "")
+
+    def waitLog(self, pattern, timeout=30, after=0):
+        """
+        Wait for the regular expression C{pattern} in the log, searched from
+        character C{after}.
+
+        @return: the match.
+        @raise AssertionError: the process exited or C{timeout} seconds
+            passed first; the message carries the end of the log.
+        """
+        regex = re.compile(pattern)
+        found = waitFor(lambda: regex.search(self.log(), after) or self.process.poll() is not None,
+                        timeout)
+        if not isinstance(found, re.Match):
+            found = regex.search(self.log(), after)
+        if found is None:
+            state = "exited (%s)" % (self.process.returncode,) \
+                if self.process.poll() is not None else "running"
+            raise AssertionError("no %r in the appliance's log (%s):\n%s" % (
+                pattern, state, self._tail()))
+        return found
+
+    def listeningPort(self, service, after=0):
+        """
+        The port the log last said C{service} (C{"TFTP"}, C{"HTTP"})
+        listens on, or L{None}.
+        """
+        ports = re.findall(r"%s listening on \S+ port (\d+)" % (re.escape(service),),
+                           self.log()[after:])
+        return int(ports[-1]) if ports else None
+
+    def signal(self, signum):
+        """
+        Send C{signum} (C{SIGHUP}: reload the configuration).
+        """
+        self.process.send_signal(signum)
+
+    def stop(self, timeout=20):
+        """
+        Stop it as an operator would (SIGTERM); SIGKILL if it does not exit
+        within C{timeout} seconds.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self):
+        """
+        Kill it at once (SIGKILL), as a power cut would.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+
+
+class LoopbackAppliance(Appliance):
+    """
+    An L{Appliance} on 127.0.0.1 with ports the kernel picks: TFTP (root
+    C{tftpboot}), the image catalogue (C{images}, watched with inotify),
+    menus and HTTP, everything in its directory.
+
+    @ivar images: the images directory.
+    @ivar httpPort: the HTTP port, once started.
+    @ivar tftpPort: the TFTP port once started, or L{None}.
+    """
+
+    CONFIG = """\
+tftp:
+  enabled: true
+  address: 127.0.0.1
+  port: 0
+  root: {d}/tftpboot
+images:
+  enabled: true
+  directory: {d}/images
+  state_dir: {d}/state
+  watch: inotify
+menus:
+  enabled: true
+http:
+  enabled: true
+  address: 127.0.0.1
+  port: 0
+"""
+
+    def __init__(self, directory, extra=""):
+        """
+        @param extra: more configuration, appended.
+        """
+        self.images = os.path.join(directory, "images")
+        os.makedirs(self.images, exist_ok=True)
+        os.makedirs(os.path.join(directory, "tftpboot"), exist_ok=True)
+        Appliance.__init__(self, directory, self.CONFIG.format(d=directory) + extra)
+        self.httpPort = None
+        self.tftpPort = None
+
+    def start(self, timeout=30):
+        """
+        Start it, wait for the catalogue (up to a minute) and read the
+        ports from the log.
+        """
+        offset = len(self.log())
+        Appliance.start(self, timeout=timeout)
+        self.waitLog("image catalogue ready", 60, after=offset)
+        self.httpPort = self.listeningPort("HTTP", after=offset)
+        self.tftpPort = self.listeningPort("TFTP", after=offset)
+        if self.httpPort is None:
+            raise AssertionError("HTTP did not start:\n" + self._tail())
+        return self
+
+    def url(self, path):
+        return "http://127.0.0.1:%d/%s" % (self.httpPort, path)
+
+    def curl(self, path, output, *extra):
+        """
+        Fetch C{path} over HTTP with curl into C{output}.
+
+        @return: C{(status code, bytes received)}.
+        """
+        result = subprocess.run(
+            ["curl", "-s", "-o", output, "-w", "%{http_code} %{size_download}"] +
+            list(extra) + [self.url(path)], stdout=subprocess.PIPE, timeout=120)
+        code, size = result.stdout.decode().split()
+        return int(code), int(size)
+
+    def catalogued(self, name, sha=None):
+        """
+        Whether the log says C{name} was catalogued (with C{sha}).
+        """
+        pattern = "image %s catalogued:" % (name,)
+        lines = [line for line in self.log().splitlines() if pattern in line]
+        if sha is None:
+            return bool(lines)
+        return any(sha in line for line in lines)
 
 
 class Host:

@@ -6,7 +6,8 @@ over a tap device on the lab bridge, read pcap files.
 
 Everything started here is registered with the L{tests.netlab.NetLab} (or
 killed by the caller's cleanup), and every tap device lives inside the
-lab's bridge namespace, so C{lab.close()} removes it.
+lab's bridge namespace, so C{lab.close()} removes it. L{BootBed} is the
+whole bed the QEMU tests boot on.
 """
 
 import os
@@ -14,18 +15,18 @@ import struct
 import subprocess
 import time
 
-from tests.netlab import PYTHON, REPO, TWISTD, waitFor
+from tests.netlab import PYTHON, TWISTD, Appliance, NetLab, waitFor
 
 __all__ = [
-    "TWISTD",
-    "Provisioner",
+    "TWISTD",  # with waitFor: bench/dhcp_bench.py takes them from here
+    "waitFor",
     "UDHCPC_SCRIPT",
     "writeUdhcpcScript",
     "readEvents",
-    "waitFor",
     "QEMU",
     "OVMF_CODE",
     "OVMF_VARS",
+    "BootBed",
     "addTap",
     "bootQEMU",
     "pcapPackets",
@@ -36,57 +37,6 @@ __all__ = [
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-
-
-class Provisioner:
-    """
-    One C{twistd -n provisioner --config FILE} process inside a lab host,
-    logging to a file.
-    """
-
-    def __init__(self, host, config, directory, name="provisioner"):
-        self.host = host
-        self.directory = directory
-        self.configPath = os.path.join(directory, name + ".yaml")
-        self.logPath = os.path.join(directory, name + ".log")
-        with open(self.configPath, "w") as f:
-            f.write(config)
-        self.process = None
-
-    def start(self, ready="provisioner started", timeout=30):
-        """
-        Start it and wait for the log line C{ready}.
-        """
-        env = dict(os.environ, PYTHONPATH=REPO)
-        before = len(self.log())
-        self.process = self.host.popen(
-            ["env", "PYTHONPATH=" + REPO] + TWISTD +
-            ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
-             "--config", self.configPath],
-            cwd=self.directory, env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        if not waitFor(lambda: ready in self.log()[before:] or
-                       self.process.poll() is not None,
-                       timeout) or self.process.poll() is not None:
-            raise AssertionError("provisioner did not start:\n" + self.log()[-4000:])
-
-    def log(self):
-        try:
-            with open(self.logPath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def kill(self, hard=True):
-        """
-        Stop it: SIGKILL (C{hard}) or SIGTERM.
-        """
-        if self.process is not None and self.process.poll() is None:
-            if hard:
-                self.process.kill()
-            else:
-                self.process.terminate()
-            self.process.wait(15)
 
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -250,3 +200,72 @@ def startRouterAdvertisements(host, ifname="eth0"):
     host.run(["sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=0" % (ifname,)])
     return host.popen([PYTHON, "-c", _RA_SENDER, ifname], stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
+
+
+class BootBed:
+    """
+    The bed QEMU network-boots on: a L{NetLab} of C{hosts} hosts on subnet
+    198.18.C{subnet}.0/24 whose host 0 sends empty router advertisements
+    and runs the appliance (L{start}), and a tap device for QEMU on the
+    bridge. The test's cleanups remove it all.
+
+    @ivar lab: the L{NetLab}.
+    @ivar server: host 0, where the appliance runs.
+    @ivar appliance: the L{Appliance}, once started.
+    @ivar tap: the tap device's name, once the appliance started.
+    @ivar elapsed: how long the last L{boot} took, in seconds.
+    """
+
+    def __init__(self, case, subnet, directory, hosts=1):
+        self.case = case
+        self.subnet = subnet
+        self.directory = directory
+        self.lab = NetLab(hosts=hosts, subnet=subnet)
+        case.addCleanup(self.lab.close)
+        self.server = self.lab.hosts[0]
+        startRouterAdvertisements(self.server)
+        self.appliance = None
+        self.tap = None
+        self.elapsed = None
+
+    def start(self, config):
+        """
+        Run the appliance with C{config} on host 0, then put the tap device
+        on the bridge.
+
+        @return: the L{Appliance}.
+        """
+        self.appliance = Appliance(self.directory, config, host=self.server)
+        self.case.addCleanup(self.appliance.kill)
+        self.appliance.start()
+        self.tap = "provt%d" % (self.subnet,)
+        addTap(self.lab, self.tap)
+        return self.appliance
+
+    def boot(self, mac, marker, serial, firmware="bios", romfile=None, timeout=120):
+        """
+        Boot a VM with C{mac} from the network (see L{bootQEMU}) until the
+        regular expression C{marker} shows on its serial console (the file
+        C{serial}), then kill it.
+
+        @return: the marker's match.
+        @raise FailTest: no marker within C{timeout} seconds; the message
+            carries the console and the appliance's log.
+        """
+        started = time.monotonic()
+        proc = bootQEMU(self.lab, self.tap, mac, serial, firmware=firmware, romfile=romfile)
+
+        def console():
+            try:
+                with open(serial, errors="replace") as f:
+                    return f.read()
+            except OSError:
+                return ""
+        found = waitFor(lambda: marker.search(console()), timeout, interval=0.25)
+        self.elapsed = time.monotonic() - started
+        proc.kill()
+        proc.wait(10)
+        if not found:
+            self.case.fail("no marker within %ds (%.0fs)\nconsole:\n%s\nprovisioner:\n%s" % (
+                timeout, self.elapsed, console()[-3000:], self.appliance.log()[-3000:]))
+        return found

@@ -10,8 +10,8 @@ import sqlite3
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import NetLab, requireE2E
-from tests.qemu_lab import Provisioner, readEvents, waitFor, writeUdhcpcScript
+from tests.netlab import Appliance, NetLab, requireE2E, waitFor
+from tests.qemu_lab import readEvents, writeUdhcpcScript
 
 FULL = """\
 tftp:
@@ -52,9 +52,9 @@ class UdhcpcTests(TestCase):
         self.directory = self.mktemp()
         os.makedirs(self.directory)
         self.leases = os.path.join(os.path.abspath(self.directory), "leases.sqlite")
-        self.provisioner = Provisioner(
-            self.server, FULL % {"leases": self.leases, "subnet": 31},
-            os.path.abspath(self.directory))
+        self.provisioner = Appliance(
+            os.path.abspath(self.directory), FULL % {"leases": self.leases, "subnet": 31},
+            host=self.server)
         self.addCleanup(self.provisioner.kill)
         self.provisioner.start()
         self.script, self.events = writeUdhcpcScript(os.path.abspath(self.directory))
@@ -101,7 +101,7 @@ class UdhcpcTests(TestCase):
         """
         proc = self._udhcpc()
         ip = self._event("bound")["ip"]
-        self.provisioner.kill(hard=True)
+        self.provisioner.kill()
         self.assertIn((self.client.mac, ip), _leaseRows(self.leases))
         self.provisioner.start()
         self.assertIn("1 leases loaded", self.provisioner.log())
@@ -140,7 +140,7 @@ class InterfaceTests(TestCase):
             "interfaces: [eth0]", "interfaces: [eth1]")
         config += ("    - network: 198.18.32.0/24\n"
                    "      range: [198.18.32.100, 198.18.32.150]\n")
-        provisioner = Provisioner(server, config, directory)
+        provisioner = Appliance(directory, config, host=server)
         self.addCleanup(provisioner.kill)
         provisioner.start()
         self.assertIn("responder on eth1 (198.18.32.1)", provisioner.log())

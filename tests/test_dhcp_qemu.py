@@ -15,20 +15,11 @@ advertisements so iPXE does not wait ~13 s for one.
 import os
 import re
 import shutil
-import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import NetLab, requireE2E
-from tests.qemu_lab import (
-    OVMF_CODE,
-    QEMU,
-    Provisioner,
-    addTap,
-    bootQEMU,
-    startRouterAdvertisements,
-    waitFor,
-)
+from tests.netlab import requireE2E
+from tests.qemu_lab import OVMF_CODE, QEMU, BootBed
 
 IPXE_DIR = "/usr/lib/ipxe"
 SCRIPT = """#!ipxe
@@ -111,11 +102,9 @@ class QEMUBootMixin:
         with open(os.path.join(root, "boot.ipxe"), "w") as f:
             f.write(SCRIPT)
         sameHost = self.siteServer == "dnsmasq"
-        self.lab = NetLab(hosts=2 if self.mode == "proxy" and not sameHost else 1,
-                          subnet=self.subnet)
-        self.addCleanup(self.lab.close)
-        server = self.lab.hosts[0]
-        startRouterAdvertisements(server)
+        self.bed = BootBed(self, self.subnet, self.directory,
+                           hosts=2 if self.mode == "proxy" and not sameHost else 1)
+        server = self.bed.server
         if sameHost:
             self.dnsmasqLog = os.path.join(self.directory, "dnsmasq.log")
             argv = [a % {"subnet": self.subnet, "log": self.dnsmasqLog,
@@ -132,39 +121,19 @@ class QEMUBootMixin:
             with open(conf, "w") as f:
                 f.write(UDHCPD % {"subnet": self.subnet,
                                   "leases": os.path.join(self.directory, "udhcpd.leases")})
-            self.lab.hosts[1].popen(["busybox", "udhcpd", "-f", conf])
-        self.provisioner = Provisioner(server, CONFIG % {
+            self.bed.lab.hosts[1].popen(["busybox", "udhcpd", "-f", conf])
+        self.provisioner = self.bed.start(CONFIG % {
             "root": root, "mode": self.mode, "uefi": self.uefi, "subnet": self.subnet,
             "port": 0 if sameHost else 67,
-            "leases": os.path.join(self.directory, "leases.sqlite")}, self.directory)
-        self.addCleanup(self.provisioner.kill)
-        self.provisioner.start()
-        self.tap = "provt%d" % (self.subnet,)
-        addTap(self.lab, self.tap)
+            "leases": os.path.join(self.directory, "leases.sqlite")})
 
     def boot(self, mac, firmware, romfile=None):
         """
         Boot a VM and return C{(mac, ip)} from its marker.
         """
-        serial = os.path.join(self.directory, "serial-%s.txt" % (firmware,))
-        started = time.monotonic()
-        proc = bootQEMU(self.lab, self.tap, mac, serial, firmware=firmware, romfile=romfile)
-
-        def marker():
-            try:
-                with open(serial, errors="replace") as f:
-                    return MARKER.search(f.read())
-            except OSError:
-                return None
-        found = waitFor(marker, BOOT_TIMEOUT, interval=0.25)
-        self.elapsed = time.monotonic() - started
-        proc.kill()
-        proc.wait(10)
-        if not found:
-            with open(serial, errors="replace") as f:
-                console = f.read()
-            self.fail("no marker within %ds\nconsole:\n%s\nprovisioner:\n%s" % (
-                BOOT_TIMEOUT, console[-3000:], self.provisioner.log()[-3000:]))
+        found = self.bed.boot(mac, MARKER,
+                              os.path.join(self.directory, "serial-%s.txt" % (firmware,)),
+                              firmware=firmware, romfile=romfile, timeout=BOOT_TIMEOUT)
         return found.group(1), found.group(2)
 
     def assertAddress(self, ip, first, last):

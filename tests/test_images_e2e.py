@@ -16,14 +16,12 @@ clients curl and atftp:
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
-import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import REPO, TWISTD, requireE2E, sha256File, waitFor
+from tests.netlab import LoopbackAppliance, requireE2E, sha256File, waitFor
 
 MiB = 1 << 20
 
@@ -67,100 +65,6 @@ with open(path, "wb") as f:
 """
 
 
-class Appliance:
-    """
-    One appliance process with images, menus, HTTP and TFTP on loopback.
-    """
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.images = os.path.join(directory, "images")
-        self.logPath = os.path.join(directory, "provisioner.log")
-        self.configPath = os.path.join(directory, "provisioner.yaml")
-        os.makedirs(self.images, exist_ok=True)
-        os.makedirs(os.path.join(directory, "tftpboot"), exist_ok=True)
-        with open(self.configPath, "w") as f:
-            f.write("""\
-tftp:
-  enabled: true
-  address: 127.0.0.1
-  port: 0
-  root: {d}/tftpboot
-images:
-  enabled: true
-  directory: {d}/images
-  state_dir: {d}/state
-  watch: inotify
-menus:
-  enabled: true
-http:
-  enabled: true
-  address: 127.0.0.1
-  port: 0
-""".format(d=directory))
-        self.process = None
-        self.httpPort = None
-        self.tftpPort = None
-
-    def log(self):
-        try:
-            with open(self.logPath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def start(self):
-        offset = len(self.log())
-        with open(self.logPath, "a") as log:
-            self.process = subprocess.Popen(
-                TWISTD + ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
-                          "--config", self.configPath],
-                cwd=self.directory, env=dict(os.environ, PYTHONPATH=REPO),
-                stdout=log, stderr=subprocess.STDOUT)
-        started = waitFor(lambda: "provisioner started" in self.log()[offset:] or
-                          self.process.poll() is not None, 30)
-        if not started or self.process.poll() is not None:
-            raise RuntimeError("appliance did not start:\n" + self.log())
-        waitFor(lambda: "image catalogue ready" in self.log()[offset:], 60)
-        self.httpPort = int(re.findall(r"HTTP listening on 127\.0\.0\.1 port (\d+)",
-                                       self.log()[offset:])[-1])
-        tftp = re.findall(r"TFTP listening on 127\.0\.0\.1 port (\d+)", self.log()[offset:])
-        self.tftpPort = int(tftp[-1]) if tftp else None
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def url(self, path):
-        return "http://127.0.0.1:%d/%s" % (self.httpPort, path)
-
-    def curl(self, path, output, *extra):
-        """
-        Fetch with curl; return C{(status code, bytes received)}.
-        """
-        result = subprocess.run(
-            ["curl", "-s", "-o", output, "-w", "%{http_code} %{size_download}"] +
-            list(extra) + [self.url(path)], stdout=subprocess.PIPE, timeout=120)
-        code, size = result.stdout.decode().split()
-        return int(code), int(size)
-
-    def catalogued(self, name, sha=None):
-        """
-        Whether the log says C{name} was catalogued (with C{sha}).
-        """
-        pattern = "image %s catalogued:" % (name,)
-        lines = [line for line in self.log().splitlines() if pattern in line]
-        if sha is None:
-            return bool(lines)
-        return any(sha in line for line in lines)
-
-
 class ImagesEndToEndTests(TestCase):
     """
     The images and HTTP services as a user runs them.
@@ -172,7 +76,7 @@ class ImagesEndToEndTests(TestCase):
         requireE2E(tools=["curl"])
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
-        self.appliance = Appliance(self.dir)
+        self.appliance = LoopbackAppliance(self.dir)
         self.addCleanup(self.appliance.stop)
         self.appliance.start()
 

@@ -11,9 +11,8 @@ import subprocess
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, requireE2E
-from tests.test_images_e2e import Appliance
 from tests.fakes import INVENTORY
+from tests.netlab import PYTHON, REPO, LoopbackAppliance, requireE2E
 
 MAC = "52:54:00:00:00:02"
 
@@ -31,9 +30,8 @@ class MenusEndToEndTests(TestCase):
         os.makedirs(self.dir)
         with open(os.path.join(self.dir, "inventory.yaml"), "w") as f:
             f.write(INVENTORY)
-        self.appliance = Appliance(self.dir)
-        with open(self.appliance.configPath, "a") as f:
-            f.write("inventory:\n  enabled: true\n  file: %s/inventory.yaml\n" % (self.dir,))
+        self.appliance = LoopbackAppliance(
+            self.dir, "inventory:\n  enabled: true\n  file: %s/inventory.yaml\n" % (self.dir,))
         self.addCleanup(self.appliance.stop)
         self.appliance.start()
         if self.appliance.tftpPort is None:

@@ -11,19 +11,11 @@ which prints a marker with the host name the menu set and the MAC.
 
 import os
 import re
-import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import NetLab, requireE2E
-from tests.qemu_lab import (
-    QEMU,
-    Provisioner,
-    addTap,
-    bootQEMU,
-    startRouterAdvertisements,
-    waitFor,
-)
+from tests.netlab import requireE2E
+from tests.qemu_lab import QEMU, BootBed
 
 SUBNET = 47
 MAC = "52:54:00:2f:00:07"
@@ -98,16 +90,9 @@ class IPXEHTTPBootTests(TestCase):
             f.write(HOST_TEMPLATE.format())
         with open(os.path.join(self.d, "inventory.yaml"), "w") as f:
             f.write(INVENTORY.format(mac=MAC))
-        self.lab = NetLab(hosts=1, subnet=SUBNET)
-        self.addCleanup(self.lab.close)
-        server = self.lab.hosts[0]
-        startRouterAdvertisements(server)
-        self.provisioner = Provisioner(server, CONFIG.format(d=self.d, s=SUBNET), self.d)
-        self.addCleanup(self.provisioner.kill)
-        self.provisioner.start()
-        waitFor(lambda: "image hello.ipxe catalogued" in self.provisioner.log(), 30)
-        self.tap = "provt%d" % (SUBNET,)
-        addTap(self.lab, self.tap)
+        self.bed = BootBed(self, SUBNET, self.d)
+        self.provisioner = self.bed.start(CONFIG.format(d=self.d, s=SUBNET))
+        self.provisioner.waitLog("image hello.ipxe catalogued")
 
     def test_perMACScriptFetchesOverHTTP(self):
         """
@@ -115,25 +100,8 @@ class IPXEHTTPBootTests(TestCase):
         menu as boot.ipxe, and the menu fetches a catalogued image over
         HTTP.
         """
-        serial = os.path.join(self.d, "serial.txt")
-        proc = bootQEMU(self.lab, self.tap, MAC, serial, firmware="bios")
-
-        def marker():
-            try:
-                with open(serial, errors="replace") as f:
-                    return MARKER.search(f.read())
-            except OSError:
-                return None
-        started = time.monotonic()
-        found = waitFor(marker, BOOT_TIMEOUT, interval=0.25)
-        proc.kill()
-        proc.wait(10)
-        if not found:
-            with open(serial, errors="replace") as f:
-                console = f.read()
-            self.fail("no marker within %ds (%.0fs)\nconsole:\n%s\nprovisioner:\n%s" % (
-                BOOT_TIMEOUT, time.monotonic() - started, console[-3000:],
-                self.provisioner.log()[-3000:]))
+        found = self.bed.boot(MAC, MARKER, os.path.join(self.d, "serial.txt"),
+                              firmware="bios", timeout=BOOT_TIMEOUT)
         self.assertEqual(found.groups(), ("vm7", MAC))
         log = self.provisioner.log()
         self.assertIn("HTTP GET images/hello.ipxe from 198.18.%d." % (SUBNET,), log)
