@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_adaptive -*-
 """
-Tests for L{provisioner.tftp.adaptive}: the client's window controller
-(seed 004), the server's window policies and the option extensions.
+Tests for L{provisioner.tftp.adaptive}: the client's controller of the
+client-adjustable window, the server's window policies and the option
+extensions.
 """
 
 from twisted.trial.unittest import SynchronousTestCase

@@ -3,8 +3,9 @@
 End-to-end: the appliance (twistd) in one namespace, C{provisioner fetch}
 in another, random loss on the client's side (iptables statistic on its
 INPUT chain) at 0.5%, 2% and 10%. Each transfer must be byte-exact, and its
-window trace must show seed 004's behaviour: growth by one, halving on a
-loss, and a maximum frozen 20% below the best window, never exceeded after.
+window trace must show the client-adjustable window's behaviour: growth by
+one, halving on a loss, and a maximum frozen 20% below the best window,
+never exceeded after.
 """
 
 import hashlib
@@ -116,7 +117,7 @@ class LossTests(TestCase):
         self.assertIn("mode adaptive", text)
         return parseTrace(text)
 
-    def checkSeed004(self, trace, loss):
+    def checkAdaptiveTrace(self, trace, loss):
         grows = [c for c in trace if c[3] == "grow"]
         drops = [c for c in trace if c[3] in ("loss", "timeout")]
         self.assertTrue(grows, "no growth at %s loss" % (loss,))
@@ -141,16 +142,16 @@ class LossTests(TestCase):
         byte-exact and the trace shows growth by one, halving and the frozen
         maximum.
         """
-        self.checkSeed004(self.transfer(0.005, 16 * 1024 * 1024), 0.005)
+        self.checkAdaptiveTrace(self.transfer(0.005, 16 * 1024 * 1024), 0.005)
 
     def test_twoPercent(self):
         """
         If 2% are dropped, likewise.
         """
-        self.checkSeed004(self.transfer(0.02, 8 * 1024 * 1024), 0.02)
+        self.checkAdaptiveTrace(self.transfer(0.02, 8 * 1024 * 1024), 0.02)
 
     def test_tenPercent(self):
         """
         If 10% are dropped, likewise (the window mostly stays small).
         """
-        self.checkSeed004(self.transfer(0.10, 4 * 1024 * 1024), 0.10)
+        self.checkAdaptiveTrace(self.transfer(0.10, 4 * 1024 * 1024), 0.10)

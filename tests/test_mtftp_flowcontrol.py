@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_mtftp_flowcontrol -*-
 """
-Tests for L{provisioner.tftp.multicast.flowcontrol}: the seed-000 policies.
+Tests for L{provisioner.tftp.multicast.flowcontrol}: delayed start, QoS by
+load, rate control and retransmit-last.
 """
 
 from twisted.internet import task

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_adaptive -*-
 """
-The adaptive TFTP window (seed 004), both ends.
+The client-adjustable TFTP window (the adaptive window), server side.
 
 The client's controller is L{provisioner.client.window}; the wire format
 both ends speak is L{provisioner.tftp.adaptivewire}.
@@ -21,8 +21,8 @@ L{provisioner.tftp.window.IWindowPolicy}):
     window.
   - L{PacedWindow}: for plain RFC 7440 clients: the negotiated window, with
     a pause between windows that doubles after a timeout or a partial ACK
-    and halves away after clean windows (seed 000's "reduce the packet
-    transmission rate"). The window itself never changes: a plain receiver
+    and halves away after clean windows (the server slows down its sending
+    after losses). The window itself never changes: a plain receiver
     acknowledges only at its own window boundaries, so sending fewer blocks
     would stall it until its timeout.
 

@@ -105,5 +105,3 @@ def formatAdaptiveOption(version, maximum=None):
         return "%d" % (version,)
     return "%d,%d" % (version, maximum)
 
-
-# --- the client's controller (seed 004) -------------------------------------

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_inject -*-
 """
-The bootstrap-program injector (seed 004): a resolver in the TFTP chain,
-between the virtual files and the served directory.
+The bootstrap-program injector: a resolver in the TFTP chain, after the
+virtual files and the image catalogue, before the served directory.
 
 When a client asks for one of the configured boot files and shows no sign
 of running a windowed client, it is served the configured bootstrap program
@@ -47,7 +47,7 @@ def _checkPrograms(value):
     return None
 
 
-SCHEMA = Section("bootstrap-program injector (seed 004)", {
+SCHEMA = Section("the bootstrap-program injector", {
     "enabled": Key(False, "bool", "serve the bootstrap program to clients without a windowed "
                    "client when they ask for a configured boot file"),
     "programs": Key({}, "map", "boot file name (as DHCP hands it out, relative to the TFTP "

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_mtftp_flowcontrol -*-
 """
-Flow control for multicast TFTP beyond what RFC 2090 defines (seed 000).
+Flow control for multicast TFTP beyond what RFC 2090 defines: delayed
+start, QoS by load, rate control and retransmit-last.
 
 Each technique is a policy object with its own configuration, a counter of
 the decisions it made, and a log event for every decision that changes
