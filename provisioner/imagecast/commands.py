@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_commands -*-
+# -*- test-case-name: tests.test_imagecast_service -*-
 """
 The control channel's AMP commands and their errors (C{docs/wire/imagecast.md}).
 
@@ -23,8 +23,8 @@ __all__ = [
     "ChunkedBytes", "RangeList", "JSON",
     "Register", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
     "Leave", "Progress", "FetchRange", "StartSession", "Status",
-    "MulticastError", "NotRegistered", "UnknownSession", "StaleRound", "BadRanges",
-    "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
+    "ImagecastError", "MulticastError", "NotRegistered", "UnknownSession", "StaleRound",
+    "BadRanges", "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
     "FETCH_MAX", "MalformedRanges", "checkRanges",
 ]
 
@@ -133,56 +133,60 @@ class JSON(ChunkedBytes):
         return json.loads(data.decode("utf-8"))
 
 
-class MulticastError(Exception):
+class ImagecastError(Exception):
     """
     Base of the declared errors.
     """
 
 
-class NotRegistered(MulticastError):
+#: the name before imagecast was named apart from multicast TFTP
+MulticastError = ImagecastError
+
+
+class NotRegistered(ImagecastError):
     """
     The connection has not sent L{Register}.
     """
 
 
-class UnknownSession(MulticastError):
+class UnknownSession(ImagecastError):
     """
     No such session (it finished long ago, or never existed).
     """
 
 
-class StaleRound(MulticastError):
+class StaleRound(ImagecastError):
     """
     A report names a round other than the current one.
     """
 
 
-class BadRanges(MulticastError):
+class BadRanges(ImagecastError):
     """
     A range list is malformed or leaves the image.
     """
 
 
-class ChecksumMismatch(MulticastError):
+class ChecksumMismatch(ImagecastError):
     """
     The receiver's sha256 is not the image's.
     """
 
 
-class NotAllowed(MulticastError):
+class NotAllowed(ImagecastError):
     """
     The peer may not do this (operator commands from outside
-    C{multicast.admin_networks}).
+    C{imagecast.admin_networks}).
     """
 
 
-class NoSuchImage(MulticastError):
+class NoSuchImage(ImagecastError):
     """
     The image named in L{StartSession} is not there or is not readable.
     """
 
 
-class BadRequest(MulticastError):
+class BadRequest(ImagecastError):
     """
     An argument is out of range.
     """
@@ -291,7 +295,7 @@ class Progress(amp.Command):
     """
     Receiver to server, during a round's data: every datagram up to byte
     C{position} of the image has been taken off the socket (the first round
-    only). The sender keeps at most C{multicast.flow_window} bytes ahead of
+    only). The sender keeps at most C{imagecast.flow_window} bytes ahead of
     the slowest receiver, so that no receiver's socket buffer overflows.
 
     :since: flow control (optional: a server or receiver without it ignores
@@ -319,7 +323,7 @@ class FetchRange(amp.Command):
 
 class StartSession(amp.Command):
     """
-    Operator to server: multicast C{image} (a name below C{multicast.root})
+    Operator to server: imagecast C{image} (a name below C{imagecast.root})
     once C{minReceivers} are enrolled or C{maxWait} seconds have passed.
     """
     arguments = [(b"image", amp.Unicode()),

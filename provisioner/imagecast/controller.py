@@ -235,7 +235,7 @@ class Controller:
                 return
         try:
             d = self.startSession(image)
-        except commands.MulticastError as e:
+        except commands.ImagecastError as e:
             self.log.info("no automatic imagecast session for {image}: {error}",
                           image=image, error=e)
             return

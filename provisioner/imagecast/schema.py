@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_imagecast_service -*-
 """
-The C{multicast} section of the configuration: control-channel reliable
-multicast of large images (seed 003). Every key is described for operators in
-C{docs/imagecast.md}.
+The C{imagecast} section of the configuration: image multicast over a
+control channel (sessions of minimum-retransmission rounds: each round after
+the first carries only the union of what the receivers report missing; the
+scorecard records every round and receiver). Every key is described for
+operators in C{docs/imagecast.md}.
 """
 
 import ipaddress
@@ -33,13 +35,13 @@ def _checkSection(section):
     return None
 
 
-SCHEMA = Section("control-channel reliable multicast of large images", {
-    "enabled": Key(False, "bool", "run the multicast service (control channel on TCP, data "
+SCHEMA = Section("image multicast over a control channel, in minimum-retransmission rounds", {
+    "enabled": Key(False, "bool", "run the imagecast service (control channel on TCP, data "
                    "on UDP multicast)"),
     "address": Key("127.0.0.1", "ip", "address the control channel (TCP) listens on; "
                    "0.0.0.0 for all (the embedded default is loopback only)"),
     "port": Key(7010, "port", "TCP port of the control channel (0 picks a free one)"),
-    "root": Key("images", "path", "directory the images sent with 'provisioner multicast "
+    "root": Key("images", "path", "directory the images sent with 'provisioner imagecast "
                 "send' are taken from; names can never leave it"),
     "admin_networks": Key(["127.0.0.0/8", "::1/128"], "list", "networks allowed to start "
                           "sessions and read the scorecard over the control channel",
@@ -90,7 +92,7 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                     "seconds with whoever is enrolled (at least one)", minimum=0),
     "auto_start": Key(False, "bool", "start a session by itself when a receiver asks for an "
                       "image by name (receive --image NAME) and none sends it; the image "
-                      "comes from the catalogue or multicast.root, the start conditions "
+                      "comes from the catalogue or imagecast.root, the start conditions "
                       "from min_receivers and max_wait"),
     "announce_timeout": Key(2.0, "float", "seconds to wait for receivers to acknowledge an "
                             "announcement before data flows", minimum=0.01),
@@ -98,8 +100,8 @@ SCHEMA = Section("control-channel reliable multicast of large images", {
                           "round; a silent receiver keeps its last report", minimum=0.1),
     "client_timeout": Key(30.0, "float", "a receiver disconnected this long is dropped from "
                           "the session (recorded as lost on the scorecard)", minimum=0.1),
-    "keep_sessions": Key(20, "int", "finished sessions kept for 'multicast status'",
-                         minimum=0),
+    "keep_sessions": Key(20, "int", "finished sessions whose scorecard 'provisioner "
+                         "imagecast status' still shows", minimum=0),
     "tls": Section("TLS on the control channel", {
         "enabled": Key(False, "bool", "serve the control channel over TLS"),
         "certificate": Key(None, "path", "PEM server certificate", nullable=True),

@@ -81,7 +81,7 @@ class ServerLocator(amp.CommandLocator):
     def progress(self, session, round, position):
         try:
             self.controller.progress(self.protocol, session, round, position)
-        except commands.MulticastError:
+        except commands.ImagecastError:
             pass
         return {}
 
