@@ -287,6 +287,11 @@ class SessionKey:
         little of it): it would not be written, so it needs no
         authentication.
 
+        Without the C fast path this is the receiver's per-datagram loop:
+        it stays one loop over local names, with no call per datagram
+        other than the hashes (a helper per check would cost a call per
+        datagram), and follows C{check()} in C{_fastpath.c} step by step.
+
         @param datagrams: a sequence of bytes-like objects (a C{recvmmsg}
             batch: C{memoryview}s are not copied).
         @param roundNumber: the round announced (datagrams of earlier
