@@ -17,7 +17,7 @@ from provisioner.tftp.negotiate import IOptionExtension
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.transfer import SessionStats
 from provisioner.tftp.window import FixedWindow
-from tests.test_tftp_session import FakeReactor, FakeUDPTransport
+from tests.fakes import FakeDatagramPort, FakeReactor
 
 CLIENT = ("127.0.0.1", 33000)
 
@@ -46,7 +46,7 @@ class ServerMixin:
         self.chain = ResolverChain([self.virtual,
                                     DirectoryResolver(self.root, notFoundIsFinal=True)])
         self.server = TFTPServer(self.chain, self.config, self.reactor)
-        self.listen = FakeUDPTransport(self.server, port=69)
+        self.listen = FakeDatagramPort(self.server, port=69)
         self.server.makeConnection(self.listen)
         self.stats = []
         self.server.statsCallbacks.append(self.stats.append)

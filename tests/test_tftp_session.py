@@ -2,16 +2,12 @@
 Tests for L{provisioner.tftp.session}: windows, go-back-N, no Sorcerer's
 Apprentice, timeouts with backoff, retry limit, block-number rollover,
 dally, wrong TID, vanished clients. Deterministic: L{task.Clock} and a fake
-UDP transport; no sockets, no real time.
-
-The fakes here (L{FakeUDPTransport}, L{FakeReactor}) are shared by the other
-C{tests.test_tftp_*} modules.
+UDP transport (L{tests.fakes.FakeDatagramPort}); no sockets, no real time.
 """
 
 import array
 
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -22,62 +18,9 @@ from provisioner.tftp.negotiate import Limits, Negotiated, negotiate
 from provisioner.tftp.session import ReadSession
 from provisioner.tftp.transfer import NetasciiSource
 from provisioner.tftp.window import FixedWindow, IWindowPolicy
+from tests.fakes import FakeDatagramPort
 
 PEER = ("127.0.0.1", 40000)
-
-
-class FakeUDPTransport:
-    """
-    A UDP transport that records what is written; no socket.
-    """
-
-    def __init__(self, protocol=None, host="127.0.0.1", port=50000):
-        self.written = []
-        self.protocol = protocol
-        self.host = host
-        self.port = port
-        self.listening = True
-
-    def write(self, datagram, addr=None):
-        self.written.append((bytes(datagram), addr))
-
-    def stopListening(self):
-        if self.listening:
-            self.listening = False
-            # Twisted stops the protocol later (connectionLost); a session
-            # may close its port from startProtocol, before doStart counted.
-            if self.protocol is not None and self.protocol.numPorts > 0:
-                self.protocol.doStop()
-
-    def getHost(self):
-        return IPv4Address("UDP", self.host, self.port)
-
-    def packets(self, clear=True):
-        """
-        Decoded packets written so far (and forget them).
-        """
-        out = [(wire.decode(d), a) for d, a in self.written]
-        if clear:
-            del self.written[:]
-        return out
-
-
-class FakeReactor(task.Clock):
-    """
-    A clock with C{listenUDP} that hands out L{FakeUDPTransport}s.
-    """
-
-    def __init__(self):
-        task.Clock.__init__(self)
-        self.ports = []
-        self.nextPort = 50000
-
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        self.nextPort += 1
-        transport = FakeUDPTransport(protocol, interface or "0.0.0.0", port or self.nextPort)
-        self.ports.append(transport)
-        protocol.makeConnection(transport)
-        return transport
 
 
 def pattern(n):
@@ -113,7 +56,7 @@ def start(data, blksize=512, windowsize=1, oack=False, timeout=1.0, retries=3, p
     session = ReadSession(source or BytesSource(data), negotiated, PEER, clock,
                           timeout=timeout, retries=retries, onEnd=ended.append, path="f",
                           netascii=netascii, dally=dally, timeoutMin=timeoutMin)
-    transport = FakeUDPTransport(session)
+    transport = FakeDatagramPort(session)
     session.makeConnection(transport)
     return session, transport, clock, ended
 
@@ -783,7 +726,7 @@ class NegotiatedSessionTests(SynchronousTestCase):
         negotiated = negotiate({"timeout": "3"}, Limits())
         clock = task.Clock()
         session = ReadSession(BytesSource(b"x" * 600), negotiated, PEER, clock)
-        transport = FakeUDPTransport(session)
+        transport = FakeDatagramPort(session)
         session.makeConnection(transport)
         transport.packets()
         clock.advance(2.9)

@@ -15,7 +15,7 @@ from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, negotiate
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.write import UploadTarget, WriteSession
-from tests.test_tftp_session import FakeReactor, FakeUDPTransport
+from tests.fakes import FakeDatagramPort, FakeReactor
 
 PEER = ("127.0.0.1", 41000)
 
@@ -86,7 +86,7 @@ def session(target, name="up.bin", options=None, windowsize=None, maxBytes=1 << 
     s = WriteSession(target.open(name), negotiated, PEER, clock, timeout=1, retries=2,
                      onEnd=ended.append, path=name, maxBytes=maxBytes, netascii=netascii,
                      maxDuration=maxDuration)
-    transport = FakeUDPTransport(s)
+    transport = FakeDatagramPort(s)
     s.makeConnection(transport)
     return s, transport, clock, ended
 
@@ -236,7 +236,7 @@ class ServerWriteTests(SynchronousTestCase):
         os.makedirs(root)
         server = TFTPServer(ResolverChain([DirectoryResolver(root, True)]), config, reactor,
                             uploads=UploadTarget(updir))
-        listen = FakeUDPTransport(server)
+        listen = FakeDatagramPort(server)
         server.makeConnection(listen)
         server.datagramReceived(wire.WriteRequest(b"new.txt").to_wire(), PEER)
         port = reactor.ports[0]
