@@ -350,6 +350,23 @@ class DiscoverFloodTests(_Hostile):
         self.clock.advance(27)
         self.assertEqual(self.leases.outstandingOffers("198.18.0.0/24"), 0)
 
+    def test_floodCostBounded(self):
+        """
+        If a flood has filled a pool of 1,024 addresses with offers, a
+        further DISCOVER from a new MAC is still offered an address and
+        looks at no more than 64 addresses for it, not the whole pool.
+        """
+        self.responder.reconfigure(config(
+            "dhcp:\n  mode: full\n  subnets:\n    - network: 198.18.0.0/21\n"
+            "      range: [198.18.1.0, 198.18.4.255]\n"))
+        self.flood(3000, 5)
+        self.assertEqual(self.leases.outstandingOffers("198.18.0.0/21"), 1024)
+        looked = []
+        isFree = self.leases.isFree
+        self.patch(self.leases, "isFree", lambda *a: looked.append(a) or isFree(*a))
+        self.assertEqual(len(self.send(wire.DHCPDISCOVER, OWNER)), 1)
+        self.assertLessEqual(len(looked), 66)
+
     def test_crowd(self):
         """
         If 50 machines boot at once (every DISCOVER before any REQUEST),

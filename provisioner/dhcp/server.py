@@ -53,6 +53,9 @@ __all__ = [
 BROADCAST = "255.255.255.255"
 ZERO = "0.0.0.0"
 DECLINE_HOLD = 600
+# Addresses a DISCOVER tries from the cursor, under pressure, before the
+# oldest weak offer gives way.
+_PRESSURE_SCAN = 64
 
 
 class InterfaceInfo:
@@ -575,10 +578,16 @@ class DHCPResponder:
             return False
         return self.leases.isFree(ip, mac, takeWeak)
 
-    def _choose(self, packet, subnet, iface):
+    def _choose(self, packet, subnet, iface, weak=False):
         """
         The address to offer: the reservation, the client's lease, the
-        requested address, then the next free one in the pool.
+        requested address, then the next free one in the pool, else the
+        address of the pool's oldest weak offer.
+
+        @param weak: whether this will be a weak offer (the pool is under
+            pressure): then only the next C{_PRESSURE_SCAN} addresses are
+            tried before the oldest weak offer gives way, so that a flood
+            does not cost a scan of the whole pool per DISCOVER.
         """
         mac = packet.mac
         reserved = self._reservedIPs()
@@ -600,18 +609,29 @@ class DHCPResponder:
             return wanted
         size = subnet.last - subnet.first + 1
         cursor = subnet.cursor
+        window = min(size, _PRESSURE_SCAN) if weak else size
         for step in range(size):
+            if step == window:
+                given = self._oldestWeak(subnet, mac, reserved, iface)
+                if given is not None:
+                    return given
             value = subnet.first + (cursor - subnet.first + step) % size
             ip = _toText(value)
             if self._available(subnet, ip, mac, reserved, iface):
                 subnet.cursor = subnet.first + (value - subnet.first + 1) % size
                 return ip
-        # Nothing free: the oldest weak offer (made under pressure) gives
-        # way, so a DISCOVER flood cannot keep the pool from a new client.
-        weak = self.leases.oldestWeakOffer(str(subnet.network))
-        if weak is not None and self._available(subnet, weak.ip, mac, reserved, iface,
-                                                takeWeak=True):
-            return weak.ip
+        return self._oldestWeak(subnet, mac, reserved, iface)
+
+    def _oldestWeak(self, subnet, mac, reserved, iface):
+        """
+        The address of the pool's oldest weak offer (to another client),
+        which gives way so that a DISCOVER flood cannot keep the pool from
+        a new client; or L{None}.
+        """
+        offer = self.leases.oldestWeakOffer(str(subnet.network))
+        if offer is not None and self._available(subnet, offer.ip, mac, reserved, iface,
+                                                 takeWeak=True):
+            return offer.ip
         return None
 
     def _addAddressOptions(self, reply, subnet, leaseTime):
@@ -692,13 +712,13 @@ class DHCPResponder:
             self.log.debug("DISCOVER from {mac}: no subnet for giaddr {giaddr} on {iface}",
                            mac=packet.mac, giaddr=packet.giaddr, iface=iface.name)
             return None
-        ip = self._choose(packet, subnet, iface)
+        hold, weak = self._offerTerms(packet, subnet)
+        ip = self._choose(packet, subnet, iface, weak)
         if ip is None:
             self._count("pool-exhausted")
             self.log.warn("pool {network} exhausted: no address for {mac}",
                           network=str(subnet.network), mac=packet.mac)
             return None
-        hold, weak = self._offerTerms(packet, subnet)
         clientId = packet.option(OPT.CLIENT_ID)
         self.leases.offer(packet.mac, ip, hold, clientId=clientId.hex() if clientId else None,
                           pool=str(subnet.network), weak=weak)
