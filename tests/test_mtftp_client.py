@@ -16,7 +16,7 @@ from provisioner.client.output import BlockOutput
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import codec
 from provisioner.tftp.multicast import session as multicast
-from tests.test_mtftp_fakes import MemorySource
+from tests.fakes import MemorySource
 
 
 class GapTrackerTests(SynchronousTestCase):

@@ -2,7 +2,7 @@
 """
 Tests for L{provisioner.tftp.multicast} sessions and registry, and the
 multicast client against them, on the in-memory network of
-L{tests.test_mtftp_fakes} (deterministic: a seeded loss generator and a
+L{tests.fakes} (deterministic: a seeded loss generator and a
 L{task.Clock}).
 """
 
@@ -22,7 +22,7 @@ from provisioner.tftp.multicast import registry as mregistry
 from provisioner.tftp.multicast import repair as mrepair
 from provisioner.tftp.multicast import service as mservice
 from provisioner.tftp.multicast import session as msession
-from tests.test_mtftp_fakes import FakeNetwork, MemorySource, runUntil
+from tests.fakes import FakeNetwork, MemorySource, runUntil
 
 SERVER = "10.0.0.1"
 
@@ -202,7 +202,7 @@ class SessionTests(SynchronousTestCase):
         s = h.registry.sessions[0]
         self.assertEqual(session, (SERVER, s._port.port))
         self.assertEqual(s._port.ttl, 1)
-        self.assertEqual(s._port.outgoing, SERVER)
+        self.assertEqual(s._port.outgoingInterface, SERVER)
         port.write(wire.encodeAck(0, b"\x00\x00"), session)
         h.settle(0.01)
         data = [(d, a) for d, a in s._port.written if a == ("239.255.0.1", 1758)]
