@@ -25,7 +25,7 @@ Batches: when the receiver has C{datagramsReceived} the datagrams are fed
 in batches of C{--batch} (what a C{recvmmsg} port hands over), else one by
 one; C{--single} forces one by one.
 
-    python3 bench/mcast_receiver_bench.py [--size-mib 32] [--loss 1]
+    python3 bench/imagecast_receiver_bench.py [--size-mib 32] [--loss 1]
         [--profile] [--socket] [--single]
 """
 

@@ -23,7 +23,7 @@ in its INPUT chain, what it sends is dropped in the sender's INPUT chain
     receiver still needs); "ideal wire" adds the unavoidable Ethernet, IP
     and UDP headers of full 1500-byte frames (x 1514/1472).
 
-Run as root: python3 bench/mcast_bench.py [--size-mib 128] [--n 2 8 16]
+Run as root: python3 bench/imagecast_bench.py [--size-mib 128] [--n 2 8 16]
 [--loss 0 1 5] [--tools provisioner udpcast uftp]. Prints a table and
 writes JSON with --json FILE.
 """
@@ -397,11 +397,11 @@ def main():
     args = parser.parse_args()
     args.rate = {int(k): float(v) for k, v in (p.split(":") for p in args.rate.split(","))}
     if os.geteuid() != 0:
-        print("mcast_bench: needs root (network namespaces)", file=sys.stderr)
+        print("imagecast_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
     for tool in ("udp-sender", "udp-receiver", "uftp", "uftpd"):
         if shutil.which(tool) is None:
-            print("mcast_bench: %s missing (apt-get install udpcast uftp)" % (tool,),
+            print("imagecast_bench: %s missing (apt-get install udpcast uftp)" % (tool,),
                   file=sys.stderr)
             return 2
     import signal
