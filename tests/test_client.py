@@ -1,64 +1,24 @@
 # -*- test-case-name: tests.test_client -*-
 """
 Tests for L{provisioner.client.tftp}: the client against a simulated server
-on a L{task.Clock}, with fake UDP ports. Deterministic: losses are chosen
-by block number, latency is a fixed delay on the clock.
+on a L{tests.fakes.FakeReactor} (a clock and fake UDP ports). Deterministic:
+losses are chosen by block number, latency is a fixed delay on the clock.
 """
 
 import hashlib
 import io
 
-from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.files import FileRequest
 from provisioner.tftp import adaptive, adaptivewire, wire
 from provisioner.client.tftp import FetchOptions, OptionsRefused, TFTPError, fetch
 from provisioner.tftp.negotiate import Limits, negotiate
+from tests.fakes import FakeReactor
 
 SERVER = ("198.18.0.1", 69)
 SERVER_TID = ("198.18.0.1", 40000)
 LATENCY = 0.001
-
-
-class FakePort:
-    """
-    A UDP port on the fake reactor: records what is written and hands it to
-    the simulated network.
-    """
-
-    def __init__(self, reactor, protocol, number):
-        self.reactor = reactor
-        self.protocol = protocol
-        self.number = number
-        self.closed = False
-
-    def write(self, datagram, addr):
-        self.reactor.network.send(self, datagram, addr)
-
-    def stopListening(self):
-        self.closed = True
-        self.protocol.doStop()
-
-    def getHost(self):
-        return ("127.0.0.1", self.number)
-
-
-class FakeReactor(task.Clock):
-    """
-    A clock with C{listenUDP}.
-    """
-
-    def __init__(self):
-        task.Clock.__init__(self)
-        self.ports = []
-        self.network = None
-
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        p = FakePort(self, protocol, 50000 + len(self.ports))
-        self.ports.append(p)
-        protocol.makeConnection(p)
-        return p
 
 
 class SimServer:
@@ -101,7 +61,7 @@ class SimServer:
         self.reactor.callLater(LATENCY, self._deliver, port, datagram, src)
 
     def _deliver(self, port, datagram, src):
-        if not port.closed:
+        if port.listening:
             port.protocol.datagramReceived(datagram, src)
 
     # the server

@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.cli import buildParser
 from provisioner.client import cli
-from tests.test_client import LATENCY, FakeReactor, SimServer
+from tests.fakes import FakeReactor
+from tests.test_client import LATENCY, SimServer
 
 
 class TTY(io.StringIO):
