@@ -9,11 +9,13 @@ import os
 import socket
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorThreads
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from provisioner.imagecast import commands
 from provisioner.imagecast.datagram import DataDatagram
-from provisioner.client.receiver import OutputFile, ReceiveError, Receiver
+from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, threadRunner
 
 KEY = b"s" * 32
 
@@ -207,24 +209,24 @@ class ReceiverTests(SynchronousTestCase):
         end starts from there and the sha256 matches.
         """
         r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
-        r.HASH_AHEAD_MIN = 1000
+        r.imageHash.HASH_AHEAD_MIN = 1000
         r.connected(self.server)
         self.announce(receiver=r)
         self.send([o for o in range(0, 10000, 1000) if o not in (0, 5000)], receiver=r)
         r.endRound(session=5, round=1)
         self.reactor.advance(0.5)
-        self.assertEqual(r._hashedUpTo, 0)
+        self.assertEqual(r.imageHash.upTo, 0)
         self.announce(receiver=r, round=2, ranges=[(0, 1000), (5000, 6000)])
         self.send([0], round=2, receiver=r)
-        self.assertEqual(r._hashedUpTo, 1000)  # in order, on the fly
+        self.assertEqual(r.imageHash.upTo, 1000)  # in order, on the fly
         r.endRound(session=5, round=2)
         self.reactor.advance(0.5)
         self.assertEqual(self.server.named(commands.ReportMissing)[-1]["ranges"],
                          [(5000, 6000)])
-        self.assertEqual((r._hashedUpTo, r.hashedAhead), (5000, 4000))
+        self.assertEqual((r.imageHash.upTo, r.imageHash.ahead), (5000, 4000))
         self.announce(receiver=r, round=3, ranges=[(5000, 6000)])
         self.send([5000], round=3, receiver=r)
-        self.assertEqual(r._hashedUpTo, 6000)
+        self.assertEqual(r.imageHash.upTo, 6000)
         r.endRound(session=5, round=3)
         self.reactor.advance(0.5)
         self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
@@ -237,30 +239,29 @@ class ReceiverTests(SynchronousTestCase):
         result is dropped; the check at the end waits for a hash ahead that
         is still running and starts where it ended.
         """
-        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
-        r.HASH_AHEAD_MIN = 1000
         threads = []
 
         def inThread(f, *args):
             d = defer.Deferred()
             threads.append((d, f, args))
             return d
-        r._inThread = inThread
+        r = Receiver(self.reactor, OutputFile(self.mktemp()), "me", runInThread=inThread)
+        r.imageHash.HASH_AHEAD_MIN = 1000
         r.connected(self.server)
         self.announce(receiver=r)
         self.send([o for o in range(1000, 10000, 1000)], receiver=r)
         self.send([0], round=1, receiver=r)
         # as if the prefix had stopped at a hole that a later datagram filled
-        r._prefixHash, r._hashedUpTo = hashlib.sha256(), 0
-        r._hashAhead([(9000, 10000)])
+        r.imageHash.prefix, r.imageHash.upTo = hashlib.sha256(), 0
+        r.imageHash.hashAhead(9000)
         self.assertEqual(len(threads), 1)
         d, f, args = threads.pop()
-        r._hashGeneration += 1  # a new image meanwhile
+        r.imageHash.reset()  # a new image meanwhile
         d.callback(f(*args))
-        self.assertEqual((r._hashedUpTo, r.hashedAhead), (0, 0))
-        self.assertIsNone(r._catchingUp)
+        self.assertEqual((r.imageHash.upTo, r.imageHash.ahead), (0, 0))
+        self.assertIsNone(r.imageHash._catchingUp)
         # a hash ahead still running when the receiver completes
-        r._hashAhead([(9000, 10000)])
+        r.imageHash.hashAhead(9000)
         d, f, args = threads.pop()
         r._finish()
         self.assertEqual(threads, [])  # the check waits for it
@@ -280,7 +281,7 @@ class ReceiverTests(SynchronousTestCase):
         r.connected(self.server)
         self.announce(receiver=r)
         self.send([0, 1000, 2000, 4000, 5000], receiver=r)
-        self.assertEqual(r._hashedUpTo, 3000)
+        self.assertEqual(r.imageHash.upTo, 3000)
         r.endRound(session=5, round=1)
         self.reactor.advance(0.5)
         self.announce(receiver=r, round=2, ranges=[(3000, 4000), (6000, 10000)])
@@ -321,13 +322,13 @@ class ReceiverTests(SynchronousTestCase):
         proto = self.reactor.protocol
         proto.datagramsReceived(self.wires([0, 1000, 4000, 5000]), [("198.18.0.1", 1)] * 4)
         self.assertEqual(r.received.ranges(), [(0, 2000), (4000, 6000)])
-        self.assertEqual(r._hashedUpTo, 2000)
+        self.assertEqual(r.imageHash.upTo, 2000)
         # a run from 500 to 6500 (other cuts) over held and missing bytes
         proto.datagramsReceived(self.wires(range(500, 6500, 1000)) + self.wires([0]),
                                 [("198.18.0.1", 1)] * 7)
         self.assertEqual(r.received.ranges(), [(0, 6500)])
         self.assertEqual(r.bytesReceived, 6500)
-        self.assertEqual(r._hashedUpTo, 4000)
+        self.assertEqual(r.imageHash.upTo, 4000)
         self.assertEqual(r._position, 6500)
         proto.datagramsReceived(self.wires(range(6000, 10000, 1000)), [("198.18.0.1", 1)] * 4)
         r.endRound(session=5, round=1)
@@ -371,14 +372,14 @@ class ReceiverTests(SynchronousTestCase):
         self.announce(receiver=r)
         self.assertEqual(self.readSocket(r, self.wires([0, 1000, 4000, 5000])), 4)
         self.assertEqual(r.received.ranges(), [(0, 2000), (4000, 6000)])
-        self.assertEqual(r._hashedUpTo, 2000)
+        self.assertEqual(r.imageHash.upTo, 2000)
         spoofed = DataDatagram(5, 1, 3000, self.data[3000:4000]).to_wire(b"x" * 32)
         count = self.readSocket(r, self.wires(range(500, 6500, 1000)) + self.wires([0])
                                 + [spoofed])
         self.assertEqual(count, 8)
         self.assertEqual(r.received.ranges(), [(0, 6500)])
         # 4500-5500 was held (dropped before its tag): the prefix stops there
-        self.assertEqual((r.bytesReceived, r._hashedUpTo, r._position, r.rejected),
+        self.assertEqual((r.bytesReceived, r.imageHash.upTo, r._position, r.rejected),
                          (6500, 4500, 6500, 1))
         self.readSocket(r, self.wires(range(6000, 10000, 1000)))
         r.endRound(session=5, round=1)
@@ -659,87 +660,91 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.server.named(commands.Complete), [])
 
 
-class OutputFileTests(SynchronousTestCase):
+class RecordingPool:
     """
-    Tests for L{OutputFile}.
+    A thread pool that runs nothing until told: records each call.
     """
 
-    def test_unwritable(self):
-        """
-        If the directory does not exist, the error says so and names the
-        path.
-        """
-        path = os.path.join(self.mktemp(), "nope", "out")
-        e = self.assertRaises(ReceiveError, OutputFile, path)
-        self.assertIn(path, str(e))
-        self.assertIn("directory does not exist", str(e))
+    def __init__(self):
+        self.calls = []
 
-    def test_preallocates(self):
-        """
-        If the image size is known, the file is made that long.
-        """
-        f = OutputFile(self.mktemp())
-        f.prepare(12345)
-        self.assertEqual(os.fstat(f.fd).st_size, 12345)
-        f.close()
+    def callInThreadWithCallback(self, onResult, f, *args, **kw):
+        self.calls.append((onResult, f, args, kw))
 
-    def test_memoryBackedRoom(self):
-        """
-        On a memory-backed file system the file is not preallocated (that
-        would zero every page now); the free room is checked instead, and
-        too little is a clear "disk full" error naming the path.
-        """
-        from provisioner.client import receiver
-        self.patch(receiver, "memoryBacked", lambda fd: True)
-        f = OutputFile(self.mktemp())
-        f.prepare(12345)
-        self.assertEqual(os.fstat(f.fd).st_size, 12345)
+    def runAll(self):
+        calls, self.calls = self.calls, []
+        for onResult, f, args, kw in calls:
+            onResult(True, f(*args, **kw))
 
-        class Tiny:
-            f_bavail = 2
-            f_frsize = 4096
-        self.patch(os, "fstatvfs", lambda fd: Tiny())
-        e = self.assertRaises(ReceiveError, f.prepare, 1 << 20)
-        self.assertIn("disk full", str(e))
-        self.assertIn(f.path, str(e))
-        f.close()
 
-    def test_writeRun(self):
-        """
-        If a run has more buffers than one C{pwritev} takes, it is written
-        in several calls, back to back; a short write is completed.
-        """
-        f = OutputFile(self.mktemp())
-        f.prepare(100)
-        f.IOV_MAX = 3
-        f.writeRun(10, [memoryview(bytes([i]) * 5) for i in range(1, 9)])
-        real = os.pwritev
-        self.patch(os, "pwritev", lambda fd, bufs, off: real(fd, bufs[:1], off))
-        f.writeRun(60, [b"xy", b"zw"])
-        with open(f.path, "rb") as g:
-            data = g.read()
-        self.assertEqual(data[10:50], b"".join(bytes([i]) * 5 for i in range(1, 9)))
-        self.assertEqual(data[60:64], b"xyzw")
-        f.close()
+@implementer(IReactorThreads)
+class ThreadedClock(task.Clock):
+    """
+    A clock with a thread pool (L{RecordingPool}).
+    """
 
-    def test_enospcMessage(self):
-        """
-        If writing fails with ENOSPC, the message says the disk is full.
-        """
-        f = OutputFile(self.mktemp())
-        f.close()
-        f.fd = -1
+    def __init__(self):
+        task.Clock.__init__(self)
+        self.pool = RecordingPool()
 
-        def boom(*a):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.patch(os, "pwrite", boom)
-        e = self.assertRaises(ReceiveError, f.write, 0, b"x")
-        self.assertIn("disk full", str(e))
+    def getThreadPool(self):
+        return self.pool
+
+    def callFromThread(self, f, *args, **kw):
+        f(*args, **kw)
+
+    def callInThread(self, f, *args, **kw):
+        self.pool.callInThreadWithCallback(lambda ok, result: None, f, *args, **kw)
+
+    def suggestThreadPoolSize(self, size):
+        pass
+
+
+class ThreadRunnerTests(SynchronousTestCase):
+    """
+    Tests for L{threadRunner}, how the receiver runs blocking work.
+    """
+
+    def test_reactorWithThreads(self):
+        """
+        If the reactor provides C{IReactorThreads}, blocking work goes to
+        its thread pool and the Deferred fires with its result.
+        """
+        reactor = ThreadedClock()
+        d = threadRunner(reactor)(lambda a, b: a * b, 6, 7)
+        self.assertNoResult(d)
+        self.assertEqual(len(reactor.pool.calls), 1)
+        reactor.pool.runAll()
+        self.assertEqual(self.successResultOf(d), 42)
+
+    def test_reactorWithoutThreads(self):
+        """
+        If the reactor has no threads (a plain clock), the work runs in the
+        calling thread at once.
+        """
+        d = threadRunner(task.Clock())(lambda a, b: a * b, 6, 7)
+        self.assertEqual(self.successResultOf(d), 42)
+
+    def test_injected(self):
+        """
+        If a runner is given to the receiver, its saves and the check at the
+        end go through it, not through the reactor's pool.
+        """
+        reactor = ThreadedClock()
+        ran = []
+
+        def runInThread(f, *args):
+            ran.append(f)
+            return defer.maybeDeferred(f, *args)
+        r = Receiver(reactor, OutputFile(self.mktemp()), "me", runInThread=runInThread)
+        self.successResultOf(r.hasher(r.output.path))
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(reactor.pool.calls, [])
 
 
 class ReceiverClientTests(SynchronousTestCase):
     """
-    Tests for L{provisioner.client.receiver.ReceiverClient}.
+    Tests for L{provisioner.client.receiverclient.ReceiverClient}.
     """
 
     def test_unreachableServer(self):
@@ -749,7 +754,7 @@ class ReceiverClientTests(SynchronousTestCase):
         keeps retrying.
         """
         from twisted.internet.error import ConnectionRefusedError
-        from provisioner.client.receiver import ReceiverClient
+        from provisioner.client.receiverclient import ReceiverClient
 
         attempts = []
 

@@ -405,53 +405,6 @@ class GroupPoolTests(SynchronousTestCase):
         self.assertEqual(pool.allocate(), a)
 
 
-class OutputBatchTests(SynchronousTestCase):
-    """
-    The client's output file while a batch of datagrams is held.
-    """
-
-    def setUp(self):
-        self.path = self.mktemp()
-        self.out = BlockOutput(self.path)
-        self.addCleanup(self.out.close)
-
-    def read(self):
-        with open(self.path, "rb") as f:
-            return f.read()
-
-    def test_heldUntilRelease(self):
-        """
-        If writes come between C{hold} and C{release}, contiguous ones are
-        gathered and all of them reach the file by C{release}, each at its
-        offset.
-        """
-        self.out.truncate(12)
-        self.out.hold()
-        self.out.write(0, b"aa")
-        self.out.write(2, memoryview(b"bb"))
-        self.out.write(8, b"dd")
-        self.out.write(4, b"cc")
-        self.out.write(6, b"")
-        self.out.release()
-        self.assertEqual(self.read(), b"aabbcc\0\0dd\0\0")
-
-    def test_notHeld(self):
-        """
-        If no batch is held, a write goes to the file at once.
-        """
-        self.out.write(3, b"xyz")
-        self.assertEqual(self.read(), b"\0\0\0xyz")
-
-    def test_closeFlushes(self):
-        """
-        If the output is closed while writes are gathered, they are written.
-        """
-        self.out.hold()
-        self.out.write(0, b"abc")
-        self.out.close()
-        self.assertEqual(self.read(), b"abc")
-
-
 class GroupBatchTests(SynchronousTestCase):
     """
     L{mtftp._GroupListener} with batches from L{provisioner.net.udpbatch}.

@@ -518,7 +518,9 @@ def _bar(receiver, out):
 
 
 def _receive(args):
-    from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, ReceiverClient
+    from provisioner.client.output import OutputFile, ReceiveError
+    from provisioner.client.receiver import Receiver
+    from provisioner.client.receiverclient import ReceiverClient
     try:
         output = OutputFile(args.output)
     except ReceiveError as e:

@@ -8,11 +8,23 @@ order.
   - L{RangesView}: the sink of a unicast read of some blocks of a file
     (the option C{ranges}): places the data, the listed blocks back to
     back, at their own offsets.
+  - L{OutputFile}: the image receiver's preallocated output (C{fallocate},
+    or on tmpfs a check of the room instead), written with C{pwrite} at
+    each datagram's offset.
+  - L{StateFile}: the ranges the image receiver holds, next to its output
+    (C{PATH.imagecast-state}); a restarted receiver with the same image
+    resumes from it.
 """
 
+import errno
+import json
 import os
 
-__all__ = ["BlockOutput", "RangesView"]
+from provisioner.imagecast import ranges as R
+from provisioner.net.sockopt import memoryBacked
+
+__all__ = ["BlockOutput", "RangesView", "ReceiveError", "OutputFile", "StateFile",
+           "describeOSError"]
 
 
 class BlockOutput:
@@ -161,3 +173,174 @@ class RangesView:
             self.output.write(fileStart + skip, data[:take])
             data = data[take:]
             at += take
+
+
+class ReceiveError(Exception):
+    """
+    The receiver cannot go on; C{str()} is the operator's message.
+    """
+
+
+def describeOSError(e, path, what):
+    """
+    The operator's message for an C{OSError} C{e} on C{path} while doing
+    C{what}.
+    """
+    if e.errno == errno.ENOSPC:
+        return "%s: disk full (No space left on device) while %s" % (path, what)
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "%s: not writable (%s)" % (path, e.strerror)
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "%s: directory does not exist (%s)" % (path, e.strerror)
+    if e.errno == errno.EISDIR:
+        return "%s: is a directory" % (path,)
+    return "%s: %s while %s" % (path, e.strerror or e, what)
+
+
+def _checkRoom(fd, needed):
+    """
+    Raise C{ENOSPC} when the file system of C{fd} has fewer than C{needed}
+    bytes free.
+    """
+    st = os.fstatvfs(fd)
+    if needed > 0 and st.f_bavail * st.f_frsize < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class OutputFile:
+    """
+    The output file, opened (or created) at once so that an unwritable path
+    is reported before any network traffic.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ReceiveError(describeOSError(e, path, "opening"))
+        self.size = None
+
+    def prepare(self, size):
+        """
+        Make the file C{size} bytes long, with the blocks allocated.
+
+        @raise ReceiveError: if the disk cannot hold it.
+        """
+        try:
+            current = os.fstat(self.fd).st_size
+            if current > size:
+                os.ftruncate(self.fd, size)
+            try:
+                if memoryBacked(self.fd):
+                    # tmpfs: fallocate would commit and zero every page now,
+                    # and the writes would then miss the cache on all of
+                    # them; check the room instead, and let pages come with
+                    # the data
+                    _checkRoom(self.fd, size - current)
+                    os.ftruncate(self.fd, size)
+                elif size:
+                    os.posix_fallocate(self.fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(self.fd, size)
+        except OSError as e:
+            raise ReceiveError(describeOSError(
+                e, self.path, "allocating %d bytes" % (size,)))
+        self.size = size
+
+    def write(self, offset, data):
+        """
+        Write C{data} at C{offset} now.
+        """
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            raise ReceiveError(describeOSError(e, self.path, "writing at %d" % (offset,)))
+
+    IOV_MAX = 1024
+
+    def writeRun(self, offset, buffers):
+        """
+        Write C{buffers} back to back from C{offset} now, with one
+        C{pwritev} (per C{IOV_MAX} buffers): a run of datagram payloads
+        without joining them first.
+        """
+        fd = self.fd
+        try:
+            for i in range(0, len(buffers), self.IOV_MAX):
+                part = buffers[i:i + self.IOV_MAX]
+                want = sum(map(len, part))
+                done = os.pwritev(fd, part, offset)
+                if done < want:
+                    # short write (a signal, the disk filling): the rest
+                    # one pwrite at a time, raising what the disk says
+                    rest = b"".join(part)[done:]
+                    at = offset + done
+                    while rest:
+                        n = os.pwrite(fd, rest, at)
+                        rest = rest[n:]
+                        at += n
+                offset += want
+        except OSError as e:
+            raise ReceiveError(describeOSError(e, self.path, "writing at %d" % (offset,)))
+
+    def datasync(self):
+        """
+        C{fdatasync} what was written (blocking; safe from a thread).
+        """
+        fd = self.fd
+        if fd is None:
+            return
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            pass
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class StateFile:
+    """
+    The received ranges of one image, saved atomically as JSON.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self, sha256, size):
+        """
+        Return the ranges saved for this image, or C{[]}.
+        """
+        try:
+            with open(self.path, "r") as f:
+                state = json.load(f)
+            if state.get("sha256") != sha256 or state.get("size") != size:
+                return []
+            return R.normalise((int(s), int(e)) for s, e in state["ranges"]
+                               if 0 <= int(s) < int(e) <= size)
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def save(self, sha256, size, ranges):
+        tmp = self.path + ".tmp"
+        try:
+            # dumps, not dump: one call into the C encoder (dump goes
+            # through the pure-Python iterator, 7 ms for 5,000 ranges)
+            text = json.dumps({"sha256": sha256, "size": size, "ranges": ranges})
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+    def remove(self):
+        for p in (self.path, self.path + ".tmp"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
