@@ -20,7 +20,8 @@ from provisioner.tftp import adaptive, inject
 from provisioner.client.tftp import FetchOptions, fetch
 from provisioner.tftp.service import makeService
 
-DATA = os.urandom(3 * 1024 * 1024 + 77)
+#: the size of the image fetched (made at each test's setUp, not at import)
+SIZE = 3 * 1024 * 1024 + 77
 
 
 class LossyReactor:
@@ -61,8 +62,9 @@ class LoopbackTests(TestCase):
     def setUp(self):
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
+        self.data = os.urandom(SIZE)
         with open(os.path.join(self.root, "image.bin"), "wb") as f:
-            f.write(DATA)
+            f.write(self.data)
         self.program = os.path.join(self.root, "..", "facility.kpxe")
         with open(self.program, "wb") as f:
             f.write(b"FACILITY" * 4096)
@@ -98,7 +100,8 @@ class LoopbackTests(TestCase):
         d = fetch(r, "127.0.0.1", port, path, sink, options or FetchOptions())
         return d.addCallback(lambda result: (result, sink.getvalue()))
 
-    def check(self, outcome, mode, data=DATA):
+    def check(self, outcome, mode, data=None):
+        data = self.data if data is None else data
         result, got = outcome
         self.assertEqual(len(got), len(data))
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
