@@ -16,6 +16,7 @@ from zope.interface import implementer
 from provisioner.imagecast import commands
 from provisioner.imagecast.datagram import DataDatagram
 from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, threadRunner
+from tests.fakes import FakeReactor
 
 KEY = b"s" * 32
 
@@ -37,31 +38,6 @@ class FakeServer:
 
     def named(self, command):
         return [kw for c, kw in self.calls if c is command]
-
-
-class FakePort:
-    def __init__(self):
-        self.groups = []
-
-    def joinGroup(self, group, interface):
-        self.groups.append(("join", group))
-
-    def leaveGroup(self, group, interface):
-        self.groups.append(("leave", group))
-
-    def stopListening(self):
-        pass
-
-
-class FakeReactor(task.Clock):
-    def __init__(self):
-        task.Clock.__init__(self)
-        self.port = FakePort()
-
-    def listenMulticast(self, port, proto, interface="", maxPacketSize=8192,
-                        listenMultiple=False):
-        self.protocol = proto
-        return self.port
 
 
 def SessionKeyFast():
@@ -106,7 +82,7 @@ class ReceiverTests(SynchronousTestCase):
         the missing ranges after the round ends, and stays in the group.
         """
         self.announce()
-        self.assertEqual(self.reactor.port.groups, [("join", "239.255.42.1")])
+        self.assertEqual(self.reactor.ports[-1].memberships, [("join", "239.255.42.1")])
         self.send([0, 1000, 4000, 5000, 9000])
         self.receiver.endRound(session=5, round=1)
         self.reactor.advance(0.5)
@@ -196,7 +172,7 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
         self.assertEqual(self.successResultOf(self.receiver.result), 0)
         self.assertEqual(self.receiver.bytesRepaired, 5000)
-        self.assertIn(("leave", "239.255.42.1"), self.reactor.port.groups)
+        self.assertIn(("leave", "239.255.42.1"), self.reactor.ports[-1].memberships)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), self.data)
         self.assertFalse(os.path.exists(self.path + ".imagecast-state"))
@@ -319,7 +295,7 @@ class ReceiverTests(SynchronousTestCase):
         r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
         r.connected(self.server)
         self.announce(receiver=r)
-        proto = self.reactor.protocol
+        proto = self.reactor.ports[-1].protocol
         proto.datagramsReceived(self.wires([0, 1000, 4000, 5000]), [("198.18.0.1", 1)] * 4)
         self.assertEqual(r.received.ranges(), [(0, 2000), (4000, 6000)])
         self.assertEqual(r.imageHash.upTo, 2000)
@@ -357,7 +333,7 @@ class ReceiverTests(SynchronousTestCase):
         tx.connect(rx.getsockname())
         for w in wires:
             tx.send(w)
-        return self.reactor.protocol.readBatch(rx, batch, 2048)
+        return self.reactor.ports[-1].protocol.readBatch(rx, batch, 2048)
 
     def test_readBatch(self):
         """
@@ -469,8 +445,8 @@ class ReceiverTests(SynchronousTestCase):
         self.addCleanup(sock.close)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
-        self.reactor.port.socket = sock
         self.announce()
+        self.reactor.ports[-1].socket = sock
         self.send([0])
         sock.sendto(b"queued", sock.getsockname())
         self.receiver.endRound(session=5, round=1)
@@ -517,7 +493,7 @@ class ReceiverTests(SynchronousTestCase):
         self.announce()
         self.send(range(0, 5000, 1000))
         self.announce(round=2, ranges=[(0, 1000)])
-        self.assertEqual(self.reactor.port.groups,
+        self.assertEqual(self.reactor.ports[-1].memberships,
                          [("join", "239.255.42.1"), ("leave", "239.255.42.1")])
 
     def test_resume(self):
@@ -636,7 +612,7 @@ class ReceiverTests(SynchronousTestCase):
         self.receiver.endRound(session=5, round=1)
         self.reactor.advance(0.5)
         self.assertEqual(calls, [("disarm",)])
-        sock = self.reactor.port.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = self.reactor.ports[-1].socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sock.close)
         # others lacked more: the round carries 6000 bytes, 2000 for us
         self.announce(round=2, ranges=[(2000, 4000), (6000, 10000)])
