@@ -950,3 +950,41 @@ class WiringTests(SynchronousTestCase):
         self.assertFalse(handler.handleRequest(server, req, src, mc))
         ascii = wire.ReadRequest(b"f", "netascii", [("multicast", "")])
         self.assertFalse(handler.handleRequest(server, req, src, ascii))
+
+
+class SenderFramingTests(SynchronousTestCase):
+    """
+    A session's DATA framing and GSO choice are given to its sender when it
+    is built (nothing overrides the sender afterwards).
+    """
+
+    def test_epochFraming(self):
+        """
+        If a session uses C{mcepoch}, its sender is built with the
+        C{mcepoch} header; otherwise with the RFC 1350 one.
+        """
+        from provisioner.tftp.udp import DATA_HEADER_SIZE, dataHeader
+        h = Harness(self, files={"f": b"x" * 3000})
+        a, pa = h.raw("10.0.1.8")
+        b, pb = h.raw("10.0.1.9")
+        pa.write(wire.ReadRequest(b"f", "octet", [("multicast", ""), ("mcepoch", "1")])
+                 .to_wire(), (SERVER, 69))
+        pb.write(wire.ReadRequest(b"f", "octet", [("multicast", "")]).to_wire(), (SERVER, 69))
+        h.settle(0.001)
+        framing = sorted(((s.epoch, s._sender.header, s._sender.headerSize)
+                          for s in h.registry.sessions), key=lambda t: t[0])
+        self.assertEqual(framing, [(False, dataHeader, DATA_HEADER_SIZE),
+                                   (True, codec.epochHeader, codec.EPOCH_HEADER_SIZE)])
+        self.assertNotIn("header", vars(type(h.registry.sessions[0]._sender)))
+
+    def test_gso(self):
+        """
+        If C{tftp.gso} is false, the registry's sessions send without GSO.
+        """
+        config = loadConfig(text="tftp:\n  gso: false\n")["tftp"]
+        registry = mregistry.MulticastRegistry(FakeNetwork().reactor(SERVER),
+                                               config["multicast"], config, SERVER)
+        self.assertFalse(registry.gso)
+        config = loadConfig()["tftp"]
+        registry.configure(config["multicast"], config, SERVER)
+        self.assertTrue(registry.gso)

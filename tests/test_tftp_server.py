@@ -439,3 +439,56 @@ class HookTests(ServerMixin, SynchronousTestCase):
         lines = [e for e in events if "stats" in e]
         self.assertEqual(len(lines), 1)
         self.assertEqual(lines[0]["log_level"].name, "info")
+
+
+class SwitchTests(ServerMixin, SynchronousTestCase):
+    """
+    C{tftp.fast_lane} and C{tftp.gso} reach the sessions (they were read
+    from the environment before).
+    """
+
+    def test_defaults(self):
+        """
+        By default a session may take the fast lane and use GSO.
+        """
+        self.makeServer()
+        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        session = self.server.sessions[CLIENT]
+        self.assertTrue(session.fastLane())
+        self.assertTrue(session.gso)
+
+    def test_fastLaneOff(self):
+        """
+        If C{tftp.fast_lane} is false, sessions get no fast lane.
+        """
+        self.makeServer(fast_lane=False)
+        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.assertIsNone(self.server.sessions[CLIENT].fastLane)
+
+    def test_fastLaneOffByServer(self):
+        """
+        If the embedding code turns the server's C{fastLane} off, likewise.
+        """
+        self.makeServer()
+        self.server.fastLane = False
+        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.assertIsNone(self.server.sessions[CLIENT].fastLane)
+
+    def test_gsoOff(self):
+        """
+        If C{tftp.gso} is false, sessions send without GSO.
+        """
+        self.makeServer(gso=False)
+        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.assertFalse(self.server.sessions[CLIENT].gso)
+
+    def test_schema(self):
+        """
+        Both keys are documented booleans of the C{tftp} section, true by
+        default.
+        """
+        from provisioner.tftp.schema import SCHEMA
+        for name in ("gso", "fast_lane"):
+            key = SCHEMA.keys[name]
+            self.assertIs(key.default, True)
+            self.assertTrue(key.doc)

@@ -231,3 +231,74 @@ class FastLaneTests(TestCase):
         self.assertEqual([(p.opcode, p.code) for p in stranger.received],
                          [(wire.ERROR, wire.ERR_UNKNOWN_TID)])
         self.assertTrue(lanes, "the lockstep fast path was not used")
+
+
+class ResolverOrderTests(TestCase):
+    """
+    The order in which the appliance's services answer a TFTP read, pinned
+    through the services as C{twistd provisioner} builds them
+    (L{provisioner.tap.ProvisionerService}): the virtual files (boot
+    menus), then the image catalogue, then the bootstrap-program injector,
+    then the root directory.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        base = os.path.abspath(self.mktemp())
+        root, images, state = (os.path.join(base, d) for d in ("root", "images", "state"))
+        for d in (root, images):
+            os.makedirs(d)
+        program = os.path.join(base, "program.kpxe")
+        files = {program: b"PROGRAM"}
+        for name in ("boot.ipxe", "x.efi", "y.efi", "z.efi"):
+            files[os.path.join(root, name)] = b"ROOT " + name.encode()
+        for name in ("boot.ipxe", "x.efi"):
+            files[os.path.join(images, name)] = b"IMAGE " + name.encode()
+        for path, data in files.items():
+            with open(path, "wb") as f:
+                f.write(data)
+        self.overrides = [
+            ("tftp.port", 0), ("tftp.root", root), ("tftp.injector.enabled", True),
+            ("tftp.injector.programs", {n: program for n in ("boot.ipxe", "x.efi", "y.efi")}),
+            ("tftp.injector.holdoff", 0.0),
+            ("images.enabled", True), ("images.directory", images),
+            ("images.state_dir", state), ("images.prefix", ""), ("images.watch", "poll"),
+            ("menus.enabled", True)]
+        from provisioner.tap import ProvisionerService
+        self.appliance = ProvisionerService(loadConfig(None, self.overrides), None,
+                                            self.overrides, reactor=reactor)
+        self.appliance.startService()
+        self.addCleanup(self.appliance.stopService)
+        self.tftp = self.appliance.getServiceNamed("tftp")
+        return self.appliance.getServiceNamed("images").ready
+
+    @defer.inlineCallbacks
+    def assertOrder(self):
+        from provisioner.files import DirectoryResolver, VirtualFiles
+        from provisioner.images.catalog import ImagesResolver
+        from provisioner.tftp.inject import BootstrapInjector
+        self.assertEqual([type(r) for r in self.tftp.resolvers.resolvers],
+                         [VirtualFiles, ImagesResolver, BootstrapInjector, DirectoryResolver])
+        port = self.tftp.listeningPort
+        menu = yield fetch("boot.ipxe", "127.0.0.1", port)
+        self.assertTrue(menu.startswith(b"#!ipxe"), menu[:40])
+        self.assertEqual((yield fetch("x.efi", "127.0.0.1", port)), b"IMAGE x.efi")
+        self.assertEqual((yield fetch("y.efi", "127.0.0.1", port)), b"PROGRAM")
+        self.assertEqual((yield fetch("z.efi", "127.0.0.1", port)), b"ROOT z.efi")
+
+    def test_order(self):
+        """
+        If a boot menu, an image, the injector's boot file and a file of the
+        root share a name, the menu wins; without the menu the image wins;
+        without both the injector's program; then the root's file.
+        """
+        return self.assertOrder()
+
+    @defer.inlineCallbacks
+    def test_orderAfterReload(self):
+        """
+        If the configuration is reloaded (SIGHUP), the order is the same.
+        """
+        self.assertTrue(self.appliance.reload())
+        yield self.assertOrder()

@@ -17,6 +17,7 @@ from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, Negotiated, negotiate
 from provisioner.tftp.session import ReadSession
 from provisioner.tftp.transfer import NetasciiSource
+from provisioner.tftp.udp import WindowSender, gsoAvailable
 from provisioner.tftp.window import FixedWindow, IWindowPolicy
 from tests.fakes import FakeDatagramPort
 
@@ -733,3 +734,33 @@ class NegotiatedSessionTests(SynchronousTestCase):
         self.assertEqual(transport.packets(), [])
         clock.advance(0.1)
         self.assertEqual(len(transport.packets()), 1)
+
+
+class GSOChoiceTests(SynchronousTestCase):
+    """
+    The C{gso} argument of L{ReadSession} reaches its sender.
+    """
+
+    def test_gsoOff(self):
+        """
+        If a session on a real socket is told not to use GSO, its sender
+        does not.
+        """
+        import socket as _socket
+        rx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        self.addCleanup(rx.close)
+        tx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        tx.bind(("127.0.0.1", 0))
+        self.addCleanup(tx.close)
+
+        class Port(FakeDatagramPort):
+            socket = tx
+
+        for gso in (False, True):
+            session = ReadSession(BytesSource(b"x" * 10), Negotiated(), rx.getsockname(),
+                                  task.Clock(), gso=gso)
+            session.makeConnection(Port(session))
+            self.assertIsInstance(session.sender, WindowSender)
+            self.assertEqual(session.sender.gso, gso and gsoAvailable() is not False)
+            session.cancel()

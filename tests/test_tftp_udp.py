@@ -5,6 +5,7 @@ separate DATA datagrams; the plain path and the fallbacks. Real sockets on
 """
 
 import errno
+import os
 import socket
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -214,3 +215,141 @@ class ControlSocketTests(SynchronousTestCase):
             self.addCleanup(os.close, shm)
             self.assertTrue(netio.memoryBacked(shm))
         self.assertFalse(netio.memoryBacked(10 ** 6))
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    The DATA framing is a constructor argument of both senders (multicast
+    TFTP's C{mcepoch} header), and L{udp.defaultSender} passes it on.
+    """
+
+    def setUp(self):
+        self.pair = Pair()
+        self.addCleanup(self.pair.close)
+
+    def test_windowSenderHeader(self):
+        """
+        If a L{udp.WindowSender} is built with the C{mcepoch} header, every
+        datagram of a window (plain or GSO) carries the 32-bit block.
+        """
+        from provisioner.tftp.multicast.codec import (
+            EPOCH_HEADER_SIZE, decodeData32, epochHeader)
+        for gso in (True, False):
+            sender = udp.WindowSender(self.pair.tx, self.pair.rx.getsockname(), gso=gso,
+                                      header=epochHeader, headerSize=EPOCH_HEADER_SIZE)
+            self.assertEqual(sender.sendBlocks(0x1FFFE, b"ab" * 8, 4, 4), 4)
+            got = [decodeData32(self.pair.rx.recv(100)) for _ in range(4)]
+            self.assertEqual(got, [(0x1FFFE + i, b"abab") for i in range(4)])
+
+    def test_defaultHeader(self):
+        """
+        Without a header argument, the RFC 1350 header.
+        """
+        self.assertIs(udp.WindowSender(self.pair.tx, ("127.0.0.1", 9)).header, udp.dataHeader)
+        self.assertEqual(udp.dataHeader(0x10001), b"\x00\x03\x00\x01")
+
+    def test_transportSenderHeader(self):
+        """
+        If a L{udp.TransportSender} is built with a header, it frames each
+        block with it.
+        """
+        written = []
+
+        class Transport:
+            def write(self, datagram, addr):
+                written.append((datagram, addr))
+
+        sender = udp.TransportSender(Transport(), ("10.0.0.1", 5),
+                                     header=lambda block: b"H%d:" % (block,), headerSize=3)
+        self.assertEqual(sender.sendBlocks(7, b"aabb", 2, 2), 2)
+        self.assertEqual(written, [(b"H7:aa", ("10.0.0.1", 5)), (b"H8:bb", ("10.0.0.1", 5))])
+
+    def test_defaultSender(self):
+        """
+        L{udp.defaultSender} gives a L{udp.WindowSender} on a transport with
+        a socket (with the GSO choice and framing it is given), else a
+        L{udp.TransportSender}.
+        """
+        class Port:
+            socket = self.pair.tx
+
+        header = lambda block: b""  # noqa: E731
+        sender = udp.defaultSender(Port(), ("127.0.0.1", 9), False, header, 0)
+        self.assertIsInstance(sender, udp.WindowSender)
+        self.assertEqual((sender.gso, sender.header, sender.headerSize), (False, header, 0))
+        sender = udp.defaultSender(object(), ("127.0.0.1", 9), True, header, 0)
+        self.assertIsInstance(sender, udp.TransportSender)
+        self.assertIs(sender.header, header)
+
+
+class OpenPortTests(SynchronousTestCase):
+    """
+    L{udp.openPort} adopts a socket of its own only on a reactor that
+    provides C{IReactorSocket}.
+    """
+
+    def test_fakeReactor(self):
+        """
+        If the reactor cannot adopt sockets, the port comes from its
+        C{listenUDP}.
+        """
+        from tests.fakes import FakeReactor
+        from twisted.internet.protocol import DatagramProtocol
+        reactor = FakeReactor()
+        port = udp.openPort(reactor, DatagramProtocol(), "127.0.0.1", 0, interface="lo")
+        self.assertEqual(reactor.ports, [port])
+
+    def test_adopts(self):
+        """
+        If the reactor provides C{IReactorSocket}, it is handed a socket
+        bound to the address (with the asked send buffer).
+        """
+        from twisted.internet.interfaces import IReactorSocket
+        from zope.interface import implementer
+        adopted = []
+
+        @implementer(IReactorSocket)
+        class Reactor:
+            def adoptDatagramPort(self, fileDescriptor, addressFamily, protocol,
+                                  maxPacketSize=8192):
+                sock = socket.socket(fileno=os.dup(fileDescriptor))
+                adopted.append((sock.getsockname(), addressFamily, maxPacketSize,
+                                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)))
+                sock.close()
+                return "port"
+
+        self.assertEqual(udp.openPort(Reactor(), None, "127.0.0.1", 0, maxPacketSize=100,
+                                      sendBuffer=1 << 20), "port")
+        [(address, family, size, sndbuf)] = adopted
+        self.assertEqual((address[0], family, size), ("127.0.0.1", socket.AF_INET, 100))
+        self.assertGreaterEqual(sndbuf, 1 << 19)
+
+
+class PortBufferTests(SynchronousTestCase):
+    """
+    L{provisioner.net.sockopt.setPortBuffer}.
+    """
+
+    def test_port(self):
+        """
+        If the port has a system handle, its socket gets the buffer.
+        """
+        from twisted.internet import udp as tudp
+        from twisted.internet.protocol import DatagramProtocol
+        from provisioner.net.sockopt import setPortBuffer
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        port = tudp.Port(0, DatagramProtocol())
+        port.socket = sock
+        setPortBuffer(port, receive=False, size=1 << 20)
+        self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), 1 << 19)
+        setPortBuffer(port, size=1 << 20)
+        self.assertGreaterEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 1 << 19)
+
+    def test_noHandle(self):
+        """
+        If the port has no system handle (a fake), it is left alone.
+        """
+        from provisioner.net.sockopt import setPortBuffer
+        from tests.fakes import FakeDatagramPort
+        setPortBuffer(FakeDatagramPort(), size=1 << 20)

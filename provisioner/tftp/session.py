@@ -121,8 +121,9 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self._rttStart = None
         self.maxRetries = retries
         self.onEnd = onEnd
+        self.gso = gso
         self.senderFactory = senderFactory or (
-            lambda transport, peer: defaultSender(transport, peer, gso))
+            lambda transport, peer: defaultSender(transport, peer, self.gso))
         self.extension = negotiated.extension is not None
         self.dallyTime = min(dally, self.timeout)
         size = getattr(source, "size", None)
