@@ -176,9 +176,26 @@ class MulticastRegistry:
             return existing
         if len(self.sessions) >= self.maxSessions:
             raise TooManySessions("too many multicast sessions")
+        session = self._start(path, source, blksize, "blksize" in opts, timeout, epoch)
+        self.log.info("multicast session {session} started for {peer}: blksize {blksize}, "
+                      "{blocks} blocks{epoch}", session=session.name, peer="%s:%d" % peer,
+                      blksize=session.blksize, blocks=session.nblocks,
+                      epoch=" (mcepoch framing)" if epoch else "")
+        session.join(peer, list(options), windowsize, timeout)
+        return session
+
+    def _start(self, path, source, blksize, askedBlksize, timeout, epoch):
+        """
+        Start a new session of C{path} on a free group, with the blksize and
+        timeout the QoS policy grants (512 when the client did not ask for a
+        blksize) and the flow-control policies of the configuration.
+
+        @return: the listening L{MulticastSession}.
+        @raise TooManySessions: no group left.
+        """
         grantedBlksize, sessionTimeout = self.quality.decide(
             blksize, timeout or self.defaultTimeout)
-        if "blksize" not in opts:
+        if not askedBlksize:
             grantedBlksize = 512
         group = self.pool.allocate()
         key = (path, grantedBlksize, epoch)
@@ -193,11 +210,6 @@ class MulticastRegistry:
             self.sessions.remove(session)
             self.pool.release(group)
             raise
-        self.log.info("multicast session {session} started for {peer}: blksize {blksize}, "
-                      "{blocks} blocks{epoch}", session=session.name, peer="%s:%d" % peer,
-                      blksize=grantedBlksize, blocks=session.nblocks,
-                      epoch=" (mcepoch framing)" if epoch else "")
-        session.join(peer, list(options), windowsize, timeout)
         return session
 
     def _sessionDone(self, session):
