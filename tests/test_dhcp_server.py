@@ -21,6 +21,7 @@ from provisioner.dhcp.leases import LeaseStore
 from provisioner.dhcp.server import DHCPProtocol, DHCPResponder, InterfaceInfo, PXEProtocol
 from provisioner.dhcp.wire import OPT, DHCPPacket
 
+from tests.fakes import FakeDatagramPort
 from tests.test_dhcp_wire import MALFORMED, golden
 
 SERVER = "198.18.0.1"
@@ -77,14 +78,6 @@ class Sent(list):
 
     def __call__(self, packet, address):
         self.append((DHCPPacket.from_wire(packet.to_wire()), address))
-
-
-class FakeTransport:
-    def __init__(self):
-        self.written = []
-
-    def write(self, data, address):
-        self.written.append((data, address))
 
 
 class ProxyModeTests(SynchronousTestCase):
@@ -568,7 +561,7 @@ class ProtocolTests(SynchronousTestCase):
         for responder in self.responders:
             for cls in (DHCPProtocol, PXEProtocol):
                 protocol = cls(responder, IFACE)
-                protocol.transport = FakeTransport()
+                protocol.transport = FakeDatagramPort(protocol)
                 self.protocols.append(protocol)
 
     def test_malformedDropped(self):

@@ -9,6 +9,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
 from provisioner.net import udpbatch
+from tests.fakes import FakeReactor
 
 
 def _pair(family=socket.AF_INET, host="127.0.0.1"):
@@ -271,26 +272,15 @@ class PortTests(unittest.TestCase):
         On a reactor without file descriptors the reactor's own port is
         used, with batches of one.
         """
-        fake = _FakeUDPReactor()
-        proto = _Batches(2)
-        udpbatch.listenMulticast(fake, 1234, proto, listenMultiple=True)
-        udpbatch.listenUDP(fake, 0, proto)
-        self.assertEqual([p[0] for p in fake.ports], [1234, 0])
-        for _, adapted in fake.ports:
-            adapted.datagramReceived(b"hello", ("198.18.0.1", 69))
-        self.assertEqual(proto.got, [b"hello", b"hello"])
-
-
-class _FakeUDPReactor:
-    def __init__(self):
-        self.ports = []
-
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        self.ports.append((port, protocol))
-
-    def listenMulticast(self, port, protocol, interface="", maxPacketSize=8192,
-                        listenMultiple=False):
-        self.ports.append((port, protocol))
+        fake = FakeReactor()
+        protos = [_Batches(2), _Batches(2)]
+        udpbatch.listenMulticast(fake, 1234, protos[0], listenMultiple=True)
+        udpbatch.listenUDP(fake, 0, protos[1])
+        self.assertEqual(len(fake.ports), 2)
+        self.assertEqual(fake.ports[0].port, 1234)
+        for port in fake.ports:
+            port.protocol.datagramReceived(b"hello", ("198.18.0.1", 69))
+        self.assertEqual([p.got for p in protos], [[b"hello"], [b"hello"]])
 
 
 def _tick():
