@@ -8,11 +8,13 @@ arrives can raise out of L{TFTPServer.datagramReceived}), and for a request:
   1. checks mode and limits (total and per-client transfers in flight);
   2. normalises the path (L{provisioner.files.normalisePath}) into a
      L{provisioner.files.FileRequest};
-  3. asks the resolver chain for a data source (a Deferred);
-  4. offers the request to the L{TFTPServer.requestHandlers}, in order;
-     the first whose C{handleRequest(server, request, source, packet)}
-     returns true owns it (the multicast registry takes requests with the
-     C{multicast} option here);
+  3. asks its resolver for a data source (a Deferred): the tftp service's
+     resolver filters in front of its resolver chain;
+  4. offers the request to the L{TFTPServer.requestHandlers}
+     (L{provisioner.interfaces.IRequestHandler}s), in order; the first
+     whose C{handleRequest(server, request, source, packet)} returns true
+     owns it (multicast TFTP takes requests with the C{multicast} option
+     here);
   5. otherwise negotiates the options (L{TFTPServer.negotiate}, which
      consults L{TFTPServer.extensions}) and starts a unicast
      L{provisioner.tftp.session.ReadSession} on a fresh ephemeral port
@@ -21,7 +23,11 @@ arrives can raise out of L{TFTPServer.datagramReceived}), and for a request:
 
 When a transfer ends, one line is logged at info (see docs/tftp.md, "The
 per-transfer log line") and every callable in L{TFTPServer.statsCallbacks}
-gets the L{provisioner.tftp.session.SessionStats}.
+gets the L{provisioner.tftp.transfer.SessionStats}.
+
+The hook lists are filled through the tftp service's add and remove
+methods (L{provisioner.tftp.service.TFTPService}); the server only reads
+them.
 
 Errors for requests (file not found, access violation, too many transfers)
 are sent from the listen port. Datagrams that do not decode are logged at
@@ -58,17 +64,17 @@ class TFTPServer(DatagramProtocol):
     The dispatcher.
 
     @ivar resolver: an L{provisioner.interfaces.IFileResolver} (the
-        service's L{provisioner.files.ResolverChain}).
+        service's L{provisioner.files.FilteredResolver}).
     @ivar config: the current C{tftp} configuration section (replaced on
         reload; read at each request).
     @ivar reactor: the reactor (C{IReactorUDP}, C{IReactorTime}).
     @ivar clients: the appliance's client directory, or L{None}.
     @ivar extensions: L{provisioner.tftp.negotiate.IOptionExtension}s,
         asked in order after the standard options.
-    @ivar requestHandlers: objects with C{handleRequest(server, request,
-        source, packet)}, asked in order before a unicast session starts.
+    @ivar requestHandlers: L{provisioner.interfaces.IRequestHandler}s,
+        asked in order before a unicast session starts.
     @ivar statsCallbacks: callables taking a
-        L{provisioner.tftp.session.SessionStats} when a transfer ends.
+        L{provisioner.tftp.transfer.SessionStats} when a transfer ends.
     @ivar sessions: C{{(host, port): session}} in flight.
     @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
         L{None} (uploads refused).
