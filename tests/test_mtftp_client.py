@@ -15,7 +15,7 @@ from provisioner.client import mtftp as mclient
 from provisioner.client.output import BlockOutput
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import codec
-from provisioner.tftp.multicast import session as multicast
+from provisioner.tftp.multicast import registry, repair
 from tests.fakes import MemorySource
 
 
@@ -205,7 +205,7 @@ class RangeSourceTests(SynchronousTestCase):
         block, its size and bytes are those blocks back to back.
         """
         data = bytes(range(256)) * 2  # 512 bytes, unit 100: blocks 1-5, 6 short
-        view = multicast.RangeSource(MemorySource(data), 100, [(2, 2), (4, 6)])
+        view = repair.RangeSource(MemorySource(data), 100, [(2, 2), (4, 6)])
         verifyObject(IDataSource, view)
         expected = data[100:200] + data[300:512]
         self.assertEqual(view.size, len(expected))
@@ -221,11 +221,11 @@ class RangeSourceTests(SynchronousTestCase):
         the source is unchanged.
         """
         src = MemorySource(b"x" * 1000)
-        view, echo = multicast.repairSource(src, [("ranges", "100:3-4,9-40")])
+        view, echo = repair.repairSource(src, [("ranges", "100:3-4,9-40")])
         self.assertEqual(echo, "100:3-4,9-11")
         self.assertEqual(view.size, 200 + 200)
-        self.assertIs(multicast.repairSource(src, [])[0], src)
-        self.assertEqual(multicast.repairSource(src, [("ranges", "junk")]), (src, None))
+        self.assertIs(repair.repairSource(src, [])[0], src)
+        self.assertEqual(repair.repairSource(src, [("ranges", "junk")]), (src, None))
 
 
 class FramingTests(SynchronousTestCase):
@@ -396,7 +396,7 @@ class GroupPoolTests(SynchronousTestCase):
         ones are reused; an exhausted pool raises L{TooManySessions}.
         """
         from provisioner.errors import TooManySessions
-        pool = multicast.GroupPool("239.255.7.0/30", 1758)
+        pool = registry.GroupPool("239.255.7.0/30", 1758)
         a = pool.allocate()
         b = pool.allocate()
         self.assertEqual({a, b}, {("239.255.7.1", 1758), ("239.255.7.2", 1758)})

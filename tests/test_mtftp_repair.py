@@ -19,7 +19,8 @@ from provisioner.client.tftp import TFTPError, fetchRanges
 from provisioner.tftp import wire
 from provisioner.tftp.multicast import codec
 from provisioner.tftp.window import FixedWindow
-from tests.test_client import LATENCY, SERVER, FakeReactor, SimServer
+from tests.fakes import FakeReactor
+from tests.test_client import LATENCY, SERVER, SimServer
 
 
 class RangesServer(SimServer):
