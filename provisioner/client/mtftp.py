@@ -25,7 +25,7 @@ from provisioner.client.output import BlockOutput
 from provisioner.client.repair import smartRepair
 from provisioner.client.roles import ACTIVE, PASSIVE, PROMOTED, SMART, RolePolicy
 from provisioner.client.tftp import TFTPError, TransferTimeout, rearm
-from provisioner.net.sockopt import setReceiveBuffer, setSendBuffer
+from provisioner.net.sockopt import setPortBuffer
 from provisioner.net import udpbatch
 from provisioner.tftp import wire
 from provisioner.tftp.multicast.codec import (
@@ -34,18 +34,6 @@ from provisioner.tftp.multicast.codec import (
 
 __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "fetch",
            "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "MulticastRefused"]
-
-
-def _bigBuffer(port, receive=True, size=8 << 20):
-    """
-    Ask for a large socket buffer (multicast streams arrive in bursts);
-    root may go past C{rmem_max}/C{wmem_max}. Fakes without a socket are
-    left alone.
-    """
-    getHandle = getattr(port, "getHandle", None)
-    if getHandle is None:
-        return
-    (setReceiveBuffer if receive else setSendBuffer)(getHandle(), size)
 
 
 def _sessionPacket(client, datagram, addr):
@@ -182,7 +170,7 @@ class MulticastClient(DatagramProtocol):
     def start(self):
         self._port = self.reactor.listenUDP(0, self, interface=self.interface,
                                             maxPacketSize=65536)
-        _bigBuffer(self._port)
+        setPortBuffer(self._port)
         self._sendRequest()
         return self.done
 
@@ -293,7 +281,7 @@ class MulticastClient(DatagramProtocol):
         self._groupPort = udpbatch.listenMulticast(self.reactor, gport, _GroupListener(self),
                                                    listenMultiple=True,
                                                    maxPacketSize=self.blksize + 8)
-        _bigBuffer(self._groupPort)
+        setPortBuffer(self._groupPort)
         self._groupPort.joinGroup(gaddr, self.interface or "0.0.0.0")
 
     # Group socket: DATA ---------------------------------------------------
