@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import REPO, TWISTD, requireE2E, sha256File
+from tests.netlab import Appliance, requireE2E, sha256File
 
 MiB = 1 << 20
 sha256 = sha256File
@@ -27,55 +27,6 @@ def randomFile(path, size):
             f.write(os.urandom(n))
             left -= n
     return path
-
-
-class Appliance:
-    """
-    C{twistd -n provisioner --config FILE} in a subprocess; knows its TFTP
-    port from the log.
-    """
-
-    def __init__(self, workdir, config):
-        self.workdir = workdir
-        self.configPath = os.path.join(workdir, "provisioner.yaml")
-        self.logPath = os.path.join(workdir, "twistd.log")
-        self.writeConfig(config)
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.log = open(self.logPath, "wb")
-        self.proc = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "provisioner", "--config", self.configPath],
-            cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = self.waitFor(r"TFTP listening on \S+ port (\d+)")
-        self.port = int(self.port.group(1))
-
-    def writeConfig(self, text):
-        with open(self.configPath, "w") as f:
-            f.write(text)
-
-    def text(self):
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def waitFor(self, regex, timeout=30, after=0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            m = re.compile(regex).search(self.text(), after)
-            if m:
-                return m
-            if self.proc.poll() is not None:
-                raise RuntimeError("appliance exited:\n" + self.text())
-            time.sleep(0.05)
-        raise RuntimeError("%r not in the log:\n%s" % (regex, self.text()))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def run(argv, timeout=300, **kw):
@@ -101,13 +52,15 @@ class ClientMixin:
         self.small = randomFile(os.path.join(self.root, "small.bin"), 3 * MiB + 17)
         self.app = Appliance(self.work, self.config())
         self.addCleanup(self.app.stop)
+        self.app.start()
+        self.port = int(self.app.waitLog(r"TFTP listening on \S+ port (\d+)").group(1))
 
     def config(self, root=None):
         return ("tftp:\n  address: 127.0.0.1\n  port: 0\n  root: %s\n%s" % (
             root or self.root, self.extraConfig))
 
     def url(self, name, host="127.0.0.1"):
-        return "tftp://%s:%d/%s" % (host, self.app.port, name)
+        return "tftp://%s:%d/%s" % (host, self.port, name)
 
     def assertSame(self, a, b):
         self.assertEqual(sha256(a), sha256(b))
@@ -116,7 +69,7 @@ class ClientMixin:
         argv = ["atftp"]
         for option in options:
             argv += ["--option", option]
-        argv += ["-g", "-r", name, "-l", out, "127.0.0.1", str(port or self.app.port)]
+        argv += ["-g", "-r", name, "-l", out, "127.0.0.1", str(port or self.port)]
         return run(argv)
 
 
@@ -144,7 +97,7 @@ class CurlTests(ClientMixin, TestCase):
         out = os.path.join(self.out, "b")
         run(["curl", "-sS", "--tftp-blksize", "1468", "-o", out, self.url("small.bin")])
         self.assertSame(out, self.small)
-        self.app.waitFor(r"read small.bin \S+ complete: %d bytes .* blksize=1468" % (
+        self.app.waitLog(r"read small.bin \S+ complete: %d bytes .* blksize=1468" % (
             os.path.getsize(self.small),))
 
     def test_notFound(self):
@@ -155,7 +108,7 @@ class CurlTests(ClientMixin, TestCase):
         proc = subprocess.run(["curl", "-sS", "-o", os.devnull, self.url("missing")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         self.assertEqual(proc.returncode, 68, proc.stdout)
-        self.app.waitFor(r"read missing from .*: not found")
+        self.app.waitLog(r"read missing from .*: not found")
 
     def test_traversal(self):
         """
@@ -166,7 +119,7 @@ class CurlTests(ClientMixin, TestCase):
                                self.url("../../../../etc/passwd")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         self.assertNotEqual(proc.returncode, 0)
-        self.app.waitFor(r"refused read of .*etc/passwd")
+        self.app.waitLog(r"refused read of .*etc/passwd")
 
     def test_virtualFileFromDisk(self):
         """
@@ -222,7 +175,7 @@ class TftpHpaTests(ClientMixin, TestCase):
         return ClientMixin.config(self, root) % (self.upload,)
 
     def tftp(self, *command, mode="binary"):
-        return run(["tftp", "-m", mode, "127.0.0.1", str(self.app.port), "-c"] +
+        return run(["tftp", "-m", mode, "127.0.0.1", str(self.port), "-c"] +
                    list(command))
 
     def test_get(self):
@@ -255,7 +208,7 @@ class TftpHpaTests(ClientMixin, TestCase):
         self.tftp("put", self.small, "up.bin")
         self.assertSame(os.path.join(self.upload, "up.bin"), self.small)
         other = randomFile(os.path.join(self.work, "other"), 1000)
-        proc = subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(self.app.port), "-c",
+        proc = subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(self.port), "-c",
                                "put", other, "up.bin"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=60)
         self.assertIn(b"exists", proc.stdout.lower())
@@ -278,7 +231,7 @@ class AtftpTests(ClientMixin, TestCase):
         out = os.path.join(self.out, "o")
         self.atftp("small.bin", out, "blksize 1428", "windowsize 8", "tsize 0", "timeout 2")
         self.assertSame(out, self.small)
-        self.app.waitFor(r"read small.bin \S+ complete: .* blksize=1428 windowsize=8")
+        self.app.waitLog(r"read small.bin \S+ complete: .* blksize=1428 windowsize=8")
 
     def test_windows(self):
         """
@@ -291,7 +244,7 @@ class AtftpTests(ClientMixin, TestCase):
             self.atftp("small.bin", out, "blksize %d" % (blksize,),
                        "windowsize %d" % (window,))
             self.assertSame(out, self.small)
-        self.app.waitFor(r"blksize=65464 windowsize=64")
+        self.app.waitLog(r"blksize=65464 windowsize=64")
 
     def test_emptyAndExact(self):
         """
@@ -360,13 +313,13 @@ class ReloadTests(ClientMixin, TestCase):
         out = os.path.join(self.out, "big")
         client = subprocess.Popen(
             ["atftp", "--option", "blksize 512", "-g", "-r", "big.bin", "-l", out,
-             "127.0.0.1", str(self.app.port)], stdout=subprocess.PIPE,
+             "127.0.0.1", str(self.port)], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT)
         self.addCleanup(lambda: client.poll() is None and client.kill())
         time.sleep(0.5)
         self.app.writeConfig(self.config(newRoot) + "  windowsize_max: 4\n")
-        self.app.proc.send_signal(signal.SIGHUP)
-        self.app.waitFor(r"TFTP reconfigured: root %s" % (re.escape(newRoot),))
+        self.app.signal(signal.SIGHUP)
+        self.app.waitLog(r"TFTP reconfigured: root %s" % (re.escape(newRoot),))
         running = client.poll() is None
         self.assertEqual(client.wait(300), 0, client.stdout.read())
         self.assertSame(out, big)
@@ -398,5 +351,5 @@ class InterfaceTests(ClientMixin, TestCase):
         out = os.path.join(self.out, "i")
         self.atftp("small.bin", out, "blksize 8192", "windowsize 4")
         self.assertSame(out, self.small)
-        self.app.waitFor(r"TFTP listening on 127.0.0.1 port \d+ \(interface lo\)")
-        self.app.waitFor(r"read small.bin \S+ complete: .* blksize=1468 windowsize=4")
+        self.app.waitLog(r"TFTP listening on 127.0.0.1 port \d+ \(interface lo\)")
+        self.app.waitLog(r"read small.bin \S+ complete: .* blksize=1468 windowsize=4")
