@@ -366,3 +366,23 @@ class ConfiguredExtensionsTests(ServiceMixin, SynchronousTestCase):
         config = loadConfig(None, self.overrides + [
             ("tftp.injector.programs", {"f.bin": "/nonexistent/p"})])
         self.assertRaises(ConfigError, makeService, Appliance(config, FakeReactor()))
+
+
+class ImportBoundaryTests(SynchronousTestCase):
+    """
+    The TFTP server imports no client program.
+    """
+
+    def test_noClientModule(self):
+        """
+        If the tftp service (with multicast TFTP) is imported in a fresh
+        interpreter, no module of L{provisioner.client} is loaded.
+        """
+        import subprocess
+        import sys
+        code = ("import sys, provisioner.tftp.service, provisioner.tftp.multicast.service; "
+                "print(sorted(m for m in sys.modules if m.startswith('provisioner.client')))")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run([sys.executable, "-c", code], cwd=repo, check=True,
+                             capture_output=True, text=True).stdout
+        self.assertEqual(out.strip(), "[]")
