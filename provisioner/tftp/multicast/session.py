@@ -550,17 +550,3 @@ class MulticastSession(SessionSending, DatagramProtocol):
                 if not self._inFlight(b, after, now, guard):
                     queue.append(b)
         self.repairQueue = queue
-
-
-# Names this module held before registry.py and repair.py were split out of
-# it, for callers not moved yet (the client side's tests): each is looked up
-# in its new module on first use. Import them from there.
-_MOVED = {"GroupPool": "registry", "RangeSource": "repair", "repairSource": "repair"}
-
-
-def __getattr__(name):
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-    return getattr(importlib.import_module("provisioner.tftp.multicast." + module), name)
