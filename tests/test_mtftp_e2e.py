@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, TWISTD, NetLab, requireE2E, waitFor
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E
 
 
 class MulticastLab:
@@ -47,36 +47,16 @@ class MulticastLab:
         # datagrams, not whole batches (CONTRIBUTING.md).
         self.server.run(["ip", "link", "set", "dev", "eth0", "gso_max_segs", "1"])
         self.clients = self.lab.hosts[1:]
-        self.logPath = os.path.join(self.dir, "provisioner.log")
-        config = os.path.join(self.dir, "provisioner.yaml")
-        with open(config, "w") as f:
-            f.write("tftp:\n  address: %s\n  port: 69\n  root: %s\n  multicast:\n"
-                    "    enabled: true\n%s" % (self.server.ip, self.root, multicast))
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.process = self.server.popen(
-            TWISTD + ["-n", "--pidfile=", "--logfile=" + self.logPath, "provisioner",
-                      "--config", config], cwd=self.dir, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not waitFor(lambda: "provisioner started" in self.log() or
-                     self.process.poll() is not None, 30) or self.process.poll() is not None:
-            raise AssertionError("provisioner did not start:\n" + self.log()[-3000:])
+        self.appliance = Appliance(
+            self.dir, "tftp:\n  address: %s\n  port: 69\n  root: %s\n  multicast:\n"
+            "    enabled: true\n%s" % (self.server.ip, self.root, multicast),
+            host=self.server).start()
 
     def log(self):
-        try:
-            with open(self.logPath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.appliance.log()
 
     def waitLog(self, pattern, timeout=30):
-        """
-        Wait for a regular expression in the appliance's log; return the
-        match.
-        """
-        found = waitFor(lambda: re.search(pattern, self.log()), timeout)
-        if not found:
-            raise AssertionError("no %r in the log:\n%s" % (pattern, self.log()[-3000:]))
-        return found
+        return self.appliance.waitLog(pattern, timeout)
 
     def output(self, i):
         return os.path.join(self.dir, "out%d.bin" % (i,))
