@@ -754,8 +754,12 @@ class GSOChoiceTests(SynchronousTestCase):
         tx.bind(("127.0.0.1", 0))
         self.addCleanup(tx.close)
 
+        from twisted.internet.interfaces import ISystemHandle
+
+        @implementer(ISystemHandle)
         class Port(FakeDatagramPort):
-            socket = tx
+            def getHandle(self):
+                return tx
 
         for gso in (False, True):
             session = ReadSession(BytesSource(b"x" * 10), Negotiated(), rx.getsockname(),

@@ -267,16 +267,23 @@ class FramingTests(SynchronousTestCase):
     def test_defaultSender(self):
         """
         L{udp.defaultSender} gives a L{udp.WindowSender} on a transport with
-        a socket (with the GSO choice and framing it is given), else a
-        L{udp.TransportSender}.
+        a socket (C{ISystemHandle}; with the GSO choice and framing it is
+        given), else a L{udp.TransportSender}.
         """
+        from twisted.internet.interfaces import ISystemHandle
+        from zope.interface import implementer
+        sock = self.pair.tx
+
+        @implementer(ISystemHandle)
         class Port:
-            socket = self.pair.tx
+            def getHandle(self):
+                return sock
 
         header = lambda block: b""  # noqa: E731
         sender = udp.defaultSender(Port(), ("127.0.0.1", 9), False, header, 0)
         self.assertIsInstance(sender, udp.WindowSender)
-        self.assertEqual((sender.gso, sender.header, sender.headerSize), (False, header, 0))
+        self.assertEqual((sender.sock, sender.gso, sender.header, sender.headerSize),
+                         (sock, False, header, 0))
         sender = udp.defaultSender(object(), ("127.0.0.1", 9), True, header, 0)
         self.assertIsInstance(sender, udp.TransportSender)
         self.assertIs(sender.header, header)

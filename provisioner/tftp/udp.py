@@ -32,8 +32,9 @@ import errno
 import struct
 from time import monotonic as _monotonic
 
-from twisted.internet.interfaces import IReactorSocket
+from twisted.internet.interfaces import IReactorSocket, ISystemHandle
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from provisioner.net.sockets import udpSocket
 from provisioner.net.sockopt import SOL_UDP, UDP_SEGMENT, interfaceMTU, pathMTU
@@ -239,16 +240,16 @@ class TransportSender:
 
 def defaultSender(transport, peer, gso=True, header=dataHeader, headerSize=DATA_HEADER_SIZE):
     """
-    A L{WindowSender} on the transport's socket when it has one (a Twisted
-    UDP port or a L{MuxPort}), else a L{TransportSender}.
+    A L{WindowSender} on the transport's socket when it has one (it
+    provides C{ISystemHandle}: a Twisted UDP port or a L{MuxPort}), else a
+    L{TransportSender}.
 
     @param gso: whether the L{WindowSender} may use UDP GSO (C{tftp.gso}).
     @param header: C{header(block)}, the framing of each DATA datagram.
     @param headerSize: its length in bytes.
     """
-    sock = getattr(transport, "socket", None)
-    if sock is not None and hasattr(sock, "sendmsg"):
-        return WindowSender(sock, peer, gso, header, headerSize)
+    if ISystemHandle.providedBy(transport):
+        return WindowSender(transport.getHandle(), peer, gso, header, headerSize)
     return TransportSender(transport, peer, header, headerSize)
 
 
@@ -274,10 +275,11 @@ def openPort(reactor, protocol, address, port=0, interface=None, maxPacketSize=8
         sock.close()
 
 
+@implementer(ISystemHandle)
 class MuxPort:
     """
     The transport of one session socket served by a L{SessionMux}: what a
-    session needs of a Twisted UDP port (C{socket}, C{write},
+    session needs of a Twisted UDP port (C{socket}, C{getHandle}, C{write},
     C{stopListening}, C{getHost}).
     """
 
@@ -288,6 +290,12 @@ class MuxPort:
         self.maxPacketSize = maxPacketSize
         self.fd = sock.fileno()
         self.closed = False
+
+    def getHandle(self):
+        """
+        The socket (C{ISystemHandle}).
+        """
+        return self.socket
 
     def write(self, datagram, addr=None):
         try:
