@@ -19,7 +19,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.imagecast import ranges as R
-from tests.netlab import PYTHON, REPO, TWISTD, NetLab, requireE2E
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E
 
 PROVISIONER = [PYTHON, "-m", "provisioner"]
 
@@ -69,33 +69,14 @@ class MulticastLab:
         self.sender = self.lab.hosts[0]
         self.sender.run(["ip", "link", "set", "dev", "eth0", "gso_max_segs", "1"])
         self.env = dict(os.environ, PYTHONPATH=REPO)
-        self.config = os.path.join(self.dir, "provisioner.yaml")
-        with open(self.config, "w") as f:
-            f.write("tftp: {enabled: false}\n"
-                    "imagecast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
-                    "  interface: %s\n  rate: %s\n  report_timeout: %s\n  client_timeout: 20\n"
-                    "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate,
-                            reportTimeout, extra))
-        self.serverLog = open(os.path.join(self.dir, "server.log"), "wb")
-        self.server = self.sender.popen(TWISTD + ["-n", "--pidfile=", "provisioner",
-                                                  "--config", self.config],
-                                        env=self.env, stdout=self.serverLog,
-                                        cwd=self.dir)
-        case.addCleanup(self.serverLog.close)
-        self._waitListening()
+        self.appliance = Appliance(
+            self.dir, "tftp: {enabled: false}\n"
+            "imagecast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
+            "  interface: %s\n  rate: %s\n  report_timeout: %s\n  client_timeout: 20\n"
+            "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate, reportTimeout,
+                    extra), host=self.sender)
+        self.appliance.start(ready="imagecast control channel on", timeout=120)
         self.receivers = {}
-
-    def _waitListening(self):
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            out = self.sender.run(["ss", "-Hltn", "sport = :7010"], check=False).stdout
-            if b"7010" in out:
-                return
-            if self.server.poll() is not None:
-                break
-            time.sleep(0.2)
-        with open(os.path.join(self.dir, "server.log"), "rb") as f:
-            raise AssertionError("the appliance did not start: %s" % (f.read()[-2000:],))
 
     def lossy(self, host, probability):
         host.loss(probability, chain="INPUT", protocol="udp")
