@@ -178,7 +178,7 @@ class ProvisionerClientTests(TestCase):
             self.assertTrue(s["ok"], (i, s))
             self.assertEqual(lab.sha(i), lab.files["image.bin"], i)
         # Rate control: lowered at each timeout of the killed master.
-        self.assertIn("multicast rate of image.bin@", log)
+        self.assertIn("multicast TFTP rate of image.bin@", log)
         self.assertIn("lowered to", log)
         # Smart clients repaired exactly their missing blocks.
         smart = [s for s in summaries.values() if s["role"] == "smart"]
