@@ -10,12 +10,10 @@ never exceeded after.
 
 import hashlib
 import os
-import subprocess
-import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.netlab import PYTHON, REPO, NetLab, requireE2E
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E
 
 PORT = 6969
 
@@ -42,31 +40,12 @@ def parseTrace(text):
 def startAppliance(lab, host, root, extra=""):
     """
     Run the appliance as a user would (twistd) on C{host}; return the
-    process once the TFTP port is bound.
+    L{Appliance} once the TFTP port is bound.
     """
-    config = os.path.join(root, "..", "provisioner-%s.yaml" % (host.name,))
-    with open(config, "w") as f:
-        f.write("tftp:\n  address: %s\n  port: %d\n  root: %s\n%s" % (
-            host.ip, PORT, root, extra))
-    env = dict(os.environ, PYTHONPATH=REPO)
-    # The log goes to a file: a pipe nobody reads would fill and stall the
-    # appliance. (python -m twisted.scripts.twistd does nothing on Twisted
-    # >= 24.)
-    log = open(config + ".log", "wb")
-    proc = host.popen([PYTHON, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                       "--pidfile=", "provisioner", "--config", config], env=env, cwd=REPO,
-                      stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        out = host.run(["ss", "-uln"], check=False).stdout.decode()
-        if ":%d " % (PORT,) in out:
-            return proc
-        if proc.poll() is not None:
-            with open(config + ".log", "rb") as f:
-                raise RuntimeError("appliance exited: %s" % (f.read().decode(),))
-        time.sleep(0.2)
-    raise RuntimeError("appliance did not bind port %d" % (PORT,))
+    appliance = Appliance(
+        os.path.dirname(root), "tftp:\n  address: %s\n  port: %d\n  root: %s\n%s" % (
+            host.ip, PORT, root, extra), host=host, name="provisioner-%s" % (host.name,))
+    return appliance.start(ready="TFTP listening on %s port %d" % (host.ip, PORT))
 
 
 def fetchIn(host, server, path, output, *flags):
