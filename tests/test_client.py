@@ -8,7 +8,9 @@ losses are chosen by block number, latency is a fixed delay on the clock.
 import hashlib
 import io
 
+from twisted.internet.interfaces import ISystemHandle
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from provisioner.files import FileRequest
 from provisioner.tftp import adaptive, adaptivewire, wire
@@ -404,8 +406,10 @@ class PendingTests(SynchronousTestCase):
         self.addCleanup(a.close)
         self.addCleanup(b.close)
 
+        @implementer(ISystemHandle)
         class Transport:
-            socket = b
+            def getHandle(self):
+                return b
         self.assertFalse(_pending(Transport()))
         a.send(b"\x00\x03\x00\x01data")
         self.assertTrue(_pending(Transport()))
@@ -414,7 +418,8 @@ class PendingTests(SynchronousTestCase):
 
     def test_noSocket(self):
         """
-        If the transport has no socket (a fake), nothing is pending.
+        If the transport has no system handle (no socket), nothing is
+        pending.
         """
         from provisioner.client.tftp import _pending
         self.assertFalse(_pending(object()))

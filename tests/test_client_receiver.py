@@ -9,9 +9,9 @@ import os
 import socket
 
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, ISystemHandle
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from provisioner.imagecast import commands
 from provisioner.imagecast.datagram import DataDatagram
@@ -38,6 +38,17 @@ class FakeServer:
 
     def named(self, command):
         return [kw for c, kw in self.calls if c is command]
+
+
+def withSocket(port, sock):
+    """
+    Give a fake port a system handle, C{sock}, as a real port has.
+
+    @return: C{sock}.
+    """
+    alsoProvides(port, ISystemHandle)
+    port.getHandle = lambda: sock
+    return sock
 
 
 def SessionKeyFast():
@@ -446,7 +457,7 @@ class ReceiverTests(SynchronousTestCase):
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         self.announce()
-        self.reactor.ports[-1].socket = sock
+        withSocket(self.reactor.ports[-1], sock)
         self.send([0])
         sock.sendto(b"queued", sock.getsockname())
         self.receiver.endRound(session=5, round=1)
@@ -590,7 +601,7 @@ class ReceiverTests(SynchronousTestCase):
         for what this receiver lacks of it; the round's report disarms it,
         so that the next round's datagrams, which may come before their
         announcement, are not judged by this round's window. A port without
-        a real socket (this fake) gets no filter.
+        a socket (this fake, until it is given one) gets no filter.
         """
         from provisioner.client import sockfilter
         self.announce()
@@ -612,7 +623,8 @@ class ReceiverTests(SynchronousTestCase):
         self.receiver.endRound(session=5, round=1)
         self.reactor.advance(0.5)
         self.assertEqual(calls, [("disarm",)])
-        sock = self.reactor.ports[-1].socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = withSocket(self.reactor.ports[-1], socket.socket(socket.AF_INET,
+                                                                socket.SOCK_DGRAM))
         self.addCleanup(sock.close)
         # others lacked more: the round carries 6000 bytes, 2000 for us
         self.announce(round=2, ranges=[(2000, 4000), (6000, 10000)])

@@ -8,16 +8,16 @@ what it already holds, and whether a round's data is still arriving.
 
 import fcntl
 import os
-import socket
 import struct
 import termios
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import ISystemHandle
 
 from provisioner.client import sockfilter
 from provisioner.client.output import ReceiveError, describeOSError
 from provisioner.imagecast.datagram import OVERHEAD
-from provisioner.net.sockopt import setReceiveBuffer
+from provisioner.net.sockopt import setPortBuffer
 from provisioner.net import udpbatch
 
 __all__ = ["DataProtocol", "DataPath"]
@@ -59,6 +59,16 @@ def _cut(payloads, start, pieceStart, pieceEnd):
     return out
 
 
+def _socketOf(port):
+    """
+    The socket of the data port, or L{None} when there is none (no port,
+    or a port without a system handle: C{ISystemHandle}).
+    """
+    if port is None or not ISystemHandle.providedBy(port):
+        return None
+    return port.getHandle()
+
+
 class DataPath:
     """
     The data-channel half of L{provisioner.client.receiver.Receiver} (a
@@ -85,8 +95,8 @@ class DataPath:
         bytes held here (L{sockfilter}): a repair round's receivers each
         want a small part of it.
         """
-        sock = getattr(self.dataPort, "socket", None)
-        if not isinstance(sock, socket.socket):
+        sock = _socketOf(self.dataPort)
+        if sock is None:
             return
         if self._filter is None or self._filter.sock is not sock:
             self._filter = sockfilter.RepairFilter(sock, self.session)
@@ -98,7 +108,7 @@ class DataPath:
         Whether datagrams wait in the data socket (C{FIONREAD}): a round
         has not settled while this receiver still has data to read.
         """
-        sock = getattr(self.dataPort, "socket", None)
+        sock = _socketOf(self.dataPort)
         if sock is None or self.joined is None:
             return False
         try:
@@ -260,9 +270,7 @@ class DataPath:
             except ierror.CannotListenError as e:
                 self.fail("cannot listen on UDP port %d: %s" % (self.port, e))
                 return
-            sock = getattr(self.dataPort, "socket", None)
-            if sock is not None:
-                setReceiveBuffer(sock, 64 * 1024 * 1024)
+            setPortBuffer(self.dataPort, size=64 * 1024 * 1024)
         self.dataPort.joinGroup(self.group, self.interface or "0.0.0.0")
         self.joined = self.group
         self.log.debug("joined {group}:{port}", group=self.group, port=self.port)

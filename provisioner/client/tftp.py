@@ -36,10 +36,11 @@ import struct
 import termios
 
 from twisted.internet import defer
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from provisioner.net.sockopt import setReceiveBuffer
+from provisioner.net.sockopt import setPortBuffer
 from provisioner.tftp import wire
 from provisioner.client.window import AdaptiveController, WindowChange
 from provisioner.client.options import FetchOptions, FetchResult
@@ -157,9 +158,8 @@ class ReadProtocol(DatagramProtocol):
     # -- lifecycle --
 
     def startProtocol(self):
-        sock = self.transport.socket if hasattr(self.transport, "socket") else None
-        if sock is not None and self.opts.rcvbuf:
-            setReceiveBuffer(sock, self.opts.rcvbuf)
+        if self.opts.rcvbuf:
+            setPortBuffer(self.transport, size=self.opts.rcvbuf)
         self._start = self.reactor.seconds()
         self._sendRequest()
 
@@ -479,11 +479,12 @@ def _pending(transport):
     """
     Whether a datagram waits in the socket of C{transport} (FIONREAD), so
     that a timer that fired before the reactor read it is not taken for a
-    loss. L{False} when it cannot be told (fakes, other platforms).
+    loss. L{False} when it cannot be told (a port without a system handle,
+    C{ISystemHandle}; other platforms).
     """
-    sock = getattr(transport, "socket", None)
-    if sock is None:
+    if not ISystemHandle.providedBy(transport):
         return False
+    sock = transport.getHandle()
     try:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD,
                                               b"\0\0\0\0"))[0] > 0
