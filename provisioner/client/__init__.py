@@ -1,6 +1,31 @@
+# -*- test-case-name: tests.test_layout -*-
 """
-The client programs: what a machine being provisioned runs (the unicast
-TFTP client, the multicast TFTP client and its repair, the image receiver)
-and their command lines. They import wire codecs and small shared helpers,
-never a server, session, service or schema module of the appliance.
+The client programs: what a machine being provisioned runs, and their
+command lines. They import wire codecs and small shared helpers, never a
+server, session, service or schema module of the appliance
+(C{tests/test_layout.py} checks it).
+
+Unicast TFTP (C{provisioner fetch}):
+  - C{tftp}: the read client (levels of options, the client-adjustable
+    window, reads of a C{ranges} view for smart repair);
+  - C{options}: what a read asks for and what it got;
+  - C{window}: the client-adjustable window's controller.
+
+Multicast TFTP (RFC 2090, C{provisioner fetch --multicast}):
+  - C{mtftp}: the multicast client and the whole download;
+  - C{gaps}: the blocks that arrived and the gaps, what a master's ACKs list;
+  - C{roles}: the client roles and the promotion rules;
+  - C{repair}: smart repair, by unicast reads of only the missing blocks.
+
+The image receiver of imagecast (C{provisioner receive}):
+  - C{receiver}: the receiver, its rounds, reports and end;
+  - C{datapath}: its data channel; C{sockfilter}: the kernel filter;
+  - C{imagehash}: the image's SHA-256 out of order;
+  - C{receiverclient}: its control connection; C{control}: the
+    control-channel connection helpers (shared with the sender's command
+    line).
+
+Both: C{output} (files written at offsets), C{cli} (the command lines).
 """
+
+__all__ = []

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_mtftp_client -*-
+# -*- test-case-name: tests.test_client_output,tests.test_mtftp_repair -*-
 """
 Where the client programs write what they receive, at offsets, in any
 order.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.test_client,tests.test_mtftp_repair -*-
 """
 The TFTP client library: unicast reads (RFC 1350, 2347, 2348, 2349, 7440)
 with the client-adjustable window (the "flow control facility").
