@@ -162,7 +162,7 @@ class MulticastClient(DatagramProtocol):
         old = self.role
         self.role = role
         self.roles.append((self.reactor.seconds() - self._started, role, reason))
-        self.log.info("multicast client {path}: role {old} -> {role} ({reason})",
+        self.log.info("multicast TFTP client {path}: role {old} -> {role} ({reason})",
                       path=self.path, old=old or "none", role=role, reason=reason)
 
     # Start ----------------------------------------------------------------
@@ -206,8 +206,8 @@ class MulticastClient(DatagramProtocol):
         elif isinstance(packet, wire.Error):
             if self.tracker is not None and self.policy.repair and not self._finished:
                 # Dropped from the session: what is missing comes by unicast.
-                self.log.info("multicast client {path}: the server ended our membership "
-                              "({message}); repairing by unicast", path=self.path,
+                self.log.info("multicast TFTP client {path}: the server ended our membership "
+                              "({message}); smart repair of the rest", path=self.path,
                               message=packet.message)
                 self._setRole(SMART, "dropped by the server")
                 self._leave("dropped", repair=True)
@@ -397,7 +397,7 @@ class MulticastClient(DatagramProtocol):
         role, reason = self.policy.decide(stats, self.tracker.nblocks,
                                           groupRepair=self.epoch and self.ackRanges > 0)
         self.gapStats = stats
-        self.log.info("multicast client {path}: first pass over with {gaps} gap(s), "
+        self.log.info("multicast TFTP client {path}: first pass over with {gaps} gap(s), "
                       "{blocks} block(s) missing, largest {largest}, {frequency:.2f} per "
                       "1000 blocks", path=self.path, **stats)
         if role == SMART:
@@ -495,8 +495,8 @@ class MulticastClient(DatagramProtocol):
         if self._finished:
             return
         if self.tracker is not None and self.policy.repair:
-            self.log.info("multicast client {path}: no data for {patience}s, "
-                          "repairing by unicast", path=self.path, patience=self.patience)
+            self.log.info("multicast TFTP client {path}: no data for {patience}s, "
+                          "smart repair of the rest", path=self.path, patience=self.patience)
             self._setRole(SMART, "stream idle")
             self._leave("idle", repair=True)
         else:
