@@ -40,14 +40,21 @@ def _buildAppliance(config):
     return appliance, menus
 
 
+class _Refused(Exception):
+    """
+    C{render} cannot go on: C{status} is the exit status, the message is
+    printed as is.
+    """
+
+    def __init__(self, status, message):
+        Exception.__init__(self, message)
+        self.status = status
+
+
 def render(args, out=None, err=None):
     """
     Print what the client would get; return the exit status.
     """
-    from provisioner.errors import AccessViolation, FileNotFound
-    from provisioner.files import DirectoryResolver, FileRequest, normalisePath
-    from provisioner.menus.render import archName, archNumber
-    from provisioner.directory import normaliseMAC
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
     try:
@@ -57,34 +64,66 @@ def render(args, out=None, err=None):
         print("provisioner: %s" % (e,), file=err)
         return 2
     try:
+        mac, arch = _client(args)
+        appliance, menus = _buildAppliance(config)
+        if menus.inventoryError:
+            print("provisioner render: warning: %s (rendering with the empty inventory)"
+                  % (menus.inventoryError,), file=err)
+        source = _resolve(args, config, appliance, _request(args, appliance, mac, arch))
+    except _Refused as e:
+        print("provisioner render: %s" % (e,), file=err)
+        return e.status
+    _copy(source, out)
+    return 0
+
+
+def _client(args):
+    """
+    The MAC and architecture number the arguments name.
+    """
+    from provisioner.directory import normaliseMAC
+    from provisioner.menus.render import archName, archNumber
+    try:
         mac = normaliseMAC(args.mac)
     except ValueError as e:
-        print("provisioner render: %s" % (e,), file=err)
-        return 2
+        raise _Refused(2, str(e))
     arch = None
     if args.arch is not None:
         arch = archNumber(args.arch)
         if arch is None or archName(arch) is None:
-            print("provisioner render: unknown architecture %r (use bios, efi-x64, "
-                  "efi-ia32, efi-arm64 or a DHCP option 93 number)" % (args.arch,), file=err)
-            return 2
-    appliance, menus = _buildAppliance(config)
-    if menus.inventoryError:
-        print("provisioner render: warning: %s (rendering with the empty inventory)"
-              % (menus.inventoryError,), file=err)
+            raise _Refused(2, "unknown architecture %r (use bios, efi-x64, efi-ia32, "
+                           "efi-arm64 or a DHCP option 93 number)" % (args.arch,))
+    return mac, arch
+
+
+def _request(args, appliance, mac, arch):
+    """
+    The L{FileRequest} the client would make, after telling the client
+    directory what DHCP would have learnt of it.
+    """
+    from provisioner.errors import AccessViolation, FileNotFound
+    from provisioner.files import FileRequest, normalisePath
     ip = args.ip or "198.18.0.2"
     record = appliance.clients.update(mac=mac, ip=ip, arch=arch,
                                       ipxe=True if args.ipxe else None)
     try:
         path = normalisePath(args.file)
     except (AccessViolation, FileNotFound) as e:
-        print("provisioner render: %s" % (e,), file=err)
-        return 2
+        raise _Refused(2, str(e))
     options = {}
     if args.protocol == "http" and args.base_url:
         options["base_url"] = args.base_url
-    request = FileRequest(path, (ip, 0), protocol=args.protocol, client=record,
-                          options=options, rawPath=args.file)
+    return FileRequest(path, (ip, 0), protocol=args.protocol, client=record,
+                       options=options, rawPath=args.file)
+
+
+def _resolve(args, config, appliance, request):
+    """
+    The data source the service would serve: the menus, the catalogue, then
+    the protocol's root directory.
+    """
+    from provisioner.errors import AccessViolation, FileNotFound
+    from provisioner.files import DirectoryResolver
     resolvers = [appliance.virtualFiles]
     if config["images"]["enabled"]:
         resolvers.append(appliance.catalog.resolver)
@@ -97,14 +136,19 @@ def render(args, out=None, err=None):
         try:
             source = resolver.resolve(request)
         except (AccessViolation, FileNotFound) as e:
-            print("provisioner render: %s: %s" % (args.file, e), file=err)
-            return 1
+            raise _Refused(1, "%s: %s" % (args.file, e))
         if source is not None:
             break
     if source is None or hasattr(source, "addCallback"):
-        print("provisioner render: %s: not found (not a menu, a catalogued image or a file "
-              "of the %s root)" % (args.file, args.protocol), file=err)
-        return 1
+        raise _Refused(1, "%s: not found (not a menu, a catalogued image or a file of the %s "
+                       "root)" % (args.file, args.protocol))
+    return source
+
+
+def _copy(source, out):
+    """
+    Write the whole source to C{out}, then close it.
+    """
     try:
         offset = 0
         while True:
@@ -116,7 +160,6 @@ def render(args, out=None, err=None):
         out.flush()
     finally:
         source.close()
-    return 0
 
 
 def register(subparsers):
