@@ -29,7 +29,6 @@ from urllib.parse import unquote, urlsplit
 from twisted.internet import defer
 
 from provisioner.client import mtftp
-from provisioner.client.control import addConnectionArguments, connectEndpoint, runReactor
 from provisioner.client.roles import RolePolicy
 from provisioner.client.tftp import FetchOptions, FetchResult, TFTPError, fetch
 from provisioner.hashing import sha256File
@@ -221,8 +220,11 @@ def register(subparsers):
 
 def addReceiveParser(subparsers):
     """
-    C{provisioner receive}: the image receiver of imagecast.
+    C{provisioner receive}: the image receiver of imagecast. (The
+    receiver's modules, and the control channel's AMP and TLS, are imported
+    when it is used: the fetch commands do without them.)
     """
+    from provisioner.client.control import addConnectionArguments
     recv = subparsers.add_parser("receive", help="receive an image multicast by the appliance")
     addConnectionArguments(recv, True)
     recv.add_argument("--output", "-o", required=True, metavar="PATH",
@@ -518,6 +520,7 @@ def _bar(receiver, out):
 
 
 def _receive(args):
+    from provisioner.client.control import connectEndpoint, runReactor
     from provisioner.client.output import OutputFile, ReceiveError
     from provisioner.client.receiver import Receiver
     from provisioner.client.receiverclient import ReceiverClient
