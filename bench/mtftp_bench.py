@@ -48,7 +48,7 @@ import json, subprocess, sys, time
 mode, start, server, path, out = sys.argv[1:6]
 start = float(start)
 if mode.startswith("mcast"):
-    from provisioner.client import mtftp as mclient
+    from provisioner.client import cli as mclient
     import io, contextlib
 elif mode == "unicast":
     from provisioner import cli
@@ -60,7 +60,7 @@ if mode.startswith("mcast"):
     extra = {"mcast-promote": ["--mc-no-repair"],
              "mcast-gaps0": ["--mc-smart-max-gaps", "0"]}.get(mode, [])
     with contextlib.redirect_stdout(buf):
-        rc = mclient.main([server, path, "-o", out, "--windowsize", "64",
+        rc = mclient.mtftpMain([server, path, "-o", out, "--windowsize", "64",
                            "--blksize", "1428"] + extra)
     summary = json.loads(buf.getvalue().strip().splitlines()[-1])
     result.update(summary)
