@@ -34,7 +34,8 @@ from provisioner.client.tftp import FetchOptions, FetchResult, TFTPError, fetch
 from provisioner.hashing import sha256File
 
 __all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch",
-           "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain"]
+           "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain",
+           "receiveStatePath"]
 
 # (name, predicate(args), runner): alternatives to the unicast fetch.
 FETCH_RUNNERS = []
@@ -228,7 +229,15 @@ def addReceiveParser(subparsers):
     recv = subparsers.add_parser("receive", help="receive an image multicast by the appliance")
     addConnectionArguments(recv, True)
     recv.add_argument("--output", "-o", required=True, metavar="PATH",
-                      help="where the image is written (PATH.imagecast-state keeps the progress)")
+                      help="where the image is written: a file, or a whole block device "
+                      "such as /dev/sdb (opened exclusively: a mounted device is refused; "
+                      "its size must hold the image; read back from the disk at the end)")
+    recv.add_argument("--state", default=None, metavar="FILE",
+                      help="the state file that keeps the progress (a restarted receiver "
+                      "resumes from it); default: PATH.imagecast-state beside a file, and "
+                      "for a block device /var/lib/provisioner/receive/"
+                      "<device name>.imagecast-state, or <device name>.imagecast-state in "
+                      "the current directory when that directory is not writable")
     recv.add_argument("--image", default=None, help="only this image (default: the first "
                       "session announced)")
     recv.add_argument("--id", dest="clientId", default=None,
@@ -519,6 +528,23 @@ def _bar(receiver, out):
     out.flush()
 
 
+def receiveStatePath(args, output, err):
+    """
+    The state file of C{provisioner receive}: C{--state FILE}, else the
+    default for C{output} (L{provisioner.client.output.defaultStatePath});
+    when a block device's state falls back to the current directory, say
+    so on C{err}.
+    """
+    from provisioner.client.output import STATE_DIRECTORY, defaultStatePath
+    if args.state:
+        return args.state
+    path, fellBack = defaultStatePath(output)
+    if fellBack:
+        err.write("provisioner receive: %s is not writable; the state file is %s\n" % (
+            STATE_DIRECTORY, path))
+    return path
+
+
 def _receive(args):
     from provisioner.client.control import connectEndpoint, runReactor
     from provisioner.client.output import OutputFile, ReceiveError
@@ -529,13 +555,14 @@ def _receive(args):
     except ReceiveError as e:
         print("provisioner receive: error: %s" % (e,), file=sys.stderr)
         return 1
+    statePath = receiveStatePath(args, output, sys.stderr)
     clientId = args.clientId or "%s:%s" % (socket.gethostname(), os.path.abspath(args.output))
     tty = sys.stderr.isatty() and not args.quiet
 
     def start(reactor):
         from twisted.internet import task
         receiver = Receiver(reactor, output, clientId, image=args.image,
-                            interface=args.interface)
+                            interface=args.interface, statePath=statePath)
         client = ReceiverClient(reactor, connectEndpoint(reactor, args), receiver,
                                 address=args.interface or "",
                                 timeout=args.timeout,

@@ -7,16 +7,110 @@ in-order prefix as it arrives (it feeds L{ImageHash.prefix} and moves
 L{ImageHash.upTo}); between rounds, held bytes that now follow the prefix
 are hashed ahead off the reactor thread (L{ImageHash.hashAhead}); the check
 at the end reads back only the rest (L{ImageHash.check}).
+
+On a block device (a disk) the check is a read-back of the whole image
+from the device instead (L{readBack}): from offset 0 to the image size,
+through a fresh descriptor opened with C{O_DIRECT}, so that neither the
+hash of the bytes as they arrived nor the page cache answers for the disk.
 """
 
+import errno
+import fcntl
 import hashlib
+import mmap
+import os
+import struct
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from provisioner.client.output import ReceiveError, describeOSError
 from provisioner.hashing import hashRange, sha256File
 
-__all__ = ["ImageHash"]
+__all__ = ["ImageHash", "readBack"]
+
+#: C{BLKSSZGET}: the logical block size of a block device
+_BLKSSZGET = 0x1268
+
+
+def _logicalBlockSize(fd):
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(fd, _BLKSSZGET, buf)
+    except OSError:
+        return 4096
+    return struct.unpack("=i", bytes(buf))[0] or 4096
+
+
+def readBack(path, size, piece=1 << 20, direct=True):
+    """
+    Read the first C{size} bytes of the block device at C{path} back from
+    the device and return their C{hashlib} SHA-256 (blocking: call it from
+    a thread, after C{fdatasync} of the writer's descriptor).
+
+    The device is read through a fresh descriptor opened with C{O_DIRECT}:
+    the reads go to the device, never to the page cache, which still holds
+    what was just written through the (buffered) output descriptor and
+    would answer for the disk. C{O_DIRECT} was chosen over C{fdatasync}
+    plus C{posix_fadvise(POSIX_FADV_DONTNEED)} because DONTNEED is only
+    advice (pages mapped or in use elsewhere stay cached) while C{O_DIRECT}
+    bypasses the cache by definition; its price, aligned buffers and
+    lengths, is paid here (an C{mmap} buffer, each read rounded up to the
+    logical block size, which a device's size is a multiple of). Where a
+    device refuses C{O_DIRECT} (C{EINVAL}), or with C{direct=False}, the
+    fallback is that: the written pages are dropped from the cache with
+    C{posix_fadvise(DONTNEED)} (they are clean after the C{fdatasync})
+    and read back through a plain descriptor.
+
+    @param piece: bytes per read (a multiple of the logical block size).
+    @raise EOFError: the device ends before C{size}.
+    """
+    if direct:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+        else:
+            try:
+                return _readDirect(fd, path, size, piece)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+            finally:
+                os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return hashRange(path, hashlib.sha256(), 0, size, piece)
+
+
+def _readDirect(fd, path, size, piece):
+    """
+    L{readBack} through C{fd}, open with C{O_DIRECT}.
+    """
+    block = _logicalBlockSize(fd)
+    piece = max(block, piece // block * block)
+    digest = hashlib.sha256()
+    buf = mmap.mmap(-1, piece)  # page-aligned, as O_DIRECT wants
+    view = memoryview(buf)
+    try:
+        offset = 0
+        while offset < size:
+            want = min(piece, size - offset)
+            aligned = (want + block - 1) // block * block
+            got = os.preadv(fd, [view[:aligned]], offset)
+            if got < want:
+                raise EOFError("%s: short read at %d while reading back" % (
+                    path, offset + max(got, 0)))
+            digest.update(view[:want])
+            offset += want
+    finally:
+        view.release()
+        buf.close()
+    return digest
 
 
 class ImageHash:
@@ -69,7 +163,8 @@ class ImageHash:
         if the prefix has not changed (a new image resets it).
         """
         start = self.upTo
-        if self._catchingUp is not None or end - start < self.HASH_AHEAD_MIN:
+        if (self._catchingUp is not None or end - start < self.HASH_AHEAD_MIN
+                or self._readsBackAll()):
             return
         generation = self._generation
         done = self._catchingUp = defer.Deferred()
@@ -98,17 +193,49 @@ class ImageHash:
         pending = self._catchingUp
         return defer.succeed(None) if pending is None else pending
 
+    def _readsBackAll(self):
+        """
+        Whether the check reads the whole image back (a block device).
+        """
+        return bool(getattr(self.output, "isDevice", False))
+
+    def checkStart(self):
+        """
+        Where the check at the end starts reading back: the end of the
+        hashed prefix, or 0 on a block device.
+        """
+        return 0 if self._readsBackAll() else self.upTo
+
     def check(self, path):
         """
         Make the data durable and hash it whole, reading back only what
-        follows the hashed prefix, off the reactor thread.
+        follows the hashed prefix, off the reactor thread. On a block
+        device, read the whole image back from the device instead
+        (L{readBack}: from offset 0 to the image size, C{O_DIRECT}): what
+        is checked is what the disk holds, not what arrived.
 
         @return: a Deferred firing with the hex digest.
         """
         output = self.output
-        prefix, upTo = self.prefix.copy(), self.upTo
+        if self._readsBackAll():
+            size = output.size
 
-        def syncAndHash():
-            output.datasync()
-            return sha256File(path, prefix, upTo)
-        return self._runInThread(syncAndHash)
+            def syncAndHash():
+                output.datasync()
+                return readBack(path, size).hexdigest()
+        else:
+            prefix, upTo = self.prefix.copy(), self.upTo
+
+            def syncAndHash():
+                output.datasync()
+                return sha256File(path, prefix, upTo)
+
+        def unreadable(f):
+            # (a disk that cannot be read back fails the receiver, which
+            # tells the server, instead of waiting for a digest)
+            f.trap(OSError, EOFError)
+            error = f.value
+            if isinstance(error, OSError):
+                raise ReceiveError(describeOSError(error, path, "reading back"))
+            raise ReceiveError(str(error))
+        return self._runInThread(syncAndHash).addErrback(unreadable)

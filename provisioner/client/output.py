@@ -10,21 +10,26 @@ order.
     back, at their own offsets.
   - L{OutputFile}: the image receiver's preallocated output (C{fallocate},
     or on tmpfs a check of the room instead), written with C{pwrite} at
-    each datagram's offset.
+    each datagram's offset; or a whole block device (a disk), whose size
+    is the device's, opened exclusively (a mounted device is refused).
   - L{StateFile}: the ranges the image receiver holds, next to its output
-    (C{PATH.imagecast-state}); a restarted receiver with the same image
+    (C{PATH.imagecast-state}), or for a block device in a state directory
+    (L{defaultStatePath}); a restarted receiver with the same image
     resumes from it.
 """
 
 import errno
+import fcntl
 import json
 import os
+import stat
+import struct
 
 from provisioner.imagecast import ranges as R
 from provisioner.net.sockopt import memoryBacked
 
 __all__ = ["BlockOutput", "RangesView", "ReceiveError", "OutputFile", "StateFile",
-           "describeOSError"]
+           "describeOSError", "deviceSize", "defaultStatePath", "STATE_DIRECTORY"]
 
 
 class BlockOutput:
@@ -207,26 +212,137 @@ def _checkRoom(fd, needed):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+#: Linux C{ioctl}s of block devices: the size in bytes (C{BLKGETSIZE64},
+#: C{_IOR(0x12, 114, size_t)}) and the logical block size (C{BLKSSZGET})
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+
+
+def deviceSize(fd):
+    """
+    The size in bytes of the block device open on C{fd} (C{BLKGETSIZE64};
+    C{st_size} is 0 for a device).
+
+    @raise OSError: the C{ioctl} failed.
+    """
+    buf = bytearray(8)
+    fcntl.ioctl(fd, BLKGETSIZE64, buf)
+    return struct.unpack("=Q", bytes(buf))[0]
+
+
+def _mib(n):
+    return "%.1f MiB" % (n / float(1 << 20),)
+
+
+def _inUse(path):
+    return "%s is in use (mounted?); refusing to write it" % (path,)
+
+
+def _underDev(path):
+    """
+    Whether C{path}'s directory is C{/dev} or below it (devtmpfs: a name
+    that is not there is a device that does not exist, never a file to
+    create in memory).
+    """
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return parent == "/dev" or parent.startswith("/dev/")
+
+
 class OutputFile:
     """
-    The output file, opened (or created) at once so that an unwritable path
-    is reported before any network traffic.
+    The output, opened (or created) at once so that an unwritable path is
+    reported before any network traffic: a regular file (created if need
+    be, preallocated to the image size by L{prepare}), or a block device
+    (a disk, a partition, a loop device).
+
+    A block device is opened C{O_RDWR | O_EXCL}: Linux refuses (C{EBUSY})
+    a device that is mounted, or whose partition is, or that another
+    program holds exclusively, so it is never written under a file system.
+    Its size is the device's (C{BLKGETSIZE64}); L{prepare} neither
+    truncates nor allocates it, and refuses an image larger than the
+    device before any byte is written. A name in C{/dev} that does not
+    exist is refused rather than created there (C{/dev} is in memory), and
+    so is anything that is neither a regular file nor a block device.
+
+    @ivar isDevice: whether the output is a block device.
+    @ivar deviceSize: the device's size in bytes (L{None} for a file).
+    @ivar size: the image size once L{prepare}d.
     """
 
     def __init__(self, path):
         self.path = path
+        self.size = None
+        self.isDevice = False
+        self.deviceSize = None
+        self.fd = None
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = self._open(path)
         except OSError as e:
             raise ReceiveError(describeOSError(e, path, "opening"))
-        self.size = None
+
+    def _open(self, path):
+        """
+        Open C{path} for writing and find out what it is.
+
+        @return: the descriptor.
+        @raise ReceiveError: not a file nor a block device, or a busy one.
+        """
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        if _underDev(path) and not os.path.exists(path):
+            raise ReceiveError("%s: no such device" % (path,))
+        try:
+            fd = os.open(path, flags | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                # a kernel that refuses writers on mounted devices
+                # (CONFIG_BLK_DEV_WRITE_MOUNTED=n) says so already here
+                raise ReceiveError(_inUse(path))
+            raise
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if stat.S_ISREG(st.st_mode):
+            return fd
+        os.close(fd)
+        if not stat.S_ISBLK(st.st_mode):
+            raise ReceiveError("%s: neither a regular file nor a block device" % (path,))
+        # a block device: open it again exclusively (O_EXCL without O_CREAT
+        # claims a block device; a mounted one gives EBUSY), and check it
+        # is still the device just looked at
+        try:
+            exclusive = os.open(path, flags | os.O_EXCL)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise ReceiveError(_inUse(path))
+            raise
+        try:
+            again = os.fstat(exclusive)
+            if not stat.S_ISBLK(again.st_mode) or again.st_rdev != st.st_rdev:
+                raise ReceiveError("%s: changed while it was opened" % (path,))
+            self.deviceSize = deviceSize(exclusive)
+        except BaseException:
+            os.close(exclusive)
+            raise
+        self.isDevice = True
+        return exclusive
 
     def prepare(self, size):
         """
-        Make the file C{size} bytes long, with the blocks allocated.
+        Make the file C{size} bytes long, with the blocks allocated; for a
+        block device, check that the image fits on it (nothing is written).
 
-        @raise ReceiveError: if the disk cannot hold it.
+        @raise ReceiveError: if the disk (or the device) cannot hold it.
         """
+        if self.isDevice:
+            if size > self.deviceSize:
+                raise ReceiveError(
+                    "%s: device too small for the image: the device holds %d bytes (%s), "
+                    "the image is %d bytes (%s)" % (self.path, self.deviceSize,
+                                                    _mib(self.deviceSize), size, _mib(size)))
+            self.size = size
+            return
         try:
             current = os.fstat(self.fd).st_size
             if current > size:
@@ -302,6 +418,40 @@ class OutputFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+#: where the state file of a block device is kept by default
+#: (C{<device name>.imagecast-state}); the device's directory is C{/dev}
+STATE_DIRECTORY = "/var/lib/provisioner/receive"
+
+
+def defaultStatePath(output, directory=None, cwd=None):
+    """
+    Where the state file of C{output} (an L{OutputFile}) is kept by
+    default: beside a regular file (C{PATH.imagecast-state}); for a block
+    device, C{<directory>/<device name>.imagecast-state}, the device name
+    being the last part of the path as given (C{/dev/sdb}: C{sdb};
+    C{/dev/disk/by-id/wwn-0x5000...}: that stable name), in
+    L{STATE_DIRECTORY} (created if need be) or, when it cannot be written,
+    the current directory.
+
+    @param directory: instead of L{STATE_DIRECTORY}.
+    @param cwd: instead of the current directory.
+    @return: C{(path, fellBack)}: whether the current directory was taken
+        because the state directory is not writable.
+    """
+    if not getattr(output, "isDevice", False):
+        return output.path + ".imagecast-state", False
+    directory = STATE_DIRECTORY if directory is None else directory
+    name = os.path.basename(os.path.normpath(output.path)) + ".imagecast-state"
+    try:
+        os.makedirs(directory, 0o755, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if writable:
+        return os.path.join(directory, name), False
+    return os.path.join(os.getcwd() if cwd is None else cwd, name), True
 
 
 class StateFile:

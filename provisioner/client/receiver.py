@@ -20,7 +20,7 @@ from twisted.protocols import amp
 
 from provisioner.client.datapath import DataPath, DataProtocol
 from provisioner.client.imagehash import ImageHash
-from provisioner.client.output import OutputFile, ReceiveError, StateFile
+from provisioner.client.output import OutputFile, ReceiveError, StateFile, defaultStatePath
 from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
 from provisioner.imagecast.datagram import SessionKey
@@ -58,16 +58,21 @@ class Receiver(DataPath, amp.CommandLocator):
     @ivar runInThread: C{runInThread(f, *args)} runs blocking work
         (C{fdatasync}, hashing) off the reactor thread and returns a
         Deferred of its result (default: L{threadRunner}).
+    @ivar state: the L{StateFile} (default: C{PATH.imagecast-state} beside
+        a file; for a block device see
+        L{provisioner.client.output.defaultStatePath}).
     """
 
     log = Logger()
 
     def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
                  settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None,
-                 runInThread=None):
+                 runInThread=None, statePath=None):
         self.reactor = reactor
         self.output = output
-        self.state = StateFile(output.path + ".imagecast-state")
+        if statePath is None:
+            statePath = defaultStatePath(output)[0]
+        self.state = StateFile(statePath)
         self.clientId = clientId
         self.image = image
         self.interface = interface
@@ -404,7 +409,7 @@ class Receiver(DataPath, amp.CommandLocator):
         d = self.imageHash.idle()
 
         def check(_):
-            self.hashedInOrder = self.imageHash.upTo
+            self.hashedInOrder = self.imageHash.checkStart()
             return self.hasher(self.output.path)
         d = d.addCallback(check)
 
