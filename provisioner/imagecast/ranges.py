@@ -15,9 +15,20 @@ Pure functions and one mutable class, no I/O:
     previous one (from 0 for the first) and its length. A round of 23,000
     ranges (16 receivers at 5% loss, 128 MiB) takes some 60 KB instead of
     the 370 KB of fixed 16-byte pairs.
+  - L{EncodedRanges}: a range list as it came off the wire, decoded later
+    (once the peer is known to be allowed to send it) with L{fromWire}'s
+    limits or by L{cappedFromWire}.
+
+Decoding is bounded before any range is built: the varints are counted as
+the data inflates (a varint ends at each byte below 0x80), and inflating
+stops as soon as there are more than a list may hold. 65 KB of zlib can
+inflate to 64 MiB, 33 million ranges; a list refused for its count costs
+what it took to count past the limit, not what it claims.
 """
 
 import bisect
+import itertools
+import re
 import zlib
 
 try:
@@ -27,7 +38,8 @@ except ImportError:
     _fastpath = None
 
 __all__ = ["normalise", "union", "subtract", "intersect", "total", "coalesce",
-           "RangeSet", "RoundBytes", "toWire", "fromWire", "RangeError", "chunks"]
+           "RangeSet", "RoundBytes", "toWire", "fromWire", "cappedFromWire", "EncodedRanges",
+           "RangeError", "chunks", "capRanges"]
 
 
 
@@ -326,7 +338,7 @@ FORMAT_VARINT_ZLIB = 1
 _MAX_DECODED = 64 << 20
 
 
-def _varint(n, out):
+def _putVarint(n, out):
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
@@ -340,28 +352,72 @@ def toWire(ranges):
     out = bytearray()
     prev = 0
     for start, end in ranges:
-        _varint(start - prev, out)
-        _varint(end - start, out)
+        _putVarint(start - prev, out)
+        _putVarint(end - start, out)
         prev = end
     return bytes([FORMAT_VARINT_ZLIB]) + zlib.compress(bytes(out), 6)
 
 
-def fromWire(data, limit=None):
-    """
-    Decode a range list and check it: each range non-empty, sorted and
-    disjoint (never touching), and ending at most at C{limit} when given.
+#: inflated bytes handed to the counter at a time
+_PIECE = 1 << 16
+#: every byte below 0x80 ends a varint
+_LOW = bytes(range(0x80))
+_END_OF_VARINT = re.compile(b"[\\x00-\\x7f]")
 
-    @raise RangeError: if it is malformed.
+
+def _inflate(data, maxValues=None):
+    """
+    Inflate a range list's varint body, counting its varints as it grows.
+
+    @param maxValues: the most varints wanted (two per range), or L{None}.
+    @return: C{(body, complete)}: the whole body and L{True}; or, when it
+        holds more than C{maxValues} varints, its first C{maxValues}
+        varints and L{False} (nothing after them was inflated beyond the
+        piece that crossed the limit).
+    @raise RangeError: if it is not a range list, does not decompress, is
+        truncated, or inflates beyond 64 MiB.
     """
     if not data or data[0] != FORMAT_VARINT_ZLIB:
         raise RangeError("unknown range list format")
+    d = zlib.decompressobj()
+    pending = memoryview(data)[1:]
+    pieces = []
+    size = count = 0
     try:
-        d = zlib.decompressobj()
-        body = d.decompress(data[1:], _MAX_DECODED)
-        if d.unconsumed_tail or not d.eof:
-            raise RangeError("range list too large or truncated")
+        while True:
+            piece = d.decompress(pending, _PIECE)
+            pending = d.unconsumed_tail
+            if not piece:
+                if d.eof:
+                    break
+                if not pending:
+                    raise RangeError("range list truncated")
+                continue
+            ends = len(piece) - len(piece.translate(None, _LOW))
+            if maxValues is not None and count + ends > maxValues:
+                wanted = maxValues - count
+                cut = 0
+                if wanted:
+                    cut = next(itertools.islice(_END_OF_VARINT.finditer(piece),
+                                                wanted - 1, None)).end()
+                pieces.append(piece[:cut])
+                return b"".join(pieces), False
+            count += ends
+            size += len(piece)
+            if size > _MAX_DECODED:
+                raise RangeError("range list too large")
+            pieces.append(piece)
+            if d.eof:
+                break
     except zlib.error as e:
         raise RangeError("range list does not decompress: %s" % (e,))
+    return b"".join(pieces), True
+
+
+def _decode(body, limit):
+    """
+    Decode an inflated varint body (see L{fromWire}).
+    """
     if _fastpath is not None:
         # the same list from C (None: malformed, the loop below says how)
         # (it decodes ends up to 2**62 only: a larger limit is no limit)
@@ -394,3 +450,128 @@ def fromWire(data, limit=None):
         out.append((start, end))
         prev = end
     return out
+
+
+def _mostRanges(maxRanges, limit):
+    """
+    The most ranges a list may hold: C{maxRanges}, and no more than a list
+    ending at C{limit} can (ranges are non-empty and never touch).
+    """
+    if limit is not None:
+        fit = (limit + 1) // 2
+        maxRanges = fit if maxRanges is None else min(maxRanges, fit)
+    return maxRanges
+
+
+def fromWire(data, limit=None, maxRanges=None):
+    """
+    Decode a range list and check it: each range non-empty, sorted and
+    disjoint (never touching), ending at most at C{limit} and at most
+    C{maxRanges} of them, when given.
+
+    The count is checked while the list inflates, before any range is
+    built (see the module docstring).
+
+    @raise RangeError: if it is malformed or breaks a limit.
+    """
+    most = _mostRanges(maxRanges, limit)
+    body, complete = _inflate(data, None if most is None else 2 * most)
+    if not complete:
+        raise RangeError("range list holds more than %d ranges" % (most,))
+    return _decode(body, limit)
+
+
+def cappedFromWire(data, limit, maxRanges):
+    """
+    Decode a report of missing ranges, keeping at most C{maxRanges}: a
+    longer one keeps its first C{maxRanges - 1} ranges and everything from
+    the start of the next one to C{limit} (a superset of what the list
+    says: whatever the sender lacks is still in it). Decoding costs at most
+    C{maxRanges} ranges, whatever the list claims.
+
+    @param limit: the image size: no range may end beyond it.
+    @return: C{(ranges, capped)}.
+    @raise RangeError: if it is malformed or ends beyond C{limit}.
+    """
+    maxRanges = max(1, maxRanges)
+    if (limit + 1) // 2 <= maxRanges:
+        # no valid list is longer: one that claims to be is refused
+        return fromWire(data, limit), False
+    body, complete = _inflate(data, 2 * maxRanges)
+    if complete:
+        return _decode(body, limit), False
+    keptEnd = _afterVarint(body, 2 * maxRanges - 2)
+    kept = _decode(body[:keptEnd], limit)
+    gap = _varint(body, keptEnd)
+    start = (kept[-1][1] if kept else 0) + gap
+    if start >= limit or (kept and gap == 0):
+        raise RangeError("range list goes beyond %d or has a touching range" % (limit,))
+    return kept + [(start, limit)], True
+
+
+def _afterVarint(body, n):
+    """
+    The offset just after the C{n}th varint of C{body} (0 for none).
+    """
+    if n <= 0:
+        return 0
+    return next(itertools.islice(_END_OF_VARINT.finditer(body), n - 1, None)).end()
+
+
+def _varint(body, offset):
+    """
+    The value of the varint at C{offset} of C{body}.
+    """
+    n = shift = 0
+    for byte in body[offset:offset + 10]:
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return n
+        shift += 7
+    raise RangeError("varint too long")
+
+
+def capRanges(ranges, limit, maxRanges):
+    """
+    L{cappedFromWire} for a list already decoded (a caller in the
+    process): at most C{maxRanges}, the last one running to C{limit}.
+
+    @return: C{(ranges, capped)}.
+    """
+    maxRanges = max(1, maxRanges)
+    if len(ranges) <= maxRanges:
+        return ranges, False
+    kept = list(ranges[:maxRanges - 1])
+    return kept + [(ranges[maxRanges - 1][0], limit)], True
+
+
+class EncodedRanges:
+    """
+    A range list as it came off the wire, not decoded yet: holding it costs
+    its encoded bytes. L{decode} and L{capped} decode it with their limits.
+
+    @ivar data: the encoded list (L{toWire}).
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def decode(self, limit=None, maxRanges=None):
+        """
+        L{fromWire} with these limits.
+        """
+        return fromWire(self.data, limit, maxRanges)
+
+    def capped(self, limit, maxRanges):
+        """
+        L{cappedFromWire} with these limits.
+        """
+        return cappedFromWire(self.data, limit, maxRanges)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        return "<EncodedRanges of %d bytes>" % (len(self.data),)
