@@ -5,6 +5,10 @@ numbers, and one error type for bad configuration.
 
 Each subsystem declares its own section in C{provisioner/<subsystem>/schema.py}
 as a module-level C{SCHEMA} (a L{Section}); L{SECTIONS} names those modules.
+A rule that spans sections (one section's directory must not lie inside
+another's) goes in that module's C{CROSS_CHECKS}: callables taking the whole
+loaded configuration and returning L{None} or C{(dotted key, message)}; they
+run once every section is loaded (L{crossChecks}).
 A loaded configuration is a plain nested C{dict} of validated values; every
 key of the schema is present, filled from the defaults.
 
@@ -30,6 +34,7 @@ __all__ = [
     "loadConfig",
     "parseOverride",
     "describe",
+    "crossChecks",
 ]
 
 
@@ -209,6 +214,17 @@ def defaults():
     return schema().defaults()
 
 
+def crossChecks():
+    """
+    Return the whole-configuration checks: every section module's
+    C{CROSS_CHECKS}, in section order.
+    """
+    checks = []
+    for module in SECTIONS.values():
+        checks.extend(getattr(importlib.import_module(module), "CROSS_CHECKS", ()))
+    return checks
+
+
 class _Located:
     """
     Where a value came from: for error messages.
@@ -329,13 +345,23 @@ def loadConfig(path=None, overrides=(), text=None):
         text = readText(path, ConfigError)
     elif text is not None:
         filename = os.path.basename(path) if path else "<config>"
+    located = _Located(filename, {})
     if text is not None:
         data, lines = _parseYAML(text, filename)
         if data is None:
             data = {}
-        _merge(top, data, "", _Located(filename, lines), out)
+        located = _Located(filename, lines)
+        _merge(top, data, "", located, out)
+    overridden = set()
     for key, value in overrides:
         _merge(top, _nest(key, value), "", _Located("command line", {}), out)
+        overridden.add(key)
+    for check in crossChecks():
+        problem = check(out)
+        if problem:
+            key, message = problem
+            where = "command line" if key in overridden else located.where(key)
+            raise ConfigError(key, message, where)
     return out
 
 

@@ -14,7 +14,7 @@ from provisioner.files import DirectoryResolver, ResolverChain
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, negotiate
 from provisioner.tftp.server import TFTPServer
-from provisioner.tftp.write import UploadTarget, WriteSession
+from provisioner.tftp.write import MAX_NAME, UploadTarget, WriteSession
 from tests.fakes import FakeDatagramPort, FakeReactor
 
 PEER = ("127.0.0.1", 41000)
@@ -76,6 +76,86 @@ class TargetTests(SynchronousTestCase):
         upload.write(b"partial")
         upload.abort()
         self.assertEqual(os.listdir(self.dir), [])
+
+
+class TargetLimitTests(SynchronousTestCase):
+    """
+    Tests for the quota and the per-client limit of L{UploadTarget}.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "old"), "wb") as f:
+            f.write(b"o" * 40)
+        self.clock = task.Clock()
+        self.target = UploadTarget(self.dir, maxTotalBytes=100, maxPerClient=2,
+                                   clock=self.clock, rescanInterval=10)
+
+    def test_existingFilesCount(self):
+        """
+        The files already in the directory count against the quota; kept
+        uploads add to it, aborted ones give their bytes back.
+        """
+        self.assertEqual(self.target.used(), 40)
+        upload = self.target.open("a", ("h", 1))
+        upload.write(b"a" * 30)
+        self.assertEqual((self.target.used(), upload.room()), (70, 30))
+        upload.commit()
+        dropped = self.target.open("b", ("h", 1))
+        dropped.write(b"b" * 20)
+        dropped.abort()
+        self.assertEqual(self.target.used(), 70)
+
+    def test_quota(self):
+        """
+        If a write would pass the quota, L{errors.DiskFull}; if the quota
+        is used up, a new upload is refused at once.
+        """
+        upload = self.target.open("a", ("h", 1))
+        upload.write(b"a" * 60)
+        self.assertRaises(errors.DiskFull, upload.write, b"!")
+        upload.commit()
+        self.assertRaises(errors.DiskFull, self.target.open, "b", ("h", 1))
+
+    def test_rescanAfterDelete(self):
+        """
+        If an operator deletes files, their room is given back at the next
+        refusal at least C{rescanInterval} seconds after the last scan.
+        """
+        upload = self.target.open("a", ("h", 1))
+        upload.write(b"a" * 60)
+        upload.commit()
+        os.unlink(os.path.join(self.dir, "old"))
+        self.assertRaises(errors.DiskFull, self.target.open, "b", ("h", 1))
+        self.clock.advance(10)
+        self.target.open("b", ("h", 1)).abort()
+        self.assertEqual(self.target.used(), 60)
+
+    def test_perClient(self):
+        """
+        If an address has C{maxPerClient} uploads in flight, another is
+        refused with L{errors.AccessViolation} until one ends.
+        """
+        first = self.target.open("a", ("h", 1))
+        self.target.open("b", ("h", 2))
+        self.assertRaises(errors.AccessViolation, self.target.open, "c", ("h", 3))
+        self.target.open("c", ("other", 3))
+        first.abort()
+        first.abort()
+        self.target.open("d", ("h", 4))
+        self.assertRaises(errors.AccessViolation, self.target.open, "e", ("h", 5))
+
+    def test_names(self):
+        """
+        If a component is longer than L{MAX_NAME} bytes, the name is
+        refused with L{errors.AccessViolation} before anything is created.
+        """
+        self.target.maxTotalBytes = None
+        for name in ["x" * (MAX_NAME + 1), "\u00e9" * (MAX_NAME // 2 + 1), "a/" + "y" * 300]:
+            self.assertRaises(errors.AccessViolation, self.target.open, name)
+        self.target.open("z" * MAX_NAME).abort()
+        self.assertEqual(os.listdir(self.dir), ["old"])
 
 
 def session(target, name="up.bin", options=None, windowsize=None, maxBytes=1 << 20,
@@ -182,6 +262,18 @@ class WriteSessionTests(SynchronousTestCase):
         self.assertEqual(transport.packets()[-1][0].code, wire.ERR_DISK_FULL)
         self.assertEqual(os.listdir(self.dir), [])
 
+    def test_tsizeOverQuota(self):
+        """
+        If the announced size is more than the quota leaves, ERROR 3 at
+        once.
+        """
+        target = UploadTarget(self.mktemp(), maxTotalBytes=1000)
+        s, transport, clock, ended = session(target, options={"tsize": "1001"})
+        [(error, _)] = transport.packets()
+        self.assertEqual((error.code, error.message), (wire.ERR_DISK_FULL,
+                                                       "upload quota reached"))
+        self.assertEqual(target.used(), 0)
+
     def test_vanished(self):
         """
         If the client stops sending, the ACK is repeated with backoff, then
@@ -246,3 +338,24 @@ class ServerWriteTests(SynchronousTestCase):
             self.assertEqual(f.read(), b"hi")
         server.datagramReceived(wire.WriteRequest(b"new.txt").to_wire(), ("127.0.0.1", 2))
         self.assertEqual(listen.packets()[0][0].code, wire.ERR_FILE_EXISTS)
+
+    def test_reloadKeepsCounts(self):
+        """
+        If the configuration is reloaded with the same upload directory, the
+        target is kept with the new limits (uploads in flight stay counted);
+        with another directory, a new target is made.
+        """
+        from provisioner.tftp.service import _uploads
+        updir = self.mktemp()
+        overrides = [("tftp.write.enabled", True), ("tftp.write.directory", updir)]
+        target = _uploads(loadConfig(None, overrides)["tftp"])
+        upload = target.open("x", PEER)
+        same = _uploads(loadConfig(None, overrides + [
+            ("tftp.write.max_per_client", 1)])["tftp"], target)
+        self.assertIs(same, target)
+        self.assertEqual(target.maxPerClient, 1)
+        self.assertRaises(errors.AccessViolation, target.open, "y", PEER)
+        upload.abort()
+        other = _uploads(loadConfig(None, [("tftp.write.enabled", True), (
+            "tftp.write.directory", self.mktemp())])["tftp"], target)
+        self.assertIsNot(other, target)

@@ -3,9 +3,60 @@
 The C{tftp} section of the configuration.
 """
 
+import os
+
 from provisioner.config import Key, Section
 from provisioner.tftp.adaptive import SCHEMA as ADAPTIVE_SCHEMA
 from provisioner.tftp.inject import SCHEMA as INJECTOR_SCHEMA
+
+# Directories some service serves (or renders from): the upload directory
+# must be none of them, inside none of them and contain none of them, or a
+# client could upload what other machines are then served. Checked whatever
+# each service's 'enabled' says: a root is served once its service is on.
+SERVED_DIRECTORIES = ("tftp.root", "http.root", "images.directory", "imagecast.root",
+                      "menus.templates")
+
+
+def _lookup(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def checkUploadDirectory(config):
+    """
+    A whole-configuration check (L{CROSS_CHECKS}): with uploads enabled,
+    C{tftp.write.directory} is not equal to, inside, or above any of
+    L{SERVED_DIRECTORIES}.
+
+    @return: L{None}, or C{(key, message)} naming both keys.
+    """
+    write = config["tftp"]["write"]
+    if not write["enabled"]:
+        return None
+    upload = os.path.realpath(write["directory"])
+    for key in SERVED_DIRECTORIES:
+        served = _lookup(config, key)
+        if not served:
+            continue
+        served = os.path.realpath(served)
+        if upload == served:
+            how = "must not be %s (both are %s)" % (key, upload)
+        elif upload.startswith(served.rstrip(os.sep) + os.sep):
+            how = "must not be inside %s (%s is below %s)" % (key, upload, served)
+        elif served.startswith(upload.rstrip(os.sep) + os.sep):
+            how = "must not contain %s (%s is below %s)" % (key, served, upload)
+        else:
+            continue
+        return ("tftp.write.directory", how + ": clients could upload files that are "
+                "served to other machines")
+    return None
+
+
+CROSS_CHECKS = (checkUploadDirectory,)
 
 SCHEMA = Section("the TFTP server (UDP)", {
     "enabled": Key(True, "bool", "run the TFTP server"),
@@ -52,6 +103,11 @@ SCHEMA = Section("the TFTP server (UDP)", {
                          "existing files are never overwritten"),
         "max_bytes": Key(1 << 32, "int", "largest upload accepted (bytes); larger ones get "
                          "ERROR 3", minimum=0),
+        "max_total_bytes": Key(1 << 33, "int", "quota of the upload directory: the bytes of "
+                               "every file in it plus those of uploads in flight; an upload "
+                               "that would pass it gets ERROR 3 (disk full)", minimum=0),
+        "max_per_client": Key(2, "int", "uploads in flight at once from one address; more "
+                              "get ERROR 2 (access violation)", minimum=1),
     }),
     "adaptive": ADAPTIVE_SCHEMA,
     "injector": INJECTOR_SCHEMA,

@@ -188,7 +188,7 @@ class TFTPServer(DatagramProtocol):
             path = normalisePath(packet.filename)
         except errors.BackendError as e:
             self.sendError(addr, wire.errorFor(e))
-            self.log.warn("refused {kind} of {raw!r} from {peer}: {reason}",
+            self.log.info("refused {kind} of {raw!r} from {peer}: {reason}",
                           kind="write" if write else "read", raw=packet.filename,
                           peer=addr, reason=str(e))
             return None
@@ -393,11 +393,14 @@ class TFTPServer(DatagramProtocol):
             return
         from provisioner.tftp.write import WriteSession
         try:
-            target = self.uploads.open(request.path)
+            target = self.uploads.open(request.path, addr)
         except errors.BackendError as e:
+            # The client's doing (a name, a limit, the quota): one info line.
             self._release(addr)
             self.sendError(addr, wire.errorFor(e))
-            self.log.warn("refused upload of {path} from {peer}: {reason}", path=request.path,
+            path = request.path
+            self.log.info("refused upload of {path} from {peer}: {reason}",
+                          path=path if len(path) <= 200 else path[:200] + "...",
                           peer=addr, reason=str(e))
             return
         except Exception:
@@ -405,7 +408,14 @@ class TFTPServer(DatagramProtocol):
             self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
             self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
             return
-        negotiated = self.negotiate(request, None, packet.mode, write=True)
+        try:
+            negotiated = self.negotiate(request, None, packet.mode, write=True)
+        except Exception:
+            self._release(addr)
+            target.abort()
+            self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
+            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+            return
         config = self.config
         session = WriteSession(target, negotiated, addr, self.reactor,
                                timeout=config["timeout"], retries=config["retries"],

@@ -57,11 +57,20 @@ from provisioner.tftp.write import UploadTarget
 __all__ = ["TFTPService", "makeService"]
 
 
-def _uploads(config):
+def _uploads(config, current=None):
+    """
+    The upload target for a C{tftp} section, or L{None} (uploads off); the
+    C{current} one, with the new limits, when the directory is the same
+    (uploads in flight stay counted against the quota and per client).
+    """
     write = config["write"]
     if not write["enabled"]:
         return None
-    return UploadTarget(write["directory"], write["max_bytes"])
+    limits = (write["max_bytes"], write["max_total_bytes"], write["max_per_client"])
+    if current is not None and current.directory == os.path.realpath(write["directory"]):
+        current.configure(*limits)
+        return current
+    return UploadTarget(write["directory"], *limits)
 
 
 class TFTPService(service.MultiService):
@@ -314,7 +323,7 @@ class TFTPService(service.MultiService):
             reconfigure = getattr(child, "reconfigure", None)
             if reconfigure is not None:
                 reconfigure(config)
-        self.server.uploads = _uploads(new) if self.running else None
+        self.server.uploads = _uploads(new, self.server.uploads) if self.running else None
         moved = any(new[k] != old[k] for k in ("address", "port", "interface"))
         if moved and self.port is not None:
             self._rebind(new, old)

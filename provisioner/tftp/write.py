@@ -9,6 +9,13 @@ existing file is never overwritten (C{link} fails on an existing name, so
 two concurrent uploads of one name cannot both win). A failed or abandoned
 upload leaves nothing behind.
 
+L{UploadTarget} keeps the limits a peer could otherwise push: a quota on the
+directory (the bytes of the files in it plus those of uploads in flight,
+C{tftp.write.max_total_bytes}: ERROR 3), uploads in flight per address
+(C{tftp.write.max_per_client}: ERROR 2), and names the file system could not
+take (a component over L{MAX_NAME} bytes: ERROR 2). Nothing a client names
+raises anything but a L{provisioner.errors.BackendError}.
+
 L{WriteSession} is the receiving side of RFC 1350 (plus RFC 2347 options
 and an RFC 7440 window: it acknowledges every C{windowsize} blocks, and
 the last in-order block once per gap), with dally after the final ACK: a
@@ -17,7 +24,9 @@ repeated last DATA gets the final ACK again.
 
 import errno
 import os
+import stat
 import tempfile
+import time
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -28,7 +37,21 @@ from provisioner.tftp import wire
 from provisioner.tftp.transfer import MAX_BACKOFF, SessionEnding, SessionStats
 from provisioner.tftp.udp import defaultSender
 
-__all__ = ["UploadTarget", "Upload", "WriteSession"]
+__all__ = ["UploadTarget", "Upload", "WriteSession", "MAX_NAME"]
+
+# The longest path component accepted (bytes, UTF-8): the temporary name
+# (".NAME.XXXXXXXX.part") must still fit the file system's 255.
+MAX_NAME = 255 - len("..XXXXXXXX.part")
+
+# Errors of creating the temporary file that mean "this name cannot be
+# made here" (the client's doing): ERROR 2, not a server error.
+_NAME_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+                errno.EISDIR, errno.ELOOP, errno.EINVAL, errno.EROFS)
+
+
+class _MonotonicClock:
+    def seconds(self):
+        return time.monotonic()
 
 
 class Upload:
@@ -36,18 +59,38 @@ class Upload:
     One upload in progress: a temporary file and its final name.
     """
 
-    def __init__(self, fd, temp, final):
+    def __init__(self, fd, temp, final, target=None, host=None):
+        """
+        @param target: the L{UploadTarget} that counts this upload against
+            its quota and per-client limit, or L{None}.
+        @param host: the client's address (for the per-client count).
+        """
         self.fd = fd
         self.temp = temp
         self.final = final
         self.size = 0
+        self.target = target
+        self.host = host
+        self.ended = False
+
+    def room(self):
+        """
+        How many more bytes the quota lets this upload write, or L{None}
+        (no quota).
+        """
+        if self.target is None:
+            return None
+        return self.target.room()
 
     def write(self, data):
         """
         Append bytes.
 
-        @raise errors.DiskFull: no space left.
+        @raise errors.DiskFull: no space left, or the directory's quota
+            reached.
         """
+        if self.target is not None:
+            self.target.reserve(self, len(data))
         try:
             view = memoryview(data)
             while view:
@@ -66,14 +109,17 @@ class Upload:
         @raise errors.FileExists: the name was taken meanwhile.
         """
         fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
+        kept = False
         try:
+            if fd is not None:
+                os.close(fd)
             os.link(self.temp, self.final)
+            kept = True
         except FileExistsError:
             raise errors.FileExists("file already exists")
         finally:
             self._unlink()
+            self._end(kept)
 
     def abort(self):
         """
@@ -83,6 +129,14 @@ class Upload:
         if fd is not None:
             os.close(fd)
         self._unlink()
+        self._end(False)
+
+    def _end(self, kept):
+        if self.ended:
+            return
+        self.ended = True
+        if self.target is not None:
+            self.target.ended(self, kept)
 
     def _unlink(self):
         try:
@@ -93,28 +147,155 @@ class Upload:
 
 class UploadTarget:
     """
-    The upload directory.
+    The upload directory and its limits.
 
     @ivar directory: the real path of the upload directory (created if
         missing).
     @ivar maxBytes: the largest upload accepted.
+    @ivar maxTotalBytes: the quota: the files in the directory plus the
+        uploads in flight (bytes), or L{None} (none).
+    @ivar maxPerClient: uploads in flight at once from one address, or
+        L{None} (no limit).
+    @ivar stored: bytes of the files in the directory, as of the last scan
+        (when the target was made, and again, at most every
+        C{rescanInterval} seconds, when the quota would refuse an upload:
+        files an operator deleted give their room back) plus the uploads
+        kept since.
+    @ivar inFlight: the L{Upload}s not ended yet.
     """
 
-    def __init__(self, directory, maxBytes=1 << 32):
+    def __init__(self, directory, maxBytes=1 << 32, maxTotalBytes=None, maxPerClient=None,
+                 clock=None, rescanInterval=10.0):
         os.makedirs(directory, exist_ok=True)
         self.directory = os.path.realpath(directory)
         self.maxBytes = maxBytes
+        self.maxTotalBytes = maxTotalBytes
+        self.maxPerClient = maxPerClient
+        self.clock = clock if clock is not None else _MonotonicClock()
+        self.rescanInterval = rescanInterval
+        self.inFlight = set()
+        self._inFlightBytes = 0
+        self._perClient = {}
+        self.stored = 0
+        self._scanned = None
+        self.rescan()
 
-    def open(self, path):
+    def configure(self, maxBytes, maxTotalBytes=None, maxPerClient=None):
         """
-        Start an upload of a normalised C{path}.
+        New limits (a reload); uploads in flight stay counted.
+        """
+        self.maxBytes = maxBytes
+        self.maxTotalBytes = maxTotalBytes
+        self.maxPerClient = maxPerClient
+
+    def rescan(self):
+        """
+        Count the bytes of the regular files in the directory (symbolic
+        links are not followed; the temporary files of uploads in flight
+        are counted with those).
+        """
+        temps = {u.temp for u in self.inFlight}
+        total = 0
+        for parent, dirs, files in os.walk(self.directory):
+            for name in files:
+                path = os.path.join(parent, name)
+                if path in temps:
+                    continue
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+        self.stored = total
+        self._scanned = self.clock.seconds()
+
+    def used(self):
+        """
+        Bytes counted against the quota: stored plus in flight.
+        """
+        return self.stored + self._inFlightBytes
+
+    def room(self):
+        """
+        Bytes left under the quota, or L{None} (no quota).
+        """
+        if self.maxTotalBytes is None:
+            return None
+        return max(0, self.maxTotalBytes - self.used())
+
+    def _full(self, more):
+        """
+        Whether C{more} bytes would pass the quota (rescanning first, at
+        most every C{rescanInterval} seconds, if they would).
+        """
+        if self.maxTotalBytes is None:
+            return False
+        if self.used() + more <= self.maxTotalBytes:
+            return False
+        now = self.clock.seconds()
+        if self._scanned is None or now - self._scanned >= self.rescanInterval:
+            self.rescan()
+        return self.used() + more > self.maxTotalBytes
+
+    def reserve(self, upload, n):
+        """
+        Count C{n} more bytes of an upload in flight.
+
+        @raise errors.DiskFull: the quota would be passed.
+        """
+        if n and self._full(n):
+            raise errors.DiskFull("upload quota reached")
+        self._inFlightBytes += n
+
+    def ended(self, upload, kept):
+        """
+        An upload ended: its bytes leave the in-flight count (and join the
+        stored ones if it was kept); its client has one upload less.
+        """
+        if upload not in self.inFlight:
+            return
+        self.inFlight.discard(upload)
+        self._inFlightBytes -= upload.size
+        if kept:
+            self.stored += upload.size
+        n = self._perClient.get(upload.host, 0) - 1
+        if n > 0:
+            self._perClient[upload.host] = n
+        else:
+            self._perClient.pop(upload.host, None)
+
+    def _checkName(self, path):
+        if len(path) > MAX_PATH:
+            raise errors.AccessViolation("name too long")
+        try:
+            parts = [part.encode("utf-8") for part in path.split("/")]
+        except UnicodeEncodeError:
+            raise errors.AccessViolation("name not allowed")
+        for part in parts:
+            if not part or part.startswith(b"."):
+                raise errors.AccessViolation("name not allowed")
+            if len(part) > MAX_NAME:
+                raise errors.AccessViolation("name too long")
+
+    def open(self, path, peer=None):
+        """
+        Start an upload of a normalised C{path} for the client at C{peer}
+        (C{(host, port)}, or L{None}).
 
         @raise errors.AccessViolation: outside the directory, a missing
-            subdirectory, a hidden name.
+            subdirectory, a hidden or too long name, too many uploads from
+            this address.
         @raise errors.FileExists: the name exists.
+        @raise errors.DiskFull: the directory's quota is reached.
         """
-        if len(path) > MAX_PATH or any(part.startswith(".") for part in path.split("/")):
-            raise errors.AccessViolation("name not allowed")
+        self._checkName(path)
+        host = peer[0] if peer is not None else None
+        if self.maxPerClient is not None and \
+                self._perClient.get(host, 0) >= self.maxPerClient:
+            raise errors.AccessViolation("too many uploads from this address")
+        if self._full(1):
+            raise errors.DiskFull("upload quota reached")
         final = os.path.join(self.directory, path)
         parent = os.path.realpath(os.path.dirname(final))
         if parent != self.directory and not parent.startswith(self.directory + os.sep):
@@ -124,9 +305,20 @@ class UploadTarget:
         final = os.path.join(parent, os.path.basename(final))
         if os.path.lexists(final):
             raise errors.FileExists("file already exists")
-        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".",
-                                    suffix=".part", dir=parent)
-        return Upload(fd, temp, final)
+        try:
+            fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".",
+                                        suffix=".part", dir=parent)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.DiskFull("disk full")
+            if e.errno in _NAME_ERRNOS:
+                raise errors.AccessViolation("cannot create %s: %s" % (
+                    os.path.basename(final)[:64], e.strerror))
+            raise
+        upload = Upload(fd, temp, final, self, host)
+        self.inFlight.add(upload)
+        self._perClient[host] = self._perClient.get(host, 0) + 1
+        return upload
 
 
 class _NetasciiDecoder:
@@ -193,6 +385,10 @@ class WriteSession(SessionEnding, DatagramProtocol):
         tsize = self.negotiated.tsize
         if tsize is not None and tsize > self.maxBytes:
             self._fail(wire.ERR_DISK_FULL, "upload too large", "refused")
+            return
+        room = self.upload.room()
+        if tsize is not None and room is not None and tsize > room:
+            self._fail(wire.ERR_DISK_FULL, "upload quota reached", "refused")
             return
         if self.negotiated.oack:
             self._send(wire.OptionAck(self.negotiated.oack).to_wire())
@@ -285,8 +481,8 @@ class WriteSession(SessionEnding, DatagramProtocol):
             return
         try:
             self.upload.write(payload)
-        except errors.DiskFull:
-            self._fail(wire.ERR_DISK_FULL, "disk full", "error")
+        except errors.DiskFull as e:
+            self._fail(wire.ERR_DISK_FULL, str(e) or "disk full", "error")
             return
         except OSError as e:
             self._fail(wire.ERR_NOT_DEFINED, "write error", "error", str(e))
