@@ -167,10 +167,12 @@ class Negotiated:
 
 def _number(value):
     """
-    Parse an option value as a non-negative decimal integer, or L{None}.
+    Parse an option value as a non-negative decimal integer, or L{None}
+    (ASCII digits only: C{str.isdigit} also takes latin-1's superscripts,
+    which C{int} refuses).
     """
     value = value.strip()
-    if not value.isdigit() or len(value) > 12:
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
         return None
     return int(value)
 
