@@ -311,6 +311,8 @@ class ResourceTests(TestCase):
         response, body = yield self.get("/api/v1/images")
         data = json.loads(body)
         self.assertEqual([i["name"] for i in data["images"]], ["debian/linux"])
+        self.assertNotIn("directory", data)
+        self.assertNotIn(self.dir.encode(), body)
         response, body = yield self.get("/api/v1/inventory")
         self.assertEqual(sorted(json.loads(body)["hosts"]), ["alpha", "beta"])
         response, body = yield self.get("/api/v1/hosts")
@@ -322,8 +324,22 @@ class ResourceTests(TestCase):
         self.assertIn("efi-x64", data["menus"]["ipxe"]["text"])
         response, body = yield self.get("/api/v1/hosts/52-54-00-00-00-01")
         self.assertEqual(json.loads(body)["inventory"]["host"]["name"], "alpha")
+        self.assertEqual(json.loads(body)["inventory"]["vars"], {})
         response, body = yield self.get("/api/v1/nothing")
         self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_apiVarsReload(self):
+        """
+        The variables the API shows follow C{http.api_vars} across a reload.
+        """
+        response, body = yield self.get("/api/v1/inventory")
+        self.assertEqual(json.loads(body)["hosts"]["beta"]["vars"], {})
+        config = dict(self.appliance.config, http=dict(self.appliance.config["http"],
+                                                       api_vars=["console"]))
+        self.http.reconfigure(config)
+        response, body = yield self.get("/api/v1/inventory")
+        self.assertEqual(json.loads(body)["hosts"]["beta"]["vars"], {"console": "tty0"})
 
     @defer.inlineCallbacks
     def test_replacedDuringDownload(self):

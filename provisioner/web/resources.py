@@ -7,7 +7,9 @@ twisted.web resources of the C{http} service.
     optional directory). Answers honour HEAD and single byte ranges, always
     carry a correct Content-Length, and are streamed from the data source by
     L{SourceProducer}: never read whole into memory.
-  - L{APIResource}: the read-only JSON API under C{/api/v1/}.
+  - L{APIResource}: the read-only JSON API under C{/api/v1/}. It has no
+    authentication, so it shows no secrets: inventory variables only when
+    named in C{http.api_vars} (L{publicVars}), and no host paths.
 """
 
 import json
@@ -24,7 +26,8 @@ from zope.interface import implementer
 from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.files import FileRequest, ResolverChain, normalisePath
 
-__all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange"]
+__all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange",
+           "publicVars"]
 
 
 def parseRange(header, size):
@@ -347,9 +350,29 @@ def _ifRangeMatches(value, etag, mtime):
     return int(when) == int(mtime)
 
 
+def publicVars(value, allowed):
+    """
+    A copy of a JSON-able C{value} in which every C{vars} mapping, at any
+    depth, keeps only the names in C{allowed}.
+    """
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "vars" and isinstance(item, dict):
+                out[key] = {name: publicVars(v, allowed) for name, v in item.items()
+                            if name in allowed}
+            else:
+                out[key] = publicVars(item, allowed)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [publicVars(v, allowed) for v in value]
+    return value
+
+
 class APIResource(resource.Resource):
     """
-    The read-only JSON API:
+    The read-only JSON API (no authentication: every answer goes through
+    L{publicVars}, and none names a path on this host):
 
       - C{/api/v1/images}: the catalogue; C{/api/v1/images/NAME}: one image.
       - C{/api/v1/inventory}: the inventory (and the error of a refused
@@ -363,9 +386,14 @@ class APIResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, appliance):
+    def __init__(self, appliance, apiVars=()):
+        """
+        @param apiVars: the inventory variables that may be shown
+            (C{http.api_vars}); L{apiVars} may be replaced on reload.
+        """
         resource.Resource.__init__(self)
         self.appliance = appliance
+        self.apiVars = frozenset(apiVars)
 
     def render_GET(self, request):
         parts = [p for p in request.postpath if p]
@@ -398,6 +426,7 @@ class APIResource(resource.Resource):
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
+        data = publicVars(data, self.apiVars)
         body = json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"
         request.setHeader(b"content-length", b"%d" % (len(body),))
         return body
@@ -407,8 +436,7 @@ class APIResource(resource.Resource):
         if catalog is None:
             return self._json(request, {"error": "the images service is not enabled"}, 404)
         if not rest:
-            return self._json(request, {"directory": catalog.directory,
-                                        "prefix": catalog.prefix,
+            return self._json(request, {"prefix": catalog.prefix,
                                         "generation": catalog.generation,
                                         "images": catalog.asList()})
         entry = catalog.get("/".join(rest))

@@ -18,6 +18,10 @@ SCHEMA = Section("the HTTP service: images, rendered menus, read-only JSON API",
                 "(e.g. the TFTP root, so iPXE can fetch NBPs over HTTP); null serves none",
                 nullable=True),
     "api": Key(True, "bool", "serve the read-only JSON API under /api/v1/"),
+    "api_vars": Key([], "list", "inventory variables the JSON API may show (by name); every "
+                    "other variable is left out of /api/v1/inventory and /api/v1/hosts, "
+                    "which anyone who reaches the port can read",
+                    items=Key("", "str", "a variable name")),
     "chunk_size": Key(262144, "int", "bytes read from a file per write to the socket",
                       minimum=4096, maximum=16777216),
     "access_log": Key(False, "bool", "log every request at info (otherwise debug)"),

@@ -53,7 +53,7 @@ class HTTPService(service.Service):
         self._setDirectory(self.config["root"])
         self.files = FileResource(appliance, self.resolvers, chunk=self.config["chunk_size"],
                                   accessLog=self.config["access_log"])
-        self.api = APIResource(appliance)
+        self.api = APIResource(appliance, self.config["api_vars"])
         self.root = RootResource(self.files, self.api if self.config["api"] else None)
         self.site = _Site(self.root)
         appliance.http = self
@@ -115,6 +115,7 @@ class HTTPService(service.Service):
         self.files.chunk = new["chunk_size"]
         self.files.accessLog = new["access_log"]
         self.root.api = self.api if new["api"] else None
+        self.api.apiVars = frozenset(new["api_vars"])
         if (old["address"], old["port"]) != (new["address"], new["port"]) and self.running:
             oldPort, self.port = self.port, None
             d = defer.maybeDeferred(oldPort.stopListening) if oldPort else defer.succeed(None)
