@@ -460,6 +460,13 @@ class DHCPResponder:
             self._count("not-ethernet")
             return None
         self._count(wire.MESSAGE_TYPES.get(kind, "type%d" % (kind,)))
+        problem = self.relayProblem(packet.giaddr)
+        if problem is not None:
+            self._count("bad-giaddr")
+            self.log.debug("{kind} from {mac} via relay {giaddr} ignored: {problem}",
+                           kind=wire.MESSAGE_TYPES.get(kind, kind), mac=packet.mac,
+                           giaddr=packet.giaddr, problem=problem)
+            return None
         if self.config["mode"] == "proxy":
             if kind == wire.DHCPDISCOVER:
                 return self._proxyOffer(packet, iface, send)
@@ -537,6 +544,37 @@ class DHCPResponder:
         relay = request.option(OPT.RELAY_AGENT)
         if relay is not None:
             reply.setOption(OPT.RELAY_AGENT, relay)
+
+    def relayProblem(self, giaddr):
+        """
+        Why a relay address (giaddr) is not one replies may go to, or
+        L{None} (no relay, or a good one): not a unicast host address; the
+        network or broadcast address of a configured subnet (a reply would
+        go to a whole remote segment); in full mode, in no configured subnet.
+        """
+        if giaddr == ZERO:
+            return None
+        try:
+            address = ipaddress.IPv4Address(giaddr)
+        except ValueError:
+            return "not an IPv4 address"
+        if (address.is_multicast or address.is_loopback or address.is_reserved or
+                address.is_link_local or int(address) >> 24 == 0):
+            return "not a unicast host address"
+        inside = False
+        for subnet in self.subnets:
+            if giaddr not in subnet:
+                continue
+            inside = True
+            network = subnet.network
+            edges = {subnet.broadcast}
+            if network.prefixlen < 31:
+                edges.update((str(network.network_address), str(network.broadcast_address)))
+            if giaddr in edges:
+                return "the network or broadcast address of %s" % (network,)
+        if not inside and self.config["mode"] == "full":
+            return "in no configured subnet"
+        return None
 
     # Full mode -----------------------------------------------------------
 
