@@ -61,6 +61,14 @@ class ServerMixin:
     def sessionPort(self):
         return self.reactor.ports[-1]
 
+    def answeredSession(self, peer):
+        """
+        Start a transfer of C{sub/a.bin} (two blocks) for C{peer} and ACK
+        its first block: a session whose client has answered.
+        """
+        self.server.datagramReceived(rrq(b"sub/a.bin"), peer)
+        self.reactor.ports[-1].protocol.datagramReceived(wire.encodeAck(1), peer)
+
 
 class DispatchTests(ServerMixin, SynchronousTestCase):
     """
@@ -269,31 +277,32 @@ class LimitTests(ServerMixin, SynchronousTestCase):
 
     def test_perClient(self):
         """
-        If one address has max_sessions_per_client transfers in flight, its
-        next request gets ERROR 0; other addresses are served; when one
-        ends, the address is served again.
+        If one address has max_sessions_per_client transfers in flight (whose
+        clients answered), its next request gets ERROR 0; other addresses
+        are served; when one ends, the address is served again.
         """
         self.makeServer(max_sessions_per_client=2)
-        self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.1", 1))
-        self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.1", 2))
+        self.answeredSession(("127.0.0.1", 1))
+        self.answeredSession(("127.0.0.1", 2))
         self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.1", 3))
         [(packet, addr)] = self.answers()
         self.assertEqual((packet.code, addr), (0, ("127.0.0.1", 3)))
         self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.2", 3))
         self.assertEqual(len(self.reactor.ports), 3)
         first = self.reactor.ports[0]
-        first.protocol.datagramReceived(wire.encodeAck(1), ("127.0.0.1", 1))
+        first.protocol.datagramReceived(wire.encodeAck(2), ("127.0.0.1", 1))
         self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.1", 4))
         self.assertEqual(len(self.reactor.ports), 4)
 
     def test_total(self):
         """
-        If max_sessions transfers are in flight, the next request gets
-        ERROR 0.
+        If max_sessions transfers are in flight (whose clients answered),
+        the next request gets ERROR 0.
         """
         self.makeServer(max_sessions=2)
-        for i in range(3):
-            self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.%d" % (i + 1,), 1))
+        for i in range(2):
+            self.answeredSession(("127.0.0.%d" % (i + 1,), 1))
+        self.server.datagramReceived(rrq(b"hello.txt"), ("127.0.0.3", 1))
         self.assertEqual(len(self.reactor.ports), 2)
         self.assertEqual(self.answers()[0][0].code, 0)
 
@@ -449,11 +458,14 @@ class SwitchTests(ServerMixin, SynchronousTestCase):
 
     def test_defaults(self):
         """
-        By default a session may take the fast lane and use GSO.
+        By default a session may take the fast lane (once its client has
+        answered) and use GSO.
         """
         self.makeServer()
-        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.server.datagramReceived(rrq(b"sub/a.bin"), CLIENT)
         session = self.server.sessions[CLIENT]
+        self.assertIsNone(session.fastLane)  # not before the client answers
+        session.datagramReceived(wire.encodeAck(1), CLIENT)
         self.assertTrue(session.fastLane())
         self.assertTrue(session.gso)
 
@@ -462,7 +474,7 @@ class SwitchTests(ServerMixin, SynchronousTestCase):
         If C{tftp.fast_lane} is false, sessions get no fast lane.
         """
         self.makeServer(fast_lane=False)
-        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.answeredSession(CLIENT)
         self.assertIsNone(self.server.sessions[CLIENT].fastLane)
 
     def test_fastLaneOffByServer(self):
@@ -471,7 +483,7 @@ class SwitchTests(ServerMixin, SynchronousTestCase):
         """
         self.makeServer()
         self.server.fastLane = False
-        self.server.datagramReceived(rrq(b"hello.txt"), CLIENT)
+        self.answeredSession(CLIENT)
         self.assertIsNone(self.server.sessions[CLIENT].fastLane)
 
     def test_gsoOff(self):

@@ -25,6 +25,19 @@ When a transfer ends, one line is logged at info (see docs/tftp.md, "The
 per-transfer log line") and every callable in L{TFTPServer.statsCallbacks}
 gets the L{provisioner.tftp.transfer.SessionStats}.
 
+Hostile clients (docs/tftp.md, "Hostile clients"): a request may come from
+an address that never asked (UDP is spoofed at no cost). Until its client
+has answered once, a read session sends little (its first datagram, resent
+within a byte budget) and gives up within seconds
+(C{tftp.unanswered_timeout}, C{tftp.unanswered_retries}); when a limit is
+reached, a new request takes the slot of the oldest session whose client
+never answered (of the same address for the per-client limit) before it is
+refused; a request repeated by a client that has not answered yet gets the
+session's first datagram again; ERRORs for read requests are cut to
+L{AMPLIFICATION} times the request's size. Request handlers count the
+clients they keep serving against the limits with L{TFTPServer.holdSlot}
+(multicast TFTP does, for each client that joins).
+
 The hook lists are filled through the tftp service's add and remove
 methods (L{provisioner.tftp.service.TFTPService}); the server only reads
 them.
@@ -35,6 +48,7 @@ debug and dropped; ERROR packets are never answered.
 """
 
 import socket
+from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet
@@ -45,7 +59,7 @@ from provisioner import errors
 from provisioner.files import FileRequest, normalisePath
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, blksizeForMTU, negotiate
-from provisioner.tftp.session import ReadSession
+from provisioner.tftp.session import AMPLIFICATION, ReadSession
 from provisioner.tftp.udp import (
     SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
 
@@ -76,6 +90,9 @@ class TFTPServer(DatagramProtocol):
     @ivar statsCallbacks: callables taking a
         L{provisioner.tftp.transfer.SessionStats} when a transfer ends.
     @ivar sessions: C{{(host, port): session}} in flight.
+    @ivar unanswered: the read sessions whose client has not answered yet,
+        oldest first (C{OrderedDict} of C{(host, port)} to session): the
+        ones a new request may take the slot of when a limit is reached.
     @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
         L{None} (uploads refused).
     @ivar fastLane: whether a lone session may wait for its next ACK in a
@@ -104,6 +121,11 @@ class TFTPServer(DatagramProtocol):
         self._mux = None
         self._pending = set()
         self._perClient = {}
+        self.unanswered = OrderedDict()
+        self._unansweredFrom = {}
+        # slots held by request handlers: per peer, and in all
+        self._held = {}
+        self._heldTotal = 0
         self._family = socket.AF_INET
         self.bindAddress = config.get("address", "127.0.0.1")
 
@@ -123,19 +145,27 @@ class TFTPServer(DatagramProtocol):
                            peer=addr, error=str(e))
             return
         if isinstance(packet, wire.ReadRequest):
-            self.handleRead(packet, addr)
+            self.handleRead(packet, addr, len(data))
         elif isinstance(packet, wire.WriteRequest):
-            self.handleWrite(packet, addr)
+            self.handleWrite(packet, addr, len(data))
         else:
             self.log.debug("dropped {packet!r} to the listen port from {peer}",
                            packet=packet, peer=addr)
 
-    def sendError(self, addr, error):
+    def sendError(self, addr, error, requestSize=None):
         """
         Send an ERROR packet from the listen port.
+
+        @param requestSize: the size of the request it answers: the message
+            is cut so that the ERROR is at most L{AMPLIFICATION} times that
+            (the address may never have asked).
         """
         if self.transport is None:
             return
+        if requestSize:
+            room = max(0, AMPLIFICATION * requestSize - 5)
+            if len(error.message) > room:
+                error = wire.Error(error.code, error.message[:room])
         try:
             self.transport.write(error.to_wire(), addr)
         except Exception as e:
@@ -145,49 +175,131 @@ class TFTPServer(DatagramProtocol):
 
     def _admit(self, addr):
         """
-        Count a request against the limits.
+        Count a request against the limits. When a limit is reached, the
+        oldest read session whose client never answered (of this address,
+        for the per-client limit) gives its slot up (L{_evict}); only when
+        there is none is the request refused. A request from a peer a
+        request handler holds a slot for (a multicast client asking again)
+        is not refused.
 
         @raise errors.TooManySessions: a limit is reached.
         """
-        total = len(self.sessions) + len(self._pending)
-        if total >= self.config["max_sessions"]:
-            raise errors.TooManySessions("too many transfers in progress")
+        config = self.config
         host = addr[0]
-        if self._perClient.get(host, 0) >= self.config["max_sessions_per_client"]:
-            raise errors.TooManySessions("too many transfers from this address")
+        if addr not in self._held:
+            if self._perClient.get(host, 0) >= config["max_sessions_per_client"] and \
+                    not self._evict(self._unansweredFrom.get(host)):
+                raise errors.TooManySessions("too many transfers from this address")
+            if self.inFlight() >= config["max_sessions"] and not self._evict(self.unanswered):
+                raise errors.TooManySessions("too many transfers in progress")
         self._perClient[host] = self._perClient.get(host, 0) + 1
         self._pending.add(addr)
 
-    def _release(self, addr):
-        self._pending.discard(addr)
-        self.sessions.pop(addr, None)
-        host = addr[0]
+    def inFlight(self):
+        """
+        The transfers counted against C{tftp.max_sessions}: sessions,
+        requests being resolved, and the slots request handlers hold.
+        """
+        return len(self.sessions) + len(self._pending) + self._heldTotal
+
+    def _evict(self, table):
+        """
+        End the oldest session of C{table} (an C{OrderedDict} of sessions
+        whose client never answered, or L{None}): its slot goes to a new
+        request. Its client, if it was one, never answered its first
+        datagram; it gets nothing more (it may ask again).
+
+        @return: whether a slot was freed.
+        """
+        if not table:
+            return False
+        addr, session = next(iter(table.items()))
+        self._forgetUnanswered(addr)
+        session.evict()
+        return True
+
+    def _forgetUnanswered(self, addr):
+        if self.unanswered.pop(addr, None) is None:
+            return
+        table = self._unansweredFrom.get(addr[0])
+        if table is not None:
+            table.pop(addr, None)
+            if not table:
+                del self._unansweredFrom[addr[0]]
+
+    def holdSlot(self, peer):
+        """
+        Count C{peer} as a transfer in flight (against both limits) until
+        the returned callable is called: for a request handler that took a
+        request and keeps serving its client (multicast TFTP, for each
+        client that joins a session). A request repeated by a held peer is
+        not refused by the limits.
+
+        @return: a callable releasing the slot (once; later calls do
+            nothing).
+        """
+        host = peer[0]
+        self._perClient[host] = self._perClient.get(host, 0) + 1
+        self._held[peer] = self._held.get(peer, 0) + 1
+        self._heldTotal += 1
+        held = [True]
+
+        def release():
+            if not held:
+                return
+            del held[:]
+            self._heldTotal -= 1
+            n = self._held.get(peer, 0) - 1
+            if n > 0:
+                self._held[peer] = n
+            else:
+                self._held.pop(peer, None)
+            self._uncount(host)
+        return release
+
+    def _uncount(self, host):
         n = self._perClient.get(host, 0) - 1
         if n > 0:
             self._perClient[host] = n
         else:
             self._perClient.pop(host, None)
 
+    def _release(self, addr):
+        self._pending.discard(addr)
+        self.sessions.pop(addr, None)
+        self._forgetUnanswered(addr)
+        self._uncount(addr[0])
+
     # -- requests
 
-    def _request(self, packet, addr, write=False):
+    def _request(self, packet, addr, write=False, size=None):
         """
         The checks both requests share.
 
+        @param size: the request datagram's size.
         @return: a L{FileRequest}, or L{None} when an ERROR was sent.
         """
-        if addr in self.sessions or addr in self._pending:
-            # The client repeated its request: the session answers it.
+        session = self.sessions.get(addr)
+        if session is not None:
+            # The client repeated its request: the session answers it (a
+            # read session whose client has not answered yet sends its
+            # first datagram again).
+            repeated = getattr(session, "requestRepeated", None)
+            if repeated is not None and not write:
+                repeated(size or len(packet.to_wire()))
+            return None
+        if addr in self._pending:
             return None
         if packet.mode not in ("octet", "netascii"):
             self.sendError(addr, wire.Error(wire.ERR_ILLEGAL_OP,
-                                            "transfer mode %s not supported" % (packet.mode,)))
+                                            "transfer mode %s not supported" % (packet.mode,)),
+                           size)
             self.log.info("refused {mode} request from {peer}", mode=packet.mode, peer=addr)
             return None
         try:
             path = normalisePath(packet.filename)
         except errors.BackendError as e:
-            self.sendError(addr, wire.errorFor(e))
+            self.sendError(addr, wire.errorFor(e), size)
             self.log.info("refused {kind} of {raw!r} from {peer}: {reason}",
                           kind="write" if write else "read", raw=packet.filename,
                           peer=addr, reason=str(e))
@@ -195,7 +307,7 @@ class TFTPServer(DatagramProtocol):
         try:
             self._admit(addr)
         except errors.TooManySessions as e:
-            self.sendError(addr, wire.errorFor(e))
+            self.sendError(addr, wire.errorFor(e), size)
             self.log.warn("refused {path} to {peer}: {reason}", path=path, peer=addr,
                           reason=str(e))
             return None
@@ -208,19 +320,24 @@ class TFTPServer(DatagramProtocol):
         return FileRequest(path, addr, "tftp", options=packet.optionDict, client=client,
                            rawPath=packet.filename)
 
-    def handleRead(self, packet, addr):
+    def handleRead(self, packet, addr, size=None):
         """
         An RRQ: resolve, then hand to a request handler or a session.
+
+        @param size: the size of the datagram (by default, of the packet
+            encoded again).
         """
-        request = self._request(packet, addr)
+        if size is None:
+            size = len(packet.to_wire())
+        request = self._request(packet, addr, size=size)
         if request is None:
             return
         d = defer.maybeDeferred(self.resolver.resolve, request)
-        d.addCallbacks(self._resolved, self._refused, (request, packet, addr), None,
-                       (request, addr, "read"))
-        d.addErrback(self._crashed, request, addr)
+        d.addCallbacks(self._resolved, self._refused, (request, packet, addr, size), None,
+                       (request, addr, "read", size))
+        d.addErrback(self._crashed, request, addr, size)
 
-    def _resolved(self, source, request, packet, addr):
+    def _resolved(self, source, request, packet, addr, size=None):
         if source is None:
             raise errors.FileNotFound("file not found")
         try:
@@ -229,7 +346,7 @@ class TFTPServer(DatagramProtocol):
                     self._release(addr)
                     return
             negotiated = self.negotiate(request, source, packet.mode)
-            self.startReadSession(request, source, negotiated, packet.mode)
+            self.startReadSession(request, source, negotiated, packet.mode, requestBytes=size)
         except BaseException:
             try:
                 source.close()
@@ -237,12 +354,12 @@ class TFTPServer(DatagramProtocol):
                 pass
             raise
 
-    def _refused(self, failure, request, addr, kind):
+    def _refused(self, failure, request, addr, kind, size=None):
         self._release(addr)
         exc = failure.value
         if not isinstance(exc, errors.BackendError):
             return failure
-        self.sendError(addr, wire.errorFor(exc))
+        self.sendError(addr, wire.errorFor(exc), size)
         if isinstance(exc, errors.FileNotFound):
             self.log.info("{kind} {path} from {peer}: not found", kind=kind, path=request.path,
                           peer=addr)
@@ -251,10 +368,10 @@ class TFTPServer(DatagramProtocol):
                           path=request.path, peer=addr, reason=str(exc))
         return None
 
-    def _crashed(self, failure, request, addr):
+    def _crashed(self, failure, request, addr, size=None):
         self._release(addr)
         self.log.failure("request {path} from {peer}", failure, path=request.path, peer=addr)
-        self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+        self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
 
     # -- negotiation and sessions
 
@@ -284,15 +401,21 @@ class TFTPServer(DatagramProtocol):
         return negotiate(request.options, limits, source=source, mode=mode, write=write,
                          request=request, extensions=self.extensions)
 
-    def startReadSession(self, request, source, negotiated, mode="octet"):
+    def startReadSession(self, request, source, negotiated, mode="octet", requestBytes=None):
         """
         Start a unicast read session for a negotiated request: the one place
         where a request becomes a session.
 
+        @param requestBytes: the size of the request datagram (what bounds
+            the bytes sent before the client answers); by default, the
+            request encoded again.
         @return: the L{ReadSession}.
         """
         addr = request.peer
         config = self.config
+        if requestBytes is None:
+            requestBytes = len(wire.ReadRequest(
+                request.rawPath, mode, list(request.options.items())).to_wire())
         session = ReadSession(source, negotiated, addr, self.reactor,
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),
@@ -300,15 +423,22 @@ class TFTPServer(DatagramProtocol):
                               fastLane=self._fastLane if self._fastLaneAllowed() else None,
                               maxDuration=config.get("max_transfer_time") or None,
                               timeoutMin=config.get("timeout_min"),
-                              gso=config.get("gso", True))
+                              gso=config.get("gso", True),
+                              unansweredTimeout=config.get("unanswered_timeout"),
+                              unansweredRetries=config.get("unanswered_retries"),
+                              requestBytes=requestBytes)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)
         session.onClose = self.open.discard
+        self.unanswered[addr] = session
+        self._unansweredFrom.setdefault(addr[0], OrderedDict())[addr] = session
+        session.onAnswered = lambda: self._forgetUnanswered(addr)
         try:
             self.listenSession(session, addr)
         except Exception:
             self.sessions.pop(addr, None)
+            self._forgetUnanswered(addr)
             self._pending.add(addr)
             raise
         return session
@@ -379,16 +509,17 @@ class TFTPServer(DatagramProtocol):
 
     # -- uploads
 
-    def handleWrite(self, packet, addr):
+    def handleWrite(self, packet, addr, size=None):
         """
         A WRQ: refused unless uploads are enabled.
         """
         if self.uploads is None:
-            self.sendError(addr, wire.Error(wire.ERR_ACCESS_VIOLATION, "uploads are disabled"))
+            self.sendError(addr, wire.Error(wire.ERR_ACCESS_VIOLATION, "uploads are disabled"),
+                           size)
             self.log.info("refused upload of {raw!r} from {peer}: uploads are disabled",
                           raw=packet.filename, peer=addr)
             return
-        request = self._request(packet, addr, write=True)
+        request = self._request(packet, addr, write=True, size=size)
         if request is None:
             return
         from provisioner.tftp.write import WriteSession

@@ -22,9 +22,20 @@ Rules, in the order the RFCs give them:
     the block after it (go-back-N). A duplicate ACK never sends anything
     (no Sorcerer's Apprentice, RFC 1123 4.2.3.1); only the retransmission
     timer resends, from the last acknowledged block, with exponential
-    backoff, at most C{retries} times, so an address that never answers
-    costs at most C{retries + 1} windows of packets. The first window of a
-    transfer that has not been answered yet is an OACK or one block.
+    backoff, at most C{retries} times.
+  - Until the client has answered once (ACK 0 of the OACK, or the ACK of
+    DATA 1), the peer may be an address that never asked (a spoofed
+    request): only the first datagram is ever sent (the OACK, or DATA 1
+    alone whatever the window), the retransmission timeout is capped
+    (C{unansweredTimeout}, whatever C{timeout} the client negotiated; the
+    OACK still echoes it), at most C{unansweredRetries} retransmissions
+    are made, and only while the bytes sent stay within
+    L{AMPLIFICATION} times the bytes of the request (a plain RRQ's DATA 1
+    is never retransmitted by the timer: the client's repeated request,
+    which the dispatcher hands to L{ReadSession.requestRepeated}, gets it
+    again, one datagram per request datagram). A peer that never answers
+    frees its slot after C{unansweredTimeout x (2 ** (unansweredRetries +
+    1) - 1)} seconds at most (6 s with the defaults).
   - Block numbers are 32-bit inside and wrap to 0 on the wire; the 32-bit
     block an ACK means is inferred from the window in flight.
   - The transfer ends with a block shorter than blksize (0 bytes when the
@@ -52,10 +63,15 @@ from provisioner.tftp.transfer import MAX_BACKOFF, NetasciiSource, SessionEnding
 from provisioner.tftp.udp import TransportSender, defaultSender
 from provisioner.tftp.window import MAX_WINDOW
 
-__all__ = ["ReadSession", "DALLY"]
+__all__ = ["ReadSession", "DALLY", "AMPLIFICATION"]
 
 # How long a finished read session keeps its port (seconds, at most).
 DALLY = 1.0
+
+# Until the client has answered, retransmissions go only while the bytes
+# sent to it stay within this many times the bytes of its request (the
+# first datagram always goes: the protocol needs it).
+AMPLIFICATION = 3
 
 _ACK = wire.ACK
 _ERROR = wire.ERROR
@@ -86,23 +102,44 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
     @param fastLane: a callable returning true while this session may wait
         for its next ACK in a short blocking C{poll} on its own socket
         instead of returning to the reactor (the server allows it when this
-        is the only transfer in flight); L{None} disables it.
+        is the only transfer in flight), from the client's first answer
+        on (the C{fastLane} attribute is L{None} until then); L{None}
+        disables it.
     @param maxDuration: seconds after which the transfer is ended with an
         ERROR whatever its progress (L{None} or 0: no limit).
     @param timeoutMin: when the client did not negotiate C{timeout}, the
         retransmission timeout follows the measured round trip (RFC 6298:
         mean + 4 x variation, samples only from windows sent once) between
         this and C{timeout}; L{None} keeps C{timeout} fixed.
+    @param unansweredTimeout: until the client has answered once, the
+        retransmission timeout is at most this (seconds), whatever it
+        negotiated; L{None}: no cap.
+    @param unansweredRetries: retransmissions before the client has
+        answered once (at most C{retries}); L{None}: C{retries}.
+    @param requestBytes: the size of the request datagram: until the client
+        has answered, a retransmission goes only while the bytes sent stay
+        within L{AMPLIFICATION} times the bytes it sent (L{None}: no byte
+        bound).
+
+    @ivar answered: whether the client has answered once.
+    @ivar unansweredBytes: bytes sent before the client answered (or so
+        far, if it never did).
+    @ivar onAnswered: called once, without arguments, when the client
+        answers for the first time (the server stops counting the session
+        as never answered).
     """
 
     log = Logger()
     noisy = False
     # Called with the session when its port closes (after the dally).
     onClose = None
+    # Called once when the client first answers.
+    onAnswered = None
 
     def __init__(self, source, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, senderFactory=None, dally=DALLY,
-                 fastLane=None, maxDuration=None, timeoutMin=None, gso=True):
+                 fastLane=None, maxDuration=None, timeoutMin=None, gso=True,
+                 unansweredTimeout=None, unansweredRetries=None, requestBytes=None):
         self.source = NetasciiSource(source) if netascii else source
         self.maxDuration = maxDuration
         self.negotiated = negotiated
@@ -116,6 +153,11 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.timeoutMin = (min(float(timeoutMin), self.timeout)
                            if timeoutMin is not None and not negotiated.timeout else None)
         self.rto = self.timeout
+        # what an adapted timer backs off to: the timeout, capped until the
+        # client answers
+        self.rtoMax = self.timeout
+        if unansweredTimeout is not None and unansweredTimeout < self.timeout:
+            self.rto = self.rtoMax = float(unansweredTimeout)
         self.srtt = None
         self.rttvar = 0.0
         self._rttStart = None
@@ -136,6 +178,11 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.sent = 0
         self.highest = 0
         self.retriesLeft = retries
+        if unansweredRetries is not None:
+            self.retriesLeft = max(0, min(retries, unansweredRetries))
+        self.budget = AMPLIFICATION * requestBytes if requestBytes else None
+        self.unansweredBytes = 0
+        self._oackWire = None
         self.backoff = 1
         self.sender = None
         self.stats = SessionStats(self.peer, path, "read", None if netascii else size)
@@ -149,7 +196,10 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self._dally = None
         self._resume = None
         self._wentBack = False
-        self.fastLane = fastLane
+        # The fast lane opens once the client has answered (a session
+        # that has not been answered sends nothing but its first datagram).
+        self.fastLane = None
+        self._laneGate = fastLane
         self._inFast = False
 
     # -- life cycle
@@ -158,10 +208,7 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.sender = self.senderFactory(self.transport, self.peer)
         self.stats.started = self.clock.seconds()
         self._startLimit()
-        if self.waitingOACK:
-            self._sendOACK()
-        else:
-            self._sendWindow()
+        self._sendFirst()
 
     def stopProtocol(self):
         self._cancelTimers()
@@ -180,6 +227,15 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         """
         if not self.done:
             self._finish("cancelled", reason)
+        self._close()
+
+    def evict(self):
+        """
+        Give the slot up now, silently: the client never answered, and a
+        new request needs the slot (the server's limits are reached).
+        """
+        if not self.done:
+            self._finish("timeout", "never answered; its slot went to a new request")
         self._close()
 
     def _finish(self, outcome, detail=""):
@@ -244,14 +300,16 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         if self.done:
             return
         self.stats.timeouts += 1
-        if self.rto < self.timeout:
+        if self.rto < self.rtoMax:
             # Below the configured timeout (an adapted one): back it off
             # (RFC 6298 5.5) without using a retry, so a peer that went
             # quiet is given up no sooner than with the fixed timeout.
-            self.rto = min(self.timeout, self.rto * 2)
+            self.rto = min(self.rtoMax, self.rto * 2)
         elif self.retriesLeft <= 0:
             if self.waitingOACK:
                 self._finish("timeout", "no answer to the OACK")
+            elif not self.answered:
+                self._finish("timeout", "no answer to DATA 1")
             else:
                 self._finish("timeout", "no ACK after block %d" % (self.acked,))
             self._close()
@@ -263,15 +321,94 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
             self._pause = None
+        if self.answered:
+            self._sendWindow()
+        elif self._withinBudget():
+            self._sendFirst()
+        else:
+            # Sending again would reflect more than AMPLIFICATION times the
+            # request to an address that may never have asked: wait for an
+            # answer (or the repeated request) until the retries run out.
+            self._arm()
+
+    # -- before the client has answered
+
+    def _firstAnswer(self):
+        """
+        The client answered for the first time: it is there. Its own
+        timeout applies from now on, and the server is told.
+        """
+        self.answered = True
+        if self.rtoMax < self.timeout:
+            self.rto = self.rtoMax = self.timeout
+        self.fastLane = self._laneGate
+        onAnswered, self.onAnswered = self.onAnswered, None
+        if onAnswered is not None:
+            onAnswered()
+
+    def _firstSize(self):
+        """
+        The size of the first datagram (the one sent until the client
+        answers): the OACK, or DATA 1 (a full block when the size is
+        unknown).
+        """
+        if self.waitingOACK:
+            return len(self._oack())
+        size = self.stats.size
+        bs = self.blksize
+        return 4 + (bs if size is None or size > bs else size)
+
+    def _withinBudget(self):
+        """
+        Whether the first datagram may go once more to a client that has
+        not answered: within L{AMPLIFICATION} times its request's bytes.
+        """
+        budget = self.budget
+        return budget is None or self.unansweredBytes + self._firstSize() <= budget
+
+    def _sendFirst(self):
+        """
+        Send the first datagram (again): the OACK, or DATA 1.
+        """
         if self.waitingOACK:
             self._sendOACK()
         else:
+            self.unansweredBytes += self._firstSize()
             self._sendWindow()
+
+    def requestRepeated(self, size):
+        """
+        The client sent its request again to the listen port (C{size}
+        bytes): before it has answered, it lost the first datagram; it gets
+        it again at once, one datagram for each request datagram (so the
+        ratio of bytes sent to bytes received stays that of the first
+        answer), and the retransmission schedule is not extended. After it
+        has answered, the request is ignored.
+        """
+        if self.done or self.answered or self.sender is None:
+            return
+        if self.budget is not None:
+            self.budget += AMPLIFICATION * size
+        timer = self._timer
+        when = timer.getTime() if timer is not None and timer.active() else None
+        self._sendFirst()
+        timer = self._timer
+        if when is not None and timer is not None and timer.active():
+            # Sending armed the timer again: keep the schedule it had.
+            timer.reset(max(0.0, when - self.clock.seconds()))
 
     # -- sending
 
+    def _oack(self):
+        datagram = self._oackWire
+        if datagram is None:
+            datagram = self._oackWire = wire.OptionAck(self.negotiated.oack).to_wire()
+        return datagram
+
     def _sendOACK(self):
-        self.sender.send(wire.OptionAck(self.negotiated.oack).to_wire())
+        datagram = self._oack()
+        self.unansweredBytes += len(datagram)
+        self.sender.send(datagram)
         self._arm()
 
     def _sendWindow(self):
@@ -406,7 +543,7 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
 
     def _clientError(self, packet):
         if self.waitingOACK:
-            self.answered = True
+            self._firstAnswer()
             self._finish("probe", "client answered the OACK with ERROR %d %s" % (
                 packet.code, packet.message))
         else:
@@ -438,7 +575,7 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         ACK 0 after the OACK: the transfer starts.
         """
         self.waitingOACK = False
-        self.answered = True
+        self._firstAnswer()
         self.retriesLeft = self.maxRetries
         self.backoff = 1
         if extra and self.extension:
@@ -474,7 +611,8 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         window goes (from the block after C{block}: go-back-N).
         """
         self.acked = block
-        self.answered = True
+        if not self.answered:
+            self._firstAnswer()
         self.retriesLeft = self.maxRetries
         self.backoff = 1
         now = self.clock.seconds()
