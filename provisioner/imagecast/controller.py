@@ -4,6 +4,12 @@ The imagecast controller: the sessions and the receivers' control
 connections; what the AMP responders of
 L{provisioner.imagecast.service} call.
 
+What a peer can make it hold is bounded (the C{imagecast} keys
+C{max_ids_per_connection}, C{max_receivers}, C{max_members},
+C{max_report_ranges}, C{max_session_ranges}), and registering or losing a
+connection costs O(1) per id and session: a connection's ids are in a
+dictionary, not found by going over every receiver.
+
 Nothing here imports the reactor: L{Controller} takes it.
 """
 
@@ -48,11 +54,14 @@ class Controller:
         self.config = config
         self.writerFactory = writerFactory or self._udpWriter
         self.hasher = hasher or self._threadHash
-        self._ids = sessionIds or (lambda: random.SystemRandom().randrange(1, 1 << 31))
+        self._sessionIds = sessionIds or (
+            lambda: random.SystemRandom().randrange(1, 1 << 31))
         self.catalog = catalog
         self.sessions = {}
         self.finished = []
         self.clients = {}  # clientId -> (connection, address, image)
+        self._ids = {}  # connection -> [clientIds registered over it]
+        self._refused = set()  # connections told about a limit already
         self._starting = set()
 
     def _udpWriter(self, group, port):
@@ -74,46 +83,106 @@ class Controller:
 
     # -- receivers ------------------------------------------------------------
 
+    #: the longest address and image name a receiver may give
+    MAX_NAME = 255
+
+    def _refuse(self, connection, message):
+        """
+        Raise L{commands.BadRequest} with C{message}; log it once per
+        connection (a peer that keeps trying is not logged again).
+        """
+        if connection not in self._refused:
+            self._refused.add(connection)
+            self.log.info("imagecast: registration refused: {message} (further refusals on "
+                          "this connection are not logged)", message=message)
+        raise commands.BadRequest(message)
+
     def register(self, connection, clientId, address, image=None):
+        """
+        A receiver's C{Register}: enroll C{clientId} in the sessions that
+        send what it wants (now, or when one starts).
+
+        @raise commands.BadRequest: if an argument is out of its range, or
+            the connection has C{max_ids_per_connection} other ids, the
+            registry C{max_receivers}, or a session it would join
+            C{max_members}.
+        """
         if not clientId or len(clientId) > 200:
             raise commands.BadRequest("client id must be 1..200 characters")
+        if len(address) > self.MAX_NAME or (image and len(image) > self.MAX_NAME):
+            raise commands.BadRequest("address and image must be at most %d characters" % (
+                self.MAX_NAME,))
+        cfg = self.config
+        ids = self._ids.get(connection, ())
         old = self.clients.get(clientId)
+        if clientId not in ids:
+            most = cfg.get("max_ids_per_connection", 1 << 62)
+            if len(ids) >= most:
+                self._refuse(connection, "at most %d receiver ids per connection" % (most,))
+            if old is None and len(self.clients) >= cfg.get("max_receivers", 1 << 62):
+                self._refuse(connection, "%d receivers registered already" % (
+                    len(self.clients),))
+        joining = [session for session in list(self.sessions.values())
+                   if session.state != "done"
+                   and (clientId in session.members or self._wants(session, image))]
+        for session in joining:
+            if clientId not in session.members and session.full():
+                self._refuse(connection, "session %d has %d receivers already" % (
+                    session.id, len(session.members)))
         if old is not None and old[0] is not connection:
             self.log.info("imagecast: {client} registered again from {address}; the old "
                           "connection is replaced", client=clientId, address=address)
+            self._forget(old[0], clientId)
             for session in self.sessions.values():
                 m = session.members.get(clientId)
                 if m is not None and m.connection is old[0]:
-                    m.connection = None
+                    session.disconnected(m)
         self.clients[clientId] = (connection, address, image)
-        for session in list(self.sessions.values()):
-            if self._wants(session, image) or clientId in session.members:
-                if session.state != "done":
-                    session.enroll(clientId, address, connection)
-        if image and self.config["auto_start"]:
+        if clientId not in ids:
+            self._ids.setdefault(connection, []).append(clientId)
+        for session in joining:
+            session.enroll(clientId, address, connection)
+        if image and cfg["auto_start"]:
             self._autoStart(image)
+
+    def _forget(self, connection, clientId):
+        """
+        C{clientId} is no longer registered over C{connection}.
+        """
+        ids = self._ids.get(connection)
+        if ids is not None and clientId in ids:
+            ids.remove(clientId)
+            if not ids:
+                del self._ids[connection]
 
     def _wants(self, session, image):
         return not image or image == session.name or image == os.path.basename(session.path)
 
     def connectionLost(self, connection):
-        for clientId, (conn, address, image) in list(self.clients.items()):
-            if conn is connection:
+        """
+        A control connection went away: its ids (at most
+        C{max_ids_per_connection}) leave the registry and their members are
+        disconnected; nobody else is looked at.
+        """
+        self._refused.discard(connection)
+        for clientId in self._ids.pop(connection, ()):
+            entry = self.clients.get(clientId)
+            if entry is not None and entry[0] is connection:
                 del self.clients[clientId]
-                for session in self.sessions.values():
-                    m = session.members.get(clientId)
-                    if m is not None and m.connection is connection:
-                        session.disconnected(m)
+            for session in self.sessions.values():
+                m = session.members.get(clientId)
+                if m is not None and m.connection is connection:
+                    session.disconnected(m)
 
     def _member(self, connection, sessionId):
         session = self.sessions.get(sessionId)
         if session is None:
             raise commands.UnknownSession("no session %d" % (sessionId,))
-        for m in session.members.values():
-            if m.connection is connection:
-                return session, m
-        raise commands.NotRegistered("this connection is not enrolled in session %d"
-                                     % (sessionId,))
+        m = session.memberFor(connection)
+        if m is None:
+            raise commands.NotRegistered("this connection is not enrolled in session %d"
+                                         % (sessionId,))
+        return session, m
 
     def reportMissing(self, connection, sessionId, roundNumber, missing):
         session, member = self._member(connection, sessionId)
@@ -123,9 +192,12 @@ class Controller:
         session, member = self._member(connection, sessionId)
         session.complete(member, sha256)
 
+    #: the longest reason for leaving kept (the receiver sends at most 500)
+    MAX_REASON = 500
+
     def leave(self, connection, sessionId, reason):
         session, member = self._member(connection, sessionId)
-        session.leave(member, reason)
+        session.leave(member, reason[:self.MAX_REASON])
 
     def progress(self, connection, sessionId, roundNumber, position):
         session, member = self._member(connection, sessionId)
@@ -204,9 +276,9 @@ class Controller:
         @return: the L{Session}.
         """
         cfg = self.config
-        sessionId = self._ids()
+        sessionId = self._sessionIds()
         while sessionId in self.sessions:
-            sessionId = self._ids()
+            sessionId = self._sessionIds()
         session = Session(
             self, sessionId, name, path, size, sha256, self._groupFor(), cfg["data_port"],
             newKey(), payloadSize(cfg["datagram_size"]), options["rate"],
@@ -218,8 +290,8 @@ class Controller:
                       group=session.group, port=session.port,
                       min=session.minReceivers, wait=session.maxWait)
         for clientId, (conn, address, want) in list(self.clients.items()):
-            if self._wants(session, want):
-                session.enroll(clientId, address, conn)
+            if self._wants(session, want) and session.enroll(clientId, address, conn) is None:
+                break  # max_members: the others wait for the next session
         session.run(self.writerFactory).addBoth(self._sessionDone, session)
         return session
 

@@ -4,7 +4,9 @@ The C{imagecast} section of the configuration: image multicast over a
 control channel (sessions of minimum-retransmission rounds: each round after
 the first carries only the union of what the receivers report missing; the
 scorecard records every round and receiver). Every key is described for
-operators in C{docs/imagecast.md}.
+operators in C{docs/imagecast.md}; the C{max_*} keys bound what a peer of
+the control channel can make the appliance hold or do (its section
+"Limits").
 """
 
 import ipaddress
@@ -27,6 +29,12 @@ def _checkSection(section):
             section["rate_min"], section["rate_max"])
     if not section["rate_min"] <= section["rate"] <= section["rate_max"]:
         return "rate (%s) must lie between rate_min and rate_max" % (section["rate"],)
+    if section["min_receivers"] > section["max_members"]:
+        return "min_receivers (%s) must not exceed max_members (%s)" % (
+            section["min_receivers"], section["max_members"])
+    if section["max_report_ranges"] > section["max_session_ranges"]:
+        return "max_report_ranges (%s) must not exceed max_session_ranges (%s)" % (
+            section["max_report_ranges"], section["max_session_ranges"])
     tls = section["tls"]
     if tls["enabled"] and not (tls["certificate"] and tls["key"]):
         return "tls.enabled needs tls.certificate and tls.key"
@@ -85,7 +93,7 @@ SCHEMA = Section("image multicast over a control channel, in minimum-retransmiss
                         "smaller than this many bytes (0: merge only touching ranges)",
                         minimum=0),
     "max_ranges": Key(100000, "int", "most ranges announced for one round; beyond it the "
-                      "smallest gaps are merged first", minimum=1),
+                      "smallest gaps are merged first", minimum=1, maximum=1 << 22),
     "min_receivers": Key(1, "int", "default for 'send --min-receivers': start once this "
                          "many receivers are enrolled", minimum=1),
     "max_wait": Key(30.0, "float", "default for 'send --max-wait': start after this many "
@@ -102,6 +110,27 @@ SCHEMA = Section("image multicast over a control channel, in minimum-retransmiss
                           "the session (recorded as lost on the scorecard)", minimum=0.1),
     "keep_sessions": Key(20, "int", "finished sessions whose scorecard 'provisioner "
                          "imagecast status' still shows", minimum=0),
+    "max_box_bytes": Key(16 << 20, "int", "limit: the largest AMP box a peer may send on the "
+                         "control channel (keys, values and their length prefixes); a "
+                         "larger one, or a box whose terminator does not come within it, "
+                         "drops the connection", minimum=1 << 17),
+    "max_write_buffer": Key(4 << 20, "int", "limit: bytes the appliance holds for one control "
+                            "connection that the peer has not read; a peer that lets more "
+                            "pile up is dropped, not buffered", minimum=1 << 16),
+    "max_report_ranges": Key(65536, "int", "limit: ranges kept of one missing-range report "
+                             "(decoding stops there: a longer report keeps its first ones "
+                             "and counts the rest of the image as missing)", minimum=1),
+    "max_session_ranges": Key(1 << 22, "int", "limit: ranges kept of the latest reports of "
+                              "all receivers of one session together (a report that would "
+                              "exceed it is cut like one beyond max_report_ranges)",
+                              minimum=1),
+    "max_ids_per_connection": Key(4, "int", "limit: receiver ids one control connection may "
+                                  "register (further Register calls are refused)",
+                                  minimum=1),
+    "max_members": Key(1024, "int", "limit: receivers one session enrolls (its permanent "
+                       "group); later ones are refused", minimum=1),
+    "max_receivers": Key(4096, "int", "limit: receivers registered at once, over every "
+                         "control connection", minimum=1),
     "tls": Section("TLS on the control channel", {
         "enabled": Key(False, "bool", "serve the control channel over TLS"),
         "certificate": Key(None, "path", "PEM server certificate", nullable=True),

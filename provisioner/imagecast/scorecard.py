@@ -18,14 +18,19 @@ def mbps(bytesPerSecond):
 
 
 def _memberCard(m, detail):
+    history = sorted(m.history.items())
     entry = {"address": m.address, "state": m.state, "connected": m.connected,
              "reason": m.reason, "reconnects": m.reconnects,
              "completed_at": (None if m.completedAt is None else round(m.completedAt, 3)),
-             "missing_by_round": {str(k): v[0] for k, v in sorted(m.history.items())},
-             "assumed_rounds": [k for k, v in sorted(m.history.items()) if v[2]]}
+             "missing_by_round": {str(k): v[0] for k, v in history},
+             "ranges_by_round": {str(k): v[3] for k, v in history},
+             "assumed_rounds": [k for k, v in history if v[2]],
+             "report_capped": m.capped}
     if detail:
+        # the history keeps a bounded number of ranges: rounds whose ranges
+        # were not kept are left out
         entry["reported_ranges"] = {str(k): [list(x) for x in v[1]]
-                                    for k, v in sorted(m.history.items())}
+                                    for k, v in history if v[1] is not None}
     return entry
 
 

@@ -7,8 +7,14 @@ reached; then what is left goes over the control channel.
 L{Session} runs the rounds (announce, data, collect), computes the minimum
 retransmission set of the next round and applies the tail rule; its
 receivers are L{provisioner.imagecast.member.Member}s, its flow window is
-L{provisioner.imagecast.flow.flowGate}, its rate policy comes from the
+L{provisioner.imagecast.flow.FlowWindow}, its rate policy comes from the
 controller and its scorecard from L{provisioner.imagecast.scorecard}.
+
+Membership changes cost O(1) (O(log n) with the flow window): the start
+conditions, the end of a round's reports and the end of the session are
+counters kept as members change (L{Session._counts}), a connection finds
+its members in a dictionary, and the disconnected members wait in the order
+they left; only the rounds themselves go over every member.
 
 Nothing here imports the reactor: the session takes its controller's clock.
 """
@@ -20,12 +26,17 @@ from twisted.logger import Logger
 
 from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
-from provisioner.imagecast.flow import flowGate
+from provisioner.imagecast.flow import FlowWindow
 from provisioner.imagecast.member import ACTIVE, COMPLETE, FAILED, LOST, Member
 from provisioner.imagecast.scorecard import mbps, scorecard
 from provisioner.imagecast.sending import RoundSender
 
 __all__ = ["Session"]
+
+# the counters of Session._counts: members that are connected; active; that
+# the current round still waits a report from; that reported ranges missing
+# for the current round
+CONNECTED, ACTIVE_, AWAITED, FRESH = range(4)
 
 
 class Session:
@@ -35,6 +46,9 @@ class Session:
     States: C{waiting} (for the start conditions), C{running} (rounds),
     C{repair} (rounds over, receivers fetch the rest over the control
     channel), C{done}.
+
+    Every change of a member goes through L{_changing}/L{_changed}, which
+    keep C{_counts} (see L{_flags}) up to date.
     """
 
     log = Logger()
@@ -63,6 +77,12 @@ class Session:
         self.roundRanges = []
         self.phase = "idle"  # announce, data, collect, idle
         self.members = {}
+        self._counts = [0, 0, 0, 0]
+        self._byConnection = {}  # connection -> [members], in enrollment order
+        self._disconnected = {}  # clientId -> member, in the order they left
+        self._keptRanges = 0  # ranges of every member's last report
+        self._flow = None
+        self._full = False
         self.rounds = []
         self.unrecoverable = []
         self.tail = []
@@ -78,19 +98,105 @@ class Session:
 
     # -- membership -----------------------------------------------------
 
+    # -- the counters ----------------------------------------------------
+
+    def _flags(self, m):
+        """
+        What C{m} counts for in C{_counts}: connected; active; awaited (the
+        current round waits for its report); fresh (it reported ranges
+        missing for the current round).
+        """
+        active = m.state == ACTIVE
+        connected = m.connection is not None
+        return (connected, active,
+                active and connected and m.inCurrentGroup() and m.reportedRound < self.round,
+                active and connected and bool(m.missing) and m.reportedRound >= self.round)
+
+    def _changing(self, m):
+        """
+        Take C{m} out of the counters before it changes (see L{_changed}).
+        """
+        counts = self._counts
+        for i, flag in enumerate(self._flags(m)):
+            counts[i] -= flag
+
+    def _changed(self, m):
+        """
+        Count C{m} again after it changed; tell the flow window.
+        """
+        counts = self._counts
+        for i, flag in enumerate(self._flags(m)):
+            counts[i] += flag
+        if self._flow is not None:
+            self._flow.touch(m)
+
+    def _recount(self):
+        """
+        Count every member again (a new round: O(n) once a round).
+        """
+        self._counts = [0, 0, 0, 0]
+        for m in self.members.values():
+            for i, flag in enumerate(self._flags(m)):
+                self._counts[i] += flag
+
+    def memberFor(self, connection):
+        """
+        @return: the (first) member enrolled over C{connection}, or L{None}.
+        """
+        members = self._byConnection.get(connection)
+        return members[0] if members else None
+
+    def _attach(self, member, connection):
+        self._detach(member)
+        member.connection = connection
+        if connection is not None:
+            self._byConnection.setdefault(connection, []).append(member)
+
+    def _detach(self, member):
+        old = member.connection
+        if old is not None:
+            members = self._byConnection.get(old)
+            if members is not None:
+                if member in members:
+                    members.remove(member)
+                if not members:
+                    del self._byConnection[old]
+        member.connection = None
+
+    # -- membership -----------------------------------------------------
+
+    def full(self):
+        """
+        Whether the permanent group has C{imagecast.max_members} members.
+        """
+        return len(self.members) >= self.config.get("max_members", 1 << 62)
+
     def enroll(self, clientId, address, connection):
         """
         Put a receiver in the permanent group (or give a returning one its
         place back) and bring it up to date.
+
+        @return: the L{Member}, or L{None} if the session is full.
         """
         now = self.clock.seconds()
         member = self.members.get(clientId)
         if member is None:
-            member = self.members[clientId] = Member(clientId, address, connection, now)
+            if self.full():
+                if not self._full:
+                    self._full = True
+                    self.log.warn("imagecast session {session}: {count} receivers "
+                                  "(imagecast.max_members): no more are enrolled",
+                                  session=self.id, count=len(self.members))
+                return None
+            member = self.members[clientId] = Member(clientId, address, None, now)
+            self._attach(member, connection)
+            self._changed(member)
             self.log.info("imagecast session {session}: {client} ({address}) enrolled",
                           session=self.id, client=clientId, address=address)
         else:
-            member.connection = connection
+            self._changing(member)
+            self._attach(member, connection)
+            self._disconnected.pop(clientId, None)
             member.address = address
             member.disconnectedAt = None
             member.reconnects += 1
@@ -98,6 +204,7 @@ class Session:
             if member.state == LOST:
                 member.state = ACTIVE
                 member.reason = None
+            self._changed(member)
             self.log.info("imagecast session {session}: {client} is back", session=self.id,
                           client=clientId)
         if self.state in ("running", "repair"):
@@ -118,37 +225,90 @@ class Session:
                 self._push(member, commands.EndRound, session=self.id, round=self.round)
 
     def disconnected(self, member):
-        member.connection = None
+        self._changing(member)
+        self._detach(member)
         member.disconnectedAt = self.clock.seconds()
+        self._disconnected.pop(member.clientId, None)
+        self._disconnected[member.clientId] = member
+        self._changed(member)
         self._poke()
 
+    def _reportLimit(self, member):
+        """
+        The most ranges C{member}'s next report may keep:
+        C{max_report_ranges}, and what the session's C{max_session_ranges}
+        leaves once the other members' reports are counted.
+        """
+        cfg = self.config
+        cap = cfg.get("max_report_ranges", 1 << 62)
+        left = cfg.get("max_session_ranges", 1 << 62) - (
+            self._keptRanges - len(member.missing or ()))
+        return max(1, min(cap, left))
+
     def report(self, member, roundNumber, missing):
+        """
+        A receiver's C{ReportMissing}: checked against the round, then
+        decoded (an L{R.EncodedRanges} off the wire) within the image and
+        at most L{_reportLimit} ranges; a longer report keeps that many,
+        the last running to the end of the image.
+
+        @raise commands.StaleRound: if C{roundNumber} is not the current
+            round.
+        @raise commands.BadRanges: if the ranges are malformed or leave the
+            image.
+        """
         if roundNumber != self.round or self.state != "running":
             raise commands.StaleRound("round %d is over (current: %d)" % (
                 roundNumber, self.round))
-        if missing and missing[-1][1] > self.size:
-            raise commands.BadRanges("ranges beyond the image size %d" % (self.size,))
+        limit = self._reportLimit(member)
+        try:
+            if isinstance(missing, commands.MalformedRanges):
+                raise R.RangeError(str(missing))
+            if isinstance(missing, R.EncodedRanges):
+                missing, capped = missing.capped(self.size, limit)
+            else:
+                if missing and missing[-1][1] > self.size:
+                    raise R.RangeError("ranges beyond the image size %d" % (self.size,))
+                missing, capped = R.capRanges(missing, self.size, limit)
+        except R.RangeError as e:
+            raise commands.BadRanges(str(e))
+        if capped:
+            self.log.info("imagecast session {session}: the report of {client} for round "
+                          "{round} holds more than {limit} ranges: kept the first ones, the "
+                          "rest of the image counts as missing", session=self.id,
+                          client=member.clientId, round=roundNumber, limit=limit)
+        self._changing(member)
+        self._keptRanges += len(missing) - len(member.missing or ())
         member.missing = missing
+        member.missingBytes = R.total(missing)
+        member.capped = capped
         member.reportedRound = roundNumber
-        member.history[roundNumber] = (R.total(missing), missing, False)
+        member.remember(roundNumber)
+        self._changed(member)
         self._poke()
 
     def complete(self, member, sha256):
         if sha256 != self.sha256:
             raise commands.ChecksumMismatch("sha256 %s is not the image's %s" % (
                 sha256, self.sha256))
+        self._changing(member)
         member.state = COMPLETE
         member.sha256 = sha256
         if self.started is not None:
             member.completedAt = self.clock.seconds() - self.started
+        self._keptRanges -= len(member.missing or ())
         member.missing = []
+        member.missingBytes = 0
+        self._changed(member)
         self.log.info("imagecast session {session}: {client} complete", session=self.id,
                       client=member.clientId)
         self._poke()
 
     def leave(self, member, reason):
+        self._changing(member)
         member.state = FAILED
         member.reason = reason
+        self._changed(member)
         self.log.warn("imagecast session {session}: {client} left: {reason}", session=self.id,
                       client=member.clientId, reason=reason)
         self._poke()
@@ -191,16 +351,30 @@ class Session:
         return d
 
     def _checkLost(self):
+        """
+        Every second: the members disconnected for C{client_timeout} are
+        lost. They wait in the order they left, so this looks at those that
+        expire and one more.
+        """
         self._periodic = None
         now = self.clock.seconds()
-        for m in self.members.values():
-            if (m.state == ACTIVE and not m.connected and m.disconnectedAt is not None
-                    and now - m.disconnectedAt >= self.config["client_timeout"]):
+        timeout = self.config["client_timeout"]
+        expired = []
+        for m in self._disconnected.values():
+            if now - m.disconnectedAt < timeout:
+                break
+            expired.append(m)
+        for m in expired:
+            del self._disconnected[m.clientId]
+            if m.state == ACTIVE and not m.connected:
+                self._changing(m)
                 m.state = LOST
                 m.reason = "disconnected for %.0f s" % (now - m.disconnectedAt,)
+                self._changed(m)
                 self.log.warn("imagecast session {session}: {client} lost ({reason})",
                               session=self.id, client=m.clientId, reason=m.reason)
-        self._poke()
+        if expired:
+            self._poke()
         if self.state != "done":
             self._periodic = self.clock.callLater(1.0, self._checkLost)
 
@@ -297,7 +471,7 @@ class Session:
             enrolled.
         """
         def enough():
-            return len([m for m in self.members.values() if m.connected]) >= self.minReceivers
+            return self._counts[CONNECTED] >= self.minReceivers
 
         def someone(_):
             if not self.members:
@@ -338,6 +512,7 @@ class Session:
         """
         self.round += 1
         self.roundRanges = ranges
+        self._recount()
         record = {"round": self.round, "ranges": len(ranges),
                   "bytes": R.total(ranges), "rate_mbps": round(mbps(self.rate), 1),
                   "datagrams": 0, "wire_bytes": 0, "reports": {}, "assumed": [],
@@ -393,6 +568,7 @@ class Session:
             self.roundRanges, self.chunkSize, self.rate, gate=gate)
 
         def sent(_):
+            self._flow = None
             record["datagrams"] = sender.datagrams
             record["wire_bytes"] = sender.wireBytes
             record["seconds"] = self.clock.seconds() - self.started - record["started"]
@@ -412,8 +588,8 @@ class Session:
         r = self.round
 
         def allReported():
-            return all(m.reportedRound >= r for m in self._active()
-                       if m.connected and m.inCurrentGroup())
+            # every connected member of the current group reported for r
+            return self.round != r or self._counts[AWAITED] == 0
         collecting = self.clock.seconds()
 
         def collected(_):
@@ -431,16 +607,13 @@ class Session:
         @return: a Deferred firing with the ranges, or L{None} once every
             receiver has finished.
         """
-        r = self.round
         nextRanges = self._aggregate(record)
         while not nextRanges:
-            if all(m.finished for m in self.members.values()):
+            if self._counts[ACTIVE_] == 0:
                 return None
+            # every member finished, or one reported ranges missing
             yield self.waitFor(
-                lambda: all(m.finished for m in self.members.values()) or
-                any(m.state == ACTIVE and m.connected and m.missing
-                    and m.reportedRound >= r for m in self.members.values()),
-                None)
+                lambda: self._counts[ACTIVE_] == 0 or self._counts[FRESH] > 0, None)
             nextRanges = self._aggregate(record)
         return nextRanges
 
@@ -484,7 +657,7 @@ class Session:
         for m in self._active():
             self._push(m, commands.EndSession, session=self.id, unrecoverable=left,
                        reason=reason)
-        return self.waitFor(lambda: all(m.finished for m in self.members.values()), None)
+        return self.waitFor(lambda: self._counts[ACTIVE_] == 0, None)
 
     #: a receiver whose reported position has not moved for this long stops
     #: holding the sender back (its data path is broken or it has left)
@@ -501,13 +674,16 @@ class Session:
         if old is not None and old[0] == roundNumber and position <= old[1]:
             return
         member.progress = (roundNumber, position, self.clock.seconds())
+        if self._flow is not None:
+            self._flow.touch(member)
 
     def _flowGate(self, roundNumber, window):
         """
-        The round's flow gate (L{flowGate}) over this session's members.
+        The round's flow gate (L{FlowWindow}) over this session's members.
         """
-        return flowGate(self.clock, self.members.values(), roundNumber, self.roundRanges,
-                        window, self.FLOW_STALL)
+        self._flow = FlowWindow(self.clock, self.members.values(), roundNumber,
+                                self.roundRanges, window, self.FLOW_STALL)
+        return self._flow.gate
 
     def _smallTail(self, record):
         """
@@ -529,18 +705,20 @@ class Session:
         report keep their last report (marked as assumed).
         """
         reports = []
+        reportedBytes = 0
         for m in self._active():
             if not m.connected or m.missing is None:
                 continue
             if m.reportedRound < self.round:
                 record["assumed"].append(m.clientId)
-                m.history.setdefault(self.round, (R.total(m.missing), m.missing, True))
-            record["reports"][m.clientId] = R.total(m.missing)
+                m.remember(self.round, assumed=True)
+            record["reports"][m.clientId] = m.missingBytes
+            reportedBytes += m.missingBytes
             reports.append(m.missing)
         union = R.union(*reports)
         coalesced = R.coalesce(union, self.config["coalesce_gap"], self.config["max_ranges"])
         record["union_bytes"] = R.total(union)
-        record["reported_bytes"] = sum(R.total(r) for r in reports)
+        record["reported_bytes"] = reportedBytes
         record["next_bytes"] = R.total(coalesced)
         return coalesced
 
