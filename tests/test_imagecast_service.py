@@ -46,6 +46,10 @@ def _config(root, extra=""):
         root, extra))
 
 
+#: the answer to Register (maxReportRanges: the default limit)
+REGISTERED = {"server": "provisioner", "maxReportRanges": 65536}
+
+
 def call(pump, client, command, **kw):
     """
     Call C{command} and pump; AMP wants the errback attached before the
@@ -93,7 +97,7 @@ class ControlChannelTests(SynchronousTestCase):
         client, server, pump, recorder = self.connect()
         session = self.successResultOf(self.controller.startSession("img", minReceivers=1))
         self.assertEqual(call(pump, client, commands.Register, clientId="r1",
-                              address="198.18.0.2"), {"server": "provisioner"})
+                              address="198.18.0.2"), REGISTERED)
         pump.flush()
         self.assertEqual(recorder.announces[0]["ranges"], [(0, 1 << 20)])
         many = [(i * 100, i * 100 + 50) for i in range(10000)]
@@ -112,7 +116,7 @@ class ControlChannelTests(SynchronousTestCase):
         f = call(pump, client, commands.ReportMissing, session=9, round=1, ranges=[])
         f.trap(commands.UnknownSession)
         self.assertEqual(call(pump, client, commands.Register, clientId="r1", address="x"),
-                         {"server": "provisioner"})
+                         REGISTERED)
 
     def test_badRangesDeclared(self):
         """
@@ -121,13 +125,14 @@ class ControlChannelTests(SynchronousTestCase):
         """
         client, server, pump, recorder = self.connect()
         self.successResultOf(self.controller.startSession("img", minReceivers=1))
+        self.assertEqual(call(pump, client, commands.Register, clientId="r1", address="x"),
+                         REGISTERED)
         box = amp.AmpBox(session=b"42", round=b"1", ranges=b"\x00" * 15)
         out = []
         client._sendBoxCommand(b"ReportMissing", box).addBoth(out.append)
         pump.flush()
         self.assertEqual(out[0].value.errorCode, b"BAD_RANGES")
-        self.assertEqual(call(pump, client, commands.Register, clientId="r1", address="x"),
-                         {"server": "provisioner"})
+        self.assertEqual(call(pump, client, commands.Complete, session=42, sha256="SHA"), {})
 
     def test_operatorCommandsOnlyFromAdminNetworks(self):
         """

@@ -10,7 +10,11 @@ instead of closing the connection. Fields added after the first version carry
 C{optional=True}.
 
 AMP values are at most 65,535 bytes: range lists and JSON travel in
-L{ChunkedBytes}, which spreads one value over several keys.
+L{ChunkedBytes}, which spreads one value over several keys. A range list is
+never expanded beyond the limits of its command: L{RangeList} counts its
+ranges before it builds them, and the ranges of L{ReportMissing} stay
+encoded (L{_ranges.EncodedRanges}) until the server knows the connection
+may report for the session and how large its image is.
 """
 
 import json
@@ -25,11 +29,16 @@ __all__ = [
     "Leave", "Progress", "FetchRange", "StartSession", "Status",
     "ImagecastError", "MulticastError", "NotRegistered", "UnknownSession", "StaleRound",
     "BadRanges", "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
-    "FETCH_MAX", "MalformedRanges", "checkRanges",
+    "FETCH_MAX", "MAX_LIST_RANGES", "MalformedRanges", "checkRanges",
 ]
 
 #: the most bytes one L{FetchRange} returns
 FETCH_MAX = 60000
+
+#: the most ranges a range list pushed by the server (L{Announce},
+#: L{EndSession}) may hold; the server announces at most
+#: C{imagecast.max_ranges} (see the schema)
+MAX_LIST_RANGES = 1 << 22
 
 _PIECE = 0xFFFF
 
@@ -52,6 +61,9 @@ class ChunkedBytes(amp.Argument):
         for i, piece in enumerate(pieces[1:], 1):
             strings[name + b"." + str(i).encode()] = piece
 
+    #: the most bytes the value may have, or L{None} (the box's limit)
+    maxBytes = None
+
     def fromBox(self, name, strings, objects, proto):
         nk = amp._wireNameToPythonIdentifier(name)
         first = strings.get(name)
@@ -61,14 +73,27 @@ class ChunkedBytes(amp.Argument):
                 return
             raise amp.InvalidSignature("%r is missing" % (name,))
         pieces = [first]
+        size = len(first)
         i = 1
         while True:
             piece = strings.get(name + b"." + str(i).encode())
             if piece is None:
                 break
+            size += len(piece)
+            if self.maxBytes is not None and size > self.maxBytes:
+                objects[nk] = self.tooLarge(size)
+                return
             pieces.append(piece)
             i += 1
         objects[nk] = self.fromString(b"".join(pieces))
+
+    def tooLarge(self, size):
+        """
+        The value of one longer than L{maxBytes}.
+
+        @raise amp.InvalidSignature: by default.
+        """
+        raise amp.InvalidSignature("value of more than %d bytes" % (self.maxBytes,))
 
     def toString(self, value):
         return value
@@ -91,11 +116,29 @@ class RangeList(ChunkedBytes):
     A normalised list of C{(start, end)} byte ranges (L{_ranges.toWire}).
     The last list encoded is remembered: one round's announcement goes to
     every receiver.
+
+    Decoding checks the encoded size (at most C{maxBytes}) and counts the
+    ranges as the list inflates: one of more than C{maxRanges} is refused
+    before a single range is built (L{MalformedRanges}).
+
+    @ivar maxRanges: the most ranges a list of this command may hold, or
+        L{None}.
+    @ivar lazy: decode nothing: the value is an L{_ranges.EncodedRanges}
+        that L{checkRanges} (or the server, with the image's size) decodes
+        once the peer is known to be allowed to send it.
     """
 
     _last = (None, None)
 
+    def __init__(self, optional=False, maxRanges=None, maxBytes=None, lazy=False):
+        ChunkedBytes.__init__(self, optional)
+        self.maxRanges = maxRanges
+        self.maxBytes = maxBytes
+        self.lazy = lazy
+
     def toString(self, value):
+        if isinstance(value, _ranges.EncodedRanges):
+            return value.data
         if self._last[0] is value:
             return self._last[1]
         data = _ranges.toWire(value)
@@ -103,21 +146,35 @@ class RangeList(ChunkedBytes):
         return data
 
     def fromString(self, data):
+        if self.lazy:
+            return _ranges.EncodedRanges(data)
         try:
-            return _ranges.fromWire(data)
+            return _ranges.fromWire(data, maxRanges=self.maxRanges)
         except _ranges.RangeError as e:
             return MalformedRanges(str(e))
 
+    def tooLarge(self, size):
+        return MalformedRanges("range list of more than %d bytes" % (self.maxBytes,))
 
-def checkRanges(value, limit=None):
+
+def checkRanges(value, limit=None, maxRanges=None):
     """
     Return a decoded L{RangeList} value, or raise L{BadRanges} if it was
-    malformed or ends beyond C{limit}.
+    malformed, ends beyond C{limit} or holds more than C{maxRanges}
+    ranges. An L{_ranges.EncodedRanges} is decoded here, its count checked
+    before it is expanded.
     """
     if isinstance(value, MalformedRanges):
         raise BadRanges(str(value))
+    if isinstance(value, _ranges.EncodedRanges):
+        try:
+            return value.decode(limit, maxRanges)
+        except _ranges.RangeError as e:
+            raise BadRanges(str(e))
     if limit is not None and value and value[-1][1] > limit:
         raise BadRanges("range %d-%d ends beyond %d" % (value[-1][0], value[-1][1], limit))
+    if maxRanges is not None and len(value) > maxRanges:
+        raise BadRanges("range list holds more than %d ranges" % (maxRanges,))
     return value
 
 
@@ -206,12 +263,20 @@ class Register(amp.Command):
     """
     A receiver enrolls (permanent group of the session it wants, now or when
     one starts). Sent again after every reconnection: the same C{clientId}
-    resumes its place.
+    resumes its place. Refused (C{BAD_REQUEST}) beyond the server's limits:
+    ids per connection, receivers registered, members of a session.
+
+    The answer's C{maxReportRanges} (optional: older servers leave it out)
+    is the most ranges the server keeps of one L{ReportMissing}; a longer
+    report is cut there (everything after its last kept range counts as
+    missing), so a receiver lacking more should merge its smallest gaps
+    first (L{_ranges.coalesce}).
     """
     arguments = [(b"clientId", amp.Unicode()),
                  (b"address", amp.Unicode()),
                  (b"image", amp.Unicode(optional=True))]
-    response = [(b"server", amp.Unicode())]
+    response = [(b"server", amp.Unicode()),
+                (b"maxReportRanges", amp.Integer(optional=True))]
     errors = {BadRequest: b"BAD_REQUEST"}
 
 
@@ -225,7 +290,7 @@ class Announce(amp.Command):
                  (b"size", amp.Integer()),
                  (b"sha256", amp.Unicode()),
                  (b"chunkSize", amp.Integer()),
-                 (b"ranges", RangeList()),
+                 (b"ranges", RangeList(maxRanges=MAX_LIST_RANGES)),
                  (b"group", amp.Unicode()),
                  (b"port", amp.Integer()),
                  (b"key", amp.String()),
@@ -252,7 +317,7 @@ class EndSession(amp.Command):
     with L{FetchRange}.
     """
     arguments = [(b"session", amp.Integer()),
-                 (b"unrecoverable", RangeList()),
+                 (b"unrecoverable", RangeList(maxRanges=MAX_LIST_RANGES)),
                  (b"reason", amp.Unicode(optional=True))]
     response = []
     errors = _errors()
@@ -262,10 +327,15 @@ class ReportMissing(amp.Command):
     """
     Receiver to server: after C{round}, these ranges of the image are still
     missing (empty: nothing, the receiver leaves the current group).
+
+    The server decodes C{ranges} only once the connection is enrolled in
+    C{session} and the round is current (the value stays encoded until
+    then), at most C{imagecast.max_report_ranges} of them and none beyond
+    the image (see L{Register}'s C{maxReportRanges}).
     """
     arguments = [(b"session", amp.Integer()),
                  (b"round", amp.Integer()),
-                 (b"ranges", RangeList())]
+                 (b"ranges", RangeList(lazy=True))]
     response = []
     errors = _errors({StaleRound: b"STALE_ROUND"})
 

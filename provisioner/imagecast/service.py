@@ -7,14 +7,22 @@ The responders live in L{ServerLocator}, one per connection, and only
 translate between AMP and the controller. Operator commands
 (L{commands.StartSession}, L{commands.Status}) are refused outside
 C{imagecast.admin_networks}.
+
+L{ControlProtocol} bounds what a peer can make it hold: a box of more than
+C{imagecast.max_box_bytes} (or keys and values that never end a box) and
+more than C{imagecast.max_write_buffer} bytes the peer has not read drop
+the connection, with one log line naming the peer. Nothing a peer sends
+logs a traceback: malformed boxes and arguments are one line at info or
+warn.
 """
 
 import ipaddress
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from provisioner.imagecast import commands
 from provisioner.imagecast.controller import Controller
@@ -44,6 +52,41 @@ class ServerLocator(amp.CommandLocator):
         except Exception:
             return None
 
+    def locateResponder(self, name):
+        """
+        The responder of C{name}, guarded: arguments that do not parse are
+        answered with C{BAD_REQUEST} and logged in one line (AMP would log a
+        traceback at critical level and drop the connection), and an error
+        no responder declares is logged at error level, not critical.
+        """
+        responder = amp.CommandLocator.locateResponder(self, name)
+        if responder is None:
+            return None
+
+        def guarded(box):
+            try:
+                # parses the arguments, then calls the responder in a
+                # Deferred: what raises here is the peer's box
+                d = responder(box)
+            except Exception as e:
+                description = _short(e)
+                self.log.info("imagecast: malformed {command} from {peer}: {error}",
+                              command=_short(name), peer=self._peer(), error=description)
+                raise amp.RemoteAmpError(b"BAD_REQUEST",
+                                         "malformed arguments: %s" % (description,))
+            return d.addErrback(self._unexpected, name)
+        return guarded
+
+    def _unexpected(self, f, name):
+        if f.check(amp.RemoteAmpError):
+            return f
+        self.log.failure("imagecast: {command} from {peer} failed", f,
+                         level=LogLevel.error, command=_short(name), peer=self._peer())
+        return Failure(amp.RemoteAmpError(amp.UNKNOWN_ERROR_CODE, "Unknown Error", fatal=True))
+
+    def _peer(self):
+        return _peerName(self.protocol.transport if self.protocol is not None else None)
+
     def _checkAdmin(self):
         host = self._peerHost()
         try:
@@ -59,12 +102,14 @@ class ServerLocator(amp.CommandLocator):
     def register(self, clientId, address, image=None):
         self.controller.register(self.protocol, clientId, address or self._peerHost() or "",
                                  image)
-        return {"server": "provisioner"}
+        return {"server": "provisioner",
+                "maxReportRanges": self.controller.config.get("max_report_ranges")}
 
     @commands.ReportMissing.responder
     def reportMissing(self, session, round, ranges):
-        self.controller.reportMissing(self.protocol, session, round,
-                                      commands.checkRanges(ranges))
+        # ranges is still encoded: the controller decodes it once it knows
+        # the connection is enrolled, the round current and the image size
+        self.controller.reportMissing(self.protocol, session, round, ranges)
         return {}
 
     @commands.Complete.responder
@@ -104,15 +149,176 @@ class ServerLocator(amp.CommandLocator):
         return {"scorecard": self.controller.status(session, bool(detail))}
 
 
+def _short(value, most=120):
+    """
+    C{value} (peer data: bytes, text or an exception) as a short printable
+    string for one log line.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = repr(value) if not isinstance(value, str) else value
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def _peerName(transport):
+    """
+    C{host:port} of the peer of C{transport}, or C{?}.
+    """
+    try:
+        peer = transport.getPeer()
+        return "%s:%s" % (peer.host, peer.port)
+    except Exception:
+        return "?"
+
+
+def _pendingBytes(transport):
+    """
+    The bytes written to C{transport} that the kernel has not taken yet
+    (the peer is not reading), or L{None} if the transport does not tell.
+
+    A TCP transport (C{twisted.internet.abstract.FileDescriptor}) keeps them
+    in C{dataBuffer} from C{offset} on plus the C{_tempDataLen} bytes of its
+    list; TLS (C{TLSMemoryBIOProtocol}) adds what waits for the handshake
+    and writes through to the TCP transport below it.
+    """
+    extra = 0
+    for _ in range(4):
+        if transport is None:
+            return None
+        if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+            return (extra + len(transport.dataBuffer) - getattr(transport, "offset", 0)
+                    + transport._tempDataLen)
+        waiting = getattr(transport, "_appSendBuffer", None)
+        if waiting:
+            extra += sum(len(b) for b in waiting)
+        transport = getattr(transport, "transport", None)
+    return None
+
+
 class ControlProtocol(amp.AMP):
     """
     One control connection; tells the controller when it goes away.
+
+    The limits are read from the controller's configuration at each use (a
+    reload applies to open connections): C{max_box_bytes} for what the peer
+    sends, C{max_write_buffer} for what it does not read.
+
+    @ivar dropped: the reason the connection was dropped for breaking a
+        limit, or L{None}.
     """
+
+    log = Logger()
 
     def __init__(self, locator, controller):
         amp.AMP.__init__(self, locator=locator)
         locator.protocol = self
         self.controller = controller
+        self.dropped = None
+        self._boxBytes = 0
+
+    def _limit(self, key, default):
+        return self.controller.config.get(key, default)
+
+    def peer(self):
+        """
+        @return: C{host:port} of the peer, for log lines.
+        """
+        return _peerName(self.transport)
+
+    def drop(self, why):
+        """
+        Drop the connection at once (nothing more is read, written or
+        buffered), with one log line naming the peer.
+        """
+        if self.dropped is not None:
+            return
+        self.dropped = why
+        self.log.warn("imagecast: dropping the control connection of {peer}: {why}",
+                      peer=self.peer(), why=why)
+        transport = self.transport
+        if transport is None:
+            return
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    # -- what the peer sends -------------------------------------------------
+
+    def dataReceived(self, data):
+        if self.dropped is not None:
+            return
+        return amp.AMP.dataReceived(self, data)
+
+    def stringReceived(self, string):
+        """
+        Count each key and value of the box being received (with its
+        2-byte length): a box that grows beyond C{max_box_bytes} before its
+        terminator drops the connection.
+        """
+        if self.dropped is not None:
+            return
+        self._boxBytes += 2 + len(string)
+        most = self._limit("max_box_bytes", 16 << 20)
+        if self._boxBytes > most:
+            self.drop("an AMP box beyond %d bytes (imagecast.max_box_bytes)" % (most,))
+            return
+        amp.AMP.stringReceived(self, string)
+        if self._currentBox is None:
+            # the box ended (its empty key)
+            self._boxBytes = 0
+
+    def lengthLimitExceeded(self, length):
+        """
+        A key longer than AMP's 255 bytes.
+        """
+        self.drop("an AMP key of %d bytes" % (length,))
+
+    def ampBoxReceived(self, box):
+        """
+        A box that is neither a command nor an answer to one of ours (no
+        C{_command}, an unknown C{_answer} tag, an error box without its
+        code) drops the connection with one line, not a traceback.
+        """
+        try:
+            amp.AMP.ampBoxReceived(self, box)
+        except Exception as e:
+            self.drop("a malformed AMP box (%s)" % (_short(e),))
+
+    def unhandledError(self, failure):
+        """
+        A command that asks for no answer (C{Progress}) failed: the peer's
+        mistake (a declared or protocol error) is one line at info; anything
+        else is logged at error level and drops the connection.
+        """
+        if failure.check(amp.RemoteAmpError):
+            self.log.info("imagecast: a call from {peer} without answer failed: {error}",
+                          peer=self.peer(), error=_short(failure.getErrorMessage()))
+            return
+        self.log.failure("imagecast: control connection of {peer}", failure,
+                         level=LogLevel.error, peer=self.peer())
+        self.drop("an unexpected error")
+
+    # -- what the peer does not read -------------------------------------------
+
+    def sendBox(self, box):
+        """
+        Send C{box}, unless the peer has left more than
+        C{max_write_buffer} bytes unread: then drop it instead of
+        buffering (after a drop nothing more is sent; calls waiting for an
+        answer fail when the connection is lost).
+        """
+        if self.dropped is not None:
+            return
+        pending = _pendingBytes(self.transport)
+        most = self._limit("max_write_buffer", 4 << 20)
+        if pending is not None and pending > most:
+            self.drop("it does not read: %d bytes waiting (imagecast.max_write_buffer)" % (
+                pending,))
+            return
+        amp.AMP.sendBox(self, box)
 
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
