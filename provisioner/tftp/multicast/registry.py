@@ -9,6 +9,13 @@ when the request's options fit, or starts one on a group from the
 L{GroupPool}. The flow-control policies of new sessions (delayed start, QoS
 by load, rate control, retransmit-last) come from the C{tftp.multicast}
 section through L{provisioner.tftp.multicast.flowcontrol}.
+
+Hostile clients: a client that joins counts against
+C{tftp.max_sessions_per_client} (the registry's own count of clients from
+each address, and the TFTP server's through the C{holdSlot} it is given) until
+it leaves; a client that never acknowledged anything is given up as master
+within C{tftp.unanswered_timeout} and C{tftp.unanswered_retries} (see
+L{provisioner.tftp.multicast.session}).
 """
 
 import ipaddress
@@ -67,6 +74,7 @@ class MulticastRegistry:
 
     @ivar sessions: the running L{MulticastSession}s.
     @ivar sent: bytes of DATA sent by every session since start.
+    @ivar perHost: C{{host: clients}} in every session, by address.
     """
 
     log = Logger()
@@ -75,6 +83,7 @@ class MulticastRegistry:
         self.reactor = reactor
         self.sessions = []
         self.sent = 0
+        self.perHost = {}
         self._lastSent = (reactor.seconds(), 0)
         self._bandwidth = 0.0
         self.configure(config, tftpConfig, bindAddress, probe)
@@ -99,6 +108,9 @@ class MulticastRegistry:
         self.blksizeMax = tftp.get("blksize_max", 65464)
         self.windowsizeMax = tftp.get("windowsize_max", 64)
         self.defaultTimeout = tftp.get("timeout", 1.0)
+        self.maxPerClient = tftp.get("max_sessions_per_client")
+        self.unansweredTimeout = tftp.get("unanswered_timeout")
+        self.unansweredRetries = tftp.get("unanswered_retries")
         self.gso = tftp.get("gso", True)
         old = getattr(self, "pool", None)
         self.pool = GroupPool(config["group_pool"], config["port"])
@@ -144,7 +156,7 @@ class MulticastRegistry:
         return None
 
     def request(self, path, options, source, peer, blksize=None, windowsize=None,
-                timeout=None):
+                timeout=None, holdSlot=None):
         """
         Serve a multicast read request: join a running session for C{path}
         or start one.
@@ -154,8 +166,14 @@ class MulticastRegistry:
             is joined).
         @param blksize, windowsize, timeout: the values the server's
             negotiation granted, or L{None} to negotiate here.
+        @param holdSlot: the TFTP server's
+            L{provisioner.tftp.server.TFTPServer.holdSlot}, or L{None}: a
+            client that joins holds a slot of the server's limits until it
+            leaves.
         @return: the L{MulticastSession}.
-        @raise TooManySessions: no group or session left.
+        @raise TooManySessions: no group or session left, or the address
+            has C{tftp.max_sessions_per_client} clients in sessions already
+            (the source is then left open).
         """
         opts = dict(options)
         if blksize is None:
@@ -169,10 +187,14 @@ class MulticastRegistry:
         epoch = self.allowEpoch and opts.get(EPOCH_OPTION) == "1"
         existing = self.sessionOf(peer, path)
         if existing is None:
+            # A new client: counted against the per-address limit.
+            limit = self.maxPerClient
+            if limit is not None and self.perHost.get(peer[0], 0) >= limit:
+                raise TooManySessions("too many multicast clients from %s" % (peer[0],))
             existing = self._find(path, blksize, "blksize" not in opts, epoch)
         if existing is not None:
             source.close()
-            existing.join(peer, list(options), windowsize, timeout)
+            self._held(existing.join(peer, list(options), windowsize, timeout), holdSlot)
             return existing
         if len(self.sessions) >= self.maxSessions:
             raise TooManySessions("too many multicast sessions")
@@ -181,8 +203,32 @@ class MulticastRegistry:
                       "{blocks} blocks{epoch}", session=session.name, peer="%s:%d" % peer,
                       blksize=session.blksize, blocks=session.nblocks,
                       epoch=" (mcepoch framing)" if epoch else "")
-        session.join(peer, list(options), windowsize, timeout)
+        self._held(session.join(peer, list(options), windowsize, timeout), holdSlot)
         return session
+
+    def _held(self, client, holdSlot):
+        """
+        Count a client that joined (once: a repeated request of a client
+        already counted changes nothing) against the limits: in L{perHost},
+        and in the server's through C{holdSlot}. Its C{release}, called when
+        it leaves, undoes both.
+        """
+        if client is None or client.release is not None:
+            return
+        host = client.peer[0]
+        self.perHost[host] = self.perHost.get(host, 0) + 1
+        releaseSlot = holdSlot(client.peer) if holdSlot is not None else None
+
+        def release():
+            client.release = _released
+            n = self.perHost.get(host, 0) - 1
+            if n > 0:
+                self.perHost[host] = n
+            else:
+                self.perHost.pop(host, None)
+            if releaseSlot is not None:
+                releaseSlot()
+        client.release = release
 
     def _start(self, path, source, blksize, askedBlksize, timeout, epoch):
         """
@@ -223,6 +269,12 @@ class MulticastRegistry:
         """
         for s in list(self.sessions):
             s.close()
+
+
+def _released():
+    """
+    The C{release} of a client that has left: nothing more to do.
+    """
 
 
 def _int(value, default, lo, hi):

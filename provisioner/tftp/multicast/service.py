@@ -66,6 +66,9 @@ class MulticastHandler:
 
     def handleRequest(self, server, request, source, packet):
         """
+        A client that joins holds a slot of the server's limits until it
+        leaves (C{server.holdSlot}).
+
         @return: L{True} when the request became (or joined) a multicast
             session.
         """
@@ -79,7 +82,7 @@ class MulticastHandler:
             self.registry.request(
                 request.path, packet.options, source, request.peer,
                 blksize=negotiated.blksize, windowsize=negotiated.windowsize,
-                timeout=negotiated.timeout)
+                timeout=negotiated.timeout, holdSlot=getattr(server, "holdSlot", None))
         except TooManySessions as e:
             self.log.warn("multicast refused for {peer}: {reason}; serving by unicast",
                           peer=request.peer, reason=str(e))

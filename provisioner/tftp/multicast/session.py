@@ -14,6 +14,13 @@ L{provisioner.tftp.multicast.flowcontrol}; the send side is
 L{provisioner.tftp.multicast.sending}; the sessions are started and found
 by L{provisioner.tftp.multicast.registry}.
 
+Hostile clients: a joined client is counted against the per-address limit
+until it leaves (its C{release}, set by the registry, is called whenever it
+is removed or the session ends). A master that has never acknowledged
+anything (it may be an address that never asked) is asked again at most
+C{tftp.unanswered_retries} times, every C{tftp.unanswered_timeout} seconds
+at most (whatever C{timeout} it negotiated), then dropped without an ERROR.
+
 C{mcepoch 1} (docs/wire/multicast-tftp.md): DATA carries the high 16 bits
 of the 32-bit block number after the 16-bit block number (the session's
 sender is built with that framing), and ACKs carry them in 2 trailing
@@ -52,6 +59,8 @@ class _Client:
         self.lastAck = 0
         self.acked = False
         self.demotions = 0
+        # what undoes its count against the limits (set by the registry)
+        self.release = None
 
     def __repr__(self):
         return "<client %s:%d>" % self.peer
@@ -190,6 +199,8 @@ class MulticastSession(SessionSending, DatagramProtocol):
         port, self._port = self._port, None
         if port is not None:
             port.stopListening()
+        for client in self.clients:
+            self._released(client)
         self.source.close()
         elapsed = self.clock.seconds() - self.started
         self.log.info(
@@ -254,10 +265,20 @@ class MulticastSession(SessionSending, DatagramProtocol):
         self.stats["control"] += 1
         self._port.write(self.oackFor(client, master).to_wire(), client.peer)
 
+    @staticmethod
+    def _released(client):
+        """
+        C{client} leaves: it no longer counts against the limits.
+        """
+        release = client.release
+        if release is not None:
+            release()
+
     def _remove(self, client, why):
         if client not in self.clients:
             return
         self.clients.remove(client)
+        self._released(client)
         self.log.info("multicast {session}: {peer} left ({why}); {count} client(s) remain",
                       session=self.name, peer="%s:%d" % client.peer, why=why,
                       count=len(self.clients))
@@ -305,10 +326,14 @@ class MulticastSession(SessionSending, DatagramProtocol):
         if not drop:
             self.clients.append(client)
             self._sendOACK(client, False)
-        elif self._port is not None:
-            # Tell it (if it is still there) so that it does not wait as master.
-            self._port.write(wire.Error(wire.ERR_NOT_DEFINED, "dropped from the multicast "
-                                        "session (master timeout)").to_wire(), client.peer)
+        else:
+            self._released(client)
+            if self._port is not None and client.acked:
+                # Tell it (if it is still there) so that it does not wait
+                # as master. One that never answered gets nothing more: it
+                # may be an address that never asked.
+                self._port.write(wire.Error(wire.ERR_NOT_DEFINED, "dropped from the multicast "
+                                            "session (master timeout)").to_wire(), client.peer)
         self.master = None
         self._nextMaster()
 
@@ -320,17 +345,27 @@ class MulticastSession(SessionSending, DatagramProtocol):
     def _startTimer(self):
         self._cancelTimer()
         timeout = self.timeout
-        if self.master is not None and self.master.timeout:
-            timeout = self.master.timeout
+        master = self.master
+        if master is not None:
+            if master.timeout:
+                timeout = master.timeout
+            cap = self.registry.unansweredTimeout
+            if not master.acked and cap is not None and cap < timeout:
+                # It never answered: whatever it negotiated, not for long.
+                timeout = cap
         self._timer = self.clock.callLater(timeout, self._timeout)
 
     def _timeout(self):
         self._timer = None
-        if self.master is None:
+        master = self.master
+        if master is None:
             return
         self.retries += 1
         self.rate.masterTimeout()
-        if self.retries > self.registry.masterRetries:
+        limit = self.registry.masterRetries
+        if not master.acked and self.registry.unansweredRetries is not None:
+            limit = min(limit, self.registry.unansweredRetries)
+        if self.retries > limit:
             self._masterTimedOut()
             return
         # Ask the master where it is: a new OACK (mc=1) makes an RFC 2090
@@ -492,6 +527,7 @@ class MulticastSession(SessionSending, DatagramProtocol):
         self.log.info("multicast {session}: {peer} has the whole file",
                       session=self.name, peer="%s:%d" % client.peer)
         self.clients.remove(client)
+        self._released(client)
         self.master = None
         self._nextMaster()
 
