@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
+from provisioner.confine import ConfinedRoot
 from provisioner.files import FileRequest
 from provisioner.images.catalog import (
     STATE_FILE, Catalog, FileBusy, ImagesResolver, classify, hashFile, loadState)
@@ -180,7 +181,8 @@ class CatalogTests(SynchronousTestCase):
         writer.write(b"half")
         writer.flush()
         try:
-            self.assertRaises(FileBusy, hashFile, path)
+            with ConfinedRoot(self.images) as root:
+                self.assertRaises(FileBusy, hashFile, root, "growing.iso")
         except AssertionError:
             writer.close()
             raise
@@ -194,8 +196,8 @@ class CatalogTests(SynchronousTestCase):
     def test_renameReplaceKeepsOldForOpenSources(self):
         """
         If a file is replaced by renaming a new one over it, a source opened
-        before keeps reading the old content byte for byte, and new requests
-        get the new content once it is hashed.
+        before keeps reading the old content byte for byte; new requests get
+        nothing until the new content is hashed, then the new content.
         """
         old = os.urandom(200000)
         new = os.urandom(150000)
@@ -207,9 +209,20 @@ class CatalogTests(SynchronousTestCase):
         first = source.read(0, 1000)
         _write(path + ".new", new)
         os.rename(path + ".new", path)
-        # Before the new file is hashed, new requests still get the old one.
-        self.assertEqual(_readAll(self.catalog.get("disk.img").open()), old)
-        self.successResultOf(self.catalog.changed("disk.img"))
+        # Before the new file is hashed, new requests get nothing (the old
+        # inode has no name any more, and the new file is not hashed yet).
+        pending = []
+
+        def runner(f, *args):
+            pending.append((defer.Deferred(), f, args))
+            return pending[-1][0]
+        self.catalog.runInThread = runner
+        self.assertIsNone(self.catalog.get("disk.img").open())
+        self.assertEqual(len(pending), 1, "the request started hashing the new file")
+        self.assertIsNone(self.catalog.get("disk.img").open())
+        self.assertEqual(len(pending), 1, "a second request hashed it again")
+        d, f, args = pending.pop()
+        d.callback(f(*args))
         self.assertEqual(first + source.read(1000, len(old)), old)
         self.assertEqual(_readAll(self.catalog.get("disk.img").open()), new)
 

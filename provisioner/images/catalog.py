@@ -1,20 +1,28 @@
-# -*- test-case-name: tests.test_images -*-
+# -*- test-case-name: tests.test_images,tests.test_images_hardening -*-
 """
 The image catalogue: what the watched directory holds, with sizes, sha256
 digests and kinds, and the only way its files are served.
 
-Every entry keeps the file descriptor its digest was computed from. A
-transfer gets a duplicate of that descriptor (L{ImageEntry.open}), so:
+An entry records which file was hashed (device, inode, size, mtime); it
+holds no descriptor. A request opens the file (L{Catalog.openSource}) below
+the directory with the confinement checked by the kernel
+(L{provisioner.confine}), and serves it only if it is still that very file;
+the transfer reads its own descriptor and closes it at the end. So:
 
   - a file still being written is never served: it has no entry until the
     writer closed it (inotify C{IN_CLOSE_WRITE}/C{IN_MOVED_TO}, or a stable
     size when polling), no process holds it open for writing (a read lease
     is taken to check, where the kernel allows it) and it has been hashed;
   - an atomic replacement (write elsewhere, rename over) never corrupts a
-    transfer in flight: the old inode stays open until its transfers end,
-    and new requests get the old version until the new one is hashed;
+    transfer in flight: it keeps reading the inode it opened; new requests
+    get nothing until the new file is hashed;
   - a file rewritten in place is withdrawn as soon as its size or mtime no
-    longer match the entry.
+    longer match the entry;
+  - a symlink is served only when it resolves inside the directory (the
+    policy C{images.follow_symlinks}); FIFOs, sockets and devices are
+    skipped without being opened;
+  - however many images there are, the catalogue holds one descriptor (the
+    directory's), plus one per transfer in flight.
 
 The catalogue is persisted as JSON in the state directory; after a restart a
 file whose inode, size and mtime are unchanged is not hashed again.
@@ -29,8 +37,10 @@ import stat
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from provisioner.confine import SYMLINK_POLICIES, ConfinedRoot, NotRegularFile
 from provisioner.files import FileSource
 from provisioner.interfaces import IFileResolver
 
@@ -81,7 +91,8 @@ class FileBusy(Exception):
 
 class ImageEntry:
     """
-    One catalogued image.
+    One catalogued image: which file was hashed, and its digest. It holds
+    no descriptor; L{open} opens the file for one transfer.
 
     @ivar name: the path below the images directory (POSIX separators).
     @ivar size: bytes.
@@ -89,11 +100,9 @@ class ImageEntry:
     @ivar mtimeNs: modification time in nanoseconds.
     @ivar inode, device: which file this is.
     @ivar kind: one of L{KINDS} (or an operator's kind).
-    @ivar fd: the descriptor the digest was computed from, or L{None} when
-        closed.
     """
 
-    def __init__(self, name, size, sha256, mtimeNs, inode, device, kind, fd=None):
+    def __init__(self, name, size, sha256, mtimeNs, inode, device, kind, catalog=None):
         self.name = name
         self.size = size
         self.sha256 = sha256
@@ -101,7 +110,8 @@ class ImageEntry:
         self.inode = inode
         self.device = device
         self.kind = kind
-        self.fd = fd
+        self._catalog = catalog
+        self._turnFd = None
 
     @property
     def mtime(self):
@@ -109,6 +119,14 @@ class ImageEntry:
 
     def signature(self):
         return (self.inode, self.size, self.mtimeNs)
+
+    def matches(self, st):
+        """
+        Whether C{st} (an C{os.stat_result}) is the file that was hashed,
+        unchanged.
+        """
+        return (st.st_ino == self.inode and st.st_dev == self.device and
+                st.st_size == self.size and st.st_mtime_ns == self.mtimeNs)
 
     def asDict(self):
         """
@@ -124,29 +142,58 @@ class ImageEntry:
 
     def intact(self):
         """
-        Whether the held descriptor still has the content that was hashed
-        (not truncated or rewritten in place).
+        Whether the file below the directory still has the content that was
+        hashed (same inode, not truncated or rewritten in place). It is
+        looked at, not opened.
         """
-        if self.fd is None:
+        if self._catalog is None:
             return False
         try:
-            st = os.fstat(self.fd)
+            st = self._catalog.confined().stat(self.name)
         except OSError:
             return False
-        return st.st_size == self.size and st.st_mtime_ns == self.mtimeNs
+        return stat.S_ISREG(st.st_mode) and self.matches(st)
 
     def open(self):
         """
-        Return an L{IDataSource} for exactly the catalogued content: a
-        L{FileSource} on a duplicate of the held descriptor.
+        Return an L{IDataSource} for exactly the catalogued content (a
+        L{FileSource} on a descriptor opened now, closed with the source),
+        or L{None} when the file no longer has it.
         """
-        source = FileSource(os.dup(self.fd), self.size, self.name)
-        source.sha256 = self.sha256  # HTTP: ETag
-        source.mtime = self.mtime  # HTTP: Last-Modified
-        return source
+        if self._catalog is None:
+            return None
+        return self._catalog.openSource(self.name)
+
+    @property
+    def fd(self):
+        """
+        A descriptor of exactly the catalogued content, opened on demand and
+        closed at the next turn of the reactor (the caller C{dup}s what it
+        keeps), or L{None} when the file no longer has it.
+
+        Kept for callers written when every entry held a descriptor; new
+        code calls L{open}.
+        """
+        if self._turnFd is not None:
+            return self._turnFd
+        if self._catalog is None:
+            return None
+        fd = self._catalog.openVerified(self)
+        if fd is None:
+            return None
+        try:
+            self._catalog.clock.callLater(0, self.close)
+        except Exception:
+            os.close(fd)
+            return None
+        self._turnFd = fd
+        return fd
 
     def close(self):
-        fd, self.fd = self.fd, None
+        """
+        Close the descriptor L{fd} handed out, if any.
+        """
+        fd, self._turnFd = self._turnFd, None
         if fd is not None:
             os.close(fd)
 
@@ -179,20 +226,27 @@ def _tryReadLease(fd):
     return True
 
 
-def hashFile(path, cancelled=lambda: False, chunk=_HASH_CHUNK):
+def hashFile(root, name, cancelled=lambda: False, chunk=_HASH_CHUNK):
     """
-    Open C{path}, check nobody is writing it, and hash it. Blocking: run it
-    in a thread.
+    Open C{name} below C{root} (only a regular file, through symlinks the
+    root's policy allows), check nobody is writing it, hash it and close
+    it. Blocking: run it in a thread.
 
-    @return: C{(fd, stat result, hex sha256)}; the caller owns C{fd}.
+    @param root: a L{ConfinedRoot}.
+    @return: C{(stat result, hex sha256)}.
     @raise FileBusy: it is open for writing, or changed while hashed.
-    @raise OSError: it cannot be opened or read.
+    @raise NotRegularFile: it is a directory, FIFO, socket or device (it
+        was not opened).
+    @raise OSError: it cannot be opened (C{EXDEV}: it leads outside the
+        directory; C{ELOOP}: a symlink the policy refuses) or read.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise FileBusy("not a regular file")
+        fd, before = root.openRegular(name)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise FileBusy(e.strerror or "busy")
+        raise
+    try:
         if not _tryReadLease(fd):
             raise FileBusy("open for writing")
         digest = hashlib.sha256()
@@ -211,10 +265,9 @@ def hashFile(path, cancelled=lambda: False, chunk=_HASH_CHUNK):
             raise FileBusy("changed while it was hashed")
         if not _tryReadLease(fd):
             raise FileBusy("open for writing")
-    except BaseException:
+    finally:
         os.close(fd)
-        raise
-    return fd, after, digest.hexdigest()
+    return after, digest.hexdigest()
 
 
 def loadState(path):
@@ -256,14 +309,21 @@ class Catalog:
     @ivar hashCount: how many files were hashed (not restored) so far.
     @ivar resolver: an L{ImagesResolver} serving the catalogue under
         C{prefix}.
+    @ivar followSymlinks: the symlink policy (C{"inside"}, C{"never"},
+        C{"always"}: L{provisioner.confine}).
     """
 
     log = Logger()
 
     def __init__(self, clock, directory, stateDir=None, prefix="images", ignore=(),
-                 kinds=None, runInThread=_syncRunner, retryDelay=1.0, saveDelay=0):
+                 kinds=None, runInThread=_syncRunner, retryDelay=1.0, saveDelay=0,
+                 followSymlinks="inside"):
+        if followSymlinks not in SYMLINK_POLICIES:
+            raise ValueError("followSymlinks must be one of %r" % (SYMLINK_POLICIES,))
         self.clock = clock
         self.directory = os.path.abspath(directory)
+        self.followSymlinks = followSymlinks
+        self._root = None
         self.stateDir = stateDir
         self.prefix = prefix
         self.ignore = list(ignore)
@@ -315,6 +375,94 @@ class Catalog:
                     return False
         return True
 
+    def confined(self):
+        """
+        The directory as a L{ConfinedRoot} (one descriptor, opened at first
+        use and kept until L{stop}).
+
+        @raise OSError: it cannot be opened (missing).
+        """
+        if self._root is None:
+            self._root = ConfinedRoot(self.directory, self.followSymlinks)
+        return self._root
+
+    def _statSymlink(self, relpath):
+        return self.confined().stat(relpath)
+
+    def openVerified(self, entry):
+        """
+        Open C{entry}'s file for reading if it is still exactly the file
+        that was hashed, else react (a replaced file is hashed again, a
+        file modified in place withdrawn, a vanished or refused one
+        removed) and return L{None}.
+
+        @return: a descriptor the caller closes, or L{None}.
+        """
+        name = entry.name
+        try:
+            fd, st = self.confined().openRegular(name)
+        except OSError as e:
+            self._cannotOpen(name, e)
+            return None
+        if entry.matches(st):
+            return fd
+        os.close(fd)
+        if (st.st_ino, st.st_dev) == (entry.inode, entry.device):
+            self.withdraw(name)
+        elif self.entries.get(name) is entry and name not in self._busy and \
+                name not in self._timers:
+            # Replaced (renamed over): the new file is served once hashed;
+            # the watcher's event normally started that already.
+            self.log.info("image {name} was replaced; served again once hashed",
+                          name=name)
+            self.changed(name)
+        return None
+
+    def _cannotOpen(self, name, error):
+        if isinstance(error, NotRegularFile) or error.errno in (
+                errno.ENOENT, errno.ENOTDIR, errno.EXDEV, errno.ELOOP):
+            if name in self.entries:
+                self._refused(name, error)
+                self.removed(name)
+        elif error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            self.log.warn("image {name} cannot be opened: {error}", name=name,
+                          error=error.strerror or str(error))
+
+    def _refused(self, name, error):
+        """
+        Say why C{name} is not catalogued (nothing for a file that is gone).
+        """
+        if isinstance(error, NotRegularFile):
+            self.log.info("image {name} skipped: {why}", name=name, why=error.strerror)
+        elif error.errno == errno.EXDEV:
+            self.log.warn("image {name} refused: it leads outside {directory} "
+                          "(images.follow_symlinks: {policy})", name=name,
+                          directory=self.directory, policy=self.followSymlinks)
+        elif error.errno == errno.ELOOP:
+            self.log.warn("image {name} refused: a symlink (images.follow_symlinks: "
+                          "{policy}) or a symlink loop", name=name,
+                          policy=self.followSymlinks)
+
+    def openSource(self, name):
+        """
+        Open the image C{name} for one transfer.
+
+        @return: an L{IDataSource} of exactly the catalogued content (with
+            C{sha256} and C{mtime} for HTTP), whose C{close} closes the
+            file; or L{None} when C{name} is not catalogued or its file no
+            longer has that content.
+        """
+        entry = self.entries.get(name)
+        if entry is None:
+            return None
+        fd = self.openVerified(entry)
+        if fd is None:
+            return None
+        source = FileSource(fd, entry.size, name)
+        source.sha256 = entry.sha256  # HTTP: ETag
+        source.mtime = entry.mtime  # HTTP: Last-Modified
+        return source
+
     def subscribe(self, listener):
         """
         Call C{listener(catalog)} after every change.
@@ -354,29 +502,27 @@ class Catalog:
         path = self.statePath
         if path is None:
             return 0
+        records = loadState(path)
+        try:
+            root = self.confined()
+        except OSError:
+            return 0
         restored = 0
-        for name, record in sorted(loadState(path).items()):
+        for name, record in sorted(records.items()):
             if not self.accept(name) or name in self.entries:
                 continue
-            full = os.path.join(self.directory, name)
             try:
-                fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError:
+                st = root.stat(name)  # looked at, not opened
+            except (OSError, ValueError):
                 continue
-            try:
-                st = os.fstat(fd)
-                same = (stat.S_ISREG(st.st_mode) and st.st_ino == record.get("inode") and
-                        st.st_size == record.get("size") and
-                        st.st_mtime_ns == record.get("mtime_ns") and
-                        isinstance(record.get("sha256"), str))
-            except OSError:
-                same = False
-            if not same:
-                os.close(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_ino == record.get("inode") and
+                    st.st_size == record.get("size") and
+                    st.st_mtime_ns == record.get("mtime_ns") and
+                    isinstance(record.get("sha256"), str)):
                 continue
             self.entries[name] = ImageEntry(
                 name, st.st_size, record["sha256"], st.st_mtime_ns, st.st_ino, st.st_dev,
-                classify(name, self.kinds), fd)
+                classify(name, self.kinds), self)
             restored += 1
         if restored:
             self._changedNotify()
@@ -419,38 +565,60 @@ class Catalog:
 
     def rescan(self, under=""):
         """
-        Compare the directory (or the subdirectory C{under}) with the
-        catalogue: hash what is new or different, drop what is gone.
+        Compare the directory (or the file or subdirectory C{under}) with
+        the catalogue: hash what is new or different, drop what is gone.
+        Nothing is opened to look: symlinks are looked at through the
+        policy, FIFOs and devices are skipped.
 
         @return: a Deferred that fires when the hashes it started are done.
         """
         from provisioner.images.watch import snapshot
-        root = os.path.join(self.directory, under) if under else self.directory
-        if os.path.isfile(root):
-            entry = self.entries.get(under.replace(os.sep, "/"))
+        name = under.replace(os.sep, "/")
+        try:
+            root = self.confined()
+        except OSError as e:
+            self.log.warn("cannot read the image directory {directory}: {error}",
+                          directory=self.directory, error=e.strerror or str(e))
+            root = None
+        if root is not None and under:
             try:
-                st = os.stat(root)
-            except OSError:
+                st = root.stat(under)
+                isLink = stat.S_ISLNK(os.lstat(os.path.join(self.directory, under)).st_mode)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    self._refused(name, e)
+                self.removed(name)
                 return defer.succeed(None)
-            if entry is not None and entry.intact() and \
-                    entry.signature() == (st.st_ino, st.st_size, st.st_mtime_ns):
+            if stat.S_ISREG(st.st_mode):
+                entry = self.entries.get(name)
+                if entry is not None and entry.matches(st):
+                    return defer.succeed(None)
+                return self.changed(under)
+            if not stat.S_ISDIR(st.st_mode) or isLink:
+                # A FIFO, a device, or a symlinked directory (not entered).
+                self.removed(name)
                 return defer.succeed(None)
-            return self.changed(under)
-        found = snapshot(root, True, self.accept)
+        if root is None:
+            found = {}
+        else:
+            path = os.path.join(self.directory, under) if under else self.directory
+            found = snapshot(path, True, self.accept,
+                             lambda rel: root.stat(os.path.join(under, rel)))
         if under:
             found = {os.path.join(under, k): v for k, v in found.items()}
         waits = []
-        for name in list(self.entries):
-            if (not under or name == under or name.startswith(under + os.sep)) and \
-                    name not in found:
-                self.removed(name)
-        for name, sig in sorted(found.items()):
-            entry = self.entries.get(name)
-            if entry is not None and entry.signature() == sig and entry.intact():
+        prefix = name + "/"
+        for known in list(self.entries):
+            if (not under or known == name or known.startswith(prefix)) and \
+                    known.replace("/", os.sep) not in found:
+                self.removed(known)
+        for rel, sig in sorted(found.items()):
+            entry = self.entries.get(rel.replace(os.sep, "/"))
+            if entry is not None and entry.signature() == sig:
                 continue
-            if name in self._busy:
+            if rel.replace(os.sep, "/") in self._busy:
                 continue
-            waits.append(self.changed(name))
+            waits.append(self.changed(rel))
         return defer.DeferredList(waits, consumeErrors=True)
 
     def changed(self, name):
@@ -489,8 +657,11 @@ class Catalog:
     def _hashAndInstall(self, name, seq):
         if self._seq.get(name) != seq or self._cancelled:
             return defer.succeed(None)
-        full = os.path.join(self.directory, name)
-        d = self.runInThread(hashFile, full, lambda: self._cancelled)
+        try:
+            root = self.confined()
+        except OSError as e:
+            return self._hashFailed(Failure(e), name, seq) or defer.succeed(None)
+        d = self.runInThread(hashFile, root, name, lambda: self._cancelled)
         self._busy[name] = d
         self._inflight.add(d)
 
@@ -506,15 +677,14 @@ class Catalog:
         return d
 
     def _hashed(self, result, name, seq):
-        fd, st, digest = result
+        st, digest = result
         if self._seq.get(name) != seq or self._cancelled:
-            os.close(fd)  # removed or changed again meanwhile
-            return self._stale(name)
+            return self._stale(name)  # removed or changed again meanwhile
         self.hashCount += 1
         self._retries.pop(name, None)
         old = self.entries.get(name)
         self.entries[name] = ImageEntry(name, st.st_size, digest, st.st_mtime_ns, st.st_ino,
-                                        st.st_dev, classify(name, self.kinds), fd)
+                                        st.st_dev, classify(name, self.kinds), self)
         if old is not None:
             old.close()
         self.log.info("image {name} catalogued: {size} bytes, {kind}, sha256 {sha256}",
@@ -542,9 +712,17 @@ class Catalog:
                 old.cancel()
             self._timers[name] = self.clock.callLater(delay, self._retry, name, seq)
             return None
+        if failure.check(NotRegularFile):
+            self._refused(name, failure.value)
+            self.removed(name)
+            return None
         if failure.check(OSError):
             e = failure.value
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.removed(name)
+                return None
+            if e.errno in (errno.EXDEV, errno.ELOOP):
+                self._refused(name, e)
                 self.removed(name)
                 return None
             self.log.warn("image {name} cannot be read: {error}", name=name,
@@ -564,11 +742,14 @@ class Catalog:
         Transfers in flight keep their own descriptors.
         """
         name = name.replace(os.sep, "/")
-        gone = [n for n in self.entries
-                if not name or n == name or n.startswith(name + "/")]
-        for n in list(self._seq):
-            if not name or n == name or n.startswith(name + "/"):
-                self._seq[n] += 1
+        if name in self.entries:
+            gone = [name]  # a file: its entries cannot be below it too
+        else:
+            prefix = name + "/"
+            gone = [n for n in self.entries if not name or n.startswith(prefix)]
+            for n in list(self._seq):
+                if not name or n.startswith(prefix):
+                    self._seq[n] += 1
         self._seq[name] = self._seq.get(name, 0) + 1
         if not gone:
             return
@@ -612,6 +793,9 @@ class Catalog:
                 self.save()
             for entry in self.entries.values():
                 entry.close()
+            root, self._root = self._root, None
+            if root is not None:
+                root.close()
         return d.addCallback(close)
 
 
@@ -619,8 +803,10 @@ class Catalog:
 class ImagesResolver:
     """
     Serves catalogued images (and nothing else from the images directory)
-    as C{<prefix>/<name>}. Anything else, and images not (yet) catalogued,
-    fall through to the next resolver (L{None}).
+    as C{<prefix>/<name>}, each opened for its transfer
+    (L{Catalog.openSource}). Anything else, images not (yet) catalogued and
+    images whose file no longer has the catalogued content fall through to
+    the next resolver (L{None}).
     """
 
     def __init__(self, catalog):
@@ -642,10 +828,4 @@ class ImagesResolver:
         name = self.nameFor(request.path)
         if name is None:
             return None
-        entry = self.catalog.get(name)
-        if entry is None:
-            return None
-        if not entry.intact():
-            self.catalog.withdraw(name)
-            return None
-        return entry.open()
+        return self.catalog.openSource(name)

@@ -34,6 +34,12 @@ SCHEMA = Section("the watched image directory and its catalogue", {
     "rescan_interval": Key(300.0, "float", "seconds between full rescans when inotify is "
                            "used (repairs missed events, e.g. after a queue overflow); 0 "
                            "disables", minimum=0, maximum=86400),
+    "follow_symlinks": Key("inside", "str", "which symlinks in the directory are "
+                           "catalogued and served: inside (only those that resolve inside "
+                           "the directory, checked by the kernel when the file is opened), "
+                           "never (no symlink at all), always (wherever they lead: only for "
+                           "links to other file systems you trust)",
+                           choices=("inside", "never", "always")),
     "hash_threads": Key(2, "int", "threads hashing new files (sha256 is computed off the "
                         "reactor thread)", minimum=1, maximum=64),
     "ignore": Key([".*", "*.part", "*.tmp", "*.swp", "*~"], "list",

@@ -53,7 +53,8 @@ class ImagesService(service.Service):
         return Catalog(self.reactor, section["directory"], stateDir=section["state_dir"],
                        prefix=section["prefix"], ignore=section["ignore"],
                        kinds=section["kinds"], runInThread=self._inThread,
-                       retryDelay=min(section["poll_interval"], 1.0), saveDelay=0.5)
+                       retryDelay=min(section["poll_interval"], 1.0), saveDelay=0.5,
+                       followSymlinks=section["follow_symlinks"])
 
     def _inThread(self, f, *args):
         if self._runInThread is not None:
@@ -167,8 +168,9 @@ class ImagesService(service.Service):
     def reconfigure(self, config):
         """
         Take a reloaded configuration: ignore rules, kinds and the prefix
-        change in place; a new directory, state directory or watch mode
-        starts a new catalogue (transfers in flight keep their files).
+        change in place; a new directory, state directory, watch mode or
+        symlink policy starts a new catalogue (transfers in flight keep
+        their files).
         """
         new = dict(config["images"])
         old, self.section = self.section, new
@@ -177,7 +179,7 @@ class ImagesService(service.Service):
         catalog.kinds = dict(new["kinds"])
         catalog.ignore = list(new["ignore"])
         restart = any(old[k] != new[k] for k in ("directory", "state_dir", "watch",
-                                                  "poll_interval"))
+                                                  "poll_interval", "follow_symlinks"))
         if not restart:
             if old["ignore"] != new["ignore"] or old["kinds"] != new["kinds"]:
                 catalog.rescan()
