@@ -174,6 +174,6 @@ hosts:
         If an inventory host has an C{ip} in its vars, it is a reservation
         for each of its MACs.
         """
-        from provisioner.dhcp.server import hostReservations
+        from provisioner.dhcp.subnets import hostReservations
         self.assertEqual(hostReservations(self.inventory),
                          {"52:54:00:00:00:01": ("198.18.0.77", "web1")})

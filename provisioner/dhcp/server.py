@@ -33,25 +33,22 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
-from provisioner.directory import normaliseMAC
 from provisioner.dhcp import wire
 from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
-from provisioner.dhcp.wire import OPT, DHCPPacket, MalformedPacket
+from provisioner.dhcp.wire import OPT, ZERO, DHCPPacket, MalformedPacket
+from provisioner.dhcp.subnets import Subnets, intToIP
 from provisioner.net.sockets import udpSocket
 
 __all__ = [
     "InterfaceInfo",
-    "Subnet",
     "DHCPResponder",
     "DHCPProtocol",
     "PXEProtocol",
     "bindUDPSocket",
-    "hostReservations",
     "interfaceAddress",
 ]
 
 BROADCAST = "255.255.255.255"
-ZERO = "0.0.0.0"
 DECLINE_HOLD = 600
 # Addresses a DISCOVER tries from the cursor, under pressure, before the
 # oldest weak offer gives way.
@@ -113,98 +110,6 @@ def bindUDPSocket(address, port, interface=None):
                      broadcast=True)
 
 
-def _toInt(ip):
-    """
-    A dotted IPv4 address as an integer, or L{None} if it is not one.
-    """
-    try:
-        return struct.unpack("!I", socket.inet_pton(socket.AF_INET, ip))[0]
-    except (OSError, TypeError):
-        return None
-
-
-def _toText(value):
-    return socket.inet_ntoa(struct.pack("!I", value))
-
-
-class Subnet:
-    """
-    One C{dhcp.subnets} entry, parsed.
-    """
-
-    def __init__(self, entry, defaultLease):
-        self.network = ipaddress.IPv4Network(entry["network"], strict=False)
-        self.first = int(ipaddress.IPv4Address(entry["range"][0]))
-        self.last = int(ipaddress.IPv4Address(entry["range"][1]))
-        self.router = entry.get("router")
-        self.dns = list(entry.get("dns") or [])
-        self.domain = entry.get("domain")
-        self.leaseTime = entry.get("lease_time") or defaultLease
-        self.broadcast = entry.get("broadcast") or str(self.network.broadcast_address)
-        self.cursor = self.first
-        self._base = int(self.network.network_address)
-        self._mask = int(self.network.netmask)
-
-    def inRange(self, ip):
-        value = _toInt(ip)
-        return value is not None and self.first <= value <= self.last
-
-    def __contains__(self, ip):
-        value = _toInt(ip)
-        return value is not None and (value & self._mask) == self._base
-
-    def __repr__(self):
-        return "<Subnet %s>" % (self.network,)
-
-
-def _field(thing, name):
-    """
-    C{name} from a mapping or an object, else from its C{vars} mapping.
-    """
-    if isinstance(thing, dict):
-        value = thing.get(name)
-        extra = thing.get("vars")
-    else:
-        value = getattr(thing, name, None)
-        extra = getattr(thing, "vars", None)
-    if value is None and isinstance(extra, dict):
-        value = extra.get(name)
-    return value
-
-
-def hostReservations(inventory):
-    """
-    MAC -> C{(ip, hostname)} from an inventory (duck-typed): its
-    C{reservations()} mapping MAC -> ip if it has one, else each of its
-    C{hosts} (a mapping or a list) with an C{ip} (attribute, key, or in
-    C{vars}) and its C{mac} or C{macs}.
-    """
-    out = {}
-    finder = getattr(inventory, "reservations", None)
-    if callable(finder):
-        for mac, ip in finder().items():
-            out[normaliseMAC(mac)] = (str(ipaddress.IPv4Address(str(ip))), None)
-        return out
-    hosts = getattr(inventory, "hosts", None)
-    if hosts is None and isinstance(inventory, dict):
-        hosts = inventory.get("hosts")
-    if hosts is None:
-        return out
-    if isinstance(hosts, dict):
-        hosts = hosts.values()
-    for host in hosts:
-        ip = _field(host, "ip")
-        if not ip:
-            continue
-        ip = str(ipaddress.IPv4Address(str(ip)))
-        macs = _field(host, "macs") or _field(host, "mac") or []
-        if isinstance(macs, str):
-            macs = [macs]
-        for mac in macs:
-            out[normaliseMAC(mac)] = (ip, _field(host, "hostname"))
-    return out
-
-
 class DHCPResponder:
     """
     The decisions: which requests get answers, and what the answers say.
@@ -231,6 +136,7 @@ class DHCPResponder:
             config, inventoryGetter)
         self.stats = {}
         self._lastDecision = {}
+        self.subnets = Subnets(config, inventoryGetter, self.log)
         self.reconfigure(config)
 
     def reconfigure(self, config):
@@ -238,46 +144,12 @@ class DHCPResponder:
         Take a new C{dhcp} section (pools, boot files, overrides, ...).
         """
         self.config = config
-        self.subnets = [Subnet(entry, config["lease_time"]) for entry in config["subnets"]]
-        reservations = {}
-        for mac, entry in (config.get("reservations") or {}).items():
-            ip = entry["ip"] if isinstance(entry, dict) else entry
-            hostname = entry.get("hostname") if isinstance(entry, dict) else None
-            reservations[normaliseMAC(mac)] = (str(ipaddress.IPv4Address(str(ip))), hostname)
-        self._configReservations = reservations
+        self.subnets.reconfigure(config)
         if hasattr(self.policy, "reconfigure"):
             self.policy.reconfigure(config)
 
     def _count(self, name):
         self.stats[name] = self.stats.get(name, 0) + 1
-
-    # Reservations -------------------------------------------------------
-
-    def reservations(self):
-        """
-        MAC -> C{(ip, hostname)}: C{dhcp.reservations}, overlaid with the
-        inventory's hosts once the inventory exists (see L{hostReservations}).
-        """
-        inventory = self.inventoryGetter()
-        if inventory is None:
-            return self._configReservations
-        try:
-            found = hostReservations(inventory)
-        except Exception:
-            self.log.failure("inventory reservations unreadable; using dhcp.reservations")
-            return self._configReservations
-        if not found:
-            return self._configReservations
-        out = dict(self._configReservations)
-        taken = {ip: mac for mac, (ip, _) in found.items()}
-        for mac, (ip, _) in list(out.items()):
-            if ip in taken and taken[ip] != mac:
-                del out[mac]
-        out.update(found)
-        return out
-
-    def _reservedIPs(self):
-        return {ip: mac for mac, (ip, _) in self.reservations().items()}
 
     # Facts --------------------------------------------------------------
 
@@ -460,7 +332,7 @@ class DHCPResponder:
             self._count("not-ethernet")
             return None
         self._count(wire.MESSAGE_TYPES.get(kind, "type%d" % (kind,)))
-        problem = self.relayProblem(packet.giaddr)
+        problem = self.subnets.relayProblem(packet.giaddr)
         if problem is not None:
             self._count("bad-giaddr")
             self.log.debug("{kind} from {mac} via relay {giaddr} ignored: {problem}",
@@ -545,62 +417,7 @@ class DHCPResponder:
         if relay is not None:
             reply.setOption(OPT.RELAY_AGENT, relay)
 
-    def relayProblem(self, giaddr):
-        """
-        Why a relay address (giaddr) is not one replies may go to, or
-        L{None} (no relay, or a good one): not a unicast host address; the
-        network or broadcast address of a configured subnet (a reply would
-        go to a whole remote segment); in full mode, in no configured subnet.
-        """
-        if giaddr == ZERO:
-            return None
-        try:
-            address = ipaddress.IPv4Address(giaddr)
-        except ValueError:
-            return "not an IPv4 address"
-        if (address.is_multicast or address.is_loopback or address.is_reserved or
-                address.is_link_local or int(address) >> 24 == 0):
-            return "not a unicast host address"
-        inside = False
-        for subnet in self.subnets:
-            if giaddr not in subnet:
-                continue
-            inside = True
-            network = subnet.network
-            edges = {subnet.broadcast}
-            if network.prefixlen < 31:
-                edges.update((str(network.network_address), str(network.broadcast_address)))
-            if giaddr in edges:
-                return "the network or broadcast address of %s" % (network,)
-        if not inside and self.config["mode"] == "full":
-            return "in no configured subnet"
-        return None
-
     # Full mode -----------------------------------------------------------
-
-    def subnetFor(self, packet, iface):
-        """
-        The pool serving a request: the relay's subnet (giaddr), else the
-        receiving interface's, else the only one configured.
-        """
-        if packet.giaddr != ZERO:
-            for subnet in self.subnets:
-                if packet.giaddr in subnet:
-                    return subnet
-            return None
-        if iface.address is not None:
-            for subnet in self.subnets:
-                if iface.address in subnet:
-                    return subnet
-        server = self.config["server_address"]
-        if server is not None:
-            for subnet in self.subnets:
-                if server in subnet:
-                    return subnet
-        if iface.address is None and server is None and len(self.subnets) == 1:
-            # A socket with no known address (tests on loopback): the only pool.
-            return self.subnets[0]
-        return None
 
     def _available(self, subnet, ip, mac, reserved, iface, takeWeak=False):
         """
@@ -628,8 +445,8 @@ class DHCPResponder:
             does not cost a scan of the whole pool per DISCOVER.
         """
         mac = packet.mac
-        reserved = self._reservedIPs()
-        mine = self.reservations().get(mac)
+        reserved = self.subnets.reservedIPs()
+        mine = self.subnets.reservations().get(mac)
         if mine is not None and mine[0] in subnet:
             if self.leases.isFree(mine[0], mac):
                 return mine[0]
@@ -654,7 +471,7 @@ class DHCPResponder:
                 if given is not None:
                     return given
             value = subnet.first + (cursor - subnet.first + step) % size
-            ip = _toText(value)
+            ip = intToIP(value)
             if self._available(subnet, ip, mac, reserved, iface):
                 subnet.cursor = subnet.first + (value - subnet.first + 1) % size
                 return ip
@@ -693,7 +510,7 @@ class DHCPResponder:
             reply.yiaddr = ip
         self._addAddressOptions(reply, subnet, leaseTime)
         hostname = None
-        reservation = self.reservations().get(packet.mac)
+        reservation = self.subnets.reservations().get(packet.mac)
         if reservation is not None and reservation[0] == ip:
             hostname = reservation[1]
         if hostname:
@@ -734,7 +551,7 @@ class DHCPResponder:
                 lease.state == "offered" and not lease.weak and
                 lease.expires > self.leases.clock.seconds())):
             return hold, False
-        if mac in self.reservations():
+        if mac in self.subnets.reservations():
             return hold, False
         size = subnet.last - subnet.first + 1
         limit = max(1, int(self.config["offer_pressure"] * size))
@@ -744,7 +561,7 @@ class DHCPResponder:
         return min(hold, self.config["offer_hold_pressure"]), True
 
     def _discover(self, packet, iface, send):
-        subnet = self.subnetFor(packet, iface)
+        subnet = self.subnets.subnetFor(packet, iface)
         if subnet is None:
             self._count("no-subnet")
             self.log.debug("DISCOVER from {mac}: no subnet for giaddr {giaddr} on {iface}",
@@ -783,7 +600,7 @@ class DHCPResponder:
         server = self._serverAddress(iface)
         serverID = packet.ipOption(OPT.SERVER_ID)
         requested = packet.ipOption(OPT.REQUESTED_IP)
-        subnet = self.subnetFor(packet, iface)
+        subnet = self.subnets.subnetFor(packet, iface)
         if serverID is not None:
             # SELECTING: the client picked a server.
             if server is not None and serverID != server:
@@ -802,14 +619,14 @@ class DHCPResponder:
             return None
         if ip not in subnet:
             return self._nak(packet, iface, send, "wrong network")
-        reserved = self._reservedIPs()
+        reserved = self.subnets.reservedIPs()
         lease = self.leases.byMAC(mac)
         ours = lease is not None and lease.ip == ip
         if not ours:
             # The first REQUEST wins an address that was only weakly offered.
             if not self._available(subnet, ip, mac, reserved, iface, takeWeak=True):
                 return self._nak(packet, iface, send, "address not available")
-            mine = self.reservations().get(mac)
+            mine = self.subnets.reservations().get(mac)
             if mine is not None and mine[0] in subnet and mine[0] != ip:
                 return self._nak(packet, iface, send, "address reserved elsewhere")
         elif not self._available(subnet, ip, mac, reserved, iface):
@@ -851,10 +668,10 @@ class DHCPResponder:
 
         @return: the L{Subnet}, or L{None} to ignore the packet.
         """
-        subnet = self.subnetFor(packet, iface)
+        subnet = self.subnets.subnetFor(packet, iface)
         if subnet is None or ip is None or ip not in subnet:
             why = "not an address of the subnet it arrived for"
-        elif not subnet.inRange(ip) and self._reservedIPs().get(ip) != packet.mac:
+        elif not subnet.inRange(ip) and self.subnets.reservedIPs().get(ip) != packet.mac:
             why = "not a pool address"
         else:
             clientId = packet.option(OPT.CLIENT_ID)
@@ -887,7 +704,7 @@ class DHCPResponder:
             within=subnet.__contains__)
 
     def _inform(self, packet, iface, send):
-        subnet = self.subnetFor(packet, iface)
+        subnet = self.subnets.subnetFor(packet, iface)
         if subnet is None or packet.ciaddr == ZERO:
             return None
         reply = self._fullReply(packet, wire.DHCPACK, None, subnet, iface, None)

@@ -46,7 +46,11 @@ __all__ = [
     "encodePXEVendor",
     "ip2bytes",
     "bytes2ip",
+    "ZERO",
 ]
+
+# An address field that is not set (ciaddr, yiaddr, siaddr, giaddr), as text.
+ZERO = "0.0.0.0"
 
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
 
