@@ -33,7 +33,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
-from provisioner.dhcp import wire
+from provisioner.dhcp import replies, wire
 from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
 from provisioner.dhcp.wire import OPT, ZERO, DHCPPacket, MalformedPacket
 from provisioner.dhcp.subnets import Subnets, intToIP
@@ -48,7 +48,6 @@ __all__ = [
     "interfaceAddress",
 ]
 
-BROADCAST = "255.255.255.255"
 DECLINE_HOLD = 600
 # Addresses a DISCOVER tries from the cursor, under pressure, before the
 # oldest weak offer gives way.
@@ -196,18 +195,6 @@ class DHCPResponder:
 
     # Replies ------------------------------------------------------------
 
-    def _reply(self, request, messageType, serverAddress):
-        reply = DHCPPacket(op=wire.BOOTREPLY, htype=request.htype, hlen=request.hlen,
-                           xid=request.xid, flags=request.flags, ciaddr=request.ciaddr,
-                           giaddr=request.giaddr, chaddr=request.chaddr)
-        reply.setOption(OPT.MESSAGE_TYPE, bytes((messageType,)))
-        if serverAddress:
-            reply.setOption(OPT.SERVER_ID, wire.ip2bytes(serverAddress))
-        return reply
-
-    def _serverAddress(self, iface):
-        return self.config["server_address"] or iface.address
-
     def _decide(self, facts, ip):
         """
         Ask the policy, log the decision, record the client. Returns a
@@ -295,22 +282,6 @@ class DHCPResponder:
             if pxelinux["reboot_time"] is not None:
                 reply.setOption(OPT.PXELINUX_REBOOT, struct.pack("!I", pxelinux["reboot_time"]))
 
-    def _destination(self, request, reply, nak=False):
-        """
-        Where a reply to a port-67 request goes (RFC 2131 4.1).
-        """
-        serverPort = self.config["port"]
-        clientPort = self.config["client_port"]
-        if request.giaddr != ZERO:
-            if nak:
-                reply.flags |= 0x8000
-            return (request.giaddr, serverPort)
-        if not nak and request.ciaddr != ZERO:
-            return (request.ciaddr, clientPort)
-        # No address yet (or a NAK): broadcast on the interface the request
-        # came in on; the socket is bound to that interface.
-        return (BROADCAST, clientPort)
-
     # Entry points -------------------------------------------------------
 
     def handleDHCP(self, packet, iface, send):
@@ -373,27 +344,13 @@ class DHCPResponder:
         decision = self._decide(facts, ip)
         if decision is None:
             return None
-        server = self._serverAddress(iface)
-        reply = self._reply(packet, wire.DHCPACK, server)
+        server = replies.serverAddress(self.config, iface)
+        reply = replies.newReply(packet, wire.DHCPACK, server)
         self._addBoot(reply, packet, facts, decision, server, port4011=True)
         self.log.debug("PXE boot server ACK to {mac} at {source}: {file}",
                        mac=facts.mac, source=source, file=decision.bootFile)
         send(reply, source)
         return None
-
-    def _later(self, delay, f, *args):
-        if delay <= 0:
-            f(*args)
-            return None
-        d = defer.Deferred()
-
-        def fire():
-            try:
-                f(*args)
-            finally:
-                d.callback(None)
-        self.reactor.callLater(delay, fire)
-        return d
 
     # Proxy mode ----------------------------------------------------------
 
@@ -405,17 +362,12 @@ class DHCPResponder:
         decision = self._decide(facts, None)
         if decision is None:
             return None
-        server = self._serverAddress(iface)
-        reply = self._reply(packet, wire.DHCPOFFER, server)
+        server = replies.serverAddress(self.config, iface)
+        reply = replies.newReply(packet, wire.DHCPOFFER, server)
         self._addBoot(reply, packet, facts, decision, server, port4011=False)
-        self._echoRelay(packet, reply)
-        destination = self._destination(packet, reply)
-        return self._later(self.config["reply_delay"], send, reply, destination)
-
-    def _echoRelay(self, request, reply):
-        relay = request.option(OPT.RELAY_AGENT)
-        if relay is not None:
-            reply.setOption(OPT.RELAY_AGENT, relay)
+        replies.echoRelay(packet, reply)
+        destination = replies.destination(self.config, packet, reply)
+        return replies.later(self.reactor, self.config["reply_delay"], send, reply, destination)
 
     # Full mode -----------------------------------------------------------
 
@@ -504,8 +456,8 @@ class DHCPResponder:
             reply.setOption(OPT.REBINDING_TIME, struct.pack("!I", leaseTime * 7 // 8))
 
     def _fullReply(self, packet, kind, ip, subnet, iface, leaseTime):
-        server = self._serverAddress(iface)
-        reply = self._reply(packet, kind, server)
+        server = replies.serverAddress(self.config, iface)
+        reply = replies.newReply(packet, kind, server)
         if ip is not None:
             reply.yiaddr = ip
         self._addAddressOptions(reply, subnet, leaseTime)
@@ -529,7 +481,7 @@ class DHCPResponder:
                     hostname=hostname or packet.textOption(OPT.HOSTNAME))
             except Exception:
                 self.log.failure("client directory update failed for {mac}", mac=facts.mac)
-        self._echoRelay(packet, reply)
+        replies.echoRelay(packet, reply)
         return reply
 
     def _offerTerms(self, packet, subnet):
@@ -580,24 +532,24 @@ class DHCPResponder:
         reply = self._fullReply(packet, wire.DHCPOFFER, ip, subnet, iface, subnet.leaseTime)
         # One debug line per handshake (at the ACK): twistd formats every
         # event it is given, and that is a sizeable share of a handshake.
-        return self._later(self.config["reply_delay"], send, reply,
-                           self._destination(packet, reply))
+        return replies.later(self.reactor, self.config["reply_delay"], send, reply,
+                             replies.destination(self.config, packet, reply))
 
     def _nak(self, packet, iface, send, why):
         self._count("NAK-sent")
         self.log.debug("NAK to {mac}: {why}", mac=packet.mac, why=why)
         if not self.config["authoritative"]:
             return None
-        reply = self._reply(packet, wire.DHCPNAK, self._serverAddress(iface))
+        reply = replies.newReply(packet, wire.DHCPNAK, replies.serverAddress(self.config, iface))
         reply.ciaddr = ZERO
         reply.setOption(OPT.MESSAGE, why.encode())
-        self._echoRelay(packet, reply)
-        send(reply, self._destination(packet, reply, nak=True))
+        replies.echoRelay(packet, reply)
+        send(reply, replies.destination(self.config, packet, reply, nak=True))
         return None
 
     def _request(self, packet, iface, send):
         mac = packet.mac
-        server = self._serverAddress(iface)
+        server = replies.serverAddress(self.config, iface)
         serverID = packet.ipOption(OPT.SERVER_ID)
         requested = packet.ipOption(OPT.REQUESTED_IP)
         subnet = self.subnets.subnetFor(packet, iface)
@@ -641,7 +593,7 @@ class DHCPResponder:
             reply = self._fullReply(packet, wire.DHCPACK, ip, subnet, iface, leaseTime)
             self.log.debug("ACK {ip} to {mac} for {seconds}s", ip=ip, mac=mac,
                            seconds=leaseTime)
-            send(reply, self._destination(packet, reply))
+            send(reply, replies.destination(self.config, packet, reply))
 
         def failed(failure):
             self.log.failure("lease for {mac} not stored; no ACK", failure, mac=mac)
@@ -650,7 +602,7 @@ class DHCPResponder:
 
     def _release(self, packet, iface, send):
         serverID = packet.ipOption(OPT.SERVER_ID)
-        server = self._serverAddress(iface)
+        server = replies.serverAddress(self.config, iface)
         if serverID is not None and server is not None and serverID != server:
             return None
         if self._fromHolder(packet, iface, packet.ciaddr, "RELEASE") is None:
@@ -686,7 +638,7 @@ class DHCPResponder:
 
     def _decline(self, packet, iface, send):
         serverID = packet.ipOption(OPT.SERVER_ID)
-        server = self._serverAddress(iface)
+        server = replies.serverAddress(self.config, iface)
         if serverID is not None and server is not None and serverID != server:
             return None
         ip = packet.ipOption(OPT.REQUESTED_IP)
@@ -708,7 +660,7 @@ class DHCPResponder:
         if subnet is None or packet.ciaddr == ZERO:
             return None
         reply = self._fullReply(packet, wire.DHCPACK, None, subnet, iface, None)
-        send(reply, self._destination(packet, reply))
+        send(reply, replies.destination(self.config, packet, reply))
         return None
 
 
