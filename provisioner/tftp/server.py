@@ -59,7 +59,8 @@ from provisioner import errors
 from provisioner.files import FileRequest, normalisePath
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, blksizeForMTU, negotiate
-from provisioner.tftp.session import AMPLIFICATION, ReadSession
+from provisioner.tftp.session import ReadSession
+from provisioner.tftp.transfer import AMPLIFICATION, requestSize
 from provisioner.tftp.udp import (
     SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
 
@@ -152,18 +153,18 @@ class TFTPServer(DatagramProtocol):
             self.log.debug("dropped {packet!r} to the listen port from {peer}",
                            packet=packet, peer=addr)
 
-    def sendError(self, addr, error, requestSize=None):
+    def sendError(self, addr, error, requestBytes=None):
         """
         Send an ERROR packet from the listen port.
 
-        @param requestSize: the size of the request it answers: the message
+        @param requestBytes: the size of the request it answers: the message
             is cut so that the ERROR is at most L{AMPLIFICATION} times that
             (the address may never have asked).
         """
         if self.transport is None:
             return
-        if requestSize:
-            room = max(0, AMPLIFICATION * requestSize - 5)
+        if requestBytes:
+            room = max(0, AMPLIFICATION * requestBytes - 5)
             if len(error.message) > room:
                 error = wire.Error(error.code, error.message[:room])
         try:
@@ -286,7 +287,7 @@ class TFTPServer(DatagramProtocol):
             # first datagram again).
             repeated = getattr(session, "requestRepeated", None)
             if repeated is not None and not write:
-                repeated(size or len(packet.to_wire()))
+                repeated(size or requestSize(packet.filename, packet.mode, packet.options))
             return None
         if addr in self._pending:
             return None
@@ -328,7 +329,7 @@ class TFTPServer(DatagramProtocol):
             encoded again).
         """
         if size is None:
-            size = len(packet.to_wire())
+            size = requestSize(packet.filename, packet.mode, packet.options)
         request = self._request(packet, addr, size=size)
         if request is None:
             return
@@ -414,8 +415,7 @@ class TFTPServer(DatagramProtocol):
         addr = request.peer
         config = self.config
         if requestBytes is None:
-            requestBytes = len(wire.ReadRequest(
-                request.rawPath, mode, list(request.options.items())).to_wire())
+            requestBytes = requestSize(request.rawPath, mode, request.options.items())
         session = ReadSession(source, negotiated, addr, self.reactor,
                               timeout=config["timeout"], retries=config["retries"],
                               onEnd=lambda stats: self._ended(addr, stats),

@@ -59,19 +59,15 @@ from twisted.logger import Logger
 
 from provisioner.tftp import wire
 from provisioner.tftp.fastlane import FastLane
-from provisioner.tftp.transfer import MAX_BACKOFF, NetasciiSource, SessionEnding, SessionStats
+from provisioner.tftp.transfer import (
+    AMPLIFICATION, MAX_BACKOFF, NetasciiSource, SessionEnding, SessionStats)
 from provisioner.tftp.udp import TransportSender, defaultSender
 from provisioner.tftp.window import MAX_WINDOW
 
-__all__ = ["ReadSession", "DALLY", "AMPLIFICATION"]
+__all__ = ["ReadSession", "DALLY"]
 
 # How long a finished read session keeps its port (seconds, at most).
 DALLY = 1.0
-
-# Until the client has answered, retransmissions go only while the bytes
-# sent to it stay within this many times the bytes of its request (the
-# first datagram always goes: the protocol needs it).
-AMPLIFICATION = 3
 
 _ACK = wire.ACK
 _ERROR = wire.ERROR

@@ -3,17 +3,42 @@
 What every transfer session (read or write) shares: the stats digest it
 hands to the stats callbacks when it ends (L{SessionStats}), how it ends
 (L{SessionEnding}: the transfer-time limit, stats out once, the port
-released), its retransmission backoff, and the netascii form of a source
-(L{NetasciiSource}).
+released), its retransmission backoff, the netascii form of a source
+(L{NetasciiSource}), and the bound on what goes to a client before it has
+answered (L{AMPLIFICATION}, L{requestSize}).
 """
 
 from provisioner.tftp import wire
 
-__all__ = ["SessionStats", "SessionEnding", "NetasciiSource", "MAX_BACKOFF"]
+__all__ = ["SessionStats", "SessionEnding", "NetasciiSource", "MAX_BACKOFF",
+           "AMPLIFICATION", "requestSize"]
 
 # Retransmission intervals grow x2 per timeout up to this multiple of the
 # first one.
 MAX_BACKOFF = 8
+
+# Until a client has answered once, what is sent to it again (and the
+# ERRORs answering requests) stays within this many times the bytes of its
+# request: the address may never have asked (a spoofed request). The first
+# datagram always goes: the protocol needs it.
+AMPLIFICATION = 3
+
+
+def requestSize(filename, mode, options):
+    """
+    The size of the RRQ or WRQ datagram with these fields, for callers that
+    have the fields and not the datagram. Never raises (text is counted as
+    the wire codec decoded it: ASCII, else Latin-1).
+
+    @param filename: C{bytes} or text.
+    @param mode: text.
+    @param options: C{[(name, value)]}.
+    """
+    def size(value):
+        if isinstance(value, bytes):
+            return len(value)
+        return len(str(value).encode("latin-1", "replace"))
+    return 4 + size(filename) + size(mode) + sum(size(n) + size(v) + 2 for n, v in options)
 
 
 class SessionStats:

@@ -23,6 +23,7 @@ import ipaddress
 from twisted.logger import Logger
 
 from provisioner.errors import TooManySessions
+from provisioner.tftp.transfer import requestSize
 from provisioner.tftp.multicast import flowcontrol
 from provisioner.tftp.multicast.codec import EPOCH_OPTION, MULTICAST_OPTION
 from provisioner.tftp.multicast.session import MulticastSession
@@ -185,6 +186,9 @@ class MulticastRegistry:
             t = _int(opts.get("timeout"), None, 1, 255)
             timeout = t
         epoch = self.allowEpoch and opts.get(EPOCH_OPTION) == "1"
+        # what the request cost its sender (its name normalised: no longer
+        # than it came), which bounds what a client that never answers gets
+        size = requestSize(path, "octet", options)
         existing = self.sessionOf(peer, path)
         if existing is None:
             # A new client: counted against the per-address limit.
@@ -194,7 +198,8 @@ class MulticastRegistry:
             existing = self._find(path, blksize, "blksize" not in opts, epoch)
         if existing is not None:
             source.close()
-            self._held(existing.join(peer, list(options), windowsize, timeout), holdSlot)
+            self._held(existing.join(peer, list(options), windowsize, timeout, size),
+                       holdSlot)
             return existing
         if len(self.sessions) >= self.maxSessions:
             raise TooManySessions("too many multicast sessions")
@@ -203,7 +208,7 @@ class MulticastRegistry:
                       "{blocks} blocks{epoch}", session=session.name, peer="%s:%d" % peer,
                       blksize=session.blksize, blocks=session.nblocks,
                       epoch=" (mcepoch framing)" if epoch else "")
-        self._held(session.join(peer, list(options), windowsize, timeout), holdSlot)
+        self._held(session.join(peer, list(options), windowsize, timeout, size), holdSlot)
         return session
 
     def _held(self, client, holdSlot):

@@ -20,6 +20,9 @@ is removed or the session ends). A master that has never acknowledged
 anything (it may be an address that never asked) is asked again at most
 C{tftp.unanswered_retries} times, every C{tftp.unanswered_timeout} seconds
 at most (whatever C{timeout} it negotiated), then dropped without an ERROR.
+Until a client has acknowledged something, the OACKs it is sent again
+(timeouts, the delayed start) stay within L{AMPLIFICATION} times the bytes
+of its requests; its first OACK and its first OACK as master always go.
 
 C{mcepoch 1} (docs/wire/multicast-tftp.md): DATA carries the high 16 bits
 of the 32-bit block number after the 16-bit block number (the session's
@@ -37,6 +40,7 @@ from provisioner.tftp.multicast.codec import (
     EPOCH_HEADER_SIZE, EPOCH_OPTION, GAP_UNKNOWN, MULTICAST_OPTION, blockCount,
     decodeAckExtra, epochHeader, nearest32)
 from provisioner.tftp.multicast.sending import SessionSending
+from provisioner.tftp.transfer import AMPLIFICATION
 from provisioner.tftp.udp import DATA_HEADER_SIZE, dataHeader, defaultSender
 
 __all__ = ["MulticastSession"]
@@ -50,7 +54,7 @@ class _Client:
     One client of a multicast session.
     """
 
-    def __init__(self, peer, options, windowsize, timeout, joined):
+    def __init__(self, peer, options, windowsize, timeout, joined, requestBytes=None):
         self.peer = peer
         self.options = options  # requested, in order
         self.windowsize = windowsize
@@ -61,6 +65,10 @@ class _Client:
         self.demotions = 0
         # what undoes its count against the limits (set by the registry)
         self.release = None
+        # bytes sent to it before it acknowledged anything, and the most
+        # that resends may bring them to (None: no bound)
+        self.sent = 0
+        self.budget = AMPLIFICATION * requestBytes if requestBytes else None
 
     def __repr__(self):
         return "<client %s:%d>" % self.peer
@@ -180,7 +188,7 @@ class MulticastSession(SessionSending, DatagramProtocol):
                 # quarter of the file at 16 x 2% loss). Only for mcepoch
                 # clients (provisioner's), which take a repeated OACK as is.
                 for client in self.clients[1:]:
-                    self._sendOACK(client, False)
+                    self._sendOACK(client, False, again=True)
 
     def close(self):
         """
@@ -221,14 +229,20 @@ class MulticastSession(SessionSending, DatagramProtocol):
                 return c
         return None
 
-    def join(self, peer, options, windowsize, timeout):
+    def join(self, peer, options, windowsize, timeout, requestBytes=None):
         """
         Add a client (or answer a retransmitted request again) and send
         its OACK.
+
+        @param requestBytes: the size of the request, which bounds what is
+            sent again to the client before it acknowledges anything.
         """
         client = self.find(peer)
+        if client is not None and client.budget is not None and requestBytes:
+            client.budget += AMPLIFICATION * requestBytes
         if client is None:
-            client = _Client(peer, options, windowsize, timeout, self.clock.seconds())
+            client = _Client(peer, options, windowsize, timeout, self.clock.seconds(),
+                             requestBytes)
             self.clients.append(client)
             self.stats["joins"] += 1
             self.log.info("multicast {session}: {peer} joined ({count} client(s), "
@@ -259,11 +273,22 @@ class MulticastSession(SessionSending, DatagramProtocol):
                 out.append((EPOCH_OPTION, "1"))
         return wire.OptionAck(out)
 
-    def _sendOACK(self, client, master):
+    def _sendOACK(self, client, master, again=False):
+        """
+        Send C{client} its OACK (C{master}: mc=1). C{again}: a resend,
+        which a client that has not acknowledged anything yet gets only
+        within its byte budget.
+        """
         if self._port is None:
             return
+        datagram = self.oackFor(client, master).to_wire()
+        if not client.acked:
+            if again and client.budget is not None and \
+                    client.sent + len(datagram) > client.budget:
+                return
+            client.sent += len(datagram)
         self.stats["control"] += 1
-        self._port.write(self.oackFor(client, master).to_wire(), client.peer)
+        self._port.write(datagram, client.peer)
 
     @staticmethod
     def _released(client):
@@ -371,7 +396,7 @@ class MulticastSession(SessionSending, DatagramProtocol):
         # Ask the master where it is: a new OACK (mc=1) makes an RFC 2090
         # client ACK its first missing block (which also answers a lost
         # final ACK); that ACK then repairs the hole.
-        self._sendOACK(self.master, True)
+        self._sendOACK(self.master, True, again=True)
         self._startTimer()
 
     # Receiving ------------------------------------------------------------
