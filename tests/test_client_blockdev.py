@@ -290,6 +290,46 @@ class ReceiverDeviceTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.statePath))
 
 
+class ReadBackErrorTests(SynchronousTestCase):
+    """
+    The check at the end when the output cannot be read back; no device
+    needed.
+    """
+
+    def test_shortDevice(self):
+        """
+        If the read-back ends before the image does (or fails), the check
+        fails with a L{ReceiveError} naming the path, which fails the
+        receiver (it tells the server) instead of leaving it waiting for a
+        digest.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"x" * 5)
+
+        class Device:
+            isDevice = True
+            size = 10
+
+            def datasync(self):
+                pass
+        hasher = ImageHash(Device(), lambda f, *a: defer.maybeDeferred(f, *a))
+        failure = self.failureResultOf(hasher.check(path), ReceiveError)
+        self.assertIn(path, failure.getErrorMessage())
+
+    def test_unreadable(self):
+        """
+        If the output cannot be opened for the check, the check fails with
+        a L{ReceiveError} naming the path.
+        """
+        out = OutputFile(self.mktemp())
+        self.addCleanup(out.close)
+        hasher = ImageHash(out, lambda f, *a: defer.maybeDeferred(f, *a))
+        missing = self.mktemp()
+        failure = self.failureResultOf(hasher.check(missing), ReceiveError)
+        self.assertIn(missing, failure.getErrorMessage())
+
+
 class StatePathTests(SynchronousTestCase):
     """
     Where the state file of a block device goes (L{defaultStatePath},

@@ -29,6 +29,38 @@ class OutputFileTests(SynchronousTestCase):
         self.assertIn(path, str(e))
         self.assertIn("directory does not exist", str(e))
 
+    def test_noSuchDevice(self):
+        """
+        If the path is in C{/dev} and does not exist, it is refused as a
+        device that does not exist, and no file is created there (C{/dev}
+        is in memory).
+        """
+        path = "/dev/provisioner-test-no-such-device"
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        e = self.assertRaises(ReceiveError, OutputFile, path)
+        self.assertEqual(str(e), "%s: no such device" % (path,))
+        self.assertFalse(os.path.exists(path))
+
+    def test_neitherFileNorDevice(self):
+        """
+        If the path is neither a regular file nor a block device (a
+        character device here), it is refused at once.
+        """
+        e = self.assertRaises(ReceiveError, OutputFile, "/dev/null")
+        self.assertEqual(str(e), "/dev/null: neither a regular file nor a block device")
+
+    def test_busy(self):
+        """
+        If opening the output says C{EBUSY} (a kernel that refuses writers
+        of a mounted device), the message says it is in use.
+        """
+        def busy(*a):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        path = self.mktemp()
+        self.patch(os, "open", busy)
+        e = self.assertRaises(ReceiveError, OutputFile, path)
+        self.assertEqual(str(e), "%s is in use (mounted?); refusing to write it" % (path,))
+
     def test_preallocates(self):
         """
         If the image size is known, the file is made that long.
