@@ -91,16 +91,17 @@ SCHEMA = Section("the TFTP server (UDP)", {
     "max_sessions_per_client": Key(64, "int", "transfers in flight at once from one address",
                                    minimum=1),
     "unanswered_timeout": Key(2.0, "float", "until a client has answered once (ACK of the "
-                              "OACK or of DATA 1), the retransmission timeout is at most this "
-                              "(seconds), whatever 'timeout' it negotiated (the OACK still "
-                              "echoes it): a request from an address that never asked holds "
-                              "its slot for seconds, not for hours", minimum=0.05, maximum=255),
+                              "OACK or of DATA 1; for multicast, any ACK of a master), the "
+                              "retransmission timeout is at most this (seconds), whatever "
+                              "'timeout' it negotiated (the OACK still echoes it): a request "
+                              "from an address that never asked holds its slot for seconds, "
+                              "not for hours", minimum=0.05, maximum=255),
     "unanswered_retries": Key(1, "int", "retransmissions of the first datagram (OACK or DATA 1) "
-                              "to a client that has not answered yet, and only while the "
-                              "bytes sent stay within 3 times its request's; a never-answering "
-                              "session frees its slot after unanswered_timeout x "
-                              "(2^(unanswered_retries+1) - 1) seconds at most (6 s)",
-                              minimum=0, maximum=50),
+                              "to a client that has not answered yet, only while the bytes "
+                              "sent stay within 3 times its request's; a session never "
+                              "answered frees its slot after 3 x the capped timeout with one "
+                              "retry (6 s at most by default; each further retry doubles the "
+                              "wait)", minimum=0, maximum=50),
     "gso": Key(True, "bool", "send a window of DATA with UDP generic segmentation offload "
                "where the kernel has it (one system call for up to 64 datagrams); false: "
                "one system call per datagram (to compare)"),

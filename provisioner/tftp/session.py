@@ -34,8 +34,9 @@ Rules, in the order the RFCs give them:
     is never retransmitted by the timer: the client's repeated request,
     which the dispatcher hands to L{ReadSession.requestRepeated}, gets it
     again, one datagram per request datagram). A peer that never answers
-    frees its slot after C{unansweredTimeout x (2 ** (unansweredRetries +
-    1) - 1)} seconds at most (6 s with the defaults).
+    frees its slot after C{T x (2 ** (unansweredRetries + 1) - 1)} seconds
+    (up to 3 retries; the backoff stops at 8 x T), T the smaller of its
+    timeout and C{unansweredTimeout}: 6 s with the defaults.
   - Block numbers are 32-bit inside and wrap to 0 on the wire; the 32-bit
     block an ACK means is inferred from the window in flight.
   - The transfer ends with a block shorter than blksize (0 bytes when the
