@@ -393,7 +393,8 @@ class StatePathTests(SynchronousTestCase):
         import argparse
         parser = argparse.ArgumentParser()
         cli.addReceiveParser(parser.add_subparsers())
-        args = parser.parse_args(["receive", "--server", "h", "--output", "/dev/sdb", "--state", "/tmp/x.st"])
+        args = parser.parse_args(["receive", "--server", "h", "--output", "/dev/sdb",
+                                  "--state", "/tmp/x.st"])
         self.assertEqual(cli.receiveStatePath(args, self.Device(), None), "/tmp/x.st")
 
 

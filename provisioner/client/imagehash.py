@@ -24,19 +24,19 @@ import struct
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from provisioner.client.output import ReceiveError, describeOSError
+from provisioner.client.output import BLKSSZGET, ReceiveError, describeOSError
 from provisioner.hashing import hashRange, sha256File
 
 __all__ = ["ImageHash", "readBack"]
 
-#: C{BLKSSZGET}: the logical block size of a block device
-_BLKSSZGET = 0x1268
-
-
 def _logicalBlockSize(fd):
+    """
+    The logical block size of the block device open on C{fd} (what
+    C{O_DIRECT} offsets and lengths are multiples of); 4096 if unknown.
+    """
     buf = bytearray(4)
     try:
-        fcntl.ioctl(fd, _BLKSSZGET, buf)
+        fcntl.ioctl(fd, BLKSSZGET, buf)
     except OSError:
         return 4096
     return struct.unpack("=i", bytes(buf))[0] or 4096

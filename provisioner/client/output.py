@@ -287,7 +287,7 @@ class OutputFile:
         @return: the descriptor.
         @raise ReceiveError: not a file nor a block device, or a busy one.
         """
-        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CLOEXEC
         if _underDev(path) and not os.path.exists(path):
             raise ReceiveError("%s: no such device" % (path,))
         try:
