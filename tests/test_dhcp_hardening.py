@@ -72,10 +72,11 @@ class _Hostile(SynchronousTestCase):
         self.path = os.path.join(self.mktemp(), "leases.sqlite")
         self.leases = LeaseStore(self.path, self.clock)
         self.addCleanup(self.leases.close)
+        self.events = []
+        # The responder hands its logger to its parts when it is made.
+        self.patch(DHCPResponder, "log", Logger(observer=self.events.append))
         self.responder = DHCPResponder(config(self.configText), self.clock,
                                        ClientDirectory(clock=self.clock.seconds), self.leases)
-        self.events = []
-        self.responder.log = Logger(namespace="dhcp", observer=self.events.append)
         self.sent = Sent()
 
     def send(self, kind, mac=OWNER, options=(), **fields):

@@ -31,10 +31,11 @@ import struct
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
 from provisioner.dhcp import replies, wire
-from provisioner.dhcp.policy import ArchitectureBootPolicy, ClientFacts, HTTP_ARCHES, archName
+from provisioner.dhcp.boot import BootAnswers
+from provisioner.dhcp.policy import ArchitectureBootPolicy
 from provisioner.dhcp.wire import OPT, ZERO, DHCPPacket, MalformedPacket
 from provisioner.dhcp.subnets import Subnets, intToIP
 from provisioner.net.sockets import udpSocket
@@ -134,8 +135,8 @@ class DHCPResponder:
         self.policy = policy if policy is not None else ArchitectureBootPolicy(
             config, inventoryGetter)
         self.stats = {}
-        self._lastDecision = {}
         self.subnets = Subnets(config, inventoryGetter, self.log)
+        self.boot = BootAnswers(config, reactor, clients, self.policy, self.log, self._count)
         self.reconfigure(config)
 
     def reconfigure(self, config):
@@ -144,143 +145,12 @@ class DHCPResponder:
         """
         self.config = config
         self.subnets.reconfigure(config)
+        self.boot.reconfigure(config)
         if hasattr(self.policy, "reconfigure"):
             self.policy.reconfigure(config)
 
     def _count(self, name):
         self.stats[name] = self.stats.get(name, 0) + 1
-
-    # Facts --------------------------------------------------------------
-
-    def facts(self, packet):
-        """
-        Read a request into L{ClientFacts}. Options that are malformed are
-        treated as absent.
-        """
-        mac = packet.mac
-        arch = None
-        raw = packet.option(OPT.CLIENT_ARCH)
-        if raw is not None:
-            try:
-                arches = wire.parseArchitectures(raw)
-            except MalformedPacket:
-                arches = []
-            if arches:
-                arch = arches[0]
-        vendor = packet.textOption(OPT.VENDOR_CLASS)
-        userClasses = []
-        raw = packet.option(OPT.USER_CLASS)
-        if raw is not None:
-            userClasses = [c.decode("latin-1") for c in wire.parseUserClass(raw)]
-        ipxe = OPT.IPXE in packet.options or any(
-            c in self.config["ipxe_user_classes"] for c in userClasses)
-        uuid = None
-        raw = packet.option(OPT.CLIENT_UUID)
-        if raw is not None:
-            try:
-                uuid = wire.parseClientUUID(raw)
-            except MalformedPacket:
-                uuid = None
-        http = bool(vendor and vendor.startswith("HTTPClient")) or arch in HTTP_ARCHES
-        return ClientFacts(mac, arch, vendor, userClasses, ipxe, uuid, http)
-
-    def isBootClient(self, facts):
-        """
-        Whether the client asks to network-boot (option 60 prefix).
-        """
-        vendor = facts.vendorClass
-        if not vendor:
-            return False
-        return any(vendor.startswith(prefix) for prefix in self.config["vendor_classes"])
-
-    # Replies ------------------------------------------------------------
-
-    def _decide(self, facts, ip):
-        """
-        Ask the policy, log the decision, record the client. Returns a
-        L{BootDecision} or L{None}.
-        """
-        facts.ip = ip
-        try:
-            decision = self.policy.decide(facts)
-        except Exception:
-            self.log.failure("boot policy {policy} failed for {mac}",
-                             policy=getattr(self.policy, "name", self.policy), mac=facts.mac)
-            decision = None
-        bootFile = decision.bootFile if decision is not None else None
-        key = (facts.arch, facts.ipxe, bootFile)
-        level = LogLevel.debug
-        if self._lastDecision.get(facts.mac) != key:
-            self._lastDecision[facts.mac] = key
-            if len(self._lastDecision) > 100000:
-                self._lastDecision.clear()
-            level = LogLevel.info
-        self.log.emit(
-            level, "boot decision: {mac} arch={arch} ({archName}) vendor={vendor!r} "
-            "ipxe={ipxe} -> {bootFile} ({reason})", mac=facts.mac, arch=facts.arch,
-            archName=archName(facts.arch), vendor=facts.vendorClass, ipxe=facts.ipxe,
-            bootFile=bootFile, reason=decision.reason if decision is not None else "none")
-        if facts.mac is not None:
-            try:
-                self.clients.update(
-                    mac=facts.mac, ip=ip, arch=facts.arch, ipxe=facts.ipxe,
-                    vendor_class=facts.vendorClass,
-                    user_class=",".join(facts.userClasses) or None,
-                    uuid=facts.uuid, boot_file=bootFile)
-            except Exception:
-                self.log.failure("client directory update failed for {mac}", mac=facts.mac)
-        return decision
-
-    def _addBoot(self, reply, request, facts, decision, serverAddress, port4011):
-        """
-        Put boot information into a reply to a network-boot client.
-
-        @param port4011: whether this is the boot server's answer (always
-            carries the file).
-        """
-        http = facts.http
-        reply.setOption(OPT.VENDOR_CLASS, b"HTTPClient" if http else b"PXEClient")
-        uuid = request.option(OPT.CLIENT_UUID)
-        if uuid is not None:
-            reply.setOption(OPT.CLIENT_UUID, uuid)
-        if decision is None:
-            return
-        nextServer = decision.nextServer or self.config["next_server"] or serverAddress
-        if nextServer:
-            reply.siaddr = nextServer
-            reply.setOption(OPT.TFTP_SERVER, nextServer.encode())
-            reply.sname = nextServer.encode()[:63]
-        uefi = facts.arch not in (None, 0) and not facts.ipxe and not http
-        redirect = uefi and not port4011 and self.config["uefi"] == "redirect"
-        if redirect:
-            # No option 43 and no file: EDK2 asks siaddr:4011 (BINL).
-            return
-        bootFile = decision.bootFile.encode("utf-8")
-        if len(bootFile) <= 127:
-            reply.file = bootFile
-        reply.setOption(OPT.BOOTFILE, bootFile)
-        if not http and not port4011:
-            # Skip boot server discovery: boot the file in this packet.
-            reply.setOption(OPT.VENDOR, wire.encodePXEVendor(discoveryControl=8))
-        if port4011:
-            vendor = request.option(OPT.VENDOR)
-            item = None
-            if vendor is not None:
-                try:
-                    item = wire.parsePXEVendor(vendor).get("boot_item")
-                except MalformedPacket:
-                    item = None
-            if item is not None:
-                reply.setOption(OPT.VENDOR, wire.encodePXEVendor(bootItem=item))
-        pxelinux = self.config["pxelinux"]
-        if any(v is not None for v in pxelinux.values()):
-            reply.setOption(OPT.PXELINUX_MAGIC, b"\xf1\x00\x74\x7e")
-            if pxelinux["config_file"] is not None:
-                reply.setOption(OPT.PXELINUX_CONFIG, pxelinux["config_file"].encode())
-            if pxelinux["path_prefix"] is not None:
-                reply.setOption(OPT.PXELINUX_PREFIX, pxelinux["path_prefix"].encode())
-            if pxelinux["reboot_time"] is not None:
-                reply.setOption(OPT.PXELINUX_REBOOT, struct.pack("!I", pxelinux["reboot_time"]))
 
     # Entry points -------------------------------------------------------
 
@@ -312,7 +182,7 @@ class DHCPResponder:
             return None
         if self.config["mode"] == "proxy":
             if kind == wire.DHCPDISCOVER:
-                return self._proxyOffer(packet, iface, send)
+                return self.boot.proxyOffer(packet, iface, send)
             return None
         handler = {
             wire.DHCPDISCOVER: self._discover,
@@ -337,37 +207,7 @@ class DHCPResponder:
         if kind not in (wire.DHCPREQUEST, wire.DHCPINFORM):
             return None
         self._count("pxe-" + wire.MESSAGE_TYPES[kind])
-        facts = self.facts(packet)
-        if not self.isBootClient(facts):
-            return None
-        ip = packet.ciaddr if packet.ciaddr != ZERO else None
-        decision = self._decide(facts, ip)
-        if decision is None:
-            return None
-        server = replies.serverAddress(self.config, iface)
-        reply = replies.newReply(packet, wire.DHCPACK, server)
-        self._addBoot(reply, packet, facts, decision, server, port4011=True)
-        self.log.debug("PXE boot server ACK to {mac} at {source}: {file}",
-                       mac=facts.mac, source=source, file=decision.bootFile)
-        send(reply, source)
-        return None
-
-    # Proxy mode ----------------------------------------------------------
-
-    def _proxyOffer(self, packet, iface, send):
-        facts = self.facts(packet)
-        if not self.isBootClient(facts):
-            self._count("proxy-not-pxe")
-            return None
-        decision = self._decide(facts, None)
-        if decision is None:
-            return None
-        server = replies.serverAddress(self.config, iface)
-        reply = replies.newReply(packet, wire.DHCPOFFER, server)
-        self._addBoot(reply, packet, facts, decision, server, port4011=False)
-        replies.echoRelay(packet, reply)
-        destination = replies.destination(self.config, packet, reply)
-        return replies.later(self.reactor, self.config["reply_delay"], send, reply, destination)
+        return self.boot.bootServerAck(packet, iface, send, source)
 
     # Full mode -----------------------------------------------------------
 
@@ -467,10 +307,10 @@ class DHCPResponder:
             hostname = reservation[1]
         if hostname:
             reply.setOption(OPT.HOSTNAME, hostname.encode())
-        facts = self.facts(packet)
-        if self.isBootClient(facts):
-            decision = self._decide(facts, ip)
-            self._addBoot(reply, packet, facts, decision, server, port4011=False)
+        facts = self.boot.facts(packet)
+        if self.boot.isBootClient(facts):
+            decision = self.boot.decide(facts, ip)
+            self.boot.addBoot(reply, packet, facts, decision, server, port4011=False)
         elif kind == wire.DHCPACK:
             # Every bound client goes into the directory, not only PXE ones.
             try:
