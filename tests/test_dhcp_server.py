@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_dhcp_server -*-
 """
-Tests for L{provisioner.dhcp.server}: the responder's decisions in proxy and
-full mode, the boot server on 4011, and the protocols' refusal to let any
-datagram raise.
+Tests for L{provisioner.dhcp.server} and the responder's parts
+(L{provisioner.dhcp.boot}, L{provisioner.dhcp.leasing},
+L{provisioner.dhcp.subnets}, L{provisioner.dhcp.replies}): the responder's
+decisions in proxy and full mode, the boot server on 4011, and the
+protocols' refusal to let any datagram raise.
 """
 
 import os
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.directory import ClientDirectory
@@ -542,6 +545,34 @@ class FullModeTests(SynchronousTestCase):
         p = DHCPPacket(chaddr=b"\x52\x54\x00\x00\x00\x01")
         self.responder.handleDHCP(DHCPPacket.from_wire(p.to_wire()), IFACE, self.sent)
         self.assertEqual(self.sent, [])
+
+    def test_oneLogNamespace(self):
+        """
+        If the responder's parts log (the boot decision, the ACK, an ignored
+        RELEASE, unreadable inventory reservations), every line carries the
+        responder's namespace, as it did before the parts were split out.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        class Broken:
+            def reservations(self):
+                raise RuntimeError("unreadable")
+        self.inventory = Broken()
+        self.handshake(options=[(OPT.VENDOR_CLASS, b"PXEClient:Arch:00000")])
+        self.responder.handleDHCP(request(wire.DHCPRELEASE, b"\x52\x54\x00\x00\x00\x07",
+                                          ciaddr="198.18.0.100"), IFACE, self.sent)
+        self.flushLoggedErrors(RuntimeError)
+        formats = {e["log_format"] for e in events}
+        for line in ("boot decision: {mac} arch={arch} ({archName}) vendor={vendor!r} "
+                     "ipxe={ipxe} -> {bootFile} ({reason})",
+                     "ACK {ip} to {mac} for {seconds}s",
+                     "{kind} of {ip} from {mac} ignored: {why}",
+                     "inventory reservations unreadable; using dhcp.reservations"):
+            self.assertIn(line, formats)
+        self.assertEqual({e["log_namespace"] for e in events},
+                         {"provisioner.dhcp.server.DHCPResponder"})
 
 
 class ProtocolTests(SynchronousTestCase):
