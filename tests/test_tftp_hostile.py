@@ -401,22 +401,31 @@ class MulticastJoinTests(HostileMixin, SynchronousTestCase):
         If joins come from many ports of one address, only
         C{max_sessions_per_client} of them join; the others get ERROR 0
         from the listen port (no more than 3x their size), and a unicast
-        request from that address is refused too while they are in.
+        request from that address is refused too while they are in; a
+        joined client repeating its request gets its OACK again.
         """
         self.makeMulticast(("tftp.max_sessions_per_client", 4))
         spoofer = "198.18.5.1"
         for port in range(40):
-            self.join((spoofer, 3000 + port))
+            size = self.join((spoofer, 3000 + port))
         [session] = self.registry.sessions
         self.assertEqual(len(session.clients), 4)
         self.assertEqual(self.registry.perHost, {spoofer: 4})
         self.assertEqual(self.server._perClient, {spoofer: 4})
+        self.assertTrue(all(len(d) <= 3 * size for d, a in self.listen.written))
         refusals = self.listen.packets()
         self.assertEqual(len(refusals), 36)
         self.assertEqual({p.code for p, a in refusals}, {wire.ERR_NOT_DEFINED})
         self.server.datagramReceived(rrq(b"small"), (spoofer, 9999))
         [(packet, addr)] = self.listen.packets()
         self.assertEqual(addr, (spoofer, 9999))
+        # A client in the session that asks again gets its OACK again, not
+        # a refusal, and still counts once.
+        before = len(self.sentTo((spoofer, 3001)))
+        self.join((spoofer, 3001))
+        self.assertEqual(self.listen.packets(), [])
+        self.assertEqual(len(self.sentTo((spoofer, 3001))), before + 1)
+        self.assertEqual(self.server._perClient, {spoofer: 4})
         # Other addresses join.
         self.join(LEGIT)
         self.assertEqual(len(session.clients), 5)

@@ -225,7 +225,7 @@ class MulticastRegistry:
         releaseSlot = holdSlot(client.peer) if holdSlot is not None else None
 
         def release():
-            client.release = _released
+            client.release = _alreadyReleased
             n = self.perHost.get(host, 0) - 1
             if n > 0:
                 self.perHost[host] = n
@@ -276,7 +276,7 @@ class MulticastRegistry:
             s.close()
 
 
-def _released():
+def _alreadyReleased():
     """
     The C{release} of a client that has left: nothing more to do.
     """
