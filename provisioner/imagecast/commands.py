@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_service -*-
+# -*- test-case-name: tests.test_imagecast_service,tests.test_imagecast_limits -*-
 """
 The control channel's AMP commands and their errors (C{docs/wire/imagecast.md}).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_sender -*-
+# -*- test-case-name: tests.test_imagecast_sender,tests.test_imagecast_limits -*-
 """
 The imagecast controller: the sessions and the receivers' control
 connections; what the AMP responders of

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_sender -*-
+# -*- test-case-name: tests.test_imagecast_sender,tests.test_imagecast_limits -*-
 """
 Flow control of imagecast rounds: the sender stays at most C{flow_window}
 bytes of a round's data ahead of the slowest receiver of the current group.

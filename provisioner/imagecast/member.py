@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_sender -*-
+# -*- test-case-name: tests.test_imagecast_sender,tests.test_imagecast_limits -*-
 """
 One receiver in one imagecast session: L{Member} and its states.
 """

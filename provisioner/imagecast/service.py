@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_service -*-
+# -*- test-case-name: tests.test_imagecast_service,tests.test_imagecast_limits -*-
 """
 The C{imagecast} service: the control channel (AMP over TCP, optionally
 TLS) in front of a L{provisioner.imagecast.controller.Controller}.

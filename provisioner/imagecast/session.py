@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_imagecast_sender -*-
+# -*- test-case-name: tests.test_imagecast_sender,tests.test_imagecast_limits -*-
 """
 One imagecast session: an image sent to a permanent group of receivers,
 round after round, until the current group is empty or the round limit is
