@@ -450,3 +450,27 @@ class NetLab:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def startTFTPService(case, pairs, linger):
+    """
+    Start the appliance's TFTP service in this process, on the real reactor
+    and 127.0.0.1 (port 0), for tests whose client runs in the same
+    process: C{pairs} are config overrides. The fast lane (a blocking wait
+    for the next ACK while one transfer is in flight) is off, since it
+    would stall a client on the same reactor. Stopped at the end of the
+    test, then C{linger} seconds are left for finished sessions' dally.
+
+    @return: the service (C{listeningPort} is its port).
+    """
+    from twisted.internet import reactor, task
+
+    from provisioner.appliance import Appliance
+    from provisioner.config import loadConfig
+    from provisioner.tftp.service import makeService
+    config = loadConfig(overrides=[("tftp.port", 0), ("tftp.fast_lane", False)] + list(pairs))
+    service = makeService(Appliance(config, reactor))
+    service.startService()
+    case.addCleanup(task.deferLater, reactor, linger, lambda: None)
+    case.addCleanup(service.stopService)
+    return service

@@ -11,14 +11,11 @@ import hashlib
 import io
 import os
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from provisioner.appliance import Appliance
-from provisioner.config import loadConfig
-from provisioner.tftp import adaptive, inject
 from provisioner.client.tftp import FetchOptions, fetch
-from provisioner.tftp.service import makeService
+from tests.netlab import startTFTPService
 
 #: the size of the image fetched (made at each test's setUp, not at import)
 SIZE = 3 * 1024 * 1024 + 77
@@ -73,24 +70,12 @@ class LoopbackTests(TestCase):
             f.write(self.real)
 
     def startServer(self, **overrides):
-        pairs = [("tftp.port", 0), ("tftp.root", self.root), ("tftp.timeout", 0.25)]
+        pairs = [("tftp.root", self.root), ("tftp.timeout", 0.25)]
         pairs += sorted(overrides.items())
-        config = loadConfig(overrides=pairs)
-        self.appliance = Appliance(config, reactor)
-        service = makeService(self.appliance)
-        adaptive.install(service)
-        inject.install(service)
-        # Client and server share this reactor: the server's fast lane (a
-        # blocking wait for the next ACK while one transfer is in flight)
-        # would stall the client that must send it.
-        service.server.fastLane = False
-        service.startService()
         # Sessions that finished linger for their dally (at most
         # tftp.timeout) after the service stops: let them close.
-        self.addCleanup(task.deferLater, reactor, 0.3, lambda: None)
-        self.addCleanup(service.stopService)
-        self.service = service
-        return service.listeningPort
+        self.service = startTFTPService(self, pairs, linger=0.3)
+        return self.service.listeningPort
 
     def fetch(self, path="image.bin", options=None, drop=None):
         port = self.startServer() if not hasattr(self, "service") else \

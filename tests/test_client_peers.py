@@ -29,11 +29,11 @@ import subprocess
 import tempfile
 import time
 
-from twisted.internet import reactor, task, utils
+from twisted.internet import reactor, utils
 from twisted.trial.unittest import TestCase
 
 from provisioner.client.tftp import FetchOptions, fetch
-from tests.netlab import requireE2E
+from tests.netlab import requireE2E, startTFTPService
 
 __all__ = ["peerServer", "freePort", "startTftpdHpa", "startAtftpd"]
 
@@ -258,10 +258,6 @@ class InjectorClientTests(TestCase):
     timeout = 60
 
     def setUp(self):
-        from provisioner.appliance import Appliance
-        from provisioner.config import loadConfig
-        from provisioner.tftp import adaptive, inject
-        from provisioner.tftp.service import makeService
         requireE2E(tools=["curl", "atftp"])
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
@@ -272,24 +268,13 @@ class InjectorClientTests(TestCase):
             f.write(self.facility)
         with open(os.path.join(self.root, "pxelinux.0"), "wb") as f:
             f.write(self.real)
-        config = loadConfig(overrides=[
-            ("tftp.port", 0), ("tftp.root", self.root), ("tftp.timeout", 0.25),
-            ("tftp.injector.enabled", True),
-            ("tftp.injector.programs", {"pxelinux.0": os.path.abspath(program)}),
-            ("tftp.injector.holdoff", 0.0)])
-        self.appliance = Appliance(config, reactor)
-        service = makeService(self.appliance)
-        adaptive.install(service)
-        inject.install(service)
-        # Client and server share this reactor: the server's fast lane (a
-        # blocking wait for the next ACK while one transfer is in flight)
-        # would stall the client that must send it.
-        service.server.fastLane = False
-        service.startService()
         # Finished sessions linger for their dally (curl asks a timeout,
         # and the dally is at most that or the server's DALLY).
-        self.addCleanup(task.deferLater, reactor, 1.2, lambda: None)
-        self.addCleanup(service.stopService)
+        service = startTFTPService(self, [
+            ("tftp.root", self.root), ("tftp.timeout", 0.25),
+            ("tftp.injector.enabled", True),
+            ("tftp.injector.programs", {"pxelinux.0": os.path.abspath(program)}),
+            ("tftp.injector.holdoff", 0.0)], linger=1.2)
         self.port = service.listeningPort
         self.out = os.path.abspath(self.mktemp())
 

@@ -18,7 +18,7 @@ from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.files import BytesSource, FileRequest
 from provisioner.interfaces import IRequestHandler, IResolverFilter
-from provisioner.tftp import adaptive, inject, wire
+from provisioner.tftp import wire
 from provisioner.tftp.inject import BootstrapInjector
 from provisioner.tftp.multicast.repair import RepairExtension, RepairFilter
 from provisioner.tftp.multicast.service import MulticastHandler, MulticastTFTPService
@@ -315,15 +315,6 @@ class ConfiguredExtensionsTests(ServiceMixin, SynchronousTestCase):
         self.reload(("tftp.adaptive.enabled", False))
         self.assertEqual(self.service.extensions, ())
 
-    def test_adaptiveInstallCompatible(self):
-        """
-        If the old C{adaptive.install} is called on a built service, the
-        extensions are registered once.
-        """
-        self.makeService()
-        adaptive.install(self.service)
-        self.assertEqual(self.service.extensions, tuple(self.service.adaptiveExtensions))
-
     def test_injectorOnReload(self):
         """
         If the injector is enabled, it sits before the directory; a reload
@@ -344,7 +335,7 @@ class ConfiguredExtensionsTests(ServiceMixin, SynchronousTestCase):
         self.assertEqual(self.service.injector.delivered["10.0.0.9"], 5.0)
         self.assertEqual(sum(isinstance(r, BootstrapInjector)
                              for r in self.service.resolvers.resolvers), 1)
-        inject.install(self.service)
+        self.service.configureInjector(self.service.config)
         self.assertEqual(sum(isinstance(r, BootstrapInjector)
                              for r in self.service.resolvers.resolvers), 1)
         self.reload(("tftp.injector.enabled", False))

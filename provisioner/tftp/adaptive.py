@@ -276,17 +276,3 @@ def extensionsFromConfig(section):
                                         section.get("pace_max", 0.05),
                                         section.get("pace_recover_windows", 4)))
     return out
-
-
-def install(service):
-    """
-    Register the extensions C{tftp.adaptive} enables on a
-    L{provisioner.tftp.service.TFTPService} again, in place of those there
-    before (L{TFTPService.configureAdaptive
-    <provisioner.tftp.service.TFTPService.configureAdaptive>}, which the
-    service already calls when it is built and reloaded). Kept for callers
-    from before the service did it itself.
-
-    @return: the extensions.
-    """
-    return service.configureAdaptive(service.config)

@@ -231,16 +231,3 @@ def reloadInjector(previous, section, appliance):
     if injector is not None and previous is not None:
         injector.delivered.update(previous.delivered)
     return injector
-
-
-def install(service):
-    """
-    Configure a L{provisioner.tftp.service.TFTPService}'s injector from its
-    C{tftp} section again (L{TFTPService.configureInjector
-    <provisioner.tftp.service.TFTPService.configureInjector>}, which the
-    service already calls when it is built and reloaded). Kept for callers
-    from before the service did it itself.
-
-    @return: the injector, or L{None}.
-    """
-    return service.configureInjector(service.config)
