@@ -275,6 +275,7 @@ class InjectorClientTests(TestCase):
             ("tftp.injector.enabled", True),
             ("tftp.injector.programs", {"pxelinux.0": os.path.abspath(program)}),
             ("tftp.injector.holdoff", 0.0)], linger=1.2)
+        self.appliance = service.appliance
         self.port = service.listeningPort
         self.out = os.path.abspath(self.mktemp())
 
