@@ -96,8 +96,6 @@ class Session:
         self._periodic = None
         self.done = defer.Deferred()
 
-    # -- membership -----------------------------------------------------
-
     # -- the counters ----------------------------------------------------
 
     def _flags(self, m):
