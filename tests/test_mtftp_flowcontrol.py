@@ -215,7 +215,7 @@ class RateTests(SynchronousTestCase):
         """
         rate = flowcontrol.AdaptiveRate(self.clock, maximum=8000, minimum=1000, burst=1000)
         self.assertEqual(rate.delay(1000), 0)
-        rate.masterTimeout()
+        rate.congested()
         self.assertEqual(rate.bucket.rate, 4000)
         self.assertEqual(rate.delay(1000), 0.25)
 
@@ -227,12 +227,12 @@ class RateTests(SynchronousTestCase):
         events = _Events(self)
         rate = flowcontrol.AdaptiveRate(self.clock, "s", maximum=8000, minimum=1500,
                                         decrease=0.5)
-        rate.masterTimeout()
+        rate.congested()
         self.assertEqual(rate.rate, 4000)
-        rate.masterTimeout()
-        rate.masterTimeout()
+        rate.congested()
+        rate.congested()
         self.assertEqual(rate.rate, 1500)
-        rate.masterTimeout()
+        rate.congested()
         self.assertEqual(rate.reductions, 3)
         self.assertTrue(any("lowered to 4000 B/s (master timeout)" in t
                             for t in events.texts()))
@@ -243,7 +243,7 @@ class RateTests(SynchronousTestCase):
         """
         rate = flowcontrol.AdaptiveRate(self.clock, maximum=0, fallback=10000, minimum=100)
         self.assertEqual(rate.rate, 0)
-        rate.masterTimeout()
+        rate.congested()
         self.assertEqual(rate.rate, 5000)
 
     def test_raiseAfterCleanPeriod(self):
@@ -254,19 +254,19 @@ class RateTests(SynchronousTestCase):
         """
         rate = flowcontrol.AdaptiveRate(self.clock, maximum=8000, minimum=1000,
                                         increase=2, cleanPeriod=1)
-        rate.masterTimeout()
-        rate.masterTimeout()
+        rate.congested()
+        rate.congested()
         self.assertEqual(rate.rate, 2000)
         self.clock.advance(0.5)
-        rate.progress()
+        rate.clean()
         self.assertEqual(rate.rate, 2000)
         self.clock.advance(0.6)
-        rate.progress()
+        rate.clean()
         self.assertEqual(rate.rate, 4000)
         self.clock.advance(1.1)
-        rate.progress()
+        rate.clean()
         self.clock.advance(1.1)
-        rate.progress()
+        rate.clean()
         self.assertEqual(rate.rate, 8000)
         self.assertEqual(rate.raises, 2)
 
@@ -276,9 +276,9 @@ class RateTests(SynchronousTestCase):
         """
         rate = flowcontrol.AdaptiveRate(self.clock, maximum=0, fallback=1000,
                                         minimum=100, increase=4, cleanPeriod=1)
-        rate.masterTimeout()
+        rate.congested()
         self.clock.advance(2)
-        rate.progress()
+        rate.clean()
         self.assertEqual(rate.rate, 0)
 
 

@@ -258,11 +258,11 @@ class LoadQuality:
 class AdaptiveRate(MultiplicativeRate):
     """
     The rate of one session: the shared L{IRatePolicy} (L{MultiplicativeRate})
-    with the master's timeout as congestion. The rate is multiplied by
-    C{decrease} (not below C{minimum}) when the master times out
-    (L{masterTimeout}), and by C{increase} (not above C{maximum}) when the
-    master acknowledges new data (L{progress}) C{cleanPeriod} seconds or
-    more after the last timeout or raise. C{maximum} 0 means no limit until
+    with the master's timeout as congestion. The session calls
+    C{congested()} when the master times out (the rate is multiplied by
+    C{decrease}, not below C{minimum}) and C{clean()} when the master
+    acknowledges new data (multiplied by C{increase}, not above C{maximum},
+    C{cleanPeriod} seconds or more after the last timeout or raise). C{maximum} 0 means no limit until
     the first timeout, which then starts from C{fallback}. The session
     paces with L{delay}, a L{TokenBucket} kept at the rate.
 
@@ -287,29 +287,16 @@ class AdaptiveRate(MultiplicativeRate):
         return self.bucket.delay(nbytes)
 
     def changed(self, old, new):
+        """
+        Pace at the new rate, and say so (once per change, never per
+        packet).
+        """
         self.bucket.setRate(new)
-
-    def masterTimeout(self):
-        """
-        The master did not answer in time: congestion, lower the rate.
-        """
-        before = self.reductions
-        self.congested()
-        if self.reductions != before:
-            self.log.info("multicast TFTP rate of {session} lowered to {rate:.0f} B/s "
-                          "(master timeout)", session=self.name, rate=self.rate)
-
-    def progress(self):
-        """
-        The master acknowledged new data: no congestion, the rate may go up
-        after a clean period.
-        """
-        before = self.raises
-        self.clean()
-        if self.raises != before:
-            self.log.info("multicast TFTP rate of {session} raised to {rate} after a clean "
-                          "period", session=self.name,
-                          rate="%.0f B/s" % (self.rate,) if self.rate else "unlimited")
+        raised = new == 0 or (old and new > old)
+        self.log.info("multicast TFTP rate of {session} {change} to {rate} ({why})",
+                      session=self.name, change="raised" if raised else "lowered",
+                      rate="%.0f B/s" % (new,) if new else "unlimited",
+                      why="after a clean period" if raised else "master timeout")
 
 
 @implementer(IUnexpectedPacketPolicy)

@@ -386,7 +386,7 @@ class MulticastSession(SessionSending, DatagramProtocol):
         if master is None:
             return
         self.retries += 1
-        self.rate.masterTimeout()
+        self.rate.congested()
         limit = self.registry.masterRetries
         if not master.acked and self.registry.unansweredRetries is not None:
             limit = min(limit, self.registry.unansweredRetries)
@@ -510,7 +510,7 @@ class MulticastSession(SessionSending, DatagramProtocol):
             sample = now - sent
             self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
         if block > self.ackBase:
-            self.rate.progress()
+            self.rate.clean()
             for b in range(self.ackBase + 1, block + 1):
                 self.sentAt.pop(b, None)
                 self.sentSeq.pop(b, None)
