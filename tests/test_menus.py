@@ -42,6 +42,12 @@ class FakeCatalog:
 
     generation = 1
 
+    def subscribe(self, listener):
+        """
+        Changes are never announced: return the no-op that unsubscribes.
+        """
+        return lambda: None
+
     def asList(self):
         return [
             {"name": "debian/linux", "size": 8000000, "sha256": "a" * 64, "mtime": 1.0,

@@ -287,7 +287,7 @@ class MenuService(service.Service):
             else:
                 self.log.warn("cannot watch the inventory: {dir} does not exist", dir=parent)
         catalog = self.appliance.catalog
-        if catalog is not None and hasattr(catalog, "subscribe"):
+        if catalog is not None:
             self._unsubscribe = catalog.subscribe(
                 lambda c: self.renderer.invalidate("images"))
 

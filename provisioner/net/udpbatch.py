@@ -33,7 +33,7 @@ import socket
 import struct
 
 from twisted.internet import udp
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.interfaces import IReactorFDSet, IReactorUDP
 from twisted.logger import Logger
 
 from provisioner.net.sockopt import libc
@@ -347,7 +347,7 @@ def adaptProtocol(protocol):
 
 
 def _fdReactor(reactor):
-    return IReactorFDSet.providedBy(reactor) and hasattr(reactor, "listenUDP")
+    return IReactorFDSet.providedBy(reactor) and IReactorUDP.providedBy(reactor)
 
 
 def listenUDP(reactor, port, protocol, interface="", maxPacketSize=8192, batch=64):
