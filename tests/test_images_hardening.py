@@ -480,3 +480,137 @@ class RawEventTests(SynchronousTestCase):
         self.watcher._reader.dataReceived(data)
         self.assertEqual(self.events, [("complete", "k.efi"), ("rescan", ""),
                                        ("complete", "i.img")])
+
+
+class INotifyWatcherTests(SynchronousTestCase):
+    """
+    Tests for L{INotifyWatcher} reading the raw inotify stream (real inotify,
+    read by hand).
+    """
+
+    def setUp(self):
+        if not inotifyAvailable():
+            raise SkipTest("no inotify here")
+        base = os.path.abspath(self.mktemp())
+        self.root = os.path.join(base, "root")
+        self.away = os.path.join(base, "away")
+        os.makedirs(os.path.join(self.root, "sub"))
+        os.makedirs(self.away)
+        self.reactor = _FakeReadReactor()
+        self.events = []
+        self.before = _openDescriptors()
+        self.watcher = INotifyWatcher(self.reactor, self.root,
+                                      lambda kind, rel: self.events.append((kind, rel)),
+                                      accept=lambda rel: not rel.startswith("."))
+        self.watcher.start()
+        self.addCleanup(self.watcher.stop)
+
+    def drain(self):
+        for _ in range(5):
+            for reader in list(self.reactor.readers):
+                reader.doRead()
+
+    def test_subdirectoryDeletedKeepsWatching(self):
+        """
+        If a subdirectory is deleted, the directory is still watched
+        (Twisted's C{INotify} stops altogether when any watched directory
+        is deleted).
+        """
+        os.rmdir(os.path.join(self.root, "sub"))
+        self.drain()
+        _write(os.path.join(self.root, "after.iso"), b"x")
+        self.drain()
+        self.assertEqual(self.events, [("removed", "sub"), ("complete", "after.iso")])
+        self.assertIsNone(self.watcher.wdFor("sub"))
+
+    def test_newSubdirectoryWatched(self):
+        """
+        If a directory is created (or moved in), it is reported for a rescan
+        and what is written in it afterwards is reported too.
+        """
+        os.makedirs(os.path.join(self.root, "new", "deeper"))
+        self.drain()
+        _write(os.path.join(self.root, "new", "deeper", "k"), b"k")
+        self.drain()
+        self.assertEqual(self.events, [("rescan", "new"), ("complete", "new/deeper/k")])
+        os.rename(os.path.join(self.root, "new"), os.path.join(self.away, "new"))
+        self.drain()
+        _write(os.path.join(self.away, "new", "deeper", "gone"), b"g")
+        self.drain()
+        self.assertEqual(self.events[2:], [("removed", "new")])
+        os.rename(os.path.join(self.away, "new"), os.path.join(self.root, "back"))
+        self.drain()
+        _write(os.path.join(self.root, "back", "deeper", "b"), b"b")
+        self.drain()
+        self.assertEqual(self.events[3:], [("rescan", "back"), ("complete", "back/deeper/b")])
+
+    def test_ignoredNames(self):
+        """
+        If C{accept} refuses a name (a hidden temporary file), its events
+        are not reported; the rename to its final name is.
+        """
+        _write(os.path.join(self.root, ".k.tmp"), b"k")
+        os.rename(os.path.join(self.root, ".k.tmp"), os.path.join(self.root, "k"))
+        self.drain()
+        self.assertEqual(self.events, [("complete", "k")])
+
+    def test_symlinkIsComplete(self):
+        """
+        If a symlink is created, it is reported complete at once (nothing
+        writes a symlink, so no close event would come).
+        """
+        os.symlink("sub", os.path.join(self.root, "link"))
+        self.drain()
+        self.assertEqual(self.events, [("complete", "link")])
+
+    def test_stopReleasesDescriptor(self):
+        """
+        If the watcher stops, its inotify descriptor is closed and the
+        reactor no longer reads it.
+        """
+        self.assertEqual(_openDescriptors(), self.before + 1)
+        self.watcher.stop()
+        self.assertEqual(_openDescriptors(), self.before)
+        self.assertEqual(self.reactor.readers, [])
+
+
+class CompatibilityTests(_Dirs, SynchronousTestCase):
+    """
+    Callers written when every entry held a descriptor (the image multicast
+    controller: C{os.dup(entry.fd)} after C{entry.intact()}) keep working,
+    without a descriptor at rest.
+    """
+
+    def setUp(self):
+        self.makeDirs()
+        self.catalog = self.makeCatalog()
+        _write(os.path.join(self.images, "disk.img"), b"disk")
+        self.successResultOf(self.catalog.changed("disk.img"))
+
+    def test_fdForOneTurn(self):
+        """
+        If C{entry.fd} is read, it is a descriptor of the hashed file that
+        stays the same for this turn of the reactor and is closed at the
+        next.
+        """
+        entry = self.catalog.get("disk.img")
+        before = _openDescriptors()
+        self.assertTrue(entry.intact())
+        fd = entry.fd
+        self.assertIs(entry.fd, fd)
+        mine = os.dup(fd)
+        self.addCleanup(os.close, mine)
+        self.assertEqual(os.pread(mine, 10, 0), b"disk")
+        self.clock.advance(0)
+        self.assertEqual(_openDescriptors(), before + 1)  # only the dup
+
+    def test_notIntactAfterReplace(self):
+        """
+        If the file was replaced, the entry is not intact and has no
+        descriptor to give.
+        """
+        entry = self.catalog.get("disk.img")
+        self.catalog.runInThread = lambda f, *a: defer.Deferred()  # hash never ends
+        self.renameIn("disk.img", lambda p: _write(p, b"other"))
+        self.assertFalse(entry.intact())
+        self.assertIsNone(entry.fd)
