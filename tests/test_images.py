@@ -539,3 +539,54 @@ class SchemaTests(SynchronousTestCase):
                               text="images:\n  prefix: /abs\n")
         self.assertIn("p.yaml:2: images.prefix", str(e))
         self.assertRaises(ConfigError, loadConfig, "p.yaml", text="images:\n  prefix: a/../b\n")
+
+
+class FollowSymlinksConfigTests(SynchronousTestCase):
+    """
+    Tests for C{images.follow_symlinks}.
+    """
+
+    def setUp(self):
+        self.root = self.mktemp()
+        os.makedirs(self.root)
+        self.images = os.path.join(self.root, "img")
+
+    def config(self, policy):
+        return loadConfig(overrides=[
+            ("images.enabled", True), ("images.directory", self.images),
+            ("images.state_dir", os.path.join(self.root, "state")),
+            ("images.watch", "poll"), ("images.follow_symlinks", policy)])
+
+    def test_default(self):
+        """
+        Symlinks are followed only inside the directory by default.
+        """
+        self.assertEqual(loadConfig()["images"]["follow_symlinks"], "inside")
+
+    def test_badValue(self):
+        """
+        If the value is not one of the choices, the error names the key.
+        """
+        e = self.assertRaises(ConfigError, loadConfig, "p.yaml",
+                              text="images:\n  follow_symlinks: sometimes\n")
+        self.assertIn("images.follow_symlinks", str(e))
+
+    def test_serviceAndReload(self):
+        """
+        The service's catalogue takes the policy; a reload with another
+        policy starts a new catalogue with it, which no longer serves a
+        symlink the new policy refuses.
+        """
+        _write(os.path.join(self.images, "a.iso"), b"a")
+        os.symlink("a.iso", os.path.join(self.images, "b.iso"))
+        appliance = Appliance(self.config("inside"), task.Clock())
+        service = ImagesService(appliance, runInThread=lambda f, *a: defer.maybeDeferred(f, *a))
+        service.startService()
+        self.assertEqual(service.catalog.followSymlinks, "inside")
+        self.assertEqual([e.name for e in service.catalog], ["a.iso", "b.iso"])
+        service.reconfigure(self.config("never"))
+        self.assertEqual(service.catalog.followSymlinks, "never")
+        self.assertEqual([e.name for e in service.catalog], ["a.iso"])
+        self.assertIsNone(service.catalog.resolver.resolve(FileRequest("images/b.iso",
+                                                                       ("h", 1))))
+        self.successResultOf(service.stopService())

@@ -614,3 +614,32 @@ class CompatibilityTests(_Dirs, SynchronousTestCase):
         self.renameIn("disk.img", lambda p: _write(p, b"other"))
         self.assertFalse(entry.intact())
         self.assertIsNone(entry.fd)
+
+
+class DirectoryReplacedTests(_Dirs, SynchronousTestCase):
+    """
+    The directory's descriptor follows a replaced directory at the next
+    full rescan.
+    """
+
+    def setUp(self):
+        self.makeDirs()
+
+    def test_replacedDirectory(self):
+        """
+        If the images directory is removed and made again, a full rescan
+        catalogues the files of the new one; stop closes both descriptors.
+        """
+        before = _openDescriptors()
+        catalog = self.makeCatalog()
+        _write(os.path.join(self.images, "old.iso"), b"old")
+        self.successResultOf(catalog.rescan())
+        os.rename(self.images, self.images + ".gone")
+        _write(os.path.join(self.images, "new.iso"), b"new")
+        self.successResultOf(catalog.rescan())
+        self.assertEqual([e.name for e in catalog], ["new.iso"])
+        source = self.request(catalog, "new.iso")
+        self.assertEqual(_readAll(source), b"new")
+        source.close()
+        self.successResultOf(catalog.stop())
+        self.assertEqual(_openDescriptors(), before)

@@ -324,6 +324,7 @@ class Catalog:
         self.directory = os.path.abspath(directory)
         self.followSymlinks = followSymlinks
         self._root = None
+        self._oldRoots = []
         self.stateDir = stateDir
         self.prefix = prefix
         self.ignore = list(ignore)
@@ -385,6 +386,25 @@ class Catalog:
         if self._root is None:
             self._root = ConfinedRoot(self.directory, self.followSymlinks)
         return self._root
+
+    def _reopenIfReplaced(self):
+        """
+        If the directory was replaced (removed and made again, or another
+        renamed to its name), open the new one; the old descriptor is kept
+        until L{stop}, as hashing threads may still use it.
+        """
+        if self._root is None:
+            return
+        try:
+            now = os.stat(self.directory)
+            held = os.fstat(self._root.fileno())
+        except OSError:
+            return
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            self.log.info("image directory {directory} was replaced; reading the new one",
+                          directory=self.directory)
+            self._oldRoots.append(self._root)
+            self._root = None
 
     def _statSymlink(self, relpath):
         return self.confined().stat(relpath)
@@ -574,6 +594,8 @@ class Catalog:
         """
         from provisioner.images.watch import snapshot
         name = under.replace(os.sep, "/")
+        if not under:
+            self._reopenIfReplaced()
         try:
             root = self.confined()
         except OSError as e:
@@ -793,9 +815,10 @@ class Catalog:
                 self.save()
             for entry in self.entries.values():
                 entry.close()
-            root, self._root = self._root, None
-            if root is not None:
-                root.close()
+            roots, self._root, self._oldRoots = [self._root] + self._oldRoots, None, []
+            for root in roots:
+                if root is not None:
+                    root.close()
         return d.addCallback(close)
 
 
