@@ -245,6 +245,33 @@ class RangeSet:
         ends[i:j] = [newEnd]
         return (end - start) - covered
 
+    def remove(self, start, end):
+        """
+        Remove C{[start, end)} (the receiver drops a piece whose digest did
+        not match). The lists change in place.
+
+        @return: the number of bytes that were held there.
+        """
+        if end <= start:
+            return 0
+        starts, ends = self._starts, self._ends
+        i = bisect.bisect_right(ends, start)
+        j = i
+        removed = 0
+        keep = []
+        while j < len(starts) and starts[j] < end:
+            s, e = starts[j], ends[j]
+            removed += min(e, end) - max(s, start)
+            if s < start:
+                keep.append((s, start))
+            if e > end:
+                keep.append((end, e))
+            j += 1
+        if j > i:
+            starts[i:j] = [s for s, _ in keep]
+            ends[i:j] = [e for _, e in keep]
+        return removed
+
     def covers(self, start, end):
         """
         Whether C{[start, end)} is held entirely (after the last range: O(1)).
