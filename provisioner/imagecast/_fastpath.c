@@ -22,12 +22,16 @@
  *       -> (count, runs, rejected, stale, truncated, peer, error, at)
  *       one recvmmsg of up to batch datagrams from the socket fd into
  *       buffer (writable, batch * slot bytes), the checks of verify_batch,
- *       and each run written to outfd with pwritev at its offset: the
- *       receiver's whole read loop without a Python object per datagram.
- *       count is 0 when nothing waits. Each run is (start, end, data):
- *       data is the run's bytes from hash_at on for the run that holds
- *       hash_at (the end of the in-order prefix, which then moves to the
- *       run's end), else None.
+ *       and the bytes not held written to outfd with pwritev at their
+ *       offsets: the receiver's whole read loop without a Python object
+ *       per datagram. Bytes held (starts/ends) or written earlier in the
+ *       same batch are never written again: they may have been checked
+ *       against their piece's digest already, and a later datagram for
+ *       them (forged by someone who knows the session key) must not
+ *       replace them. count is 0 when nothing waits. Each run is (start,
+ *       end, data), the bytes written there: data is the run's bytes from
+ *       hash_at on for the run that holds hash_at (the end of the
+ *       in-order prefix, which then moves to the run's end), else None.
  *       peer: the raw source address of the first rejected datagram, or
  *       None. error/at: the errno and offset of a failed write (0 and 0
  *       when all was written; runs holds only what was written). A
@@ -311,6 +315,149 @@ done:
 }
 
 #define MAX_BATCH 256
+
+typedef struct {
+    unsigned long long start, end;
+} span_t;
+
+typedef struct {
+    span_t *items;
+    Py_ssize_t count, size;
+} spans_t;
+
+static int
+spans_push(spans_t *s, unsigned long long start, unsigned long long end)
+{
+    if (s->count == s->size) {
+        Py_ssize_t size = s->size ? s->size * 2 : 64;
+        span_t *items = PyMem_Realloc(s->items, (size_t)size * sizeof(span_t));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->items = items;
+        s->size = size;
+    }
+    s->items[s->count].start = start;
+    s->items[s->count].end = end;
+    s->count++;
+    return 0;
+}
+
+/*
+ * The parts of [start, end) that no held range (starts/ends, sorted) and
+ * no span of written (this batch's writes) covers, appended to out in
+ * order. -1 with an error set.
+ */
+static int
+new_parts(PyObject *starts, PyObject *ends, const spans_t *written,
+          unsigned long long start, unsigned long long end, spans_t *out,
+          spans_t *scratch)
+{
+    Py_ssize_t n = starts != NULL ? PyList_GET_SIZE(ends) : 0, lo = 0, hi = n, i, j;
+    unsigned long long at = start;
+
+    scratch->count = 0;
+    /* the first held range that ends after start */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        unsigned long long e = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, mid));
+        if (e == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        if (e <= start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (i = lo; i < n && at < end; i++) {
+        unsigned long long s = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(starts, i));
+        unsigned long long e = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, i));
+        if (PyErr_Occurred())
+            return -1;
+        if (s >= end)
+            break;
+        if (s > at && spans_push(scratch, at, s) < 0)
+            return -1;
+        if (e > at)
+            at = e;
+    }
+    if (at < end && spans_push(scratch, at, end) < 0)
+        return -1;
+    /* less what this batch wrote already (written is sorted, disjoint and
+       short: touching spans are merged) */
+    for (i = 0; i < scratch->count; i++) {
+        unsigned long long s = scratch->items[i].start, e = scratch->items[i].end;
+        for (j = 0; j < written->count && s < e; j++) {
+            unsigned long long ws = written->items[j].start, we = written->items[j].end;
+            if (we <= s)
+                continue;
+            if (ws >= e)
+                break;
+            if (ws > s && spans_push(out, s, ws) < 0)
+                return -1;
+            s = we;
+        }
+        if (s < e && spans_push(out, s, e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Add [start, end) (disjoint from every span) to the sorted spans,
+   merging touching neighbours. -1 with an error set. */
+static int
+spans_insert(spans_t *s, unsigned long long start, unsigned long long end)
+{
+    Py_ssize_t i = s->count;
+
+    while (i > 0 && s->items[i - 1].start > start)
+        i--;
+    if (i > 0 && s->items[i - 1].end == start) {
+        s->items[i - 1].end = end;
+        if (i < s->count && s->items[i].start == end) {
+            s->items[i - 1].end = s->items[i].end;
+            memmove(&s->items[i], &s->items[i + 1],
+                    (size_t)(s->count - i - 1) * sizeof(span_t));
+            s->count--;
+        }
+        return 0;
+    }
+    if (i < s->count && s->items[i].start == end) {
+        s->items[i].start = start;
+        return 0;
+    }
+    if (spans_push(s, 0, 0) < 0)
+        return -1;
+    memmove(&s->items[i + 1], &s->items[i], (size_t)(s->count - 1 - i) * sizeof(span_t));
+    s->items[i].start = start;
+    s->items[i].end = end;
+    return 0;
+}
+
+/* A growing array of iovecs. */
+typedef struct {
+    struct iovec *items;
+    int count, size;
+} iovs_t;
+
+static int
+iovs_push(iovs_t *v, void *base, size_t len)
+{
+    if (v->count == v->size) {
+        int size = v->size ? v->size * 2 : MAX_BATCH;
+        struct iovec *items = PyMem_Realloc(v->items, (size_t)size * sizeof(struct iovec));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        v->items = items;
+        v->size = size;
+    }
+    v->items[v->count].iov_base = base;
+    v->items[v->count].iov_len = len;
+    v->count++;
+    return 0;
+}
 #ifndef IOV_MAX
 #define IOV_MAX 1024
 #endif
@@ -400,16 +547,18 @@ flush_run(PyObject *runs, int outfd, struct iovec *iov, int first, int last,
 static PyObject *
 receive_batch(PyObject *self, PyObject *args)
 {
-    int fd, outfd, n, i, m = 0, error = 0, first = 0, haveRun = 0;
-    Py_ssize_t slot, batch;
+    int fd, outfd, n, i, error = 0, first = 0, haveRun = 0;
+    Py_ssize_t slot, batch, k;
     unsigned long long session, limit, hashAt, at = 0, runStart = 0, runEnd = 0;
     long roundNumber, rejected = 0, stale = 0, truncated = 0;
     Py_buffer buf, padsBuf;
     PyObject *starts, *ends, *runs = NULL, *peer = NULL, *result = NULL;
     pads_t pads;
     struct mmsghdr msgs[MAX_BATCH];
-    struct iovec slots[MAX_BATCH], payloads[MAX_BATCH];
+    struct iovec slots[MAX_BATCH];
     struct sockaddr_storage names[MAX_BATCH];
+    iovs_t payloads = {NULL, 0, 0};
+    spans_t written = {NULL, 0, 0}, parts = {NULL, 0, 0}, scratch = {NULL, 0, 0};
 
     if (!PyArg_ParseTuple(args, "iw*nnKlKy*OOiK", &fd, &buf, &slot, &batch, &session,
                           &roundNumber, &limit, &padsBuf, &starts, &ends, &outfd, &hashAt))
@@ -477,27 +626,40 @@ receive_batch(PyObject *self, PyObject *args)
             }
             continue;
         }
-        if (!(haveRun && offset == runEnd)) {
-            if (haveRun && flush_run(runs, outfd, payloads, first, m, runStart, runEnd,
-                                     &hashAt, &error, &at) < 0)
+        /* only what is neither held nor written earlier in this batch */
+        parts.count = 0;
+        if (new_parts(starts, ends, &written, offset, end, &parts, &scratch) < 0)
+            goto done;
+        for (k = 0; k < parts.count; k++) {
+            unsigned long long ps = parts.items[k].start, pe = parts.items[k].end;
+            if (!(haveRun && ps == runEnd)) {
+                if (haveRun && flush_run(runs, outfd, payloads.items, first, payloads.count,
+                                         runStart, runEnd, &hashAt, &error, &at) < 0)
+                    goto done;
+                runStart = ps;
+                haveRun = 1;
+                first = payloads.count;
+            }
+            /* the parts written, back to back: a run is payloads[first:] */
+            if (iovs_push(&payloads, (char *)p + HEADER_SIZE + (ps - offset),
+                          (size_t)(pe - ps)) < 0)
                 goto done;
-            runStart = offset;
-            haveRun = 1;
-            first = m;
+            if (spans_insert(&written, ps, pe) < 0)
+                goto done;
+            runEnd = pe;
         }
-        /* the good payloads, back to back: a run is payloads[first:m] */
-        payloads[m].iov_base = (char *)p + HEADER_SIZE;
-        payloads[m].iov_len = (size_t)length;
-        m++;
-        runEnd = end;
     }
-    if (haveRun && flush_run(runs, outfd, payloads, first, m, runStart, runEnd,
-                             &hashAt, &error, &at) < 0)
+    if (haveRun && flush_run(runs, outfd, payloads.items, first, payloads.count, runStart,
+                             runEnd, &hashAt, &error, &at) < 0)
         goto done;
     result = Py_BuildValue("(iOlllOiK)", n, runs, rejected, stale, truncated,
                            peer ? peer : Py_None, error, at);
 done:
     PyBuffer_Release(&buf);
+    PyMem_Free(payloads.items);
+    PyMem_Free(written.items);
+    PyMem_Free(parts.items);
+    PyMem_Free(scratch.items);
     Py_XDECREF(runs);
     Py_XDECREF(peer);
     return result;
