@@ -44,8 +44,11 @@ STRANGER = "198.18.0.66"
 
 
 def _config(root, extra=""):
-    return loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  port: 0\n%s" % (
-        root, extra))["imagecast"]
+    # authentication: none: these tests are about what any peer can make
+    # the appliance hold, registered or not; that a Register needs its
+    # proof is tests.test_imagecast_auth's
+    return loadConfig(text="imagecast:\n  enabled: true\n  authentication: none\n  root: %s\n"
+                      "  port: 0\n%s" % (root, extra))["imagecast"]
 
 
 def _image(case, size):
@@ -658,7 +661,7 @@ class LoopbackTests(TestCase):
         """
         from twisted.internet import reactor
         config = loadConfig(text=(
-            "imagecast:\n  enabled: true\n  root: %s\n  port: 0\n"
+            "imagecast:\n  enabled: true\n  authentication: none\n  root: %s\n  port: 0\n"
             "  max_write_buffer: 262144\n  min_receivers: 5\n  max_wait: 600\n" % (
                 self.root,)))
         svc = makeService(Appliance(config, reactor))

@@ -283,8 +283,12 @@ class SessionTests(SynchronousTestCase):
             f.write(self.data)
         self.clock = task.Clock()
         self.writer = FakeWriter()
+        # (authentication: none only lets the section load: the controller
+        # does not authenticate, the control channel does, see
+        # tests.test_imagecast_auth)
         config = loadConfig(text=(
-            "imagecast:\n  enabled: true\n  root: %s\n  datagram_size: 1027\n"
+            "imagecast:\n  enabled: true\n  authentication: none\n  root: %s\n"
+            "  datagram_size: 1027\n"
             "  max_rounds: 4\n  report_timeout: 5\n  client_timeout: 20\n"
             "  announce_timeout: 1\n  tail_bytes: 0\n" % (self.root,)))["imagecast"]
         ids = iter(range(100, 200))
@@ -576,7 +580,7 @@ class SessionTests(SynchronousTestCase):
         If a receiver reports that it is more than C{flow_window} bytes
         behind in the first round, the sender pauses until it catches up;
         receivers that report nothing hold it back for no longer than
-        L{Session.FLOW_STALL}.
+        C{min_rate_seconds} (their progress is below the rate floor).
         """
         session, a, b = self._twoReceiverSession(rate=None)
         self.controller.progress(a, session.id, 1, 0)
@@ -618,13 +622,14 @@ class SessionTests(SynchronousTestCase):
 
     def test_silentReceiverHoldsRepairRound(self):
         """
-        If a receiver of the current group has not reported progress in a
-        repair round (its announcement still queued), the round goes
-        C{flow_window} bytes and waits: until the receiver reports
-        progress, or for L{Session.FLOW_STALL} seconds.
+        If a receiver of the current group that kept up in the last round
+        has not reported progress in a repair round (its announcement
+        still queued), the round goes C{flow_window} bytes and waits: until
+        the receiver reports progress, or for C{min_rate_seconds} (below
+        the rate floor).
         """
         session, a, b = self._twoReceiverSession()
-        drive(self.clock, 4)
+        self.keepUp(session, [a, b], 4)
         self.assertEqual(session.phase, "collect")
         before = len(self.writer.datagrams())
         self.controller.reportMissing(a, session.id, 1, [(0, 500000)])
@@ -638,7 +643,7 @@ class SessionTests(SynchronousTestCase):
         self.controller.progress(a, session.id, 2, 500000)
         drive(self.clock, 0.5)
         self.assertLessEqual(len(self.writer.datagrams()) - before, 200 + 63)
-        # b's position has not moved for FLOW_STALL: it no longer counts
+        # b has not moved for min_rate_seconds: it no longer counts
         drive(self.clock, 1.5)
         self.assertEqual(len(self.writer.datagrams()) - before, 500)
         self.assertEqual(session.phase, "collect")
@@ -651,8 +656,7 @@ class SessionTests(SynchronousTestCase):
         no longer in the current group does not hold it back.
         """
         session, a, b = self._twoReceiverSession()
-        # neither reports progress: each holds the round for FLOW_STALL
-        drive(self.clock, 4)
+        self.keepUp(session, [a, b], 4)
         self.assertEqual(session.phase, "collect")
         self.controller.progress(a, session.id, 1, 0)  # a round late: ignored
         # a misses every other 1000 bytes: 500,000 bytes over the whole image
@@ -682,11 +686,58 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.writer.datagrams()) - before, 500)
         self.assertEqual(session.phase, "collect")
 
+    def keepUp(self, session, connections, seconds, step=0.005, every=10):
+        """
+        Drive the clock for C{seconds} in steps of C{step}, the receivers
+        of C{connections} reporting every C{every} steps the end of the
+        last datagram sent (they keep up with the sender).
+        """
+        for i in range(int(round(seconds / step))):
+            self.clock.advance(step)
+            sent = self.writer.batches and self.writer.batches[-1]
+            if sent and session.phase == "data" and i % every == 0:
+                last = DataDatagram.from_wire(sent[-1], session.key, session.id)
+                for c in connections:
+                    self.controller.progress(c, session.id, session.round,
+                                             last.offset + len(last.payload))
+
+    def test_slowProgressDoesNotStall(self):
+        """
+        If a receiver reports one more byte every 1.5 seconds, it stops
+        holding the sender back once its progress over
+        C{min_rate_seconds} is below C{min_receiver_rate} of the session's
+        rate: the others get the round at the session's rate after that
+        (not at the slow one's pace), and in the next round it does not
+        hold the window at all (it was too slow in the last one).
+        """
+        session, a, b = self._twoReceiverSession(rate=10)  # 1.25 MB/s: 0.8 s a round
+        self.controller.progress(b, session.id, 1, 1)
+        position = [1]
+
+        def creep():
+            position[0] += 1
+            self.controller.progress(b, session.id, session.round, position[0])
+        creeper = task.LoopingCall(creep)
+        creeper.clock = self.clock
+        creeper.start(1.5, now=False)
+        self.addCleanup(creeper.stop)
+        # the window's 200,000 bytes go at once; then b holds the round
+        # for min_rate_seconds (2 s), then the rest goes at the rate
+        self.keepUp(session, [a], 2.9)
+        self.assertEqual(session.phase, "collect")
+        self.assertEqual(session.rounds[0]["too_slow"], ["b"])
+        self.controller.reportMissing(a, session.id, 1, [(0, 500000)])
+        self.controller.reportMissing(b, session.id, 1, [(0, 500000)])
+        self.assertEqual(session.round, 2)
+        self.keepUp(session, [a], 0.5)
+        self.assertEqual(session.phase, "collect")
+        self.assertEqual(session.rounds[1]["paused"], 0)
+
     def test_flowControlStalledReceiver(self):
         """
         If a receiver keeps reporting the same position (its data path is
-        broken), it stops holding the sender back after C{FLOW_STALL}
-        seconds.
+        broken), it stops holding the sender back after
+        C{min_rate_seconds}: its progress is below the rate floor.
         """
         session, a, b = self._twoReceiverSession(rate=None)
         self.controller.progress(a, session.id, 1, 1000)
@@ -749,7 +800,9 @@ class CatalogTests(SynchronousTestCase):
         self.catalog.entries["cat.img"] = entry
         self.clock = task.Clock()
         self.hashed = []
-        config = loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  auto_start: true\n"
+        # (authentication: none: see SessionTests.setUp)
+        config = loadConfig(text="imagecast:\n  enabled: true\n  authentication: none\n"
+                            "  root: %s\n  auto_start: true\n"
                             "  min_receivers: 1\n  max_wait: 5\n" % (self.mktemp(),))
         self.controller = Controller(
             self.clock, config["imagecast"], writerFactory=lambda g, p: FakeWriter(),

@@ -41,13 +41,16 @@ class Recorder(amp.CommandLocator):
         return {}
 
 
-def _config(root, extra=""):
-    return loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  port: 0\n%s" % (
-        root, extra))
+def _config(root, extra="", auth="  authentication: none\n"):
+    # authentication: none unless a test says otherwise: these tests are
+    # about the commands and the service; the exchange that authenticates
+    # a receiver is tests.test_imagecast_auth's
+    return loadConfig(text="imagecast:\n  enabled: true\n  root: %s\n  port: 0\n%s%s" % (
+        root, auth, extra))
 
 
-#: the answer to Register (maxReportRanges: the default limit)
-REGISTERED = {"server": "provisioner", "maxReportRanges": 65536}
+#: the answer to Register (maxReportRanges, maxBoxBytes: the default limits)
+REGISTERED = {"server": "provisioner", "maxReportRanges": 65536, "maxBoxBytes": 16 << 20}
 
 
 def call(pump, client, command, **kw):

@@ -2,8 +2,12 @@
 """
 The control channel's AMP commands and their errors (C{docs/wire/imagecast.md}).
 
-Receivers send L{Register}, L{ReportMissing}, L{Complete}, L{Leave} and
-L{FetchRange}; the server pushes L{Announce}, L{EndRound} and L{EndSession}.
+Receivers send L{Challenge} and L{Register} (authenticated: the answer to
+the challenge proves the receiver holds its secret, see L{registrationProof}),
+then L{ReportMissing}, L{Complete}, L{Leave} and L{FetchRange}; the server
+pushes L{Pieces} (the digest of every piece of the image, which
+authenticates the multicast data), L{Announce}, L{EndRound}, L{EndSession}
+and L{Ping}.
 Operators send L{StartSession} and L{Status}. Every error a responder may
 raise on purpose is declared, so that it reaches the caller as a failure
 instead of closing the connection. Fields added after the first version carry
@@ -17,7 +21,10 @@ encoded (L{_ranges.EncodedRanges}) until the server knows the connection
 may report for the session and how large its image is.
 """
 
+import hashlib
+import hmac
 import json
+import struct
 
 from twisted.protocols import amp
 
@@ -25,11 +32,13 @@ from provisioner.imagecast import ranges as _ranges
 
 __all__ = [
     "ChunkedBytes", "RangeList", "JSON",
-    "Register", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
+    "Challenge", "Register", "Pieces", "Ping", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
     "Leave", "Progress", "FetchRange", "StartSession", "Status",
     "ImagecastError", "MulticastError", "NotRegistered", "UnknownSession", "StaleRound",
     "BadRanges", "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
+    "NotAuthenticated",
     "FETCH_MAX", "MAX_LIST_RANGES", "MalformedRanges", "checkRanges",
+    "NONCE_SIZE", "registrationProof", "AUTHENTICATION_MODES",
 ]
 
 #: the most bytes one L{FetchRange} returns
@@ -41,6 +50,33 @@ FETCH_MAX = 60000
 MAX_LIST_RANGES = 1 << 22
 
 _PIECE = 0xFFFF
+
+#: bytes of the nonce a L{Challenge} answers with
+NONCE_SIZE = 32
+
+#: the values of C{imagecast.authentication} (and of L{Challenge}'s answer)
+AUTHENTICATION_MODES = ("secret", "certificate", "none")
+
+_PROOF_LABEL = b"provisioner imagecast register v1\0"
+
+
+def _field(text):
+    data = text.encode("utf-8")
+    return struct.pack("!H", len(data)) + data
+
+
+def registrationProof(secret, nonce, clientId, serverName):
+    """
+    What a receiver answers a L{Challenge} with in L{Register}:
+    HMAC-SHA256 under its secret of the label, the server's nonce, its
+    client id and the server's name (each text preceded by its length in
+    two bytes, so that no two pairs of id and name give the same bytes).
+
+    @param secret: the receiver's secret (bytes, as read from its file).
+    @return: the 32-byte proof.
+    """
+    message = _PROOF_LABEL + bytes(nonce) + _field(clientId) + _field(serverName)
+    return hmac.digest(secret, message, hashlib.sha256)
 
 
 class ChunkedBytes(amp.Argument):
@@ -249,6 +285,13 @@ class BadRequest(ImagecastError):
     """
 
 
+class NotAuthenticated(ImagecastError):
+    """
+    A L{Register} without a valid proof (no challenge, a wrong secret, an
+    id the receiver's certificate does not name).
+    """
+
+
 _COMMON = {NotRegistered: b"NOT_REGISTERED", UnknownSession: b"UNKNOWN_SESSION",
            BadRanges: b"BAD_RANGES", BadRequest: b"BAD_REQUEST"}
 
@@ -259,25 +302,87 @@ def _errors(extra=None):
     return out
 
 
+class Challenge(amp.Command):
+    """
+    Receiver to server, before each L{Register}: the answer carries a fresh
+    C{nonce} (L{NONCE_SIZE} bytes, good for the next L{Register} on this
+    connection only), the C{server}'s name and how receivers are
+    C{authentication}: C{secret} (L{Register} carries
+    L{registrationProof}), C{certificate} (the id must be named by the
+    receiver's TLS client certificate) or C{none} (anyone may register).
+    """
+    arguments = []
+    response = [(b"nonce", amp.String()),
+                (b"server", amp.Unicode()),
+                (b"authentication", amp.Unicode())]
+    errors = {}
+
+
 class Register(amp.Command):
     """
     A receiver enrolls (permanent group of the session it wants, now or when
     one starts). Sent again after every reconnection: the same C{clientId}
-    resumes its place. Refused (C{BAD_REQUEST}) beyond the server's limits:
-    ids per connection, receivers registered, members of a session.
+    resumes its place, once the connection that held it is gone (an id is
+    never taken from a live connection: C{BAD_REQUEST}). Refused
+    (C{NOT_AUTHENTICATED}) without a valid C{proof} when the server
+    authenticates receivers by secret (see L{Challenge}), and
+    (C{BAD_REQUEST}) beyond the server's limits: ids per connection,
+    receivers registered, members of a session.
 
     The answer's C{maxReportRanges} (optional: older servers leave it out)
     is the most ranges the server keeps of one L{ReportMissing}; a longer
     report is cut there (everything after its last kept range counts as
     missing), so a receiver lacking more should merge its smallest gaps
-    first (L{_ranges.coalesce}).
+    first (L{_ranges.coalesce}). C{maxBoxBytes} is the largest box the
+    server reads (C{imagecast.max_box_bytes}): a report must stay below it.
     """
     arguments = [(b"clientId", amp.Unicode()),
                  (b"address", amp.Unicode()),
-                 (b"image", amp.Unicode(optional=True))]
+                 (b"image", amp.Unicode(optional=True)),
+                 (b"proof", amp.String(optional=True))]
     response = [(b"server", amp.Unicode()),
-                (b"maxReportRanges", amp.Integer(optional=True))]
-    errors = {BadRequest: b"BAD_REQUEST"}
+                (b"maxReportRanges", amp.Integer(optional=True)),
+                (b"maxBoxBytes", amp.Integer(optional=True))]
+    errors = {BadRequest: b"BAD_REQUEST", NotAuthenticated: b"NOT_AUTHENTICATED"}
+
+
+class PieceDigests(ChunkedBytes):
+    """
+    The digests of a L{Pieces}: at most C{maxBytes} bytes; a longer value
+    decodes to L{None} (the receiver refuses it).
+    """
+
+    maxBytes = (1 << 20) * 32
+
+    def tooLarge(self, size):
+        return None
+
+
+class Pieces(amp.Command):
+    """
+    Server to receiver, before the first L{Announce} on each connection:
+    the SHA-256 C{digests} (32 bytes each, back to back) of the pieces of
+    C{pieceSize} bytes of C{session}'s image. A receiver keeps the bytes
+    of a piece only once they hash to its digest (the data key of
+    L{Announce} is the same for every receiver and authenticates nothing
+    between them).
+    """
+    arguments = [(b"session", amp.Integer()),
+                 (b"pieceSize", amp.Integer()),
+                 (b"digests", PieceDigests())]
+    response = []
+    errors = _errors()
+
+
+class Ping(amp.Command):
+    """
+    Server to receiver: are you there? Sent on the connection holding an
+    id that another connection tries to register; a connection that does
+    not answer in time is closed, and the id may then be registered again.
+    """
+    arguments = []
+    response = []
+    errors = {}
 
 
 class Announce(amp.Command):
@@ -342,7 +447,10 @@ class ReportMissing(amp.Command):
 
 class Complete(amp.Command):
     """
-    Receiver to server: the whole image is written and its sha256 is this.
+    Receiver to server: the whole image is written and its sha256, computed
+    by the receiver over what it holds, is this. Accepted only from the
+    connection that holds the receiver's id, and only with the image's
+    digest (C{CHECKSUM_MISMATCH} otherwise).
     """
     arguments = [(b"session", amp.Integer()),
                  (b"sha256", amp.Unicode())]

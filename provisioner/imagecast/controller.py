@@ -10,6 +10,18 @@ C{max_report_ranges}, C{max_session_ranges}), and registering or losing a
 connection costs O(1) per id and session: a connection's ids are in a
 dictionary, not found by going over every receiver.
 
+An id belongs to the connection that registered it while that connection
+lives: a L{commands.Register} of the same id from another connection is
+refused, and the owner is sent a L{commands.Ping}; if it does not answer
+within L{Controller.PROBE_TIMEOUT} it is closed, so that a receiver whose
+old connection died unnoticed gets its id back on its next try. (Who may
+register an id at all is the service's L{provisioner.imagecast.auth}.)
+
+Each session's image is cut into pieces whose digests
+(L{provisioner.imagecast.pieces}) go to every receiver over its control
+connection: they, not the session's data key, authenticate the multicast
+data.
+
 Nothing here imports the reactor: L{Controller} takes it.
 """
 
@@ -18,10 +30,12 @@ import os
 import random
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from provisioner.hashing import sha256File
 from provisioner.imagecast import commands
+from provisioner.imagecast import pieces as P
 from provisioner.imagecast.datagram import newKey, payloadSize
 from provisioner.imagecast.rate import BurstLossRate
 from provisioner.imagecast.sending import UDPWriter
@@ -42,18 +56,32 @@ class Controller:
     @ivar hasher: C{path -> Deferred(sha256 hex)}.
     @ivar catalog: a callable returning the image catalogue
         (C{appliance.catalog}) or L{None}; catalogue images are sent by name
-        from the catalogue's descriptor with its digest, without hashing.
+        from the catalogue's descriptor with its digest, without hashing
+        them whole again.
+    @ivar pieceHasher: C{(fd, size, pieceSize) -> Deferred(digests)}: the
+        piece digests of an image (L{P.pieceDigests} in a thread when the
+        reactor has threads).
     """
 
     log = Logger()
 
+    #: seconds the connection holding an id has to answer a L{commands.Ping}
+    #: when another connection registers that id
+    PROBE_TIMEOUT = 5.0
+
+    #: piece lists kept for further sessions of the same image
+    PIECE_CACHE = 8
+
     def __init__(self, reactor, config, writerFactory=None, hasher=None, sessionIds=None,
-                 catalog=None):
+                 catalog=None, pieceHasher=None):
         self.reactor = reactor
         self.clock = reactor
         self.config = config
         self.writerFactory = writerFactory or self._udpWriter
         self.hasher = hasher or self._threadHash
+        self.pieceHasher = pieceHasher or self._pieceHash
+        self._pieceCache = {}
+        self._probing = {}  # connection -> the probe's timer
         self._sessionIds = sessionIds or (
             lambda: random.SystemRandom().randrange(1, 1 << 31))
         self.catalog = catalog
@@ -73,6 +101,31 @@ class Controller:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          sha256File, path)
 
+    def _pieceHash(self, fd, size, pieceSize):
+        if IReactorThreads.providedBy(self.reactor):
+            from twisted.internet import threads
+            return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                             P.pieceDigests, fd, size, pieceSize)
+        return defer.maybeDeferred(P.pieceDigests, fd, size, pieceSize)
+
+    def _pieces(self, fd, size, sha256):
+        """
+        @return: a Deferred firing with C{(pieceSize, digests)} of the image
+            open on C{fd}, kept for further sessions of the same image
+            (same sha256 and size).
+        """
+        pieceSize = P.pieceSizeFor(size)
+        key = (sha256, size, pieceSize)
+        cached = self._pieceCache.get(key)
+        if cached is not None:
+            return defer.succeed((pieceSize, cached))
+
+        def hashed(digests):
+            self._pieceCache[key] = digests
+            while len(self._pieceCache) > self.PIECE_CACHE:
+                del self._pieceCache[next(iter(self._pieceCache))]
+            return (pieceSize, digests)
+        return self.pieceHasher(fd, size, pieceSize).addCallback(hashed)
     def ratePolicy(self, session):
         """
         @return: the L{provisioner.net.pacing.IRatePolicy} of C{session}'s
@@ -130,13 +183,12 @@ class Controller:
                 self._refuse(connection, "session %d has %d receivers already" % (
                     session.id, len(session.members)))
         if old is not None and old[0] is not connection:
-            self.log.info("imagecast: {client} registered again from {address}; the old "
-                          "connection is replaced", client=clientId, address=address)
-            self._forget(old[0], clientId)
-            for session in self.sessions.values():
-                m = session.members.get(clientId)
-                if m is not None and m.connection is old[0]:
-                    session.disconnected(m)
+            # never taken from a live connection; a dead one that was not
+            # noticed yet is closed by the probe, and the receiver's next
+            # try succeeds
+            self._probe(old[0], clientId)
+            self._refuse(connection, "%s is registered on another connection, which is "
+                         "still open" % (clientId,))
         self.clients[clientId] = (connection, address, image)
         if clientId not in ids:
             self._ids.setdefault(connection, []).append(clientId)
@@ -145,15 +197,46 @@ class Controller:
         if image and cfg["auto_start"]:
             self._autoStart(image)
 
-    def _forget(self, connection, clientId):
+    def _probe(self, connection, clientId):
         """
-        C{clientId} is no longer registered over C{connection}.
+        Another connection wants C{clientId}: send its owner a
+        L{commands.Ping}; if no answer comes within L{PROBE_TIMEOUT}, close
+        it (its ids are then free). Any answer, an error included (a
+        receiver that does not know C{Ping}), means it is alive.
         """
-        ids = self._ids.get(connection)
-        if ids is not None and clientId in ids:
-            ids.remove(clientId)
-            if not ids:
-                del self._ids[connection]
+        if connection in self._probing:
+            return
+
+        def timedOut():
+            del self._probing[connection]
+            self._drop(connection, "it did not answer a probe within %.0f s while another "
+                       "connection registered %s" % (self.PROBE_TIMEOUT, clientId))
+        timer = self._probing[connection] = self.clock.callLater(self.PROBE_TIMEOUT, timedOut)
+
+        def over(result):
+            if self._probing.get(connection) is timer:
+                del self._probing[connection]
+                timer.cancel()
+            return None
+        try:
+            d = connection.callRemote(commands.Ping)
+        except Exception:
+            return  # the connection is going away: connectionLost frees the id
+        d.addBoth(over)
+
+    def _drop(self, connection, why):
+        """
+        Close C{connection} (a dead one: see L{_probe}) and forget its ids.
+        """
+        self.log.info("imagecast: closing a control connection: {why}", why=why)
+        drop = getattr(connection, "drop", None)
+        if drop is not None:
+            drop(why)
+        else:
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        self.connectionLost(connection)
 
     def _wants(self, session, image):
         return not image or image == session.name or image == os.path.basename(session.path)
@@ -165,6 +248,9 @@ class Controller:
         disconnected; nobody else is looked at.
         """
         self._refused.discard(connection)
+        timer = self._probing.pop(connection, None)
+        if timer is not None and timer.active():
+            timer.cancel()
         for clientId in self._ids.pop(connection, ()):
             entry = self.clients.get(clientId)
             if entry is not None and entry[0] is connection:
@@ -244,7 +330,22 @@ class Controller:
             # very content that was hashed
             size, fd, d = entry.size, os.dup(entry.fd), defer.succeed(entry.sha256)
         else:
-            size, fd, d = os.path.getsize(path), None, self.hasher(path)
+            # the pieces are hashed from the descriptor the data is read from
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise commands.NoSuchImage("image %s cannot be opened: %s" % (
+                    image, e.strerror))
+            size, d = os.fstat(fd).st_size, self.hasher(path)
+
+        def pieces(sha256):
+            return self._pieces(fd, size, sha256).addCallback(
+                lambda p: (sha256, p[0], p[1]))
+
+        def failed(f):
+            os.close(fd)
+            return f
+        d.addCallback(pieces).addErrback(failed)
         return d.addCallback(self._newSession, name, path, size, fd, dict(
             rate=(rate or cfg["rate"]) * 1e6 / 8, maxRounds=maxRounds or cfg["max_rounds"],
             minReceivers=minReceivers or cfg["min_receivers"],
@@ -266,15 +367,17 @@ class Controller:
         if maxRounds is not None and not 1 <= maxRounds <= 65535:
             raise commands.BadRequest("max rounds must be 1..65535")
 
-    def _newSession(self, sha256, name, path, size, fd, options):
+    def _newSession(self, digests, name, path, size, fd, options):
         """
         The image is hashed: create its session, enroll the receivers that
         want it and run it.
 
+        @param digests: C{(sha256 hex, piece size, piece digests)}.
         @param options: C{rate} (bytes/s), C{maxRounds}, C{minReceivers},
             C{maxWait}.
         @return: the L{Session}.
         """
+        sha256, pieceSize, pieceDigests = digests
         cfg = self.config
         sessionId = self._sessionIds()
         while sessionId in self.sessions:
@@ -282,7 +385,8 @@ class Controller:
         session = Session(
             self, sessionId, name, path, size, sha256, self._groupFor(), cfg["data_port"],
             newKey(), payloadSize(cfg["datagram_size"]), options["rate"],
-            options["maxRounds"], options["minReceivers"], options["maxWait"], fd=fd)
+            options["maxRounds"], options["minReceivers"], options["maxWait"], fd=fd,
+            pieces=(pieceSize, pieceDigests))
         self.sessions[sessionId] = session
         self.log.info("imagecast session {session}: {name} ({size} bytes) to {group}:{port}, "
                       "waiting for {min} receivers or {wait} s",

@@ -30,6 +30,9 @@ class Member:
         of them (the scorecard's detail); beyond, only their count.
     @ivar cleanFrom: the first round it was enrolled and connected for from
         the announcement on (rate policy).
+    @ivar slow: whether flow control found it below the rate floor (it
+        does not hold the sender back until it keeps up again).
+    @ivar piecesOn: the connection it was sent the piece digests on.
     """
 
     #: the most ranges the history of one receiver keeps (in all rounds)
@@ -54,6 +57,8 @@ class Member:
         self.sha256 = None
         self.progress = None
         self.completedAt = None
+        self.slow = False
+        self.piecesOn = None
 
     @property
     def connected(self):

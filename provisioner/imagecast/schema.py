@@ -6,12 +6,14 @@ the first carries only the union of what the receivers report missing; the
 scorecard records every round and receiver). Every key is described for
 operators in C{docs/imagecast.md}; the C{max_*} keys bound what a peer of
 the control channel can make the appliance hold or do (its section
-"Limits").
+"Limits"); C{authentication}, C{receivers_file} and C{server_name} say who
+may register as a receiver (its section "Authentication").
 """
 
 import ipaddress
 
 from provisioner.config import Key, Section
+from provisioner.imagecast.commands import AUTHENTICATION_MODES
 from provisioner.net.sockopt import CONTROL_RTO_MIN
 
 __all__ = ["SCHEMA"]
@@ -36,6 +38,14 @@ def _checkSection(section):
         return "max_report_ranges (%s) must not exceed max_session_ranges (%s)" % (
             section["max_report_ranges"], section["max_session_ranges"])
     tls = section["tls"]
+    mode = section["authentication"]
+    if section["enabled"] and mode == "secret" and not section["receivers_file"]:
+        return ("authentication is 'secret' (the default) but receivers_file is not set: "
+                "give each receiver a secret there (docs/imagecast.md, Authentication), or "
+                "set authentication: none for an open control channel")
+    if mode == "certificate" and not (tls["enabled"] and tls["client_ca"]):
+        return ("authentication: certificate needs tls.enabled and tls.client_ca (the "
+                "receivers' certificates name their ids)")
     if tls["enabled"] and not (tls["certificate"] and tls["key"]):
         return "tls.enabled needs tls.certificate and tls.key"
     if tls["require_client_certificate"] and not tls["client_ca"]:
@@ -75,6 +85,15 @@ SCHEMA = Section("image multicast over a control channel, in minimum-retransmiss
     "flow_window": Key(32 << 20, "int", "flow control in every round: the sender stays at "
                         "most this many bytes of the round's data ahead of the slowest "
                         "receiver of the current group (0: off)", minimum=0),
+    "min_receiver_rate": Key(0.05, "float", "flow control: a receiver whose progress over "
+                             "the last min_rate_seconds is below this fraction of the "
+                             "session's rate stops holding the sender back (it gets what "
+                             "it misses in repair rounds or over the control channel); 0: "
+                             "every receiver holds it however slow", minimum=0,
+                             maximum=1),
+    "min_rate_seconds": Key(2.0, "float", "flow control: the period over which a "
+                            "receiver's progress is measured against min_receiver_rate",
+                            minimum=0.1),
     "control_rto_min": Key(CONTROL_RTO_MIN, "float", "control connections recover a lost TCP segment "
                            "after about this many seconds instead of the kernel's 200 ms "
                            "floor (TCP_RTO_MIN_US and TCP_DELACK_MAX_US, Linux 6.15 and "
@@ -131,6 +150,16 @@ SCHEMA = Section("image multicast over a control channel, in minimum-retransmiss
                        "group); later ones are refused", minimum=1),
     "max_receivers": Key(4096, "int", "limit: receivers registered at once, over every "
                          "control connection", minimum=1),
+    "authentication": Key("secret", "str", "who may register as a receiver: 'secret' (a "
+                          "challenge answered with the receiver's secret from receivers_file), "
+                          "'certificate' (the TLS client certificate's common name is the "
+                          "receiver id, or its host part), 'none' (anyone: only for a "
+                          "trusted network)", choices=list(AUTHENTICATION_MODES)),
+    "receivers_file": Key(None, "path", "file of 'ID SECRET' lines, one per receiver (a "
+                          "line for HOST also serves the ids HOST:anything); read again when "
+                          "it changes; keep it mode 600", nullable=True),
+    "server_name": Key(None, "str", "the name receivers' answers to the challenge are bound "
+                       "to (null: the host name)", nullable=True),
     "tls": Section("TLS on the control channel", {
         "enabled": Key(False, "bool", "serve the control channel over TLS"),
         "certificate": Key(None, "path", "PEM server certificate", nullable=True),

@@ -6,7 +6,10 @@ TLS) in front of a L{provisioner.imagecast.controller.Controller}.
 The responders live in L{ServerLocator}, one per connection, and only
 translate between AMP and the controller. Operator commands
 (L{commands.StartSession}, L{commands.Status}) are refused outside
-C{imagecast.admin_networks}.
+C{imagecast.admin_networks}; a L{commands.Register} is refused unless the
+receiver answered the connection's L{commands.Challenge} with its secret
+(or its TLS client certificate names it), as C{imagecast.authentication}
+says (L{provisioner.imagecast.auth}).
 
 L{ControlProtocol} bounds what a peer can make it hold: a box of more than
 C{imagecast.max_box_bytes} (or keys and values that never end a box) and
@@ -25,6 +28,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from provisioner.imagecast import commands
+from provisioner.imagecast.auth import Authenticator
 from provisioner.imagecast.controller import Controller
 from provisioner.net.sockopt import quickRecovery
 
@@ -37,13 +41,15 @@ class ServerLocator(amp.CommandLocator):
     The responders of one control connection.
 
     @ivar protocol: the L{ControlProtocol} this locator answers for.
+    @ivar authenticator: the L{Authenticator} of L{commands.Register}.
     """
 
     log = Logger()
 
-    def __init__(self, controller, adminNetworks):
+    def __init__(self, controller, adminNetworks, authenticator=None):
         self.controller = controller
         self.adminNetworks = adminNetworks
+        self.authenticator = authenticator or Authenticator(controller.config)
         self.protocol = None
 
     def _peerHost(self):
@@ -98,12 +104,41 @@ class ServerLocator(amp.CommandLocator):
                 return
         raise commands.NotAllowed("%s is not in imagecast.admin_networks" % (host,))
 
+    def _certificateName(self):
+        """
+        The common name of the peer's TLS client certificate, or L{None}.
+        """
+        transport = self.protocol.transport if self.protocol is not None else None
+        get = getattr(transport, "getPeerCertificate", None)
+        if get is None:
+            return None
+        try:
+            certificate = get()
+            if certificate is None:
+                return None
+            return certificate.get_subject().commonName
+        except Exception:
+            return None
+
+    @commands.Challenge.responder
+    def challenge(self):
+        return self.authenticator.challenge(self.protocol)
+
     @commands.Register.responder
-    def register(self, clientId, address, image=None):
+    def register(self, clientId, address, image=None, proof=None):
+        try:
+            self.authenticator.check(self.protocol, clientId, proof,
+                                     self._certificateName())
+        except commands.NotAuthenticated as e:
+            self.log.info("imagecast: registration of {client} from {peer} refused: {error}",
+                          client=_short(clientId), peer=self._peer(), error=e)
+            raise
         self.controller.register(self.protocol, clientId, address or self._peerHost() or "",
                                  image)
+        config = self.controller.config
         return {"server": "provisioner",
-                "maxReportRanges": self.controller.config.get("max_report_ranges")}
+                "maxReportRanges": config.get("max_report_ranges"),
+                "maxBoxBytes": config.get("max_box_bytes")}
 
     @commands.ReportMissing.responder
     def reportMissing(self, session, round, ranges):
@@ -213,6 +248,7 @@ class ControlProtocol(amp.AMP):
     def __init__(self, locator, controller):
         amp.AMP.__init__(self, locator=locator)
         locator.protocol = self
+        self.locator = locator
         self.controller = controller
         self.dropped = None
         self._boxBytes = 0
@@ -323,19 +359,23 @@ class ControlProtocol(amp.AMP):
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
         self.controller.connectionLost(self)
+        self.locator.authenticator.forget(self)
 
 
 class ControlFactory(protocol.Factory):
     """
-    Builds a L{ControlProtocol} with its own L{ServerLocator}.
+    Builds a L{ControlProtocol} with its own L{ServerLocator}; every
+    locator shares the factory's L{Authenticator}.
     """
 
-    def __init__(self, controller, adminNetworks):
+    def __init__(self, controller, adminNetworks, authenticator=None):
         self.controller = controller
         self.adminNetworks = adminNetworks
+        self.authenticator = authenticator or Authenticator(controller.config)
 
     def buildProtocol(self, addr):
-        p = ControlProtocol(ServerLocator(self.controller, self.adminNetworks), self.controller)
+        p = ControlProtocol(ServerLocator(self.controller, self.adminNetworks,
+                                          self.authenticator), self.controller)
         p.factory = self
         return p
 
@@ -458,6 +498,7 @@ class ImagecastService(service.MultiService):
             self.log.warn("imagecast.address, port and tls take effect on restart")
         self.controller.config = section
         self.server.factory.adminNetworks = section["admin_networks"]
+        self.server.factory.authenticator.reconfigure(section)
 
     def stopService(self):
         self.controller.stop()

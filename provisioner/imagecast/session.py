@@ -54,7 +54,13 @@ class Session:
     log = Logger()
 
     def __init__(self, controller, sessionId, name, path, size, sha256, group, port, key,
-                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None):
+                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None,
+                 pieces=None):
+        """
+        @param pieces: C{(piece size, digests)} of the image
+            (L{provisioner.imagecast.pieces}), sent to each receiver before
+            its first announcement.
+        """
         self.controller = controller
         self.clock = controller.clock
         self.config = controller.config
@@ -66,6 +72,7 @@ class Session:
         self.group = group
         self.port = port
         self.key = key
+        self.pieceSize, self.digests = pieces
         self.chunkSize = chunkSize
         self.rate = rate
         self.maxRounds = maxRounds
@@ -389,6 +396,12 @@ class Session:
         conn = member.connection
         if conn is None:
             return defer.succeed(None)
+        if command in (commands.Announce, commands.EndSession) and member.piecesOn is not conn:
+            # the digests that authenticate the data, once per connection,
+            # before anything that makes the receiver take data
+            member.piecesOn = conn
+            self._push(member, commands.Pieces, session=self.id, pieceSize=self.pieceSize,
+                       digests=self.digests)
         d = conn.callRemote(command, **kw)
 
         def failed(f):
@@ -565,8 +578,13 @@ class Session:
             self.clock, writer, self.readAt, self.id, self.round, self.key,
             self.roundRanges, self.chunkSize, self.rate, gate=gate)
 
+        flow = self._flow
+
         def sent(_):
             self._flow = None
+            if flow is not None:
+                # receivers too slow to hold the round (the rate floor)
+                record["too_slow"] = sorted(m.clientId for m in flow.tooSlow)
             record["datagrams"] = sender.datagrams
             record["wire_bytes"] = sender.wireBytes
             record["seconds"] = self.clock.seconds() - self.started - record["started"]
@@ -657,10 +675,6 @@ class Session:
                        reason=reason)
         return self.waitFor(lambda: self._counts[ACTIVE_] == 0, None)
 
-    #: a receiver whose reported position has not moved for this long stops
-    #: holding the sender back (its data path is broken or it has left)
-    FLOW_STALL = 2.0
-
     def progress(self, member, roundNumber, position):
         """
         A receiver's C{Progress}: remember its position and when it last
@@ -679,8 +693,11 @@ class Session:
         """
         The round's flow gate (L{FlowWindow}) over this session's members.
         """
+        cfg = self.config
         self._flow = FlowWindow(self.clock, self.members.values(), roundNumber,
-                                self.roundRanges, window, self.FLOW_STALL)
+                                self.roundRanges, window,
+                                floor=cfg.get("min_receiver_rate", 0.05) * self.rate,
+                                period=cfg.get("min_rate_seconds", 2.0))
         return self._flow.gate
 
     def _smallTail(self, record):
