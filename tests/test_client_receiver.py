@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides, implementer
 
 from provisioner.imagecast import commands
+from provisioner.imagecast import pieces as P
 from provisioner.imagecast.datagram import DataDatagram
 from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, threadRunner
 from tests.fakes import FakeReactor
@@ -76,7 +77,19 @@ class ReceiverTests(SynchronousTestCase):
         r.connected(self.server)
         return r
 
-    def announce(self, receiver=None, round=1, ranges=None, session=5):
+    def announce(self, receiver=None, round=1, ranges=None, session=5, pieceSize=None,
+                 data=None):
+        """
+        Push the piece digests of C{data} (default: the image; pieces of
+        C{pieceSize}, default as the server cuts them), as the server does
+        before its first announcement, then the announcement.
+        """
+        data = self.data if data is None else data
+        pieceSize = pieceSize or P.pieceSizeFor(len(data))
+        digests = b"".join(hashlib.sha256(data[o:o + pieceSize]).digest()
+                           for o in range(0, len(data), pieceSize))
+        (receiver or self.receiver).pieces(session=session, pieceSize=pieceSize,
+                                           digests=digests)
         (receiver or self.receiver).announce(
             session=session, name="img", size=len(self.data), sha256=self.sha, chunkSize=1000,
             ranges=ranges if ranges is not None else [(0, len(self.data))],
@@ -238,6 +251,11 @@ class ReceiverTests(SynchronousTestCase):
         self.announce(receiver=r)
         self.send([o for o in range(1000, 10000, 1000)], receiver=r)
         self.send([0], round=1, receiver=r)
+        # the last datagram completed the image's one piece, which is read
+        # back to be checked against its digest
+        d, f, args = threads.pop()
+        d.callback(f(*args))
+        self.assertEqual(r.checks.verified, bytearray([1]))
         # as if the prefix had stopped at a hole that a later datagram filled
         r.imageHash.prefix, r.imageHash.upTo = hashlib.sha256(), 0
         r.imageHash.hashAhead(9000)
@@ -350,8 +368,8 @@ class ReceiverTests(SynchronousTestCase):
         """
         If the data port lets the receiver read the socket itself (the C
         loop), the same bytes end up in the file as with
-        C{datagramsReceived}: runs over held bytes are written whole, new
-        bytes counted once, the prefix hashed as it grows, bad and stale
+        C{datagramsReceived}: only bytes not held are written, new bytes
+        counted once, the prefix hashed as it grows, bad and stale
         datagrams counted.
         """
         r = Receiver(self.reactor, OutputFile(self.mktemp()), "me")
@@ -365,9 +383,10 @@ class ReceiverTests(SynchronousTestCase):
                                 + [spoofed])
         self.assertEqual(count, 8)
         self.assertEqual(r.received.ranges(), [(0, 6500)])
-        # 4500-5500 was held (dropped before its tag): the prefix stops there
+        # 2000-4000 was written in order; 4000-6000 was held: the prefix
+        # stops there (as with datagramsReceived)
         self.assertEqual((r.bytesReceived, r.imageHash.upTo, r._position, r.rejected),
-                         (6500, 4500, 6500, 1))
+                         (6500, 4000, 6500, 1))
         self.readSocket(r, self.wires(range(6000, 10000, 1000)))
         r.endRound(session=5, round=1)
         self.reactor.advance(0.5)

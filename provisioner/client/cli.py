@@ -35,7 +35,7 @@ from provisioner.hashing import sha256File
 
 __all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch",
            "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain",
-           "receiveStatePath"]
+           "receiveStatePath", "readSecret"]
 
 # (name, predicate(args), runner): alternatives to the unicast fetch.
 FETCH_RUNNERS = []
@@ -245,6 +245,10 @@ def addReceiveParser(subparsers):
                       "the same id resumes)")
     recv.add_argument("--interface", default=None, metavar="ADDR",
                       help="local address of the interface to join the group on")
+    recv.add_argument("--secret-file", default=None, metavar="FILE",
+                      help="file holding this receiver's secret (its line of the appliance's "
+                      "imagecast.receivers_file, 'ID SECRET', or the secret alone): the "
+                      "appliance asks for it unless imagecast.authentication says otherwise")
     recv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     recv.add_argument("--json", action="store_true", help="print the summary as JSON")
     recv.set_defaults(func=_receive)
@@ -545,11 +549,39 @@ def receiveStatePath(args, output, err):
     return path
 
 
+def readSecret(path):
+    """
+    The receiver's secret from C{path}: the last word of its first line
+    that is neither empty nor a comment (the file may hold the secret
+    alone, or the receiver's C{ID SECRET} line of the receivers file).
+
+    @raise ValueError: if the file holds no secret.
+    @raise OSError: if it cannot be read.
+    """
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", "replace").strip()
+            if line and not line.startswith("#"):
+                return line.split()[-1].encode("utf-8")
+    raise ValueError("%s holds no secret" % (path,))
+
+
 def _receive(args):
     from provisioner.client.control import connectEndpoint, runReactor
     from provisioner.client.output import OutputFile, ReceiveError
     from provisioner.client.receiver import Receiver
     from provisioner.client.receiverclient import ReceiverClient
+    secret = None
+    if args.secret_file:
+        try:
+            secret = readSecret(args.secret_file)
+        except OSError as e:
+            print("provisioner receive: error: cannot read the secret file %s: %s" % (
+                args.secret_file, e.strerror or e), file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print("provisioner receive: error: %s" % (e,), file=sys.stderr)
+            return 1
     try:
         output = OutputFile(args.output)
     except ReceiveError as e:
@@ -566,7 +598,8 @@ def _receive(args):
         client = ReceiverClient(reactor, connectEndpoint(reactor, args), receiver,
                                 address=args.interface or "",
                                 timeout=args.timeout,
-                                serverName="%s:%d" % (args.server, args.port))
+                                serverName="%s:%d" % (args.server, args.port),
+                                secret=secret)
         bar = None
         if tty:
             bar = task.LoopingCall(_bar, receiver, sys.stderr)

@@ -75,7 +75,8 @@ class DataPath:
     mixin; the control-channel half, the rounds and the bookkeeping are
     the receiver's own). It uses the receiver's session (C{_verifier},
     C{round}, C{size}, C{group}, C{port}, C{chunkSize}, C{session}), its
-    holdings (C{received}, C{output}, C{imageHash}) and its round state
+    holdings (C{received}, C{output}, C{imageHash}, C{checks}: the piece
+    check, or L{None}) and its round state
     (C{_position}, C{_roundEnd}, C{_roundOver}, C{_reportedRound},
     C{_lastDatagramRead}), and calls C{fail} when the disk fails.
 
@@ -128,9 +129,12 @@ class DataPath:
         A batch of data datagrams (C{memoryview}s valid during the call
         only): every tag is verified, then the bookkeeping is done once per
         run of consecutive datagrams: the parts of a run this receiver
-        lacks are written with one C{pwritev} each, added to the received
-        ranges once, and hashed into the in-order prefix when they extend
-        it. Bad and stale datagrams are counted, not logged one by one.
+        lacks are written with one C{pwritev} each (never the bytes it
+        holds: they may be checked already), added to the received ranges
+        once, and hashed into the in-order prefix when they extend it; the
+        pieces they complete are checked against their digests
+        (L{provisioner.client.pieces}). Bad and stale datagrams are
+        counted, not logged one by one.
         """
         verifier = self._verifier
         if verifier is None or self.finishing or self.failed:
@@ -141,17 +145,18 @@ class DataPath:
         if not runs:
             return
         self.lastDatagram = self.reactor.seconds()
-        received = self.received
         write = self.output.writeRun
         image = self.imageHash
-        prefix = image.prefix
+        checks = self.checks
         position = self._position
         new = 0
         try:
             for start, end, payloads in runs:
                 if end > position:
                     position = end
-                pieces = received.gaps(start, end)
+                # (self.received: a piece that does not match is dropped
+                # from it, in place)
+                pieces = self.received.gaps(start, end)
                 if not pieces:
                     continue
                 for pieceStart, pieceEnd in pieces:
@@ -160,13 +165,14 @@ class DataPath:
                     else:
                         buffers = _cut(payloads, start, pieceStart, pieceEnd)
                     write(pieceStart, buffers)
+                    new += self.received.add(pieceStart, pieceEnd)
                     if pieceStart == image.upTo:
                         # in order: hash it now, so that the check at the
-                        # end only reads what came out of order
-                        for b in buffers:
-                            prefix.update(b)
-                        image.upTo = pieceEnd
-                    new += received.add(pieceStart, pieceEnd)
+                        # end only reads what came out of order (and the
+                        # pieces it goes through are checked on the way)
+                        image.extend(buffers, pieceEnd)
+                    if checks is not None:
+                        checks.added(pieceStart, pieceEnd)
         except ReceiveError as e:
             self.fail(str(e))
             return
@@ -193,10 +199,10 @@ class DataPath:
         Take up to C{batch} datagrams off the data socket with the C fast
         path (L{SessionKey.receiveBatch}: read, verify and write in one
         call, no Python object per datagram), then do the bookkeeping of
-        L{datagramsReceived} once per run. The runs are written whole: a
-        run's bytes that were already here are the same verified bytes of
-        the same image, and a datagram wholly here is dropped before its
-        tag.
+        L{datagramsReceived} once per run. Only bytes not held are written
+        (a datagram wholly here is dropped before its tag, and bytes
+        written earlier in the batch count as held): the runs are what was
+        written.
 
         @return: the datagrams read, or L{None} when the fast path cannot
             be used now (not built, no session, finishing): the port then
@@ -216,19 +222,19 @@ class DataPath:
         self._dropped(rejected + truncated, stale, udpbatch._decodeName(peer) if peer else None)
         if runs:
             self.lastDatagram = self.reactor.seconds()
-            received = self.received
             image = self.imageHash
-            prefix = image.prefix
+            checks = self.checks
             position = self._position
             new = 0
             for start, end, data in runs:
                 if end > position:
                     position = end
-                if data is not None:
+                new += self.received.add(start, end)
+                if data is not None and image.upTo == end - len(data):
                     # in order: hash it now (see datagramsReceived)
-                    prefix.update(data)
-                    image.upTo = end
-                new += received.add(start, end)
+                    image.extend((data,), end)
+                if checks is not None:
+                    checks.added(start, end)
             self._position = position
         if error:
             self.fail(describeOSError(OSError(error, os.strerror(error)), self.output.path,

@@ -3,10 +3,18 @@
 The SHA-256 of an image that arrives out of order (L{ImageHash}).
 
 SHA-256 only takes data in order, so the receiver's data path hashes the
-in-order prefix as it arrives (it feeds L{ImageHash.prefix} and moves
-L{ImageHash.upTo}); between rounds, held bytes that now follow the prefix
-are hashed ahead off the reactor thread (L{ImageHash.hashAhead}); the check
-at the end reads back only the rest (L{ImageHash.check}).
+in-order prefix as it arrives (L{ImageHash.extend} feeds
+L{ImageHash.prefix} and moves L{ImageHash.upTo}); between rounds, held
+bytes that now follow the prefix are hashed ahead off the reactor thread
+(L{ImageHash.hashAhead}); the check at the end reads back only the rest
+(L{ImageHash.check}).
+
+With the image's piece digests (L{provisioner.client.pieces.PieceCheck})
+the same in-order bytes are hashed per piece too: a piece the prefix went
+through from its start is checked when the prefix reaches its end, and
+one that does not match takes the prefix back to the piece's start (a
+copy of the hash is kept at each piece boundary), so that the prefix only
+ever holds bytes that matched or are still to be checked.
 
 On a block device (a disk) the check is a read-back of the whole image
 from the device instead (L{readBack}): from offset 0 to the image size,
@@ -137,18 +145,121 @@ class ImageHash:
         self.output = output
         self._runInThread = runInThread
         self.ahead = 0
+        self.pieces = None
         self._catchingUp = None
         self._generation = 0
         self.reset()
 
     def reset(self):
         """
-        A new image: nothing is hashed yet (hashing ahead that still runs
-        is not adopted).
+        A new image, or a piece that was in the prefix did not match:
+        nothing is hashed yet (hashing ahead that still runs is not
+        adopted).
         """
         self.prefix = hashlib.sha256()
         self.upTo = 0
         self._generation += 1
+        self._atBoundary()
+
+    def attach(self, pieces):
+        """
+        Check pieces with C{pieces} (a L{provisioner.client.pieces.PieceCheck})
+        as the prefix goes through them; hash from the start again.
+        """
+        self.pieces = pieces
+        self.reset()
+
+    def _atBoundary(self):
+        """
+        The prefix ends at C{upTo}: if that is a piece boundary, the next
+        piece is hashed in order from its start (with a copy of the prefix
+        to go back to); else the piece it ends in is checked by reading it
+        back once it is whole.
+        """
+        pieces = self.pieces
+        if pieces is not None and (self.upTo % pieces.pieceSize == 0
+                                   or self.upTo == pieces.size):
+            self._piece = hashlib.sha256()
+            self._base = self.prefix.copy()
+            self._baseAt = self.upTo
+        else:
+            self._piece = None
+            self._base = None
+            self._baseAt = None
+
+    def extend(self, buffers, end):
+        """
+        The bytes C{buffers} (back to back) were written from C{upTo} to
+        C{end}: add them to the prefix, and check each piece they complete
+        that the prefix went through from its start.
+
+        @return: whether every piece checked matched (when one does not,
+            the prefix goes back to its start, and the receiver has been
+            told through the piece check: it drops the piece).
+        """
+        pieces = self.pieces
+        prefix = self.prefix
+        if pieces is None:
+            for b in buffers:
+                prefix.update(b)
+            self.upTo = end
+            return True
+        size = pieces.pieceSize
+        at = self.upTo
+        for b in buffers:
+            n = len(b)
+            off = 0
+            while off < n:
+                boundary = min(pieces.size, (at // size + 1) * size)
+                take = min(n - off, boundary - at)
+                chunk = b if (off == 0 and take == n) else b[off:off + take]
+                prefix.update(chunk)
+                if self._piece is not None:
+                    self._piece.update(chunk)
+                at += take
+                off += take
+                if at == boundary and not self._pieceEnds(at):
+                    return False
+        self.upTo = at
+        return True
+
+    def _pieceEnds(self, at):
+        """
+        The prefix reached the end of a piece at C{at}: check it if it was
+        hashed from its start, then start the next.
+
+        @return: whether it matched (or was not checked here).
+        """
+        pieces = self.pieces
+        index = (at - 1) // pieces.pieceSize
+        if self._piece is not None and not pieces.verified[index]:
+            start = self._baseAt
+            if not pieces.compare(index, self._piece.digest(), True):
+                # back to the start of the piece: its bytes are dropped
+                self.prefix = self._base
+                self.upTo = start
+                self._generation += 1
+                self._atBoundary()
+                return False
+        self.upTo = at
+        self._atBoundary()
+        return True
+
+    def rejected(self, start):
+        """
+        A piece from C{start} that was checked by reading it back did not
+        match: if the prefix holds any of it, go back to that piece's start
+        when a copy of the hash is kept there, else to the image's start.
+        """
+        if start >= self.upTo:
+            return
+        if self._baseAt == start and self._base is not None:
+            self.prefix = self._base.copy()
+            self.upTo = start
+            self._generation += 1
+            self._atBoundary()
+        else:
+            self.reset()
 
     def hashAhead(self, end):
         """
@@ -175,6 +286,7 @@ class ImageHash:
                 self.prefix = digest
                 self.upTo = end
                 self.ahead += end - start
+                self._atBoundary()
 
         def failed(f):
             # the check at the end reads these bytes back instead

@@ -1,11 +1,15 @@
 # -*- test-case-name: tests.test_client_receiver -*-
 """
 The image receiver of imagecast (C{provisioner receive}), resumable:
-L{Receiver} answers the appliance's pushes on the control channel
-(announcements, end of round, end of session), takes the data channel's
-datagrams (L{DataProtocol}), reports what is missing after each round,
-fetches the rest over the control channel when the rounds are over, and
-verifies the SHA-256.
+L{Receiver} answers the appliance's pushes on the control channel (the
+piece digests, announcements, end of round, end of session), takes the
+data channel's datagrams (L{DataProtocol}), keeps a piece only once its
+bytes match the digest the server sent over the control connection
+(L{provisioner.client.pieces}: the multicast data's key is shared by every
+receiver and proves nothing about who sent a datagram), reports what is
+missing after each round (merged to the server's limits), fetches the rest
+over the control channel when the rounds are over, and verifies the
+SHA-256.
 
 Its data channel is in L{provisioner.client.datapath}, its output and
 state file in L{provisioner.client.output}, the hashing of the image in
@@ -21,7 +25,9 @@ from twisted.protocols import amp
 from provisioner.client.datapath import DataPath, DataProtocol
 from provisioner.client.imagehash import ImageHash
 from provisioner.client.output import OutputFile, ReceiveError, StateFile, defaultStatePath
+from provisioner.client.pieces import PieceCheck
 from provisioner.imagecast import commands
+from provisioner.imagecast import pieces as P
 from provisioner.imagecast import ranges as R
 from provisioner.imagecast.datagram import SessionKey
 
@@ -61,9 +67,24 @@ class Receiver(DataPath, amp.CommandLocator):
     @ivar state: the L{StateFile} (default: C{PATH.imagecast-state} beside
         a file; for a block device see
         L{provisioner.client.output.defaultStatePath}).
+    @ivar checks: the L{PieceCheck} of the image, once announced.
+    @ivar maxReportRanges: the most ranges a report may hold (from the
+        server's answer to L{commands.Register}), or L{None}.
+    @ivar maxBoxBytes: the largest box the server reads.
     """
 
     log = Logger()
+
+    #: the largest box a server reads when it does not say
+    #: (C{imagecast.max_box_bytes}'s default)
+    MAX_BOX_BYTES = 16 << 20
+
+    #: fetches over the control connection of pieces that did not match,
+    #: before giving up (the server's data does not match its digests)
+    REFETCH_ATTEMPTS = 3
+
+    #: piece lists kept for sessions not announced yet
+    PIECE_LISTS = 2
 
     def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
                  settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None,
@@ -123,8 +144,40 @@ class Receiver(DataPath, amp.CommandLocator):
         self.verifySeconds = None
         self.hashedInOrder = 0
         self._filter = None
+        self.checks = None
+        self._pieceLists = {}
+        self.maxReportRanges = None
+        self.maxBoxBytes = self.MAX_BOX_BYTES
+        self.reportsMerged = 0
+
+    def limits(self, answer):
+        """
+        The server's answer to L{commands.Register}: the most ranges it
+        keeps of a report and the largest box it reads.
+        """
+        self.maxReportRanges = answer.get("maxReportRanges") or None
+        self.maxBoxBytes = answer.get("maxBoxBytes") or self.MAX_BOX_BYTES
 
     # -- control channel: server pushes -----------------------------------
+
+    @commands.Ping.responder
+    def ping(self):
+        return {}
+
+    @commands.Pieces.responder
+    def pieces(self, session, pieceSize, digests):
+        """
+        The digests of C{session}'s pieces, before its first announcement
+        on this connection.
+        """
+        if digests is None:
+            raise commands.BadRequest("piece list too long")
+        lists = self._pieceLists
+        lists.pop(session, None)
+        lists[session] = (pieceSize, bytes(digests))
+        while len(lists) > self.PIECE_LISTS:
+            del lists[next(iter(lists))]
+        return {}
 
     @commands.Announce.responder
     def announce(self, session, name, size, sha256, chunkSize, ranges, group, port, key, round):
@@ -137,6 +190,14 @@ class Receiver(DataPath, amp.CommandLocator):
                               session=session, name=name, mine=self.name)
                 return {}
         if self.session != session:
+            pieces = self._pieceLists.get(session)
+            if pieces is None:
+                raise commands.BadRequest("no piece digests for session %d: the data "
+                                          "cannot be authenticated" % (session,))
+            try:
+                P.splitDigests(pieces[1], size, pieces[0])
+            except P.PieceError as e:
+                raise commands.BadRequest("piece digests of session %d: %s" % (session, e))
             self._adopt(session, name, size, sha256, chunkSize, group, port, key)
         self.round = round
         self.rounds.add(round)
@@ -209,15 +270,44 @@ class Receiver(DataPath, amp.CommandLocator):
                 raise commands.BadRequest(str(e))
             resume = self.state.load(sha256, size)
             self.received = R.RangeSet(resume)
-            self.imageHash.reset()
             self.resumed = self.received.total()
             if self.resumed:
                 self.log.info("resuming {name}: {bytes} of {size} bytes already here",
                               name=name, bytes=self.resumed, size=size)
+        self._checkPieces(session)
         if self.started is None:
             self.started = self.reactor.seconds()
         if self._saveCall is None:
             self._saveCall = self.reactor.callLater(self.saveInterval, self._periodicSave)
+
+    def _checkPieces(self, session):
+        """
+        A new session: check pieces against its digests from now on, and
+        those already held (resumed, or kept from another session of the
+        same image) by reading them back.
+        """
+        pieceSize, digests = self._pieceLists[session]
+        if self.checks is not None:
+            self.checks.forget()
+        self.checks = PieceCheck(self.size, pieceSize, digests, self.output.path,
+                                 self._covers, self.runInThread, self._pieceRejected)
+        self.imageHash.attach(self.checks)
+        self.checks.sweep()
+
+    def _covers(self, start, end):
+        return self.received.covers(start, end)
+
+    def _pieceRejected(self, index, start, end, inOrder):
+        """
+        Piece C{index} did not match its digest: what is held of it is
+        dropped (written again when it comes again), and the in-order hash
+        goes back before it (L{ImageHash.extend} did that itself for a
+        piece it checked).
+        """
+        self.received.remove(start, end)
+        self._dirty = True
+        if not inOrder:
+            self.imageHash.rejected(start)
 
     @commands.EndRound.responder
     def endRound(self, session, round):
@@ -269,7 +359,12 @@ class Receiver(DataPath, amp.CommandLocator):
             return
         if self._reportedRound >= roundNumber:
             return
-        missing = self.missing()
+        if self.checks is not None and self.checks.busy():
+            # pieces are being read back: a piece that does not match is
+            # missing again, and belongs in this report
+            self.checks.idle().addCallback(lambda _: self._report(roundNumber))
+            return
+        missing = self._reportable(self.missing())
         self._reportedRound = roundNumber
         # the round's data is over: whatever moves the position from now on
         # belongs to the next round (flow control)
@@ -298,6 +393,33 @@ class Receiver(DataPath, amp.CommandLocator):
         d.addErrback(self._lostCall)
         return d
 
+    #: bytes of a report's box besides its ranges (keys, the other values)
+    BOX_MARGIN = 4096
+
+    def _reportable(self, missing):
+        """
+        C{missing} merged (smallest gaps first: L{R.coalesce}) to at most
+        the server's C{maxReportRanges}, and to fewer while its box would
+        not stay below the server's C{maxBoxBytes}: the server would cut a
+        longer report at the end of its list, sending bytes this receiver
+        holds, and drop a connection whose box is too large.
+        """
+        most = self.maxReportRanges
+        if most is not None and len(missing) > most:
+            missing = R.coalesce(missing, 0, most)
+            self.reportsMerged += 1
+        room = self.maxBoxBytes - self.BOX_MARGIN
+        # (at most 20 bytes a range before zlib, which adds little: encode
+        # only a list that may not fit)
+        while len(missing) > 1 and len(missing) * 20 + 64 > room:
+            size = len(R.toWire(missing))
+            # (each AMP key of the value costs a few bytes more)
+            if size + 8 * (size // 65535 + 1) <= room:
+                break
+            missing = R.coalesce(missing, 0, len(missing) // 2)
+            self.reportsMerged += 1
+        return missing
+
     @commands.EndSession.responder
     def endSession(self, session, unrecoverable, reason=None):
         commands.checkRanges(unrecoverable)
@@ -317,19 +439,28 @@ class Receiver(DataPath, amp.CommandLocator):
 
     @defer.inlineCallbacks
     def _repair(self):
-        chunks = R.chunks(self.missing(), commands.FETCH_MAX)
-        fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
-        try:
-            yield defer.gatherResults(fetchers, consumeErrors=True)
-        except defer.FirstError as e:
-            error = e.subFailure.value
-            if isinstance(error, ReceiveError):
-                self.fail(str(error))
-            else:
-                self.log.info("repair interrupted: {error}", error=error)
-            return
-        if not self.missing():
-            self._finish()
+        for attempt in range(self.REFETCH_ATTEMPTS):
+            chunks = R.chunks(self.missing(), commands.FETCH_MAX)
+            fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
+            try:
+                yield defer.gatherResults(fetchers, consumeErrors=True)
+            except defer.FirstError as e:
+                error = e.subFailure.value
+                if isinstance(error, ReceiveError):
+                    self.fail(str(error))
+                else:
+                    self.log.info("repair interrupted: {error}", error=error)
+                return
+            if self.checks is not None:
+                # what was fetched is checked too
+                yield self.checks.settle()
+            if self.failed or self.connection is None:
+                return
+            if not self.missing():
+                self._finish()
+                return
+        self.fail("the server's data still does not match its piece digests after %d "
+                  "fetches" % (self.REFETCH_ATTEMPTS,))
 
     @defer.inlineCallbacks
     def _fetch(self, chunks):
@@ -407,13 +538,26 @@ class Receiver(DataPath, amp.CommandLocator):
         verifyStarted = self.reactor.seconds()
         # hashing ahead may still run: the check starts where it ends
         d = self.imageHash.idle()
+        if self.checks is not None:
+            # every piece must have matched its digest
+            d.addCallback(lambda _: self.checks.settle())
+        again = object()
 
         def check(_):
+            if self.missing() or (self.checks is not None
+                                  and not self.checks.allVerified()):
+                # a piece did not match at the last moment: fetch it over
+                # the control connection, then finish again
+                self.finishing = False
+                self.reactor.callLater(0, self._repair)
+                return again
             self.hashedInOrder = self.imageHash.checkStart()
             return self.hasher(self.output.path)
         d = d.addCallback(check)
 
         def hashed(digest):
+            if digest is again:
+                return again
             self.verifySeconds = self.reactor.seconds() - verifyStarted
             if digest != self.sha256:
                 self.state.remove()
@@ -422,7 +566,9 @@ class Receiver(DataPath, amp.CommandLocator):
             return self.connection.callRemote(commands.Complete, session=self.session,
                                               sha256=digest)
 
-        def completed(_):
+        def completed(result):
+            if result is again:
+                return
             self.state.remove()
             self._done(0)
 
@@ -490,6 +636,8 @@ class Receiver(DataPath, amp.CommandLocator):
                 "bytes_received": self.bytesReceived, "bytes_repaired": self.bytesRepaired,
                 "bytes_fetched": self.bytesFetched, "bytes_resumed": self.resumed,
                 "rejected_datagrams": self.rejected, "stale_datagrams": self.stale,
+                "pieces_rejected": self.checks.rejected if self.checks is not None else 0,
+                "reports_merged": self.reportsMerged,
                 "seconds": round(elapsed, 3),
                 "verify_seconds": (None if self.verifySeconds is None
                                    else round(self.verifySeconds, 3)),

@@ -1,9 +1,12 @@
 # -*- test-case-name: tests.test_client_receiver -*-
 """
 The image receiver's control connection (L{ReceiverClient}): connects,
-registers, keeps the connection up with C{ClientService} (reconnecting and
-re-registering after a loss), gives up when the server has been
-unreachable too long, and ends with the receiver's exit status.
+asks for a challenge and registers with its answer (HMAC-SHA256 of the
+server's nonce, the receiver's id and the server's name under the
+receiver's secret, L{commands.registrationProof}), keeps the connection up
+with C{ClientService} (reconnecting and re-registering after a loss),
+gives up when the server has been unreachable too long or refuses the
+receiver's credentials, and ends with the receiver's exit status.
 """
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -45,18 +48,23 @@ class ReceiverClient:
     """
     The control connection of a L{Receiver}: connects, registers, reconnects
     and re-registers after a loss, and gives up when the server has been
-    unreachable for C{timeout} seconds.
+    unreachable for C{timeout} seconds, or refused the receiver's
+    credentials.
+
+    @ivar secret: the receiver's secret (bytes), or L{None}.
     """
 
     log = Logger()
 
-    def __init__(self, reactor, endpoint, receiver, address, timeout=60.0, serverName=""):
+    def __init__(self, reactor, endpoint, receiver, address, timeout=60.0, serverName="",
+                 secret=None):
         self.reactor = reactor
         self.endpoint = endpoint
         self.receiver = receiver
         self.address = address
         self.timeout = timeout
         self.serverName = serverName
+        self.secret = secret
         self.lastUp = reactor.seconds()
         self.everConnected = False
         self.service = ClientService(
@@ -76,14 +84,35 @@ class ReceiverClient:
                 address = proto.transport.getHost().host
             except Exception:
                 address = ""
-        d = proto.callRemote(commands.Register, clientId=self.receiver.clientId,
-                             address=address, image=self.receiver.image)
+        clientId = self.receiver.clientId
 
-        def registered(_):
+        def register(challenge):
+            mode = challenge["authentication"]
+            proof = None
+            if mode == "secret":
+                if self.secret is None:
+                    raise commands.NotAuthenticated(
+                        "the appliance authenticates receivers: give this receiver its "
+                        "secret (--secret-file)")
+                proof = commands.registrationProof(self.secret, challenge["nonce"],
+                                                   clientId, challenge["server"])
+            return proto.callRemote(commands.Register, clientId=clientId, address=address,
+                                    image=self.receiver.image, proof=proof)
+        d = proto.callRemote(commands.Challenge).addCallback(register)
+
+        def registered(answer):
             self.everConnected = True
+            self.receiver.limits(answer)
             self.receiver.connected(proto)
             proto.connectionLost = self._wrapLost(proto.connectionLost)
-        return d.addCallback(registered)
+
+        def refused(f):
+            # a wrong or missing secret does not get better by retrying
+            f.trap(commands.NotAuthenticated)
+            self.receiver.fail("the appliance refused this receiver (%s): %s" % (
+                clientId, f.getErrorMessage()))
+            return f
+        return d.addCallback(registered).addErrback(refused)
 
     def _wrapLost(self, original):
         def connectionLost(reason):
