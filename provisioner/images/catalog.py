@@ -406,9 +406,6 @@ class Catalog:
             self._oldRoots.append(self._root)
             self._root = None
 
-    def _statSymlink(self, relpath):
-        return self.confined().stat(relpath)
-
     def openVerified(self, entry):
         """
         Open C{entry}'s file for reading if it is still exactly the file
