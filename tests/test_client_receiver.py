@@ -15,6 +15,7 @@ from zope.interface import alsoProvides, implementer
 
 from provisioner.imagecast import commands
 from provisioner.imagecast import pieces as P
+from provisioner.imagecast import ranges as R
 from provisioner.imagecast.datagram import DataDatagram
 from provisioner.client.receiver import OutputFile, ReceiveError, Receiver, threadRunner
 from tests.fakes import FakeReactor
@@ -57,9 +58,10 @@ def SessionKeyFast():
     return datagram._fastpath is not None and hasattr(datagram._fastpath, "receive_batch")
 
 
-class ReceiverTests(SynchronousTestCase):
+class ReceiverCase(SynchronousTestCase):
     """
-    Tests for L{Receiver}.
+    A receiver of a 10,000-byte image on a L{FakeReactor}, its fake
+    server, and helpers that push announcements and datagrams.
     """
 
     def setUp(self):
@@ -99,6 +101,39 @@ class ReceiverTests(SynchronousTestCase):
         for o in offsets:
             wire = DataDatagram(session, round, o, self.data[o:o + 1000]).to_wire(key)
             (receiver or self.receiver).datagramReceived(wire, ("198.18.0.1", 1))
+
+    def wires(self, offsets, round=1, size=1000):
+        return [memoryview(DataDatagram(5, round, o, self.data[o:o + size]).to_wire(KEY))
+                for o in offsets]
+
+
+    def readSocket(self, r, wires, batch=64):
+        """
+        Send C{wires} to a loopback socket and have C{r} read them with its
+        C fast path (the data port's C{readBatch}); return the count.
+        """
+        from provisioner.imagecast import datagram
+        if not SessionKeyFast():
+            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
+                self.fail("the C fast path is not built (scripts/setup builds it)")
+            raise self.skipTest("the C fast path is not built")
+        self.assertTrue(datagram.SessionKey(KEY, 5).canReceive())
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(rx.close)
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(tx.close)
+        tx.connect(rx.getsockname())
+        for w in wires:
+            tx.send(w)
+        return self.reactor.ports[-1].protocol.readBatch(rx, batch, 2048)
+
+
+class ReceiverTests(ReceiverCase):
+    """
+    Tests for L{Receiver}.
+    """
 
     def test_reportsWhatIsMissing(self):
         """
@@ -310,10 +345,6 @@ class ReceiverTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(len(self.server.named(commands.Progress)), count)
 
-    def wires(self, offsets, round=1, size=1000):
-        return [memoryview(DataDatagram(5, round, o, self.data[o:o + size]).to_wire(KEY))
-                for o in offsets]
-
     def test_batch(self):
         """
         If the data port hands over batches (C{datagramsReceived}) with
@@ -341,28 +372,6 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(r.result), 0)
         with open(r.output.path, "rb") as f:
             self.assertEqual(f.read(), self.data)
-
-    def readSocket(self, r, wires, batch=64):
-        """
-        Send C{wires} to a loopback socket and have C{r} read them with its
-        C fast path (the data port's C{readBatch}); return the count.
-        """
-        from provisioner.imagecast import datagram
-        if not SessionKeyFast():
-            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
-                self.fail("the C fast path is not built (scripts/setup builds it)")
-            raise self.skipTest("the C fast path is not built")
-        self.assertTrue(datagram.SessionKey(KEY, 5).canReceive())
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(rx.close)
-        rx.bind(("127.0.0.1", 0))
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(tx.close)
-        tx.connect(rx.getsockname())
-        for w in wires:
-            tx.send(w)
-        return self.reactor.ports[-1].protocol.readBatch(rx, batch, 2048)
 
     def test_readBatch(self):
         """
@@ -665,6 +674,190 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.receiver.result), 1)
         self.assertIn("sha256 mismatch", self.receiver.failed)
         self.assertEqual(self.server.named(commands.Complete), [])
+
+
+class ForgedDataTests(ReceiverCase):
+    """
+    Issue 14, finding 3: a registered attacker knows everything a
+    registered receiver knows (the session id, the data key, the group and
+    port, the piece digests) and multicasts datagrams with valid tags and
+    its own bytes. The receiver keeps a piece only once its bytes match the
+    digest its own control connection brought: the forged pieces are
+    dropped and asked for again, and it completes with the image's bytes.
+    """
+
+    PIECE = 2000
+
+    def forged(self, offsets, round=1, size=1000):
+        """
+        Datagrams with a valid tag (the attacker knows C{KEY}) and the
+        attacker's bytes.
+        """
+        return [DataDatagram(5, round, o, b"\xee" * size).to_wire(KEY) for o in offsets]
+
+    def deliver(self, wires, receiver=None):
+        for w in wires:
+            (receiver or self.receiver).datagramReceived(w, ("198.18.0.66", 1))
+
+    def finishRound(self, round):
+        self.receiver.endRound(session=5, round=round)
+        self.reactor.advance(0.5)
+        return self.server.named(commands.ReportMissing)[-1]["ranges"]
+
+    def test_forgedRejectedThenRepaired(self):
+        """
+        If forged datagrams come before the real ones, in order (the
+        prefix hash goes through them) and out of order (their pieces are
+        read back), their pieces fail their digests: they are dropped (the
+        real datagrams that followed were dropped as held), reported
+        missing, and the repair round's real bytes complete the image;
+        nothing the attacker sent is left in the file.
+        """
+        self.announce(pieceSize=self.PIECE)
+        # in order: 0 forged before the real one; out of order: 6000
+        self.deliver(self.forged([0, 6000]))
+        self.send(range(0, 10000, 1000))
+        self.assertEqual(self.receiver.checks.rejected, 2)
+        self.assertEqual(self.receiver.imageHash.upTo, 0)
+        self.assertEqual(self.finishRound(1), [(0, 2000), (6000, 8000)])
+        self.announce(round=2, ranges=[(0, 2000), (6000, 8000)], pieceSize=self.PIECE)
+        self.send([0, 1000, 6000, 7000], round=2)
+        self.assertEqual(self.finishRound(2), [])
+        self.assertEqual(self.server.named(commands.Complete)[-1]["sha256"], self.sha)
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        self.assertEqual(self.receiver.summary()["pieces_rejected"], 2)
+        self.assertEqual(self.receiver.checks.verified, bytearray([1] * 5))
+
+    def test_forgedLaterRoundAndFetched(self):
+        """
+        If the attacker forges a later round's datagrams too and the rounds
+        end, what is still missing or rejected is fetched over the control
+        connection (authenticated), checked, and the receiver completes.
+        """
+        self.announce(pieceSize=self.PIECE)
+        self.deliver(self.forged([4000], round=3))
+        self.send(range(0, 10000, 1000))
+        self.assertEqual(self.finishRound(1), [(4000, 6000)])
+        self.receiver.endSession(session=5, unrecoverable=[(4000, 6000)])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        self.assertEqual([kw["offset"] for kw in self.server.named(commands.FetchRange)],
+                         [4000])
+
+    def test_forgedOverHeldBytesIgnored(self):
+        """
+        If a forged datagram overlaps bytes held and bytes missing, only
+        the missing bytes are written: bytes held (and checked) are never
+        written again.
+        """
+        self.announce(pieceSize=self.PIECE)
+        self.send([0, 1000, 2000])
+        self.assertEqual(self.receiver.checks.verified[0], 1)
+        self.deliver([DataDatagram(5, 1, 1500, b"\xee" * 1000).to_wire(KEY)])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(3000), self.data[:3000])
+        self.send(range(3000, 10000, 1000))
+        self.assertEqual(self.finishRound(1), [])
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_forgedFastPath(self):
+        """
+        If the receiver reads with the C fast path, a forged datagram and
+        the real one in the same batch: the first written wins, the second
+        counts as held (never written over it), the forged piece is
+        dropped and asked for again; the real bytes complete the image.
+        """
+        self.announce(pieceSize=self.PIECE)
+        forgedFirst = self.forged([2000]) + self.wires([2000])
+        realFirst = self.wires([6000]) + self.forged([6000])
+        rest = self.wires([o for o in range(0, 10000, 1000) if o not in (2000, 6000)])
+        self.readSocket(self.receiver, forgedFirst + realFirst + rest)
+        self.assertEqual(self.receiver.checks.rejected, 1)
+        self.assertEqual(self.receiver.missing(), [(2000, 4000)])
+        self.assertEqual(self.finishRound(1), [(2000, 4000)])
+        self.announce(round=2, ranges=[(2000, 4000)], pieceSize=self.PIECE)
+        self.readSocket(self.receiver, self.wires([2000, 3000], round=2))
+        self.assertEqual(self.finishRound(2), [])
+        self.assertEqual(self.successResultOf(self.receiver.result), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_resumedPiecesChecked(self):
+        """
+        If a receiver resumes from a state file whose bytes were forged
+        (written before their pieces were checked), the pieces held whole
+        are read back and checked before they count: the forged one is
+        reported missing.
+        """
+        self.announce(pieceSize=self.PIECE)
+        self.deliver(self.forged([0, 1000]))
+        self.send(range(2000, 10000, 1000))
+        self.receiver._dirty = True
+        self.receiver._save()
+        # as if the bytes had been saved before the piece was checked
+        self.receiver.state.save(self.sha, len(self.data), [(0, 10000)])
+        again = self.make()
+        self.announce(receiver=again, pieceSize=self.PIECE)
+        self.assertEqual(again.checks.rejected, 1)
+        self.assertEqual(again.missing(), [(0, 2000)])
+
+
+class ReportLimitTests(ReceiverCase):
+    """
+    The receiver's side of the server's limits (findings 1 and 2).
+    """
+
+    def test_reportMergedToMaxReportRanges(self):
+        """
+        If the receiver lacks more ranges than the server's
+        C{maxReportRanges}, it merges the smallest gaps before reporting:
+        the report holds at most that many ranges and every byte it lacks.
+        """
+        self.receiver.limits({"server": "provisioner", "maxReportRanges": 3})
+        self.announce()
+        self.send([0, 2000, 3000, 5000, 7000, 9000])
+        missing = self.receiver.missing()
+        self.assertEqual(len(missing), 4)
+        report = self.finishRound_(1)
+        # (the smallest gaps first, the earliest of equal ones)
+        self.assertEqual(report, [(1000, 2000), (4000, 7000), (8000, 9000)])
+        self.assertEqual(R.subtract(missing, report), [])
+        self.assertEqual(self.receiver.summary()["reports_merged"], 1)
+
+    def test_reportBelowMaxBoxBytes(self):
+        """
+        If the report's box would not stay below the server's
+        C{maxBoxBytes}, the receiver merges gaps until it does.
+        """
+        import random
+        self.data = os.urandom(400000)
+        self.sha = hashlib.sha256(self.data).hexdigest()
+        self.receiver = self.make()
+        self.receiver.limits({"server": "provisioner", "maxBoxBytes": 4096 + 100})
+        self.announce()
+        held = random.Random(3).sample(range(0, 400000, 1000), 200)
+        self.send(sorted(held))
+        self.assertGreater(len(R.toWire(self.receiver.missing())), 100)
+        report = self.finishRound_(1)
+        self.assertLessEqual(len(R.toWire(report)) + 8, 100)
+        self.assertEqual(R.subtract(self.receiver.missing(), report), [])
+
+    def finishRound_(self, round):
+        self.receiver.endRound(session=5, round=round)
+        self.reactor.advance(0.5)
+        return self.server.named(commands.ReportMissing)[-1]["ranges"]
+
+    def test_pingAnswered(self):
+        """
+        If the server probes the receiver's connection, it answers.
+        """
+        self.assertEqual(self.receiver.ping(), {})
 
 
 class RecordingPool:
