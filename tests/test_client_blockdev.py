@@ -403,7 +403,7 @@ class ReceiveEndToEndTests(SynchronousTestCase):
     C{provisioner receive --output /dev/loopN} against the appliance run
     as a user runs it (the image multicast lab of
     L{tests.test_imagecast_e2e}: the appliance in a sender namespace, each
-    receiver in its own).
+    receiver in its own, with the secret the lab gives it).
     """
 
     def test_receiveOntoLoopDevice(self):
@@ -429,7 +429,8 @@ class ReceiveEndToEndTests(SynchronousTestCase):
             state = os.path.join(lab.dir, name + ".imagecast-state")
             procs[name] = (host.popen(PROVISIONER + [
                 "receive", "--server", lab.sender.ip, "--output", device, "--state", state,
-                "--id", name, "-q", "--timeout", "30"], env=lab.env, stdout=log,
+                "--id", name, "-q", "--timeout", "30"] + lab.secretArgs(name), env=lab.env,
+                stdout=log,
                 stderr=subprocess.STDOUT), state)
         send, session = lab.send(minReceivers=2)
         status, card, err = lab.finish(send)

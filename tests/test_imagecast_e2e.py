@@ -6,8 +6,13 @@ in their own namespaces on one bridge, loss comes from iptables statistic.
 The sender's lab interface has C{gso_max_segs 1}: the kernel then cuts UDP
 GSO batches into single datagrams before the veth, as a real NIC does on
 the wire, so that the iptables loss on the receivers applies per datagram.
+
+The appliance authenticates receivers (C{imagecast.authentication:
+secret}, the default): each receiver's secret is added to the lab's
+receivers file and given to it with C{--secret-file}.
 """
 
+import binascii
 import hashlib
 import json
 import os
@@ -55,6 +60,9 @@ class MulticastLab:
     """
 
     def __init__(self, case, receivers, size, rate=200, extra="", reportTimeout=5):
+        """
+        @param extra: more lines of the C{imagecast} section.
+        """
         requireE2E(netns=True, tools=("ip", "iptables"))
         self.case = case
         self.dir = os.path.abspath(case.mktemp())
@@ -69,12 +77,19 @@ class MulticastLab:
         self.sender = self.lab.hosts[0]
         self.sender.run(["ip", "link", "set", "dev", "eth0", "gso_max_segs", "1"])
         self.env = dict(os.environ, PYTHONPATH=REPO)
+        # receivers are added to it as they start (the appliance reads it
+        # again when it changes)
+        self.receiversFile = os.path.join(self.dir, "receivers")
+        with open(self.receiversFile, "w") as f:
+            f.write("# id secret\n")
+        os.chmod(self.receiversFile, 0o600)
         self.appliance = Appliance(
             self.dir, "tftp: {enabled: false}\n"
             "imagecast:\n  enabled: true\n  address: 0.0.0.0\n  root: %s\n"
             "  interface: %s\n  rate: %s\n  report_timeout: %s\n  client_timeout: 20\n"
-            "%s" % (os.path.join(self.dir, "images"), self.sender.ip, rate, reportTimeout,
-                    extra), host=self.sender)
+            "  receivers_file: %s\n%s" % (
+                os.path.join(self.dir, "images"), self.sender.ip, rate, reportTimeout,
+                self.receiversFile, extra), host=self.sender)
         self.appliance.start(ready="imagecast control channel on", timeout=120)
         self.receivers = {}
 
@@ -83,13 +98,29 @@ class MulticastLab:
         host.loss(probability, chain="INPUT", protocol="tcp")
         host.loss(probability, chain="OUTPUT", protocol="tcp")
 
+    def secretArgs(self, name):
+        """
+        Give receiver C{name} a secret: a line of the receivers file and a
+        file of its own.
+
+        @return: the C{receive} arguments that pass it.
+        """
+        path = os.path.join(self.dir, name + ".secret")
+        if not os.path.exists(path):
+            secret = binascii.hexlify(os.urandom(32)).decode()
+            with open(path, "w") as f:
+                f.write(secret + "\n")
+            with open(self.receiversFile, "a") as f:
+                f.write("%s %s\n" % (name, secret))
+        return ["--secret-file", path]
+
     def receive(self, host, name, prefix=(), extra=()):
         out = os.path.join(self.dir, name)
         log = open(os.path.join(self.dir, name + ".log"), "wb")
         self.case.addCleanup(log.close)
         argv = list(prefix) + PROVISIONER + [
             "receive", "--server", self.sender.ip, "--output", out, "--id", name,
-            "--json", "-q", "--timeout", "30"] + list(extra)
+            "--json", "-q", "--timeout", "30"] + self.secretArgs(name) + list(extra)
         proc = host.popen(argv, env=self.env, stdout=log)
         self.receivers[name] = (proc, out, log)
         return proc
@@ -305,3 +336,112 @@ class ChurnTests(SynchronousTestCase):
         self.assertGreaterEqual(card["members"]["restarted"]["reconnects"], 1)
         detail = lab.status(session, detail=True)["sessions"][0]
         _assertRoundTwoIsUnion(self, detail)
+
+
+# A registered attacker (issue 14, finding 3): it registers with its own
+# secret, so it is sent everything a receiver is (the data key, the
+# session, group and port, the piece digests), and multicasts datagrams
+# with valid tags and its own bytes for every datagram of the first two
+# rounds, from the end of each round backwards (ahead of the sender, which
+# goes forwards), then leaves.
+_ATTACKER = """
+import socket, sys
+from twisted.internet import endpoints, protocol, reactor
+from twisted.protocols import amp
+from provisioner.imagecast import commands
+from provisioner.imagecast.datagram import SessionKey
+server, iface, name, secretPath = sys.argv[1:5]
+with open(secretPath, "rb") as f:
+    secret = f.read().split()[-1]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(iface))
+state = {"forged": 0}
+
+def forge(session, chunk, group, port, key, roundNumber, ranges):
+    signer = SessionKey(key, session, fast=False)
+    for start, end in reversed(ranges):
+        for offset in reversed(range(start, end, chunk)):
+            size = min(chunk, end - offset)
+            sock.sendto(signer.encode(roundNumber, offset, b"\\xee" * size), (group, port))
+            state["forged"] += 1
+    if roundNumber >= 2:
+        d = state["proto"].callRemote(commands.Leave, session=session, reason="done")
+        d.addBoth(lambda _: reactor.callLater(0.5, reactor.stop))
+
+class Mallory(amp.CommandLocator):
+    @commands.Pieces.responder
+    def pieces(self, session, pieceSize, digests):
+        return {}
+
+    @commands.Announce.responder
+    def announce(self, session, name, size, sha256, chunkSize, ranges, group, port, key,
+                 round):
+        if round <= 2:
+            reactor.callLater(0, forge, session, chunkSize, group, port, key, round, ranges)
+        return {}
+
+    @commands.EndRound.responder
+    def endRound(self, session, round):
+        return {}
+
+    @commands.EndSession.responder
+    def endSession(self, session, unrecoverable, reason=None):
+        reactor.callLater(0, reactor.stop)
+        return {}
+
+    @commands.Ping.responder
+    def ping(self):
+        return {}
+
+def connected(proto):
+    state["proto"] = proto
+
+    def register(challenge):
+        proof = commands.registrationProof(secret, challenge["nonce"], name,
+                                           challenge["server"])
+        return proto.callRemote(commands.Register, clientId=name, address=iface,
+                                proof=proof)
+    d = proto.callRemote(commands.Challenge).addCallback(register)
+    d.addCallback(lambda _: print("registered", flush=True))
+
+ep = endpoints.TCP4ClientEndpoint(reactor, server, 7010)
+ep.connect(protocol.Factory.forProtocol(lambda: amp.AMP(locator=Mallory()))).addCallback(
+    connected)
+reactor.callLater(60, reactor.stop)
+reactor.run()
+print("forged %d" % (state["forged"],), flush=True)
+"""
+
+
+class RegisteredAttackerTests(SynchronousTestCase):
+    """
+    A registered receiver that forges data for the others.
+    """
+
+    def test_forgedDataRejected(self):
+        """
+        If a registered attacker multicasts datagrams with valid tags and
+        its own bytes ahead of the sender in the first two rounds, the
+        receivers drop the pieces that do not match their digests, get
+        them again, and end byte-exact with C{sha256 ok}; the scorecard
+        counts them complete and the attacker as failed.
+        """
+        lab = MulticastLab(self, receivers=3, size=4 << 20)
+        names = ["r0", "r1"]
+        for name, host in zip(names, lab.lab.hosts[1:3]):
+            lab.receive(host, name)
+        attacker = lab.lab.hosts[3]
+        secret = lab.secretArgs("mallory")[1]
+        proc = attacker.popen([PYTHON, "-c", _ATTACKER, lab.sender.ip, attacker.ip,
+                               "mallory", secret], env=lab.env, stdout=subprocess.PIPE)
+        self.assertEqual(proc.stdout.readline().decode().strip(), "registered")
+        send, session = lab.send(minReceivers=3)
+        status, card, err = lab.finish(send)
+        out = proc.communicate(timeout=60)[0].decode()
+        self.assertIn("forged", out)
+        for name in names:
+            lab.assertByteExact(name)
+        rejected = sum(lab.summary(n)[0]["pieces_rejected"] for n in names)
+        self.assertGreater(rejected, 0, "no forged piece reached a receiver: %s" % (out,))
+        self.assertEqual(sorted(card["complete"]), names)
+        self.assertEqual(card["members"]["mallory"]["state"], "failed")
