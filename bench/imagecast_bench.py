@@ -29,6 +29,7 @@ writes JSON with --json FILE.
 """
 
 import argparse
+import binascii
 import hashlib
 import json
 import os
@@ -151,11 +152,23 @@ class Bench:
         out = self.outputs(n, "provisioner")
         rate = self.args.rate.get(n, self.args.rate.get(0, 300))
         config = os.path.join(self.dir, "p.yaml")
+        # receivers authenticate as in production: one secret each
+        receivers = os.path.join(self.dir, "receivers")
+        secrets = []
+        with open(receivers, "w") as f:
+            for i in range(n):
+                secret = binascii.hexlify(os.urandom(32)).decode()
+                path = os.path.join(self.dir, "r%d.secret" % (i,))
+                with open(path, "w") as g:
+                    g.write(secret + "\n")
+                secrets.append(path)
+                f.write("r%d %s\n" % (i, secret))
+        os.chmod(receivers, 0o600)
         with open(config, "w") as f:
             f.write("tftp: {enabled: false}\nimagecast:\n  enabled: true\n  address: 0.0.0.0\n"
                     "  root: %s\n  interface: %s\n  rate: %s\n  rate_max: 2000\n"
-                    "  report_timeout: 10\n" % (
-                        os.path.dirname(self.image), sender.ip, rate))
+                    "  report_timeout: 10\n  receivers_file: %s\n" % (
+                        os.path.dirname(self.image), sender.ip, rate, receivers))
             for kv in self.args.set:
                 key, _, value = kv.partition("=")
                 f.write("  %s: %s\n" % (key, value))
@@ -187,7 +200,8 @@ class Bench:
             p = os.path.join(out, "r%d" % i)
             paths.append(p)
             procs.append(h.popen([PYTHON, "-m", "provisioner", "receive", "--server", sender.ip,
-                                  "--output", p, "-q", "--json"], env=self.env,
+                                  "--output", p, "--id", "r%d" % (i,),
+                                  "--secret-file", secrets[i], "-q", "--json"], env=self.env,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
         time.sleep(1.0)
         # the peers' receivers (C) are ready well within that second; a
