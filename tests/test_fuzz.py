@@ -1,0 +1,770 @@
+# -*- test-case-name: tests.test_fuzz -*-
+"""
+Fuzzing the running appliance (issue 14, "Fuzzing stays"): the appliance
+runs as a user runs it (twistd, through L{tests.netlab.Appliance}) and is
+sent, in one CI-sized run per protocol:
+
+  - TFTP (on 127.0.0.1, port 0): 10^5 datagrams, mutations of valid RRQ,
+    WRQ, ACK, ERROR, DATA and OACK packets, to the listen port and to the
+    ports of live read and write transfers;
+  - DHCP (full mode on port 67 and the PXE boot server on 4011, inside a
+    L{tests.netlab.NetLab}): 10^5 mutated DISCOVER, REQUEST, DECLINE,
+    RELEASE, INFORM and PXE requests;
+  - imagecast's control channel (127.0.0.1 inside a lab namespace, so that
+    a session's multicast stays on the lab bridge): 10^4 AMP boxes over a
+    few TCP connections, valid commands with mutated arguments, unknown
+    commands, then truncated, oversize and malformed boxes before each
+    connection closes.
+
+Datagrams go in bursts of a few hundred, each followed by a probe that
+the server must answer (it reads its socket in order: its answer means
+the burst was read, not dropped by the kernel). After each run the
+process must be alive, serve a legitimate request (curl over TFTP,
+byte-exact; busybox udhcpc; C{provisioner imagecast status}), have grown
+by less than L{RSS_BOUND}, be back within L{FD_SLACK} descriptors of
+its baseline once it settles, and have logged no traceback and no line
+at critical level.
+
+The random seed is fixed (L{DEFAULT_SEED}); C{PROVISIONER_FUZZ_SEED=N}
+runs another one (C{random}: a fresh one). Each run prints its seed, and
+a failure names it with the last datagrams or boxes sent.
+
+Problems found by fuzzing that production code still has are kept as
+the smallest reproducer, a test marked C{todo} with the reason.
+"""
+
+import collections
+import ctypes
+import hashlib
+import json
+import os
+import random
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from provisioner.imagecast import ranges as R
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E, sha256File, waitFor
+from tests.qemu_lab import readEvents, writeUdhcpcScript
+
+#: the seed of a run unless C{PROVISIONER_FUZZ_SEED} names another
+DEFAULT_SEED = 14
+#: how much the appliance's resident set may grow over one protocol's run
+RSS_BOUND = 30 << 20
+#: how many descriptors above its baseline the appliance may hold once it
+#: has settled
+FD_SLACK = 3
+#: seconds the appliance gets to settle (sessions time out, connections
+#: close) before its descriptors are counted
+SETTLE = 30
+#: datagrams per UDP protocol, AMP boxes on the control channel
+DATAGRAMS = 100000
+BOXES = 10000
+#: datagrams sent between two probes, at most
+BURST = 250
+#: what the datagrams of one burst may take of a socket's receive buffer
+#: (Linux's default is 212,992 bytes; see L{bufferCost})
+BURST_BYTES = 150000
+
+
+def bufferCost(data):
+    """
+    An upper bound of what C{data} takes of the receive buffer of the
+    socket it is sent to (the kernel counts each datagram's whole buffer,
+    not its payload).
+    """
+    return 2 * len(data) + 1024
+
+PROVISIONER = [PYTHON, "-m", "provisioner"]
+CLONE_NEWNET = 0x40000000
+
+
+def fuzzSeed():
+    """
+    The seed of this run: C{PROVISIONER_FUZZ_SEED} (a number, or C{random}
+    for a fresh one), else L{DEFAULT_SEED}.
+    """
+    raw = os.environ.get("PROVISIONER_FUZZ_SEED", "").strip()
+    if raw == "random":
+        return random.SystemRandom().randrange(1, 1 << 32)
+    if raw:
+        return int(raw, 0)
+    return DEFAULT_SEED
+
+
+def socketIn(namespace, family=socket.AF_INET, kind=socket.SOCK_DGRAM):
+    """
+    A socket of the network namespace C{namespace} (a L{NetLab} host's
+    name), or of this one for L{None}. A thread joins the namespace to make
+    it and ends; the socket stays in the namespace it was made in.
+    """
+    if namespace is None:
+        return socket.socket(family, kind)
+    out = {}
+
+    def make():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open("/var/run/netns/" + namespace, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns(%s)" % (namespace,))
+            finally:
+                os.close(fd)
+            out["socket"] = socket.socket(family, kind)
+        except BaseException as e:
+            out["error"] = e
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["socket"]
+
+
+def drain(sock):
+    """
+    Read and return every datagram waiting on C{sock} (non-blocking), as
+    C{(data, address)}.
+    """
+    out = []
+    while True:
+        try:
+            out.append(sock.recvfrom(70000, socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return out
+        except OSError:
+            # an ICMP error queued for an earlier send
+            continue
+
+
+class Trail:
+    """
+    The last datagrams (or boxes) sent, for a failure message.
+    """
+
+    def __init__(self, size=10):
+        self.items = collections.deque(maxlen=size)
+
+    def add(self, where, data):
+        self.items.append((where, data))
+
+    def describe(self):
+        lines = []
+        for where, data in self.items:
+            shown = repr(data[:200]) + (" ... (%d bytes)" % (len(data),)
+                                        if len(data) > 200 else "")
+            lines.append("  to %s: %s" % (where, shown))
+        return "\n".join(lines) or "  (none)"
+
+
+class Watch:
+    """
+    The appliance's process as C{/proc} shows it.
+    """
+
+    def __init__(self, appliance):
+        self.appliance = appliance
+        self.pid = appliance.process.pid
+
+    def alive(self):
+        return self.appliance.process.poll() is None
+
+    def rss(self):
+        """
+        Its resident set (C{VmRSS}), in bytes.
+        """
+        with open("/proc/%d/status" % (self.pid,)) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS for %d" % (self.pid,))
+
+    def fds(self):
+        return len(os.listdir("/proc/%d/fd" % (self.pid,)))
+
+    def drops(self, port):
+        """
+        Datagrams the kernel dropped on the process's UDP socket bound to
+        C{port} (the C{drops} column of C{/proc/PID/net/udp}), or L{None}.
+        """
+        try:
+            with open("/proc/%d/net/udp" % (self.pid,)) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            return None
+        total = None
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 13 and int(fields[1].split(":")[1], 16) == port:
+                total = (total or 0) + int(fields[-1])
+        return total
+
+    def logLines(self):
+        """
+        The lines of the log, with those of the files twistd rotated it to
+        (C{NAME.log.1}, ...: it does at each megabyte).
+        """
+        path = self.appliance.logPath
+        rotated = [name for name in os.listdir(os.path.dirname(path))
+                   if re.match(re.escape(os.path.basename(path)) + r"\.\d+$", name)]
+        lines = []
+        for name in sorted(rotated, key=lambda n: -int(n.rsplit(".", 1)[1])):
+            with open(os.path.join(os.path.dirname(path), name), errors="replace") as f:
+                lines.extend(f.read().splitlines())
+        return lines + self.appliance.log().splitlines()
+
+    def logProblems(self):
+        """
+        The log's lines with a traceback or at critical level, and how many
+        lines it has.
+        """
+        lines = self.logLines()
+        return [line for line in lines
+                if "Traceback" in line or "critical" in line.lower()], len(lines)
+
+
+def mib(n):
+    return "%.1f MiB" % (n / float(1 << 20),)
+
+
+class FuzzCase(SynchronousTestCase):
+    """
+    What every protocol's run shares: the seed, the baseline, the verdict.
+    """
+
+    part = None
+
+    def startRun(self, appliance, legit):
+        """
+        Warm the appliance up with one legitimate request (C{legit()},
+        which raises L{AssertionError} when it is not served), then take
+        the baseline.
+        """
+        self.seed = fuzzSeed()
+        self.rnd = random.Random("%s/%d" % (self.part, self.seed))
+        self.trail = Trail()
+        self.watch = Watch(appliance)
+        self.legit = legit
+        cmdline = open("/proc/%d/cmdline" % (self.watch.pid,), "rb").read()
+        self.assertIn(b"twistd", cmdline)
+        legit()
+        self.before = {"rss": self.watch.rss(), "fds": self.watch.fds()}
+        self.started = time.monotonic()
+        print("\n%s fuzz: seed %d (PROVISIONER_FUZZ_SEED=%d repeats this run); baseline "
+              "RSS %s, %d descriptors" % (self.part, self.seed, self.seed,
+                                          mib(self.before["rss"]), self.before["fds"]))
+
+    def failRun(self, what):
+        """
+        Fail, naming the seed and the last datagrams sent.
+        """
+        self.fail("%s fuzz (seed %d; PROVISIONER_FUZZ_SEED=%d repeats it): %s\n"
+                  "last sent:\n%s\nend of the appliance's log:\n%s" % (
+                      self.part, self.seed, self.seed, what, self.trail.describe(),
+                      self.watch.appliance._tail()))
+
+    def verdict(self, counts, extra=""):
+        """
+        After the run: alive, serving, RSS and descriptors bounded, a clean
+        log. Prints the figures.
+
+        @param counts: what was sent, as text.
+        """
+        elapsed = time.monotonic() - self.started
+        if not self.watch.alive():
+            self.failRun("the appliance exited (%s) after %s" % (
+                self.watch.appliance.process.returncode, counts))
+        problems = []
+        settled = waitFor(lambda: self.watch.fds() <= self.before["fds"] + FD_SLACK, SETTLE,
+                          interval=0.25)
+        fds = self.watch.fds()
+        if not settled:
+            problems.append("%d descriptors %d s after the run (baseline %d): %s" % (
+                fds, SETTLE, self.before["fds"], self._fdList()))
+        try:
+            self.legit()
+        except AssertionError as e:
+            problems.append("a legitimate request was not served: %s" % (e,))
+        rss = self.watch.rss()
+        if rss - self.before["rss"] >= RSS_BOUND:
+            problems.append("RSS grew from %s to %s (bound: %s)" % (
+                mib(self.before["rss"]), mib(rss), mib(RSS_BOUND)))
+        logged, lineCount = self.watch.logProblems()
+        if logged:
+            problems.append("the log has %d lines with a traceback or at critical level, "
+                            "first:\n    %s" % (len(logged), "\n    ".join(logged[:10])))
+        if not self.watch.alive():
+            problems.append("the appliance exited after the run")
+        print("%s fuzz: %s in %.1f s; RSS %s -> %s, descriptors %d -> %d; %d log lines%s" % (
+            self.part, counts, elapsed, mib(self.before["rss"]), mib(rss),
+            self.before["fds"], fds, lineCount, extra))
+        if problems:
+            self.failRun("after %s:\n  - %s" % (counts, "\n  - ".join(problems)))
+
+    def _fdList(self):
+        out = []
+        base = "/proc/%d/fd" % (self.watch.pid,)
+        for name in sorted(os.listdir(base), key=int):
+            try:
+                out.append("%s->%s" % (name, os.readlink(os.path.join(base, name))))
+            except OSError:
+                pass
+        return ", ".join(out)
+
+
+class Mutator:
+    """
+    Generic byte mutations, from one random generator.
+    """
+
+    def __init__(self, rnd):
+        self.rnd = rnd
+
+    def garbage(self, most=600):
+        rnd = self.rnd
+        return bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(most + 1)))
+
+    def flip(self, data):
+        if not data:
+            return data
+        out = bytearray(data)
+        for _ in range(self.rnd.choice((1, 1, 1, 2, 3, 8))):
+            i = self.rnd.randrange(len(out))
+            out[i] ^= 1 << self.rnd.randrange(8)
+        return bytes(out)
+
+    def truncate(self, data):
+        return data[:self.rnd.randrange(len(data) + 1)]
+
+    def insert(self, data):
+        rnd = self.rnd
+        i = rnd.randrange(len(data) + 1)
+        piece = rnd.choice((b"\x00", b"\xff", b"\x00\x00", b"\x80", b"%s%n",
+                            bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 9))),
+                            b"A" * rnd.randrange(1, 3000)))
+        return data[:i] + piece + data[i:]
+
+    def delete(self, data):
+        if not data:
+            return data
+        i = self.rnd.randrange(len(data))
+        return data[:i] + data[i + self.rnd.randrange(1, 9):]
+
+    def repeat(self, data):
+        if not data:
+            return data
+        i = self.rnd.randrange(len(data))
+        j = min(len(data), i + self.rnd.randrange(1, 40))
+        return data[:j] + data[i:j] * self.rnd.randrange(1, 30) + data[j:]
+
+    def setByte(self, data):
+        if not data:
+            return data
+        i = self.rnd.randrange(len(data))
+        return data[:i] + bytes((self.rnd.choice((0, 1, 0x7f, 0x80, 0xfe, 0xff)),)) + \
+            data[i + 1:]
+
+    def splice(self, data, other):
+        return data[:self.rnd.randrange(len(data) + 1)] + \
+            other[self.rnd.randrange(len(other) + 1):]
+
+    def mutate(self, data, times=None):
+        ops = (self.flip, self.flip, self.truncate, self.insert, self.delete, self.repeat,
+               self.setByte)
+        for _ in range(times or self.rnd.choice((1, 1, 2, 3))):
+            data = self.rnd.choice(ops)(data)
+        return data
+
+
+# -- TFTP ---------------------------------------------------------------------
+
+TFTP_CONFIG = """\
+tftp:
+  enabled: true
+  address: 127.0.0.1
+  port: 0
+  root: {d}/tftpboot
+  write:
+    enabled: true
+    directory: {d}/uploads
+    max_bytes: 1048576
+    max_total_bytes: 33554432
+"""
+
+#: option names a request may carry (ours, RFC 2090/2347-2349/7440, others)
+TFTP_OPTION_NAMES = [
+    b"blksize", b"windowsize", b"timeout", b"tsize", b"multicast", b"adaptive",
+    b"msftwindow", b"ranges", b"mcepoch", b"utimeout", b"rollover", b"BLKSIZE",
+    b"WindowSize", b"TIMEOUT", b"x" * 300, b"", b"\xffopt\xfe", b"blksize\xff"]
+
+#: values at the edges, for every option
+TFTP_EDGE_VALUES = [
+    b"0", b"1", b"7", b"8", b"-1", b"255", b"256", b"511", b"512", b"513", b"1428", b"1468",
+    b"65464", b"65465", b"65535", b"65536", b"4294967295", b"4294967296",
+    b"9" * 40, b"", b" 512", b"512 ", b"+512", b"0x200", b"1e3", b"1.5", b"nan", b"inf",
+    b"-0", b"\xff\xfe", b"\xc3\x28", b"1" * 1500, b"31416", b"27182", b"1,64", b"1,0",
+    b"1,99999", b"0-", b"0-99999999999999", b"239.255.0.1,1758,1", b",,", b"2"]
+
+TFTP_VALUES = {
+    b"blksize": [b"8", b"512", b"1024", b"1428", b"65464", b"65465", b"99999999999999999999"],
+    b"windowsize": [b"1", b"4", b"64", b"65535", b"65536", b"0"],
+    b"timeout": [b"1", b"255", b"256", b"0", b"99999999"],
+    b"tsize": [b"0", b"1", b"99999999999999999999"],
+    b"adaptive": [b"1", b"2", b"1,64"],
+    b"msftwindow": [b"31416", b"27182"],
+    b"ranges": [b"0-511", b"0-", b"512-1023,4096-8191"],
+}
+
+TFTP_MODES = [b"octet", b"octet", b"netascii", b"mail", b"OCTET", b"octets", b"", b"\xff",
+              b"binary", b"NetAscii", b"octet\x01"]
+
+TFTP_NAMES = [
+    b"fuzz.bin", b"fuzz.bin", b"small.txt", b"/fuzz.bin", b"./fuzz.bin", b"sub/../fuzz.bin",
+    b"../fuzz.bin", b"../../../../etc/passwd", b"/etc/passwd", b"C:\\fuzz.bin",
+    b"fuzz.bin\xff", b"\xff\xfe\xfd", b"\xc3\x28.bin", b"missing", b"a" * 300,
+    b"d/" * 600, b"pxelinux.cfg/01-02-00-00-00-00-01", b".", b"..", b"/", b"fuzz.bin/x"]
+
+
+def tftpOptions(rnd):
+    """
+    Some options: known names with fitting or edge values, repeated,
+    oversize, non-UTF-8.
+    """
+    out = []
+    for _ in range(rnd.choice((0, 1, 2, 3, 4, 6))):
+        name = rnd.choice(TFTP_OPTION_NAMES)
+        values = TFTP_VALUES.get(name.lower(), [])
+        if values and rnd.random() < 0.5:
+            value = rnd.choice(values)
+        else:
+            value = rnd.choice(TFTP_EDGE_VALUES)
+        out.append((name, value))
+    if rnd.random() < 0.05:
+        name, value = rnd.choice(out or [(b"blksize", b"512")])
+        out.extend([(name, value)] * rnd.randrange(2, 40))
+    if rnd.random() < 0.03:
+        out.append((rnd.choice(TFTP_OPTION_NAMES), b"9" * rnd.randrange(600, 4000)))
+    return out
+
+
+def tftpRequest(opcode, name, mode=b"octet", options=()):
+    return struct.pack("!H", opcode) + name + b"\x00" + mode + b"\x00" + b"".join(
+        k + b"\x00" + v + b"\x00" for k, v in options)
+
+
+def tftpBlock(rnd):
+    return rnd.choice((0, 1, 2, 3, 4, 5, 8, 65534, 65535, rnd.randrange(65536)))
+
+
+class TFTPFuzzer:
+    """
+    Makes TFTP datagrams: C{listen()} for the listen port, C{transfer()}
+    for a transfer port.
+    """
+
+    def __init__(self, rnd):
+        self.rnd = rnd
+        self.m = Mutator(rnd)
+        self.uploads = 0
+
+    def request(self):
+        rnd = self.rnd
+        if rnd.random() < 0.2:
+            self.uploads += 1
+            return tftpRequest(2, rnd.choice((b"fz%06d.bin" % (self.uploads,), b"x/y",
+                                               b"../escape", b"\xff\xfe")),
+                               rnd.choice(TFTP_MODES), tftpOptions(rnd))
+        return tftpRequest(1, rnd.choice(TFTP_NAMES), rnd.choice(TFTP_MODES), tftpOptions(rnd))
+
+    def ack(self):
+        rnd = self.rnd
+        extra = b""
+        if rnd.random() < 0.3:
+            # the adaptive window's and msftwindow's ACK extensions
+            extra = rnd.choice((struct.pack("!H", rnd.choice((0, 1, 64, 65535))),
+                                struct.pack("!HB", rnd.randrange(65536), rnd.getrandbits(8)),
+                                b"\x01", b"\xff" * rnd.randrange(1, 20)))
+        return struct.pack("!HH", 4, tftpBlock(rnd)) + extra
+
+    def error(self):
+        rnd = self.rnd
+        message = rnd.choice((b"", b"fuzz", b"\xff\xfe", b"x" * 1500, b"%s%s%n"))
+        tail = rnd.choice((b"\x00", b"\x00", b"", b"\x00junk\x00"))
+        return struct.pack("!HH", 5, rnd.choice((0, 1, 4, 5, 8, 9, 65535))) + message + tail
+
+    def data(self):
+        rnd = self.rnd
+        size = rnd.choice((0, 1, 511, 512, 513, 1428, 8000, 65464))
+        return struct.pack("!HH", 3, tftpBlock(rnd)) + b"\xa5" * size
+
+    def oack(self):
+        return b"\x00\x06" + b"".join(k + b"\x00" + v + b"\x00"
+                                      for k, v in tftpOptions(self.rnd))
+
+    def valid(self):
+        return self.rnd.choice((self.request, self.request, self.ack, self.error, self.data,
+                                self.oack))()
+
+    def listen(self):
+        """
+        One datagram for the listen port.
+        """
+        rnd = self.rnd
+        roll = rnd.random()
+        if roll < 0.07:
+            return self.m.garbage()
+        if roll < 0.10:
+            return struct.pack("!H", rnd.choice((0, 7, 8, 255, 256, 65535))) + \
+                self.m.garbage(40)
+        data = self.valid()
+        if rnd.random() < 0.45:
+            data = self.m.mutate(data)
+        if rnd.random() < 0.03:
+            data = self.m.splice(data, self.valid())
+        return data
+
+    def transfer(self, write=False):
+        """
+        One datagram for a transfer port.
+        """
+        rnd = self.rnd
+        roll = rnd.random()
+        if roll < 0.45:
+            data = self.ack()
+        elif roll < 0.60:
+            data = self.data() if write or rnd.random() < 0.3 else self.ack()
+        elif roll < 0.63:
+            data = self.error()
+        elif roll < 0.70:
+            data = self.request()
+        elif roll < 0.73:
+            data = self.oack()
+        elif roll < 0.78:
+            data = self.m.garbage(40)
+        else:
+            data = self.m.mutate(self.ack() if rnd.random() < 0.7 else self.data())
+        return data
+
+    def templates(self):
+        """
+        Valid datagrams to cut at every length.
+        """
+        return [
+            tftpRequest(1, b"fuzz.bin", b"octet", [(b"blksize", b"1428"), (b"tsize", b"0"),
+                                                    (b"windowsize", b"8"),
+                                                    (b"timeout", b"1")]),
+            tftpRequest(1, b"small.txt", b"netascii"),
+            tftpRequest(1, b"fuzz.bin", b"octet", [(b"adaptive", b"1"),
+                                                    (b"msftwindow", b"31416")]),
+            tftpRequest(2, b"cut.bin", b"octet", [(b"tsize", b"100"), (b"blksize", b"512")]),
+            struct.pack("!HH", 4, 0) + b"\x00\x08\x01",
+            struct.pack("!HH", 5, 1) + b"not found\x00",
+            b"\x00\x06blksize\x001428\x00tsize\x00100000\x00",
+        ]
+
+
+class LiveTransfer:
+    """
+    A transfer the fuzzer started with a valid request, on its own socket
+    (its right TID): the datagrams it sends go to the transfer's port.
+    """
+
+    def __init__(self, sock, port, write, budget):
+        self.sock = sock
+        self.port = port
+        self.write = write
+        self.budget = budget
+        self.ended = False
+
+    def finish(self):
+        try:
+            self.sock.sendto(struct.pack("!HH", 5, 0) + b"fuzz done\x00",
+                             ("127.0.0.1", self.port))
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class TFTPFuzzTests(FuzzCase):
+    """
+    The TFTP server, run as a user runs it, against 10^5 hostile datagrams.
+    """
+
+    part = "TFTP"
+
+    def setUp(self):
+        requireE2E(tools=["curl"])
+        self.directory = os.path.abspath(self.mktemp())
+        for sub in ("tftpboot", "uploads"):
+            os.makedirs(os.path.join(self.directory, sub))
+        self.content = random.Random(DEFAULT_SEED).randbytes(300000)
+        with open(os.path.join(self.directory, "tftpboot", "fuzz.bin"), "wb") as f:
+            f.write(self.content)
+        with open(os.path.join(self.directory, "tftpboot", "small.txt"), "wb") as f:
+            f.write(b"line one\nline two\r\n" * 50)
+        self.appliance = Appliance(self.directory, TFTP_CONFIG.format(d=self.directory))
+        self.addCleanup(self.appliance.kill)
+        self.appliance.start()
+        self.port = self.appliance.listeningPort("TFTP")
+        self.assertIsNotNone(self.port, self.appliance._tail())
+        self.sockets = []
+        self.addCleanup(lambda: [s.close() for s in self.sockets])
+
+    def udp(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        self.sockets.append(sock)
+        return sock
+
+    def fetch(self):
+        """
+        curl fetches fuzz.bin over TFTP, byte-exact.
+        """
+        out = os.path.join(self.directory, "fetched.bin")
+        if os.path.exists(out):
+            os.remove(out)
+        result = subprocess.run(
+            ["curl", "-s", "--max-time", "30", "--tftp-blksize", "1428", "-o", out,
+             "tftp://127.0.0.1:%d/fuzz.bin" % (self.port,)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        if result.returncode != 0:
+            raise AssertionError("curl exited %d: %s" % (result.returncode, result.stdout))
+        with open(out, "rb") as f:
+            if f.read() != self.content:
+                raise AssertionError("curl's copy of fuzz.bin differs")
+
+    def probe(self, sock, n):
+        """
+        Ask the listen port for a missing file and wait for its ERROR 1
+        (only probes are sent from C{sock}): everything sent to the listen
+        port before it has been read.
+        """
+        drain(sock)
+        for _ in range(20):
+            sock.sendto(tftpRequest(1, b"probe-%d" % (n,)), ("127.0.0.1", self.port))
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                ready = select.select([sock], [], [], max(0, deadline - time.monotonic()))
+                if not ready[0]:
+                    break
+                if sock.recv(70000)[:4] == b"\x00\x05\x00\x01":
+                    return
+        self.failRun("no answer to probe %d from the listen port within 10 s" % (n,))
+
+    def startTransfer(self, rnd):
+        """
+        Start a read (or write) transfer with a valid request on a fresh
+        socket; return its L{LiveTransfer}, or L{None} if the server
+        refused it or said nothing within a second.
+        """
+        sock = self.udp()
+        write = rnd.random() < 0.2
+        if write:
+            request = tftpRequest(2, b"live-%08x.bin" % (rnd.getrandbits(32),), b"octet",
+                                  rnd.choice(([], [(b"blksize", b"512"), (b"tsize", b"4000")])))
+        else:
+            request = tftpRequest(1, b"fuzz.bin", b"octet", rnd.choice((
+                [], [(b"blksize", b"512")], [(b"blksize", b"1428"), (b"windowsize", b"4")],
+                [(b"adaptive", b"1")], [(b"msftwindow", b"31416")],
+                [(b"timeout", b"1"), (b"tsize", b"0")])))
+        sock.sendto(request, ("127.0.0.1", self.port))
+        if select.select([sock], [], [], 1.0)[0]:
+            data, (host, port) = sock.recvfrom(70000)
+            if port != self.port and data[:2] != b"\x00\x05":
+                return LiveTransfer(sock, port, write, rnd.randrange(10, 80))
+        self.sockets.remove(sock)
+        sock.close()
+        return None
+
+    def test_fuzz(self):
+        """
+        If 10^5 mutated TFTP datagrams reach the listen port and the ports
+        of live transfers from a handful of source ports, the appliance
+        keeps running and serving, its memory and descriptors stay bounded
+        and it logs no traceback.
+        """
+        self.startRun(self.appliance, self.fetch)
+        rnd = self.rnd
+        fuzzer = TFTPFuzzer(rnd)
+        sources = [self.udp() for _ in range(6)]
+        prober = self.udp()
+        listen = ("127.0.0.1", self.port)
+        sent = {"listen": 0, "transfer": 0, "wrong TID": 0}
+        transfers = []
+        started = 0
+        probes = 0
+        queue = [t[:n] for t in fuzzer.templates() for n in range(len(t) + 1)]
+        total = 0
+
+        def send(sock, data, where, kind):
+            sent[kind] += 1
+            self.trail.add(where, data)
+            try:
+                sock.sendto(data, where)
+            except OSError:
+                pass
+
+        dropsBefore = self.watch.drops(self.port)
+        while total < DATAGRAMS:
+            budget = BURST_BYTES
+            for _ in range(min(BURST, DATAGRAMS - total)):
+                if budget <= 0:
+                    break
+                total += 1
+                if queue:
+                    data = queue.pop()
+                    budget -= bufferCost(data)
+                    send(rnd.choice(sources), data, listen, "listen")
+                    continue
+                if rnd.random() < 0.78 or not transfers:
+                    data = fuzzer.listen()
+                    budget -= bufferCost(data)
+                    send(rnd.choice(sources), data, listen, "listen")
+                    continue
+                live = rnd.choice(transfers)
+                data = fuzzer.transfer(live.write)
+                if rnd.random() < 0.1:
+                    send(rnd.choice(sources), data, ("127.0.0.1", live.port), "wrong TID")
+                else:
+                    send(live.sock, data, ("127.0.0.1", live.port), "transfer")
+                live.budget -= 1
+            probes += 1
+            self.probe(prober, probes)
+            for sock in sources:
+                drain(sock)
+            for live in transfers:
+                for data, addr in drain(live.sock):
+                    if data[:2] == b"\x00\x05":
+                        live.ended = True
+            for live in [t for t in transfers if t.ended or t.budget <= 0]:
+                transfers.remove(live)
+                self.sockets.remove(live.sock)
+                live.finish()
+            while len(transfers) < 4:
+                live = self.startTransfer(rnd)
+                started += 1
+                if live is None:
+                    break
+                transfers.append(live)
+        for live in transfers:
+            self.sockets.remove(live.sock)
+            live.finish()
+        drops = self.watch.drops(self.port) - dropsBefore
+        self.verdict(
+            "%d datagrams (%d to the listen port, %d to transfer ports from their client, "
+            "%d from a wrong TID; %d transfers started)" % (
+                total, sent["listen"], sent["transfer"], sent["wrong TID"], started),
+            "; %d datagrams dropped by the listen socket; %d probes answered" % (
+                drops, probes))
+        self.assertGreaterEqual(total, DATAGRAMS)
+        self.assertLessEqual(drops, sent["listen"] // 100, "the listen socket dropped more "
+                             "than 1% of the datagrams: the pacing failed")
