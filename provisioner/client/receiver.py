@@ -544,13 +544,16 @@ class Receiver(DataPath, amp.CommandLocator):
         again = object()
 
         def check(_):
-            if self.missing() or (self.checks is not None
-                                  and not self.checks.allVerified()):
+            if self.missing():
                 # a piece did not match at the last moment: fetch it over
                 # the control connection, then finish again
                 self.finishing = False
                 self.reactor.callLater(0, self._repair)
                 return again
+            if self.checks is not None and not self.checks.allVerified():
+                # held whole, but reading it back failed
+                raise ReceiveError("%s: could not read back every piece of the image to "
+                                   "check it" % (self.output.path,))
             self.hashedInOrder = self.imageHash.checkStart()
             return self.hasher(self.output.path)
         d = d.addCallback(check)

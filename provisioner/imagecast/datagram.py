@@ -244,8 +244,10 @@ class SessionKey:
         The receiver's read loop in one C call (see L{canReceive}): one
         C{recvmmsg} of up to C{batch} datagrams from the socket C{fd} into
         C{buffer} (C{batch * slot} writable bytes), the checks of
-        L{verifyBatch}, and every run written to C{outfd} with C{pwritev}
-        at its offset.
+        L{verifyBatch}, and the bytes not held written to C{outfd} with
+        C{pwritev} at their offsets: bytes in C{held}, or written by an
+        earlier datagram of the batch, are never written again (they may
+        have been checked against their piece's digest already).
 
         @param held: the bytes already here (a
             L{provisioner.imagecast.ranges.RangeSet}).
@@ -253,7 +255,8 @@ class SessionKey:
             that offset is returned with its bytes from there on, for the
             prefix hash.
         @return: C{(count, runs, rejected, stale, truncated, peer, error,
-            at)}: the datagrams read (0: none waited); the runs written,
+            at)}: the datagrams read (0: none waited); the runs written
+            (only new bytes),
             each C{(start, end, data)} with C{data} the bytes from
             C{hashAt} to C{end} of the run holding C{hashAt} (else
             L{None}); the counts of
@@ -274,11 +277,13 @@ class SessionKey:
         A datagram is I{rejected} when it is short, of another version or
         session, its length field disagrees with its size, its tag does not
         verify, or it ends beyond C{limit}; I{stale} when it verifies but
-        belongs to an earlier round. A datagram of a later round is kept:
-        it verified under the session's key, so it is the image's bytes,
-        and the sender starts a repair round's data without waiting for
-        the receivers that still take data to acknowledge its
-        announcement. The others are returned as runs of
+        belongs to an earlier round. A datagram of a later round is kept
+        (the sender starts a repair round's data without waiting for the
+        receivers that still take data to acknowledge its announcement).
+        The tag proves only that the sender knew the session's key, which
+        every receiver of the session knows: the receiver checks the bytes
+        with their piece's digest
+        (L{provisioner.imagecast.pieces}). The others are returned as runs of
         consecutive datagrams (each starting where the previous one ended),
         in the order they came.
 
