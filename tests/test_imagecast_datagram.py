@@ -346,6 +346,35 @@ class ReceiveBatchTests(SynchronousTestCase):
         self.assertEqual(data[500:600], b"\0" * 100)
         self.assertEqual(data[1000:1100], b"\0" * 100)
 
+    def test_onlyNewBytesWritten(self):
+        """
+        A datagram partly over held bytes writes only the bytes not held,
+        and bytes written by an earlier datagram of the batch count as
+        held: a second datagram for them (forged by someone who knows the
+        key) is not written over them, and the runs are what was written
+        (the prefix's bytes those of the first datagram).
+        """
+        from provisioner.imagecast.ranges import RangeSet
+        sk = SessionKey(KEY, 7)
+        batch = [sk.encode(2, 0, b"a" * 100),
+                 sk.encode(2, 50, b"F" * 100),     # over 50-100 (this batch) and 100-150
+                 sk.encode(2, 250, b"G" * 100),    # over 300-320 (held) and 320-350
+                 sk.encode(2, 0, b"H" * 100),      # all of it written already
+                 sk.encode(2, 400, b"i" * 100),
+                 sk.encode(2, 420, b"J" * 40)]     # inside 400-500, written already
+        held = RangeSet([(300, 320)])
+        count, runs, rejected, stale, truncated, peer, error, at = self.receive(batch, held)
+        self.assertEqual((count, rejected, error), (6, 0, 0))
+        self.assertEqual(runs, [(0, 150, b"a" * 100 + b"F" * 50), (250, 300, None),
+                                (320, 350, None), (400, 500, None)])
+        with open(self.path, "rb") as f:
+            data = f.read()
+        self.assertEqual(data[:150], b"a" * 100 + b"F" * 50)
+        self.assertEqual(data[250:300], b"G" * 50)
+        self.assertEqual(data[300:320], b"\0" * 20)
+        self.assertEqual(data[320:350], b"G" * 30)
+        self.assertEqual(data[400:500], b"i" * 100)
+
     def test_nothingWaiting(self):
         """
         An empty socket gives a count of 0 and no runs.

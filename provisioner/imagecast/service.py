@@ -51,6 +51,7 @@ class ServerLocator(amp.CommandLocator):
         self.adminNetworks = adminNetworks
         self.authenticator = authenticator or Authenticator(controller.config)
         self.protocol = None
+        self._refusalLogged = False
 
     def _peerHost(self):
         try:
@@ -130,8 +131,13 @@ class ServerLocator(amp.CommandLocator):
             self.authenticator.check(self.protocol, clientId, proof,
                                      self._certificateName())
         except commands.NotAuthenticated as e:
-            self.log.info("imagecast: registration of {client} from {peer} refused: {error}",
-                          client=_short(clientId), peer=self._peer(), error=e)
+            if not self._refusalLogged:
+                # once per connection: a peer that keeps trying is not
+                # logged again
+                self._refusalLogged = True
+                self.log.info("imagecast: registration of {client} from {peer} refused: "
+                              "{error} (further refusals on this connection are not logged)",
+                              client=_short(clientId), peer=self._peer(), error=e)
             raise
         self.controller.register(self.protocol, clientId, address or self._peerHost() or "",
                                  image)
