@@ -20,6 +20,7 @@ from provisioner.client.imagehash import ImageHash, readBack
 from provisioner.client.output import OutputFile, ReceiveError, defaultStatePath
 from provisioner.client.receiver import Receiver
 from provisioner.imagecast import commands
+from provisioner.imagecast import pieces as P
 from provisioner.imagecast.datagram import DataDatagram
 from tests.fakes import FakeReactor
 from tests.netlab import requireE2E, run
@@ -57,6 +58,22 @@ def loopDevice(case, size, fill=FILL):
     device = made.stdout.decode().strip()
     case.addCleanup(run, ["losetup", "-d", device], check=False)
     return device, backing
+
+
+def pushPieces(receiver, data=None, size=None):
+    """
+    What the server sends before its first announcement: the digests of
+    the image's pieces (of C{data}; of C{size} zero bytes' worth of
+    arbitrary digests when only the size matters).
+    """
+    size = len(data) if data is not None else size
+    pieceSize = P.pieceSizeFor(size)
+    if data is not None:
+        digests = b"".join(hashlib.sha256(data[o:o + pieceSize]).digest()
+                           for o in range(0, size, pieceSize))
+    else:
+        digests = b"\0" * (P.DIGEST_SIZE * P.pieceCount(size, pieceSize))
+    receiver.pieces(session=5, pieceSize=pieceSize, digests=digests)
 
 
 def readFile(path, size=None, offset=0):
@@ -185,6 +202,7 @@ class OutputDeviceTests(SynchronousTestCase):
                             statePath=os.path.abspath(self.mktemp()))
         server = FakeServer()
         receiver.connected(server)
+        pushPieces(receiver, size=2 * MiB)
         self.assertRaises(commands.BadRequest, receiver.announce, session=5, name="img",
                           size=2 * MiB, sha256="0" * 64, chunkSize=1000,
                           ranges=[(0, 2 * MiB)], group="239.255.42.1", port=7011, key=KEY,
@@ -254,6 +272,7 @@ class ReceiverDeviceTests(SynchronousTestCase):
         receiver = Receiver(reactor, out, "me", statePath=self.statePath)
         server = FakeServer()
         receiver.connected(server)
+        pushPieces(receiver, self.data)
         receiver.announce(session=5, name="img", size=len(self.data), sha256=self.sha,
                           chunkSize=1000, ranges=[(0, len(self.data))], group="239.255.42.1",
                           port=7011, key=KEY, round=1)
