@@ -5,13 +5,17 @@ Data sources and resolvers shared by every protocol that serves files.
   - L{FileSource}: a file read with C{os.pread} from an open descriptor (a
     replaced or deleted file keeps serving the inode that was opened).
   - L{BytesSource}: generated content in memory.
-  - L{DirectoryResolver}: files below a root, with path confinement.
+  - L{DirectoryResolver}: files below a root, confined by the kernel at
+    open time (L{provisioner.confine}).
+  - L{RootHandle}: a directory held open for that, opened again when the
+    directory at its path is replaced.
   - L{VirtualFiles}: generated files registered by name or pattern.
   - L{ResolverChain}: the first resolver that answers wins.
   - L{FilteredResolver}: a resolver behind L{IResolverFilter}s, which see
     each request first.
 """
 
+import errno
 import os
 import re
 import stat
@@ -20,10 +24,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from provisioner.confine import ConfinedRoot, NotRegularFile, openBeneath
 from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.interfaces import IDataSource, IFileResolver, IVirtualFiles
 
-__all__ = ["FileRequest", "FileSource", "BytesSource", "DirectoryResolver",
+__all__ = ["FileRequest", "FileSource", "BytesSource", "DirectoryResolver", "RootHandle",
            "VirtualFiles", "ResolverChain", "FilteredResolver", "normalisePath", "MAX_PATH"]
 
 MAX_PATH = 1024
@@ -160,12 +165,120 @@ class BytesSource:
         pass
 
 
+class RootHandle:
+    """
+    A directory that files are opened below: a L{ConfinedRoot} (one
+    C{O_PATH} descriptor), opened again when the directory at its path is
+    replaced (removed and made again, or another one renamed to its name).
+
+    The path's own symlinks are resolved once, when the handle is made
+    (L{path} is the real path); when the directory is opened again, a
+    symlink that has appeared in the path since is refused (C{ELOOP}), not
+    followed, as the old C{realpath} check refused it.
+
+    Each L{current} costs one C{stat} of the path; the directory is opened
+    again only when that names another directory than the one held.
+
+    @ivar path: the directory's real path.
+    @ivar symlinks: the symlink policy below it (L{provisioner.confine}).
+    """
+
+    log = Logger()
+
+    def __init__(self, path, symlinks="inside"):
+        self.path = os.path.realpath(path)
+        self.symlinks = symlinks
+        self._root = None
+        self._identity = None
+
+    def current(self):
+        """
+        The L{ConfinedRoot} of the directory now at L{path}.
+
+        @raise OSError: C{ENOENT} or C{ENOTDIR} (no directory there),
+            C{ELOOP} (a component of the path is now a symlink), or as
+            C{open(2)}.
+        """
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.close()
+            raise
+        if self._root is not None and (st.st_dev, st.st_ino) == self._identity:
+            return self._root
+        replaced = self._root is not None
+        self.close()
+        root = self._open()
+        if replaced:
+            self.log.info("directory {path} was replaced; files are opened in the new one",
+                          path=self.path)
+        return root
+
+    def _open(self):
+        root = ConfinedRoot(self.path, self.symlinks)
+        try:
+            held = os.fstat(root.fileno())
+            # The path again, following no symlink at all: the descriptor
+            # must be the directory that is at the real path now.
+            slash = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = openBeneath(slash, self.path.lstrip("/") or ".",
+                                 os.O_PATH | os.O_DIRECTORY, symlinks="never")
+            finally:
+                os.close(slash)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+                raise OSError(errno.EAGAIN, "replaced while it was opened", self.path)
+        except BaseException:
+            root.close()
+            raise
+        self._root = root
+        self._identity = (held.st_dev, held.st_ino)
+        return root
+
+    def close(self):
+        """
+        Close the descriptor held (idempotent); the next L{current} opens
+        the directory again (after C{ESTALE}, or when done with it).
+        """
+        root, self._root, self._identity = self._root, None, None
+        if root is not None:
+            root.close()
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        return "<RootHandle %s%s>" % (self.path, "" if self._root is not None else " (closed)")
+
+
+# How often a file replaced between its look and its open is looked at again.
+_REPLACED_TRIES = 3
+
+
 @implementer(IFileResolver)
 class DirectoryResolver:
     """
-    Files below a root directory. Symlinks are followed only while they stay
-    inside the root.
+    Files below a root directory, opened with the confinement checked by
+    the kernel at open time (L{provisioner.confine}: C{openat2} with
+    C{RESOLVE_BENEATH}, or an C{O_NOFOLLOW} walk): symlinks are followed
+    only while they stay inside the root, whatever is renamed or swapped
+    while the path is resolved. Only regular files are served; a FIFO,
+    socket, device or directory is never opened.
 
+    The root is held as one descriptor (L{RootHandle}); a root removed and
+    made again is opened again at the next request. A resolver replaced
+    (a reload) is closed by L{close}, or when it is garbage.
+
+    Refusals: a missing file, a directory or a special file is
+    L{FileNotFound} (or L{None}, see L{notFoundIsFinal}); a path leading
+    outside the root (through a symlink) is L{AccessViolation}, logged at
+    warn with the root.
+
+    @ivar root: the real path of the root.
     @ivar notFoundIsFinal: when true, a missing file raises L{FileNotFound}
         (the end of a chain); when false it returns L{None} so later
         resolvers are asked.
@@ -174,28 +287,81 @@ class DirectoryResolver:
     log = Logger()
 
     def __init__(self, root, notFoundIsFinal=False):
-        self.root = os.path.realpath(root)
+        self.handle = RootHandle(root)
+        self.root = self.handle.path
         self.notFoundIsFinal = notFoundIsFinal
 
-    def locate(self, path):
+    def close(self):
         """
-        Return the real path of C{path} (already normalised) below the root.
-
-        @raise AccessViolation: it resolves outside the root.
+        Close the root's descriptor (a request after this opens it again).
         """
-        full = os.path.realpath(os.path.join(self.root, path))
-        if full != self.root and not full.startswith(self.root + os.sep):
-            raise AccessViolation("outside the served directory")
-        return full
+        self.handle.close()
 
     def resolve(self, request):
-        full = self.locate(request.path)
         try:
-            return FileSource.open(full, name=request.path)
+            fd, st = self._open(request.path)
         except FileNotFound:
             if self.notFoundIsFinal:
                 raise
             return None
+        except AccessViolation as e:
+            self.log.warn("{protocol} {path} from {peer} refused: {reason} ({root})",
+                          protocol=request.protocol, path=request.path,
+                          peer=request.peer[0] if request.peer else None, reason=str(e),
+                          root=self.root)
+            raise
+        return FileSource(fd, st.st_size, request.path)
+
+    def _open(self, path):
+        """
+        Open the regular file C{path} (normalised) below the root.
+
+        @return: C{(fd, stat)}.
+        @raise FileNotFound: missing, a directory or a special file, or no
+            root.
+        @raise AccessViolation: outside the root, unreadable.
+        """
+        for attempt in range(_REPLACED_TRIES):
+            try:
+                root = self.handle.current()
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                    raise FileNotFound("file not found")
+                if e.errno in (errno.ELOOP, errno.EXDEV):
+                    raise AccessViolation("the served directory is now a symlink")
+                if e.errno == errno.EAGAIN and attempt + 1 < _REPLACED_TRIES:
+                    continue
+                raise _refusal(e)
+            try:
+                return root.openRegular(path)
+            except ValueError:
+                raise AccessViolation("NUL in file name")
+            except NotRegularFile as e:
+                raise FileNotFound("not a file" if stat.S_ISDIR(e.mode)
+                                   else "not a regular file")
+            except OSError as e:
+                if e.errno == errno.ESTALE and attempt + 1 < _REPLACED_TRIES:
+                    self.handle.close()
+                    continue
+                if e.errno == errno.EAGAIN and attempt + 1 < _REPLACED_TRIES:
+                    continue  # replaced between the look and the open
+                raise _refusal(e)
+        raise AccessViolation("the file keeps being replaced")
+
+
+def _refusal(error):
+    """
+    The L{provisioner.errors.BackendError} for an C{OSError} of opening a
+    file below a root.
+    """
+    code = error.errno
+    if code in (errno.ENOENT,):
+        return FileNotFound("file not found")
+    if code == errno.EXDEV:
+        return AccessViolation("outside the served directory")
+    if code in (errno.EACCES, errno.EPERM):
+        return AccessViolation("permission denied")
+    return AccessViolation(error.strerror or "cannot open")
 
 
 @implementer(IVirtualFiles)
