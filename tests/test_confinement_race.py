@@ -12,6 +12,10 @@ outside file whenever the swap lands between the two; one that lets the
 kernel resolve the path below the root at open time never does. Each test
 counts the answers that carry the outside content (must be 0), the ones
 that carry the inside content, the refusals and the losses.
+
+The same swap runs against TFTP uploads (L{UploadTarget}, driven
+directly): 10,000 uploads into the swapped subdirectory, none of which may
+create anything outside.
 """
 
 import ctypes
@@ -26,6 +30,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
+from provisioner import errors
 from provisioner.appliance import Appliance
 from provisioner.config import loadConfig
 from provisioner.tftp import wire
@@ -386,3 +391,56 @@ class HTTPRaceTests(_RaceTest):
         stop = self.startSwapper()
         yield connections.run()
         self.check("HTTP", tally, stop())
+
+
+class UploadRaceTests(_RaceTest):
+    """
+    The race against TFTP uploads.
+    """
+
+    def setUp(self):
+        self.makeTree()
+
+    def test_symlinkSwap(self):
+        """
+        If the subdirectory an upload names is swapped with a symlink
+        leading outside while 10,000 uploads into it are made, none creates
+        anything outside: each is refused or lands inside.
+        """
+        from provisioner.tftp.write import UploadTarget
+        target = UploadTarget(self.root)
+        outcomes = {"inside": 0, "refused": 0, "failed": 0}
+        stop = self.startSwapper()
+        for i in range(TRIES):
+            try:
+                upload = target.open("sub/u%d" % (i,), ("127.0.0.1", i))
+            except errors.BackendError:
+                outcomes["refused"] += 1
+                continue
+            except Exception:
+                outcomes["failed"] += 1
+                continue
+            try:
+                upload.write(INSIDE)
+                upload.commit()
+            except Exception:
+                outcomes["failed"] += 1
+                upload.abort()
+            else:
+                outcomes["inside"] += 1
+        swaps = stop()
+        escaped = sorted(os.listdir(self.outside))
+        escaped.remove("file")
+        landed = sum(len([n for n in os.listdir(os.path.join(self.root, d))
+                          if n.startswith("u")]) for d in ("sub", "swap")
+                     if os.path.isdir(os.path.join(self.root, d)) and
+                     not os.path.islink(os.path.join(self.root, d)))
+        figures = "%d uploads: %s; %d outside; %d exchanges" % (
+            TRIES, ", ".join("%s %d" % item for item in outcomes.items()), len(escaped), swaps)
+        self.log.info("upload symlink race: {figures}", figures=figures)
+        self.assertEqual(len(escaped), 0, "%s (%s...)" % (figures, ", ".join(escaped[:3])))
+        self.assertEqual(outcomes["failed"], 0, figures)
+        self.assertEqual(landed, outcomes["inside"], figures)
+        self.assertGreater(outcomes["inside"], 0, figures)
+        self.assertGreater(outcomes["refused"], 0, figures)
+        self.assertGreater(swaps, 1000, figures)

@@ -14,6 +14,7 @@ from provisioner.files import DirectoryResolver, ResolverChain
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, negotiate
 from provisioner.tftp.server import TFTPServer
+from provisioner.tftp.transfer import AMPLIFICATION
 from provisioner.tftp.write import MAX_NAME, UploadTarget, WriteSession
 from tests.fakes import FakeDatagramPort, FakeReactor
 
@@ -76,6 +77,142 @@ class TargetTests(SynchronousTestCase):
         upload.write(b"partial")
         upload.abort()
         self.assertEqual(os.listdir(self.dir), [])
+
+
+class TargetConfinementTests(SynchronousTestCase):
+    """
+    Uploads are created below the upload directory's descriptor, never
+    through a path a symlink could redirect.
+    """
+
+    def setUp(self):
+        base = os.path.abspath(self.mktemp())
+        self.dir = os.path.join(base, "up")
+        self.outside = os.path.join(base, "outside")
+        os.makedirs(os.path.join(self.dir, "sub"))
+        os.makedirs(self.outside)
+        self.target = UploadTarget(self.dir)
+
+    def read(self, *parts):
+        with open(os.path.join(*parts), "rb") as f:
+            return f.read()
+
+    def test_symlinkOutsideRefused(self):
+        """
+        If the name goes through a symlinked subdirectory leading outside
+        (absolute or relative), the upload is refused with
+        L{errors.AccessViolation} and nothing is created outside.
+        """
+        os.symlink(self.outside, os.path.join(self.dir, "abs"))
+        os.symlink("../outside", os.path.join(self.dir, "rel"))
+        os.symlink("../../outside", os.path.join(self.dir, "sub", "up"))
+        for name in ("abs/x", "rel/x", "sub/up/x"):
+            e = self.assertRaises(errors.AccessViolation, self.target.open, name)
+            self.assertEqual(str(e), "outside the upload directory")
+        self.assertEqual(os.listdir(self.outside), [])
+
+    def test_symlinkInside(self):
+        """
+        If the name goes through a symlinked subdirectory that stays inside,
+        the upload lands in the subdirectory it leads to.
+        """
+        os.symlink("sub", os.path.join(self.dir, "alias"))
+        upload = self.target.open("alias/x")
+        upload.write(b"inside")
+        upload.commit()
+        self.assertEqual(self.read(self.dir, "sub", "x"), b"inside")
+
+    def test_subdirectorySwappedDuringUpload(self):
+        """
+        If the subdirectory is swapped for a symlink to outside while the
+        upload runs, the upload still lands in the directory that was
+        opened; nothing is created outside.
+        """
+        upload = self.target.open("sub/x")
+        upload.write(b"first half ")
+        os.rename(os.path.join(self.dir, "sub"), os.path.join(self.dir, "sub.old"))
+        os.symlink(self.outside, os.path.join(self.dir, "sub"))
+        upload.write(b"second half")
+        upload.commit()
+        self.assertEqual(os.listdir(self.outside), [])
+        self.assertEqual(os.listdir(os.path.join(self.dir, "sub.old")), ["x"])
+        self.assertEqual(self.read(self.dir, "sub.old", "x"), b"first half second half")
+
+    def test_finalNameBecameSymlink(self):
+        """
+        If a symlink to outside takes the final name while the upload runs,
+        the commit fails with L{errors.FileExists}: the symlink is neither
+        followed nor replaced, and the temporary file is removed.
+        """
+        upload = self.target.open("sub/x")
+        upload.write(b"data")
+        os.symlink(os.path.join(self.outside, "x"), os.path.join(self.dir, "sub", "x"))
+        self.assertRaises(errors.FileExists, upload.commit)
+        self.assertEqual(os.listdir(self.outside), [])
+        self.assertEqual(os.listdir(os.path.join(self.dir, "sub")), ["x"])
+        self.assertTrue(os.path.islink(os.path.join(self.dir, "sub", "x")))
+
+    def test_missingSubdirectoryNotCreated(self):
+        """
+        If the name's subdirectory does not exist (or is a file), the upload
+        is refused and no directory is created.
+        """
+        with open(os.path.join(self.dir, "file"), "wb") as f:
+            f.write(b"f")
+        for name in ("new/x", "sub/new/x", "file/x"):
+            e = self.assertRaises(errors.AccessViolation, self.target.open, name)
+            self.assertEqual(str(e), "no such directory")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["file", "sub"])
+        self.assertEqual(os.listdir(os.path.join(self.dir, "sub")), [])
+
+    def test_directoryReplaced(self):
+        """
+        If the upload directory is removed, uploads are refused; once it is
+        made again, uploads land in the new one. An upload in flight ends
+        in the directory it started in.
+        """
+        running = self.target.open("early")
+        os.rename(self.dir, self.dir + ".old")
+        e = self.assertRaises(errors.AccessViolation, self.target.open, "x")
+        self.assertEqual(str(e), "no upload directory")
+        os.makedirs(self.dir)
+        upload = self.target.open("x")
+        upload.write(b"new")
+        upload.commit()
+        running.write(b"old")
+        running.commit()
+        self.assertEqual(os.listdir(self.dir), ["x"])
+        self.assertEqual(self.read(self.dir + ".old", "early"), b"old")
+
+    def test_rescanDoesNotFollowSymlinks(self):
+        """
+        The quota's count walks the directory without following symlinked
+        directories (files outside do not count).
+        """
+        with open(os.path.join(self.outside, "big"), "wb") as f:
+            f.write(b"b" * 1000)
+        with open(os.path.join(self.dir, "sub", "small"), "wb") as f:
+            f.write(b"s" * 10)
+        os.symlink(self.outside, os.path.join(self.dir, "out"))
+        self.target.rescan()
+        self.assertEqual(self.target.stored, 10)
+
+    def test_descriptors(self):
+        """
+        An upload holds its file and its directory open until it ends; the
+        target holds one descriptor for the upload directory.
+        """
+        def count():
+            return len(os.listdir("/proc/self/fd"))
+        self.target.handle.current()
+        before = count()
+        upload = self.target.open("sub/x")
+        self.assertEqual(count(), before + 2)
+        upload.write(b"x")
+        upload.commit()
+        self.assertEqual(count(), before)
+        self.target.open("y").abort()
+        self.assertEqual(count(), before)
 
 
 class TargetLimitTests(SynchronousTestCase):
@@ -299,6 +436,67 @@ class WriteSessionTests(SynchronousTestCase):
         s.datagramReceived(wire.encodeData(1, b"ab\r\ncd\r\r"), PEER)
         s.datagramReceived(wire.encodeData(2, b"\nx\r\x00y"), PEER)
         self.assertEqual(self.read("up.bin"), b"ab\ncd\r\nx\ry")
+
+    def test_unansweredCapped(self):
+        """
+        If the client negotiated a long timeout and never sends a DATA, the
+        OACK is resent after at most C{unansweredTimeout} seconds, at most
+        C{unansweredRetries} times and within L{AMPLIFICATION} times the
+        request's bytes, and the upload is given up within seconds.
+        """
+        negotiated = negotiate({"timeout": "255", "blksize": "1024"}, Limits(), write=True)
+        clock = task.Clock()
+        ended = []
+        request = wire.WriteRequest(b"up.bin", "octet", [("timeout", "255"),
+                                                         ("blksize", "1024")]).to_wire()
+        s = WriteSession(self.target.open("up.bin"), negotiated, PEER, clock, timeout=1,
+                         retries=6, onEnd=ended.append, path="up.bin",
+                         unansweredTimeout=2.0, unansweredRetries=1,
+                         requestBytes=len(request))
+        transport = FakeDatagramPort(s)
+        s.makeConnection(transport)
+        clock.pump([0.5] * 40)
+        sent = [p for p, a in transport.packets()]
+        self.assertEqual(len(sent), 2)
+        self.assertTrue(all(isinstance(p, wire.OptionAck) for p in sent))
+        self.assertEqual(s.unansweredBytes, 2 * len(sent[0].to_wire()))
+        self.assertLessEqual(s.unansweredBytes, AMPLIFICATION * len(request))
+        self.assertEqual(ended[0].outcome, "timeout")
+        # 2 s, then 4 s (backoff): given up after 6 s, not 255 x 7.
+        self.assertLessEqual(ended[0].ended - ended[0].started, 6.0)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_unansweredBudget(self):
+        """
+        If resending the first datagram would pass L{AMPLIFICATION} times
+        the request's bytes, it is not resent.
+        """
+        negotiated = negotiate({"blksize": "1024", "tsize": "0"}, Limits(), write=True)
+        clock = task.Clock()
+        s = WriteSession(self.target.open("up.bin"), negotiated, PEER, clock, timeout=1,
+                         retries=6, unansweredTimeout=2.0, unansweredRetries=3,
+                         requestBytes=10)
+        transport = FakeDatagramPort(s)
+        s.makeConnection(transport)
+        clock.pump([1] * 60)
+        self.assertEqual(len(transport.packets()), 1)
+
+    def test_answeredUsesNegotiated(self):
+        """
+        Once the client has sent a DATA, the timeout it negotiated and the
+        full retries apply.
+        """
+        negotiated = negotiate({"timeout": "10"}, Limits(), write=True)
+        clock = task.Clock()
+        s = WriteSession(self.target.open("up.bin"), negotiated, PEER, clock, timeout=1,
+                         retries=6, unansweredTimeout=2.0, unansweredRetries=1,
+                         requestBytes=30)
+        transport = FakeDatagramPort(s)
+        s.makeConnection(transport)
+        self.assertEqual(s._timer.getTime(), 2.0)
+        s.datagramReceived(wire.encodeData(1, b"a" * 512), PEER)
+        self.assertTrue(s.answered)
+        self.assertEqual((s._timer.getTime() - clock.seconds(), s.retriesLeft), (10.0, 6))
 
     def test_wrongTID(self):
         """

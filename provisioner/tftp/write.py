@@ -3,11 +3,21 @@
 Uploads (WRQ), off by default (C{tftp.write.enabled}).
 
 An upload lands in C{tftp.write.directory}, never in the served root. It is
-written to a temporary file next to its final name (C{.NAME.XXXXXX.part})
+written to a temporary file next to its final name (C{.NAME.XXXXXXXX.part})
 and linked to the final name only when the last block has arrived; an
 existing file is never overwritten (C{link} fails on an existing name, so
 two concurrent uploads of one name cannot both win). A failed or abandoned
 upload leaves nothing behind.
+
+Nothing is created through a path string: the upload directory is held as
+a descriptor (L{provisioner.files.RootHandle}), the subdirectory an upload
+names is opened below it with the confinement checked by the kernel
+(L{provisioner.confine}: a symlink is followed only while it stays inside;
+a missing subdirectory is refused, never created), and the temporary file
+is created (C{O_CREAT | O_EXCL | O_NOFOLLOW}), linked to its final name and
+removed relative to that subdirectory's descriptor (C{openat}, C{linkat},
+C{unlinkat}). A subdirectory swapped for a symlink while an upload runs
+cannot redirect it: the upload lands in the directory that was opened.
 
 L{UploadTarget} keeps the limits a peer could otherwise push: a quota on the
 directory (the bytes of the files in it plus those of uploads in flight,
@@ -19,22 +29,27 @@ raises anything but a L{provisioner.errors.BackendError}.
 L{WriteSession} is the receiving side of RFC 1350 (plus RFC 2347 options
 and an RFC 7440 window: it acknowledges every C{windowsize} blocks, and
 the last in-order block once per gap), with dally after the final ACK: a
-repeated last DATA gets the final ACK again.
+repeated last DATA gets the final ACK again. Until the client has sent its
+first DATA it may be an address that never asked (a spoofed WRQ), so, as
+for reads (L{provisioner.tftp.session}), the ACK 0 or OACK is resent after
+at most C{unansweredTimeout} seconds whatever C{timeout} was negotiated, at
+most C{unansweredRetries} times, and only while the bytes sent stay within
+L{AMPLIFICATION} times the request's.
 """
 
 import errno
 import os
+import secrets
 import stat
-import tempfile
 import time
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from provisioner import errors
-from provisioner.files import MAX_PATH
+from provisioner.files import MAX_PATH, RootHandle
 from provisioner.tftp import wire
-from provisioner.tftp.transfer import MAX_BACKOFF, SessionEnding, SessionStats
+from provisioner.tftp.transfer import AMPLIFICATION, MAX_BACKOFF, SessionEnding, SessionStats
 from provisioner.tftp.udp import defaultSender
 
 __all__ = ["UploadTarget", "Upload", "WriteSession", "MAX_NAME"]
@@ -48,6 +63,14 @@ MAX_NAME = 255 - len("..XXXXXXXX.part")
 _NAME_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
                 errno.EISDIR, errno.ELOOP, errno.EINVAL, errno.EROFS)
 
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+# Temporary names tried before giving up (each has 32 random bits).
+_TEMP_TRIES = 100
+
 
 class _MonotonicClock:
     def seconds(self):
@@ -56,18 +79,35 @@ class _MonotonicClock:
 
 class Upload:
     """
-    One upload in progress: a temporary file and its final name.
+    One upload in progress: a temporary file and its final name, both in
+    one directory held as a descriptor.
+
+    @ivar fd: the temporary file, open for writing (L{None} once ended).
+    @ivar dirFd: the descriptor of the directory both names are in
+        (C{O_PATH}; closed when the upload ends).
+    @ivar tempName: the temporary file's name in that directory.
+    @ivar finalName: the final name in that directory.
+    @ivar temp: the temporary file's path, for messages.
+    @ivar final: the final path, for messages.
+    @ivar identity: C{(st_dev, st_ino)} of the temporary file.
     """
 
-    def __init__(self, fd, temp, final, target=None, host=None):
+    def __init__(self, fd, dirFd, tempName, finalName, target=None, host=None,
+                 directory=""):
         """
         @param target: the L{UploadTarget} that counts this upload against
             its quota and per-client limit, or L{None}.
         @param host: the client's address (for the per-client count).
+        @param directory: the directory's path, for messages.
         """
         self.fd = fd
-        self.temp = temp
-        self.final = final
+        self.dirFd = dirFd
+        self.tempName = tempName
+        self.finalName = finalName
+        self.temp = os.path.join(directory, tempName)
+        self.final = os.path.join(directory, finalName)
+        st = os.fstat(fd)
+        self.identity = (st.st_dev, st.st_ino)
         self.size = 0
         self.target = target
         self.host = host
@@ -104,7 +144,8 @@ class Upload:
 
     def commit(self):
         """
-        Give the file its final name.
+        Give the file its final name (C{linkat} in its directory: an
+        existing name, even a symlink, is never replaced or followed).
 
         @raise errors.FileExists: the name was taken meanwhile.
         """
@@ -113,7 +154,8 @@ class Upload:
         try:
             if fd is not None:
                 os.close(fd)
-            os.link(self.temp, self.final)
+            os.link(self.tempName, self.finalName, src_dir_fd=self.dirFd,
+                    dst_dir_fd=self.dirFd, follow_symlinks=False)
             kept = True
         except FileExistsError:
             raise errors.FileExists("file already exists")
@@ -135,12 +177,17 @@ class Upload:
         if self.ended:
             return
         self.ended = True
+        dirFd, self.dirFd = self.dirFd, None
+        if dirFd is not None:
+            os.close(dirFd)
         if self.target is not None:
             self.target.ended(self, kept)
 
     def _unlink(self):
+        if self.dirFd is None:
+            return
         try:
-            os.unlink(self.temp)
+            os.unlink(self.tempName, dir_fd=self.dirFd)
         except OSError:
             pass
 
@@ -150,7 +197,11 @@ class UploadTarget:
     The upload directory and its limits.
 
     @ivar directory: the real path of the upload directory (created if
-        missing).
+        missing when the target is made; one removed and made again later
+        is opened again at the next upload, one that is missing refuses
+        uploads).
+    @ivar handle: the L{RootHandle} of the directory (uploads are created
+        below its descriptor, never through a path).
     @ivar maxBytes: the largest upload accepted.
     @ivar maxTotalBytes: the quota: the files in the directory plus the
         uploads in flight (bytes), or L{None} (none).
@@ -167,7 +218,8 @@ class UploadTarget:
     def __init__(self, directory, maxBytes=1 << 32, maxTotalBytes=None, maxPerClient=None,
                  clock=None, rescanInterval=10.0):
         os.makedirs(directory, exist_ok=True)
-        self.directory = os.path.realpath(directory)
+        self.handle = RootHandle(directory, "inside")
+        self.directory = self.handle.path
         self.maxBytes = maxBytes
         self.maxTotalBytes = maxTotalBytes
         self.maxPerClient = maxPerClient
@@ -190,23 +242,26 @@ class UploadTarget:
 
     def rescan(self):
         """
-        Count the bytes of the regular files in the directory (symbolic
-        links are not followed; the temporary files of uploads in flight
-        are counted with those).
+        Count the bytes of the regular files in the directory (walked by
+        descriptor: symbolic links are not followed, not even one swapped
+        in meanwhile; the temporary files of uploads in flight are counted
+        with those).
         """
-        temps = {u.temp for u in self.inFlight}
+        temps = {u.identity for u in self.inFlight}
         total = 0
-        for parent, dirs, files in os.walk(self.directory):
-            for name in files:
-                path = os.path.join(parent, name)
-                if path in temps:
-                    continue
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
+        try:
+            root = self.handle.current()
+        except OSError:
+            root = None
+        if root is not None:
+            for _, _, files, dirFd in os.fwalk(".", dir_fd=root.fileno()):
+                for name in files:
+                    try:
+                        st = os.stat(name, dir_fd=dirFd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in temps:
+                        total += st.st_size
         self.stored = total
         self._scanned = self.clock.seconds()
 
@@ -296,29 +351,86 @@ class UploadTarget:
             raise errors.AccessViolation("too many uploads from this address")
         if self._full(1):
             raise errors.DiskFull("upload quota reached")
-        final = os.path.join(self.directory, path)
-        parent = os.path.realpath(os.path.dirname(final))
-        if parent != self.directory and not parent.startswith(self.directory + os.sep):
-            raise errors.AccessViolation("outside the upload directory")
-        if not os.path.isdir(parent):
-            raise errors.AccessViolation("no such directory")
-        final = os.path.join(parent, os.path.basename(final))
-        if os.path.lexists(final):
-            raise errors.FileExists("file already exists")
+        parent, _, name = path.rpartition("/")
+        dirFd = self._openDirectory(parent)
         try:
-            fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".",
-                                        suffix=".part", dir=parent)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise errors.DiskFull("disk full")
-            if e.errno in _NAME_ERRNOS:
-                raise errors.AccessViolation("cannot create %s: %s" % (
-                    os.path.basename(final)[:64], e.strerror))
+            try:
+                os.stat(name, dir_fd=dirFd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                raise errors.FileExists("file already exists")
+            fd, temp = self._createTemp(dirFd, name)
+        except BaseException:
+            os.close(dirFd)
             raise
-        upload = Upload(fd, temp, final, self, host)
+        try:
+            upload = Upload(fd, dirFd, temp, name, self, host,
+                            os.path.join(self.directory, parent))
+        except BaseException:
+            os.close(fd)
+            _unlinkQuietly(temp, dirFd)
+            os.close(dirFd)
+            raise
         self.inFlight.add(upload)
         self._perClient[host] = self._perClient.get(host, 0) + 1
         return upload
+
+    def _openDirectory(self, parent):
+        """
+        Open the subdirectory C{parent} (relative, C{""} for the directory
+        itself) below the upload directory, confined by the kernel.
+
+        @return: an C{O_PATH} descriptor the caller closes.
+        @raise errors.AccessViolation: outside the directory (a symlink
+            leading out), missing, or not a directory.
+        """
+        try:
+            root = self.handle.current()
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EXDEV):
+                raise errors.AccessViolation("the upload directory is now a symlink")
+            raise errors.AccessViolation("no upload directory")
+        try:
+            return root.open(parent or ".", _O_PATH | _O_DIRECTORY)
+        except OSError as e:
+            if e.errno in (errno.EXDEV, errno.ELOOP):
+                raise errors.AccessViolation("outside the upload directory")
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise errors.AccessViolation("no such directory")
+            raise errors.AccessViolation(e.strerror or "cannot open the directory")
+
+    @staticmethod
+    def _createTemp(dirFd, name):
+        """
+        Create C{.NAME.XXXXXXXX.part} in the directory C{dirFd} (never
+        through a symlink, never over an existing name).
+
+        @return: C{(fd, temporary name)}.
+        """
+        for _ in range(_TEMP_TRIES):
+            temp = ".%s.%s.part" % (name, secrets.token_hex(4))
+            try:
+                fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
+                             0o600, dir_fd=dirFd)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise errors.DiskFull("disk full")
+                if e.errno in _NAME_ERRNOS:
+                    raise errors.AccessViolation("cannot create %s: %s" % (
+                        name[:64], e.strerror))
+                raise
+            return fd, temp
+        raise errors.AccessViolation("cannot create %s: no free temporary name" % (name[:64],))
+
+
+def _unlinkQuietly(name, dirFd):
+    try:
+        os.unlink(name, dir_fd=dirFd)
+    except OSError:
+        pass
 
 
 class _NetasciiDecoder:
@@ -350,7 +462,19 @@ class WriteSession(SessionEnding, DatagramProtocol):
 
     def __init__(self, upload, negotiated, peer, clock, timeout=1.0, retries=6, onEnd=None,
                  path="?", netascii=False, maxBytes=1 << 32, senderFactory=None,
-                 maxDuration=None):
+                 maxDuration=None, unansweredTimeout=None, unansweredRetries=None,
+                 requestBytes=None):
+        """
+        @param unansweredTimeout: until the client has sent a DATA, the
+            retransmission timeout is at most this (seconds), whatever it
+            negotiated; L{None}: no cap (C{tftp.unanswered_timeout}).
+        @param unansweredRetries: retransmissions of the ACK 0 or OACK
+            before the client has sent a DATA (at most C{retries});
+            L{None}: C{retries} (C{tftp.unanswered_retries}).
+        @param requestBytes: the size of the WRQ: until the client has
+            answered, a retransmission goes only while the bytes sent stay
+            within L{AMPLIFICATION} times this (L{None}: no byte bound).
+        """
         self.upload = upload
         self.maxDuration = maxDuration
         self.negotiated = negotiated
@@ -361,6 +485,16 @@ class WriteSession(SessionEnding, DatagramProtocol):
         self.timeout = float(negotiated.timeout) if negotiated.timeout else float(timeout)
         self.maxRetries = retries
         self.retriesLeft = retries
+        # Until the client answers (its first DATA): the capped timeout,
+        # retries and byte budget.
+        self.answered = False
+        self.firstTimeout = self.timeout
+        if unansweredTimeout is not None:
+            self.firstTimeout = min(self.timeout, float(unansweredTimeout))
+        if unansweredRetries is not None:
+            self.retriesLeft = max(0, min(retries, unansweredRetries))
+        self.budget = AMPLIFICATION * requestBytes if requestBytes else None
+        self.unansweredBytes = 0
         self.backoff = 1
         self.onEnd = onEnd
         self.maxBytes = maxBytes
@@ -401,11 +535,16 @@ class WriteSession(SessionEnding, DatagramProtocol):
 
     def _send(self, datagram):
         self.lastSent = datagram
+        self._sendCounted(datagram)
+
+    def _sendCounted(self, datagram):
+        if not self.answered:
+            self.unansweredBytes += len(datagram)
         self.sender.send(datagram)
 
     def _arm(self, delay=None):
         if delay is None:
-            delay = self.timeout * self.backoff
+            delay = (self.timeout if self.answered else self.firstTimeout) * self.backoff
         if self._timer is not None and self._timer.active():
             self._timer.reset(delay)
         else:
@@ -430,9 +569,18 @@ class WriteSession(SessionEnding, DatagramProtocol):
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
         self.gapAcked = None
         self.inWindow = 0
-        if self.lastSent is not None:
-            self.sender.send(self.lastSent)
+        if self.lastSent is not None and self._withinBudget(self.lastSent):
+            self._sendCounted(self.lastSent)
         self._arm()
+
+    def _withinBudget(self, datagram):
+        """
+        Whether C{datagram} may be resent: always once the client has
+        answered; before, only while the bytes sent stay within
+        L{AMPLIFICATION} times the request's.
+        """
+        return self.answered or self.budget is None or \
+            self.unansweredBytes + len(datagram) <= self.budget
 
     def datagramReceived(self, data, addr):
         if addr[1] != self.peer[1] or addr[0] != self.peer[0]:
@@ -444,6 +592,9 @@ class WriteSession(SessionEnding, DatagramProtocol):
                     pass
             return
         if len(data) >= 4 and data[0] == 0 and data[1] == wire.DATA:
+            if not self.answered:
+                self.answered = True
+                self.retriesLeft = self.maxRetries
             self._data((data[2] << 8) | data[3], data[4:])
             return
         try:
