@@ -199,6 +199,9 @@ class Bench:
         for i, h in enumerate(lab.hosts[1:]):
             p = os.path.join(out, "r%d" % i)
             paths.append(p)
+            # made first: receive refuses a name below /dev (here the tmpfs
+            # /dev/shm) that does not exist, as a missing device
+            open(p, "ab").close()
             procs.append(h.popen([PYTHON, "-m", "provisioner", "receive", "--server", sender.ip,
                                   "--output", p, "--id", "r%d" % (i,),
                                   "--secret-file", secrets[i], "-q", "--json"], env=self.env,
