@@ -15,7 +15,8 @@ that carry the inside content, the refusals and the losses.
 
 The same swap runs against TFTP uploads (L{UploadTarget}, driven
 directly): 10,000 uploads into the swapped subdirectory, none of which may
-create anything outside.
+create anything outside. Each test runs twice: through the kernel's
+C{openat2}, and through the C{O_NOFOLLOW} walk used where it is missing.
 """
 
 import ctypes
@@ -30,7 +31,7 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
-from provisioner import errors
+from provisioner import confine, errors
 from provisioner.appliance import Appliance
 from provisioner.config import loadConfig
 from provisioner.tftp import wire
@@ -309,9 +310,15 @@ class _RaceTest(TestCase):
         self.assertEqual(process.stdout.readline(), b"ready\n")
         return stop
 
+    def way(self):
+        """
+        How paths were resolved: C{"openat2"} or C{"walk"}.
+        """
+        return "openat2" if confine.openat2Available() else "walk"
+
     def check(self, protocol, tally, swaps):
-        self.log.info("{protocol} symlink race: {tally}; {swaps} exchanges",
-                      protocol=protocol, tally=str(tally), swaps=swaps)
+        self.log.info("{protocol} symlink race ({way}): {tally}; {swaps} exchanges",
+                      protocol=protocol, way=self.way(), tally=str(tally), swaps=swaps)
         figures = "%s (%d exchanges)" % (tally, swaps)
         self.assertEqual(tally.requests, TRIES, figures)
         self.assertGreater(swaps, 1000, figures)
@@ -437,10 +444,48 @@ class UploadRaceTests(_RaceTest):
                      not os.path.islink(os.path.join(self.root, d)))
         figures = "%d uploads: %s; %d outside; %d exchanges" % (
             TRIES, ", ".join("%s %d" % item for item in outcomes.items()), len(escaped), swaps)
-        self.log.info("upload symlink race: {figures}", figures=figures)
+        self.log.info("upload symlink race ({way}): {figures}", way=self.way(),
+                      figures=figures)
         self.assertEqual(len(escaped), 0, "%s (%s...)" % (figures, ", ".join(escaped[:3])))
         self.assertEqual(outcomes["failed"], 0, figures)
         self.assertEqual(landed, outcomes["inside"], figures)
         self.assertGreater(outcomes["inside"], 0, figures)
         self.assertGreater(outcomes["refused"], 0, figures)
         self.assertGreater(swaps, 1000, figures)
+
+
+class _WithoutOpenat2:
+    """
+    Run the race as on a kernel without C{openat2} (C{ENOSYS}): paths are
+    walked with C{O_NOFOLLOW}.
+    """
+
+    def setUp(self):
+        def noOpenat2(*args):
+            raise OSError(errno.ENOSYS, "no openat2")
+        self.patch(confine, "_openat2", noOpenat2)
+        self.patch(confine, "_openat2Works", None)
+        return super().setUp()
+
+
+    def way(self):
+        self.assertIs(confine._openat2Works, False)
+        return "walk"
+
+
+class TFTPWalkRaceTests(_WithoutOpenat2, TFTPRaceTests):
+    """
+    The TFTP race without C{openat2}.
+    """
+
+
+class HTTPWalkRaceTests(_WithoutOpenat2, HTTPRaceTests):
+    """
+    The HTTP race without C{openat2}.
+    """
+
+
+class UploadWalkRaceTests(_WithoutOpenat2, UploadRaceTests):
+    """
+    The upload race without C{openat2}.
+    """
