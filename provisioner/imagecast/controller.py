@@ -126,6 +126,7 @@ class Controller:
                 del self._pieceCache[next(iter(self._pieceCache))]
             return (pieceSize, digests)
         return self.pieceHasher(fd, size, pieceSize).addCallback(hashed)
+
     def ratePolicy(self, session):
         """
         @return: the L{provisioner.net.pacing.IRatePolicy} of C{session}'s

@@ -54,8 +54,8 @@ class Session:
     log = Logger()
 
     def __init__(self, controller, sessionId, name, path, size, sha256, group, port, key,
-                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None,
-                 pieces=None):
+                 chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None, *,
+                 pieces):
         """
         @param pieces: C{(piece size, digests)} of the image
             (L{provisioner.imagecast.pieces}), sent to each receiver before
