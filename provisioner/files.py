@@ -106,7 +106,9 @@ class FileSource:
     @classmethod
     def open(cls, path, name=None):
         """
-        Open a regular file for reading.
+        Open a regular file for reading by its path (symlinks followed): for
+        a path the operator configured. Files a client names below a served
+        root are opened by L{DirectoryResolver}, confined by the kernel.
 
         @raise FileNotFound: it does not exist or is not a regular file.
         @raise AccessViolation: it cannot be read.
