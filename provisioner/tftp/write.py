@@ -358,6 +358,8 @@ class UploadTarget:
                 os.stat(name, dir_fd=dirFd, follow_symlinks=False)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                raise errors.AccessViolation("cannot create %s: %s" % (name[:64], e.strerror))
             else:
                 raise errors.FileExists("file already exists")
             fd, temp = self._createTemp(dirFd, name)
