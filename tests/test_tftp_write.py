@@ -3,6 +3,7 @@ Tests for L{provisioner.tftp.write}: uploads land in their own directory,
 through a temporary file, never over an existing file.
 """
 
+import gc
 import os
 
 from twisted.internet import task
@@ -204,6 +205,7 @@ class TargetConfinementTests(SynchronousTestCase):
         """
         def count():
             return len(os.listdir("/proc/self/fd"))
+        gc.collect()  # descriptors other tests left to the garbage
         self.target.handle.current()
         before = count()
         upload = self.target.open("sub/x")
