@@ -24,6 +24,7 @@ from provisioner.files import DirectoryResolver, ResolverChain
 from provisioner.tftp import wire
 from provisioner.tftp.multicast.service import MulticastHandler
 from provisioner.tftp.server import TFTPServer
+from provisioner.tftp.write import UploadTarget
 from tests.fakes import FakeDatagramPort, FakeReactor
 from tests.netlab import Appliance, requireE2E
 
@@ -371,6 +372,31 @@ class AmplificationTests(HostileMixin, SynchronousTestCase):
             self.assertEqual(wire.decode(datagram).code, code)
             self.assertLessEqual(len(datagram), 3 * len(request))
         self.assertEqual(self.reactor.ports, [])
+
+
+class UnansweredUploadTests(HostileMixin, SynchronousTestCase):
+    """
+    Write requests that are never answered, as read requests: the cap on
+    their timeout and their retransmissions comes from the server.
+    """
+
+    def test_timeout255UploadFreedInSeconds(self):
+        """
+        If a write request asks for C{timeout 255} and never sends DATA, its
+        session gives its slot back within 3 x C{tftp.unanswered_timeout}
+        (6 s), and no more than 3 times the request's bytes went back.
+        """
+        self.makeServer(("tftp.write.enabled", True))
+        self.server.uploads = UploadTarget(self.mktemp(), clock=self.reactor)
+        peer = ("198.18.3.7", 1069)
+        request = wire.WriteRequest(b"up.bin", "octet", [("timeout", "255")]).to_wire()
+        self.server.datagramReceived(request, peer)
+        self.assertIn(peer, self.server.sessions)
+        self.passTime(6.1)
+        self.assertNotIn(peer, self.server.sessions)
+        sent = sum(len(d) for d in self.sentTo(peer))
+        self.assertLessEqual(sent, 3 * len(request))
+        self.assertEqual([s.outcome for s in self.stats], ["timeout"])
 
 
 class MulticastJoinTests(HostileMixin, SynchronousTestCase):

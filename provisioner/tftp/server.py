@@ -528,7 +528,7 @@ class TFTPServer(DatagramProtocol):
         except errors.BackendError as e:
             # The client's doing (a name, a limit, the quota): one info line.
             self._release(addr)
-            self.sendError(addr, wire.errorFor(e))
+            self.sendError(addr, wire.errorFor(e), size)
             path = request.path
             self.log.info("refused upload of {path} from {peer}: {reason}",
                           path=path if len(path) <= 200 else path[:200] + "...",
@@ -537,7 +537,7 @@ class TFTPServer(DatagramProtocol):
         except Exception:
             self._release(addr)
             self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
-            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
             return
         try:
             negotiated = self.negotiate(request, None, packet.mode, write=True)
@@ -545,7 +545,7 @@ class TFTPServer(DatagramProtocol):
             self._release(addr)
             target.abort()
             self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
-            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"))
+            self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
             return
         config = self.config
         session = WriteSession(target, negotiated, addr, self.reactor,
@@ -553,7 +553,10 @@ class TFTPServer(DatagramProtocol):
                                onEnd=lambda stats: self._ended(addr, stats),
                                path=request.path, netascii=(packet.mode == "netascii"),
                                maxBytes=self.uploads.maxBytes,
-                               maxDuration=config.get("max_transfer_time") or None)
+                               maxDuration=config.get("max_transfer_time") or None,
+                               unansweredTimeout=config.get("unanswered_timeout"),
+                               unansweredRetries=config.get("unanswered_retries"),
+                               requestBytes=size)
         self._pending.discard(addr)
         self.sessions[addr] = session
         self.open.add(session)
