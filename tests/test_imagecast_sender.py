@@ -768,10 +768,13 @@ class FakeEntry:
         self.name = name
         self.size = os.path.getsize(path)
         self.sha256 = sha256
-        self.fd = os.open(path, os.O_RDONLY)
+        self.path = path
 
     def intact(self):
         return True
+
+    def openDescriptor(self):
+        return os.open(self.path, os.O_RDONLY)
 
 
 class FakeCatalog:
@@ -796,7 +799,6 @@ class CatalogTests(SynchronousTestCase):
             f.write(os.urandom(5000))
         self.catalog = FakeCatalog(self.dir)
         entry = FakeEntry("cat.img", path, "CATSHA")
-        self.addCleanup(os.close, entry.fd)
         self.catalog.entries["cat.img"] = entry
         self.clock = task.Clock()
         self.hashed = []

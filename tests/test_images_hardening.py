@@ -574,11 +574,11 @@ class INotifyWatcherTests(SynchronousTestCase):
         self.assertEqual(self.reactor.readers, [])
 
 
-class CompatibilityTests(_Dirs, SynchronousTestCase):
+class EntryDescriptorTests(_Dirs, SynchronousTestCase):
     """
-    Callers written when every entry held a descriptor (the image multicast
-    controller: C{os.dup(entry.fd)} after C{entry.intact()}) keep working,
-    without a descriptor at rest.
+    Callers that send a catalogued image from a descriptor (the imagecast
+    controller) get one opened on demand, of exactly the hashed content;
+    the catalogue holds none at rest.
     """
 
     def setUp(self):
@@ -587,24 +587,23 @@ class CompatibilityTests(_Dirs, SynchronousTestCase):
         _write(os.path.join(self.images, "disk.img"), b"disk")
         self.successResultOf(self.catalog.changed("disk.img"))
 
-    def test_fdForOneTurn(self):
+    def test_openDescriptor(self):
         """
-        If C{entry.fd} is read, it is a descriptor of the hashed file that
-        stays the same for this turn of the reactor and is closed at the
-        next.
+        If C{entry.openDescriptor()} is called, it returns a new descriptor
+        of the hashed file, owned by the caller: after the caller closes it
+        no descriptor is left.
         """
         entry = self.catalog.get("disk.img")
         before = _openDescriptors()
         self.assertTrue(entry.intact())
-        fd = entry.fd
-        self.assertIs(entry.fd, fd)
-        mine = os.dup(fd)
-        self.addCleanup(os.close, mine)
-        self.assertEqual(os.pread(mine, 10, 0), b"disk")
+        fd = entry.openDescriptor()
+        self.assertEqual(_openDescriptors(), before + 1)
+        self.assertEqual(os.pread(fd, 10, 0), b"disk")
+        os.close(fd)
         self.clock.advance(0)
-        self.assertEqual(_openDescriptors(), before + 1)  # only the dup
+        self.assertEqual(_openDescriptors(), before)
 
-    def test_notIntactAfterReplace(self):
+    def test_noneAfterReplace(self):
         """
         If the file was replaced, the entry is not intact and has no
         descriptor to give.
@@ -613,7 +612,7 @@ class CompatibilityTests(_Dirs, SynchronousTestCase):
         self.catalog.runInThread = lambda f, *a: defer.Deferred()  # hash never ends
         self.renameIn("disk.img", lambda p: _write(p, b"other"))
         self.assertFalse(entry.intact())
-        self.assertIsNone(entry.fd)
+        self.assertIsNone(entry.openDescriptor())
 
 
 class DirectoryReplacedTests(_Dirs, SynchronousTestCase):

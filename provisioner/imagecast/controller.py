@@ -318,18 +318,21 @@ class Controller:
         @raise commands.BadRequest: if an option is out of its range.
         """
         cfg = self.config
+        self._checkOptions(minReceivers, maxWait, rate, maxRounds)
         entry = catalogEntry(self.catalog() if self.catalog is not None else None, image)
+        fd = entry.openDescriptor() if entry is not None else None
+        if fd is None:
+            entry = None  # changed since it was hashed: look for it below the root
         if entry is not None:
             path = os.path.join(self.catalog().directory, entry.name)
             name = entry.name
         else:
             path = resolveImage(cfg["root"], image)
             name = os.path.basename(path)
-        self._checkOptions(minReceivers, maxWait, rate, maxRounds)
         if entry is not None:
-            # the catalogue hashed it already: send from its descriptor, the
+            # the catalogue hashed it already: send from a descriptor of the
             # very content that was hashed
-            size, fd, d = entry.size, os.dup(entry.fd), defer.succeed(entry.sha256)
+            size, d = entry.size, defer.succeed(entry.sha256)
         else:
             # the pieces are hashed from the descriptor the data is read from
             try:

@@ -33,7 +33,7 @@ def resolveImage(root, name):
 def catalogEntry(catalog, image):
     """
     Return the catalogue's entry for C{image} if it can be sent from it: it
-    has an open descriptor and is intact.
+    is intact (the file is still the one that was hashed).
 
     @param catalog: the image catalogue (C{appliance.catalog}) or L{None}.
     @return: the entry, or L{None} (the image is then looked for below the
@@ -45,6 +45,6 @@ def catalogEntry(catalog, image):
         entry = catalog.get(image)
     except Exception:
         return None
-    if entry is None or getattr(entry, "fd", None) is None or not entry.intact():
+    if entry is None or not entry.intact():
         return None
     return entry

@@ -111,7 +111,6 @@ class ImageEntry:
         self.device = device
         self.kind = kind
         self._catalog = catalog
-        self._turnFd = None
 
     @property
     def mtime(self):
@@ -164,38 +163,16 @@ class ImageEntry:
             return None
         return self._catalog.openSource(self.name)
 
-    @property
-    def fd(self):
+    def openDescriptor(self):
         """
-        A descriptor of exactly the catalogued content, opened on demand and
-        closed at the next turn of the reactor (the caller C{dup}s what it
-        keeps), or L{None} when the file no longer has it.
-
-        Kept for callers written when every entry held a descriptor; new
-        code calls L{open}.
+        A descriptor of exactly the catalogued content, opened now, which
+        the caller closes; L{None} when the file no longer has it (the
+        catalogue then reacts: hashes a replaced file again, withdraws one
+        modified in place).
         """
-        if self._turnFd is not None:
-            return self._turnFd
         if self._catalog is None:
             return None
-        fd = self._catalog.openVerified(self)
-        if fd is None:
-            return None
-        try:
-            self._catalog.clock.callLater(0, self.close)
-        except Exception:
-            os.close(fd)
-            return None
-        self._turnFd = fd
-        return fd
-
-    def close(self):
-        """
-        Close the descriptor L{fd} handed out, if any.
-        """
-        fd, self._turnFd = self._turnFd, None
-        if fd is not None:
-            os.close(fd)
+        return self._catalog.openVerified(self)
 
     def __repr__(self):
         return "<ImageEntry %s %d bytes %s %s>" % (self.name, self.size, self.kind,
@@ -701,11 +678,8 @@ class Catalog:
             return self._stale(name)  # removed or changed again meanwhile
         self.hashCount += 1
         self._retries.pop(name, None)
-        old = self.entries.get(name)
         self.entries[name] = ImageEntry(name, st.st_size, digest, st.st_mtime_ns, st.st_ino,
                                         st.st_dev, classify(name, self.kinds), self)
-        if old is not None:
-            old.close()
         self.log.info("image {name} catalogued: {size} bytes, {kind}, sha256 {sha256}",
                       name=name, size=st.st_size, kind=self.entries[name].kind,
                       sha256=digest)
@@ -773,7 +747,7 @@ class Catalog:
         if not gone:
             return
         for n in gone:
-            self.entries.pop(n).close()
+            del self.entries[n]
             self.log.info("image {name} removed from the catalogue", name=n)
         self._scheduleSave()
         self._changedNotify()
@@ -789,7 +763,6 @@ class Catalog:
         self.log.warn("image {name} was modified in place; withdrawn until it is hashed "
                       "again (replace images by renaming a complete file over them)",
                       name=name)
-        entry.close()
         self._changedNotify()
         self.changed(name)
 
@@ -810,8 +783,6 @@ class Catalog:
         def close(_):
             if self._saveCall is not None and self._saveCall.active():
                 self.save()
-            for entry in self.entries.values():
-                entry.close()
             roots, self._root, self._oldRoots = [self._root] + self._oldRoots, None, []
             for root in roots:
                 if root is not None:
