@@ -18,7 +18,8 @@ from provisioner.config import ConfigError, loadConfig
 from provisioner.confine import ConfinedRoot
 from provisioner.files import FileRequest
 from provisioner.images.catalog import (
-    STATE_FILE, Catalog, FileBusy, ImagesResolver, classify, hashFile, loadState)
+    STATE_FILE, Catalog, FileBusy, ImagesResolver, hashFile, loadState)
+from provisioner.images.entry import classify
 from provisioner.images.service import ImagesService
 from provisioner.images.watch import PollingWatcher, snapshot
 from provisioner.interfaces import IDataSource, IFileResolver
