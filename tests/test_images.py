@@ -17,8 +17,8 @@ from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.confine import ConfinedRoot
 from provisioner.files import FileRequest
-from provisioner.images.catalog import (
-    STATE_FILE, Catalog, FileBusy, ImagesResolver, hashFile, loadState)
+from provisioner.images.catalog import STATE_FILE, Catalog, ImagesResolver, loadState
+from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import classify
 from provisioner.images.service import ImagesService
 from provisioner.images.watch import PollingWatcher, snapshot

@@ -30,7 +30,6 @@ file whose inode, size and mtime are unchanged is not hashed again.
 
 import errno
 import fnmatch
-import hashlib
 import json
 import os
 import stat
@@ -42,88 +41,14 @@ from zope.interface import implementer
 
 from provisioner.confine import SYMLINK_POLICIES, ConfinedRoot, NotRegularFile
 from provisioner.files import FileSource
+from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import ImageEntry, classify
 from provisioner.interfaces import IFileResolver
 
-__all__ = ["Catalog", "ImagesResolver", "STATE_FILE", "loadState", "FileBusy"]
+__all__ = ["Catalog", "ImagesResolver", "STATE_FILE", "loadState"]
 
 STATE_FILE = "images-catalog.json"
 _STATE_VERSION = 1
-_HASH_CHUNK = 1 << 20
-
-
-class FileBusy(Exception):
-    """
-    The file is open for writing somewhere, or changed while it was hashed.
-    """
-
-
-def _tryReadLease(fd):
-    """
-    Return L{False} if some process has the file open for writing, else
-    L{True} (also when leases are not supported: then the caller relies on
-    the watcher's events alone).
-    """
-    try:
-        import fcntl
-        setlease = fcntl.F_SETLEASE
-    except (ImportError, AttributeError):
-        return True
-    try:
-        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
-    except OSError as e:
-        if e.errno == errno.EAGAIN:
-            return False
-        return True
-    try:
-        fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
-    except OSError:
-        pass
-    return True
-
-
-def hashFile(root, name, cancelled=lambda: False, chunk=_HASH_CHUNK):
-    """
-    Open C{name} below C{root} (only a regular file, through symlinks the
-    root's policy allows), check nobody is writing it, hash it and close
-    it. Blocking: run it in a thread.
-
-    @param root: a L{ConfinedRoot}.
-    @return: C{(stat result, hex sha256)}.
-    @raise FileBusy: it is open for writing, or changed while hashed.
-    @raise NotRegularFile: it is a directory, FIFO, socket or device (it
-        was not opened).
-    @raise OSError: it cannot be opened (C{EXDEV}: it leads outside the
-        directory; C{ELOOP}: a symlink the policy refuses) or read.
-    """
-    try:
-        fd, before = root.openRegular(name)
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-            raise FileBusy(e.strerror or "busy")
-        raise
-    try:
-        if not _tryReadLease(fd):
-            raise FileBusy("open for writing")
-        digest = hashlib.sha256()
-        offset = 0
-        while True:
-            if cancelled():
-                raise defer.CancelledError()
-            data = os.pread(fd, chunk, offset)
-            if not data:
-                break
-            digest.update(data)
-            offset += len(data)
-        after = os.fstat(fd)
-        if (offset != before.st_size or after.st_size != before.st_size or
-                after.st_mtime_ns != before.st_mtime_ns):
-            raise FileBusy("changed while it was hashed")
-        if not _tryReadLease(fd):
-            raise FileBusy("open for writing")
-    finally:
-        os.close(fd)
-    return after, digest.hexdigest()
 
 
 def loadState(path):

@@ -15,7 +15,7 @@ A watcher reports C{callback(kind, relpath)} on the reactor thread:
 
 Neither kind means the file is finished for certain (a writer may close and
 reopen); callers that must not act on half-written files check again
-(L{provisioner.images.catalog} takes a read lease).
+(L{provisioner.images.digest} takes a read lease).
 """
 
 import ctypes
