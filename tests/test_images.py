@@ -17,10 +17,11 @@ from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.confine import ConfinedRoot
 from provisioner.files import FileRequest
-from provisioner.images.catalog import STATE_FILE, Catalog, ImagesResolver, loadState
+from provisioner.images.catalog import Catalog, ImagesResolver
 from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import classify
 from provisioner.images.service import ImagesService
+from provisioner.images.state import STATE_FILE, loadState
 from provisioner.images.watch import PollingWatcher, snapshot
 from provisioner.interfaces import IDataSource, IFileResolver
 

@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from provisioner.files import FileRequest
-from provisioner.images.catalog import STATE_FILE, Catalog
+from provisioner.images.catalog import Catalog
+from provisioner.images.state import STATE_FILE
 from provisioner.images.watch import INotifyWatcher, inotifyAvailable
 
 

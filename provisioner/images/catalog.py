@@ -30,7 +30,6 @@ file whose inode, size and mtime are unchanged is not hashed again.
 
 import errno
 import fnmatch
-import json
 import os
 import stat
 
@@ -43,35 +42,10 @@ from provisioner.confine import SYMLINK_POLICIES, ConfinedRoot, NotRegularFile
 from provisioner.files import FileSource
 from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import ImageEntry, classify
+from provisioner.images.state import isCurrent, loadState, statePath, writeState
 from provisioner.interfaces import IFileResolver
 
-__all__ = ["Catalog", "ImagesResolver", "STATE_FILE", "loadState"]
-
-STATE_FILE = "images-catalog.json"
-_STATE_VERSION = 1
-
-
-def loadState(path):
-    """
-    Read a persisted catalogue: C{{name: record dict}}; empty when missing
-    or unreadable.
-    """
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
-        return {}
-    images = data.get("images")
-    if not isinstance(images, list):
-        return {}
-    out = {}
-    for record in images:
-        if isinstance(record, dict) and isinstance(record.get("name"), str):
-            out[record["name"]] = record
-    return out
-
+__all__ = ["Catalog", "ImagesResolver"]
 
 def _syncRunner(f, *args, **kwargs):
     return defer.maybeDeferred(f, *args, **kwargs)
@@ -286,9 +260,10 @@ class Catalog:
 
     @property
     def statePath(self):
-        if self.stateDir is None:
-            return None
-        return os.path.join(self.stateDir, STATE_FILE)
+        """
+        The state file in C{stateDir}, or L{None} when nothing is persisted.
+        """
+        return statePath(self.stateDir)
 
     def restore(self):
         """
@@ -313,10 +288,7 @@ class Catalog:
                 st = root.stat(name)  # looked at, not opened
             except (OSError, ValueError):
                 continue
-            if not (stat.S_ISREG(st.st_mode) and st.st_ino == record.get("inode") and
-                    st.st_size == record.get("size") and
-                    st.st_mtime_ns == record.get("mtime_ns") and
-                    isinstance(record.get("sha256"), str)):
+            if not isCurrent(record, st):
                 continue
             self.entries[name] = ImageEntry(
                 name, st.st_size, record["sha256"], st.st_mtime_ns, st.st_ino, st.st_dev,
@@ -346,15 +318,8 @@ class Catalog:
         path = self.statePath
         if path is None:
             return
-        data = {"version": _STATE_VERSION, "directory": self.directory,
-                "images": [e.stateDict() for e in self]}
-        tmp = path + ".tmp"
         try:
-            os.makedirs(self.stateDir, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
+            writeState(self.stateDir, self.directory, self)
         except OSError as e:
             self.log.error("cannot save the image catalogue to {path}: {error}",
                            path=path, error=e.strerror or str(e))

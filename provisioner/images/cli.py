@@ -17,7 +17,7 @@ __all__ = ["register", "listImages"]
 
 
 def _fromState(config):
-    from provisioner.images.catalog import STATE_FILE, loadState
+    from provisioner.images.state import STATE_FILE, loadState
     section = config["images"]
     path = os.path.join(section["state_dir"], STATE_FILE)
     if not os.path.exists(path):
