@@ -17,9 +17,10 @@ from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.confine import ConfinedRoot
 from provisioner.files import FileRequest
-from provisioner.images.catalog import Catalog, ImagesResolver
+from provisioner.images.catalog import Catalog
 from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import classify
+from provisioner.images.resolver import ImagesResolver
 from provisioner.images.service import ImagesService
 from provisioner.images.state import STATE_FILE, loadState
 from provisioner.images.watch import PollingWatcher, snapshot

@@ -276,7 +276,7 @@ class ResolverOrderTests(TestCase):
     @defer.inlineCallbacks
     def assertOrder(self):
         from provisioner.files import DirectoryResolver, VirtualFiles
-        from provisioner.images.catalog import ImagesResolver
+        from provisioner.images.resolver import ImagesResolver
         from provisioner.tftp.inject import BootstrapInjector
         self.assertEqual([type(r) for r in self.tftp.resolvers.resolvers],
                          [VirtualFiles, ImagesResolver, BootstrapInjector, DirectoryResolver])

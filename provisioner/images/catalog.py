@@ -36,16 +36,15 @@ import stat
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from provisioner.confine import SYMLINK_POLICIES, ConfinedRoot, NotRegularFile
 from provisioner.files import FileSource
 from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import ImageEntry, classify
+from provisioner.images.resolver import ImagesResolver
 from provisioner.images.state import isCurrent, loadState, statePath, writeState
-from provisioner.interfaces import IFileResolver
 
-__all__ = ["Catalog", "ImagesResolver"]
+__all__ = ["Catalog"]
 
 def _syncRunner(f, *args, **kwargs):
     return defer.maybeDeferred(f, *args, **kwargs)
@@ -557,35 +556,3 @@ class Catalog:
                 if root is not None:
                     root.close()
         return d.addCallback(close)
-
-
-@implementer(IFileResolver)
-class ImagesResolver:
-    """
-    Serves catalogued images (and nothing else from the images directory)
-    as C{<prefix>/<name>}, each opened for its transfer
-    (L{Catalog.openSource}). Anything else, images not (yet) catalogued and
-    images whose file no longer has the catalogued content fall through to
-    the next resolver (L{None}).
-    """
-
-    def __init__(self, catalog):
-        self.catalog = catalog
-
-    def nameFor(self, path):
-        """
-        Return the catalogue name for a request path, or L{None} when the
-        path is not below the prefix.
-        """
-        prefix = self.catalog.prefix
-        if not prefix:
-            return path
-        if path.startswith(prefix + "/"):
-            return path[len(prefix) + 1:]
-        return None
-
-    def resolve(self, request):
-        name = self.nameFor(request.path)
-        if name is None:
-            return None
-        return self.catalog.openSource(name)
