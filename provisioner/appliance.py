@@ -28,6 +28,8 @@ class Appliance:
         inserts a resolver into its chain), or L{None}.
     @ivar http: the HTTP service, set by it (C{.url} is its base URL), or
         L{None}.
+    @ivar hosts: the host lifecycle (L{provisioner.hosts.book.HostBook}),
+        set by the hosts service, or L{None}.
     """
 
     def __init__(self, config, reactor):
@@ -40,3 +42,4 @@ class Appliance:
         self.menus = None
         self.tftp = None
         self.http = None
+        self.hosts = None

@@ -191,6 +191,7 @@ SECTIONS = {
     "dhcp": "provisioner.dhcp.schema",
     "images": "provisioner.images.schema",
     "inventory": "provisioner.menus.inventory_schema",
+    "hosts": "provisioner.hosts.schema",
     "menus": "provisioner.menus.schema",
     "http": "provisioner.web.schema",
     "imagecast": "provisioner.imagecast.schema",

@@ -24,6 +24,7 @@ __all__ = ["Options", "makeService", "ProvisionerService", "SUBSYSTEMS"]
 # start order: producers of shared objects first.
 SUBSYSTEMS = [
     ("images", "images", "provisioner.images.service"),
+    ("hosts", "hosts", "provisioner.hosts.service"),
     ("menus", "menus", "provisioner.menus.service"),
     ("dhcp", "dhcp", "provisioner.dhcp.service"),
     ("tftp", "tftp", "provisioner.tftp.service"),

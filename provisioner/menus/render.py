@@ -20,9 +20,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
+from provisioner.menus.inventory import Host, Resolution
 
 __all__ = ["Renderer", "ClientFacts", "LOADERS", "FALLBACK", "archName",
-           "shippedTemplatesDir", "templateDirs", "ARCH_NAMES"]
+           "shippedTemplatesDir", "templateDirs", "ARCH_NAMES", "adoptedResolution"]
 
 LOADERS = ("ipxe", "pxelinux", "grub")
 
@@ -208,6 +209,9 @@ class Renderer:
     @ivar catalog: a callable returning the image catalogue (or L{None}).
     @ivar server: a callable returning the C{dict} templates see as
         C{server} for a base URL (see L{render}).
+    @ivar lifecycle: a callable returning the host lifecycle
+        (C{appliance.hosts}: C{adoption(mac)} and C{boot(...)}, see
+        L{provisioner.hosts.book.HostBook}) or L{None}.
     @ivar generation: incremented by L{invalidate}.
     @ivar renders: how many templates were actually rendered (cache misses).
     """
@@ -215,10 +219,11 @@ class Renderer:
     log = Logger()
 
     def __init__(self, dirs, inventory, catalog=lambda: None, server=None, baseVars=None,
-                 cacheSize=4096):
+                 cacheSize=4096, lifecycle=lambda: None):
         self.dirs = list(dirs)
         self.inventory = inventory
         self.catalog = catalog
+        self.lifecycle = lifecycle
         self.server = server or (lambda baseURL: {"http_url": baseURL})
         self.baseVars = dict(baseVars or {})
         self.cacheSize = cacheSize
@@ -320,19 +325,30 @@ class Renderer:
             self._imagesGeneration = generation
         return self._images
 
-    def context(self, loader, facts, resolution, baseURL=None, path=None, protocol=None):
+    def context(self, loader, facts, resolution, baseURL=None, path=None, protocol=None,
+                boot=None):
         """
         The variables a template sees (documented in docs/menus.md).
+
+        @param boot: the host lifecycle's
+            L{provisioner.hosts.book.BootDecision} for this boot, or L{None}.
         """
         images, byName = self._imagesContext()
         host = resolution.host
         server = self.server(baseURL)
         profile = resolution.profile
         entries, default, timeout, title = _entries(profile, images)
+        hostVars = None
+        if host is not None:
+            hostVars = host.asDict()
+            hostVars["state"] = boot.state if boot is not None else None
+            hostVars["token"] = boot.token if boot is not None else None
+            hostVars["callback_url"] = boot.callbackURL if boot is not None else None
         return {
             "loader": loader,
             "client": facts.asDict(),
-            "host": host.asDict() if host is not None else None,
+            "host": hostVars,
+            "boot_local": bool(boot is not None and boot.bootLocal),
             "groups": [g.name for g in resolution.groups],
             "profile": resolution.profile.asDict() if resolution.profile else None,
             "vars": resolution.vars,
@@ -350,33 +366,66 @@ class Renderer:
 
     # Rendering.
 
-    def render(self, loader, facts, baseURL=None, path=None, protocol=None):
+    def render(self, loader, facts, baseURL=None, path=None, protocol=None, preview=False,
+               peer=None):
         """
         Return C{(text, template name)} of the menu C{loader} for a client;
         never raises, never returns an empty text (the fallback menu's name
         is C{"fallback"}).
 
+        With a host lifecycle, it is asked first what this boot gets (the
+        local disk, or the deploy entry with a fresh per-boot token); a menu
+        carrying a token is never cached.
+
         @param facts: a L{ClientFacts}.
         @param baseURL: the HTTP base URL the client reached us at, if any.
+        @param preview: not a client's boot (JSON API, tools): the
+            lifecycle records nothing and mints no token.
+        @param peer: the address the menu is served to.
         """
-        key = (loader, facts.key(), baseURL, path, protocol)
-        cached = self._cache.get(key)
+        lifecycle = self.lifecycle()
+        boot = None
+        if lifecycle is not None:
+            try:
+                boot = lifecycle.boot(facts, self.resolution(facts, lifecycle), loader=loader,
+                                      server=self.server(baseURL), peer=peer, preview=preview)
+            except Exception:
+                self.log.failure("menus: the host lifecycle failed for {client}; rendering "
+                                 "without it", client=facts.mac or facts.ip)
+        key = (loader, facts.key(), baseURL, path, protocol,
+               boot.key() if boot is not None else None)
+        cacheable = boot is None or boot.token is None or preview
+        cached = self._cache.get(key) if cacheable else None
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        result = self._render(loader, facts, baseURL, path, protocol)
-        if self.cacheSize:
+        result = self._render(loader, facts, baseURL, path, protocol, boot)
+        if self.cacheSize and cacheable:
             self._cache[key] = result
             while len(self._cache) > self.cacheSize:
                 self._cache.popitem(last=False)
         return result
 
-    def resolution(self, facts):
+    def resolution(self, facts, lifecycle=None):
+        """
+        The inventory's L{Resolution} for a client; a MAC the inventory does
+        not name but the host lifecycle has adopted resolves to that host
+        and the profile it was adopted with.
+        """
         inventory = self.inventory()
-        return inventory.resolve(mac=facts.mac, uuid=facts.uuid, hostname=facts.hostname,
-                                 baseVars=self.baseVars)
+        resolution = inventory.resolve(mac=facts.mac, uuid=facts.uuid, hostname=facts.hostname,
+                                       baseVars=self.baseVars)
+        if resolution.host is None and facts.mac:
+            if lifecycle is None:
+                lifecycle = self.lifecycle()
+            adopted = lifecycle.adoption(facts.mac) if lifecycle is not None else None
+            if adopted is not None:
+                name, profile = adopted
+                resolution = adoptedResolution(inventory, name, facts.mac, profile,
+                                               self.baseVars)
+        return resolution
 
-    def _render(self, loader, facts, baseURL, path, protocol):
+    def _render(self, loader, facts, baseURL, path, protocol, boot=None):
         who = facts.mac or facts.ip or "an unidentified client"
         templateName = None
         try:
@@ -384,7 +433,7 @@ class Renderer:
             names = self.candidates(loader, facts, resolution)
             template = self.select(names)
             templateName = template.name
-            context = self.context(loader, facts, resolution, baseURL, path, protocol)
+            context = self.context(loader, facts, resolution, baseURL, path, protocol, boot)
             self.renders += 1
             text = template.render(context)
             if not text.strip():
@@ -425,11 +474,43 @@ class Renderer:
         resolution = self.resolution(facts)
         out = {"client": facts.asDict(), "inventory": resolution.asDict(), "menus": {}}
         for loader in LOADERS:
-            text, name = self.render(loader, facts, baseURL)
+            text, name = self.render(loader, facts, baseURL, preview=True)
             out["menus"][loader] = {"template": name, "candidates":
                                     self.candidates(loader, facts, resolution),
                                     "text": text}
         return out
+
+
+class _Unchecked:
+    """
+    Stands in for the inventory's line map when a host is built from an
+    adoption (already checked): errors name no line.
+    """
+
+    def error(self, path, message):
+        return ValueError("%s: %s" % (".".join(str(p) for p in path), message))
+
+
+def adoptedResolution(inventory, name, mac, profileName, baseVars=None):
+    """
+    The L{Resolution} of a host the inventory file does not name yet, adopted
+    with a profile (C{provisioner hosts adopt}): no groups; variables and
+    template merge as the inventory merges them (C{menus.vars}, defaults,
+    the profile); a profile gone from the inventory falls back to the
+    default one.
+    """
+    host = Host(name, {"mac": mac, "profile": profileName}, ("hosts", name), _Unchecked())
+    profile = inventory.profiles.get(profileName) if profileName else None
+    if profile is None and inventory.defaults["profile"]:
+        profile = inventory.profiles.get(inventory.defaults["profile"])
+    merged = dict(baseVars or {})
+    merged.update(inventory.defaults["vars"])
+    if profile is not None:
+        merged.update(profile.vars)
+    template = profile.template if profile is not None else None
+    if template is None:
+        template = inventory.defaults["template"]
+    return Resolution(host, [], profile, merged, template)
 
 
 def _entries(profile, images):

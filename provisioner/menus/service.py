@@ -93,7 +93,8 @@ class MenuService(service.Service):
         menus = self.config["menus"]
         self.renderer = Renderer(templateDirs(menus["templates"]), lambda: self.inventory,
                                  catalog=lambda: self.appliance.catalog, server=self.server,
-                                 baseVars=menus["vars"], cacheSize=menus["cache_size"])
+                                 baseVars=menus["vars"], cacheSize=menus["cache_size"],
+                                 lifecycle=lambda: getattr(self.appliance, "hosts", None))
         self.loadInventory()
         appliance.menus = self
 
@@ -206,7 +207,8 @@ class MenuService(service.Service):
         facts = self.facts(request, mac=mac, ipxe=(loader == "ipxe"))
         options = _httpOptions(request)
         text, template = self.renderer.render(loader, facts, baseURL=options.get("base_url"),
-                                              path=request.path, protocol=request.protocol)
+                                              path=request.path, protocol=request.protocol,
+                                              peer=request.peer[0] if request.peer else None)
         self.log.debug("menu {path} for {client}: {template}", path=request.path,
                        client=facts.mac or facts.ip, template=template)
         return text.encode("utf-8")
@@ -234,12 +236,13 @@ class MenuService(service.Service):
 
     def render(self, loader, mac=None, arch=None, ip=None, ipxe=None, baseURL=None):
         """
-        Render one loader's menu for a client named by MAC (tools, API).
+        Render one loader's menu for a client named by MAC (tools, API): a
+        preview, which the host lifecycle does not take as a boot.
         """
         record = self.appliance.clients.byMAC(mac) if mac else None
         facts = ClientFacts.fromRecord(record, mac=mac, ip=ip, arch=archNumber(arch),
                                        ipxe=ipxe)
-        return self.renderer.render(loader, facts, baseURL=baseURL)
+        return self.renderer.render(loader, facts, baseURL=baseURL, preview=True)
 
     def describe(self, mac=None, arch=None, ip=None, baseURL=None):
         """

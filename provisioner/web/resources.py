@@ -25,9 +25,10 @@ from zope.interface import implementer
 
 from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.files import FileRequest, ResolverChain, normalisePath
+from provisioner.hosts.book import HostsError
 
 __all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange",
-           "publicVars"]
+           "publicVars", "HTTPFetch"]
 
 
 def parseRange(header, size):
@@ -195,6 +196,8 @@ class FileResource(resource.Resource):
     Serves whatever the resolver chain answers for the path.
 
     @ivar resolvers: a callable returning the list of resolvers to ask.
+    @ivar fetchCallbacks: callables given an L{HTTPFetch} when a GET body
+        has been written whole (the HTTP service's C{addFetchCallback}).
     """
 
     isLeaf = True
@@ -206,6 +209,7 @@ class FileResource(resource.Resource):
         self.resolvers = resolvers
         self.chunk = chunk
         self.accessLog = accessLog
+        self.fetchCallbacks = []
 
     def render_HEAD(self, request):
         return self.render_GET(request)
@@ -334,7 +338,41 @@ class FileResource(resource.Resource):
             request.finish()
             return
         producer = SourceProducer(request, source, offset, length, self.chunk)
-        producer.start().addErrback(lambda f: None)
+        d = producer.start()
+        d.addCallback(self._fetched, fileRequest, 206 if wanted else 200, length)
+        d.addErrback(lambda f: None)
+
+    def _fetched(self, _, fileRequest, code, length):
+        if not self.fetchCallbacks:
+            return
+        fetch = HTTPFetch(fileRequest.peer, fileRequest.path, code, length)
+        for callback in list(self.fetchCallbacks):
+            try:
+                callback(fetch)
+            except Exception:
+                self.log.failure("HTTP fetch callback {callback!r}", callback=callback)
+
+
+class HTTPFetch:
+    """
+    One body served whole, as the fetch callbacks see it.
+
+    @ivar peer: C{(host, port)} of the client.
+    @ivar path: the normalised path.
+    @ivar code: 200, or 206 for a range.
+    @ivar bytes: the bytes written.
+    @ivar outcome: C{"complete"} (the whole file) or C{"partial"} (a range).
+    """
+
+    def __init__(self, peer, path, code, length):
+        self.peer = peer
+        self.path = path
+        self.code = code
+        self.bytes = length
+        self.outcome = "complete" if code == 200 else "partial"
+
+    def __repr__(self):
+        return "<HTTPFetch %s %s from %s>" % (self.code, self.path, self.peer)
 
 
 def _ifRangeMatches(value, etag, mtime):
@@ -371,16 +409,25 @@ def publicVars(value, allowed):
 
 class APIResource(resource.Resource):
     """
-    The read-only JSON API (no authentication: every answer goes through
+    The JSON API (no authentication for reading: every answer goes through
     L{publicVars}, and none names a path on this host):
 
       - C{/api/v1/images}: the catalogue; C{/api/v1/images/NAME}: one image.
       - C{/api/v1/inventory}: the inventory (and the error of a refused
         edit, if any).
       - C{/api/v1/hosts}: every inventory host with its profile and the
-        template each loader would use; C{/api/v1/hosts/MAC-OR-NAME?arch=A}:
-        everything that client would be served, rendered.
+        template each loader would use, and its lifecycle state when the
+        hosts service runs; C{/api/v1/hosts/MAC-OR-NAME?arch=A}: everything
+        that client would be served, rendered (a preview: no token is
+        minted), and its lifecycle; C{/api/v1/hosts/NAME/events}: its
+        history.
+      - C{/api/v1/discovered}, C{/api/v1/discovered/MAC}: machines no
+        inventory names that booted.
       - C{/api/v1/clients}: what DHCP and TFTP learnt about clients.
+
+    and, with the hosts service, three POSTs (L{render_POST}): a booted
+    system's callback (its per-boot token is the authentication), and
+    redeploy and adopt (only from C{hosts.admin_networks}, with a JSON body).
     """
 
     isLeaf = True
@@ -404,7 +451,9 @@ class APIResource(resource.Resource):
         if not parts:
             return self._json(request, {"endpoints": [
                 "/api/v1/images", "/api/v1/images/NAME", "/api/v1/inventory",
-                "/api/v1/hosts", "/api/v1/hosts/MAC-OR-NAME?arch=ARCH", "/api/v1/clients"]})
+                "/api/v1/hosts", "/api/v1/hosts/MAC-OR-NAME?arch=ARCH",
+                "/api/v1/hosts/NAME/events", "/api/v1/discovered", "/api/v1/discovered/MAC",
+                "/api/v1/clients"]})
         try:
             if parts[0] == "images":
                 return self._images(request, parts[1:])
@@ -412,6 +461,8 @@ class APIResource(resource.Resource):
                 return self._inventory(request)
             if parts[0] == "hosts":
                 return self._hosts(request, parts[1:])
+            if parts[0] == "discovered" and len(parts) <= 2:
+                return self._discovered(request, parts[1:])
             if parts[0] == "clients" and len(parts) == 1:
                 return self._json(request, {"clients": [
                     _jsonable(r.asDict()) for r in self.appliance.clients]})
@@ -454,8 +505,13 @@ class APIResource(resource.Resource):
         return self._json(request, data)
 
     def _hosts(self, request, rest):
+        lifecycle = self.appliance.hosts
+        if lifecycle is not None and len(rest) == 2 and rest[1] == "events":
+            return self._lifecycle(request, lambda: {"events": lifecycle.eventsOf(rest[0])})
         menus = self.appliance.menus
         inventory = self.appliance.inventory
+        if (menus is None or inventory is None) and lifecycle is not None and not rest:
+            return self._lifecycle(request, lambda: {"hosts": _lifecycleHosts([], lifecycle)})
         if menus is None or inventory is None:
             return self._json(request, {"error": "the menus service is not enabled"}, 404)
         arch = request.args.get(b"arch", [None])[0]
@@ -472,19 +528,189 @@ class APIResource(resource.Resource):
                     if described else None,
                     "templates": {k: v["template"] for k, v in described["menus"].items()}
                     if described else None})
+            if lifecycle is not None:
+                return self._lifecycle(request, lambda: {
+                    "hosts": _lifecycleHosts(hosts, lifecycle)})
             return self._json(request, {"hosts": hosts})
         key = "/".join(rest)
         mac = None
+        name = None
         try:
             from provisioner.directory import normaliseMAC
             mac = normaliseMAC(key)
         except ValueError:
             host = inventory.hosts.get(key) or inventory.lookup(hostname=key)
-            if host is None or not host.macs:
+            record = lifecycle.hosts.get(key) if lifecycle is not None else None
+            if host is not None and host.macs:
+                mac, name = host.macs[0], host.name
+            elif record is not None and record.macs:
+                mac, name = record.macs[0], record.name
+            else:
                 return self._json(request, {"error": "no host or MAC %r" % (key,)}, 404)
-            mac = host.macs[0]
-        return self._json(request, _jsonable(menus.describe(mac=mac, arch=arch,
-                                                            baseURL=baseURL)))
+        described = _jsonable(menus.describe(mac=mac, arch=arch, baseURL=baseURL))
+        if lifecycle is not None:
+            found = described["inventory"]["host"]
+            name = found["name"] if found else name
+            described["lifecycle"] = lifecycle.hostInfo(name) \
+                if name in lifecycle.hosts else None
+            described["discovered"] = lifecycle.machineInfo(mac) \
+                if found is None and mac in lifecycle.machines else None
+        return self._json(request, described)
+
+    def _discovered(self, request, rest):
+        lifecycle = self.appliance.hosts
+        if lifecycle is None:
+            return self._json(request, {"error": "the hosts service is not enabled"}, 404)
+        if not rest:
+            return self._lifecycle(request, lambda: {"discovered": lifecycle.machinesList()})
+
+        def one():
+            out = lifecycle.machineInfo(rest[0])
+            out["events"] = lifecycle.eventsOf(out["mac"])
+            return out
+        return self._lifecycle(request, one)
+
+    def _lifecycle(self, request, produce):
+        """
+        Answer with what C{produce} returns; a refusal of the host book is
+        its status and message.
+        """
+        try:
+            data = produce()
+        except HostsError as e:
+            return self._json(request, {"error": str(e)}, e.code)
+        return self._json(request, _jsonable(data))
+
+    def render_POST(self, request):
+        """
+        The lifecycle's changes (C{hosts} service):
+
+          - C{POST /api/v1/hosts/NAME/callback}: C{token}, C{state}
+            (C{deploying} for progress, C{deployed}, C{failed}) and an
+            optional C{message}, as query or form parameters or a JSON
+            object; a wrong, reused or expired token is 403;
+          - C{POST /api/v1/hosts/NAME/redeploy} and
+            C{POST /api/v1/discovered/MAC/adopt} (JSON C{{"name", "profile"}}):
+            from C{hosts.admin_networks} only, with C{Content-Type:
+            application/json} (a browser cannot send that across sites
+            without asking first).
+
+        The answer is sent once the change is saved.
+        """
+        parts = [p for p in request.postpath if p]
+        try:
+            parts = [unquote_to_bytes(p).decode("utf-8") for p in parts]
+        except UnicodeDecodeError:
+            return self._json(request, {"error": "bad path"}, 400)
+        lifecycle = self.appliance.hosts
+        if lifecycle is None:
+            return self._json(request, {"error": "the hosts service is not enabled"}, 404)
+        if len(parts) != 3 or (parts[0], parts[2]) not in (
+                ("hosts", "callback"), ("hosts", "redeploy"), ("discovered", "adopt")):
+            return self._json(request, {"error": "no such endpoint"}, 404)
+        peer = getattr(request.getClientAddress(), "host", None)
+        try:
+            body = _jsonBody(request)
+        except ValueError as e:
+            return self._json(request, {"error": str(e)}, 400)
+        if parts[2] == "callback":
+            fields = {}
+            for name in ("token", "state", "message"):
+                value = request.args.get(name.encode())
+                if value:
+                    fields[name] = value[0].decode("utf-8", "replace")
+            if isinstance(body, dict):
+                fields.update({k: str(v) for k, v in body.items()
+                               if k in ("token", "state", "message") and v is not None})
+            call = lambda: lifecycle.callback(  # noqa: E731
+                parts[1], fields.get("token"), fields.get("state"), fields.get("message"), peer)
+        else:
+            if not lifecycle.isAdmin(peer):
+                self.log.warn("hosts: {action} of {what} from {peer} refused: not in "
+                              "hosts.admin_networks", action=parts[2], what=parts[1], peer=peer)
+                return self._json(request, {"error": "%s is not allowed from %s (see "
+                                            "hosts.admin_networks)" % (parts[2], peer)}, 403)
+            if body is None:
+                return self._json(request, {"error": "send a JSON body with Content-Type: "
+                                            "application/json"}, 415)
+            if parts[2] == "redeploy":
+                call = lambda: lifecycle.redeploy(parts[1], peer)  # noqa: E731
+            else:
+                if not isinstance(body, dict):
+                    return self._json(request, {"error": "the body must be a JSON object"}, 400)
+                call = lambda: lifecycle.adopt(  # noqa: E731
+                    parts[1], body.get("name"), body.get("profile"), peer)
+        d = defer.maybeDeferred(call)
+        d.addCallbacks(lambda data: self._finish(request, _jsonable(data), 200),
+                       lambda f: self._refused(request, f))
+        return server.NOT_DONE_YET
+
+    def _refused(self, request, failure):
+        if failure.check(HostsError):
+            return self._finish(request, {"error": failure.getErrorMessage()},
+                                failure.value.code)
+        self.log.failure("JSON API {path} failed", failure, path=request.path)
+        return self._finish(request, {"error": "internal error"}, 500)
+
+    def _finish(self, request, data, code):
+        if request.finished or request._disconnected:
+            return
+        request.write(self._json(request, data, code))
+        request.finish()
+
+
+def _lifecycleHosts(hosts, lifecycle):
+    """
+    The inventory's hosts with their lifecycle, then the hosts only the
+    lifecycle knows (adopted, or gone from the inventory).
+    """
+    out = []
+    listed = set()
+    for entry in hosts:
+        entry = dict(entry)
+        info = lifecycle.hostInfo(entry["name"]) if entry["name"] in lifecycle.hosts else None
+        for key in ("state", "since", "reason", "last_event", "adopted"):
+            entry[key] = info[key] if info else None
+        entry["in_inventory"] = True
+        listed.add(entry["name"])
+        out.append(entry)
+    for info in lifecycle.hostsList():
+        if info["name"] in listed:
+            continue
+        out.append({"name": info["name"], "mac": info["macs"], "uuid": [],
+                    "profile": info["profile"], "templates": None,
+                    "state": info["state"], "since": info["since"], "reason": info["reason"],
+                    "last_event": info["last_event"], "adopted": info["adopted"],
+                    "in_inventory": info["in_inventory"]})
+    return out
+
+
+#: the largest JSON body taken
+_MAX_BODY = 65536
+
+
+def _jsonBody(request):
+    """
+    The request's JSON body when its Content-Type says JSON, else L{None}.
+
+    @raise ValueError: too large, or not JSON.
+    """
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != b"application/json":
+        return None
+    content = request.content
+    if content is None:
+        return None
+    content.seek(0)
+    raw = content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        raise ValueError("the body is larger than %d bytes" % (_MAX_BODY,))
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("the body is not JSON")
 
 
 def _jsonable(value):

@@ -74,6 +74,22 @@ class HTTPService(service.Service):
             chain.append(self._directory)
         return chain
 
+    def addFetchCallback(self, callback):
+        """
+        Add a callable given an L{provisioner.web.resources.HTTPFetch} each
+        time a file's body (menu, image, file of C{http.root}) has been
+        served whole.
+
+        @return: a callable that removes it again.
+        """
+        callbacks = self.files.fetchCallbacks
+        callbacks.append(callback)
+
+        def remove():
+            if callback in callbacks:
+                callbacks.remove(callback)
+        return remove
+
     def _listen(self):
         address = self.config["address"]
         port = self.reactor.listenTCP(self.config["port"], self.site, interface=address)

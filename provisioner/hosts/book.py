@@ -1,0 +1,817 @@
+# -*- test-case-name: tests.test_hosts -*-
+"""
+The host book: every host's lifecycle, discovered machines and per-boot
+tokens, in memory, written through to an
+L{provisioner.store.interfaces.IHostStore}. It is the public object of the
+C{hosts} service (C{appliance.hosts}); the others use it:
+
+  - the menus renderer asks L{HostBook.adoption} (is this MAC an adopted
+    host?) and L{HostBook.boot} (what does this host boot now: its local
+    disk, or its deploy entry with a fresh token?);
+  - the TFTP and HTTP services report every transfer
+    (L{HostBook.fetched}): a host that fetches its deploy entry's kernel
+    (or image) becomes C{deploying}; a machine no inventory names is
+    discovered, with the files it fetched;
+  - the JSON API runs callbacks, redeploy, adopt and the queries.
+
+Changes are applied in memory at once (so the next boot sees them) and the
+store's Deferred is returned: an API answer waits for it, so what was
+acknowledged is on disk.
+"""
+
+import collections
+import hashlib
+import ipaddress
+import re
+import secrets
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from provisioner.directory import normaliseMAC
+from provisioner.hosts import lifecycle
+from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
+                                         TransitionRefused)
+from provisioner.store.records import HostRecord, Machine, Token
+
+__all__ = ["HostBook", "BootDecision", "HostsError", "NotFound", "Refused", "BadRequest",
+           "Conflict", "NotReady", "PREVIEW_TOKEN", "TOKENS_PER_HOST", "deployPaths",
+           "inventoryStanza", "digest"]
+
+#: what previews (the JSON API, C{provisioner render}) show instead of a token
+PREVIEW_TOKEN = "PER-BOOT-TOKEN"
+
+#: live tokens kept per host: a boot may fetch its menu more than once
+#: (a probe, then the transfer); the newest few are valid
+TOKENS_PER_HOST = 4
+
+#: addresses remembered with the MAC that fetched a menu from them
+_IP_MEMORY = 65536
+
+_NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
+
+
+class HostsError(Exception):
+    """
+    A request the book refuses; C{code} is the HTTP status the JSON API
+    answers with.
+    """
+
+    code = 400
+
+
+class BadRequest(HostsError):
+    code = 400
+
+
+class Refused(HostsError):
+    code = 403
+
+
+class NotFound(HostsError):
+    code = 404
+
+
+class Conflict(HostsError):
+    code = 409
+
+
+class NotReady(HostsError):
+    code = 503
+
+
+def digest(token):
+    """
+    The SHA-256 (hex) under which a token is kept: the token itself is
+    never stored.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _deployEntry(profile):
+    """
+    The entry of a profile that deploys: the default entry when it is not
+    the local disk, else the first entry that is not; a profile without
+    entries is its kernel (or image).
+
+    @return: C{(kernel, image)}, either L{None}.
+    """
+    entries = [e for e in profile.entries if not e["local"]]
+    if not profile.entries:
+        return profile.kernel, (profile.image if not profile.kernel else None)
+    for e in entries:
+        if e["label"] == profile.default_entry:
+            return e["kernel"], e["image"]
+    if entries:
+        return entries[0]["kernel"], entries[0]["image"]
+    return None, None
+
+
+def deployPaths(profile, prefix=None):
+    """
+    The paths a client asks for when it boots a profile's deploy entry: its
+    kernel (or image) by catalogue name, with and without the images
+    prefix (TFTP and HTTP paths, normalised: no leading slash).
+    """
+    kernel, image = _deployEntry(profile)
+    name = kernel or image
+    if not name:
+        return []
+    name = name.lstrip("/")
+    paths = [name]
+    if prefix:
+        paths.append(prefix.strip("/") + "/" + name)
+    return paths
+
+
+def inventoryStanza(name, mac, profile):
+    """
+    The YAML an operator pastes under C{hosts:} in the inventory to keep an
+    adopted host.
+    """
+    return ("# provisioner hosts adopt: paste under hosts: in your inventory file\n"
+            "  %s:\n"
+            "    mac: %s\n"
+            "    profile: %s\n" % (name, mac, profile))
+
+
+def _callbackURL(server, name):
+    base = (server or {}).get("http_url")
+    if not base:
+        return None
+    from urllib.parse import quote
+    return "%s/api/v1/hosts/%s/callback" % (base.rstrip("/"), quote(name, safe=""))
+
+
+def _uuid(value):
+    if not value or not str(value).strip("0-"):
+        return None  # all-zero GUIDs identify nobody
+    return str(value)
+
+
+class BootDecision:
+    """
+    What the lifecycle says about one boot of a host, for the menus
+    renderer.
+
+    @ivar name: the host.
+    @ivar state: its lifecycle state.
+    @ivar bootLocal: serve the local-disk entry (it is C{deployed}).
+    @ivar token: the per-boot token to put on the kernel command line, or
+        L{None}.
+    @ivar callbackURL: where the booted system calls back, or L{None} when
+        the HTTP address is not known.
+    """
+
+    def __init__(self, name, state, bootLocal=False, token=None, callbackURL=None):
+        self.name = name
+        self.state = state
+        self.bootLocal = bootLocal
+        self.token = token
+        self.callbackURL = callbackURL
+
+    def key(self):
+        """
+        What the rendered menu depends on (a part of the renderer's cache
+        key).
+        """
+        return (self.name, self.state, self.bootLocal, self.token, self.callbackURL)
+
+    def __repr__(self):
+        return "<BootDecision %s %s local=%s token=%s>" % (
+            self.name, self.state, self.bootLocal, "yes" if self.token else "no")
+
+
+class HostBook:
+    """
+    See the module docstring.
+
+    @ivar store: the L{IHostStore} (set when the service opens it).
+    @ivar loaded: whether the store's content is in memory; before that the
+        book takes no part in boots and refuses requests (503).
+    @ivar hosts: C{{name: HostRecord}}.
+    @ivar events: C{{key: deque of Event}} (bounded).
+    @ivar machines: discovered machines, C{{mac: Machine}}, least recently
+        seen first.
+    @ivar tokens: C{{digest: Token}}, oldest first.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, inventory=lambda: None, clients=None, store=None,
+                 eventsPerHost=100, tokenTTL=21600, maxTokens=10000, maxDiscovered=10000,
+                 filesPerMachine=32, adminNetworks=("127.0.0.0/8", "::1/128"),
+                 newToken=None):
+        """
+        @param clock: an C{IReactorTime}.
+        @param inventory: a callable returning the current inventory (or
+            L{None}).
+        @param clients: the client directory (MAC, IP, architecture, vendor
+            class, UUID learnt by DHCP), or L{None}.
+        @param newToken: a callable returning a fresh token (tests);
+            default C{secrets.token_urlsafe(24)}.
+        """
+        self.clock = clock
+        self.inventory = inventory
+        self.clients = clients
+        self.store = store
+        self.loaded = False
+        self.hosts = {}
+        self.events = {}
+        self.machines = collections.OrderedDict()
+        self.tokens = collections.OrderedDict()
+        self._tokensByIP = {}
+        self._adoptedByMAC = {}
+        self._macByIP = collections.OrderedDict()
+        self._inventorySeen = None
+        self._newToken = newToken or (lambda: secrets.token_urlsafe(24))
+        self.configure(eventsPerHost, tokenTTL, maxTokens, maxDiscovered, filesPerMachine,
+                       adminNetworks)
+
+    def configure(self, eventsPerHost=100, tokenTTL=21600, maxTokens=10000,
+                  maxDiscovered=10000, filesPerMachine=32,
+                  adminNetworks=("127.0.0.0/8", "::1/128")):
+        """
+        Take (new) limits; histories are cut to the new length.
+        """
+        self.eventsPerHost = eventsPerHost
+        self.tokenTTL = tokenTTL
+        self.maxTokens = maxTokens
+        self.maxDiscovered = maxDiscovered
+        self.filesPerMachine = filesPerMachine
+        self.adminNetworks = [ipaddress.ip_network(n, strict=False) for n in adminNetworks]
+        for key, history in list(self.events.items()):
+            self.events[key] = collections.deque(history, maxlen=eventsPerHost)
+        for machine in self.machines.values():
+            del machine.files[:-filesPerMachine]
+        if self.loaded:
+            self._evictMachines()
+            self._pruneTokens(self.clock.seconds())
+
+    # Loading and writing.
+
+    def restore(self, snapshot):
+        """
+        Take what the store holds (at start). Expired tokens are dropped.
+        """
+        self.hosts = {h.name: h for h in snapshot.hosts}
+        self.events = {key: collections.deque(events, maxlen=self.eventsPerHost)
+                       for key, events in snapshot.events.items()}
+        self.machines = collections.OrderedDict(
+            (m.mac, m) for m in sorted(snapshot.machines, key=lambda m: m.last_seen))
+        self.tokens = collections.OrderedDict()
+        self._tokensByIP = {}
+        for token in sorted(snapshot.tokens, key=lambda t: t.minted):
+            self._remember(token)
+        self._adoptedByMAC = {}
+        for host in self.hosts.values():
+            self._indexAdopted(host)
+        self.loaded = True
+        self._inventorySeen = None
+        self._pruneTokens(self.clock.seconds())
+        self._evictMachines()
+        self.sync()
+        return self
+
+    def _write(self, d, what):
+        def failed(failure):
+            self.log.failure("hosts: could not save {what} to {store}", failure, what=what,
+                             store=getattr(self.store, "location", self.store))
+            return failure
+        return d.addErrback(failed)
+
+    def _require(self):
+        if not self.loaded or self.store is None:
+            raise NotReady("the host lifecycle is not loaded yet")
+
+    # History.
+
+    def _history(self, key):
+        history = self.events.get(key)
+        if history is None:
+            history = self.events[key] = collections.deque(maxlen=self.eventsPerHost)
+        return history
+
+    def _transition(self, record, target, why, now=None):
+        """
+        Move a host to C{target}: check the table, record the event, log it,
+        save both.
+
+        @return: the store's Deferred.
+        """
+        now = self.clock.seconds() if now is None else now
+        event = lifecycle.transition(record.name, record.state, target, why, now)
+        record.state = target
+        record.since = now
+        record.reason = why
+        self._history(record.name).append(event)
+        self.log.info("hosts: {host} {source} -> {target}: {why}", host=record.name,
+                      source=event.source, target=target, why=why)
+        return self._write(self.store.saveHost(record, event, self.eventsPerHost),
+                           "host %s" % (record.name,))
+
+    def _newHost(self, name, macs, why, profile=None, adopted=False, now=None):
+        now = self.clock.seconds() if now is None else now
+        event = lifecycle.transition(name, None, READY, why, now)
+        record = HostRecord(name=name, state=READY, since=now, reason=why, macs=list(macs),
+                            profile=profile, adopted=adopted, created=now)
+        self.hosts[name] = record
+        self._indexAdopted(record)
+        self._history(name).append(event)
+        self.log.info("hosts: {host} is ready: {why}", host=name, why=why)
+        return record, self._write(self.store.saveHost(record, event, self.eventsPerHost),
+                                   "host %s" % (name,))
+
+    def _indexAdopted(self, record):
+        for mac, name in list(self._adoptedByMAC.items()):
+            if name == record.name:
+                del self._adoptedByMAC[mac]
+        if record.adopted:
+            for mac in record.macs:
+                self._adoptedByMAC[mac] = record.name
+
+    # The inventory.
+
+    def sync(self):
+        """
+        Follow the inventory: every host of it with a profile has a record
+        (new ones are C{ready}; a discovered machine the inventory now names
+        becomes its host). Runs whenever the inventory object changed.
+        """
+        inventory = self.inventory()
+        if not self.loaded or inventory is None or inventory is self._inventorySeen:
+            return
+        self._inventorySeen = inventory
+        now = self.clock.seconds()
+        for name in sorted(inventory.hosts):
+            host = inventory.hosts[name]
+            resolution = inventory.resolve(hostname=host.hostname)
+            if resolution.host is not host or resolution.profile is None:
+                continue
+            record = self.hosts.get(name)
+            if record is None:
+                machine = None
+                for mac in host.macs:
+                    if mac in self.machines:
+                        machine = mac
+                        break
+                why = "the inventory names it with profile %s" % (resolution.profile.name,)
+                if machine is not None:
+                    self._adopt(machine, name, host.macs, None, why, now)
+                else:
+                    self._newHost(name, host.macs, why, now=now)
+                continue
+            if record.adopted or list(record.macs) != list(host.macs):
+                # The inventory now says what this host is (an adopted host
+                # whose stanza was pasted, or new MACs).
+                record.macs = list(host.macs)
+                record.adopted = False
+                record.profile = None
+                self._indexAdopted(record)
+                self._write(self.store.saveHost(record), "host %s" % (name,))
+        for mac in list(self.machines):
+            if inventory.lookup(mac=mac) is not None:
+                self._forgetMachine(mac)
+
+    def _inInventory(self, mac, record=None):
+        inventory = self.inventory()
+        if inventory is None:
+            return False
+        uuid = _uuid(getattr(record, "uuid", None))
+        hostname = getattr(record, "hostname", None)
+        return inventory.lookup(mac=mac, uuid=uuid, hostname=hostname) is not None
+
+    # The renderer's questions.
+
+    def adoption(self, mac):
+        """
+        @return: C{(name, profile)} when C{mac} is an adopted host the
+            inventory does not name yet, else L{None}.
+        """
+        if not self.loaded or not mac:
+            return None
+        name = self._adoptedByMAC.get(mac)
+        if name is None:
+            return None
+        record = self.hosts[name]
+        return record.name, record.profile
+
+    def boot(self, facts, resolution, loader=None, server=None, peer=None, preview=False):
+        """
+        What this boot of a client gets from its lifecycle. A host
+        (inventory or adopted) with a profile: the local disk when
+        C{deployed}, else its deploy entry with a fresh token (recorded
+        with the address and the deploy entry's paths, so that the fetch of
+        that kernel marks it C{deploying}). A machine no inventory names is
+        recorded as discovered.
+
+        @param facts: the L{provisioner.menus.render.ClientFacts}.
+        @param resolution: the inventory's
+            L{provisioner.menus.inventory.Resolution} (adoption included).
+        @param server: what templates see as C{server} (C{http_url},
+            C{images_prefix}).
+        @param peer: the address the menu is served to.
+        @param preview: a preview (JSON API, tools): nothing is recorded and
+            the token is L{PREVIEW_TOKEN}.
+        @return: a L{BootDecision}, or L{None} when the lifecycle has
+            nothing to say (not loaded, no profile, not a host).
+        """
+        if not self.loaded:
+            return None
+        self.sync()
+        now = self.clock.seconds()
+        ip = peer or facts.ip
+        host = resolution.host
+        if host is None:
+            if not preview and facts.mac:
+                self._learn(ip, facts.mac)
+                self._seen(facts.mac, ip, None, facts, now)
+            return None
+        if resolution.profile is None:
+            return None
+        if not preview and ip and facts.mac:
+            self._learn(ip, facts.mac)
+        record = self.hosts.get(host.name)
+        if record is None:
+            if preview:
+                return BootDecision(host.name, READY, False, PREVIEW_TOKEN,
+                                    _callbackURL(server, host.name))
+            record, _ = self._newHost(host.name, host.macs, "the inventory names it with "
+                                      "profile %s" % (resolution.profile.name,), now=now)
+        if record.state == DEPLOYED:
+            return BootDecision(record.name, record.state, bootLocal=True)
+        if preview:
+            token = PREVIEW_TOKEN
+        else:
+            paths = deployPaths(resolution.profile, (server or {}).get("images_prefix"))
+            token = self._mint(record.name, ip, paths, now)
+        return BootDecision(record.name, record.state, False, token,
+                            _callbackURL(server, record.name))
+
+    # Tokens.
+
+    def _remember(self, token):
+        self.tokens[token.digest] = token
+        if token.ip:
+            self._tokensByIP.setdefault(token.ip, set()).add(token.digest)
+
+    def _drop(self, digests):
+        for d in digests:
+            token = self.tokens.pop(d, None)
+            if token is not None and token.ip:
+                same = self._tokensByIP.get(token.ip)
+                if same is not None:
+                    same.discard(d)
+                    if not same:
+                        del self._tokensByIP[token.ip]
+
+    def _mint(self, name, ip, paths, now):
+        token = self._newToken()
+        record = Token(digest=digest(token), host=name, minted=now, expires=now + self.tokenTTL,
+                       used=None, ip=ip, paths=list(paths))
+        self._remember(record)
+        self._write(self.store.saveToken(record), "a token of %s" % (name,))
+        live = [t.digest for t in self.tokens.values() if t.host == name and t.used is None]
+        stale = live[:-TOKENS_PER_HOST]
+        self._pruneTokens(now, stale)
+        return token
+
+    def _pruneTokens(self, now, extra=()):
+        """
+        Forget C{extra}, the tokens expired for more than a TTL (until then
+        they are refused as expired, not unknown), and the oldest beyond
+        C{maxTokens}.
+        """
+        gone = list(extra)
+        for d, token in self.tokens.items():
+            if token.expires + self.tokenTTL <= now:
+                gone.append(d)
+        excess = len(self.tokens) - len(set(gone)) - self.maxTokens
+        if excess > 0:
+            for d in self.tokens:
+                if excess <= 0:
+                    break
+                if d not in gone:
+                    gone.append(d)
+                    excess -= 1
+        if gone:
+            self._drop(gone)
+            self._write(self.store.forgetTokens(gone), "forgotten tokens")
+
+    def _useTokens(self, name, now):
+        """
+        Use up every live token of a host (its boot is over).
+        """
+        used = []
+        for token in self.tokens.values():
+            if token.host == name and token.used is None:
+                token.used = now
+                used.append(self._write(self.store.saveToken(token), "a token of %s" % (name,)))
+        return used
+
+    # Transfers.
+
+    def _learn(self, ip, mac):
+        if not ip or not mac:
+            return
+        self._macByIP[ip] = mac
+        self._macByIP.move_to_end(ip)
+        while len(self._macByIP) > _IP_MEMORY:
+            self._macByIP.popitem(last=False)
+
+    def _macOf(self, ip):
+        if self.clients is not None:
+            record = self.clients.byIP(ip)
+            if record is not None and record.mac:
+                return record.mac, record
+        mac = self._macByIP.get(ip)
+        if mac is None:
+            return None, None
+        record = self.clients.byMAC(mac) if self.clients is not None else None
+        return mac, record
+
+    def fetched(self, protocol, ip, path, outcome="complete"):
+        """
+        A transfer ended (the TFTP stats callback, the HTTP fetch hook).
+        A complete fetch of the deploy entry's kernel (or image) by the
+        address its menu went to makes that host C{deploying}; a machine no
+        inventory names is discovered (or seen again) with the file.
+        """
+        if not self.loaded or outcome != "complete" or not ip or not path:
+            return
+        self.sync()
+        now = self.clock.seconds()
+        path = path.lstrip("/")
+        for d in sorted(self._tokensByIP.get(ip, ()), key=lambda d: -self.tokens[d].minted):
+            token = self.tokens[d]
+            if token.used is not None or token.expires <= now or path not in token.paths:
+                continue
+            record = self.hosts.get(token.host)
+            if record is not None and record.state in (READY, FAILED):
+                self._transition(record, DEPLOYING, "booted its deploy entry: fetched %s over "
+                                 "%s from %s" % (path, protocol, ip), now)
+            return
+        mac, client = self._macOf(ip)
+        if mac is None or mac in self._adoptedByMAC or self._inInventory(mac, client):
+            return
+        self._seen(mac, ip, {"path": path, "protocol": protocol, "time": now}, None, now)
+
+    # Discovery.
+
+    def _seen(self, mac, ip, fetched, facts, now):
+        client = self.clients.byMAC(mac) if self.clients is not None else None
+        machine = self.machines.get(mac)
+        event = None
+        if machine is None:
+            machine = Machine(mac=mac, first_seen=now, files=[])
+            if fetched is not None:
+                why = "a MAC no inventory names fetched %s over %s from %s" % (
+                    fetched["path"], fetched["protocol"], ip)
+            else:
+                why = "a MAC no inventory names was served a boot menu at %s" % (ip,)
+            event = lifecycle.transition(mac, None, DISCOVERED, why, now)
+            self._history(mac).append(event)
+            self.log.info("hosts: discovered {mac}: {why}", mac=mac, why=why)
+        machine.last_seen = now
+        machine.ip = ip or machine.ip
+        arch = getattr(facts, "arch", None)
+        if arch is None and client is not None:
+            arch = client.arch
+        if arch is not None:
+            machine.arch = arch
+        if client is not None and client.vendor_class:
+            machine.vendor_class = client.vendor_class
+        uuid = _uuid(getattr(client, "uuid", None)) or _uuid(getattr(facts, "uuid", None))
+        if uuid:
+            machine.uuid = uuid
+        if fetched is not None:
+            machine.files.append(fetched)
+            del machine.files[:-self.filesPerMachine]
+        self.machines[mac] = machine
+        self.machines.move_to_end(mac)
+        self._write(self.store.saveMachine(machine, event, self.eventsPerHost),
+                    "discovered machine %s" % (mac,))
+        self._evictMachines()
+
+    def _evictMachines(self):
+        while len(self.machines) > self.maxDiscovered:
+            mac = next(iter(self.machines))
+            self._forgetMachine(mac)
+
+    def _forgetMachine(self, mac):
+        self.machines.pop(mac, None)
+        self.events.pop(mac, None)
+        self._write(self.store.forgetMachine(mac), "discovered machine %s" % (mac,))
+
+    # Requests (the JSON API).
+
+    def isAdmin(self, address):
+        """
+        Whether C{address} may change lifecycles (C{hosts.admin_networks}).
+        """
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.adminNetworks)
+
+    def callback(self, name, token, state, message=None, peer=None):
+        """
+        The booted system reports: C{state} is C{deploying} (progress),
+        C{deployed} or C{failed}. The token must be one minted for this
+        host's boot, unused and unexpired; a final report uses up the
+        host's tokens.
+
+        @return: a Deferred firing with the host's record (as a C{dict})
+            once saved.
+        @raise Refused: a wrong, reused or expired token (logged; nothing
+            changes).
+        @raise BadRequest: an unknown C{state}.
+        """
+        self._require()
+        if state not in (DEPLOYING, DEPLOYED, FAILED):
+            raise BadRequest("state must be deploying, deployed or failed (got %r)" % (state,))
+        now = self.clock.seconds()
+        record = self.hosts.get(name)
+        found = self.tokens.get(digest(token)) if token else None
+        problem = None
+        if not token:
+            problem = "no token"
+        elif found is None:
+            problem = "unknown token"
+        elif found.host != name:
+            problem = "the token is another host's"
+        elif found.used is not None:
+            problem = "the token was already used"
+        elif found.expires <= now:
+            problem = "the token expired"
+        elif record is None:
+            problem = "no such host"
+        elif record.state == DEPLOYED:
+            problem = "the host is deployed already"
+        if problem is not None:
+            self.log.warn("hosts: callback {state} for {host} from {peer} refused: {why}; "
+                          "nothing changed", state=state, host=name, peer=peer or "?",
+                          why=problem)
+            raise Refused(problem)
+        text = (": " + message) if message else ""
+        writes = []
+        if record.state in (READY, FAILED):
+            writes.append(self._transition(
+                record, DEPLOYING, "called back from its deploy entry at %s" % (peer,), now))
+        if state == DEPLOYING:
+            event = lifecycle.progress(name, DEPLOYING, "progress from %s%s" % (peer, text),
+                                       now)
+            self._history(name).append(event)
+            self.log.info("hosts: {host} progress: {why}", host=name, why=event.why)
+            writes.append(self._write(self.store.addEvent(event, self.eventsPerHost),
+                                      "an event of %s" % (name,)))
+        elif state == DEPLOYED:
+            writes.append(self._transition(
+                record, DEPLOYED, "the installed system called back from %s%s" % (peer, text),
+                now))
+            writes.extend(self._useTokens(name, now))
+        else:
+            writes.append(self._transition(
+                record, FAILED, "the deploy environment reported failure from %s%s" % (
+                    peer, text or ": no reason given"), now))
+            writes.extend(self._useTokens(name, now))
+        return defer.gatherResults(writes, consumeErrors=True).addCallback(
+            lambda _: self.hostInfo(name))
+
+    def redeploy(self, name, peer=None):
+        """
+        The host's next boot deploys again: C{deployed} (or C{failed},
+        C{deploying}) -> C{ready}; its outstanding tokens are used up.
+
+        @return: a Deferred firing with the host's record once saved.
+        """
+        self._require()
+        self.sync()
+        record = self.hosts.get(name)
+        if record is None:
+            raise NotFound("no host %r" % (name,))
+        if record.state == READY:
+            raise Conflict("%s is ready already: its next boot deploys" % (name,))
+        now = self.clock.seconds()
+        try:
+            d = self._transition(record, READY, "redeploy requested from %s" % (
+                peer or "the command line",), now)
+        except TransitionRefused as e:
+            raise Conflict(str(e))
+        writes = [d] + self._useTokens(name, now)
+        return defer.gatherResults(writes, consumeErrors=True).addCallback(
+            lambda _: self.hostInfo(name))
+
+    def adopt(self, mac, name, profile, peer=None):
+        """
+        A discovered machine (or any MAC no inventory names) becomes the
+        host C{name} with C{profile}, at once: its next boot is its
+        profile's deploy entry. The inventory file is not touched: the
+        answer carries the YAML stanza to paste into it.
+
+        @return: a Deferred firing with C{{"host": ..., "yaml": ...}} once
+            saved.
+        """
+        self._require()
+        self.sync()
+        try:
+            mac = normaliseMAC(mac)
+        except (ValueError, TypeError):
+            raise BadRequest("not a MAC address: %r" % (mac,))
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise BadRequest("a host name has 1 to 63 characters, no spaces, no '/', no "
+                             "leading '.' (got %r)" % (name,))
+        inventory = self.inventory()
+        if inventory is None:
+            raise Conflict("no inventory (the menus service is not running): no profile to "
+                           "adopt with")
+        if profile not in inventory.profiles:
+            raise BadRequest("no profile %r in the inventory (profiles: %s)" % (
+                profile, ", ".join(sorted(inventory.profiles)) or "none"))
+        if name in inventory.hosts or name in self.hosts:
+            raise Conflict("%s is a host already" % (name,))
+        owner = inventory.lookup(mac=mac)
+        if owner is not None or mac in self._adoptedByMAC:
+            raise Conflict("%s is host %s's already" % (
+                mac, owner.name if owner is not None else self._adoptedByMAC[mac]))
+        why = "adopted by %s with profile %s" % (peer or "the command line", profile)
+        d = self._adopt(mac, name, [mac], profile, why, self.clock.seconds())
+        return d.addCallback(lambda _: {"host": self.hostInfo(name),
+                                        "yaml": inventoryStanza(name, mac, profile)})
+
+    def _adopt(self, mac, name, macs, profile, why, now):
+        machine = self.machines.pop(mac, None)
+        source = DISCOVERED if machine is not None else None
+        event = lifecycle.transition(name, source, READY, why, now)
+        history = self.events.pop(mac, None) or []
+        self.events[name] = collections.deque(list(history) + [event], maxlen=self.eventsPerHost)
+        for e in self.events[name]:
+            e.key = name
+        record = HostRecord(name=name, state=READY, since=now, reason=why, macs=list(macs),
+                            profile=profile, adopted=profile is not None, created=now)
+        self.hosts[name] = record
+        self._indexAdopted(record)
+        self.log.info("hosts: {mac} is host {host} now, ready: {why}", mac=mac, host=name,
+                      why=why)
+        return self._write(self.store.adopt(mac, record, event, self.eventsPerHost),
+                           "the adoption of %s" % (mac,))
+
+    # Queries.
+
+    def hostInfo(self, name):
+        """
+        A host's record as a C{dict}, with its last event.
+        """
+        record = self.hosts.get(name)
+        if record is None:
+            raise NotFound("no host %r" % (name,))
+        history = self.events.get(name)
+        inventory = self.inventory()
+        out = record.asDict()
+        out["in_inventory"] = inventory is not None and name in inventory.hosts
+        out["last_event"] = history[-1].asDict() if history else None
+        return out
+
+    def hostsList(self):
+        """
+        Every host with a lifecycle, by name.
+        """
+        self.sync()
+        return [self.hostInfo(name) for name in sorted(self.hosts)]
+
+    def machineInfo(self, mac):
+        try:
+            mac = normaliseMAC(mac)
+        except (ValueError, TypeError):
+            raise BadRequest("not a MAC address: %r" % (mac,))
+        machine = self.machines.get(mac)
+        if machine is None:
+            raise NotFound("no discovered machine %s" % (mac,))
+        out = machine.asDict()
+        out["files"] = [dict(f) for f in machine.files]
+        return out
+
+    def machinesList(self):
+        """
+        The discovered machines, most recently seen first.
+        """
+        self.sync()
+        return [self.machineInfo(mac) for mac in reversed(self.machines)]
+
+    def eventsOf(self, key):
+        """
+        The history of a host (by name) or of a discovered machine (by
+        MAC), oldest first.
+        """
+        if key not in self.hosts:
+            try:
+                mac = normaliseMAC(key)
+            except (ValueError, TypeError):
+                mac = None
+            if mac is None or (mac not in self.machines and mac not in self.events):
+                raise NotFound("no host or discovered machine %r" % (key,))
+            key = mac
+        return [e.asDict() for e in self.events.get(key, ())]
