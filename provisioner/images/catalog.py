@@ -43,8 +43,10 @@ from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import ImageEntry, classify
 from provisioner.images.resolver import ImagesResolver
 from provisioner.images.state import isCurrent, loadState, statePath, writeState
+from provisioner.images.watch import snapshot
 
 __all__ = ["Catalog"]
+
 
 def _syncRunner(f, *args, **kwargs):
     return defer.maybeDeferred(f, *args, **kwargs)
@@ -334,7 +336,6 @@ class Catalog:
 
         @return: a Deferred that fires when the hashes it started are done.
         """
-        from provisioner.images.watch import snapshot
         name = under.replace(os.sep, "/")
         if not under:
             self._reopenIfReplaced()
@@ -345,23 +346,9 @@ class Catalog:
                           directory=self.directory, error=e.strerror or str(e))
             root = None
         if root is not None and under:
-            try:
-                st = root.stat(under)
-                isLink = stat.S_ISLNK(os.lstat(os.path.join(self.directory, under)).st_mode)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-                    self._refused(name, e)
-                self.removed(name)
-                return defer.succeed(None)
-            if stat.S_ISREG(st.st_mode):
-                entry = self.entries.get(name)
-                if entry is not None and entry.matches(st):
-                    return defer.succeed(None)
-                return self.changed(under)
-            if not stat.S_ISDIR(st.st_mode) or isLink:
-                # A FIFO, a device, or a symlinked directory (not entered).
-                self.removed(name)
-                return defer.succeed(None)
+            done = self._rescanPath(root, under, name)
+            if done is not None:
+                return done
         if root is None:
             found = {}
         else:
@@ -370,6 +357,46 @@ class Catalog:
                              lambda rel: root.stat(os.path.join(under, rel)))
         if under:
             found = {os.path.join(under, k): v for k, v in found.items()}
+        return self._reconcile(under, name, found)
+
+    def _rescanPath(self, root, under, name):
+        """
+        The first step of L{rescan} below C{under}: look at that path
+        itself. A regular file is hashed unless it is the catalogued one;
+        a path that is gone, refused, not a directory or a symlinked
+        directory is dropped.
+
+        @return: a Deferred when that was all, or L{None} when C{under} is
+            a directory to walk.
+        """
+        try:
+            st = root.stat(under)
+            isLink = stat.S_ISLNK(os.lstat(os.path.join(self.directory, under)).st_mode)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                self._refused(name, e)
+            self.removed(name)
+            return defer.succeed(None)
+        if stat.S_ISREG(st.st_mode):
+            entry = self.entries.get(name)
+            if entry is not None and entry.matches(st):
+                return defer.succeed(None)
+            return self.changed(under)
+        if not stat.S_ISDIR(st.st_mode) or isLink:
+            # A FIFO, a device, or a symlinked directory (not entered).
+            self.removed(name)
+            return defer.succeed(None)
+        return None
+
+    def _reconcile(self, under, name, found):
+        """
+        The last step of L{rescan}: drop the entries below C{under} that
+        are not in C{found} (C{{relpath: signature}}, from
+        L{provisioner.images.watch.snapshot}) and hash the files of
+        C{found} that are new or different and not being hashed already.
+
+        @return: a Deferred that fires when those hashes are done.
+        """
         waits = []
         prefix = name + "/"
         for known in list(self.entries):
