@@ -44,7 +44,6 @@ import select
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -52,7 +51,7 @@ import zlib
 from twisted.trial.unittest import SynchronousTestCase
 
 from provisioner.imagecast import ranges as R
-from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E, sha256File, waitFor
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E, waitFor
 from tests.qemu_lab import readEvents, writeUdhcpcScript
 
 #: the seed of a run unless C{PROVISIONER_FUZZ_SEED} names another
@@ -224,12 +223,16 @@ class Watch:
 
     def logProblems(self):
         """
-        The log's lines with a traceback or at critical level, and how many
-        lines it has.
+        The log's lines that start a traceback or are at critical level
+        (twistd writes the level after the namespace: C{[name#critical]}),
+        and how many lines it has. (A one-line message that only quotes an
+        AMP error's text, C{"...\\nTraceback (failure with no frames)..."},
+        is not a traceback.)
         """
         lines = self.logLines()
         return [line for line in lines
-                if "Traceback" in line or "critical" in line.lower()], len(lines)
+                if "Traceback (most recent call last)" in line or "#critical]" in line or
+                "Unhandled Error" in line], len(lines)
 
 
 def mib(n):
@@ -1227,3 +1230,718 @@ class DHCPFuzzTests(FuzzCase):
         "fill the buffer and every reply meanwhile, broadcast OFFERs too, fails with EAGAIN "
         "and is dropped in _ResponderProtocol.send (one debug line): a peer sending them "
         "every 3 s keeps the server from answering anyone on that interface")
+
+
+# -- imagecast's control channel ----------------------------------------------
+
+IMAGECAST_SUBNET = 62
+#: C{imagecast.max_box_bytes} of the run (the smallest allowed)
+MAX_BOX = 1 << 17
+
+# The limits on what the appliance keeps of its receivers' reports are
+# lowered (max_report_ranges, max_session_ranges): a registered receiver
+# may have it keep 65,536 ranges per report by default (some 6 MiB), and
+# finished sessions are kept for their scorecard; the RSS bound is about
+# what hostile input leaves, not about those limits. Reports of 50,000
+# ranges then test the cutting.
+
+IMAGECAST_CONFIG = """\
+tftp:
+  enabled: false
+imagecast:
+  enabled: true
+  address: 127.0.0.1
+  port: 0
+  root: {d}/images
+  interface: 198.18.{s}.1
+  server_name: fuzz-appliance
+  receivers_file: {d}/receivers
+  rate: 20
+  rate_min: 1
+  rate_max: 50
+  max_wait: 5
+  announce_timeout: 0.5
+  report_timeout: 1
+  client_timeout: 2
+  max_rounds: 3
+  keep_sessions: 5
+  max_box_bytes: {box}
+  max_report_ranges: 4096
+  max_session_ranges: 12288
+"""
+
+#: receivers with a secret (the fuzzer's persistent connections)
+RECEIVERS = ["fz%d" % (i,) for i in range(8)]
+
+
+def secretOf(clientId):
+    return hashlib.sha256(b"fuzz secret " + clientId.encode()).hexdigest().encode()
+
+
+def ampBox(pairs):
+    """
+    Encode an AMP box from C{(key, value)} pairs (bytes, in order; keys
+    may repeat).
+    """
+    out = bytearray()
+    for key, value in pairs:
+        out += struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
+    return bytes(out + b"\x00\x00")
+
+
+def parseBoxes(data):
+    """
+    The complete boxes at the start of C{data} (as dicts) and what is left.
+    """
+    boxes = []
+    start = 0
+    while True:
+        box = {}
+        i = start
+        while True:
+            if i + 2 > len(data):
+                return boxes, data[start:]
+            n = struct.unpack_from("!H", data, i)[0]
+            i += 2
+            if n == 0:
+                break
+            if i + n + 2 > len(data):
+                return boxes, data[start:]
+            key = data[i:i + n]
+            i += n
+            m = struct.unpack_from("!H", data, i)[0]
+            i += 2
+            if i + m > len(data):
+                return boxes, data[start:]
+            box[key] = data[i:i + m]
+            i += m
+        boxes.append(box)
+        start = i
+
+
+#: the answers the server gave the fuzzer's boxes, by error code
+OUTCOMES = collections.Counter()
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7f
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class AMPConnection:
+    """
+    One control connection of the fuzzer, raw: boxes are bytes. Commands
+    the server sends (C{Ping}, C{Pieces}, C{Announce}, C{EndRound},
+    C{EndSession}) are answered as a receiver answers them, and the
+    session and round they name are kept.
+    """
+
+    def __init__(self, namespace, port, trail, name):
+        self.sock = socketIn(namespace, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.trail = trail
+        self.name = name
+        self.buffer = b""
+        self.answers = {}
+        self.closed = False
+        self.tags = 0
+        self.rounds = {}
+        self.outcomes = OUTCOMES
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def send(self, data):
+        """
+        Send C{data}; L{False} if the server has closed the connection.
+        """
+        self.trail.add(self.name, data)
+        view = memoryview(data)
+        while view and not self.closed:
+            try:
+                sent = self.sock.send(view)
+                view = view[sent:]
+            except BlockingIOError:
+                self.pump()
+                select.select([self.sock], [self.sock], [], 1)
+            except OSError:
+                self.closed = True
+        return not self.closed
+
+    def pump(self):
+        """
+        Read and handle what the server sent.
+        """
+        while not self.closed:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                break
+            boxes, self.buffer = parseBoxes(self.buffer + data)
+            for box in boxes:
+                self._handle(box)
+
+    def _handle(self, box):
+        if b"_answer" in box:
+            self.answers[box[b"_answer"]] = box
+            self.outcomes["answered"] += 1
+        elif b"_error" in box:
+            self.answers[box[b"_error"]] = box
+            self.outcomes[box.get(b"_error_code", b"?").decode(errors="replace")] += 1
+        elif b"_command" in box:
+            command = box[b"_command"]
+            try:
+                session = int(box.get(b"session", b"0"))
+                if command in (b"Announce", b"EndRound", b"Pieces"):
+                    self.rounds[session] = int(box.get(b"round", b"0"))
+                elif command == b"EndSession":
+                    self.rounds.pop(session, None)
+            except ValueError:
+                pass
+            if b"_ask" in box:
+                self.sock.sendall(ampBox([(b"_answer", box[b"_ask"])]))
+
+    def tag(self):
+        self.tags += 1
+        return b"%s.%d" % (self.name.encode(), self.tags)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+class Connections:
+    """
+    The fuzzer's open connections, pumped together (a call on one may
+    wait for another to answer the server's Ping).
+    """
+
+    def __init__(self):
+        self.all = []
+
+    def add(self, connection):
+        self.all.append(connection)
+        return connection
+
+    def pumpAll(self, timeout=0.0):
+        live = [c for c in self.all if not c.closed]
+        if not live:
+            return
+        readable = select.select(live, [], [], timeout)[0]
+        for c in readable:
+            c.pump()
+
+    def call(self, connection, pairs, timeout=10):
+        """
+        Send a box with an C{_ask} tag and wait for its answer (pumping
+        every connection).
+
+        @return: the answer or error box, or L{None} if the connection was
+            closed first.
+        """
+        tag = connection.tag()
+        connection.send(ampBox(list(pairs) + [(b"_ask", tag)]))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if tag in connection.answers:
+                return connection.answers.pop(tag)
+            if connection.closed:
+                return None
+            self.pumpAll(0.05)
+        raise AssertionError("no answer to %r on %s within %d s" % (pairs[:1], connection.name,
+                                                                   timeout))
+
+    def closeAll(self):
+        for c in self.all:
+            c.close()
+        self.all = []
+
+
+class AMPFuzzer:
+    """
+    Makes AMP boxes for the control channel: valid commands with mutated
+    arguments, unknown commands; and the boxes that must cost the sender
+    its connection.
+    """
+
+    def __init__(self, rnd, imageSize, sha256):
+        self.rnd = rnd
+        self.m = Mutator(rnd)
+        self.size = imageSize
+        self.sha256 = sha256
+        self._bomb = None
+
+    def integer(self, known=()):
+        rnd = self.rnd
+        roll = rnd.random()
+        if known and roll < 0.5:
+            return b"%d" % (rnd.choice(list(known)),)
+        if roll < 0.75:
+            return b"%d" % (rnd.choice((0, 1, 2, 3, -1, -2, 65535, 65536, 1 << 31, 1 << 63,
+                                        -(1 << 63), 1 << 64, self.size, self.size - 1,
+                                        self.size + 1, rnd.getrandbits(40))),)
+        return rnd.choice((b"", b"-", b"0x10", b"1e3", b" 1", b"1 ", b"+1", b"1_000",
+                           b"\xff", b"nan", b"\xd9\xa1", b"9" * 30, b"-" + b"9" * 60,
+                           b"9" * 5000, b"1.5", b"\x00"))
+
+    def floating(self):
+        return self.rnd.choice((b"0", b"0.5", b"1", b"-1", b"nan", b"inf", b"-inf", b"1e308",
+                                b"1e309", b"-1e309", b"", b"abc", b"1e-320", b"0x1p3",
+                                b"9" * 400, b"\xff"))
+
+    def text(self):
+        rnd = self.rnd
+        return rnd.choice((b"fuzz", b"", b"\xff\xfe", b"\xc3\x28", b"a" * 201, b"a" * 300,
+                           b"\x00", b"fz0", b"fz1", b"fz7", b"fz0:disk", b"nobody",
+                           # (not longer: see test_longIdErrorTooLong)
+                           b"\xe2\x80\xae", b"x" * rnd.choice((1000, 60000)),
+                           b"198.18.62.9", b"%s%n", b"disk.img", b"../disk.img"))
+
+    def rangeBytes(self):
+        """
+        A C{ranges} value: valid, or malformed in one of the ways a range
+        list can be.
+        """
+        rnd = self.rnd
+        roll = rnd.random()
+        if roll < 0.35:
+            count = rnd.choice((0, 1, 2, 10, 100, 1000))
+            cuts = sorted(rnd.sample(range(self.size + 1), min(2 * count, self.size)))
+            ranges = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)
+                      if cuts[i] < cuts[i + 1]]
+            return R.toWire(ranges)
+        body = rnd.choice((
+            b"",
+            varint(0) + varint(self.size + 1),                   # beyond the image
+            varint(5) + varint(0),                               # empty range
+            varint(0) + varint(10) + varint(0) + varint(10),     # touching ranges
+            varint(1 << 70) + varint(1),                         # huge
+            b"\xff" * 12 + b"\x01",                              # overlong varint
+            varint(0) + b"\x80",                                 # truncated varint
+            varint(0),                                           # odd count
+            bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 200))),
+            (varint(1) + varint(1)) * 50000,                     # 50,000 ranges
+        ))
+        kind = rnd.random()
+        if kind < 0.7:
+            return b"\x01" + zlib.compress(body)
+        if kind < 0.8:
+            return b"\x01" + zlib.compress(body)[:rnd.randrange(1, 8)]
+        if kind < 0.9:
+            return bytes((rnd.choice((0, 2, 255)),)) + zlib.compress(body)
+        return self.m.mutate(b"\x01" + zlib.compress(body))
+
+    def bomb(self):
+        """
+        A range list of 65 KB that inflates to 24 million ranges.
+        """
+        if self._bomb is None:
+            self._bomb = b"\x01" + zlib.compress(b"\x01" * (48 << 20), 9)
+        return self._bomb
+
+    def chunked(self, key, value):
+        """
+        C{value} spread over C{key}, C{key.1}, ... (AMP values are at most
+        65,535 bytes), sometimes with a piece missing or out of order.
+        """
+        pieces = [value[i:i + 0xffff] for i in range(0, len(value), 0xffff)] or [b""]
+        pairs = [(key if i == 0 else key + b".%d" % (i,), piece)
+                 for i, piece in enumerate(pieces)]
+        roll = self.rnd.random()
+        if roll < 0.05 and len(pairs) > 1:
+            del pairs[1]
+        elif roll < 0.1:
+            pairs.append((key + b".%d" % (len(pairs) + 3,), b"\x00" * 10))
+        elif roll < 0.15:
+            self.rnd.shuffle(pairs)
+        return pairs
+
+    def command(self, sessions, nonce=None):
+        """
+        One box of a valid command (or of an unknown one) with mutated
+        arguments, without its C{_ask}.
+
+        @param sessions: C{{session id: round}} the connection has heard of.
+        @param nonce: the connection's challenge nonce, if it has one.
+        """
+        rnd = self.rnd
+        ids = list(sessions)
+        rounds = list(sessions.values()) or [0]
+        name = rnd.choices(*zip(*(
+            (b"ReportMissing", 25), (b"Register", 12), (b"Progress", 10), (b"FetchRange", 10),
+            (b"Status", 8), (b"Complete", 6), (b"StartSession", 6), (b"Challenge", 5),
+            (b"Leave", 3), (b"Ping", 2), (b"Announce", 2), (b"Pieces", 2), (b"Frobnicate", 2),
+            (b"", 2), (b"\xff\xfe", 1), (b"register", 1), (b"Register\x00", 1),
+            (b"_command", 1), (b"x" * 255, 1))))[0]
+        pairs = [(b"_command", name)]
+        if name == b"Register":
+            clientId = rnd.choice([c.encode() for c in RECEIVERS] + [self.text()])
+            pairs += [(b"clientId", clientId), (b"address", self.text())]
+            if rnd.random() < 0.5:
+                pairs.append((b"image", self.text()))
+            if rnd.random() < 0.7:
+                proof = bytes(rnd.getrandbits(8) for _ in range(rnd.choice((0, 31, 32, 33))))
+                if nonce is not None and rnd.random() < 0.5:
+                    try:
+                        proof = __import__("provisioner.imagecast.commands", fromlist=[
+                            "registrationProof"]).registrationProof(
+                                secretOf(clientId.decode()), nonce, clientId.decode(),
+                                "fuzz-appliance")
+                    except (UnicodeDecodeError, KeyError):
+                        pass
+                pairs.append((b"proof", proof))
+        elif name == b"ReportMissing":
+            pairs += [(b"session", b"%d" % (rnd.choice(ids),) if ids and rnd.random() < 0.5
+                       else self.integer(ids)),
+                      (b"round", b"%d" % (rnd.choice(rounds),) if rnd.random() < 0.5
+                       else self.integer(rounds))]
+            value = self.bomb() if rnd.random() < 0.005 else self.rangeBytes()
+            pairs += self.chunked(b"ranges", value)
+        elif name == b"Complete":
+            pairs += [(b"session", self.integer(ids)),
+                      (b"sha256", rnd.choice((self.sha256.encode(), b"0" * 64, self.text())))]
+        elif name == b"Leave":
+            pairs += [(b"session", self.integer(ids)), (b"reason", self.text())]
+        elif name == b"Progress":
+            pairs += [(b"session", self.integer(ids)), (b"round", self.integer(rounds)),
+                      (b"position", self.integer())]
+        elif name == b"FetchRange":
+            pairs += [(b"session", self.integer(ids)), (b"offset", self.integer()),
+                      (b"length", rnd.choice((b"1", b"60000", b"60001", b"0", b"-1",
+                                              self.integer())))]
+        elif name == b"StartSession":
+            # (no NUL in the name: see test_startSessionNulImage)
+            image = rnd.choice((b"disk.img", b"nosuch.img", b"../disk.img", b"/etc/passwd",
+                                b"", b"\xff\xfe", b"a" * 300, b"images/../disk.img",
+                                b"./disk.img", b".", b"disk.img/", b"DISK.IMG"))
+            pairs.append((b"image", image))
+            options = [(b"minReceivers", self.integer()), (b"maxWait", self.floating()),
+                       (b"rate", self.floating()), (b"maxRounds", self.integer())]
+            pairs += [o for o in options if rnd.random() < 0.6]
+        elif name == b"Status":
+            for key, value in ((b"session", self.integer(ids)),
+                               (b"detail", rnd.choice((b"True", b"False", b"true", b"",
+                                                       b"\xff"))),
+                               (b"wait", rnd.choice((b"0", b"0.01", b"nan", b"-1", b"inf",
+                                                     self.floating()))),
+                               (b"rounds", self.integer())):
+                if rnd.random() < 0.4:
+                    pairs.append((key, value))
+        else:
+            for _ in range(rnd.randrange(3)):
+                pairs.append((rnd.choice((b"session", b"x", b"\xff", b"_answer.x")),
+                              self.text()))
+        roll = rnd.random()
+        if roll < 0.08 and len(pairs) > 1:
+            del pairs[rnd.randrange(1, len(pairs))]                 # a missing argument
+        elif roll < 0.14:
+            pairs.append((rnd.choice((b"extra", b"k" * 255, b"\x00", b"session.1")),
+                          self.text()))                             # an unknown one
+        elif roll < 0.18 and len(pairs) > 1:
+            pairs.append(rnd.choice(pairs[1:]))                     # a repeated key
+        elif roll < 0.20:
+            pairs += [(b"k%d" % (i,), b"") for i in range(rnd.randrange(100, 3000))]
+        pairs = self.fit(pairs)
+        if name == b"StartSession":
+            # never a session the run did not start itself (it could wait
+            # for receivers past the run): one option out of its range, last
+            # (the last of a repeated key wins)
+            pairs.append(rnd.choice(((b"minReceivers", b"0"), (b"maxWait", b"-1"),
+                                     (b"rate", b"1000"), (b"maxRounds", b"0"))))
+        return pairs
+
+    def fit(self, pairs):
+        """
+        Cut the box's values so that it stays within the box limit: what
+        the ordinary boxes test is the arguments, not the limit.
+        """
+        room = MAX_BOX - 4096
+        out = []
+        for key, value in pairs:
+            value = value[:0xffff]
+            cost = 4 + len(key) + len(value)
+            if cost > room:
+                value = value[:max(0, room - 4 - len(key))]
+                cost = 4 + len(key) + len(value)
+            room -= cost
+            out.append((key, value))
+        return out
+
+    def killer(self):
+        """
+        A box (or bytes) that must cost the sender its connection, and
+        what it is; C{(name, data, dropped)}: C{dropped} says whether the
+        server must close the connection.
+        """
+        rnd = self.rnd
+        kind = rnd.choice(("oversize box", "oversize key", "no command", "unknown answer",
+                           "error without code", "truncated box", "truncated value",
+                           "garbage", "nothing"))
+        valid = ampBox([(b"_command", b"Status"), (b"_ask", b"k")])
+        if kind == "oversize box":
+            # far beyond max_box_bytes, never terminated: refused, not buffered
+            value = b"\xee" * 0xffff
+            data = b"".join(struct.pack("!H", 4) + b"k%03d" % (i % 1000,) +
+                            struct.pack("!H", len(value)) + value for i in range(128))
+            return kind, data, True
+        if kind == "oversize key":
+            return kind, struct.pack("!H", rnd.choice((256, 1000, 0xffff))) + b"k" * 300, True
+        if kind == "no command":
+            return kind, ampBox([(b"session", b"1"), (b"round", b"1")]), True
+        if kind == "unknown answer":
+            return kind, ampBox([(b"_answer", b"no-such-tag")]), True
+        if kind == "error without code":
+            return kind, ampBox([(b"_error", b"no-such-tag")]), True
+        if kind == "truncated box":
+            return kind, valid[:rnd.randrange(1, len(valid) - 1)], False
+        if kind == "truncated value":
+            return kind, struct.pack("!H", 8) + b"_command" + struct.pack("!H", 5000) + \
+                b"Status", False
+        if kind == "garbage":
+            return kind, self.m.garbage(2000), False
+        return kind, b"", False
+
+
+class ImagecastFuzzTests(FuzzCase):
+    """
+    imagecast's control channel, run as a user runs it (the appliance in a
+    lab namespace, its control channel on that namespace's 127.0.0.1),
+    against 10^4 hostile AMP boxes while a session runs.
+    """
+
+    part = "imagecast"
+
+    def setUp(self):
+        requireE2E(root=True, netns=True, tools=["ip"])
+        self.lab = NetLab(hosts=1, subnet=IMAGECAST_SUBNET)
+        self.addCleanup(self.lab.close)
+        self.host = self.lab.hosts[0]
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "images"))
+        self.image = random.Random(DEFAULT_SEED).randbytes(512 << 10)
+        self.sha256 = hashlib.sha256(self.image).hexdigest()
+        with open(os.path.join(self.directory, "images", "disk.img"), "wb") as f:
+            f.write(self.image)
+        receivers = os.path.join(self.directory, "receivers")
+        with open(os.open(receivers, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            for clientId in RECEIVERS:
+                f.write(b"%s %s\n" % (clientId.encode(), secretOf(clientId)))
+        self.appliance = Appliance(self.directory, IMAGECAST_CONFIG.format(
+            d=self.directory, s=IMAGECAST_SUBNET, box=MAX_BOX), host=self.host)
+        self.addCleanup(self.appliance.kill)
+        self.appliance.start(ready="imagecast control channel on")
+        found = re.findall(r"imagecast control channel on 127\.0\.0\.1:(\d+)",
+                           self.appliance.log())
+        self.assertTrue(found, self.appliance._tail())
+        self.port = int(found[-1])
+        self.connections = Connections()
+        self.addCleanup(self.connections.closeAll)
+
+    def status(self):
+        """
+        C{provisioner imagecast status} over the control channel answers
+        with the scorecard.
+        """
+        result = self.host.run(
+            PROVISIONER + ["imagecast", "status", "--json", "--port", str(self.port),
+                           "--timeout", "10"],
+            check=False, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+        out = result.stdout.decode(errors="replace")
+        if result.returncode != 0:
+            raise AssertionError("imagecast status exited %d: %s" % (result.returncode,
+                                                                     out[-1500:]))
+        try:
+            card = json.loads(out[out.index("{"):])
+        except ValueError:
+            raise AssertionError("imagecast status printed no scorecard: %s" % (out[-1500:],))
+        if "sessions" not in card:
+            raise AssertionError("a scorecard without sessions: %s" % (out[-1500:],))
+
+    def connect(self, name):
+        return self.connections.add(AMPConnection(self.host.name, self.port, self.trail, name))
+
+    def register(self, connection, clientId):
+        """
+        Register C{clientId} on C{connection} as a receiver does (Challenge,
+        then Register with the proof).
+
+        @return: the answer box.
+        """
+        from provisioner.imagecast.commands import registrationProof
+        challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
+        if challenge is None or b"nonce" not in challenge:
+            raise AssertionError("no challenge on %s: %r" % (connection.name, challenge))
+        proof = registrationProof(secretOf(clientId), challenge[b"nonce"], clientId,
+                                  challenge[b"server"].decode())
+        return self.connections.call(connection, [
+            (b"_command", b"Register"), (b"clientId", clientId.encode()),
+            (b"address", b"198.18.%d.9" % (IMAGECAST_SUBNET,)), (b"proof", proof)])
+
+    def startSession(self, admin):
+        """
+        Start a session of disk.img that runs as soon as one receiver is
+        enrolled; return its id.
+        """
+        answer = self.connections.call(admin, [
+            (b"_command", b"StartSession"), (b"image", b"disk.img"), (b"minReceivers", b"1"),
+            (b"maxWait", b"0.3"), (b"maxRounds", b"2")], timeout=30)
+        if answer is None or b"session" not in answer:
+            self.failRun("StartSession failed: %r" % (answer,))
+        return int(answer[b"session"])
+
+    def running(self, admin):
+        answer = self.connections.call(admin, [(b"_command", b"Status")])
+        if answer is None or b"scorecard" not in answer:
+            self.failRun("Status failed: %r" % (answer,))
+        data = b"".join(answer[k] for k in sorted(
+            (k for k in answer if k == b"scorecard" or k.startswith(b"scorecard.")),
+            key=lambda k: int(k.split(b".")[1]) if b"." in k else 0))
+        card = json.loads(data.decode())
+        return [s["session"] for s in card["sessions"] if s["state"] != "done"]
+
+    def test_fuzz(self):
+        """
+        If 10^4 AMP boxes (valid commands with mutated arguments, unknown
+        commands, range bombs; then truncated, oversize and malformed
+        boxes) reach the control channel over a few connections while a
+        session runs, the appliance keeps running and serving
+        (C{provisioner imagecast status}), refuses the oversize boxes
+        instead of buffering them, its memory and descriptors stay bounded
+        and it logs no traceback.
+        """
+        self.startRun(self.appliance, self.status)
+        OUTCOMES.clear()
+        rnd = self.rnd
+        fuzzer = AMPFuzzer(rnd, len(self.image), self.sha256)
+        admin = self.connect("admin")
+        boxes = 0
+        sessions = 0
+        main = []
+        for i in range(4):
+            connection = self.connect("fz%d" % (i,))
+            answer = self.register(connection, "fz%d" % (i,))
+            boxes += 2
+            if answer is None or b"server" not in answer:
+                self.failRun("fz%d could not register: %r" % (i, answer))
+            main.append(connection)
+        self.startSession(admin)
+        sessions += 1
+        unexpected = []
+        killers = collections.Counter()
+        notDropped = []
+        mainBoxes = BOXES - 8 - 60 * 6
+        while boxes < mainBoxes:
+            for connection in main:
+                nonce = None
+                if rnd.random() < 0.05:
+                    challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
+                    boxes += 1
+                    nonce = challenge.get(b"nonce") if challenge else None
+                for _ in range(25):
+                    pairs = fuzzer.command(connection.rounds, nonce)
+                    if rnd.random() < 0.9:
+                        pairs.append((b"_ask", connection.tag()))
+                    connection.send(ampBox(pairs))
+                    boxes += 1
+                    connection.pump()
+                answer = self.connections.call(connection, [(b"_command", b"Status")])
+                boxes += 1
+                if answer is None:
+                    unexpected.append(connection.name)
+                    self.failRun("the server closed %s, which sent only well-formed boxes" % (
+                        connection.name,))
+            if not self.running(admin) and sessions < 6:
+                self.startSession(admin)
+                sessions += 1
+            boxes += 2
+        # the end of a connection's life: a few boxes, then one that must
+        # cost it the connection, or the connection just closes
+        for n in range(60):
+            connection = self.connect("k%d" % (n,))
+            for _ in range(5):
+                pairs = fuzzer.command(connection.rounds)
+                pairs.append((b"_ask", connection.tag()))
+                connection.send(ampBox(pairs))
+                boxes += 1
+            kind, data, mustDrop = fuzzer.killer()
+            killers[kind] += 1
+            connection.send(data)
+            boxes += 1
+            if mustDrop:
+                deadline = time.monotonic() + 5
+                while not connection.closed and time.monotonic() < deadline:
+                    connection.pump()
+                    select.select([connection], [], [], 0.05)
+                if not connection.closed:
+                    notDropped.append(kind)
+            connection.close()
+        self.connections.closeAll()
+        self.verdict(
+            "%d AMP boxes (%d sessions started; connections cut: %s)" % (
+                boxes, sessions, ", ".join("%s %d" % kv for kv in sorted(killers.items()))),
+            "; answers: %s" % (", ".join("%s %d" % kv for kv in OUTCOMES.most_common()),))
+        self.assertEqual(notDropped, [], "boxes the server should have refused by closing "
+                         "the connection (seed %d)" % (self.seed,))
+        self.assertGreaterEqual(boxes, BOXES)
+
+    def test_startSessionNulImage(self):
+        """
+        If an operator's StartSession names an image with a NUL byte, it is
+        refused with the declared C{NO_SUCH_IMAGE}, the connection stays
+        up and the log has no traceback.
+        """
+        self.trail = Trail()
+        connection = self.connect("admin")
+        answer = self.connections.call(connection, [
+            (b"_command", b"StartSession"), (b"image", b"disk.img\x00x")])
+        self.assertIsNotNone(answer, "the server closed the connection")
+        self.assertEqual(answer.get(b"_error_code"), b"NO_SUCH_IMAGE", answer)
+        self.assertIsNotNone(self.connections.call(connection, [(b"_command", b"Status")]))
+        self.assertNotIn("Traceback", self.appliance.log())
+
+    test_startSessionNulImage.todo = (
+        "provisioner/imagecast/source.py resolveImage passes the name to os.path.realpath, "
+        "which raises ValueError (embedded null byte), not NoSuchImage: "
+        "controller.startSession lets it out, the responder logs it with a traceback at "
+        "error level and the connection is closed (with imagecast.auto_start, a receiver's "
+        "Register with such an image name takes the same path through "
+        "Controller._autoStart)")
+
+    def test_longIdErrorTooLong(self):
+        """
+        If any peer answers a Challenge with a Register whose client id is
+        65,530 bytes long (and a wrong proof), it gets the declared
+        C{NOT_AUTHENTICATED}, keeps its connection, and the log has no
+        traceback.
+        """
+        self.trail = Trail()
+        connection = self.connect("peer")
+        self.assertIsNotNone(self.connections.call(connection, [(b"_command", b"Challenge")]))
+        answer = self.connections.call(connection, [
+            (b"_command", b"Register"), (b"clientId", b"x" * 65530), (b"address", b"a"),
+            (b"proof", b"p" * 32)])
+        self.assertIsNotNone(answer, "the server closed the connection")
+        self.assertEqual(answer.get(b"_error_code"), b"NOT_AUTHENTICATED", answer)
+        self.assertNotIn("Traceback (most recent call last)", self.appliance.log())
+
+    test_longIdErrorTooLong.todo = (
+        "provisioner/imagecast/auth.py Authenticator.check puts the whole client id in the "
+        "NotAuthenticated message, which AMP sends back as _error_description: past 65,535 "
+        "bytes the error box cannot be serialised (amp.TooLong), and "
+        "provisioner/imagecast/service.py ControlProtocol.unhandledError logs it with a "
+        "traceback at error level and drops the connection; any peer can do it, before "
+        "authenticating (Session.complete's ChecksumMismatch echoes a member's sha256 "
+        "the same way)")
