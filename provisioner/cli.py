@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "provisioner.client.cli",
     "provisioner.images.cli",
     "provisioner.menus.cli",
+    "provisioner.hosts.cli",
     "provisioner.imagecast.cli",
 ]
 
