@@ -35,13 +35,12 @@ import stat
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from provisioner.confine import SYMLINK_POLICIES, ConfinedRoot, NotRegularFile
 from provisioner.files import FileSource
-from provisioner.images.digest import FileBusy, hashFile
 from provisioner.images.entry import ImageEntry, classify
 from provisioner.images.resolver import ImagesResolver
+from provisioner.images.scheduler import HashScheduler
 from provisioner.images.state import isCurrent, loadState, statePath, writeState
 from provisioner.images.watch import snapshot
 
@@ -57,8 +56,9 @@ class Catalog:
     The catalogue of the images directory.
 
     Changes arrive from a watcher (L{changed}, L{removed}, L{rescan}); a
-    changed file is hashed by C{runInThread} and installed only when the
-    digest was taken from a complete, unchanged file.
+    changed file is hashed by C{runInThread} (when, and again after what,
+    is the L{HashScheduler}'s business) and installed only when the digest
+    was taken from a complete, unchanged file.
 
     @ivar entries: C{{name: ImageEntry}}.
     @ivar generation: incremented on every change (cache keys).
@@ -94,12 +94,7 @@ class Catalog:
         self.hashCount = 0
         self.resolver = ImagesResolver(self)
         self._listeners = []
-        self._seq = {}
-        self._busy = {}
-        self._retries = {}
-        self._cancelled = False
-        self._inflight = set()
-        self._timers = {}
+        self._scheduler = HashScheduler(self)
 
     # Reading.
 
@@ -182,8 +177,7 @@ class Catalog:
         os.close(fd)
         if (st.st_ino, st.st_dev) == (entry.inode, entry.device):
             self.withdraw(name)
-        elif self.entries.get(name) is entry and name not in self._busy and \
-                name not in self._timers:
+        elif self.entries.get(name) is entry and not self._scheduler.pending(name):
             # Replaced (renamed over): the new file is served once hashed;
             # the watcher's event normally started that already.
             self.log.info("image {name} was replaced; served again once hashed",
@@ -407,7 +401,7 @@ class Catalog:
             entry = self.entries.get(rel.replace(os.sep, "/"))
             if entry is not None and entry.signature() == sig:
                 continue
-            if rel.replace(os.sep, "/") in self._busy:
+            if self._scheduler.busy(rel.replace(os.sep, "/")):
                 continue
             waits.append(self.changed(rel))
         return defer.DeferredList(waits, consumeErrors=True)
@@ -422,57 +416,14 @@ class Catalog:
         name = name.replace(os.sep, "/")
         if not name or not self.accept(name):
             return defer.succeed(None)
-        seq = self._seq.get(name, 0) + 1
-        self._seq[name] = seq
-        busy = self._busy.get(name)
-        if busy is not None:
-            # A hash of this name is running: its result is stale now and it
-            # starts again when it ends (see _stale).
-            waiter = defer.Deferred()
-            busy.addBoth(lambda _: waiter.callback(None))
-            return waiter
-        return self._hashAndInstall(name, seq)
+        return self._scheduler.hash(name)
 
-    def _stale(self, name):
+    def _install(self, name, st, digest):
         """
-        A hash ended after the file changed again: hash the current file
-        (a removed one ends in L{removed} again, harmlessly).
+        C{name} was hashed, complete and unchanged (C{st} its stat result):
+        install or replace its entry.
         """
-        if self._cancelled or name not in self._seq:
-            return None
-        full = os.path.join(self.directory, name)
-        if not os.path.lexists(full):
-            return None
-        return self._hashAndInstall(name, self._seq[name])
-
-    def _hashAndInstall(self, name, seq):
-        if self._seq.get(name) != seq or self._cancelled:
-            return defer.succeed(None)
-        try:
-            root = self.confined()
-        except OSError as e:
-            return self._hashFailed(Failure(e), name, seq) or defer.succeed(None)
-        d = self.runInThread(hashFile, root, name, lambda: self._cancelled)
-        self._busy[name] = d
-        self._inflight.add(d)
-
-        def done(result):
-            self._inflight.discard(d)
-            if self._busy.get(name) is d:
-                del self._busy[name]
-            return result
-
-        d.addBoth(done)
-        d.addCallbacks(self._hashed, self._hashFailed, callbackArgs=(name, seq),
-                       errbackArgs=(name, seq))
-        return d
-
-    def _hashed(self, result, name, seq):
-        st, digest = result
-        if self._seq.get(name) != seq or self._cancelled:
-            return self._stale(name)  # removed or changed again meanwhile
         self.hashCount += 1
-        self._retries.pop(name, None)
         self.entries[name] = ImageEntry(name, st.st_size, digest, st.st_mtime_ns, st.st_ino,
                                         st.st_dev, classify(name, self.kinds), self)
         self.log.info("image {name} catalogued: {size} bytes, {kind}, sha256 {sha256}",
@@ -480,26 +431,12 @@ class Catalog:
                       sha256=digest)
         self._scheduleSave()
         self._changedNotify()
-        return None
 
-    def _hashFailed(self, failure, name, seq):
-        if failure.check(defer.CancelledError):
-            return None
-        if self._seq.get(name) != seq:
-            return self._stale(name)
-        if failure.check(FileBusy):
-            # Still being written (or changed while hashed): look again
-            # later; the close event normally comes first.
-            self.log.debug("image {name} not ready: {why}", name=name,
-                           why=failure.getErrorMessage())
-            tries = self._retries.get(name, 0) + 1
-            self._retries[name] = tries
-            delay = min(self.retryDelay * tries, 60.0)
-            old = self._timers.pop(name, None)
-            if old is not None and old.active():
-                old.cancel()
-            self._timers[name] = self.clock.callLater(delay, self._retry, name, seq)
-            return None
+    def _unreadable(self, failure, name):
+        """
+        Hashing C{name} failed, not because it is being written: drop it
+        if it is gone or refused, else say why.
+        """
         if failure.check(NotRegularFile):
             self._refused(name, failure.value)
             self.removed(name)
@@ -519,11 +456,6 @@ class Catalog:
         self.log.failure("hashing image {name} failed", failure, name=name)
         return None
 
-    def _retry(self, name, seq):
-        self._timers.pop(name, None)
-        if self._seq.get(name) == seq and not self._cancelled:
-            self._hashAndInstall(name, seq)
-
     def removed(self, name):
         """
         A file or directory was deleted or moved away: drop its entries.
@@ -535,10 +467,8 @@ class Catalog:
         else:
             prefix = name + "/"
             gone = [n for n in self.entries if not name or n.startswith(prefix)]
-            for n in list(self._seq):
-                if not name or n.startswith(prefix):
-                    self._seq[n] += 1
-        self._seq[name] = self._seq.get(name, 0) + 1
+            self._scheduler.forgetBelow(name)
+        self._scheduler.forget(name)
         if not gone:
             return
         for n in gone:
@@ -567,13 +497,7 @@ class Catalog:
 
         @return: a Deferred firing when running hashes have ended.
         """
-        self._cancelled = True
-        for call in self._timers.values():
-            if call.active():
-                call.cancel()
-        self._timers.clear()
-        pending = list(self._inflight)
-        d = defer.DeferredList(pending, consumeErrors=True)
+        d = self._scheduler.stop()
 
         def close(_):
             if self._saveCall is not None and self._saveCall.active():
