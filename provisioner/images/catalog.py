@@ -41,7 +41,7 @@ from provisioner.files import FileSource
 from provisioner.images.entry import ImageEntry, classify
 from provisioner.images.resolver import ImagesResolver
 from provisioner.images.scheduler import HashScheduler
-from provisioner.images.state import isCurrent, loadState, statePath, writeState
+from provisioner.images.state import currentRecords, loadState, statePath, writeState
 from provisioner.images.watch import snapshot
 
 __all__ = ["Catalog"]
@@ -276,15 +276,7 @@ class Catalog:
         except OSError:
             return 0
         restored = 0
-        for name, record in sorted(records.items()):
-            if not self.accept(name) or name in self.entries:
-                continue
-            try:
-                st = root.stat(name)  # looked at, not opened
-            except (OSError, ValueError):
-                continue
-            if not isCurrent(record, st):
-                continue
+        for name, record, st in currentRecords(records, root, self.accept, self.entries):
             self.entries[name] = ImageEntry(
                 name, st.st_size, record["sha256"], st.st_mtime_ns, st.st_ino, st.st_dev,
                 classify(name, self.kinds), self)

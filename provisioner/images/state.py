@@ -9,7 +9,8 @@ import json
 import os
 import stat
 
-__all__ = ["STATE_FILE", "loadState", "writeState", "statePath", "isCurrent"]
+__all__ = ["STATE_FILE", "loadState", "writeState", "statePath", "isCurrent",
+           "currentRecords"]
 
 STATE_FILE = "images-catalog.json"
 _STATE_VERSION = 1
@@ -57,6 +58,29 @@ def isCurrent(record, st):
             st.st_size == record.get("size") and
             st.st_mtime_ns == record.get("mtime_ns") and
             isinstance(record.get("sha256"), str))
+
+
+def currentRecords(records, root, accept, known):
+    """
+    The persisted records whose file is unchanged, by name: those that
+    C{accept} takes and that are not in C{known}, whose file below C{root}
+    (looked at, not opened) is still the one that was hashed (L{isCurrent}).
+
+    @param records: C{{name: record}} (L{loadState}).
+    @param root: the images directory, a L{provisioner.confine.ConfinedRoot}.
+    @param known: the names already catalogued (looked at as it goes).
+    @return: an iterator of C{(name, record, stat result)}.
+    """
+    for name, record in sorted(records.items()):
+        if not accept(name) or name in known:
+            continue
+        try:
+            st = root.stat(name)  # looked at, not opened
+        except (OSError, ValueError):
+            continue
+        if not isCurrent(record, st):
+            continue
+        yield name, record, st
 
 
 def writeState(stateDir, directory, entries):
