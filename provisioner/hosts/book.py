@@ -765,6 +765,7 @@ class HostBook:
         """
         A host's record as a C{dict}, with its last event.
         """
+        self.sync()
         record = self.hosts.get(name)
         if record is None:
             raise NotFound("no host %r" % (name,))
@@ -806,6 +807,7 @@ class HostBook:
         The history of a host (by name) or of a discovered machine (by
         MAC), oldest first.
         """
+        self.sync()
         if key not in self.hosts:
             try:
                 mac = normaliseMAC(key)
