@@ -34,6 +34,7 @@ the smallest reproducer, a test marked C{todo} with the reason.
 """
 
 import collections
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -266,6 +267,19 @@ class FuzzCase(SynchronousTestCase):
               "RSS %s, %d descriptors" % (self.part, self.seed, self.seed,
                                           mib(self.before["rss"]), self.before["fds"]))
 
+    @contextlib.contextmanager
+    def guard(self):
+        """
+        Whatever goes wrong during the run fails it with the seed and the
+        last datagrams sent.
+        """
+        try:
+            yield
+        except self.failureException:
+            raise
+        except Exception as e:
+            self.failRun("%s: %s" % (type(e).__name__, e))
+
     def failRun(self, what):
         """
         Fail, naming the seed and the last datagrams sent.
@@ -275,18 +289,20 @@ class FuzzCase(SynchronousTestCase):
                       self.part, self.seed, self.seed, what, self.trail.describe(),
                       self.watch.appliance._tail()))
 
-    def verdict(self, counts, extra=""):
+    def verdict(self, counts, extra="", problems=()):
         """
         After the run: alive, serving, RSS and descriptors bounded, a clean
         log. Prints the figures.
 
         @param counts: what was sent, as text.
+        @param extra: more figures, as text.
+        @param problems: what the run itself found wrong.
         """
         elapsed = time.monotonic() - self.started
         if not self.watch.alive():
             self.failRun("the appliance exited (%s) after %s" % (
                 self.watch.appliance.process.returncode, counts))
-        problems = []
+        problems = list(problems)
         settled = waitFor(lambda: self.watch.fds() <= self.before["fds"] + FD_SLACK, SETTLE,
                           interval=0.25)
         fds = self.watch.fds()
@@ -716,61 +732,62 @@ class TFTPFuzzTests(FuzzCase):
             except OSError:
                 pass
 
-        dropsBefore = self.watch.drops(self.port)
-        while total < DATAGRAMS:
-            budget = BURST_BYTES
-            for _ in range(min(BURST, DATAGRAMS - total)):
-                if budget <= 0:
-                    break
-                total += 1
-                if queue:
-                    data = queue.pop()
-                    budget -= bufferCost(data)
-                    send(rnd.choice(sources), data, listen, "listen")
-                    continue
-                if rnd.random() < 0.78 or not transfers:
-                    data = fuzzer.listen()
-                    budget -= bufferCost(data)
-                    send(rnd.choice(sources), data, listen, "listen")
-                    continue
-                live = rnd.choice(transfers)
-                data = fuzzer.transfer(live.write)
-                if rnd.random() < 0.1:
-                    send(rnd.choice(sources), data, ("127.0.0.1", live.port), "wrong TID")
-                else:
-                    send(live.sock, data, ("127.0.0.1", live.port), "transfer")
-                live.budget -= 1
-            probes += 1
-            self.probe(prober, probes)
-            for sock in sources:
-                drain(sock)
+        with self.guard():
+            dropsBefore = self.watch.drops(self.port)
+            while total < DATAGRAMS:
+                budget = BURST_BYTES
+                for _ in range(min(BURST, DATAGRAMS - total)):
+                    if budget <= 0:
+                        break
+                    total += 1
+                    if queue:
+                        data = queue.pop()
+                        budget -= bufferCost(data)
+                        send(rnd.choice(sources), data, listen, "listen")
+                        continue
+                    if rnd.random() < 0.78 or not transfers:
+                        data = fuzzer.listen()
+                        budget -= bufferCost(data)
+                        send(rnd.choice(sources), data, listen, "listen")
+                        continue
+                    live = rnd.choice(transfers)
+                    data = fuzzer.transfer(live.write)
+                    if rnd.random() < 0.1:
+                        send(rnd.choice(sources), data, ("127.0.0.1", live.port), "wrong TID")
+                    else:
+                        send(live.sock, data, ("127.0.0.1", live.port), "transfer")
+                    live.budget -= 1
+                probes += 1
+                self.probe(prober, probes)
+                for sock in sources:
+                    drain(sock)
+                for live in transfers:
+                    for data, addr in drain(live.sock):
+                        if data[:2] == b"\x00\x05":
+                            live.ended = True
+                for live in [t for t in transfers if t.ended or t.budget <= 0]:
+                    transfers.remove(live)
+                    self.sockets.remove(live.sock)
+                    live.finish()
+                while len(transfers) < 4:
+                    live = self.startTransfer(rnd)
+                    started += 1
+                    if live is None:
+                        break
+                    transfers.append(live)
             for live in transfers:
-                for data, addr in drain(live.sock):
-                    if data[:2] == b"\x00\x05":
-                        live.ended = True
-            for live in [t for t in transfers if t.ended or t.budget <= 0]:
-                transfers.remove(live)
                 self.sockets.remove(live.sock)
                 live.finish()
-            while len(transfers) < 4:
-                live = self.startTransfer(rnd)
-                started += 1
-                if live is None:
-                    break
-                transfers.append(live)
-        for live in transfers:
-            self.sockets.remove(live.sock)
-            live.finish()
         drops = self.watch.drops(self.port) - dropsBefore
         self.verdict(
             "%d datagrams (%d to the listen port, %d to transfer ports from their client, "
             "%d from a wrong TID; %d transfers started)" % (
                 total, sent["listen"], sent["transfer"], sent["wrong TID"], started),
             "; %d datagrams dropped by the listen socket; %d probes answered" % (
-                drops, probes))
+                drops, probes),
+            ["the listen socket dropped %d datagrams (more than 1%%): the pacing failed" % (
+                drops,)] if drops > sent["listen"] // 100 else [])
         self.assertGreaterEqual(total, DATAGRAMS)
-        self.assertLessEqual(drops, sent["listen"] // 100, "the listen socket dropped more "
-                             "than 1% of the datagrams: the pacing failed")
 
 
 # -- DHCP ---------------------------------------------------------------------
@@ -1147,55 +1164,56 @@ class DHCPFuzzTests(FuzzCase):
         targets = {(server, 67): 0, ("255.255.255.255", 67): 0, (server, 4011): 0}
         queue = [(t[:n], (server, 67 if i < 5 else 4011))
                  for i, t in enumerate(fuzzer.templates()) for n in range(len(t) + 1)]
-        dropsBefore = {port: self.watch.drops(port) or 0 for port in (67, 4011)}
-        total = probes = 0
-        while total < DATAGRAMS:
-            budget = BURST_BYTES
-            for _ in range(min(BURST, DATAGRAMS - total)):
-                if budget <= 0:
-                    break
-                total += 1
-                if queue:
-                    data, where = queue.pop()
-                else:
-                    roll = rnd.random()
-                    if roll < 0.2:
-                        where = (server, 4011)
-                        data = fuzzer.request(rnd.choice((REQUEST, REQUEST, INFORM, DISCOVER)),
-                                              pxe=rnd.random() < 0.7)
+        with self.guard():
+            dropsBefore = {port: self.watch.drops(port) or 0 for port in (67, 4011)}
+            total = probes = 0
+            while total < DATAGRAMS:
+                budget = BURST_BYTES
+                for _ in range(min(BURST, DATAGRAMS - total)):
+                    if budget <= 0:
+                        break
+                    total += 1
+                    if queue:
+                        data, where = queue.pop()
                     else:
-                        where = (server, 67) if roll < 0.85 else ("255.255.255.255", 67)
-                        data = fuzzer.request()
-                    if rnd.random() < 0.02:
-                        data = fuzzer.garbage()
-                budget -= bufferCost(data)
-                targets[where] += 1
-                self.trail.add(where, data)
-                try:
-                    rnd.choice(sources).sendto(data, where)
-                except OSError:
-                    pass
-            probes += 1
-            xid = 0xf0000000 + probes
-            self.probe(relayed, (server, 67), bootp(
-                xid=xid, chaddr=probeMAC, ciaddr=me, giaddr=me,
-                options=dhcpOptions([(53, bytes((INFORM,)))])), xid, probes)
-            self.probe(pxeProbe, (server, 4011), bootp(
-                xid=xid, chaddr=probeMAC, ciaddr=me, options=dhcpOptions(
-                    [(53, bytes((REQUEST,))), (60, PXE_VENDOR), (93, b"\x00\x00"),
-                     (97, b"\x00" + bytes(range(16)))])), xid, probes)
-            for sock in sources:
-                drain(sock)
+                        roll = rnd.random()
+                        if roll < 0.2:
+                            where = (server, 4011)
+                            data = fuzzer.request(rnd.choice((REQUEST, REQUEST, INFORM, DISCOVER)),
+                                                  pxe=rnd.random() < 0.7)
+                        else:
+                            where = (server, 67) if roll < 0.85 else ("255.255.255.255", 67)
+                            data = fuzzer.request()
+                        if rnd.random() < 0.02:
+                            data = fuzzer.garbage()
+                    budget -= bufferCost(data)
+                    targets[where] += 1
+                    self.trail.add(where, data)
+                    try:
+                        rnd.choice(sources).sendto(data, where)
+                    except OSError:
+                        pass
+                probes += 1
+                xid = 0xf0000000 + probes
+                self.probe(relayed, (server, 67), bootp(
+                    xid=xid, chaddr=probeMAC, ciaddr=me, giaddr=me,
+                    options=dhcpOptions([(53, bytes((INFORM,)))])), xid, probes)
+                self.probe(pxeProbe, (server, 4011), bootp(
+                    xid=xid, chaddr=probeMAC, ciaddr=me, options=dhcpOptions(
+                        [(53, bytes((REQUEST,))), (60, PXE_VENDOR), (93, b"\x00\x00"),
+                         (97, b"\x00" + bytes(range(16)))])), xid, probes)
+                for sock in sources:
+                    drain(sock)
         drops = sum((self.watch.drops(port) or 0) - dropsBefore[port] for port in (67, 4011))
         self.verdict(
             "%d datagrams (%d to %s:67, %d broadcast to port 67, %d to %s:4011)" % (
                 total, targets[(server, 67)], server, targets[("255.255.255.255", 67)],
                 targets[(server, 4011)], server),
             "; %d datagrams dropped by the server's sockets; %d probes answered on each "
-            "port" % (drops, probes))
+            "port" % (drops, probes),
+            ["the server's sockets dropped %d datagrams (more than 1%%): the pacing failed" % (
+                drops,)] if drops > total // 100 else [])
         self.assertGreaterEqual(total, DATAGRAMS)
-        self.assertLessEqual(drops, total // 100, "the server's sockets dropped more than 1% "
-                             "of the datagrams: the pacing failed")
 
     def test_unresolvedRepliesMuteServer(self):
         """
@@ -1826,75 +1844,76 @@ class ImagecastFuzzTests(FuzzCase):
         OUTCOMES.clear()
         rnd = self.rnd
         fuzzer = AMPFuzzer(rnd, len(self.image), self.sha256)
-        admin = self.connect("admin")
-        boxes = 0
-        sessions = 0
-        main = []
-        for i in range(4):
-            connection = self.connect("fz%d" % (i,))
-            answer = self.register(connection, "fz%d" % (i,))
-            boxes += 2
-            if answer is None or b"server" not in answer:
-                self.failRun("fz%d could not register: %r" % (i, answer))
-            main.append(connection)
-        self.startSession(admin)
-        sessions += 1
-        unexpected = []
-        killers = collections.Counter()
-        notDropped = []
-        mainBoxes = BOXES - 8 - 60 * 6
-        while boxes < mainBoxes:
-            for connection in main:
-                nonce = None
-                if rnd.random() < 0.05:
-                    challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
+        with self.guard():
+            admin = self.connect("admin")
+            boxes = 0
+            sessions = 0
+            main = []
+            for i in range(4):
+                connection = self.connect("fz%d" % (i,))
+                answer = self.register(connection, "fz%d" % (i,))
+                boxes += 2
+                if answer is None or b"server" not in answer:
+                    self.failRun("fz%d could not register: %r" % (i, answer))
+                main.append(connection)
+            self.startSession(admin)
+            sessions += 1
+            unexpected = []
+            killers = collections.Counter()
+            notDropped = []
+            mainBoxes = BOXES - 8 - 60 * 6
+            while boxes < mainBoxes:
+                for connection in main:
+                    nonce = None
+                    if rnd.random() < 0.05:
+                        challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
+                        boxes += 1
+                        nonce = challenge.get(b"nonce") if challenge else None
+                    for _ in range(25):
+                        pairs = fuzzer.command(connection.rounds, nonce)
+                        if rnd.random() < 0.9:
+                            pairs.append((b"_ask", connection.tag()))
+                        connection.send(ampBox(pairs))
+                        boxes += 1
+                        connection.pump()
+                    answer = self.connections.call(connection, [(b"_command", b"Status")])
                     boxes += 1
-                    nonce = challenge.get(b"nonce") if challenge else None
-                for _ in range(25):
-                    pairs = fuzzer.command(connection.rounds, nonce)
-                    if rnd.random() < 0.9:
-                        pairs.append((b"_ask", connection.tag()))
+                    if answer is None:
+                        unexpected.append(connection.name)
+                        self.failRun("the server closed %s, which sent only well-formed boxes" % (
+                            connection.name,))
+                if not self.running(admin) and sessions < 6:
+                    self.startSession(admin)
+                    sessions += 1
+                boxes += 2
+            # the end of a connection's life: a few boxes, then one that must
+            # cost it the connection, or the connection just closes
+            for n in range(60):
+                connection = self.connect("k%d" % (n,))
+                for _ in range(5):
+                    pairs = fuzzer.command(connection.rounds)
+                    pairs.append((b"_ask", connection.tag()))
                     connection.send(ampBox(pairs))
                     boxes += 1
-                    connection.pump()
-                answer = self.connections.call(connection, [(b"_command", b"Status")])
+                kind, data, mustDrop = fuzzer.killer()
+                killers[kind] += 1
+                connection.send(data)
                 boxes += 1
-                if answer is None:
-                    unexpected.append(connection.name)
-                    self.failRun("the server closed %s, which sent only well-formed boxes" % (
-                        connection.name,))
-            if not self.running(admin) and sessions < 6:
-                self.startSession(admin)
-                sessions += 1
-            boxes += 2
-        # the end of a connection's life: a few boxes, then one that must
-        # cost it the connection, or the connection just closes
-        for n in range(60):
-            connection = self.connect("k%d" % (n,))
-            for _ in range(5):
-                pairs = fuzzer.command(connection.rounds)
-                pairs.append((b"_ask", connection.tag()))
-                connection.send(ampBox(pairs))
-                boxes += 1
-            kind, data, mustDrop = fuzzer.killer()
-            killers[kind] += 1
-            connection.send(data)
-            boxes += 1
-            if mustDrop:
-                deadline = time.monotonic() + 5
-                while not connection.closed and time.monotonic() < deadline:
-                    connection.pump()
-                    select.select([connection], [], [], 0.05)
-                if not connection.closed:
-                    notDropped.append(kind)
-            connection.close()
+                if mustDrop:
+                    deadline = time.monotonic() + 5
+                    while not connection.closed and time.monotonic() < deadline:
+                        connection.pump()
+                        select.select([connection], [], [], 0.05)
+                    if not connection.closed:
+                        notDropped.append(kind)
+                connection.close()
         self.connections.closeAll()
         self.verdict(
             "%d AMP boxes (%d sessions started; connections cut: %s)" % (
                 boxes, sessions, ", ".join("%s %d" % kv for kv in sorted(killers.items()))),
-            "; answers: %s" % (", ".join("%s %d" % kv for kv in OUTCOMES.most_common()),))
-        self.assertEqual(notDropped, [], "boxes the server should have refused by closing "
-                         "the connection (seed %d)" % (self.seed,))
+            "; answers: %s" % (", ".join("%s %d" % kv for kv in OUTCOMES.most_common()),),
+            ["the server kept the connection after a box it must refuse by closing it: %s" % (
+                ", ".join(notDropped),)] if notDropped else [])
         self.assertGreaterEqual(boxes, BOXES)
 
     def test_startSessionNulImage(self):
@@ -1945,3 +1964,23 @@ class ImagecastFuzzTests(FuzzCase):
         "traceback at error level and drops the connection; any peer can do it, before "
         "authenticating (Session.complete's ChecksumMismatch echoes a member's sha256 "
         "the same way)")
+
+    def test_callWithoutAnswerLogsTraceback(self):
+        """
+        If a peer sends a command that asks for no answer (no C{_ask})
+        and fails, such as an unknown one, the log gets one line without
+        the word Traceback (what CI and operators grep for).
+        """
+        self.trail = Trail()
+        connection = self.connect("peer")
+        connection.send(ampBox([(b"_command", b"Frobnicate")]))
+        self.assertIsNotNone(self.connections.call(connection, [(b"_command", b"Challenge")]))
+        lines = [line for line in self.appliance.log().splitlines() if "Frobnicate" in line]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertNotIn("Traceback", lines[0])
+
+    test_callWithoutAnswerLogsTraceback.todo = (
+        "provisioner/imagecast/service.py ControlProtocol.unhandledError logs "
+        "failure.getErrorMessage() of the local RemoteAmpError, whose text ends with "
+        "Twisted's brief traceback ('\\nTraceback (failure with no frames): <class ...>'): "
+        "one info line per such box, but it matches a grep for Traceback")
