@@ -74,6 +74,9 @@ BURST = 250
 #: (Linux's default is 212,992 bytes; see L{bufferCost})
 BURST_BYTES = 150000
 
+PROVISIONER = [PYTHON, "-m", "provisioner"]
+CLONE_NEWNET = 0x40000000
+
 
 def bufferCost(data):
     """
@@ -82,9 +85,6 @@ def bufferCost(data):
     not its payload).
     """
     return 2 * len(data) + 1024
-
-PROVISIONER = [PYTHON, "-m", "provisioner"]
-CLONE_NEWNET = 0x40000000
 
 
 def fuzzSeed():
@@ -258,8 +258,8 @@ class FuzzCase(SynchronousTestCase):
         self.trail = Trail()
         self.watch = Watch(appliance)
         self.legit = legit
-        cmdline = open("/proc/%d/cmdline" % (self.watch.pid,), "rb").read()
-        self.assertIn(b"twistd", cmdline)
+        with open("/proc/%d/cmdline" % (self.watch.pid,), "rb") as f:
+            self.assertIn(b"twistd", f.read())
         legit()
         self.before = {"rss": self.watch.rss(), "fds": self.watch.fds()}
         self.started = time.monotonic()
@@ -287,7 +287,7 @@ class FuzzCase(SynchronousTestCase):
         self.fail("%s fuzz (seed %d; PROVISIONER_FUZZ_SEED=%d repeats it): %s\n"
                   "last sent:\n%s\nend of the appliance's log:\n%s" % (
                       self.part, self.seed, self.seed, what, self.trail.describe(),
-                      self.watch.appliance._tail()))
+                      self.watch.appliance.log()[-3000:]))
 
     def verdict(self, counts, extra="", problems=()):
         """
@@ -634,13 +634,13 @@ class TFTPFuzzTests(FuzzCase):
         self.addCleanup(self.appliance.kill)
         self.appliance.start()
         self.port = self.appliance.listeningPort("TFTP")
-        self.assertIsNotNone(self.port, self.appliance._tail())
+        self.assertIsNotNone(self.port, self.appliance.log()[-3000:])
         self.sockets = []
         self.addCleanup(lambda: [s.close() for s in self.sockets])
 
-    def udp(self):
+    def udp(self, address="127.0.0.1"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         self.sockets.append(sock)
         return sock
 
@@ -683,9 +683,11 @@ class TFTPFuzzTests(FuzzCase):
         """
         Start a read (or write) transfer with a valid request on a fresh
         socket; return its L{LiveTransfer}, or L{None} if the server
-        refused it or said nothing within a second.
+        refused it or said nothing within a second. The socket is bound to
+        127.0.0.2: the fuzzed requests from 127.0.0.1 hold that address's
+        upload slots (C{tftp.write.max_per_client}).
         """
-        sock = self.udp()
+        sock = self.udp("127.0.0.2")
         write = rnd.random() < 0.2
         if write:
             request = tftpRequest(2, b"live-%08x.bin" % (rnd.getrandbits(32),), b"octet",
@@ -719,7 +721,8 @@ class TFTPFuzzTests(FuzzCase):
         listen = ("127.0.0.1", self.port)
         sent = {"listen": 0, "transfer": 0, "wrong TID": 0}
         transfers = []
-        started = 0
+        started = {False: 0, True: 0}
+        refused = 0
         probes = 0
         queue = [t[:n] for t in fuzzer.templates() for n in range(len(t) + 1)]
         total = 0
@@ -771,9 +774,10 @@ class TFTPFuzzTests(FuzzCase):
                     live.finish()
                 while len(transfers) < 4:
                     live = self.startTransfer(rnd)
-                    started += 1
                     if live is None:
+                        refused += 1
                         break
+                    started[live.write] += 1
                     transfers.append(live)
             for live in transfers:
                 self.sockets.remove(live.sock)
@@ -781,8 +785,9 @@ class TFTPFuzzTests(FuzzCase):
         drops = self.watch.drops(self.port) - dropsBefore
         self.verdict(
             "%d datagrams (%d to the listen port, %d to transfer ports from their client, "
-            "%d from a wrong TID; %d transfers started)" % (
-                total, sent["listen"], sent["transfer"], sent["wrong TID"], started),
+            "%d from a wrong TID; %d reads and %d uploads started for it, %d refused)" % (
+                total, sent["listen"], sent["transfer"], sent["wrong TID"], started[False],
+                started[True], refused),
             "; %d datagrams dropped by the listen socket; %d probes answered" % (
                 drops, probes),
             ["the listen socket dropped %d datagrams (more than 1%%): the pacing failed" % (
@@ -1086,10 +1091,10 @@ class DHCPFuzzTests(FuzzCase):
         pool address.
         """
         host = self.lab.addHost(addresses=False)
+        before = len(readEvents(self.events))
         result = host.run(["busybox", "udhcpc", "-q", "-n", "-f", "-i", "eth0", "-t", "5",
                            "-T", "1", "-s", self.script], check=False, timeout=60)
-        bound = [f for e, f in readEvents(self.events) if e == "bound" and
-                 f.get("mac", host.mac) == host.mac]
+        bound = [f for e, f in readEvents(self.events)[before:] if e == "bound"]
         if result.returncode != 0 or not bound:
             raise AssertionError("udhcpc on %s got no lease (exit %d): %s" % (
                 host.mac, result.returncode, result.stdout.decode(errors="replace")[-1500:]))
@@ -1179,8 +1184,9 @@ class DHCPFuzzTests(FuzzCase):
                         roll = rnd.random()
                         if roll < 0.2:
                             where = (server, 4011)
-                            data = fuzzer.request(rnd.choice((REQUEST, REQUEST, INFORM, DISCOVER)),
-                                                  pxe=rnd.random() < 0.7)
+                            data = fuzzer.request(
+                                rnd.choice((REQUEST, REQUEST, INFORM, DISCOVER)),
+                                pxe=rnd.random() < 0.7)
                         else:
                             where = (server, 67) if roll < 0.85 else ("255.255.255.255", 67)
                             data = fuzzer.request()
@@ -1255,6 +1261,9 @@ class DHCPFuzzTests(FuzzCase):
 IMAGECAST_SUBNET = 62
 #: C{imagecast.max_box_bytes} of the run (the smallest allowed)
 MAX_BOX = 1 << 17
+#: connections that end with a box that must cost them the connection
+#: (after five ordinary ones)
+CUT_CONNECTIONS = 60
 
 # The limits on what the appliance keeps of its receivers' reports are
 # lowered (max_report_ranges, max_session_ranges): a registered receiver
@@ -1763,7 +1772,7 @@ class ImagecastFuzzTests(FuzzCase):
         self.appliance.start(ready="imagecast control channel on")
         found = re.findall(r"imagecast control channel on 127\.0\.0\.1:(\d+)",
                            self.appliance.log())
-        self.assertTrue(found, self.appliance._tail())
+        self.assertTrue(found, self.appliance.log()[-3000:])
         self.port = int(found[-1])
         self.connections = Connections()
         self.addCleanup(self.connections.closeAll)
@@ -1857,16 +1866,16 @@ class ImagecastFuzzTests(FuzzCase):
                     self.failRun("fz%d could not register: %r" % (i, answer))
                 main.append(connection)
             self.startSession(admin)
+            boxes += 1
             sessions += 1
-            unexpected = []
             killers = collections.Counter()
             notDropped = []
-            mainBoxes = BOXES - 8 - 60 * 6
-            while boxes < mainBoxes:
+            while boxes < BOXES - CUT_CONNECTIONS * 6:
                 for connection in main:
                     nonce = None
                     if rnd.random() < 0.05:
-                        challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
+                        challenge = self.connections.call(connection,
+                                                          [(b"_command", b"Challenge")])
                         boxes += 1
                         nonce = challenge.get(b"nonce") if challenge else None
                     for _ in range(25):
@@ -1879,16 +1888,16 @@ class ImagecastFuzzTests(FuzzCase):
                     answer = self.connections.call(connection, [(b"_command", b"Status")])
                     boxes += 1
                     if answer is None:
-                        unexpected.append(connection.name)
                         self.failRun("the server closed %s, which sent only well-formed boxes" % (
                             connection.name,))
+                boxes += 1
                 if not self.running(admin) and sessions < 6:
                     self.startSession(admin)
+                    boxes += 1
                     sessions += 1
-                boxes += 2
             # the end of a connection's life: a few boxes, then one that must
             # cost it the connection, or the connection just closes
-            for n in range(60):
+            for n in range(CUT_CONNECTIONS):
                 connection = self.connect("k%d" % (n,))
                 for _ in range(5):
                     pairs = fuzzer.command(connection.rounds)
