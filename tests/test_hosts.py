@@ -756,3 +756,16 @@ class AdminTests(SynchronousTestCase):
                                   ("::ffff:127.0.0.1", True), ("198.18.0.1", False),
                                   ("nonsense", False), ("", False)]:
             self.assertEqual(book.isAdmin(address), expected, address)
+
+    def test_ownAddress(self):
+        """
+        A connection from the appliance's own address (the address it
+        reached) is an admin's: the command line on the appliance when HTTP
+        listens on a specific address.
+        """
+        from provisioner.hosts.book import HostBook
+        book = HostBook(task.Clock())
+        self.assertTrue(book.isAdmin("198.18.0.1", "198.18.0.1"))
+        self.assertTrue(book.isAdmin("::ffff:198.18.0.1", "198.18.0.1"))
+        self.assertFalse(book.isAdmin("198.18.0.2", "198.18.0.1"))
+        self.assertFalse(book.isAdmin("198.18.0.2", "nonsense"))

@@ -74,14 +74,14 @@ class HostsAPITests(TestCase):
             self.warnings.append(event["log_format"].format(**event))
 
     @defer.inlineCallbacks
-    def request(self, path, method=b"GET", body=None, contentType=None, url=None):
+    def request(self, path, method=b"GET", body=None, contentType=None, url=None, agent=None):
         headers = Headers()
         producer = None
         if body is not None:
             producer = FileBodyProducer(__import__("io").BytesIO(body))
             if contentType:
                 headers.setRawHeaders(b"content-type", [contentType])
-        response = yield self.agent.request(
+        response = yield (agent or self.agent).request(
             method, (url or self.base + path).encode("ascii"), headers, producer)
         data = yield readBody(response)
         defer.returnValue((response.code, data))
@@ -92,11 +92,12 @@ class HostsAPITests(TestCase):
         defer.returnValue((code, json.loads(body)))
 
     @defer.inlineCallbacks
-    def post(self, path, fields=None, body=None, contentType=b"application/json", url=None):
+    def post(self, path, fields=None, body=None, contentType=b"application/json", url=None,
+             agent=None):
         if fields is not None:
             url = (url or self.base + path) + "?" + urlencode(fields)
         raw = json.dumps(body).encode() if body is not None else b""
-        code, data = yield self.request(path, b"POST", raw, contentType, url=url)
+        code, data = yield self.request(path, b"POST", raw, contentType, url=url, agent=agent)
         defer.returnValue((code, json.loads(data)))
 
     @defer.inlineCallbacks
@@ -213,20 +214,23 @@ class HostsAPITests(TestCase):
     def test_redeployAdminOnly(self):
         """
         Redeploy works from an admin network with a JSON body; without the
-        JSON content type it is 415; from elsewhere it is 403 and changes
-        nothing.
+        JSON content type it is 415; from another address (127.0.0.2, not
+        the address the connection reached) outside C{hosts.admin_networks}
+        it is 403, logged, and changes nothing.
         """
         token, url, _ = yield self.boot()
         yield self.post(None, {"token": token, "state": "deployed"}, url=url)
         code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={},
                                      contentType=b"text/plain")
         self.assertEqual(code, 415)
+        other = Agent(reactor, bindAddress=("127.0.0.2", 0))
         self.book.configure(adminNetworks=["10.0.0.0/8"])
-        code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={})
+        code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={}, agent=other)
         self.assertEqual(code, 403)
         self.assertEqual(self.state(), "deployed")
+        self.assertIn("redeploy of alpha from 127.0.0.2 refused", self.warnings[-1])
         self.book.configure(adminNetworks=["127.0.0.0/8"])
-        code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={})
+        code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={}, agent=other)
         self.assertEqual((code, data["state"]), (200, "ready"))
         code, data = yield self.post("/api/v1/hosts/alpha/redeploy", body={})
         self.assertEqual(code, 409)

@@ -149,6 +149,18 @@ def _uuid(value):
     return str(value)
 
 
+def _plain(address):
+    """
+    An address as an C{ipaddress} object, IPv4-mapped IPv6 as IPv4.
+
+    @raise ValueError: not an address.
+    """
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip
+
+
 class BootDecision:
     """
     What the lifecycle says about one boot of a host, for the menus
@@ -605,16 +617,23 @@ class HostBook:
 
     # Requests (the JSON API).
 
-    def isAdmin(self, address):
+    def isAdmin(self, address, local=None):
         """
-        Whether C{address} may change lifecycles (C{hosts.admin_networks}).
+        Whether C{address} may change lifecycles: it is in
+        C{hosts.admin_networks}, or it is C{local}, the appliance's own
+        address the connection reached (the command line run on the
+        appliance when HTTP listens on a specific address).
         """
         try:
-            ip = ipaddress.ip_address(address)
+            ip = _plain(address)
         except ValueError:
             return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if local:
+            try:
+                if ip == _plain(local):
+                    return True
+            except ValueError:
+                pass
         return any(ip in network for network in self.adminNetworks)
 
     def callback(self, name, token, state, message=None, peer=None):

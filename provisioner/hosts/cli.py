@@ -98,6 +98,17 @@ def _when(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
+def _arch(number):
+    """
+    DHCP option 93 as C{7 (efi-x64)}.
+    """
+    if number is None:
+        return "-"
+    from provisioner.menus.render import archName
+    name = archName(number)
+    return "%s (%s)" % (number, name) if name else str(number)
+
+
 def _event(e):
     if not e:
         return "-"
@@ -145,7 +156,7 @@ def _list(args, base, out):
               file=out)
         rows = [("MAC", "ARCH", "VENDOR CLASS", "UUID", "FIRST SEEN", "LAST SEEN", "FILES")]
         for m in machines:
-            rows.append((m["mac"], "-" if m["arch"] is None else m["arch"],
+            rows.append((m["mac"], _arch(m["arch"]),
                          m["vendor_class"] or "-", m["uuid"] or "-", _when(m["first_seen"]),
                          _when(m["last_seen"]), ", ".join(f["path"] for f in m["files"][-3:])
                          or "-"))
@@ -194,7 +205,8 @@ def _show(args, base, out):
     elif machine:
         print("%s: discovered (no inventory names it)" % (machine["mac"],), file=out)
         print("  architecture: %s  vendor class: %s  UUID: %s" % (
-            machine["arch"], machine["vendor_class"] or "-", machine["uuid"] or "-"), file=out)
+            _arch(machine["arch"]), machine["vendor_class"] or "-", machine["uuid"] or "-"),
+            file=out)
         print("  first seen %s UTC, last seen %s UTC at %s" % (
             _when(machine["first_seen"]), _when(machine["last_seen"]), machine["ip"] or "-"),
             file=out)

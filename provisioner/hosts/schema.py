@@ -30,7 +30,8 @@ SCHEMA = Section("the lifecycle of every host (discovered, ready, deploying, dep
     "files_per_machine": Key(32, "int", "boot files remembered per discovered machine (the "
                              "newest)", minimum=1, maximum=1000),
     "admin_networks": Key(["127.0.0.0/8", "::1/128"], "list", "networks allowed to change "
-                          "lifecycles over the JSON API (redeploy, adopt); callbacks are "
-                          "allowed from anywhere with their token",
+                          "lifecycles over the JSON API (redeploy, adopt), besides the "
+                          "appliance's own address; callbacks are allowed from anywhere with "
+                          "their token",
                           items=Key("127.0.0.0/8", "ipnet", "a network")),
 })

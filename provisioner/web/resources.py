@@ -625,7 +625,7 @@ class APIResource(resource.Resource):
             call = lambda: lifecycle.callback(  # noqa: E731
                 parts[1], fields.get("token"), fields.get("state"), fields.get("message"), peer)
         else:
-            if not lifecycle.isAdmin(peer):
+            if not lifecycle.isAdmin(peer, getattr(request.getHost(), "host", None)):
                 self.log.warn("hosts: {action} of {what} from {peer} refused: not in "
                               "hosts.admin_networks", action=parts[2], what=parts[1], peer=peer)
                 return self._json(request, {"error": "%s is not allowed from %s (see "
