@@ -513,6 +513,18 @@ class CallbackTests(BookTestCase):
         self.clock.advance(self.config["hosts"]["token_ttl"] + 1)
         self.assertRefused(self.good, "the token expired")
 
+    def test_oldTokensForgotten(self):
+        """
+        A token expired for more than another TTL is forgotten, in memory
+        and in the store (then it is an unknown token).
+        """
+        self.clock.advance(2 * self.config["hosts"]["token_ttl"] + 1)
+        self.get("menus/%s/boot.ipxe" % (ALPHA,))
+        self.assertRefused(self.good, "unknown token")
+        self.assertEqual(len(self.book.tokens), 1)
+        snapshot = self.successResultOf(self.hosts.store.load())
+        self.assertEqual(len(snapshot.tokens), 1)
+
     def test_progress(self):
         """
         C{deploying} reports progress: an event, no change of state, the

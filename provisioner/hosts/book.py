@@ -233,6 +233,7 @@ class HostBook:
         self.machines = collections.OrderedDict()
         self.tokens = collections.OrderedDict()
         self._tokensByIP = {}
+        self._tokensByHost = {}
         self._adoptedByMAC = {}
         self._macByIP = collections.OrderedDict()
         self._inventorySeen = None
@@ -273,6 +274,7 @@ class HostBook:
             (m.mac, m) for m in sorted(snapshot.machines, key=lambda m: m.last_seen))
         self.tokens = collections.OrderedDict()
         self._tokensByIP = {}
+        self._tokensByHost = {}
         for token in sorted(snapshot.tokens, key=lambda t: t.minted):
             self._remember(token)
         self._adoptedByMAC = {}
@@ -464,13 +466,21 @@ class HostBook:
 
     def _remember(self, token):
         self.tokens[token.digest] = token
+        self._tokensByHost.setdefault(token.host, collections.OrderedDict())[token.digest] = token
         if token.ip:
             self._tokensByIP.setdefault(token.ip, set()).add(token.digest)
 
     def _drop(self, digests):
         for d in digests:
             token = self.tokens.pop(d, None)
-            if token is not None and token.ip:
+            if token is None:
+                continue
+            same = self._tokensByHost.get(token.host)
+            if same is not None:
+                same.pop(d, None)
+                if not same:
+                    del self._tokensByHost[token.host]
+            if token.ip:
                 same = self._tokensByIP.get(token.ip)
                 if same is not None:
                     same.discard(d)
@@ -483,30 +493,31 @@ class HostBook:
                        used=None, ip=ip, paths=list(paths))
         self._remember(record)
         self._write(self.store.saveToken(record), "a token of %s" % (name,))
-        live = [t.digest for t in self.tokens.values() if t.host == name and t.used is None]
-        stale = live[:-TOKENS_PER_HOST]
-        self._pruneTokens(now, stale)
+        live = [d for d, t in self._tokensByHost[name].items() if t.used is None]
+        self._pruneTokens(now, live[:-TOKENS_PER_HOST])
         return token
 
     def _pruneTokens(self, now, extra=()):
         """
-        Forget C{extra}, the tokens expired for more than a TTL (until then
-        they are refused as expired, not unknown), and the oldest beyond
-        C{maxTokens}.
+        Forget C{extra}, the oldest tokens expired for more than a TTL
+        (until then they are refused as expired, not unknown), and the
+        oldest beyond C{maxTokens}. Tokens are kept oldest first, so this
+        costs what it forgets.
         """
-        gone = list(extra)
+        gone = set(extra)
         for d, token in self.tokens.items():
-            if token.expires + self.tokenTTL <= now:
-                gone.append(d)
-        excess = len(self.tokens) - len(set(gone)) - self.maxTokens
-        if excess > 0:
-            for d in self.tokens:
-                if excess <= 0:
-                    break
-                if d not in gone:
-                    gone.append(d)
-                    excess -= 1
+            if token.expires + self.tokenTTL > now:
+                break
+            gone.add(d)
+        excess = len(self.tokens) - len(gone) - self.maxTokens
+        for d in self.tokens:
+            if excess <= 0:
+                break
+            if d not in gone:
+                gone.add(d)
+                excess -= 1
         if gone:
+            gone = sorted(gone)
             self._drop(gone)
             self._write(self.store.forgetTokens(gone), "forgotten tokens")
 
@@ -515,8 +526,8 @@ class HostBook:
         Use up every live token of a host (its boot is over).
         """
         used = []
-        for token in self.tokens.values():
-            if token.host == name and token.used is None:
+        for token in self._tokensByHost.get(name, {}).values():
+            if token.used is None:
                 token.used = now
                 used.append(self._write(self.store.saveToken(token), "a token of %s" % (name,)))
         return used
