@@ -139,6 +139,37 @@ class SchemaTests(SynchronousTestCase):
         self.assertIs(appliance.appliance.hosts, hosts.book)
 
 
+class ReloadTests(SynchronousTestCase):
+    """
+    The hosts section switched on and off by a reload (SIGHUP).
+    """
+
+    def test_switchedOnAndOff(self):
+        """
+        If a reload enables C{hosts}, the service starts and publishes its
+        book; if a later one disables it, the service stops and the
+        appliance has no lifecycle.
+        """
+        path = self.mktemp()
+        state = os.path.abspath(self.mktemp())
+
+        def write(enabled):
+            with open(path, "w") as f:
+                f.write("tftp: {enabled: false}\nhosts: {enabled: %s, state_directory: %s}\n"
+                        % ("true" if enabled else "false", state))
+        write(False)
+        service = tap.ProvisionerService(loadConfig(path), path, reactor=task.Clock())
+        service.startService()
+        self.assertIsNone(service.appliance.hosts)
+        write(True)
+        self.assertTrue(service.reload())
+        self.assertTrue(service.appliance.hosts.loaded)
+        write(False)
+        self.assertTrue(service.reload())
+        self.assertIsNone(service.appliance.hosts)
+        self.successResultOf(service.stopService())
+
+
 class FakeTFTP:
     """
     The stats-callback hook of the TFTP service.
@@ -444,8 +475,10 @@ class DeployingTests(BookTestCase):
         self.menus.stopService()
         self.successResultOf(self.hosts.stopService())
         self.assertEqual((self.tftp.callbacks, self.http.callbacks), ([], []))
+        self.assertIsNone(self.appliance.hosts)
         self.hosts.startService()
         self.menus.startService()
+        self.assertIs(self.appliance.hosts, self.book)
 
 
 class CallbackTests(BookTestCase):

@@ -11,7 +11,7 @@ import io
 import json
 import os
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
@@ -160,6 +160,28 @@ class HostsCommandTests(TestCase):
                                           "--profile", "installer")
         self.assertEqual(status, 1)
         self.assertIn("HTTP 409", err)
+
+    @defer.inlineCallbacks
+    def test_tftpBoot(self):
+        """
+        A pxelinux boot over the real TFTP service: the per-MAC menu, then
+        the deploy kernel; the TFTP stats callback makes the host deploying,
+        which C{hosts show} reports.
+        """
+        from provisioner.client.tftp import fetch
+        port = self.service.appliance.tftp.listeningPort
+        menu = io.BytesIO()
+        yield fetch(reactor, "127.0.0.1", port, "pxelinux.cfg/01-52-54-00-00-00-01", menu)
+        self.assertIn(b"provisioner.token=", menu.getvalue())
+        yield fetch(reactor, "127.0.0.1", port, "images/debian/linux", io.BytesIO())
+        book = self.service.appliance.hosts
+        for _ in range(200):
+            if book.hostInfo("alpha")["state"] == "deploying":
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        status, out, err = yield self.command("show", "alpha")
+        self.assertTrue(out.startswith("alpha: deploying since "), out + err)
+        self.assertIn("fetched images/debian/linux over tftp from 127.0.0.1", out)
 
     @defer.inlineCallbacks
     def test_unreachable(self):

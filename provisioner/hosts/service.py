@@ -71,6 +71,7 @@ class HostsService(service.Service):
 
     def startService(self):
         service.Service.startService(self)
+        self.appliance.hosts = self.book
         if self.store is None:
             self.store = openStore(self.section, self.reactor)
         self.book.store = self.store
@@ -114,6 +115,8 @@ class HostsService(service.Service):
             remove()
         self._hooks = {}
         self.book.loaded = False
+        if self.appliance.hosts is self.book:
+            self.appliance.hosts = None  # switched off: no lifecycle in menus or the API
         store = self.store
         if not self._givenStore:
             self.store = None
