@@ -8,7 +8,7 @@ from provisioner.config import Key, Section
 
 __all__ = ["SCHEMA"]
 
-SCHEMA = Section("the HTTP service: images, rendered menus, read-only JSON API", {
+SCHEMA = Section("the HTTP service: images, rendered menus, the JSON API", {
     "enabled": Key(False, "bool", "run the HTTP service (off by default)"),
     "address": Key("127.0.0.1", "ip", "address to listen on; 0.0.0.0 or :: for all (the "
                    "embedded default is loopback only)"),
@@ -17,7 +17,7 @@ SCHEMA = Section("the HTTP service: images, rendered menus, read-only JSON API",
     "root": Key(None, "path", "an extra directory served as-is after the images and menus "
                 "(e.g. the TFTP root, so iPXE can fetch NBPs over HTTP); null serves none",
                 nullable=True),
-    "api": Key(True, "bool", "serve the read-only JSON API under /api/v1/"),
+    "api": Key(True, "bool", "serve the JSON API under /api/v1/ (read-only but for the host lifecycle's callbacks and admin actions)"),
     "api_vars": Key([], "list", "inventory variables the JSON API may show (by name); every "
                     "other variable is left out of /api/v1/inventory and /api/v1/hosts, "
                     "which anyone who reaches the port can read",
