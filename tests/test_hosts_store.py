@@ -277,7 +277,7 @@ class ServicePersistenceTests(SynchronousTestCase):
         appliance, hosts, menus = self.start()
         book = appliance.hosts
         self.assertIsInstance(hosts.store, SQLiteHostStore)
-        self.assertFalse(hosts.store._thread)  # task.Clock: inline writes
+        self.assertIsNone(hosts.store._committer)  # task.Clock: inline writes
         decision = book.boot(_facts("52:54:00:00:00:01", "198.18.0.11"),
                              menus.renderer.resolution(_facts("52:54:00:00:00:01")),
                              server={"http_url": "http://h", "images_prefix": "images"})

@@ -24,12 +24,12 @@ may be given a cap per pool (L{LeaseStore.decline}).
 
 import collections
 import os
-import queue
 import sqlite3
-import threading
 
 from twisted.internet import defer
 from twisted.logger import Logger
+
+from provisioner.store.committer import GroupCommitter
 
 __all__ = ["Lease", "LeaseStore", "SynchronousWriter", "ThreadedWriter"]
 
@@ -131,78 +131,22 @@ class SynchronousWriter:
 class ThreadedWriter:
     """
     One thread with its own connection; group commit (see the module
-    docstring).
-
-    @ivar batches: how many transactions were committed (for tests/bench).
+    docstring and L{provisioner.store.committer}).
     """
 
-    log = Logger()
-    _STOP = object()
-
     def __init__(self, path, reactor, synchronous="NORMAL"):
-        self._reactor = reactor
-        self._queue = queue.Queue()
-        self._path = path
-        self._synchronous = synchronous
-        self.batches = 0
-        self._thread = threading.Thread(target=self._run, name="dhcp-leases", daemon=True)
-        self._closed = None
-        self._ready = threading.Event()
-        self._error = None
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        self._committer = GroupCommitter(lambda: _connect(path, synchronous), _applyAll,
+                                         reactor, "dhcp-leases")
+
+    @property
+    def batches(self):
+        """
+        How many transactions were committed (for tests/bench).
+        """
+        return self._committer.batches
 
     def submit(self, op, args):
-        d = defer.Deferred()
-        self._queue.put((op, args, d))
-        return d
-
-    def _run(self):
-        try:
-            connection = _connect(self._path, self._synchronous)
-        except Exception as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        stop = False
-        while not stop:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            work = []
-            for item in items:
-                if item is self._STOP:
-                    stop = True
-                else:
-                    work.append(item)
-            if not work:
-                continue
-            try:
-                _apply(connection, [(op, args) for op, args, _ in work])
-                error = None
-            except Exception as e:  # pragma: no cover - disk full and the like
-                error = e
-            self.batches += 1
-            self._reactor.callFromThread(self._fire, [d for _, _, d in work], error)
-        try:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-        connection.close()
-        self._reactor.callFromThread(self._closed.callback, None)
-
-    def _fire(self, deferreds, error):
-        for d in deferreds:
-            if error is None:
-                d.callback(None)
-            else:
-                d.errback(error)
+        return self._committer.submit((op, args))
 
     def close(self):
         """
@@ -210,10 +154,16 @@ class ThreadedWriter:
 
         @return: a Deferred that fires once the thread is done.
         """
-        if self._closed is None:
-            self._closed = defer.Deferred()
-            self._queue.put(self._STOP)
-        return self._closed
+        return self._committer.close()
+
+
+def _applyAll(connection, operations):
+    """
+    Apply a group of lease operations in one transaction: all or none (an
+    error fails every one of them).
+    """
+    _apply(connection, operations)
+    return [(True, None)] * len(operations)
 
 
 class LeaseStore:

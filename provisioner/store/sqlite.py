@@ -18,14 +18,13 @@ and returns a Deferred that has already fired.
 
 import json
 import os
-import queue
 import sqlite3
-import threading
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from provisioner.store.committer import GroupCommitter
 from provisioner.store.interfaces import IHostStore
 from provisioner.store.records import Event, HostRecord, Machine, Snapshot, Token
 
@@ -236,7 +235,6 @@ class SQLiteHostStore:
     """
 
     log = Logger()
-    _STOP = object()
 
     def __init__(self, path, reactor=None, threaded=True, synchronous="NORMAL"):
         """
@@ -249,27 +247,29 @@ class SQLiteHostStore:
         """
         self.path = path
         self.location = path
-        self.batches = 0
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        self._reactor = reactor
         self._synchronous = synchronous
         self._closed = None
         self._connection = None
-        self._thread = None
+        self._committer = None
+        self._inline = 0
         if not threaded:
             self._connection = _connect(path, synchronous)
             return
         if reactor is None:
             raise ValueError("a threaded store needs a reactor")
-        self._queue = queue.Queue()
-        self._ready = threading.Event()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="hosts-store", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        self._committer = GroupCommitter(lambda: _connect(path, synchronous), _batch, reactor,
+                                         "hosts-store")
+
+    @property
+    def batches(self):
+        """
+        How many transactions were committed (tests, bench).
+        """
+        if self._committer is not None:
+            return self._committer.batches
+        return self._inline
 
     # IHostStore
 
@@ -309,12 +309,11 @@ class SQLiteHostStore:
     def close(self):
         if self._closed is not None:
             return self._closed
-        if self._thread is None:
+        if self._committer is None:
             self._connection.close()
             self._closed = defer.succeed(None)
-            return self._closed
-        self._closed = defer.Deferred()
-        self._queue.put(self._STOP)
+        else:
+            self._closed = self._committer.close()
         return self._closed
 
     # The writer.
@@ -322,58 +321,11 @@ class SQLiteHostStore:
     def _submit(self, function, *args):
         if self._closed is not None:
             return defer.fail(RuntimeError("the host store %s is closed" % (self.path,)))
-        if self._thread is None:
+        if self._committer is None:
             try:
                 (ok, result), = _batch(self._connection, [(function, args)])
             except Exception:
                 return defer.fail()
-            self.batches += 1
+            self._inline += 1
             return defer.succeed(result) if ok else defer.fail(result)
-        d = defer.Deferred()
-        self._queue.put((function, args, d))
-        return d
-
-    def _run(self):
-        try:
-            connection = _connect(self.path, self._synchronous)
-        except Exception as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        stop = False
-        while not stop:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            work = []
-            for item in items:
-                if item is self._STOP:
-                    stop = True
-                else:
-                    work.append(item)
-            if not work:
-                continue
-            try:
-                results = _batch(connection, [(f, args) for f, args, _ in work])
-            except Exception as e:  # pragma: no cover - disk full and the like
-                results = [(False, e)] * len(work)
-            self.batches += 1
-            self._reactor.callFromThread(self._fire, [d for _, _, d in work], results)
-        try:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-        connection.close()
-        self._reactor.callFromThread(self._closed.callback, None)
-
-    @staticmethod
-    def _fire(deferreds, results):
-        for d, (ok, result) in zip(deferreds, results):
-            if ok:
-                d.callback(result)
-            else:
-                d.errback(result)
+        return self._committer.submit((function, args))
