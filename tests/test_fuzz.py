@@ -43,6 +43,7 @@ import random
 import re
 import select
 import socket
+import sqlite3
 import struct
 import subprocess
 import threading
@@ -1103,6 +1104,17 @@ class DHCPFuzzTests(FuzzCase):
                 10 <= int(ip.rsplit(".", 1)[1]) <= 250):
             raise AssertionError("udhcpc was bound to %s, not a pool address" % (ip,))
 
+    def leaseCount(self):
+        """
+        The leases in the lease database.
+        """
+        connection = sqlite3.connect("file:%s?mode=ro" % (
+            os.path.join(self.directory, "leases.sqlite"),), uri=True)
+        try:
+            return connection.execute("SELECT COUNT(*) FROM leases").fetchone()[0]
+        finally:
+            connection.close()
+
     def resolveSubnet(self):
         """
         Give the server a neighbour entry for every address of the lab
@@ -1216,7 +1228,7 @@ class DHCPFuzzTests(FuzzCase):
                 total, targets[(server, 67)], server, targets[("255.255.255.255", 67)],
                 targets[(server, 4011)], server),
             "; %d datagrams dropped by the server's sockets; %d probes answered on each "
-            "port" % (drops, probes),
+            "port; %d leases stored (pool: 241)" % (drops, probes, self.leaseCount()),
             ["the server's sockets dropped %d datagrams (more than 1%%): the pacing failed" % (
                 drops,)] if drops > total // 100 else [])
         self.assertGreaterEqual(total, DATAGRAMS)
@@ -1254,6 +1266,36 @@ class DHCPFuzzTests(FuzzCase):
         "fill the buffer and every reply meanwhile, broadcast OFFERs too, fails with EAGAIN "
         "and is dropped in _ResponderProtocol.send (one debug line): a peer sending them "
         "every 3 s keeps the server from answering anyone on that interface")
+
+    def test_requestFloodTakesPool(self):
+        """
+        If a peer sends one INIT-REBOOT REQUEST (a requested address, no
+        server id, no ciaddr) for every address of the pool, each from a
+        MAC the server has never seen, a new client still gets a lease.
+        """
+        server = "198.18.%d.1" % (DHCP_SUBNET,)
+        source = self.udp()
+        rnd = random.Random(DEFAULT_SEED)
+        for i in range(10, 251):
+            mac = bytes((2, 0xee)) + bytes(rnd.getrandbits(8) for _ in range(4))
+            source.sendto(bootp(xid=0x2000 + i, chaddr=mac, options=dhcpOptions(
+                [(53, bytes((REQUEST,))), (50, ip4("198.18.%d.%d" % (DHCP_SUBNET, i)))])),
+                (server, 67))
+            if i % 50 == 0:
+                time.sleep(0.05)
+        time.sleep(1)
+        try:
+            self.udhcpc()
+        except AssertionError as e:
+            self.fail("%s (%d leases stored)" % (e, self.leaseCount()))
+
+    test_requestFloodTakesPool.todo = (
+        "provisioner/dhcp/leasing.py LeaseResponder.request binds any free pool address "
+        "that a REQUEST names (INIT-REBOOT, or SELECTING with our server id) for a client "
+        "it has no offer or lease for (_refusal only asks whether the address is "
+        "available): 241 datagrams from random MACs take the whole pool for lease_time "
+        "(an hour by default), past the weak offers that stop a DISCOVER flood; RFC 2131 "
+        "4.3.2 has a server stay silent to an INIT-REBOOT client it has no record of")
 
 
 # -- imagecast's control channel ----------------------------------------------
