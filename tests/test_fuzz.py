@@ -55,6 +55,7 @@ import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from provisioner.imagecast import commands as imagecastCommands
 from provisioner.imagecast import ranges as R
 from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E, waitFor
 from tests.qemu_lab import readEvents, writeUdhcpcScript
@@ -1024,7 +1025,7 @@ class DHCPFuzzer:
         return data[:at] + bytes((length & 0xff,)) + data[at + 1:]
 
     def garbage(self):
-        return self.m.garbage(rnd_size(self.rnd))
+        return self.m.garbage(self.rnd.choice((0, 1, 4, 100, 236, 240, 300, 600)))
 
     def templates(self):
         """
@@ -1047,10 +1048,6 @@ class DHCPFuzzer:
             bootp(xid=6, chaddr=mac, ciaddr=self.net + "77", options=dhcpOptions(
                 [(53, b"\x03"), (43, b"\x47\x04\x80\x00\x00\x00\xff")] + boot)),
         ]
-
-
-def rnd_size(rnd):
-    return rnd.choice((0, 1, 4, 100, 236, 240, 300, 600))
 
 
 class DHCPFuzzTests(FuzzCase):
@@ -1618,7 +1615,7 @@ class AMPFuzzer:
 
     def bomb(self):
         """
-        A range list of 65 KB that inflates to 24 million ranges.
+        A range list of 48 KB that inflates to 48 MiB: 24 million ranges.
         """
         if self._bomb is None:
             self._bomb = b"\x01" + zlib.compress(b"\x01" * (48 << 20), 9)
@@ -1668,12 +1665,12 @@ class AMPFuzzer:
                 proof = bytes(rnd.getrandbits(8) for _ in range(rnd.choice((0, 31, 32, 33))))
                 if nonce is not None and rnd.random() < 0.5:
                     try:
-                        proof = __import__("provisioner.imagecast.commands", fromlist=[
-                            "registrationProof"]).registrationProof(
-                                secretOf(clientId.decode()), nonce, clientId.decode(),
-                                "fuzz-appliance")
-                    except (UnicodeDecodeError, KeyError):
-                        pass
+                        name = clientId.decode()
+                    except UnicodeDecodeError:
+                        name = None
+                    if name is not None:
+                        proof = imagecastCommands.registrationProof(
+                            secretOf(name), nonce, name, "fuzz-appliance")
                 pairs.append((b"proof", proof))
         elif name == b"ReportMissing":
             pairs += [(b"session", b"%d" % (rnd.choice(ids),) if ids and rnd.random() < 0.5
@@ -1852,12 +1849,11 @@ class ImagecastFuzzTests(FuzzCase):
 
         @return: the answer box.
         """
-        from provisioner.imagecast.commands import registrationProof
         challenge = self.connections.call(connection, [(b"_command", b"Challenge")])
         if challenge is None or b"nonce" not in challenge:
             raise AssertionError("no challenge on %s: %r" % (connection.name, challenge))
-        proof = registrationProof(secretOf(clientId), challenge[b"nonce"], clientId,
-                                  challenge[b"server"].decode())
+        proof = imagecastCommands.registrationProof(
+            secretOf(clientId), challenge[b"nonce"], clientId, challenge[b"server"].decode())
         return self.connections.call(connection, [
             (b"_command", b"Register"), (b"clientId", clientId.encode()),
             (b"address", b"198.18.%d.9" % (IMAGECAST_SUBNET,)), (b"proof", proof)])
