@@ -24,7 +24,7 @@ from provisioner.files import DirectoryResolver, ResolverChain
 from provisioner.tftp import wire
 from provisioner.tftp.multicast.service import MulticastHandler
 from provisioner.tftp.server import TFTPServer
-from provisioner.tftp.write import UploadTarget
+from provisioner.tftp.upload import UploadTarget
 from tests.fakes import FakeDatagramPort, FakeReactor
 from tests.netlab import Appliance, requireE2E
 

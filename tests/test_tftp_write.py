@@ -1,6 +1,7 @@
 """
-Tests for L{provisioner.tftp.write}: uploads land in their own directory,
-through a temporary file, never over an existing file.
+Tests for L{provisioner.tftp.write} and L{provisioner.tftp.upload}:
+uploads land in their own directory, through a temporary file, never over
+an existing file.
 """
 
 import gc
@@ -16,7 +17,8 @@ from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, negotiate
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.transfer import AMPLIFICATION
-from provisioner.tftp.write import MAX_NAME, UploadTarget, WriteSession
+from provisioner.tftp.upload import MAX_NAME, UploadTarget
+from provisioner.tftp.write import WriteSession
 from tests.fakes import FakeDatagramPort, FakeReactor
 
 PEER = ("127.0.0.1", 41000)

@@ -94,7 +94,7 @@ class TFTPServer(DatagramProtocol):
     @ivar unanswered: the read sessions whose client has not answered yet,
         oldest first (C{OrderedDict} of C{(host, port)} to session): the
         ones a new request may take the slot of when a limit is reached.
-    @ivar uploads: the L{provisioner.tftp.write.UploadTarget} for WRQ, or
+    @ivar uploads: the L{provisioner.tftp.upload.UploadTarget} for WRQ, or
         L{None} (uploads refused).
     @ivar fastLane: whether a lone session may wait for its next ACK in a
         short blocking read (L{provisioner.tftp.fastlane}) when

@@ -52,7 +52,7 @@ from provisioner.tftp import adaptive, inject
 from provisioner.tftp.multicast import service as multicast
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.udp import openPort
-from provisioner.tftp.write import UploadTarget
+from provisioner.tftp.upload import UploadTarget
 
 __all__ = ["TFTPService", "makeService"]
 
