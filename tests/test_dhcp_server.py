@@ -382,11 +382,17 @@ class FullModeTests(SynchronousTestCase):
         """
         If the MAC has a reservation, it is offered the reserved address
         (outside the range is fine) with its hostname, and nobody else gets
-        it.
+        it: a client with a lease of its own that asks for it is NAKed, a
+        client this server has no record of gets no answer.
         """
         offer, ack = self.handshake(b"\x52\x54\x00\x00\x00\x99")
         self.assertEqual(ack.yiaddr, "198.18.0.50")
         self.assertEqual(ack.option(OPT.HOSTNAME), b"reserved")
+        sent = len(self.sent)
+        self.responder.handleDHCP(request(wire.DHCPREQUEST, options=[
+            (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.50"))]), IFACE, self.sent)
+        self.assertEqual(len(self.sent), sent)
+        self.handshake()
         self.responder.handleDHCP(request(wire.DHCPREQUEST, options=[
             (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.50"))]), IFACE, self.sent)
         self.assertEqual(self.sent[-1][0].messageType, wire.DHCPNAK)
@@ -422,6 +428,23 @@ class FullModeTests(SynchronousTestCase):
             (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.100"))]), IFACE, self.sent)
         self.assertEqual(len(self.sent), 1)
         self.assertIsNone(self.leases.byMAC("52:54:00:00:00:01"))
+
+    def test_initRebootUnknownClientSilent(self):
+        """
+        If a client this server has no record of (no offer, lease or
+        reservation) sends an INIT-REBOOT REQUEST for an address of the
+        subnet, it gets no answer and nothing is bound (RFC 2131 4.3.2),
+        so that a flood of them cannot take the pool.
+        """
+        for i in range(20):
+            self.responder.handleDHCP(request(wire.DHCPREQUEST, mac=bytes(
+                [0x02, 0, 0, 0, 9, i]), options=[
+                (OPT.REQUESTED_IP, wire.ip2bytes("198.18.0.%d" % (100 + i,)))]),
+                IFACE, self.sent)
+        self.assertEqual(self.sent, [])
+        self.assertEqual(list(self.leases), [])
+        _, ack = self.handshake()
+        self.assertEqual(ack.messageType, wire.DHCPACK)
 
     def test_initRebootWrongNetwork(self):
         """

@@ -119,10 +119,30 @@ class LeaseResponder:
             return None
         if subnet is None:
             return None
+        if serverID is None and ip in subnet and not self._knows(mac, ip):
+            # INIT-REBOOT, RENEWING or REBINDING from a client this server
+            # has no record of: stay silent (RFC 2131 4.3.2; a wrong
+            # network still gets its NAK), or a flood of such REQUESTs
+            # from random MACs would bind the whole pool
+            self.log.debug("REQUEST for {ip} from {mac} ignored: no offer, lease or "
+                           "reservation of this client", ip=ip, mac=mac)
+            self._count("REQUEST-unknown-ignored")
+            return None
         why = self._refusal(subnet, ip, mac, iface)
         if why is not None:
             return self._nak(packet, iface, send, why)
         return self._bind(packet, iface, send, subnet, ip)
+
+    def _knows(self, mac, ip):
+        """
+        Whether this server has a record of C{mac}: an offer or a lease (of
+        any address: a NAK then tells it to start over), or a reservation
+        of C{ip}.
+        """
+        if self.leases.byMAC(mac) is not None:
+            return True
+        mine = self.subnets.reservations().get(mac)
+        return mine is not None and mine[0] == ip
 
     def _refusal(self, subnet, ip, mac, iface):
         """

@@ -209,10 +209,19 @@ class Authenticator:
                                               self.serverName)
         if not hmac.compare_digest(expected, bytes(proof)) or secret is None:
             raise commands.NotAuthenticated("%s: wrong or unknown receiver secret" % (
-                clientId,))
+                _clip(clientId),))
 
     def forget(self, connection):
         """
         C{connection} is gone: drop its nonce.
         """
         self._nonces.pop(connection, None)
+
+
+def _clip(text, most=200):
+    """
+    Peer data quoted in an error the peer is sent back: at most C{most}
+    characters (an AMP value holds at most 65,535 bytes).
+    """
+    text = str(text)
+    return text if len(text) <= most else text[:most] + "..."

@@ -44,6 +44,9 @@ from provisioner.imagecast.source import catalogEntry, resolveImage
 
 __all__ = ["Controller"]
 
+# The longest a session may wait for receivers before it starts (a week).
+MAX_WAIT = 7 * 24 * 3600
+
 
 class Controller:
     """
@@ -363,8 +366,8 @@ class Controller:
         cfg = self.config
         if minReceivers is not None and minReceivers < 1:
             raise commands.BadRequest("min receivers must be at least 1")
-        if maxWait is not None and maxWait < 0:
-            raise commands.BadRequest("max wait must not be negative")
+        if maxWait is not None and not 0 <= maxWait <= MAX_WAIT:
+            raise commands.BadRequest("max wait must be 0..%d seconds" % (MAX_WAIT,))
         if rate is not None and not cfg["rate_min"] <= rate <= cfg["rate_max"]:
             raise commands.BadRequest("rate must be within %s..%s Mbit/s" % (
                 cfg["rate_min"], cfg["rate_max"]))

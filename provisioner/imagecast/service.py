@@ -336,8 +336,11 @@ class ControlProtocol(amp.AMP):
         else is logged at error level and drops the connection.
         """
         if failure.check(amp.RemoteAmpError):
+            # its text ends with Twisted's brief traceback: the first line
+            # says what failed
+            message = failure.getErrorMessage().split("\n", 1)[0]
             self.log.info("imagecast: a call from {peer} without answer failed: {error}",
-                          peer=self.peer(), error=_short(failure.getErrorMessage()))
+                          peer=self.peer(), error=_short(message))
             return
         self.log.failure("imagecast: control connection of {peer}", failure,
                          level=LogLevel.error, peer=self.peer())

@@ -18,6 +18,8 @@ def resolveImage(root, name):
     @raise commands.NoSuchImage: if it leaves C{root}, is missing or is not a
         regular readable file.
     """
+    if "\x00" in name:
+        raise commands.NoSuchImage("no image %r: a name has no NUL byte" % (name[:200],))
     rootReal = os.path.realpath(root)
     candidate = name if os.path.isabs(name) else os.path.join(rootReal, name)
     real = os.path.realpath(candidate)
