@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
-from provisioner.hosts.book import Refused
+from provisioner.hosts.errors import Refused
 from provisioner.hosts.service import HostsService, openStore
 from provisioner.menus.service import MenuService
 from provisioner.store.interfaces import IHostStore

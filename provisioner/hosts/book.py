@@ -30,12 +30,12 @@ from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
+from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
                                          TransitionRefused)
 from provisioner.store.records import HostRecord, Machine, Token
 
-__all__ = ["HostBook", "BootDecision", "HostsError", "NotFound", "Refused", "BadRequest",
-           "Conflict", "NotReady", "PREVIEW_TOKEN", "TOKENS_PER_HOST", "deployPaths",
+__all__ = ["HostBook", "BootDecision", "PREVIEW_TOKEN", "TOKENS_PER_HOST", "deployPaths",
            "inventoryStanza", "digest"]
 
 #: what previews (the JSON API, C{provisioner render}) show instead of a token
@@ -49,35 +49,6 @@ TOKENS_PER_HOST = 4
 _IP_MEMORY = 65536
 
 _NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
-
-
-class HostsError(Exception):
-    """
-    A request the book refuses; C{code} is the HTTP status the JSON API
-    answers with.
-    """
-
-    code = 400
-
-
-class BadRequest(HostsError):
-    code = 400
-
-
-class Refused(HostsError):
-    code = 403
-
-
-class NotFound(HostsError):
-    code = 404
-
-
-class Conflict(HostsError):
-    code = 409
-
-
-class NotReady(HostsError):
-    code = 503
 
 
 def digest(token):

@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.files import FileRequest, ResolverChain, normalisePath
-from provisioner.hosts.book import HostsError
+from provisioner.hosts.errors import HostsError
 
 __all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange",
            "publicVars", "HTTPFetch"]
