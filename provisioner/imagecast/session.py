@@ -10,11 +10,10 @@ receivers are L{provisioner.imagecast.member.Member}s, its flow window is
 L{provisioner.imagecast.flow.FlowWindow}, its rate policy comes from the
 controller and its scorecard from L{provisioner.imagecast.scorecard}.
 
-Membership changes cost O(1) (O(log n) with the flow window): the start
-conditions, the end of a round's reports and the end of the session are
-counters kept as members change (L{Session._counts}), a connection finds
-its members in a dictionary, and the disconnected members wait in the order
-they left; only the rounds themselves go over every member.
+Its permanent group (enrollment, disconnection, loss, completion) and the
+counters kept as members change are L{provisioner.imagecast.roster.Roster}:
+membership changes cost O(1) (O(log n) with the flow window); only the
+rounds themselves go over every member.
 
 Nothing here imports the reactor: the session takes its controller's clock.
 """
@@ -44,7 +43,7 @@ class Session(Roster):
     channel), C{done}.
 
     Every change of a member goes through L{_changing}/L{_changed}, which
-    keep C{_counts} (see L{_flags}) up to date.
+    keep C{_counts} (see L{_flags}) up to date (L{Roster}).
     """
 
     log = Logger()
