@@ -18,7 +18,7 @@ from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig
 from provisioner.files import FileRequest
 from provisioner.hosts import lifecycle
-from provisioner.hosts.book import PREVIEW_TOKEN, TOKENS_PER_HOST
+from provisioner.hosts.tokens import PREVIEW_TOKEN, TOKENS_PER_HOST
 from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
                                          STATES, TRANSITIONS, TransitionRefused)

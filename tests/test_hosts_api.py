@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 
 from provisioner.appliance import Appliance
 from provisioner.config import loadConfig
-from provisioner.hosts.book import PREVIEW_TOKEN
+from provisioner.hosts.tokens import PREVIEW_TOKEN
 from provisioner.hosts.service import HostsService
 from provisioner.menus.service import MenuService
 from provisioner.web.service import HTTPService

@@ -20,7 +20,6 @@ acknowledged is on disk.
 """
 
 import collections
-import hashlib
 import ipaddress
 import re
 import secrets
@@ -33,30 +32,15 @@ from provisioner.hosts import lifecycle
 from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
                                          TransitionRefused)
-from provisioner.store.records import HostRecord, Machine, Token
+from provisioner.hosts.tokens import PREVIEW_TOKEN, TokenLedger
+from provisioner.store.records import HostRecord, Machine
 
-__all__ = ["HostBook", "BootDecision", "PREVIEW_TOKEN", "TOKENS_PER_HOST", "deployPaths",
-           "inventoryStanza", "digest"]
-
-#: what previews (the JSON API, C{provisioner render}) show instead of a token
-PREVIEW_TOKEN = "PER-BOOT-TOKEN"
-
-#: live tokens kept per host: a boot may fetch its menu more than once
-#: (a probe, then the transfer); the newest few are valid
-TOKENS_PER_HOST = 4
+__all__ = ["HostBook", "BootDecision", "deployPaths", "inventoryStanza"]
 
 #: addresses remembered with the MAC that fetched a menu from them
 _IP_MEMORY = 65536
 
 _NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
-
-
-def digest(token):
-    """
-    The SHA-256 (hex) under which a token is kept: the token itself is
-    never stored.
-    """
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _deployEntry(profile):
@@ -176,7 +160,7 @@ class HostBook:
     @ivar events: C{{key: deque of Event}} (bounded).
     @ivar machines: discovered machines, C{{mac: Machine}}, least recently
         seen first.
-    @ivar tokens: C{{digest: Token}}, oldest first.
+    @ivar tokens: C{{digest: Token}}, oldest first (kept by the L{TokenLedger}).
     """
 
     log = Logger()
@@ -202,13 +186,10 @@ class HostBook:
         self.hosts = {}
         self.events = {}
         self.machines = collections.OrderedDict()
-        self.tokens = collections.OrderedDict()
-        self._tokensByIP = {}
-        self._tokensByHost = {}
+        self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._macByIP = collections.OrderedDict()
         self._inventorySeen = None
-        self._newToken = newToken or (lambda: secrets.token_urlsafe(24))
         self.configure(eventsPerHost, tokenTTL, maxTokens, maxDiscovered, filesPerMachine,
                        adminNetworks)
 
@@ -230,7 +211,15 @@ class HostBook:
             del machine.files[:-filesPerMachine]
         if self.loaded:
             self._evictMachines()
-            self._pruneTokens(self.clock.seconds())
+            self._ledger.prune(self.clock.seconds())
+
+    @property
+    def tokens(self):
+        """
+        C{{digest: Token}}, oldest first (read only: the L{TokenLedger}
+        keeps them).
+        """
+        return self._ledger.tokens
 
     # Loading and writing.
 
@@ -243,17 +232,13 @@ class HostBook:
                        for key, events in snapshot.events.items()}
         self.machines = collections.OrderedDict(
             (m.mac, m) for m in sorted(snapshot.machines, key=lambda m: m.last_seen))
-        self.tokens = collections.OrderedDict()
-        self._tokensByIP = {}
-        self._tokensByHost = {}
-        for token in sorted(snapshot.tokens, key=lambda t: t.minted):
-            self._remember(token)
+        self._ledger.restore(snapshot.tokens)
         self._adoptedByMAC = {}
         for host in self.hosts.values():
             self._indexAdopted(host)
         self.loaded = True
         self._inventorySeen = None
-        self._pruneTokens(self.clock.seconds())
+        self._ledger.prune(self.clock.seconds())
         self._evictMachines()
         self.sync()
         return self
@@ -429,79 +414,9 @@ class HostBook:
             token = PREVIEW_TOKEN
         else:
             paths = deployPaths(resolution.profile, (server or {}).get("images_prefix"))
-            token = self._mint(record.name, ip, paths, now)
+            token = self._ledger.mint(record.name, ip, paths, now)
         return BootDecision(record.name, record.state, False, token,
                             _callbackURL(server, record.name))
-
-    # Tokens.
-
-    def _remember(self, token):
-        self.tokens[token.digest] = token
-        self._tokensByHost.setdefault(token.host, collections.OrderedDict())[token.digest] = token
-        if token.ip:
-            self._tokensByIP.setdefault(token.ip, set()).add(token.digest)
-
-    def _drop(self, digests):
-        for d in digests:
-            token = self.tokens.pop(d, None)
-            if token is None:
-                continue
-            same = self._tokensByHost.get(token.host)
-            if same is not None:
-                same.pop(d, None)
-                if not same:
-                    del self._tokensByHost[token.host]
-            if token.ip:
-                same = self._tokensByIP.get(token.ip)
-                if same is not None:
-                    same.discard(d)
-                    if not same:
-                        del self._tokensByIP[token.ip]
-
-    def _mint(self, name, ip, paths, now):
-        token = self._newToken()
-        record = Token(digest=digest(token), host=name, minted=now, expires=now + self.tokenTTL,
-                       used=None, ip=ip, paths=list(paths))
-        self._remember(record)
-        self._write(self.store.saveToken(record), "a token of %s" % (name,))
-        live = [d for d, t in self._tokensByHost[name].items() if t.used is None]
-        self._pruneTokens(now, live[:-TOKENS_PER_HOST])
-        return token
-
-    def _pruneTokens(self, now, extra=()):
-        """
-        Forget C{extra}, the oldest tokens expired for more than a TTL
-        (until then they are refused as expired, not unknown), and the
-        oldest beyond C{maxTokens}. Tokens are kept oldest first, so this
-        costs what it forgets.
-        """
-        gone = set(extra)
-        for d, token in self.tokens.items():
-            if token.expires + self.tokenTTL > now:
-                break
-            gone.add(d)
-        excess = len(self.tokens) - len(gone) - self.maxTokens
-        for d in self.tokens:
-            if excess <= 0:
-                break
-            if d not in gone:
-                gone.add(d)
-                excess -= 1
-        if gone:
-            gone = sorted(gone)
-            self._drop(gone)
-            self._write(self.store.forgetTokens(gone), "forgotten tokens")
-
-    def _useTokens(self, name, now):
-        """
-        Use up every live token of a host (its boot is over).
-        """
-        used = []
-        for token in self._tokensByHost.get(name, {}).values():
-            if token.used is None:
-                token.used = now
-                used.append(self._write(self.store.saveToken(token), "a token of %s" % (name,)))
-        return used
 
     # Transfers.
 
@@ -536,10 +451,8 @@ class HostBook:
         self.sync()
         now = self.clock.seconds()
         path = path.lstrip("/")
-        for d in sorted(self._tokensByIP.get(ip, ()), key=lambda d: -self.tokens[d].minted):
-            token = self.tokens[d]
-            if token.used is not None or token.expires <= now or path not in token.paths:
-                continue
+        token = self._ledger.deploying(ip, path, now)
+        if token is not None:
             record = self.hosts.get(token.host)
             if record is not None and record.state in (READY, FAILED):
                 self._transition(record, DEPLOYING, "booted its deploy entry: fetched %s over "
@@ -636,21 +549,10 @@ class HostBook:
             raise BadRequest("state must be deploying, deployed or failed (got %r)" % (state,))
         now = self.clock.seconds()
         record = self.hosts.get(name)
-        found = self.tokens.get(digest(token)) if token else None
-        problem = None
-        if not token:
-            problem = "no token"
-        elif found is None:
-            problem = "unknown token"
-        elif found.host != name:
-            problem = "the token is another host's"
-        elif found.used is not None:
-            problem = "the token was already used"
-        elif found.expires <= now:
-            problem = "the token expired"
-        elif record is None:
+        problem = self._ledger.refusal(name, token, now)
+        if problem is None and record is None:
             problem = "no such host"
-        elif record.state == DEPLOYED:
+        elif problem is None and record.state == DEPLOYED:
             problem = "the host is deployed already"
         if problem is not None:
             self.log.warn("hosts: callback {state} for {host} from {peer} refused: {why}; "
@@ -673,12 +575,12 @@ class HostBook:
             writes.append(self._transition(
                 record, DEPLOYED, "the installed system called back from %s%s" % (peer, text),
                 now))
-            writes.extend(self._useTokens(name, now))
+            writes.extend(self._ledger.useUp(name, now))
         else:
             writes.append(self._transition(
                 record, FAILED, "the deploy environment reported failure from %s%s" % (
                     peer, text or ": no reason given"), now))
-            writes.extend(self._useTokens(name, now))
+            writes.extend(self._ledger.useUp(name, now))
         return defer.gatherResults(writes, consumeErrors=True).addCallback(
             lambda _: self.hostInfo(name))
 
@@ -702,7 +604,7 @@ class HostBook:
                 peer or "the command line",), now)
         except TransitionRefused as e:
             raise Conflict(str(e))
-        writes = [d] + self._useTokens(name, now)
+        writes = [d] + self._ledger.useUp(name, now)
         return defer.gatherResults(writes, consumeErrors=True).addCallback(
             lambda _: self.hostInfo(name))
 
