@@ -50,19 +50,21 @@ timer and a few hundred bytes.
 When a session ends it calls C{onEnd(stats)} with a
 L{provisioner.tftp.transfer.SessionStats}. What read and write sessions
 share (stats, ending, the netascii form) is in L{provisioner.tftp.transfer};
-the fast lane (a blocking wait for the next ACK while one transfer is in
-flight) in L{provisioner.tftp.fastlane}; the send path in
-L{provisioner.tftp.udp}.
+what the session does with each ACK (and any other datagram) its peer
+sends in L{provisioner.tftp.ackturn}; the fast lane (a blocking wait for
+the next ACK while one transfer is in flight) in
+L{provisioner.tftp.fastlane}; the send path in L{provisioner.tftp.udp}.
 """
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from provisioner.tftp import wire
+from provisioner.tftp.ackturn import AckTurn
 from provisioner.tftp.fastlane import FastLane
 from provisioner.tftp.transfer import (
     AMPLIFICATION, MAX_BACKOFF, NetasciiSource, SessionEnding, SessionStats)
-from provisioner.tftp.udp import TransportSender, defaultSender
+from provisioner.tftp.udp import defaultSender
 from provisioner.tftp.window import MAX_WINDOW
 
 __all__ = ["ReadSession", "DALLY"]
@@ -70,12 +72,8 @@ __all__ = ["ReadSession", "DALLY"]
 # How long a finished read session keeps its port (seconds, at most).
 DALLY = 1.0
 
-_ACK = wire.ACK
-_ERROR = wire.ERROR
-_ERR5 = wire.Error(wire.ERR_UNKNOWN_TID, "unknown transfer ID").to_wire()
 
-
-class ReadSession(SessionEnding, FastLane, DatagramProtocol):
+class ReadSession(SessionEnding, FastLane, AckTurn, DatagramProtocol):
     """
     Sends one data source to one peer.
 
@@ -145,19 +143,7 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.blksize = negotiated.blksize
         self.policy = negotiated.windowPolicy()
         self.netascii = netascii
-        self.timeout = float(negotiated.timeout) if negotiated.timeout else float(timeout)
-        # the adaptive retransmission timeout (None: fixed at self.timeout)
-        self.timeoutMin = (min(float(timeoutMin), self.timeout)
-                           if timeoutMin is not None and not negotiated.timeout else None)
-        self.rto = self.timeout
-        # what an adapted timer backs off to: the timeout, capped until the
-        # client answers
-        self.rtoMax = self.timeout
-        if unansweredTimeout is not None and unansweredTimeout < self.timeout:
-            self.rto = self.rtoMax = float(unansweredTimeout)
-        self.srtt = None
-        self.rttvar = 0.0
-        self._rttStart = None
+        self._initTimeouts(negotiated, timeout, timeoutMin, unansweredTimeout)
         self.maxRetries = retries
         self.onEnd = onEnd
         self.gso = gso
@@ -166,20 +152,8 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.extension = negotiated.extension is not None
         self.dallyTime = min(dally, self.timeout)
         size = getattr(source, "size", None)
-        # 32-bit block numbers: the last block (None until known), the last
-        # one acknowledged in order, the last one sent.
-        self.last = None
-        if not netascii and isinstance(size, int):
-            self.last = size // self.blksize + 1
-        self.acked = 0
-        self.sent = 0
-        self.highest = 0
-        self.retriesLeft = retries
-        if unansweredRetries is not None:
-            self.retriesLeft = max(0, min(retries, unansweredRetries))
-        self.budget = AMPLIFICATION * requestBytes if requestBytes else None
-        self.unansweredBytes = 0
-        self._oackWire = None
+        self._initBlocks(None if netascii else size)
+        self._initUnanswered(retries, unansweredRetries, requestBytes)
         self.backoff = 1
         self.sender = None
         self.stats = SessionStats(self.peer, path, "read", None if netascii else size)
@@ -198,6 +172,53 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         self.fastLane = None
         self._laneGate = fastLane
         self._inFast = False
+
+    def _initTimeouts(self, negotiated, timeout, timeoutMin, unansweredTimeout):
+        """
+        The retransmission timeout (a step of C{__init__}): the client's,
+        else C{timeout}; following the measured round trip from
+        C{timeoutMin} up when the client did not negotiate one; at most
+        C{unansweredTimeout} until the client answers.
+        """
+        self.timeout = float(negotiated.timeout) if negotiated.timeout else float(timeout)
+        # the adaptive retransmission timeout (None: fixed at self.timeout)
+        self.timeoutMin = (min(float(timeoutMin), self.timeout)
+                           if timeoutMin is not None and not negotiated.timeout else None)
+        self.rto = self.timeout
+        # what an adapted timer backs off to: the timeout, capped until the
+        # client answers
+        self.rtoMax = self.timeout
+        if unansweredTimeout is not None and unansweredTimeout < self.timeout:
+            self.rto = self.rtoMax = float(unansweredTimeout)
+        self.srtt = None
+        self.rttvar = 0.0
+        self._rttStart = None
+
+    def _initBlocks(self, size):
+        """
+        The 32-bit block numbers (a step of C{__init__}): the last block
+        (from the source's C{size}; L{None} until known), the last one
+        acknowledged in order, the last one sent, the highest one sent.
+        """
+        self.last = None
+        if isinstance(size, int):
+            self.last = size // self.blksize + 1
+        self.acked = 0
+        self.sent = 0
+        self.highest = 0
+
+    def _initUnanswered(self, retries, unansweredRetries, requestBytes):
+        """
+        What holds until the client answers (a step of C{__init__}): at
+        most C{unansweredRetries} retransmissions, and the byte budget
+        (L{AMPLIFICATION} times the request's C{requestBytes}).
+        """
+        self.retriesLeft = retries
+        if unansweredRetries is not None:
+            self.retriesLeft = max(0, min(retries, unansweredRetries))
+        self.budget = AMPLIFICATION * requestBytes if requestBytes else None
+        self.unansweredBytes = 0
+        self._oackWire = None
 
     # -- life cycle
 
@@ -329,19 +350,6 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
             self._arm()
 
     # -- before the client has answered
-
-    def _firstAnswer(self):
-        """
-        The client answered for the first time: it is there. Its own
-        timeout applies from now on, and the server is told.
-        """
-        self.answered = True
-        if self.rtoMax < self.timeout:
-            self.rto = self.rtoMax = self.timeout
-        self.fastLane = self._laneGate
-        onAnswered, self.onAnswered = self.onAnswered, None
-        if onAnswered is not None:
-            onAnswered()
 
     def _firstSize(self):
         """
@@ -492,149 +500,6 @@ class ReadSession(SessionEnding, FastLane, DatagramProtocol):
         if count < n:
             self._resume = self.clock.callLater(0.002, self._resumeWindow, start + count, end,
                                                 data[count * bs:])
-
-    # -- receiving
-
-    def datagramReceived(self, data, addr):
-        self._handle(data, addr)
-        if self.fastLane is not None and not self._inFast and not self.done:
-            self._runFast()
-
-    def _handle(self, data, addr):
-        if addr[1] != self.peer[1] or addr[0] != self.peer[0]:
-            self._wrongTID(data, addr)
-            return
-        if len(data) >= 4 and data[0] == 0 and data[1] == _ACK:
-            if not self.done:
-                self._ack((data[2] << 8) | data[3], data[4:] if len(data) > 4 else b"")
-            return
-        if self.done:
-            return
-        try:
-            packet = wire.decode(data)
-        except wire.WireError as e:
-            self.log.debug("undecodable datagram from {peer}: {error}", peer=addr, error=str(e))
-            return
-        if isinstance(packet, wire.Error):
-            self._clientError(packet)
-        elif isinstance(packet, wire.ReadRequest):
-            # The client repeated its request to our port: ignore.
-            pass
-        else:
-            self.log.debug("unexpected {packet!r} from {peer}", packet=packet, peer=addr)
-
-    def _wrongTID(self, data, addr):
-        # Never answer an ERROR with an ERROR.
-        if len(data) >= 2 and data[0] == 0 and data[1] == _ERROR:
-            return
-        if self.sender is not None:
-            try:
-                if isinstance(self.sender, TransportSender):
-                    self.sender.send(_ERR5, addr)
-                else:
-                    self.sender.sock.sendto(_ERR5, addr)
-            except OSError:
-                pass
-        self.log.debug("datagram from unknown TID {addr} (session with {peer})",
-                       addr=addr, peer=self.peer)
-
-    def _clientError(self, packet):
-        if self.waitingOACK:
-            self._firstAnswer()
-            self._finish("probe", "client answered the OACK with ERROR %d %s" % (
-                packet.code, packet.message))
-        else:
-            self._finish("aborted", "client sent ERROR %d %s" % (packet.code, packet.message))
-        self._close()
-
-    def _ack(self, block, extra):
-        """
-        An ACK of the 16-bit C{block} from the peer, with the bytes after
-        the block number (C{extra}: an extension's window request).
-        """
-        if self.waitingOACK:
-            if block == 0:
-                self._oackAnswered(extra)
-            return
-        acked = self.acked
-        delta = (block - acked) & 0xFFFF
-        if delta == 0:
-            self._repeatedAck(extra)
-            return
-        if delta > self.sent - acked:
-            # Older than what we hold, or never sent: a stray ACK.
-            self.stats.duplicates += 1
-            return
-        self._newAck(acked + delta, extra)
-
-    def _oackAnswered(self, extra):
-        """
-        ACK 0 after the OACK: the transfer starts.
-        """
-        self.waitingOACK = False
-        self._firstAnswer()
-        self.retriesLeft = self.maxRetries
-        self.backoff = 1
-        if extra and self.extension:
-            self.policy.onAckExtra(extra, self.clock.seconds())
-        self._next()
-
-    def _repeatedAck(self, extra):
-        """
-        An ACK of the last acknowledged block again: a duplicate, never
-        answered with DATA (no Sorcerer's Apprentice), unless an adaptive
-        client marked it as a loss.
-        """
-        self.stats.duplicates += 1
-        if not extra or not self.extension:
-            return
-        now = self.clock.seconds()
-        self.policy.onAckExtra(extra, now)
-        isLoss = getattr(self.policy, "repeatIsLoss", None)
-        if isLoss is not None and isLoss(extra) and self.sent > self.acked \
-                and not self._wentBack:
-            # An adaptive client repeats its last ACK, marked as a loss,
-            # when the first block of a window is lost: go back once per
-            # window (docs/wire/adaptive.md).
-            self._wentBack = True
-            self.stats.losses += 1
-            self.policy.onLoss(now)
-            self._next()
-
-    def _newAck(self, block, extra):
-        """
-        An ACK of the 32-bit C{block}, past the last acknowledged one: the
-        window policy learns whether the whole window arrived, and the next
-        window goes (from the block after C{block}: go-back-N).
-        """
-        self.acked = block
-        if not self.answered:
-            self._firstAnswer()
-        self.retriesLeft = self.maxRetries
-        self.backoff = 1
-        now = self.clock.seconds()
-        if self._rttStart is not None:
-            self._rttSample(now)
-        if extra and self.extension:
-            self.policy.onAckExtra(extra, now)
-        if self.last is not None and block >= self.last:
-            self._complete()
-            return
-        if block < self.sent:
-            self.stats.losses += 1
-            self.policy.onLoss(now)
-        else:
-            self.policy.onWindowAcked(now)
-        self._next()
-
-    def _next(self):
-        delay = self.policy.delay()
-        if delay and delay > 0:
-            if self._pause is None or not self._pause.active():
-                self._pause = self.clock.callLater(delay, self._sendWindow)
-            self._arm()
-        else:
-            self._sendWindow()
 
     def _complete(self):
         self._finish("complete")
