@@ -29,16 +29,14 @@ from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
+from provisioner.hosts.discovery import Discovery
 from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
                                          TransitionRefused)
 from provisioner.hosts.tokens import PREVIEW_TOKEN, TokenLedger
-from provisioner.store.records import HostRecord, Machine
+from provisioner.store.records import HostRecord
 
 __all__ = ["HostBook", "BootDecision", "deployPaths", "inventoryStanza"]
-
-#: addresses remembered with the MAC that fetched a menu from them
-_IP_MEMORY = 65536
 
 _NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
 
@@ -98,12 +96,6 @@ def _callbackURL(server, name):
     return "%s/api/v1/hosts/%s/callback" % (base.rstrip("/"), quote(name, safe=""))
 
 
-def _uuid(value):
-    if not value or not str(value).strip("0-"):
-        return None  # all-zero GUIDs identify nobody
-    return str(value)
-
-
 def _plain(address):
     """
     An address as an C{ipaddress} object, IPv4-mapped IPv6 as IPv4.
@@ -159,7 +151,7 @@ class HostBook:
     @ivar hosts: C{{name: HostRecord}}.
     @ivar events: C{{key: deque of Event}} (bounded).
     @ivar machines: discovered machines, C{{mac: Machine}}, least recently
-        seen first.
+        seen first (kept by the L{Discovery}).
     @ivar tokens: C{{digest: Token}}, oldest first (kept by the L{TokenLedger}).
     """
 
@@ -185,10 +177,9 @@ class HostBook:
         self.loaded = False
         self.hosts = {}
         self.events = {}
-        self.machines = collections.OrderedDict()
+        self._discovery = Discovery(self)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
-        self._macByIP = collections.OrderedDict()
         self._inventorySeen = None
         self.configure(eventsPerHost, tokenTTL, maxTokens, maxDiscovered, filesPerMachine,
                        adminNetworks)
@@ -207,10 +198,9 @@ class HostBook:
         self.adminNetworks = [ipaddress.ip_network(n, strict=False) for n in adminNetworks]
         for key, history in list(self.events.items()):
             self.events[key] = collections.deque(history, maxlen=eventsPerHost)
-        for machine in self.machines.values():
-            del machine.files[:-filesPerMachine]
+        self._discovery.trim(filesPerMachine)
         if self.loaded:
-            self._evictMachines()
+            self._discovery.evict()
             self._ledger.prune(self.clock.seconds())
 
     @property
@@ -221,6 +211,14 @@ class HostBook:
         """
         return self._ledger.tokens
 
+    @property
+    def machines(self):
+        """
+        The discovered machines, C{{mac: Machine}}, least recently seen
+        first (the L{Discovery} keeps them).
+        """
+        return self._discovery.machines
+
     # Loading and writing.
 
     def restore(self, snapshot):
@@ -230,8 +228,7 @@ class HostBook:
         self.hosts = {h.name: h for h in snapshot.hosts}
         self.events = {key: collections.deque(events, maxlen=self.eventsPerHost)
                        for key, events in snapshot.events.items()}
-        self.machines = collections.OrderedDict(
-            (m.mac, m) for m in sorted(snapshot.machines, key=lambda m: m.last_seen))
+        self._discovery.restore(snapshot.machines)
         self._ledger.restore(snapshot.tokens)
         self._adoptedByMAC = {}
         for host in self.hosts.values():
@@ -239,7 +236,7 @@ class HostBook:
         self.loaded = True
         self._inventorySeen = None
         self._ledger.prune(self.clock.seconds())
-        self._evictMachines()
+        self._discovery.evict()
         self.sync()
         return self
 
@@ -341,15 +338,7 @@ class HostBook:
                 self._write(self.store.saveHost(record), "host %s" % (name,))
         for mac in list(self.machines):
             if inventory.lookup(mac=mac) is not None:
-                self._forgetMachine(mac)
-
-    def _inInventory(self, mac, record=None):
-        inventory = self.inventory()
-        if inventory is None:
-            return False
-        uuid = _uuid(getattr(record, "uuid", None))
-        hostname = getattr(record, "hostname", None)
-        return inventory.lookup(mac=mac, uuid=uuid, hostname=hostname) is not None
+                self._discovery.forget(mac)
 
     # The renderer's questions.
 
@@ -394,13 +383,13 @@ class HostBook:
         host = resolution.host
         if host is None:
             if not preview and facts.mac:
-                self._learn(ip, facts.mac)
-                self._seen(facts.mac, ip, None, facts, now)
+                self._discovery.learn(ip, facts.mac)
+                self._discovery.seen(facts.mac, ip, None, facts, now)
             return None
         if resolution.profile is None:
             return None
         if not preview and ip and facts.mac:
-            self._learn(ip, facts.mac)
+            self._discovery.learn(ip, facts.mac)
         record = self.hosts.get(host.name)
         if record is None:
             if preview:
@@ -419,25 +408,6 @@ class HostBook:
                             _callbackURL(server, record.name))
 
     # Transfers.
-
-    def _learn(self, ip, mac):
-        if not ip or not mac:
-            return
-        self._macByIP[ip] = mac
-        self._macByIP.move_to_end(ip)
-        while len(self._macByIP) > _IP_MEMORY:
-            self._macByIP.popitem(last=False)
-
-    def _macOf(self, ip):
-        if self.clients is not None:
-            record = self.clients.byIP(ip)
-            if record is not None and record.mac:
-                return record.mac, record
-        mac = self._macByIP.get(ip)
-        if mac is None:
-            return None, None
-        record = self.clients.byMAC(mac) if self.clients is not None else None
-        return mac, record
 
     def fetched(self, protocol, ip, path, outcome="complete"):
         """
@@ -458,57 +428,7 @@ class HostBook:
                 self._transition(record, DEPLOYING, "booted its deploy entry: fetched %s over "
                                  "%s from %s" % (path, protocol, ip), now)
             return
-        mac, client = self._macOf(ip)
-        if mac is None or mac in self._adoptedByMAC or self._inInventory(mac, client):
-            return
-        self._seen(mac, ip, {"path": path, "protocol": protocol, "time": now}, None, now)
-
-    # Discovery.
-
-    def _seen(self, mac, ip, fetched, facts, now):
-        client = self.clients.byMAC(mac) if self.clients is not None else None
-        machine = self.machines.get(mac)
-        event = None
-        if machine is None:
-            machine = Machine(mac=mac, first_seen=now, files=[])
-            if fetched is not None:
-                why = "a MAC no inventory names fetched %s over %s from %s" % (
-                    fetched["path"], fetched["protocol"], ip)
-            else:
-                why = "a MAC no inventory names was served a boot menu at %s" % (ip,)
-            event = lifecycle.transition(mac, None, DISCOVERED, why, now)
-            self._history(mac).append(event)
-            self.log.info("hosts: discovered {mac}: {why}", mac=mac, why=why)
-        machine.last_seen = now
-        machine.ip = ip or machine.ip
-        arch = getattr(facts, "arch", None)
-        if arch is None and client is not None:
-            arch = client.arch
-        if arch is not None:
-            machine.arch = arch
-        if client is not None and client.vendor_class:
-            machine.vendor_class = client.vendor_class
-        uuid = _uuid(getattr(client, "uuid", None)) or _uuid(getattr(facts, "uuid", None))
-        if uuid:
-            machine.uuid = uuid
-        if fetched is not None:
-            machine.files.append(fetched)
-            del machine.files[:-self.filesPerMachine]
-        self.machines[mac] = machine
-        self.machines.move_to_end(mac)
-        self._write(self.store.saveMachine(machine, event, self.eventsPerHost),
-                    "discovered machine %s" % (mac,))
-        self._evictMachines()
-
-    def _evictMachines(self):
-        while len(self.machines) > self.maxDiscovered:
-            mac = next(iter(self.machines))
-            self._forgetMachine(mac)
-
-    def _forgetMachine(self, mac):
-        self.machines.pop(mac, None)
-        self.events.pop(mac, None)
-        self._write(self.store.forgetMachine(mac), "discovered machine %s" % (mac,))
+        self._discovery.fetched(protocol, ip, path, now)
 
     # Requests (the JSON API).
 
