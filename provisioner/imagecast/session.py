@@ -4,9 +4,10 @@ One imagecast session: an image sent to a permanent group of receivers,
 round after round, until the current group is empty or the round limit is
 reached; then what is left goes over the control channel.
 
-L{Session} runs the rounds (announce, data, collect), computes the minimum
-retransmission set of the next round and applies the tail rule; its
-receivers are L{provisioner.imagecast.member.Member}s, its flow window is
+L{Session} runs the rounds (announce, data, collect); the receivers'
+reports, the minimum retransmission set of the next round and the tail
+rule are L{provisioner.imagecast.reports.Reports}; its receivers are
+L{provisioner.imagecast.member.Member}s, its flow window is
 L{provisioner.imagecast.flow.FlowWindow}, its rate policy comes from the
 controller and its scorecard from L{provisioner.imagecast.scorecard}.
 
@@ -27,6 +28,7 @@ from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
 from provisioner.imagecast.flow import FlowWindow
 from provisioner.imagecast.member import ACTIVE
+from provisioner.imagecast.reports import Reports
 from provisioner.imagecast.roster import ACTIVE_, AWAITED, CONNECTED, FRESH, Roster
 from provisioner.imagecast.scorecard import mbps, scorecard
 from provisioner.imagecast.sending import RoundSender
@@ -34,7 +36,7 @@ from provisioner.imagecast.sending import RoundSender
 __all__ = ["Session"]
 
 
-class Session(Roster):
+class Session(Roster, Reports):
     """
     One image to a group of receivers.
 
@@ -98,61 +100,7 @@ class Session(Roster):
         self._periodic = None
         self.done = defer.Deferred()
 
-    # -- reports ----------------------------------------------------------
-
-    def _reportLimit(self, member):
-        """
-        The most ranges C{member}'s next report may keep:
-        C{max_report_ranges}, and what the session's C{max_session_ranges}
-        leaves once the other members' reports are counted.
-        """
-        cfg = self.config
-        cap = cfg.get("max_report_ranges", 1 << 62)
-        left = cfg.get("max_session_ranges", 1 << 62) - (
-            self._keptRanges - len(member.missing or ()))
-        return max(1, min(cap, left))
-
-    def report(self, member, roundNumber, missing):
-        """
-        A receiver's C{ReportMissing}: checked against the round, then
-        decoded (an L{R.EncodedRanges} off the wire) within the image and
-        at most L{_reportLimit} ranges; a longer report keeps that many,
-        the last running to the end of the image.
-
-        @raise commands.StaleRound: if C{roundNumber} is not the current
-            round.
-        @raise commands.BadRanges: if the ranges are malformed or leave the
-            image.
-        """
-        if roundNumber != self.round or self.state != "running":
-            raise commands.StaleRound("round %d is over (current: %d)" % (
-                roundNumber, self.round))
-        limit = self._reportLimit(member)
-        try:
-            if isinstance(missing, commands.MalformedRanges):
-                raise R.RangeError(str(missing))
-            if isinstance(missing, R.EncodedRanges):
-                missing, capped = missing.capped(self.size, limit)
-            else:
-                if missing and missing[-1][1] > self.size:
-                    raise R.RangeError("ranges beyond the image size %d" % (self.size,))
-                missing, capped = R.capRanges(missing, self.size, limit)
-        except R.RangeError as e:
-            raise commands.BadRanges(str(e))
-        if capped:
-            self.log.info("imagecast session {session}: the report of {client} for round "
-                          "{round} holds more than {limit} ranges: kept the first ones, the "
-                          "rest of the image counts as missing", session=self.id,
-                          client=member.clientId, round=roundNumber, limit=limit)
-        self._changing(member)
-        self._keptRanges += len(missing) - len(member.missing or ())
-        member.missing = missing
-        member.missingBytes = R.total(missing)
-        member.capped = capped
-        member.reportedRound = roundNumber
-        member.remember(roundNumber)
-        self._changed(member)
-        self._poke()
+    # -- the image --------------------------------------------------------
 
     def readAt(self, offset, length):
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -441,18 +389,6 @@ class Session(Roster):
             nextRanges = self._aggregate(record)
         return nextRanges
 
-    def _cleanReports(self):
-        """
-        @return: C{{clientId: missing ranges}} of the receivers enrolled and
-            connected for the whole round that reported for it (the rate
-            policy judges the round by these).
-        """
-        r = self.round
-        return {m.clientId: m.missing for m in self._active()
-                if m.connected and m.cleanFrom is not None
-                and m.cleanFrom <= r and m.missing is not None
-                and m.reportedRound == r}
-
     def _endRounds(self, left, reason):
         """
         The rounds are over: C{left} goes over the control channel
@@ -507,43 +443,6 @@ class Session(Roster):
                                 floor=cfg.get("min_receiver_rate", 0.05) * self.rate,
                                 period=cfg.get("min_rate_seconds", 2.0))
         return self._flow.gate
-
-    def _smallTail(self, record):
-        """
-        The tail rule: whether what the receivers still lack is better sent
-        over their control connections than in another round. Each
-        receiver would then be sent its own missing bytes: that sum must be
-        at most C{tail_bytes}, and at most a quarter above the union (bytes
-        several receivers lack stay multicast, as after a burst lost by
-        all).
-        """
-        wanted = record["reported_bytes"]
-        return (wanted <= self.config["tail_bytes"]
-                and wanted * 4 <= record["union_bytes"] * 5)
-
-    def _aggregate(self, record):
-        """
-        The minimum retransmission set: the union of the current group's
-        missing ranges, coalesced by the gap rule. Receivers that did not
-        report keep their last report (marked as assumed).
-        """
-        reports = []
-        reportedBytes = 0
-        for m in self._active():
-            if not m.connected or m.missing is None:
-                continue
-            if m.reportedRound < self.round:
-                record["assumed"].append(m.clientId)
-                m.remember(self.round, assumed=True)
-            record["reports"][m.clientId] = m.missingBytes
-            reportedBytes += m.missingBytes
-            reports.append(m.missing)
-        union = R.union(*reports)
-        coalesced = R.coalesce(union, self.config["coalesce_gap"], self.config["max_ranges"])
-        record["union_bytes"] = R.total(union)
-        record["reported_bytes"] = reportedBytes
-        record["next_bytes"] = R.total(coalesced)
-        return coalesced
 
     # -- scorecard --------------------------------------------------------
 
