@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
+from provisioner.hosts.deploy import DeploySignal, deployPaths
 from provisioner.hosts.discovery import Discovery
 from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
@@ -36,45 +37,9 @@ from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED
 from provisioner.hosts.tokens import PREVIEW_TOKEN, TokenLedger
 from provisioner.store.records import HostRecord
 
-__all__ = ["HostBook", "BootDecision", "deployPaths", "inventoryStanza"]
+__all__ = ["HostBook", "BootDecision", "inventoryStanza"]
 
 _NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
-
-
-def _deployEntry(profile):
-    """
-    The entry of a profile that deploys: the default entry when it is not
-    the local disk, else the first entry that is not; a profile without
-    entries is its kernel (or image).
-
-    @return: C{(kernel, image)}, either L{None}.
-    """
-    entries = [e for e in profile.entries if not e["local"]]
-    if not profile.entries:
-        return profile.kernel, (profile.image if not profile.kernel else None)
-    for e in entries:
-        if e["label"] == profile.default_entry:
-            return e["kernel"], e["image"]
-    if entries:
-        return entries[0]["kernel"], entries[0]["image"]
-    return None, None
-
-
-def deployPaths(profile, prefix=None):
-    """
-    The paths a client asks for when it boots a profile's deploy entry: its
-    kernel (or image) by catalogue name, with and without the images
-    prefix (TFTP and HTTP paths, normalised: no leading slash).
-    """
-    kernel, image = _deployEntry(profile)
-    name = kernel or image
-    if not name:
-        return []
-    name = name.lstrip("/")
-    paths = [name]
-    if prefix:
-        paths.append(prefix.strip("/") + "/" + name)
-    return paths
 
 
 def inventoryStanza(name, mac, profile):
@@ -178,6 +143,7 @@ class HostBook:
         self.hosts = {}
         self.events = {}
         self._discovery = Discovery(self)
+        self._deploySignal = DeploySignal(self)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
@@ -416,19 +382,7 @@ class HostBook:
         address its menu went to makes that host C{deploying}; a machine no
         inventory names is discovered (or seen again) with the file.
         """
-        if not self.loaded or outcome != "complete" or not ip or not path:
-            return
-        self.sync()
-        now = self.clock.seconds()
-        path = path.lstrip("/")
-        token = self._ledger.deploying(ip, path, now)
-        if token is not None:
-            record = self.hosts.get(token.host)
-            if record is not None and record.state in (READY, FAILED):
-                self._transition(record, DEPLOYING, "booted its deploy entry: fetched %s over "
-                                 "%s from %s" % (path, protocol, ip), now)
-            return
-        self._discovery.fetched(protocol, ip, path, now)
+        self._deploySignal.fetched(protocol, ip, path, outcome)
 
     # Requests (the JSON API).
 
