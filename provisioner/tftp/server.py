@@ -36,7 +36,8 @@ refused; a request repeated by a client that has not answered yet gets the
 session's first datagram again; ERRORs for read requests are cut to
 L{AMPLIFICATION} times the request's size. Request handlers count the
 clients they keep serving against the limits with L{TFTPServer.holdSlot}
-(multicast TFTP does, for each client that joins).
+(multicast TFTP does, for each client that joins). The slots and their
+eviction are L{provisioner.tftp.slots}.
 
 The hook lists are filled through the tftp service's add and remove
 methods (L{provisioner.tftp.service.TFTPService}); the server only reads
@@ -48,7 +49,6 @@ debug and dropped; ERROR packets are never answered.
 """
 
 import socket
-from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFDSet
@@ -60,6 +60,7 @@ from provisioner.files import FileRequest, normalisePath
 from provisioner.tftp import wire
 from provisioner.tftp.negotiate import Limits, blksizeForMTU, negotiate
 from provisioner.tftp.session import ReadSession
+from provisioner.tftp.slots import SlotAccounting
 from provisioner.tftp.transfer import AMPLIFICATION, requestSize
 from provisioner.tftp.udp import (
     SessionMux, interfaceMTU, openPort, openSessionSocket, pathMTU)
@@ -74,7 +75,7 @@ def _isIPv6(host):
     return ":" in host and not host.lower().startswith("::ffff:")
 
 
-class TFTPServer(DatagramProtocol):
+class TFTPServer(SlotAccounting, DatagramProtocol):
     """
     The dispatcher.
 
@@ -91,9 +92,8 @@ class TFTPServer(DatagramProtocol):
     @ivar statsCallbacks: callables taking a
         L{provisioner.tftp.transfer.SessionStats} when a transfer ends.
     @ivar sessions: C{{(host, port): session}} in flight.
-    @ivar unanswered: the read sessions whose client has not answered yet,
-        oldest first (C{OrderedDict} of C{(host, port)} to session): the
-        ones a new request may take the slot of when a limit is reached.
+    @ivar unanswered: the read sessions whose client has not answered yet
+        (L{provisioner.tftp.slots}).
     @ivar uploads: the L{provisioner.tftp.upload.UploadTarget} for WRQ, or
         L{None} (uploads refused).
     @ivar fastLane: whether a lone session may wait for its next ACK in a
@@ -120,13 +120,7 @@ class TFTPServer(DatagramProtocol):
         # Sessions whose port is still open (in flight, or dallying).
         self.open = set()
         self._mux = None
-        self._pending = set()
-        self._perClient = {}
-        self.unanswered = OrderedDict()
-        self._unansweredFrom = {}
-        # slots held by request handlers: per peer, and in all
-        self._held = {}
-        self._heldTotal = 0
+        self._initSlots()
         self._family = socket.AF_INET
         self.bindAddress = config.get("address", "127.0.0.1")
 
@@ -171,105 +165,6 @@ class TFTPServer(DatagramProtocol):
             self.transport.write(error.to_wire(), addr)
         except Exception as e:
             self.log.debug("cannot send ERROR to {peer}: {error}", peer=addr, error=str(e))
-
-    # -- limits
-
-    def _admit(self, addr):
-        """
-        Count a request against the limits. When a limit is reached, the
-        oldest read session whose client never answered (of this address,
-        for the per-client limit) gives its slot up (L{_evict}); only when
-        there is none is the request refused. A request from a peer a
-        request handler holds a slot for (a multicast client asking again)
-        is not refused.
-
-        @raise errors.TooManySessions: a limit is reached.
-        """
-        config = self.config
-        host = addr[0]
-        if addr not in self._held:
-            if self._perClient.get(host, 0) >= config["max_sessions_per_client"] and \
-                    not self._evict(self._unansweredFrom.get(host)):
-                raise errors.TooManySessions("too many transfers from this address")
-            if self.inFlight() >= config["max_sessions"] and not self._evict(self.unanswered):
-                raise errors.TooManySessions("too many transfers in progress")
-        self._perClient[host] = self._perClient.get(host, 0) + 1
-        self._pending.add(addr)
-
-    def inFlight(self):
-        """
-        The transfers counted against C{tftp.max_sessions}: sessions,
-        requests being resolved, and the slots request handlers hold.
-        """
-        return len(self.sessions) + len(self._pending) + self._heldTotal
-
-    def _evict(self, table):
-        """
-        End the oldest session of C{table} (an C{OrderedDict} of sessions
-        whose client never answered, or L{None}): its slot goes to a new
-        request. Its client, if it was one, never answered its first
-        datagram; it gets nothing more (it may ask again).
-
-        @return: whether a slot was freed.
-        """
-        if not table:
-            return False
-        addr, session = next(iter(table.items()))
-        self._forgetUnanswered(addr)
-        session.evict()
-        return True
-
-    def _forgetUnanswered(self, addr):
-        if self.unanswered.pop(addr, None) is None:
-            return
-        table = self._unansweredFrom.get(addr[0])
-        if table is not None:
-            table.pop(addr, None)
-            if not table:
-                del self._unansweredFrom[addr[0]]
-
-    def holdSlot(self, peer):
-        """
-        Count C{peer} as a transfer in flight (against both limits) until
-        the returned callable is called: for a request handler that took a
-        request and keeps serving its client (multicast TFTP, for each
-        client that joins a session). A request repeated by a held peer is
-        not refused by the limits.
-
-        @return: a callable releasing the slot (once; later calls do
-            nothing).
-        """
-        host = peer[0]
-        self._perClient[host] = self._perClient.get(host, 0) + 1
-        self._held[peer] = self._held.get(peer, 0) + 1
-        self._heldTotal += 1
-        held = [True]
-
-        def release():
-            if not held:
-                return
-            del held[:]
-            self._heldTotal -= 1
-            n = self._held.get(peer, 0) - 1
-            if n > 0:
-                self._held[peer] = n
-            else:
-                self._held.pop(peer, None)
-            self._uncount(host)
-        return release
-
-    def _uncount(self, host):
-        n = self._perClient.get(host, 0) - 1
-        if n > 0:
-            self._perClient[host] = n
-        else:
-            self._perClient.pop(host, None)
-
-    def _release(self, addr):
-        self._pending.discard(addr)
-        self.sessions.pop(addr, None)
-        self._forgetUnanswered(addr)
-        self._uncount(addr[0])
 
     # -- requests
 
@@ -431,9 +326,7 @@ class TFTPServer(DatagramProtocol):
         self.sessions[addr] = session
         self.open.add(session)
         session.onClose = self.open.discard
-        self.unanswered[addr] = session
-        self._unansweredFrom.setdefault(addr[0], OrderedDict())[addr] = session
-        session.onAnswered = lambda: self._forgetUnanswered(addr)
+        self._trackUnanswered(addr, session)
         try:
             self.listenSession(session, addr)
         except Exception:
