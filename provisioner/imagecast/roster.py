@@ -27,7 +27,7 @@ CONNECTED, ACTIVE_, AWAITED, FRESH = range(4)
 class Roster:
     """
     The membership part of L{provisioner.imagecast.session.Session} (a
-    mixin; the rounds, the reports and the end are its other parts). It
+    mixin; the rounds and the reports are its other parts). It
     keeps the session's C{members} (C{clientId} to
     L{provisioner.imagecast.member.Member}), C{_counts} (see L{_flags}),
     C{_byConnection} (a connection's members, in enrollment order),

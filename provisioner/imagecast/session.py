@@ -4,17 +4,21 @@ One imagecast session: an image sent to a permanent group of receivers,
 round after round, until the current group is empty or the round limit is
 reached; then what is left goes over the control channel.
 
-L{Session} runs the rounds (announce, data, collect); the receivers'
-reports, the minimum retransmission set of the next round and the tail
-rule are L{provisioner.imagecast.reports.Reports}; its receivers are
-L{provisioner.imagecast.member.Member}s, its flow window is
-L{provisioner.imagecast.flow.FlowWindow}, its rate policy comes from the
-controller and its scorecard from L{provisioner.imagecast.scorecard}.
-
-Its permanent group (enrollment, disconnection, loss, completion) and the
-counters kept as members change are L{provisioner.imagecast.roster.Roster}:
-membership changes cost O(1) (O(log n) with the flow window); only the
-rounds themselves go over every member.
+L{Session} waits for the start conditions, runs the rounds and hands what
+is left to the control channel; it pushes commands to its receivers
+(L{provisioner.imagecast.member.Member}s) and reads the image. Its parts,
+one module each (mixins):
+  - L{provisioner.imagecast.roster.Roster}: the permanent group
+    (enrollment, disconnection, loss, completion) and the counters kept as
+    members change: membership changes cost O(1) (O(log n) with the flow
+    window); only the rounds themselves go over every member;
+  - L{provisioner.imagecast.rounds.Rounds}: the rounds (announce, data
+    behind the flow window of L{provisioner.imagecast.flow.FlowWindow},
+    collect);
+  - L{provisioner.imagecast.reports.Reports}: the receivers' reports, the
+    minimum retransmission set of the next round and the tail rule.
+Its rate policy comes from the controller and its scorecard from
+L{provisioner.imagecast.scorecard}.
 
 Nothing here imports the reactor: the session takes its controller's clock.
 """
@@ -26,17 +30,16 @@ from twisted.logger import Logger
 
 from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
-from provisioner.imagecast.flow import FlowWindow
 from provisioner.imagecast.member import ACTIVE
 from provisioner.imagecast.reports import Reports
-from provisioner.imagecast.roster import ACTIVE_, AWAITED, CONNECTED, FRESH, Roster
-from provisioner.imagecast.scorecard import mbps, scorecard
-from provisioner.imagecast.sending import RoundSender
+from provisioner.imagecast.rounds import Rounds
+from provisioner.imagecast.roster import ACTIVE_, CONNECTED, Roster
+from provisioner.imagecast.scorecard import scorecard
 
 __all__ = ["Session"]
 
 
-class Session(Roster, Reports):
+class Session(Roster, Rounds, Reports):
     """
     One image to a group of receivers.
 
@@ -46,6 +49,9 @@ class Session(Roster, Reports):
 
     Every change of a member goes through L{_changing}/L{_changed}, which
     keep C{_counts} (see L{_flags}) up to date (L{Roster}).
+
+    Its parts log through its C{log}: their lines keep the namespace
+    C{provisioner.imagecast.session.Session}.
     """
 
     log = Logger()
@@ -245,150 +251,6 @@ class Session(Roster, Reports):
                 return self.waitFor(lambda: bool(self.members), None)
         return self.waitFor(enough, self.maxWait).addCallback(someone)
 
-    @defer.inlineCallbacks
-    def _rounds(self, writer, policy):
-        """
-        Rounds until every receiver has finished or the rounds are over.
-
-        @return: a Deferred firing with C{(ranges left, reason)}: the reason
-            is C{"round limit reached"} or C{"small tail"}, or L{None} when
-            every receiver has finished.
-        """
-        nextRanges = [(0, self.size)] if self.size else []
-        while True:
-            record = self._beginRound(nextRanges)
-            yield self._announce(record)
-            yield self._sendData(record, writer)
-            yield self._collect(record)
-            nextRanges = yield self._nextRanges(record)
-            if nextRanges is None:
-                return (None, None)
-            if self.config["adapt_rate"]:
-                self.rate = policy.roundOver(self.roundRanges, self._cleanReports(),
-                                             self.chunkSize)
-            if self.round >= self.maxRounds:
-                return (nextRanges, "round limit reached")
-            if self.round >= 2 and self._smallTail(record):
-                return (nextRanges, "small tail")
-
-    def _beginRound(self, ranges):
-        """
-        Start the next round with C{ranges}.
-
-        @return: its record (for the scorecard).
-        """
-        self.round += 1
-        self.roundRanges = ranges
-        self._recount()
-        record = {"round": self.round, "ranges": len(ranges),
-                  "bytes": R.total(ranges), "rate_mbps": round(mbps(self.rate), 1),
-                  "datagrams": 0, "wire_bytes": 0, "reports": {}, "assumed": [],
-                  "started": self.clock.seconds() - self.started}
-        self.rounds.append(record)
-        self._poke()
-        return record
-
-    def _announce(self, record):
-        """
-        Announce the round to every active receiver.
-
-        The data waits only for those that have not reported yet (they may
-        not have the image prepared nor the group joined), up to
-        C{announce_timeout}: one that reported ranges missing is still on
-        the group and keeps datagrams of a later round, and the flow gate
-        holds the round at its start until it reports progress.
-
-        @return: a Deferred fired when the data may start.
-        """
-        self.phase = "announce"
-        for m in self._active():
-            if m.connected and m.cleanFrom is None:
-                m.cleanFrom = self.round
-        acks = []
-        for m in self._active():
-            d = self._push(m, commands.Announce, **self._announcement())
-            if m.missing is None:
-                acks.append(d)
-        if acks:
-            d = _withTimeout(defer.DeferredList(acks), self.clock,
-                             self.config["announce_timeout"])
-        else:
-            d = defer.succeed(None)
-
-        def announced(_):
-            record["announce_seconds"] = round(
-                self.clock.seconds() - self.started - record["started"], 3)
-        return d.addCallback(announced)
-
-    def _sendData(self, record, writer):
-        """
-        Send the round's datagrams through C{writer}, behind the flow gate.
-
-        @return: a Deferred fired when the last one has gone.
-        """
-        self.phase = "data"
-        gate = None
-        if self.config["flow_window"]:
-            gate = self._flowGate(self.round, self.config["flow_window"])
-        sender = self._sender = RoundSender(
-            self.clock, writer, self.readAt, self.id, self.round, self.key,
-            self.roundRanges, self.chunkSize, self.rate, gate=gate)
-
-        flow = self._flow
-
-        def sent(_):
-            self._flow = None
-            if flow is not None:
-                # receivers too slow to hold the round (the rate floor)
-                record["too_slow"] = sorted(m.clientId for m in flow.tooSlow)
-            record["datagrams"] = sender.datagrams
-            record["wire_bytes"] = sender.wireBytes
-            record["seconds"] = self.clock.seconds() - self.started - record["started"]
-            record["paused"] = sender.paused
-        return sender.start().addCallback(sent)
-
-    def _collect(self, record):
-        """
-        End the round and wait for the reports of the connected receivers
-        of the current group (up to C{report_timeout}).
-
-        @return: a Deferred fired when they are in or the time is up.
-        """
-        self.phase = "collect"
-        for m in self._active():
-            self._push(m, commands.EndRound, session=self.id, round=self.round)
-        r = self.round
-
-        def allReported():
-            # every connected member of the current group reported for r
-            return self.round != r or self._counts[AWAITED] == 0
-        collecting = self.clock.seconds()
-
-        def collected(_):
-            record["collect_seconds"] = round(self.clock.seconds() - collecting, 3)
-            self.phase = "idle"
-        return self.waitFor(allReported, self.config["report_timeout"]).addCallback(collected)
-
-    @defer.inlineCallbacks
-    def _nextRanges(self, record):
-        """
-        The next round's ranges; while there are none although not every
-        receiver has finished (one is verifying, disconnected, or will
-        report late), wait for a report of ranges missing.
-
-        @return: a Deferred firing with the ranges, or L{None} once every
-            receiver has finished.
-        """
-        nextRanges = self._aggregate(record)
-        while not nextRanges:
-            if self._counts[ACTIVE_] == 0:
-                return None
-            # every member finished, or one reported ranges missing
-            yield self.waitFor(
-                lambda: self._counts[ACTIVE_] == 0 or self._counts[FRESH] > 0, None)
-            nextRanges = self._aggregate(record)
-        return nextRanges
-
     def _endRounds(self, left, reason):
         """
         The rounds are over: C{left} goes over the control channel
@@ -419,31 +281,6 @@ class Session(Roster, Reports):
                        reason=reason)
         return self.waitFor(lambda: self._counts[ACTIVE_] == 0, None)
 
-    def progress(self, member, roundNumber, position):
-        """
-        A receiver's C{Progress}: remember its position and when it last
-        moved forward.
-        """
-        if roundNumber != self.round:
-            return
-        old = member.progress
-        if old is not None and old[0] == roundNumber and position <= old[1]:
-            return
-        member.progress = (roundNumber, position, self.clock.seconds())
-        if self._flow is not None:
-            self._flow.touch(member)
-
-    def _flowGate(self, roundNumber, window):
-        """
-        The round's flow gate (L{FlowWindow}) over this session's members.
-        """
-        cfg = self.config
-        self._flow = FlowWindow(self.clock, self.members.values(), roundNumber,
-                                self.roundRanges, window,
-                                floor=cfg.get("min_receiver_rate", 0.05) * self.rate,
-                                period=cfg.get("min_rate_seconds", 2.0))
-        return self._flow.gate
-
     # -- scorecard --------------------------------------------------------
 
     def scorecard(self, detail=False):
@@ -451,20 +288,3 @@ class Session(Roster, Reports):
         @return: the session's scorecard (L{scorecard}).
         """
         return scorecard(self, detail)
-
-
-def _withTimeout(d, clock, timeout):
-    """
-    Fire with C{d}'s result, or with L{None} after C{timeout}, whichever is
-    first (C{d} is not cancelled).
-    """
-    out = defer.Deferred()
-    call = clock.callLater(timeout, lambda: out.called or out.callback(None))
-
-    def done(result):
-        if call.active():
-            call.cancel()
-        if not out.called:
-            out.callback(result)
-    d.addBoth(done)
-    return out
