@@ -414,7 +414,7 @@ class UploadRaceTests(_RaceTest):
         leading outside while 10,000 uploads into it are made, none creates
         anything outside: each is refused or lands inside.
         """
-        from provisioner.tftp.write import UploadTarget
+        from provisioner.tftp.upload import UploadTarget
         target = UploadTarget(self.root)
         outcomes = {"inside": 0, "refused": 0, "failed": 0}
         stop = self.startSwapper()

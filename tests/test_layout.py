@@ -25,35 +25,32 @@ from twisted.trial.unittest import TestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: modules the client programs must not load
-FORBIDDEN_MODULES = frozenset([
-    "provisioner.config", "provisioner.appliance", "provisioner.tap", "provisioner.files",
-    "provisioner.directory",
-    "provisioner.tftp.server", "provisioner.tftp.session",
-    "provisioner.tftp.multicast.session", "provisioner.tftp.multicast.registry",
-    "provisioner.tftp.multicast.repair", "provisioner.tftp.multicast.service",
-    "provisioner.imagecast.sender", "provisioner.imagecast.service",
-    "provisioner.imagecast.cli",
+#: what the client programs may load of provisioner besides their own
+#: package: the package markers, the wire codecs both ends speak, and the
+#: small shared helpers; everything else (servers, sessions, services,
+#: schemas, the configuration, the appliance's subsystems) is forbidden
+ALLOWED_MODULES = frozenset([
+    "provisioner", "provisioner.errors", "provisioner.hashing",
+    "provisioner.tftp", "provisioner.tftp.wire", "provisioner.tftp.adaptivewire",
+    "provisioner.tftp.multicast", "provisioner.tftp.multicast.codec",
+    "provisioner.imagecast", "provisioner.imagecast.commands",
+    "provisioner.imagecast.ranges", "provisioner.imagecast.datagram",
+    "provisioner.imagecast.pieces", "provisioner.imagecast._fastpath",
 ])
 
-#: packages the client programs must load nothing of
-FORBIDDEN_PACKAGES = ("provisioner.dhcp", "provisioner.web", "provisioner.menus",
-                      "provisioner.images")
-
-#: last components of module names the client programs must not load
-#: (C{provisioner.*.service}, C{provisioner.*.schema})
-FORBIDDEN_ROLES = ("service", "schema")
+#: packages the client programs may load anything of
+ALLOWED_PACKAGES = ("provisioner.client", "provisioner.net")
 
 
 def isForbidden(name):
     """
     Whether the client programs must not load module C{name}.
     """
-    if not name.startswith("provisioner."):
+    if name != "provisioner" and not name.startswith("provisioner."):
         return False
-    if name in FORBIDDEN_MODULES or name.rsplit(".", 1)[-1] in FORBIDDEN_ROLES:
-        return True
-    return any(name == p or name.startswith(p + ".") for p in FORBIDDEN_PACKAGES)
+    if name in ALLOWED_MODULES:
+        return False
+    return not any(name == p or name.startswith(p + ".") for p in ALLOWED_PACKAGES)
 
 
 # Runs in a fresh interpreter: imports every module of a package and prints
@@ -341,23 +338,23 @@ class ClientBoundaryTests(TestCase):
         root = self.mktemp()
         writeTree(root, {
             "provisioner/__init__.py": "",
-            "provisioner/codec.py": "",
+            "provisioner/hashing.py": "",
             "provisioner/client/__init__.py": "",
-            "provisioner/client/good.py": "from provisioner import codec\n",
+            "provisioner/client/good.py": "from provisioner import hashing\n",
             "provisioner/client/bad.py": "from provisioner.client import good\n"
-                                         "import provisioner.tftp.helper\n",
+                                         "import provisioner.tftp.wire\n",
             "provisioner/tftp/__init__.py": "",
-            "provisioner/tftp/helper.py": "from provisioner.tftp import service\n",
+            "provisioner/tftp/wire.py": "from provisioner.tftp import service\n",
             "provisioner/tftp/service.py": "import provisioner.menus.thing\n",
             "provisioner/menus/__init__.py": "",
             "provisioner/menus/thing.py": "",
         })
         chains = forbiddenChains(probeImports(os.path.abspath(root), "provisioner.client"))
         self.assertEqual(sorted(chains), [
-            "provisioner.client.bad -> provisioner.tftp.helper -> provisioner.tftp.service",
-            "provisioner.client.bad -> provisioner.tftp.helper -> provisioner.tftp.service "
+            "provisioner.client.bad -> provisioner.tftp.wire -> provisioner.tftp.service",
+            "provisioner.client.bad -> provisioner.tftp.wire -> provisioner.tftp.service "
             "-> provisioner.menus",
-            "provisioner.client.bad -> provisioner.tftp.helper -> provisioner.tftp.service "
+            "provisioner.client.bad -> provisioner.tftp.wire -> provisioner.tftp.service "
             "-> provisioner.menus.thing",
         ])
 
@@ -369,12 +366,15 @@ class ClientBoundaryTests(TestCase):
         """
         for name in ("provisioner.config", "provisioner.tftp.service",
                      "provisioner.imagecast.schema", "provisioner.tftp.multicast.registry",
-                     "provisioner.dhcp", "provisioner.web.api", "provisioner.images.cache"):
+                     "provisioner.dhcp", "provisioner.web.api", "provisioner.images.cache",
+                     "provisioner.tftp.upload", "provisioner.tftp.slots",
+                     "provisioner.imagecast.session", "provisioner.hosts.book",
+                     "provisioner.store.sqlite", "provisioner.files", "provisioner.confine"):
             self.assertTrue(isForbidden(name), name)
         for name in ("provisioner.tftp.wire", "provisioner.tftp.multicast.codec",
                      "provisioner.imagecast.commands", "provisioner.net.udpbatch",
                      "provisioner.hashing", "provisioner.errors", "provisioner.client.repair",
-                     "provisioner.imagesx", "twisted.application.service"):
+                     "provisioner.imagecast.pieces", "twisted.application.service"):
             self.assertFalse(isForbidden(name), name)
 
 
