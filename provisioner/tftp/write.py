@@ -23,12 +23,8 @@ from provisioner import errors
 from provisioner.tftp import wire
 from provisioner.tftp.transfer import AMPLIFICATION, MAX_BACKOFF, SessionEnding, SessionStats
 from provisioner.tftp.udp import defaultSender
-from provisioner.tftp.upload import UploadTarget
 
-# UploadTarget lives in provisioner.tftp.upload; it is named here only for
-# tests/test_confinement_race.py, which imports it from this module (drop it
-# when that import moves).
-__all__ = ["WriteSession", "UploadTarget"]
+__all__ = ["WriteSession"]
 
 
 class _NetasciiDecoder:
