@@ -19,6 +19,9 @@ Multicast TFTP (RFC 2090, C{provisioner fetch --multicast}):
 
 The image receiver of imagecast (C{provisioner receive}):
   - C{receiver}: the receiver, its rounds, reports and end;
+  - C{receiverpushes}: its answers to what the appliance pushes on the
+    control channel (piece digests, announcements, end of round, end of
+    the rounds);
   - C{datapath}: its data channel; C{sockfilter}: the kernel filter;
   - C{imagehash}: the image's SHA-256 out of order;
   - C{receiverclient}: its control connection; C{control}: the

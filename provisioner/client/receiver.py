@@ -11,8 +11,9 @@ missing after each round (merged to the server's limits), fetches the rest
 over the control channel when the rounds are over, and verifies the
 SHA-256.
 
-Its data channel is in L{provisioner.client.datapath}, its output and
-state file in L{provisioner.client.output}, the hashing of the image in
+Its answers to the pushes are in L{provisioner.client.receiverpushes}, its
+data channel in L{provisioner.client.datapath}, its output and state file
+in L{provisioner.client.output}, the hashing of the image in
 L{provisioner.client.imagehash}, the control connection in
 L{provisioner.client.receiverclient}.
 """
@@ -20,16 +21,13 @@ L{provisioner.client.receiverclient}.
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
-from twisted.protocols import amp
 
 from provisioner.client.datapath import DataPath, DataProtocol
 from provisioner.client.imagehash import ImageHash
 from provisioner.client.output import OutputFile, ReceiveError, StateFile, defaultStatePath
-from provisioner.client.pieces import PieceCheck
+from provisioner.client.receiverpushes import ServerPushes
 from provisioner.imagecast import commands
-from provisioner.imagecast import pieces as P
 from provisioner.imagecast import ranges as R
-from provisioner.imagecast.datagram import SessionKey
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "DataProtocol",
            "threadRunner"]
@@ -53,7 +51,7 @@ def threadRunner(reactor):
     return lambda f, *args: defer.maybeDeferred(f, *args)
 
 
-class Receiver(DataPath, amp.CommandLocator):
+class Receiver(DataPath, ServerPushes):
     """
     One image being received.
 
@@ -82,9 +80,6 @@ class Receiver(DataPath, amp.CommandLocator):
     #: fetches over the control connection of pieces that did not match,
     #: before giving up (the server's data does not match its digests)
     REFETCH_ATTEMPTS = 3
-
-    #: piece lists kept for sessions not announced yet
-    PIECE_LISTS = 2
 
     def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
                  settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None,
@@ -158,74 +153,7 @@ class Receiver(DataPath, amp.CommandLocator):
         self.maxReportRanges = answer.get("maxReportRanges") or None
         self.maxBoxBytes = answer.get("maxBoxBytes") or self.MAX_BOX_BYTES
 
-    # -- control channel: server pushes -----------------------------------
-
-    @commands.Ping.responder
-    def ping(self):
-        return {}
-
-    @commands.Pieces.responder
-    def pieces(self, session, pieceSize, digests):
-        """
-        The digests of C{session}'s pieces, before its first announcement
-        on this connection.
-        """
-        if digests is None:
-            raise commands.BadRequest("piece list too long")
-        lists = self._pieceLists
-        lists.pop(session, None)
-        lists[session] = (pieceSize, bytes(digests))
-        while len(lists) > self.PIECE_LISTS:
-            del lists[next(iter(lists))]
-        return {}
-
-    @commands.Announce.responder
-    def announce(self, session, name, size, sha256, chunkSize, ranges, group, port, key, round):
-        ranges = commands.checkRanges(ranges, size)
-        if self.finishing or self.failed:
-            return {}
-        if self.session is not None and session != self.session:
-            if sha256 != self.sha256 or size != self.size:
-                self.log.info("ignoring session {session} ({name}): already receiving {mine}",
-                              session=session, name=name, mine=self.name)
-                return {}
-        if self.session != session:
-            pieces = self._pieceLists.get(session)
-            if pieces is None:
-                raise commands.BadRequest("no piece digests for session %d: the data "
-                                          "cannot be authenticated" % (session,))
-            try:
-                P.splitDigests(pieces[1], size, pieces[0])
-            except P.PieceError as e:
-                raise commands.BadRequest("piece digests of session %d: %s" % (session, e))
-            self._adopt(session, name, size, sha256, chunkSize, group, port, key)
-        self.round = round
-        self.rounds.add(round)
-        self.roundRanges = ranges
-        need = R.intersect(ranges, self.missing())
-        if need:
-            self._join()
-            self._armFilter(ranges, need)
-        else:
-            self._leave()
-            if self._filter is not None:
-                self._filter.disarm()
-        if self._reportedRound != round - 1:
-            # (after its report of the previous round the position restarted
-            # at 0: whatever moved it since is this round's data, taken
-            # before this announcement)
-            self._position = 0
-        # where the round's data ends: once a datagram reaching it is read
-        # and the socket is empty, nothing more of the round can come
-        self._roundEnd = ranges[-1][1] if ranges else None
-        if self._progressCall is not None and self._progressCall.active():
-            self._progressCall.cancel()
-        self._progressCall = None
-        if need:
-            # flow control in every round this receiver takes data in
-            self._progressCall = self.reactor.callLater(self.progressInterval,
-                                                        self._sendProgress, round)
-        return {}
+    # -- the rounds -------------------------------------------------------
 
     def _sendProgress(self, roundNumber):
         """
@@ -247,83 +175,6 @@ class Receiver(DataPath, amp.CommandLocator):
                 d.addErrback(lambda f: None)
         self._progressCall = self.reactor.callLater(self.progressInterval,
                                                     self._sendProgress, roundNumber)
-
-    def _adopt(self, session, name, size, sha256, chunkSize, group, port, key):
-        first = self.session is None
-        self.session = session
-        self.name = name
-        self.sha256 = sha256
-        self.key = key
-        self._verifier = SessionKey(key, session)
-        self.chunkSize = chunkSize
-        if self.group is not None and (group, port) != (self.group, self.port):
-            self._leave()
-            self._closeData()
-        self.group = group
-        self.port = port
-        if first or size != self.size:
-            self.size = size
-            try:
-                self.output.prepare(size)
-            except ReceiveError as e:
-                self.fail(str(e))
-                raise commands.BadRequest(str(e))
-            resume = self.state.load(sha256, size)
-            self.received = R.RangeSet(resume)
-            self.resumed = self.received.total()
-            if self.resumed:
-                self.log.info("resuming {name}: {bytes} of {size} bytes already here",
-                              name=name, bytes=self.resumed, size=size)
-        self._checkPieces(session)
-        if self.started is None:
-            self.started = self.reactor.seconds()
-        if self._saveCall is None:
-            self._saveCall = self.reactor.callLater(self.saveInterval, self._periodicSave)
-
-    def _checkPieces(self, session):
-        """
-        A new session: check pieces against its digests from now on, and
-        those already held (resumed, or kept from another session of the
-        same image) by reading them back.
-        """
-        pieceSize, digests = self._pieceLists[session]
-        if self.checks is not None:
-            self.checks.forget()
-        self.checks = PieceCheck(self.size, pieceSize, digests, self.output.path,
-                                 self._covers, self.runInThread, self._pieceRejected)
-        self.imageHash.attach(self.checks)
-        self.checks.sweep()
-
-    def _covers(self, start, end):
-        return self.received.covers(start, end)
-
-    def _pieceRejected(self, index, start, end, inOrder):
-        """
-        Piece C{index} did not match its digest: what is held of it is
-        dropped (written again when it comes again), and the in-order hash
-        goes back before it (L{ImageHash.extend} did that itself for a
-        piece it checked).
-        """
-        self.received.remove(start, end)
-        self._dirty = True
-        if not inOrder:
-            self.imageHash.rejected(start)
-
-    @commands.EndRound.responder
-    def endRound(self, session, round):
-        if session != self.session or self.finishing or self.failed:
-            return {}
-        if self._reportedRound >= round or (self._roundOver == round
-                                             and self._settleCall is not None):
-            # reported (or settling) already: the round's last datagram
-            # came before this
-            return {}
-        self._roundOver = round
-        if self._settleCall is not None and self._settleCall.active():
-            self._settleCall.cancel()
-        self._settleUntil = self.reactor.seconds() + self.settleMax
-        self._settleCall = self.reactor.callLater(self.settle, self._settled, round)
-        return {}
 
     def _settled(self, roundNumber, seenLast=False):
         """
@@ -419,20 +270,6 @@ class Receiver(DataPath, amp.CommandLocator):
             missing = R.coalesce(missing, 0, len(missing) // 2)
             self.reportsMerged += 1
         return missing
-
-    @commands.EndSession.responder
-    def endSession(self, session, unrecoverable, reason=None):
-        commands.checkRanges(unrecoverable)
-        if session != self.session or self.finishing or self.failed:
-            if self.session is None:
-                # never got an announcement: nothing to repair from
-                return {}
-            return {}
-        self._leave()
-        self.log.info("no more rounds ({reason}); fetching {bytes} bytes over the control "
-                      "channel", reason=reason, bytes=R.total(self.missing()))
-        self.reactor.callLater(0, self._repair)
-        return {}
 
     #: FetchRange calls in flight at once while repairing
     FETCH_WINDOW = 8
