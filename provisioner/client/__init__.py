@@ -22,6 +22,8 @@ The image receiver of imagecast (C{provisioner receive}):
   - C{receiverpushes}: its answers to what the appliance pushes on the
     control channel (piece digests, announcements, end of round, end of
     the rounds);
+  - C{receiverrounds}: its rounds (flow control, the end of a round's data,
+    the report of what is missing);
   - C{datapath}: its data channel; C{sockfilter}: the kernel filter;
   - C{imagehash}: the image's SHA-256 out of order;
   - C{receiverclient}: its control connection; C{control}: the
