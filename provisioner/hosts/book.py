@@ -29,15 +29,16 @@ from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
-from provisioner.hosts.deploy import DeploySignal, deployPaths
+from provisioner.hosts.boot import BootDecisions
+from provisioner.hosts.deploy import DeploySignal
 from provisioner.hosts.discovery import Discovery
 from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
 from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
                                          TransitionRefused)
-from provisioner.hosts.tokens import PREVIEW_TOKEN, TokenLedger
+from provisioner.hosts.tokens import TokenLedger
 from provisioner.store.records import HostRecord
 
-__all__ = ["HostBook", "BootDecision", "inventoryStanza"]
+__all__ = ["HostBook", "inventoryStanza"]
 
 _NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
 
@@ -53,14 +54,6 @@ def inventoryStanza(name, mac, profile):
             "    profile: %s\n" % (name, mac, profile))
 
 
-def _callbackURL(server, name):
-    base = (server or {}).get("http_url")
-    if not base:
-        return None
-    from urllib.parse import quote
-    return "%s/api/v1/hosts/%s/callback" % (base.rstrip("/"), quote(name, safe=""))
-
-
 def _plain(address):
     """
     An address as an C{ipaddress} object, IPv4-mapped IPv6 as IPv4.
@@ -71,39 +64,6 @@ def _plain(address):
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip
-
-
-class BootDecision:
-    """
-    What the lifecycle says about one boot of a host, for the menus
-    renderer.
-
-    @ivar name: the host.
-    @ivar state: its lifecycle state.
-    @ivar bootLocal: serve the local-disk entry (it is C{deployed}).
-    @ivar token: the per-boot token to put on the kernel command line, or
-        L{None}.
-    @ivar callbackURL: where the booted system calls back, or L{None} when
-        the HTTP address is not known.
-    """
-
-    def __init__(self, name, state, bootLocal=False, token=None, callbackURL=None):
-        self.name = name
-        self.state = state
-        self.bootLocal = bootLocal
-        self.token = token
-        self.callbackURL = callbackURL
-
-    def key(self):
-        """
-        What the rendered menu depends on (a part of the renderer's cache
-        key).
-        """
-        return (self.name, self.state, self.bootLocal, self.token, self.callbackURL)
-
-    def __repr__(self):
-        return "<BootDecision %s %s local=%s token=%s>" % (
-            self.name, self.state, self.bootLocal, "yes" if self.token else "no")
 
 
 class HostBook:
@@ -144,6 +104,7 @@ class HostBook:
         self.events = {}
         self._discovery = Discovery(self)
         self._deploySignal = DeploySignal(self)
+        self._bootDecisions = BootDecisions(self)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
@@ -313,13 +274,7 @@ class HostBook:
         @return: C{(name, profile)} when C{mac} is an adopted host the
             inventory does not name yet, else L{None}.
         """
-        if not self.loaded or not mac:
-            return None
-        name = self._adoptedByMAC.get(mac)
-        if name is None:
-            return None
-        record = self.hosts[name]
-        return record.name, record.profile
+        return self._bootDecisions.adoption(mac)
 
     def boot(self, facts, resolution, loader=None, server=None, peer=None, preview=False):
         """
@@ -337,41 +292,12 @@ class HostBook:
             C{images_prefix}).
         @param peer: the address the menu is served to.
         @param preview: a preview (JSON API, tools): nothing is recorded and
-            the token is L{PREVIEW_TOKEN}.
-        @return: a L{BootDecision}, or L{None} when the lifecycle has
-            nothing to say (not loaded, no profile, not a host).
+            the token is L{provisioner.hosts.tokens.PREVIEW_TOKEN}.
+        @return: a L{provisioner.hosts.boot.BootDecision}, or L{None} when
+            the lifecycle has nothing to say (not loaded, no profile, not a
+            host).
         """
-        if not self.loaded:
-            return None
-        self.sync()
-        now = self.clock.seconds()
-        ip = peer or facts.ip
-        host = resolution.host
-        if host is None:
-            if not preview and facts.mac:
-                self._discovery.learn(ip, facts.mac)
-                self._discovery.seen(facts.mac, ip, None, facts, now)
-            return None
-        if resolution.profile is None:
-            return None
-        if not preview and ip and facts.mac:
-            self._discovery.learn(ip, facts.mac)
-        record = self.hosts.get(host.name)
-        if record is None:
-            if preview:
-                return BootDecision(host.name, READY, False, PREVIEW_TOKEN,
-                                    _callbackURL(server, host.name))
-            record, _ = self._newHost(host.name, host.macs, "the inventory names it with "
-                                      "profile %s" % (resolution.profile.name,), now=now)
-        if record.state == DEPLOYED:
-            return BootDecision(record.name, record.state, bootLocal=True)
-        if preview:
-            token = PREVIEW_TOKEN
-        else:
-            paths = deployPaths(resolution.profile, (server or {}).get("images_prefix"))
-            token = self._ledger.mint(record.name, ip, paths, now)
-        return BootDecision(record.name, record.state, False, token,
-                            _callbackURL(server, record.name))
+        return self._bootDecisions.decide(facts, resolution, server, peer, preview)
 
     # Transfers.
 
