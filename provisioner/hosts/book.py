@@ -30,11 +30,11 @@ from twisted.logger import Logger
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
 from provisioner.hosts.boot import BootDecisions
+from provisioner.hosts.callbacks import Callbacks
 from provisioner.hosts.deploy import DeploySignal
 from provisioner.hosts.discovery import Discovery
-from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady, Refused
-from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED, READY,
-                                         TransitionRefused)
+from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady
+from provisioner.hosts.lifecycle import DISCOVERED, READY, TransitionRefused
 from provisioner.hosts.tokens import TokenLedger
 from provisioner.store.records import HostRecord
 
@@ -105,6 +105,7 @@ class HostBook:
         self._discovery = Discovery(self)
         self._deploySignal = DeploySignal(self)
         self._bootDecisions = BootDecisions(self)
+        self._callbacks = Callbacks(self)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
@@ -344,45 +345,7 @@ class HostBook:
             changes).
         @raise BadRequest: an unknown C{state}.
         """
-        self._require()
-        if state not in (DEPLOYING, DEPLOYED, FAILED):
-            raise BadRequest("state must be deploying, deployed or failed (got %r)" % (state,))
-        now = self.clock.seconds()
-        record = self.hosts.get(name)
-        problem = self._ledger.refusal(name, token, now)
-        if problem is None and record is None:
-            problem = "no such host"
-        elif problem is None and record.state == DEPLOYED:
-            problem = "the host is deployed already"
-        if problem is not None:
-            self.log.warn("hosts: callback {state} for {host} from {peer} refused: {why}; "
-                          "nothing changed", state=state, host=name, peer=peer or "?",
-                          why=problem)
-            raise Refused(problem)
-        text = (": " + message) if message else ""
-        writes = []
-        if record.state in (READY, FAILED):
-            writes.append(self._transition(
-                record, DEPLOYING, "called back from its deploy entry at %s" % (peer,), now))
-        if state == DEPLOYING:
-            event = lifecycle.progress(name, DEPLOYING, "progress from %s%s" % (peer, text),
-                                       now)
-            self._history(name).append(event)
-            self.log.info("hosts: {host} progress: {why}", host=name, why=event.why)
-            writes.append(self._write(self.store.addEvent(event, self.eventsPerHost),
-                                      "an event of %s" % (name,)))
-        elif state == DEPLOYED:
-            writes.append(self._transition(
-                record, DEPLOYED, "the installed system called back from %s%s" % (peer, text),
-                now))
-            writes.extend(self._ledger.useUp(name, now))
-        else:
-            writes.append(self._transition(
-                record, FAILED, "the deploy environment reported failure from %s%s" % (
-                    peer, text or ": no reason given"), now))
-            writes.extend(self._ledger.useUp(name, now))
-        return defer.gatherResults(writes, consumeErrors=True).addCallback(
-            lambda _: self.hostInfo(name))
+        return self._callbacks.callback(name, token, state, message, peer)
 
     def redeploy(self, name, peer=None):
         """
