@@ -21,49 +21,23 @@ acknowledged is on disk.
 
 import collections
 import ipaddress
-import re
 import secrets
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
 from provisioner.hosts import lifecycle
+from provisioner.hosts.admin import AdminActions
 from provisioner.hosts.boot import BootDecisions
 from provisioner.hosts.callbacks import Callbacks
 from provisioner.hosts.deploy import DeploySignal
 from provisioner.hosts.discovery import Discovery
-from provisioner.hosts.errors import BadRequest, Conflict, NotFound, NotReady
-from provisioner.hosts.lifecycle import DISCOVERED, READY, TransitionRefused
+from provisioner.hosts.errors import BadRequest, NotFound, NotReady
+from provisioner.hosts.lifecycle import DISCOVERED, READY
 from provisioner.hosts.tokens import TokenLedger
 from provisioner.store.records import HostRecord
 
-__all__ = ["HostBook", "inventoryStanza"]
-
-_NAME = re.compile(r"^[^\s/.][^\s/]{0,62}$")
-
-
-def inventoryStanza(name, mac, profile):
-    """
-    The YAML an operator pastes under C{hosts:} in the inventory to keep an
-    adopted host.
-    """
-    return ("# provisioner hosts adopt: paste under hosts: in your inventory file\n"
-            "  %s:\n"
-            "    mac: %s\n"
-            "    profile: %s\n" % (name, mac, profile))
-
-
-def _plain(address):
-    """
-    An address as an C{ipaddress} object, IPv4-mapped IPv6 as IPv4.
-
-    @raise ValueError: not an address.
-    """
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip
+__all__ = ["HostBook"]
 
 
 class HostBook:
@@ -106,6 +80,7 @@ class HostBook:
         self._deploySignal = DeploySignal(self)
         self._bootDecisions = BootDecisions(self)
         self._callbacks = Callbacks(self)
+        self._admin = AdminActions(self)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
@@ -320,17 +295,7 @@ class HostBook:
         address the connection reached (the command line run on the
         appliance when HTTP listens on a specific address).
         """
-        try:
-            ip = _plain(address)
-        except ValueError:
-            return False
-        if local:
-            try:
-                if ip == _plain(local):
-                    return True
-            except ValueError:
-                pass
-        return any(ip in network for network in self.adminNetworks)
+        return self._admin.isAdmin(address, local)
 
     def callback(self, name, token, state, message=None, peer=None):
         """
@@ -354,22 +319,7 @@ class HostBook:
 
         @return: a Deferred firing with the host's record once saved.
         """
-        self._require()
-        self.sync()
-        record = self.hosts.get(name)
-        if record is None:
-            raise NotFound("no host %r" % (name,))
-        if record.state == READY:
-            raise Conflict("%s is ready already: its next boot deploys" % (name,))
-        now = self.clock.seconds()
-        try:
-            d = self._transition(record, READY, "redeploy requested from %s" % (
-                peer or "the command line",), now)
-        except TransitionRefused as e:
-            raise Conflict(str(e))
-        writes = [d] + self._ledger.useUp(name, now)
-        return defer.gatherResults(writes, consumeErrors=True).addCallback(
-            lambda _: self.hostInfo(name))
+        return self._admin.redeploy(name, peer)
 
     def adopt(self, mac, name, profile, peer=None):
         """
@@ -381,32 +331,7 @@ class HostBook:
         @return: a Deferred firing with C{{"host": ..., "yaml": ...}} once
             saved.
         """
-        self._require()
-        self.sync()
-        try:
-            mac = normaliseMAC(mac)
-        except (ValueError, TypeError):
-            raise BadRequest("not a MAC address: %r" % (mac,))
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise BadRequest("a host name has 1 to 63 characters, no spaces, no '/', no "
-                             "leading '.' (got %r)" % (name,))
-        inventory = self.inventory()
-        if inventory is None:
-            raise Conflict("no inventory (the menus service is not running): no profile to "
-                           "adopt with")
-        if profile not in inventory.profiles:
-            raise BadRequest("no profile %r in the inventory (profiles: %s)" % (
-                profile, ", ".join(sorted(inventory.profiles)) or "none"))
-        if name in inventory.hosts or name in self.hosts:
-            raise Conflict("%s is a host already" % (name,))
-        owner = inventory.lookup(mac=mac)
-        if owner is not None or mac in self._adoptedByMAC:
-            raise Conflict("%s is host %s's already" % (
-                mac, owner.name if owner is not None else self._adoptedByMAC[mac]))
-        why = "adopted by %s with profile %s" % (peer or "the command line", profile)
-        d = self._adopt(mac, name, [mac], profile, why, self.clock.seconds())
-        return d.addCallback(lambda _: {"host": self.hostInfo(name),
-                                        "yaml": inventoryStanza(name, mac, profile)})
+        return self._admin.adopt(mac, name, profile, peer)
 
     def _adopt(self, mac, name, macs, profile, why, now):
         machine = self.machines.pop(mac, None)
