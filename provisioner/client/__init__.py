@@ -24,6 +24,8 @@ The image receiver of imagecast (C{provisioner receive}):
     the rounds);
   - C{receiverrounds}: its rounds (flow control, the end of a round's data,
     the report of what is missing);
+  - C{receiverend}: its end (the rest fetched over the control channel,
+    the verification, giving up);
   - C{datapath}: its data channel; C{sockfilter}: the kernel filter;
   - C{imagehash}: the image's SHA-256 out of order;
   - C{receiverclient}: its control connection; C{control}: the

@@ -71,9 +71,9 @@ def _socketOf(port):
 
 class DataPath:
     """
-    The data-channel half of L{provisioner.client.receiver.Receiver} (a
-    mixin; the control-channel half, the rounds and the bookkeeping are
-    the receiver's own). It uses the receiver's session (C{_verifier},
+    The data channel of L{provisioner.client.receiver.Receiver} (a mixin;
+    its answers to the pushes, its rounds, its end and the bookkeeping are
+    its other parts). It uses the receiver's session (C{_verifier},
     C{round}, C{size}, C{group}, C{port}, C{chunkSize}, C{session}), its
     holdings (C{received}, C{output}, C{imageHash}, C{checks}: the piece
     check, or L{None}) and its round state

@@ -11,10 +11,14 @@ missing after each round (merged to the server's limits), fetches the rest
 over the control channel when the rounds are over, and verifies the
 SHA-256.
 
-Its answers to the pushes are in L{provisioner.client.receiverpushes}, its
-rounds (flow control, settling, the reports) in
-L{provisioner.client.receiverrounds}, its data channel in L{provisioner.client.datapath}, its output and state file
-in L{provisioner.client.output}, the hashing of the image in
+It is made of parts, one module each (mixins): its answers to the pushes
+(L{provisioner.client.receiverpushes}), its rounds: flow control, settling,
+the reports (L{provisioner.client.receiverrounds}), its end: the rest
+fetched over the control channel, the verification, giving up
+(L{provisioner.client.receiverend}), and its data channel
+(L{provisioner.client.datapath}); they log through the receiver's C{log}
+(namespace C{provisioner.client.receiver.Receiver}). Its output and state
+file are in L{provisioner.client.output}, the hashing of the image in
 L{provisioner.client.imagehash}, the control connection in
 L{provisioner.client.receiverclient}.
 """
@@ -26,9 +30,9 @@ from twisted.logger import Logger
 from provisioner.client.datapath import DataPath, DataProtocol
 from provisioner.client.imagehash import ImageHash
 from provisioner.client.output import OutputFile, ReceiveError, StateFile, defaultStatePath
+from provisioner.client.receiverend import ReceiverEnd
 from provisioner.client.receiverpushes import ServerPushes
 from provisioner.client.receiverrounds import RoundReports
-from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
 
 __all__ = ["ReceiveError", "OutputFile", "StateFile", "Receiver", "DataProtocol",
@@ -53,7 +57,7 @@ def threadRunner(reactor):
     return lambda f, *args: defer.maybeDeferred(f, *args)
 
 
-class Receiver(DataPath, ServerPushes, RoundReports):
+class Receiver(DataPath, ServerPushes, RoundReports, ReceiverEnd):
     """
     One image being received.
 
@@ -69,7 +73,8 @@ class Receiver(DataPath, ServerPushes, RoundReports):
         L{provisioner.client.output.defaultStatePath}).
     @ivar checks: the L{PieceCheck} of the image, once announced.
     @ivar maxReportRanges: the most ranges a report may hold (from the
-        server's answer to L{commands.Register}), or L{None}.
+        server's answer to L{provisioner.imagecast.commands.Register}), or
+        L{None}.
     @ivar maxBoxBytes: the largest box the server reads.
     """
 
@@ -79,13 +84,13 @@ class Receiver(DataPath, ServerPushes, RoundReports):
     #: (C{imagecast.max_box_bytes}'s default)
     MAX_BOX_BYTES = 16 << 20
 
-    #: fetches over the control connection of pieces that did not match,
-    #: before giving up (the server's data does not match its digests)
-    REFETCH_ATTEMPTS = 3
-
     def __init__(self, reactor, output, clientId, image=None, interface=None, hasher=None,
                  settle=0.03, settleMax=2.0, saveInterval=1.0, progress=None,
                  runInThread=None, statePath=None):
+        """
+        Set up in named steps: the settings, then the state of each part
+        (the session, the data channel, the rounds, the holdings, the end).
+        """
         self.reactor = reactor
         self.output = output
         if statePath is None:
@@ -101,113 +106,91 @@ class Receiver(DataPath, ServerPushes, RoundReports):
         self.settleMax = settleMax
         self.saveInterval = saveInterval
         self.progress = progress
+        self.progressInterval = 0.05
+        self._initSession()
+        self._initDataChannel()
+        self._initRounds()
+        self._initHoldings()
+        self._initEnd()
+
+    def _initSession(self):
+        """
+        No session yet (L{ServerPushes} adopts one), no control
+        connection, the server's limits at their defaults.
+        """
         self.connection = None
         self.session = None
         self.name = None
         self.size = None
         self.sha256 = None
         self.key = None
+        self.group = None
+        self.port = None
+        self.chunkSize = None
+        self._verifier = None
+        self.checks = None
+        self._pieceLists = {}
+        self.maxReportRanges = None
+        self.maxBoxBytes = self.MAX_BOX_BYTES
+
+    def _initDataChannel(self):
+        """
+        The data channel (L{DataPath}): not joined, nothing read.
+        """
+        self.joined = None
+        self.dataPort = None
+        self.lastDatagram = 0.0
+        self.rejected = 0
+        self.stale = 0
+        self._filter = None
+
+    def _initRounds(self):
+        """
+        The rounds (L{RoundReports}): none announced, none reported.
+        """
         self.round = 0
         self.rounds = set()
         self.roundRanges = []
-        self.group = None
-        self.port = None
-        self.received = R.RangeSet()
-        self.resumed = 0
-        self.bytesReceived = 0
-        self.bytesRepaired = 0
-        self.bytesFetched = 0
-        self.rejected = 0
-        self.stale = 0
-        self.started = None
-        self.joined = None
-        self.dataPort = None
-        self.finishing = False
-        self.failed = None
-        self.lastDatagram = 0.0
-        self._verifier = None
-        self.chunkSize = None
-        self.result = defer.Deferred()
-        self._dirty = False
-        self._saving = False
-        self._saveCall = None
         self._position = 0
         self._roundOver = 0
         self._roundEnd = None
         self._reportedRound = 0
         self._progressCall = None
-        self.progressInterval = 0.05
         self._settleCall = None
+        self.reportsMerged = 0
+
+    def _initHoldings(self):
+        """
+        What is on disk (nothing known before a session is adopted) and
+        its saving.
+        """
+        self.received = R.RangeSet()
+        self.resumed = 0
+        self.bytesReceived = 0
+        self.bytesRepaired = 0
+        self.bytesFetched = 0
+        self.started = None
+        self._dirty = False
+        self._saving = False
+        self._saveCall = None
+
+    def _initEnd(self):
+        """
+        The end (L{ReceiverEnd}): neither finishing nor failed.
+        """
+        self.finishing = False
+        self.failed = None
+        self.result = defer.Deferred()
         self.verifySeconds = None
         self.hashedInOrder = 0
-        self._filter = None
-        self.checks = None
-        self._pieceLists = {}
-        self.maxReportRanges = None
-        self.maxBoxBytes = self.MAX_BOX_BYTES
-        self.reportsMerged = 0
 
     def limits(self, answer):
         """
-        The server's answer to L{commands.Register}: the most ranges it
-        keeps of a report and the largest box it reads.
+        The server's answer to L{provisioner.imagecast.commands.Register}:
+        the most ranges it keeps of a report and the largest box it reads.
         """
         self.maxReportRanges = answer.get("maxReportRanges") or None
         self.maxBoxBytes = answer.get("maxBoxBytes") or self.MAX_BOX_BYTES
-
-    # -- the end ----------------------------------------------------------
-
-    #: FetchRange calls in flight at once while repairing
-    FETCH_WINDOW = 8
-
-    @defer.inlineCallbacks
-    def _repair(self):
-        for attempt in range(self.REFETCH_ATTEMPTS):
-            chunks = R.chunks(self.missing(), commands.FETCH_MAX)
-            fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
-            try:
-                yield defer.gatherResults(fetchers, consumeErrors=True)
-            except defer.FirstError as e:
-                error = e.subFailure.value
-                if isinstance(error, ReceiveError):
-                    self.fail(str(error))
-                else:
-                    self.log.info("repair interrupted: {error}", error=error)
-                return
-            if self.checks is not None:
-                # what was fetched is checked too
-                yield self.checks.settle()
-            if self.failed or self.connection is None:
-                return
-            if not self.missing():
-                self._finish()
-                return
-        self.fail("the server's data still does not match its piece digests after %d "
-                  "fetches" % (self.REFETCH_ATTEMPTS,))
-
-    @defer.inlineCallbacks
-    def _fetch(self, chunks):
-        """
-        One of the L{FETCH_WINDOW} fetchers of L{_repair}: fetch and write
-        the next chunk of C{chunks} until there is none.
-        """
-        for offset, length in chunks:
-            if self.failed or self.connection is None:
-                return
-            result = yield self.connection.callRemote(
-                commands.FetchRange, session=self.session, offset=offset, length=length)
-            data = result["data"]
-            if len(data) != length:
-                raise ReceiveError("server returned %d bytes for %d at %d" % (
-                    len(data), length, offset))
-            if self.failed:
-                return
-            self.output.write(offset, data)
-            new = self.received.add(offset, offset + length)
-            self.bytesReceived += new
-            self.bytesRepaired += new
-            self.bytesFetched += new
-            self._dirty = True
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -252,96 +235,8 @@ class Receiver(DataPath, ServerPushes, RoundReports):
             self.progress(self)
         self._saveCall = self.reactor.callLater(self.saveInterval, self._periodicSave)
 
-    def _finish(self):
-        if self.finishing or self.failed:
-            return
-        self.finishing = True
-        self._leave()
-        self._closeData()
-        verifyStarted = self.reactor.seconds()
-        # hashing ahead may still run: the check starts where it ends
-        d = self.imageHash.idle()
-        if self.checks is not None:
-            # every piece must have matched its digest
-            d.addCallback(lambda _: self.checks.settle())
-        again = object()
-
-        def check(_):
-            if self.missing():
-                # a piece did not match at the last moment: fetch it over
-                # the control connection, then finish again
-                self.finishing = False
-                self.reactor.callLater(0, self._repair)
-                return again
-            if self.checks is not None and not self.checks.allVerified():
-                # held whole, but reading it back failed
-                raise ReceiveError("%s: could not read back every piece of the image to "
-                                   "check it" % (self.output.path,))
-            self.hashedInOrder = self.imageHash.checkStart()
-            return self.hasher(self.output.path)
-        d = d.addCallback(check)
-
-        def hashed(digest):
-            if digest is again:
-                return again
-            self.verifySeconds = self.reactor.seconds() - verifyStarted
-            if digest != self.sha256:
-                self.state.remove()
-                raise ReceiveError("sha256 mismatch: got %s, the image is %s" % (
-                    digest, self.sha256))
-            return self.connection.callRemote(commands.Complete, session=self.session,
-                                              sha256=digest)
-
-        def completed(result):
-            if result is again:
-                return
-            self.state.remove()
-            self._done(0)
-
-        def failed(f):
-            if f.check(ReceiveError):
-                self.finishing = False
-                self.fail(f.getErrorMessage())
-            elif f.check(commands.ChecksumMismatch):
-                self.finishing = False
-                self.fail("server refused the checksum: %s" % (f.getErrorMessage(),))
-            else:
-                # connection lost while completing: verified locally, report
-                # again after reconnecting
-                self.log.info("completion not acknowledged ({error}); again after "
-                              "reconnecting", error=f.getErrorMessage())
-        d.addCallback(hashed).addCallbacks(completed, failed)
-
     def _lostCall(self, f):
         self.log.debug("control call failed: {error}", error=f.getErrorMessage())
-
-    def fail(self, message):
-        """
-        Give up with C{message}; tell the server, exit with status 1.
-        """
-        if self.failed:
-            return
-        self.failed = message
-        self._leave()
-        self._closeData()
-        self._save()
-        if self.connection is not None and self.session is not None:
-            d = self.connection.callRemote(commands.Leave, session=self.session,
-                                           reason=message[:500])
-            d.addErrback(lambda f: None)
-            d.addBoth(lambda _: self._done(1))
-        else:
-            self._done(1)
-
-    def _done(self, status):
-        if self._progressCall is not None and self._progressCall.active():
-            self._progressCall.cancel()
-        self._progressCall = None
-        if self._saveCall is not None and self._saveCall.active():
-            self._saveCall.cancel()
-        self._saveCall = None
-        if not self.result.called:
-            self.result.callback(status)
 
     def connected(self, connection):
         """
