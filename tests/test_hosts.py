@@ -9,7 +9,7 @@ bounds and reloads.
 
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -733,6 +733,51 @@ class DiscoveryTests(BookTestCase):
         self.assertEqual(self.book.machinesList(), [])
         self.assertEqual([(e["source"], e["target"]) for e in self.book.eventsOf("gamma")],
                          [(None, DISCOVERED), (DISCOVERED, READY)])
+
+
+class LogNamespaceTests(BookTestCase):
+    """
+    The book's parts (L{provisioner.hosts.tokens},
+    L{provisioner.hosts.discovery}, L{provisioner.hosts.deploy},
+    L{provisioner.hosts.boot}, L{provisioner.hosts.callbacks},
+    L{provisioner.hosts.admin}) log through the book's logger.
+    """
+
+    def test_oneLogNamespace(self):
+        """
+        If the book and its parts log (a discovery, a new host, the deploy
+        signal, progress, a refused callback, an adoption, a failed save),
+        every line carries the book's namespace and the book as its source,
+        as before the parts were split out of L{provisioner.hosts.book}.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.get("menus/%s/boot.ipxe" % (STRANGER,), STRANGER_IP)
+        self.writeInventory(INVENTORY + "  delta:\n    mac: 52:54:00:00:00:04\n")
+        self.assertTrue(self.menus.loadInventory())
+        menu = self.get("menus/%s/boot.ipxe" % (ALPHA,))
+        self.tftp.ended(ALPHA_IP, "images/debian/linux")
+        self.successResultOf(self.book.callback("alpha", self.token(menu), DEPLOYING, "50%",
+                                                ALPHA_IP))
+        self.assertRaises(Refused, self.book.callback, "alpha", "guess", DEPLOYED)
+        self.successResultOf(self.book.adopt(STRANGER, "gamma", "installer"))
+        self.patch(self.book.store, "addEvent",
+                   lambda *a, **k: defer.fail(RuntimeError("disk full")))
+        self.failureResultOf(self.book.callback("alpha", self.token(menu), DEPLOYING, "60%",
+                                                ALPHA_IP))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        lines = [e for e in events if (e.get("log_format") or "").startswith("hosts: ") and
+                 e.get("log_namespace", "").startswith("provisioner.hosts.")]
+        self.assertEqual({e["log_format"] for e in lines}, {
+            "hosts: discovered {mac}: {why}", "hosts: {host} is ready: {why}",
+            "hosts: {host} {source} -> {target}: {why}", "hosts: {host} progress: {why}",
+            "hosts: callback {state} for {host} from {peer} refused: {why}; nothing changed",
+            "hosts: {mac} is host {host} now, ready: {why}",
+            "hosts: could not save {what} to {store}"})
+        self.assertEqual({e["log_namespace"] for e in lines},
+                         {"provisioner.hosts.book.HostBook"})
+        self.assertEqual({id(e["log_source"]) for e in lines}, {id(self.book)})
 
 
 class BoundsTests(BookTestCase):

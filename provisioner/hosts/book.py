@@ -17,6 +17,21 @@ C{hosts} service (C{appliance.hosts}); the others use it:
 Changes are applied in memory at once (so the next boot sees them) and the
 store's Deferred is returned: an API answer waits for it, so what was
 acknowledged is on disk.
+
+The book keeps the hosts, their histories and the adopted MACs, follows the
+inventory (L{HostBook.sync}), makes every change of state, and answers the
+queries. It owns one object per role, each given the book:
+
+  - L{provisioner.hosts.tokens.TokenLedger}: the per-boot tokens;
+  - L{provisioner.hosts.discovery.Discovery}: machines no inventory names;
+  - L{provisioner.hosts.deploy.DeploySignal}: what a transfer means;
+  - L{provisioner.hosts.boot.BootDecisions}: the renderer's questions;
+  - L{provisioner.hosts.callbacks.Callbacks}: booted systems' reports;
+  - L{provisioner.hosts.admin.AdminActions}: who is an admin, redeploy,
+    adopt.
+
+They save and log through the book (C{_write}, C{log}), so every line is
+the book's: namespace C{provisioner.hosts.book.HostBook}.
 """
 
 import collections
