@@ -11,6 +11,7 @@ import os
 
 from twisted.internet import defer, reactor
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
@@ -20,8 +21,8 @@ from provisioner.config import loadConfig
 from provisioner.files import BytesSource
 from provisioner.images.service import ImagesService
 from provisioner.menus.service import MenuService
-from provisioner.web.resources import SourceProducer, parseRange
 from provisioner.web.service import HTTPService
+from provisioner.web.streaming import SourceProducer, parseRange
 from tests.fakes import INVENTORY
 
 
@@ -146,6 +147,21 @@ class ProducerTests(SynchronousTestCase):
         d = SourceProducer(request, source, 0, 20, chunk=100).start()
         self.failureResultOf(d, IOError)
         self.assertEqual(aborted, [True])
+
+    def test_logNamespace(self):
+        """
+        The producer's lines keep the namespace they had before it moved
+        out of C{provisioner.web.resources}, with the producer as source.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        producer = SourceProducer(FakeRequest(), BytesSource(b"x" * 10), 0, 20, chunk=100)
+        self.failureResultOf(producer.start(), IOError)
+        self.assertEqual([(e["log_namespace"], e["log_format"], e["log_source"])
+                          for e in events],
+                         [("provisioner.web.resources.SourceProducer",
+                           "HTTP transfer of {name} aborted: {why}", producer)])
 
 
 class ResourceTests(TestCase):

@@ -6,7 +6,8 @@ twisted.web resources of the C{http} service.
     of a resolver chain (the menus' virtual files, the image catalogue, an
     optional directory). Answers honour HEAD and single byte ranges, always
     carry a correct Content-Length, and are streamed from the data source by
-    L{SourceProducer}: never read whole into memory.
+    L{provisioner.web.streaming.SourceProducer}: never read whole into
+    memory.
   - L{APIResource}: the read-only JSON API under C{/api/v1/}. It has no
     authentication, so it shows no secrets: inventory variables only when
     named in C{http.api_vars} (L{publicVars}), and no host paths.
@@ -14,151 +15,19 @@ twisted.web resources of the C{http} service.
 
 import json
 import mimetypes
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import resource, server
-from zope.interface import implementer
 
 from provisioner.errors import AccessViolation, FileNotFound
 from provisioner.files import FileRequest, ResolverChain, normalisePath
 from provisioner.hosts.errors import HostsError
+from provisioner.web.streaming import SourceProducer, ifRangeMatches, parseRange
 
-__all__ = ["FileResource", "APIResource", "RootResource", "SourceProducer", "parseRange",
-           "publicVars", "HTTPFetch"]
-
-
-def parseRange(header, size):
-    """
-    Parse a C{Range} header for a body of C{size} bytes.
-
-    @return: C{None} to serve the whole body (no header, not C{bytes=},
-        several ranges, or syntax we ignore as RFC 7233 allows); C{"416"}
-        when the one range is unsatisfiable; else C{(start, length)}.
-    """
-    if header is None or size is None:
-        return None
-    try:
-        text = header.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    unit, _, spec = text.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    first, last = first.strip(), last.strip()
-    try:
-        if first == "":
-            if not last.isdigit():
-                return None
-            suffix = int(last)
-            if suffix == 0:
-                return "416"
-            start = max(0, size - suffix)
-            return (start, size - start)
-        if not first.isdigit() or (last and not last.isdigit()):
-            return None
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if last and end < start:
-        return None
-    if start >= size:
-        return "416"
-    end = min(end, size - 1)
-    return (start, end - start + 1)
-
-
-@implementer(IPushProducer)
-class SourceProducer:
-    """
-    Streams C{length} bytes of an L{IDataSource} from C{offset} into a
-    request, C{chunk} bytes per write, pausing whenever the transport's
-    buffer is full. The source is closed when done or when the client goes.
-
-    @ivar finished: a Deferred that fires when the body is written (or
-        errbacks when the client went away or the source fell short).
-    """
-
-    log = Logger()
-
-    def __init__(self, request, source, offset, length, chunk=262144):
-        self.request = request
-        self.source = source
-        self.offset = offset
-        self.remaining = length
-        self.chunk = chunk
-        self.paused = False
-        self.done = False
-        self.finished = defer.Deferred()
-
-    def start(self):
-        self.request.notifyFinish().addErrback(self._clientGone)
-        self.request.registerProducer(self, True)
-        self.resumeProducing()
-        return self.finished
-
-    def resumeProducing(self):
-        self.paused = False
-        if self.done:
-            return
-        read = self.source.read
-        write = self.request.write
-        while not self.paused and self.remaining > 0:
-            try:
-                data = read(self.offset, min(self.chunk, self.remaining))
-            except Exception as e:
-                return self._abort("read failed: %s" % (e,))
-            if not data:
-                return self._abort("source ended %d bytes early" % (self.remaining,))
-            self.offset += len(data)
-            self.remaining -= len(data)
-            write(data)
-            if self.done:
-                return
-        if self.remaining == 0 and not self.done:
-            self.done = True
-            self.request.unregisterProducer()
-            self.request.finish()
-            self._close()
-            self.finished.callback(None)
-
-    def pauseProducing(self):
-        self.paused = True
-
-    def stopProducing(self):
-        if not self.done:
-            self.done = True
-            self._close()
-            if not self.finished.called:
-                self.finished.errback(ConnectionError("client went away"))
-
-    def _clientGone(self, failure):
-        self.stopProducing()
-
-    def _abort(self, why):
-        self.log.error("HTTP transfer of {name} aborted: {why}", name=self.source.name, why=why)
-        self.done = True
-        self._close()
-        self.request.unregisterProducer()
-        transport = getattr(getattr(self.request, "channel", None), "transport", None)
-        if transport is not None:
-            transport.abortConnection()
-        if not self.finished.called:
-            self.finished.errback(IOError(why))
-
-    def _close(self):
-        try:
-            self.source.close()
-        except Exception:
-            pass
-
+__all__ = ["FileResource", "APIResource", "RootResource", "publicVars", "HTTPFetch"]
 
 _TEXT = {".ipxe": "text/plain; charset=utf-8", ".cfg": "text/plain; charset=utf-8",
          ".iso": "application/x-iso9660-image"}
@@ -315,7 +184,7 @@ class FileResource(resource.Resource):
         rangeHeader = request.getHeader(b"range")
         ifRange = request.getHeader(b"if-range")
         if rangeHeader is not None and ifRange is not None and \
-                not _ifRangeMatches(ifRange, etag, mtime):
+                not ifRangeMatches(ifRange, etag, mtime):
             rangeHeader = None
         wanted = parseRange(rangeHeader, size)
         if wanted == "416":
@@ -373,19 +242,6 @@ class HTTPFetch:
 
     def __repr__(self):
         return "<HTTPFetch %s %s from %s>" % (self.code, self.path, self.peer)
-
-
-def _ifRangeMatches(value, etag, mtime):
-    value = value.strip()
-    if value.startswith(b'"') or value.startswith(b"W/"):
-        return etag is not None and value == etag
-    if mtime is None:
-        return False
-    try:
-        when = parsedate_to_datetime(value.decode("ascii")).timestamp()
-    except (TypeError, ValueError, UnicodeDecodeError):
-        return False
-    return int(when) == int(mtime)
 
 
 def publicVars(value, allowed):
