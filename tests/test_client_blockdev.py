@@ -15,7 +15,7 @@ import subprocess
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from provisioner.client import cli, output
+from provisioner.client import output, receivecli
 from provisioner.client.imagehash import ImageHash, readBack
 from provisioner.client.output import OutputFile, ReceiveError, defaultStatePath
 from provisioner.client.receiver import Receiver
@@ -399,7 +399,7 @@ class StatePathTests(SynchronousTestCase):
 
         class Err:
             write = printed.append
-        self.assertEqual(cli.receiveStatePath(Args(), self.Device(), Err()),
+        self.assertEqual(receivecli.receiveStatePath(Args(), self.Device(), Err()),
                          os.path.join(cwd, "wwn-0x5000.imagecast-state"))
         self.assertEqual(printed, ["provisioner receive: %s is not writable; the state file "
                                    "is %s\n" % (os.path.join(blocker, "receive"),
@@ -411,10 +411,10 @@ class StatePathTests(SynchronousTestCase):
         """
         import argparse
         parser = argparse.ArgumentParser()
-        cli.addReceiveParser(parser.add_subparsers())
+        receivecli.addReceiveParser(parser.add_subparsers())
         args = parser.parse_args(["receive", "--server", "h", "--output", "/dev/sdb",
                                   "--state", "/tmp/x.st"])
-        self.assertEqual(cli.receiveStatePath(args, self.Device(), None), "/tmp/x.st")
+        self.assertEqual(receivecli.receiveStatePath(args, self.Device(), None), "/tmp/x.st")
 
 
 class ReceiveEndToEndTests(SynchronousTestCase):

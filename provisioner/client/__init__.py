@@ -18,7 +18,7 @@ Multicast TFTP (RFC 2090, C{provisioner fetch --multicast}):
   - C{repair}: smart repair, by unicast reads of only the missing blocks.
 
 The image receiver of imagecast (C{provisioner receive}):
-  - C{receiver}: the receiver, its rounds, reports and end;
+  - C{receiver}: the receiver, made of the parts below;
   - C{receiverpushes}: its answers to what the appliance pushes on the
     control channel (piece digests, announcements, end of round, end of
     the rounds);
@@ -30,9 +30,12 @@ The image receiver of imagecast (C{provisioner receive}):
   - C{imagehash}: the image's SHA-256 out of order;
   - C{receiverclient}: its control connection; C{control}: the
     control-channel connection helpers (shared with the sender's command
-    line).
+    line);
+  - C{receivecli}: its command line (C{provisioner receive}: the progress
+    bar, the summary).
 
-Both: C{output} (files written at offsets), C{cli} (the command lines).
+Both: C{output} (files written at offsets), C{cli} (the command lines:
+C{fetch}, and C{register}, which adds C{receive} too).
 """
 
 __all__ = []

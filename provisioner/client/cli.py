@@ -15,8 +15,9 @@ A runner is C{run(reactor, args, target, sink, reporter, fallback)}
 returning a Deferred that fires with a L{provisioner.client.tftp.FetchResult};
 C{fallback} is the unicast runner, with the same signature.
 
-C{provisioner receive --server HOST --output PATH}: receive an image that
-the appliance multicasts (imagecast), over its control channel.
+C{provisioner receive --server HOST --output PATH}, which receives an
+image that the appliance multicasts (imagecast), is in
+L{provisioner.client.receivecli}; L{register} adds it too.
 """
 
 import json
@@ -29,13 +30,13 @@ from urllib.parse import unquote, urlsplit
 from twisted.internet import defer
 
 from provisioner.client import mtftp
+from provisioner.client.receivecli import addReceiveParser
 from provisioner.client.roles import RolePolicy
 from provisioner.client.tftp import FetchOptions, FetchResult, TFTPError, fetch
 from provisioner.hashing import sha256File
 
 __all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch",
-           "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain",
-           "receiveStatePath", "readSecret"]
+           "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain"]
 
 # (name, predicate(args), runner): alternatives to the unicast fetch.
 FETCH_RUNNERS = []
@@ -210,49 +211,14 @@ def addFetchParser(subparsers):
 
 def register(subparsers):
     """
-    Add C{fetch} and C{receive} to the C{provisioner} command.
+    Add C{fetch} and C{receive} (L{provisioner.client.receivecli}) to the
+    C{provisioner} command.
     """
     parser = addFetchParser(subparsers)
     addMulticastArguments(parser)
     if not any(name == "multicast" for name, _, _ in FETCH_RUNNERS):
         FETCH_RUNNERS.append(("multicast", lambda args: args.multicast, fetchMulticast))
     addReceiveParser(subparsers)
-
-
-def addReceiveParser(subparsers):
-    """
-    C{provisioner receive}: the image receiver of imagecast. (The
-    receiver's modules, and the control channel's AMP and TLS, are imported
-    when it is used: the fetch commands do without them.)
-    """
-    from provisioner.client.control import addConnectionArguments
-    recv = subparsers.add_parser("receive", help="receive an image multicast by the appliance")
-    addConnectionArguments(recv, True)
-    recv.add_argument("--output", "-o", required=True, metavar="PATH",
-                      help="where the image is written: a file, or a whole block device "
-                      "such as /dev/sdb (opened exclusively: a mounted device is refused; "
-                      "its size must hold the image; read back from the disk at the end)")
-    recv.add_argument("--state", default=None, metavar="FILE",
-                      help="the state file that keeps the progress (a restarted receiver "
-                      "resumes from it); default: PATH.imagecast-state beside a file, and "
-                      "for a block device /var/lib/provisioner/receive/"
-                      "<device name>.imagecast-state, or <device name>.imagecast-state in "
-                      "the current directory when that directory is not writable")
-    recv.add_argument("--image", default=None, help="only this image (default: the first "
-                      "session announced)")
-    recv.add_argument("--id", dest="clientId", default=None,
-                      help="client id (default: HOSTNAME:PATH; a restarted receiver with "
-                      "the same id resumes)")
-    recv.add_argument("--interface", default=None, metavar="ADDR",
-                      help="local address of the interface to join the group on")
-    recv.add_argument("--secret-file", default=None, metavar="FILE",
-                      help="file holding this receiver's secret (its line of the appliance's "
-                      "imagecast.receivers_file, 'ID SECRET', or the secret alone): the "
-                      "appliance asks for it unless imagecast.authentication says otherwise")
-    recv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    recv.add_argument("--json", action="store_true", help="print the summary as JSON")
-    recv.set_defaults(func=_receive)
-    return recv
 
 
 def optionsFromArgs(args):
@@ -515,118 +481,3 @@ def mtftpMain(argv=None):
     if args.verbose:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     return runMulticast(args)
-
-
-
-# The image receiver ---------------------------------------------------------
-
-def _bar(receiver, out):
-    size = receiver.size or 0
-    have = receiver.received.total() if size else 0
-    frac = have / size if size else 0.0
-    width = 30
-    filled = int(frac * width)
-    out.write("\r[%s%s] %5.1f%% %s/%s MiB round %d " % (
-        "#" * filled, "." * (width - filled), frac * 100, "%.1f" % (have / 2**20),
-        "%.1f" % (size / 2**20), receiver.round))
-    out.flush()
-
-
-def receiveStatePath(args, output, err):
-    """
-    The state file of C{provisioner receive}: C{--state FILE}, else the
-    default for C{output} (L{provisioner.client.output.defaultStatePath});
-    when a block device's state falls back to the current directory, say
-    so on C{err}.
-    """
-    from provisioner.client.output import STATE_DIRECTORY, defaultStatePath
-    if args.state:
-        return args.state
-    path, fellBack = defaultStatePath(output)
-    if fellBack:
-        err.write("provisioner receive: %s is not writable; the state file is %s\n" % (
-            STATE_DIRECTORY, path))
-    return path
-
-
-def readSecret(path):
-    """
-    The receiver's secret from C{path}: the last word of its first line
-    that is neither empty nor a comment (the file may hold the secret
-    alone, or the receiver's C{ID SECRET} line of the receivers file).
-
-    @raise ValueError: if the file holds no secret.
-    @raise OSError: if it cannot be read.
-    """
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.decode("utf-8", "replace").strip()
-            if line and not line.startswith("#"):
-                return line.split()[-1].encode("utf-8")
-    raise ValueError("%s holds no secret" % (path,))
-
-
-def _receive(args):
-    from provisioner.client.control import connectEndpoint, runReactor
-    from provisioner.client.output import OutputFile, ReceiveError
-    from provisioner.client.receiver import Receiver
-    from provisioner.client.receiverclient import ReceiverClient
-    secret = None
-    if args.secret_file:
-        try:
-            secret = readSecret(args.secret_file)
-        except OSError as e:
-            print("provisioner receive: error: cannot read the secret file %s: %s" % (
-                args.secret_file, e.strerror or e), file=sys.stderr)
-            return 1
-        except ValueError as e:
-            print("provisioner receive: error: %s" % (e,), file=sys.stderr)
-            return 1
-    try:
-        output = OutputFile(args.output)
-    except ReceiveError as e:
-        print("provisioner receive: error: %s" % (e,), file=sys.stderr)
-        return 1
-    statePath = receiveStatePath(args, output, sys.stderr)
-    clientId = args.clientId or "%s:%s" % (socket.gethostname(), os.path.abspath(args.output))
-    tty = sys.stderr.isatty() and not args.quiet
-
-    def start(reactor):
-        from twisted.internet import task
-        receiver = Receiver(reactor, output, clientId, image=args.image,
-                            interface=args.interface, statePath=statePath)
-        client = ReceiverClient(reactor, connectEndpoint(reactor, args), receiver,
-                                address=args.interface or "",
-                                timeout=args.timeout,
-                                serverName="%s:%d" % (args.server, args.port),
-                                secret=secret)
-        bar = None
-        if tty:
-            bar = task.LoopingCall(_bar, receiver, sys.stderr)
-            bar.clock = reactor
-            bar.start(0.25)
-        d = client.run()
-
-        def finished(status):
-            if bar is not None and bar.running:
-                bar.stop()
-                _bar(receiver, sys.stderr)
-                sys.stderr.write("\n")
-            summary = receiver.summary()
-            summary["status"] = "ok" if status == 0 else "failed"
-            if receiver.failed:
-                summary["error"] = receiver.failed
-                print("provisioner receive: error: %s" % (receiver.failed,), file=sys.stderr)
-            if args.json:
-                print(json.dumps(summary, sort_keys=True))
-            else:
-                print("%s: %s, %d rounds, %d bytes received (%d repaired, %d over the control "
-                      "channel, %d resumed from a previous run), %.2f s" % (
-                          args.output, "sha256 ok" if status == 0 else "FAILED",
-                          summary["rounds"], summary["bytes_received"],
-                          summary["bytes_repaired"], summary["bytes_fetched"],
-                          summary["bytes_resumed"], summary["seconds"]))
-            output.close()
-            return status
-        return d.addCallback(finished)
-    return runReactor(start)

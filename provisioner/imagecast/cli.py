@@ -8,8 +8,8 @@ its control channel):
   - C{provisioner imagecast status}: the scorecard.
 
 The receiving end, C{provisioner receive}, is a client program
-(L{provisioner.client.cli}). Exit status 0 means success, 1 a failure with
-a message on standard error, 2 a usage error.
+(L{provisioner.client.receivecli}). Exit status 0 means success, 1 a
+failure with a message on standard error, 2 a usage error.
 """
 
 import json
