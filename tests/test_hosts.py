@@ -25,7 +25,7 @@ from provisioner.hosts.lifecycle import (DEPLOYED, DEPLOYING, DISCOVERED, FAILED
 from provisioner.hosts.service import HostsService
 from provisioner.menus.service import MenuService
 from provisioner.tftp.transfer import SessionStats
-from provisioner.web.resources import HTTPFetch
+from provisioner.web.files import HTTPFetch
 from tests.fakes import INVENTORY
 
 ALPHA = "52:54:00:00:00:01"

@@ -375,6 +375,30 @@ class ResourceTests(TestCase):
         response, body = yield self.get("/images/debian/linux")
         self.assertEqual(body, b"new" * 1000)
 
+    @defer.inlineCallbacks
+    def test_logNamespace(self):
+        """
+        The file resource's lines (each request, a fetch callback that
+        raises) keep the namespace they had before it moved out of
+        C{provisioner.web.resources}, with the resource as source.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def broken(fetch):
+            raise RuntimeError("broken callback")
+        self.http.addFetchCallback(broken)
+        response, body = yield self.get("/images/debian/linux")
+        self.assertEqual(body, self.data)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        lines = [e for e in events if (e.get("log_format") or "").startswith("HTTP ")]
+        self.assertEqual({e["log_format"] for e in lines},
+                         {"HTTP {method} {path} from {peer}: {code}{length}",
+                          "HTTP fetch callback {callback!r}"})
+        self.assertEqual({(e["log_namespace"], id(e["log_source"])) for e in lines},
+                         {("provisioner.web.resources.FileResource", id(self.http.files))})
+
 
 class AloneTests(TestCase):
     """

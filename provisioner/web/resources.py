@@ -1,247 +1,24 @@
 # -*- test-case-name: tests.test_web -*-
 """
-twisted.web resources of the C{http} service.
+twisted.web resources of the C{http} service (the files are
+L{provisioner.web.files.FileResource}).
 
-  - L{FileResource}: every path is a L{provisioner.files.FileRequest} asked
-    of a resolver chain (the menus' virtual files, the image catalogue, an
-    optional directory). Answers honour HEAD and single byte ranges, always
-    carry a correct Content-Length, and are streamed from the data source by
-    L{provisioner.web.streaming.SourceProducer}: never read whole into
-    memory.
   - L{APIResource}: the read-only JSON API under C{/api/v1/}. It has no
     authentication, so it shows no secrets: inventory variables only when
     named in C{http.api_vars} (L{publicVars}), and no host paths.
 """
 
 import json
-import mimetypes
-from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from provisioner.errors import AccessViolation, FileNotFound
-from provisioner.files import FileRequest, ResolverChain, normalisePath
 from provisioner.hosts.errors import HostsError
-from provisioner.web.streaming import SourceProducer, ifRangeMatches, parseRange
+from provisioner.web.files import baseURL
 
-__all__ = ["FileResource", "APIResource", "RootResource", "publicVars", "HTTPFetch"]
-
-_TEXT = {".ipxe": "text/plain; charset=utf-8", ".cfg": "text/plain; charset=utf-8",
-         ".iso": "application/x-iso9660-image"}
-
-
-def _contentType(path, source):
-    if source.__class__.__name__ == "BytesSource":
-        return "text/plain; charset=utf-8"
-    base = path.rsplit("/", 1)[-1].lower()
-    for ext, kind in _TEXT.items():
-        if base.endswith(ext):
-            return kind
-    guessed, encoding = mimetypes.guess_type(base)
-    if guessed and not encoding:
-        return guessed
-    return "application/octet-stream"
-
-
-def _baseURL(request):
-    host = request.getHeader(b"host")
-    if not host:
-        return None
-    try:
-        host = host.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    if any(c in host for c in "/\\ @?#") or not host:
-        return None
-    scheme = "https" if request.isSecure() else "http"
-    return "%s://%s" % (scheme, host)
-
-
-class FileResource(resource.Resource):
-    """
-    Serves whatever the resolver chain answers for the path.
-
-    @ivar resolvers: a callable returning the list of resolvers to ask.
-    @ivar fetchCallbacks: callables given an L{HTTPFetch} when a GET body
-        has been written whole (the HTTP service's C{addFetchCallback}).
-    """
-
-    isLeaf = True
-    log = Logger()
-
-    def __init__(self, appliance, resolvers, chunk=262144, accessLog=False):
-        resource.Resource.__init__(self)
-        self.appliance = appliance
-        self.resolvers = resolvers
-        self.chunk = chunk
-        self.accessLog = accessLog
-        self.fetchCallbacks = []
-
-    def render_HEAD(self, request):
-        return self.render_GET(request)
-
-    def render_GET(self, request):
-        raw = unquote_to_bytes(request.path)
-        try:
-            path = normalisePath(raw)
-        except AccessViolation as e:
-            return self._error(request, 403, str(e))
-        except FileNotFound:
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return (b"provisioner: images under /%s/, menus (boot.ipxe, "
-                    b"menus/MAC/boot.ipxe), JSON under /api/v1/\n" % (
-                        (self.appliance.config["images"]["prefix"] or "").encode(),))
-        address = request.getClientAddress()
-        host = getattr(address, "host", None)
-        peer = (host, getattr(address, "port", 0))
-        client = self.appliance.clients.byIP(host) if host else None
-        options = {"base_url": _baseURL(request)}
-        for name in ("mac", "arch"):
-            value = request.args.get(name.encode())
-            if value:
-                try:
-                    options[name] = value[0].decode("ascii")
-                except UnicodeDecodeError:
-                    pass
-        if "mac" in options:
-            try:
-                from provisioner.directory import normaliseMAC
-                normaliseMAC(options["mac"])
-            except ValueError:
-                return self._error(request, 400, "bad mac parameter")
-        fileRequest = FileRequest(path, peer, protocol="http", options=options, client=client,
-                                  rawPath=raw)
-        d = ResolverChain(self.resolvers()).resolve(fileRequest)
-        d.addCallback(self._serve, request, fileRequest)
-        d.addErrback(self._failed, request, fileRequest)
-        return server.NOT_DONE_YET
-
-    def _error(self, request, code, message):
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        body = ("%d %s\n" % (code, message)).encode("utf-8")
-        request.setHeader(b"content-length", b"%d" % (len(body),))
-        return body
-
-    def _finishError(self, request, code, message):
-        if request.finished or request._disconnected:
-            return
-        body = self._error(request, code, message)
-        if request.method != b"HEAD":
-            request.write(body)
-        request.finish()
-
-    def _failed(self, failure, request, fileRequest):
-        if failure.check(FileNotFound):
-            self._log(request, fileRequest, 404)
-            return self._finishError(request, 404, "not found")
-        if failure.check(AccessViolation):
-            self._log(request, fileRequest, 403)
-            return self._finishError(request, 403, failure.getErrorMessage())
-        self.log.failure("HTTP request for {path} failed", failure, path=fileRequest.path)
-        return self._finishError(request, 500, "internal error")
-
-    def _log(self, request, fileRequest, code, length=None):
-        emit = self.log.info if self.accessLog else self.log.debug
-        emit("HTTP {method} {path} from {peer}: {code}{length}",
-             method=request.method.decode("ascii", "replace"), path=fileRequest.path,
-             peer=fileRequest.peer[0], code=code,
-             length="" if length is None else " (%d bytes)" % (length,))
-
-    def _serve(self, source, request, fileRequest):
-        if request.finished or request._disconnected:
-            source.close()
-            return
-        size = source.size
-        if size is None:
-            # Unknown length (never from our resolvers): read it whole once.
-            data, offset = [], 0
-            while True:
-                chunk = source.read(offset, self.chunk)
-                if not chunk:
-                    break
-                data.append(chunk)
-                offset += len(chunk)
-            from provisioner.files import BytesSource
-            source.close()
-            source = BytesSource(b"".join(data), source.name)
-            size = source.size
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"content-type", _contentType(fileRequest.path, source).encode())
-        etag = None
-        sha = getattr(source, "sha256", None)
-        if sha:
-            etag = ('"%s"' % (sha[:32],)).encode("ascii")
-            request.setHeader(b"etag", etag)
-        mtime = getattr(source, "mtime", None)
-        if mtime:
-            request.setHeader(b"last-modified", formatdate(mtime, usegmt=True).encode())
-        if source.__class__.__name__ == "BytesSource":
-            request.setHeader(b"cache-control", b"no-store")
-        rangeHeader = request.getHeader(b"range")
-        ifRange = request.getHeader(b"if-range")
-        if rangeHeader is not None and ifRange is not None and \
-                not ifRangeMatches(ifRange, etag, mtime):
-            rangeHeader = None
-        wanted = parseRange(rangeHeader, size)
-        if wanted == "416":
-            source.close()
-            request.setHeader(b"content-range", b"bytes */%d" % (size,))
-            self._log(request, fileRequest, 416)
-            return self._finishError(request, 416, "range not satisfiable")
-        if wanted is None:
-            offset, length = 0, size
-            request.setResponseCode(200)
-        else:
-            offset, length = wanted
-            request.setResponseCode(206)
-            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (
-                offset, offset + length - 1, size))
-        request.setHeader(b"content-length", b"%d" % (length,))
-        self._log(request, fileRequest, 206 if wanted else 200, length)
-        if request.method == b"HEAD" or length == 0:
-            source.close()
-            request.finish()
-            return
-        producer = SourceProducer(request, source, offset, length, self.chunk)
-        d = producer.start()
-        d.addCallback(self._fetched, fileRequest, 206 if wanted else 200, length)
-        d.addErrback(lambda f: None)
-
-    def _fetched(self, _, fileRequest, code, length):
-        if not self.fetchCallbacks:
-            return
-        fetch = HTTPFetch(fileRequest.peer, fileRequest.path, code, length)
-        for callback in list(self.fetchCallbacks):
-            try:
-                callback(fetch)
-            except Exception:
-                self.log.failure("HTTP fetch callback {callback!r}", callback=callback)
-
-
-class HTTPFetch:
-    """
-    One body served whole, as the fetch callbacks see it.
-
-    @ivar peer: C{(host, port)} of the client.
-    @ivar path: the normalised path.
-    @ivar code: 200, or 206 for a range.
-    @ivar bytes: the bytes written.
-    @ivar outcome: C{"complete"} (the whole file) or C{"partial"} (a range).
-    """
-
-    def __init__(self, peer, path, code, length):
-        self.peer = peer
-        self.path = path
-        self.code = code
-        self.bytes = length
-        self.outcome = "complete" if code == 200 else "partial"
-
-    def __repr__(self):
-        return "<HTTPFetch %s %s from %s>" % (self.code, self.path, self.peer)
+__all__ = ["APIResource", "RootResource", "publicVars"]
 
 
 def publicVars(value, allowed):
@@ -372,12 +149,12 @@ class APIResource(resource.Resource):
             return self._json(request, {"error": "the menus service is not enabled"}, 404)
         arch = request.args.get(b"arch", [None])[0]
         arch = arch.decode("ascii", "replace") if arch else None
-        baseURL = _baseURL(request)
+        base = baseURL(request)
         if not rest:
             hosts = []
             for name, host in sorted(inventory.hosts.items()):
                 mac = host.macs[0] if host.macs else None
-                described = menus.describe(mac=mac, arch=arch, baseURL=baseURL) if mac else None
+                described = menus.describe(mac=mac, arch=arch, baseURL=base) if mac else None
                 hosts.append({
                     "name": name, "mac": host.macs, "uuid": host.uuids,
                     "profile": (described["inventory"]["profile"] or {}).get("name")
@@ -403,7 +180,7 @@ class APIResource(resource.Resource):
                 mac, name = record.macs[0], record.name
             else:
                 return self._json(request, {"error": "no host or MAC %r" % (key,)}, 404)
-        described = _jsonable(menus.describe(mac=mac, arch=arch, baseURL=baseURL))
+        described = _jsonable(menus.describe(mac=mac, arch=arch, baseURL=base))
         if lifecycle is not None:
             found = described["inventory"]["host"]
             name = found["name"] if found else name

@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from provisioner.files import DirectoryResolver
-from provisioner.web.resources import APIResource, FileResource, RootResource
+from provisioner.web.files import FileResource
+from provisioner.web.resources import APIResource, RootResource
 
 __all__ = ["HTTPService", "makeService"]
 
@@ -76,7 +77,7 @@ class HTTPService(service.Service):
 
     def addFetchCallback(self, callback):
         """
-        Add a callable given an L{provisioner.web.resources.HTTPFetch} each
+        Add a callable given an L{provisioner.web.files.HTTPFetch} each
         time a file's body (menu, image, file of C{http.root}) has been
         served whole.
 
