@@ -13,6 +13,7 @@ Unicast TFTP (C{provisioner fetch}):
 
 Multicast TFTP (RFC 2090, C{provisioner fetch --multicast}):
   - C{mtftp}: the multicast client and the whole download;
+  - C{masteracks}: the client's ACKs while it is the master;
   - C{gaps}: the blocks that arrived and the gaps, what a master's ACKs list;
   - C{roles}: the client roles and the promotion rules;
   - C{repair}: smart repair, by unicast reads of only the missing blocks.

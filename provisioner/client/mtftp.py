@@ -3,7 +3,8 @@
 The multicast TFTP client (RFC 2090) with client roles and smart repair.
 
   - L{MulticastClient}: the protocol: RRQ with C{multicast}, joins the group
-    from the OACK, ACKs only while master (mc=1), records role changes
+    from the OACK, ACKs only while master (mc=1: its ACKs are
+    L{provisioner.client.masteracks}), records role changes
     (L{provisioner.client.roles}) and the gaps (L{GapTracker}).
   - L{fetch}: the whole flow, for C{provisioner fetch --multicast}: the
     multicast download, then smart repair of what is still missing by
@@ -21,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from provisioner.client.gaps import GapTracker, RangeLister
+from provisioner.client.masteracks import MasterAcks
 from provisioner.client.output import BlockOutput
 from provisioner.client.repair import smartRepair
 from provisioner.client.roles import ACTIVE, PASSIVE, PROMOTED, SMART, RolePolicy
@@ -29,8 +31,7 @@ from provisioner.net.sockopt import setPortBuffer
 from provisioner.net import udpbatch
 from provisioner.tftp import wire
 from provisioner.tftp.multicast.codec import (
-    EPOCH_OPTION, GAP_UNKNOWN, MAX_ACK_RANGES, MULTICAST_OPTION, blockCount, decodeData32,
-    encodeAckExtra, nearest32)
+    EPOCH_OPTION, MAX_ACK_RANGES, MULTICAST_OPTION, blockCount, decodeData32, nearest32)
 
 __all__ = ["GapTracker", "RolePolicy", "MulticastClient", "fetch",
            "ACTIVE", "PASSIVE", "SMART", "PROMOTED", "FetchError", "MulticastRefused"]
@@ -96,7 +97,7 @@ class _GroupListener(DatagramProtocol):
             client.output.release()
 
 
-class MulticastClient(DatagramProtocol):
+class MulticastClient(MasterAcks, DatagramProtocol):
     """
     One multicast download. L{done} fires with the client itself once the
     file is complete or handed over to repair (C{needRepair}).
@@ -342,48 +343,6 @@ class MulticastClient(DatagramProtocol):
             self._firstPass()
         return block
 
-    def _masterData(self, block):
-        """
-        As master, after DATA C{block}: ACK the last block once complete;
-        while draining a backlog, or when no ACK is due (L{_ackDue}), wait
-        C{stallTime} for more DATA; else ACK.
-        """
-        self._stalls = 0
-        self.sinceAck += 1
-        if self.tracker.complete:
-            self._ackFinal()
-        elif not self._draining and self._ackDue(block, self.tracker.firstHole):
-            self._ack()
-        else:
-            self._arm(self.stallTime, self._stall)
-
-    def _ackDue(self, block, hole):
-        """
-        Whether the master tells the server where it is, after DATA
-        C{block} with C{hole} its first missing block: the gap it declared
-        is filled, or the prefix moved on by C{ackEvery}, or a new hole
-        opened, or a reported one persists.
-        """
-        if self.epoch:
-            # Our last ACK reported this hole (with its length): the
-            # server resent it at once, behind at most a window of DATA
-            # already in flight, so say it again only after a window
-            # (or after stallTime without DATA): sooner, a receiver that
-            # lags behind its socket would have the hole resent twice.
-            reported = self.lastAcked == hole - 1 and self.expectUntil is not None
-            repeat = self.windowsize
-        else:
-            reported = self.lastAcked == hole - 1
-            repeat = self.ackEvery
-        return ((self.expectUntil is not None and hole - 1 >= self.expectUntil) or
-                hole - 1 >= self.lastAcked + self.ackEvery or
-                # A plain RFC 2090 server (no mcepoch: not provisioner) may
-                # answer each ACK with one block: ACK again at once when
-                # the block just after our last ACK arrives.
-                (not self.epoch and block == self.lastAcked + 1) or
-                (block > hole and (not reported or self.sinceAck >= repeat)) or
-                block == self.tracker.nblocks)
-
     def _firstPass(self):
         if self.firstPassOver:
             return
@@ -408,80 +367,6 @@ class MulticastClient(DatagramProtocol):
             # that what it misses is multicast again (for everyone).
             self._setRole(PROMOTED, reason)
             self.promoted = reason
-
-    # ACKs -----------------------------------------------------------------
-
-    def _ackBytes(self, block):
-        """
-        An ACK; with C{mcepoch}, 2 bytes of epoch, 4 bytes saying how many
-        blocks are missing from C{block + 1} (the server then resends just
-        those, and skips what this client already has), and the further
-        missing ranges below the highest block received, up to
-        L{MAX_ACK_RANGES} (L{multicast.encodeAckExtra}): the server
-        multicasts them too, so that a master's holes come in one round
-        trip, not one round trip each.
-        """
-        if not self.epoch:
-            return wire.encodeAck(block)
-        t = self.tracker
-        ranges = ()
-        if block >= t.nblocks:
-            gap = 0
-        else:
-            nxt = t.nextReceived(block)
-            gap = GAP_UNKNOWN if nxt < 0 else nxt - block - 1
-            if nxt > 0 and self.ackRanges:
-                ranges = self._listed.take(t, nxt, min(self.ackRanges, MAX_ACK_RANGES),
-                                           self.stats["data"], self.windowsize)
-        self.expectUntil = None if gap == GAP_UNKNOWN else block + gap
-        return wire.encodeAck(block, encodeAckExtra(block, gap, ranges))
-
-    def _ack(self, force=False):
-        block = self.tracker.firstHole - 1
-        self._port.write(self._ackBytes(block), self.session)
-        self.stats["acks"] += 1
-        self.lastAcked = block
-        self.sinceAck = 0
-        self._draining = False
-        self._arm(self.stallTime, self._stall)
-
-    def _stall(self):
-        """
-        No DATA for C{stallTime} as master: ACK again, so that the server
-        resends the hole. The timer may fire after the process was starved
-        of CPU with DATA already waiting in the socket (the reactor runs due
-        timers before it reads), and an ACK from before that DATA would make
-        the server resend a block already here: so the ACK waits one reactor
-        turn, and DATA read meanwhile cancels it (L{_arm}).
-        """
-        self._timer = None
-        if self.role == ACTIVE and not self._finished:
-            self._timer = self.reactor.callLater(0, self._stallAck)
-
-    def _stallAck(self):
-        self._timer = None
-        if self.role == ACTIVE and not self._finished:
-            self._stalls += 1
-            if self._stalls * self.stallTime > self.patience:
-                self._timer = None
-                self._idle()
-                return
-            self._ack()
-
-    def _ackFinal(self):
-        """
-        ACK the last block, then dally: if that ACK is lost the server asks
-        again with an OACK (mc=1), which is answered with the same ACK.
-        """
-        if self._port is None:
-            return
-        self._port.write(self._ackBytes(self.tracker.nblocks), self.session)
-        self.stats["acks"] += 1
-        if not self._finished:
-            self._finished = True
-            self.completedAt = self.reactor.seconds() - self._started
-            self.completedWall = time.time()
-            self._arm(1.5 * self.timeout, self._complete)
 
     # Endings --------------------------------------------------------------
 
