@@ -5,7 +5,8 @@ L{provisioner.web.files.FileResource}).
 
   - L{APIResource}: the read-only JSON API under C{/api/v1/}. It has no
     authentication, so it shows no secrets: inventory variables only when
-    named in C{http.api_vars} (L{publicVars}), and no host paths.
+    named in C{http.api_vars}
+    (L{provisioner.web.jsonio.publicVars}), and no host paths.
 """
 
 import json
@@ -17,27 +18,9 @@ from twisted.web import resource, server
 
 from provisioner.hosts.errors import HostsError
 from provisioner.web.files import baseURL
+from provisioner.web.jsonio import jsonable, jsonBody, publicVars
 
-__all__ = ["APIResource", "RootResource", "publicVars"]
-
-
-def publicVars(value, allowed):
-    """
-    A copy of a JSON-able C{value} in which every C{vars} mapping, at any
-    depth, keeps only the names in C{allowed}.
-    """
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key == "vars" and isinstance(item, dict):
-                out[key] = {name: publicVars(v, allowed) for name, v in item.items()
-                            if name in allowed}
-            else:
-                out[key] = publicVars(item, allowed)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [publicVars(v, allowed) for v in value]
-    return value
+__all__ = ["APIResource", "RootResource"]
 
 
 class APIResource(resource.Resource):
@@ -98,7 +81,7 @@ class APIResource(resource.Resource):
                 return self._discovered(request, parts[1:])
             if parts[0] == "clients" and len(parts) == 1:
                 return self._json(request, {"clients": [
-                    _jsonable(r.asDict()) for r in self.appliance.clients]})
+                    jsonable(r.asDict()) for r in self.appliance.clients]})
         except Exception:
             self.log.failure("JSON API {path} failed", path=request.path)
             return self._json(request, {"error": "internal error"}, 500)
@@ -180,7 +163,7 @@ class APIResource(resource.Resource):
                 mac, name = record.macs[0], record.name
             else:
                 return self._json(request, {"error": "no host or MAC %r" % (key,)}, 404)
-        described = _jsonable(menus.describe(mac=mac, arch=arch, baseURL=base))
+        described = jsonable(menus.describe(mac=mac, arch=arch, baseURL=base))
         if lifecycle is not None:
             found = described["inventory"]["host"]
             name = found["name"] if found else name
@@ -212,7 +195,7 @@ class APIResource(resource.Resource):
             data = produce()
         except HostsError as e:
             return self._json(request, {"error": str(e)}, e.code)
-        return self._json(request, _jsonable(data))
+        return self._json(request, jsonable(data))
 
     def render_POST(self, request):
         """
@@ -243,7 +226,7 @@ class APIResource(resource.Resource):
             return self._json(request, {"error": "no such endpoint"}, 404)
         peer = getattr(request.getClientAddress(), "host", None)
         try:
-            body = _jsonBody(request)
+            body = jsonBody(request)
         except ValueError as e:
             return self._json(request, {"error": str(e)}, 400)
         if parts[2] == "callback":
@@ -274,7 +257,7 @@ class APIResource(resource.Resource):
                 call = lambda: lifecycle.adopt(  # noqa: E731
                     parts[1], body.get("name"), body.get("profile"), peer)
         d = defer.maybeDeferred(call)
-        d.addCallbacks(lambda data: self._finish(request, _jsonable(data), 200),
+        d.addCallbacks(lambda data: self._finish(request, jsonable(data), 200),
                        lambda f: self._refused(request, f))
         return server.NOT_DONE_YET
 
@@ -316,46 +299,6 @@ def _lifecycleHosts(hosts, lifecycle):
                     "last_event": info["last_event"], "adopted": info["adopted"],
                     "in_inventory": info["in_inventory"]})
     return out
-
-
-#: the largest JSON body taken
-_MAX_BODY = 65536
-
-
-def _jsonBody(request):
-    """
-    The request's JSON body when its Content-Type says JSON, else L{None}.
-
-    @raise ValueError: too large, or not JSON.
-    """
-    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if kind != b"application/json":
-        return None
-    content = request.content
-    if content is None:
-        return None
-    content.seek(0)
-    raw = content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise ValueError("the body is larger than %d bytes" % (_MAX_BODY,))
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError("the body is not JSON")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 class RootResource(resource.Resource):
