@@ -19,8 +19,10 @@ import json
 import os
 
 from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from provisioner.appliance import Appliance
@@ -454,6 +456,60 @@ dhcp:
       range: [198.18.7.10, 198.18.7.20]
 """
 
+
+
+class APILogNamespaceTests(SynchronousTestCase):
+    """
+    The JSON API's lines, and those of its hosts endpoints
+    (L{provisioner.web.hostsapi}), keep their namespace.
+    """
+
+    def test_logNamespace(self):
+        """
+        If the API logs (a refused admin action, a read that fails, a
+        change that fails), every line carries the namespace it had before
+        the API was split out of C{provisioner.web.resources}, with the API
+        resource as source.
+        """
+        class Lifecycle:
+            def isAdmin(self, address, local=None):
+                return False
+
+            def callback(self, *args):
+                raise RuntimeError("broken book")
+
+        class Clients:
+            def __iter__(self):
+                raise RuntimeError("broken directory")
+        appliance = Appliance(loadConfig(), task.Clock())
+        appliance.hosts = Lifecycle()
+        appliance.clients = Clients()
+        api = APIResource(appliance)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = IPv4Address("TCP", "198.18.0.50", 40000)
+        request = DummyRequest([b"hosts", b"alpha", b"redeploy"])
+        request.client = client
+        self.assertEqual(json.loads(api.render_POST(request))["error"],
+                         "redeploy is not allowed from 198.18.0.50 (see hosts.admin_networks)")
+        request = DummyRequest([b"clients"])
+        request.path = b"/api/v1/clients"
+        api.render_GET(request)
+        self.assertEqual(request.responseCode, 500)
+        request = DummyRequest([b"hosts", b"alpha", b"callback"])
+        request.client = client
+        request.path = b"/api/v1/hosts/alpha/callback"
+        request._disconnected = False
+        request.args = {b"token": [b"t"], b"state": [b"deployed"]}
+        self.assertEqual(api.render_POST(request), NOT_DONE_YET)
+        self.assertEqual(request.responseCode, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertEqual(
+            [(e["log_namespace"], e["log_format"], e["log_source"]) for e in events],
+            [("provisioner.web.resources.APIResource", "hosts: {action} of {what} from "
+              "{peer} refused: not in hosts.admin_networks", api)] +
+            [("provisioner.web.resources.APIResource", "JSON API {path} failed", api)] * 2)
 
 class RelayTests(SynchronousTestCase):
     """
