@@ -37,7 +37,7 @@ from provisioner.menus.service import MenuService
 from provisioner.tftp import wire
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.service import _uploads
-from provisioner.web.resources import APIResource
+from provisioner.web.api import APIResource
 from tests.fakes import FakeDatagramPort, FakeReactor
 
 MiB = 1 << 20

@@ -17,8 +17,9 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from provisioner.files import DirectoryResolver
+from provisioner.web.api import APIResource
 from provisioner.web.files import FileResource
-from provisioner.web.resources import APIResource, RootResource
+from provisioner.web.resources import RootResource
 
 __all__ = ["HTTPService", "makeService"]
 
