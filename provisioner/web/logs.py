@@ -2,10 +2,11 @@
 """
 The loggers of the web resources. Twisted's L{Logger}, as a class
 attribute, takes the namespace of the class it is read on (its module and
-name). The resources of this package were split out of one module,
-C{provisioner.web.resources}; their lines keep the namespaces they had
-there (twistd prints them, and operators filter on them): each class names
-its namespace with L{NamedLogger}.
+name). The resources of this package (L{provisioner.web.files},
+L{provisioner.web.streaming}, L{provisioner.web.api}) were split out of
+one module, C{provisioner.web.resources}, which is gone; their lines keep
+the namespaces they had there (twistd prints them, and operators filter on
+them): each class names its namespace with L{NamedLogger}.
 """
 
 from twisted.logger import Logger

@@ -19,7 +19,7 @@ from twisted.web import server
 from provisioner.files import DirectoryResolver
 from provisioner.web.api import APIResource
 from provisioner.web.files import FileResource
-from provisioner.web.resources import RootResource
+from provisioner.web.root import RootResource
 
 __all__ = ["HTTPService", "makeService"]
 
