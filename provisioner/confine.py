@@ -252,6 +252,25 @@ def _setUnavailable():
     _openat2Works = False
 
 
+def _components(path):
+    """
+    The components of C{path} to resolve, in order (no empty ones, no
+    C{.}).
+    """
+    return [p for p in path.split(b"/") if p not in (b"", b".")]
+
+
+def _fstatOrClose(fd):
+    """
+    C{os.fstat(fd)}; C{fd} is closed if that fails.
+    """
+    try:
+        return os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _walk(rootFd, raw, flags, mode, symlinks):
     """
     The C{openat2} emulation: resolve C{raw} one component at a time with
@@ -263,87 +282,156 @@ def _walk(rootFd, raw, flags, mode, symlinks):
     With the policy C{"always"} a symlink's target may leave the root: an
     absolute target restarts the walk at C{/}, and C{..} at the bottom of the
     stack opens the physical parent.
+
+    Each component is looked at without following it, then it is C{..}
+    (L{_Walk.up}), a symlink (L{_Walk.follow}), a directory on the way
+    (L{_Walk.descend}) or the last component (L{_Walk.openLast}). Every
+    descriptor the walk holds is closed when it ends, whatever the outcome.
     """
-    pending = [p for p in raw.split(b"/") if p not in (b"", b".")]
-    pending.reverse()  # pop() takes the next component
-    base = rootFd  # the bottom of the stack: the root, or (always) outside it
-    stack = []  # descriptors of the directories below base
-    owned = []  # bases outside the root (always), ours to close
-    links = 0
+    walk = _Walk(rootFd, raw, symlinks)
     try:
-        while True:
-            here = stack[-1] if stack else base
-            if not pending:
-                # The path named a directory (the root itself, or one reached
-                # through '..' or a symlink).
-                return os.open(b".", flags | _O_NOFOLLOW, mode, dir_fd=here)
-            part = pending.pop()
+        while walk.pending:
+            part = walk.pending.pop()
             if part == b"..":
-                if stack:
-                    os.close(stack.pop())
-                elif symlinks == "always" and links:
-                    base = os.open(b"..", _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=here)
-                    owned.append(base)
-                else:
-                    raise OSError(errno.EXDEV, "path leads outside the root",
-                                  os.fsdecode(raw))
+                walk.up()
                 continue
-            last = not pending
+            last = not walk.pending
             try:
-                pathFd = os.open(part, _O_PATH | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=here)
+                pathFd = os.open(part, _O_PATH | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=walk.here())
             except FileNotFoundError:
                 if last and flags & os.O_CREAT:
-                    return os.open(part, flags | _O_NOFOLLOW, mode, dir_fd=here)
+                    return os.open(part, flags | _O_NOFOLLOW, mode, dir_fd=walk.here())
                 raise
-            try:
-                st = os.fstat(pathFd)
-            except BaseException:
-                os.close(pathFd)
-                raise
+            st = _fstatOrClose(pathFd)
             if stat.S_ISLNK(st.st_mode):
                 os.close(pathFd)
-                if symlinks == "never":
-                    raise OSError(errno.ELOOP, "symlink refused", os.fsdecode(raw))
-                links += 1
-                if links > _MAXSYMLINKS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(raw))
-                target = os.readlink(part, dir_fd=here)
-                if target.startswith(b"/"):
-                    if symlinks != "always":
-                        raise OSError(errno.EXDEV, "symlink leads outside the root",
-                                      os.fsdecode(raw))
-                    while stack:
-                        os.close(stack.pop())
-                    base = os.open(b"/", _O_PATH | _O_DIRECTORY | _O_CLOEXEC)
-                    owned.append(base)
-                pending.extend(reversed([p for p in target.split(b"/")
-                                         if p not in (b"", b".")]))
-                continue
-            if not last:
-                if not stat.S_ISDIR(st.st_mode):
-                    os.close(pathFd)
-                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
-                                  os.fsdecode(raw))
-                stack.append(pathFd)
-                continue
-            if flags & _O_PATH:
-                if flags & _O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
-                    os.close(pathFd)
-                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
-                                  os.fsdecode(raw))
-                return pathFd
-            os.close(pathFd)
-            try:
-                # O_NOFOLLOW: a symlink swapped in since the look above is
-                # refused (ELOOP), and then looked at again.
-                return os.open(part, flags | _O_NOFOLLOW, mode, dir_fd=here)
-            except OSError as e:
-                if e.errno != errno.ELOOP or links >= _MAXSYMLINKS:
-                    raise
-                links += 1
-                pending.append(part)
+                walk.follow(part)
+            elif not last:
+                walk.descend(pathFd, st)
+            else:
+                fd = walk.openLast(part, pathFd, st, flags, mode)
+                if fd is not None:
+                    return fd
+        # The path named a directory (the root itself, or one reached
+        # through '..' or a symlink).
+        return os.open(b".", flags | _O_NOFOLLOW, mode, dir_fd=walk.here())
     finally:
-        for fd in stack + owned:
+        walk.close()
+
+
+class _Walk:
+    """
+    The state of one L{_walk}.
+
+    @ivar raw: the path walked (named in errors).
+    @ivar symlinks: the symlink policy.
+    @ivar pending: the components still to resolve, the next one last
+        (C{pop()} takes it).
+    @ivar base: the bottom of the stack: the root, or (policy C{"always"})
+        a directory outside it.
+    @ivar stack: descriptors of the directories descended below C{base},
+        deepest last.
+    @ivar owned: the bases outside the root (policy C{"always"}), ours to
+        close.
+    @ivar links: the symlinks followed so far.
+    """
+
+    def __init__(self, rootFd, raw, symlinks):
+        self.raw = raw
+        self.symlinks = symlinks
+        self.pending = _components(raw)
+        self.pending.reverse()
+        self.base = rootFd
+        self.stack = []
+        self.owned = []
+        self.links = 0
+
+    def here(self):
+        """
+        The directory the next component is resolved in.
+        """
+        return self.stack[-1] if self.stack else self.base
+
+    def _error(self, code, message=None):
+        return OSError(code, message or os.strerror(code), os.fsdecode(self.raw))
+
+    def up(self):
+        """
+        C{..}: back to the directory descended from. At the bottom of the
+        stack it is refused (C{EXDEV}), except with the policy C{"always"}
+        once a symlink was followed: then the physical parent is opened.
+        """
+        if self.stack:
+            os.close(self.stack.pop())
+        elif self.symlinks == "always" and self.links:
+            self.base = os.open(b"..", _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=self.here())
+            self.owned.append(self.base)
+        else:
+            raise self._error(errno.EXDEV, "path leads outside the root")
+
+    def follow(self, part):
+        """
+        The symlink C{part} (its look is closed): refused with the policy
+        C{"never"} (C{ELOOP}), and beyond L{_MAXSYMLINKS} links (C{ELOOP});
+        else its target, read as text, is walked in its place. An absolute
+        target is refused (C{EXDEV}) except with the policy C{"always"}: then
+        the walk goes on from C{/}.
+        """
+        if self.symlinks == "never":
+            raise self._error(errno.ELOOP, "symlink refused")
+        self.links += 1
+        if self.links > _MAXSYMLINKS:
+            raise self._error(errno.ELOOP)
+        target = os.readlink(part, dir_fd=self.here())
+        if target.startswith(b"/"):
+            if self.symlinks != "always":
+                raise self._error(errno.EXDEV, "symlink leads outside the root")
+            while self.stack:
+                os.close(self.stack.pop())
+            self.base = os.open(b"/", _O_PATH | _O_DIRECTORY | _O_CLOEXEC)
+            self.owned.append(self.base)
+        self.pending.extend(reversed(_components(target)))
+
+    def descend(self, pathFd, st):
+        """
+        A component before the last, looked at as C{pathFd} (with C{st}): a
+        directory is held on the stack; anything else is C{ENOTDIR}.
+        """
+        if not stat.S_ISDIR(st.st_mode):
+            os.close(pathFd)
+            raise self._error(errno.ENOTDIR)
+        self.stack.append(pathFd)
+
+    def openLast(self, part, pathFd, st, flags, mode):
+        """
+        The last component, looked at as C{pathFd} (with C{st}), not a
+        symlink. With C{O_PATH} the look is the answer (a directory, if
+        C{O_DIRECTORY} asks for one: else C{ENOTDIR}). Otherwise it is
+        opened with C{O_NOFOLLOW}: a symlink swapped in since the look is
+        refused (C{ELOOP}), and then looked at again.
+
+        @return: the descriptor, or L{None} when C{part} is pending again.
+        """
+        if flags & _O_PATH:
+            if flags & _O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
+                os.close(pathFd)
+                raise self._error(errno.ENOTDIR)
+            return pathFd
+        os.close(pathFd)
+        try:
+            return os.open(part, flags | _O_NOFOLLOW, mode, dir_fd=self.here())
+        except OSError as e:
+            if e.errno != errno.ELOOP or self.links >= _MAXSYMLINKS:
+                raise
+            self.links += 1
+            self.pending.append(part)
+            return None
+
+    def close(self):
+        """
+        Close every descriptor the walk holds.
+        """
+        for fd in self.stack + self.owned:
             os.close(fd)
 
 
