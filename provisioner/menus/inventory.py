@@ -292,32 +292,24 @@ class Inventory:
     DEFAULT_KEYS = ("profile", "template", "vars")
 
     def __init__(self, data=None, lines=None, filename="<inventory>"):
+        """
+        Validate C{data} (the parsed YAML) in order: the top-level keys, the
+        defaults, the profiles, the groups (each naming a known profile),
+        the default profile, then each host (its groups and profile known,
+        its MACs, UUIDs and hostname no other host's).
+
+        @param lines: where each key is (for errors naming the line), or
+            L{None}.
+        @raise InventoryError: naming the file, line and key.
+        """
         if lines is None:
             lines = _Lines(filename, {})
         self.filename = filename
         data = _mapping(data, (), lines)
         _keys(data, (), lines, self.TOP)
-        defaults = _mapping(data.get("defaults"), ("defaults",), lines)
-        _keys(defaults, ("defaults",), lines, self.DEFAULT_KEYS)
-        self.defaults = {
-            "profile": _str(defaults.get("profile"), ("defaults", "profile"), lines),
-            "template": _str(defaults.get("template"), ("defaults", "template"), lines),
-            "vars": dict(_mapping(defaults.get("vars"), ("defaults", "vars"), lines)),
-        }
-        self.profiles = {}
-        for name, value in _mapping(data.get("profiles"), ("profiles",), lines).items():
-            path = ("profiles", name)
-            _name(name, path, lines)
-            self.profiles[name] = Profile(name, _mapping(value, path, lines), path, lines)
-        self.groups = {}
-        for name, value in _mapping(data.get("groups"), ("groups",), lines).items():
-            path = ("groups", name)
-            _name(name, path, lines)
-            group = Group(name, _mapping(value, path, lines), path, lines)
-            if group.profile is not None and group.profile not in self.profiles:
-                raise lines.error(path + ("profile",), "no profile called %r" % (
-                    group.profile,))
-            self.groups[name] = group
+        self.defaults = self._readDefaults(data, lines)
+        self.profiles = self._readProfiles(data, lines)
+        self.groups = self._readGroups(data, lines)
         if self.defaults["profile"] is not None and \
                 self.defaults["profile"] not in self.profiles:
             raise lines.error(("defaults", "profile"), "no profile called %r" % (
@@ -326,37 +318,83 @@ class Inventory:
         self._byMAC = {}
         self._byUUID = {}
         self._byHostname = {}
-        hosts = _mapping(data.get("hosts"), ("hosts",), lines)
-        for name, value in hosts.items():
-            path = ("hosts", name)
+        for name, value in _mapping(data.get("hosts"), ("hosts",), lines).items():
+            self._addHost(name, value, lines)
+
+    def _readDefaults(self, data, lines):
+        defaults = _mapping(data.get("defaults"), ("defaults",), lines)
+        _keys(defaults, ("defaults",), lines, self.DEFAULT_KEYS)
+        return {
+            "profile": _str(defaults.get("profile"), ("defaults", "profile"), lines),
+            "template": _str(defaults.get("template"), ("defaults", "template"), lines),
+            "vars": dict(_mapping(defaults.get("vars"), ("defaults", "vars"), lines)),
+        }
+
+    def _readProfiles(self, data, lines):
+        profiles = {}
+        for name, value in _mapping(data.get("profiles"), ("profiles",), lines).items():
+            path = ("profiles", name)
             _name(name, path, lines)
-            host = Host(name, _mapping(value, path, lines), path, lines)
-            for i, g in enumerate(host.groups):
-                if g not in self.groups:
-                    raise lines.error(path + ("groups" if "groups" in value else "group",),
-                                      "no group called %r" % (g,))
-            if host.profile is not None and host.profile not in self.profiles:
+            profiles[name] = Profile(name, _mapping(value, path, lines), path, lines)
+        return profiles
+
+    def _readGroups(self, data, lines):
+        """
+        The groups, each naming a profile of L{profiles} (read first) if
+        any.
+        """
+        groups = {}
+        for name, value in _mapping(data.get("groups"), ("groups",), lines).items():
+            path = ("groups", name)
+            _name(name, path, lines)
+            group = Group(name, _mapping(value, path, lines), path, lines)
+            if group.profile is not None and group.profile not in self.profiles:
                 raise lines.error(path + ("profile",), "no profile called %r" % (
-                    host.profile,))
-            for mac in host.macs:
-                other = self._byMAC.get(mac)
-                if other is not None:
-                    raise lines.error(path + ("mac",), "MAC %s is already host %r's" % (
-                        mac, other.name))
-                self._byMAC[mac] = host
-            for u in host.uuids:
-                other = self._byUUID.get(u)
-                if other is not None:
-                    raise lines.error(path + ("uuid",), "UUID %s is already host %r's" % (
-                        u, other.name))
-                self._byUUID[u] = host
-            key = host.hostname.lower()
-            other = self._byHostname.get(key)
+                    group.profile,))
+            groups[name] = group
+        return groups
+
+    def _addHost(self, name, value, lines):
+        """
+        Read one host, check that its groups and profile exist, and index
+        it by MAC, UUID and hostname.
+        """
+        path = ("hosts", name)
+        _name(name, path, lines)
+        host = Host(name, _mapping(value, path, lines), path, lines)
+        for g in host.groups:
+            if g not in self.groups:
+                raise lines.error(path + ("groups" if "groups" in value else "group",),
+                                  "no group called %r" % (g,))
+        if host.profile is not None and host.profile not in self.profiles:
+            raise lines.error(path + ("profile",), "no profile called %r" % (
+                host.profile,))
+        self._index(host, path, lines)
+        self.hosts[name] = host
+
+    def _index(self, host, path, lines):
+        """
+        Index C{host} by its MACs, UUIDs and hostname (case-insensitive),
+        refusing one another host has.
+        """
+        for mac in host.macs:
+            other = self._byMAC.get(mac)
             if other is not None:
-                raise lines.error(path + ("hostname",), "hostname %s is already host %r's"
-                                  % (host.hostname, other.name))
-            self._byHostname[key] = host
-            self.hosts[name] = host
+                raise lines.error(path + ("mac",), "MAC %s is already host %r's" % (
+                    mac, other.name))
+            self._byMAC[mac] = host
+        for u in host.uuids:
+            other = self._byUUID.get(u)
+            if other is not None:
+                raise lines.error(path + ("uuid",), "UUID %s is already host %r's" % (
+                    u, other.name))
+            self._byUUID[u] = host
+        key = host.hostname.lower()
+        other = self._byHostname.get(key)
+        if other is not None:
+            raise lines.error(path + ("hostname",), "hostname %s is already host %r's"
+                              % (host.hostname, other.name))
+        self._byHostname[key] = host
 
     def lookup(self, mac=None, uuid=None, hostname=None):
         """
