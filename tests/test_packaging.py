@@ -1,0 +1,32 @@
+"""
+The package metadata ships every package of the tree.
+"""
+
+import configparser
+import os
+
+from twisted.trial.unittest import TestCase
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PackagesTests(TestCase):
+    """
+    C{setup.cfg}'s C{packages} against the directories of C{provisioner/}.
+    """
+
+    def test_everyPackageListed(self):
+        """
+        If a directory below C{provisioner/} has an C{__init__.py}, it is
+        in C{setup.cfg}'s C{packages} (else an installed appliance lacks
+        it), and every listed package exists.
+        """
+        found = set()
+        for directory, _, files in os.walk(os.path.join(REPO, "provisioner")):
+            if "__init__.py" in files:
+                found.add(os.path.relpath(directory, REPO).replace(os.sep, "."))
+        config = configparser.ConfigParser()
+        config.read(os.path.join(REPO, "setup.cfg"))
+        listed = set(config["options"]["packages"].split())
+        self.assertEqual(found - listed, set())
+        self.assertEqual(listed - found, {"twisted.plugins"})
