@@ -331,7 +331,7 @@ class Renderer:
         The variables a template sees (documented in docs/menus.md).
 
         @param boot: the host lifecycle's
-            L{provisioner.hosts.book.BootDecision} for this boot, or L{None}.
+            L{provisioner.hosts.boot.BootDecision} for this boot, or L{None}.
         """
         images, byName = self._imagesContext()
         host = resolution.host
