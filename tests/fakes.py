@@ -381,3 +381,17 @@ hosts:
     profile: rescue
     vars: {console: tty0}
 """
+
+
+def readAll(source):
+    """
+    The whole content of an L{provisioner.interfaces.IDataSource}, read in
+    64 KiB pieces as a transfer would.
+    """
+    out, offset = [], 0
+    while True:
+        data = source.read(offset, 65536)
+        if not data:
+            return b"".join(out)
+        out.append(data)
+        offset += len(data)

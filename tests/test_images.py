@@ -25,6 +25,7 @@ from provisioner.images.service import ImagesService
 from provisioner.images.state import STATE_FILE, loadState
 from provisioner.images.watch import PollingWatcher, snapshot
 from provisioner.interfaces import IDataSource, IFileResolver
+from tests.fakes import readAll
 
 
 def _write(path, data):
@@ -51,16 +52,6 @@ def _leasesWork(directory):
     finally:
         os.close(fd)
         os.unlink(path)
-
-
-def _readAll(source):
-    out, offset = [], 0
-    while True:
-        data = source.read(offset, 65536)
-        if not data:
-            return b"".join(out)
-        out.append(data)
-        offset += len(data)
 
 
 class ClassifyTests(SynchronousTestCase):
@@ -227,7 +218,7 @@ class CatalogTests(SynchronousTestCase):
         d, f, args = pending.pop()
         d.callback(f(*args))
         self.assertEqual(first + source.read(1000, len(old)), old)
-        self.assertEqual(_readAll(self.catalog.get("disk.img").open()), new)
+        self.assertEqual(readAll(self.catalog.get("disk.img").open()), new)
 
     def test_removed(self):
         """
@@ -243,7 +234,7 @@ class CatalogTests(SynchronousTestCase):
         os.unlink(path)
         self.catalog.removed("a.iso")
         self.assertIsNone(self.catalog.get("a.iso"))
-        self.assertEqual(_readAll(source), data)
+        self.assertEqual(readAll(source), data)
         self.assertEqual(loadState(os.path.join(self.state, STATE_FILE)), {})
 
     def test_removedDirectory(self):

@@ -26,6 +26,7 @@ from provisioner.files import FileRequest
 from provisioner.images.catalog import Catalog
 from provisioner.images.state import STATE_FILE
 from provisioner.images.watch import INotifyWatcher, inotifyAvailable
+from tests.fakes import readAll
 
 
 def _write(path, data):
@@ -36,16 +37,6 @@ def _write(path, data):
 
 def _openDescriptors():
     return len(os.listdir("/proc/self/fd"))
-
-
-def _readAll(source):
-    out, offset = [], 0
-    while True:
-        data = source.read(offset, 65536)
-        if not data:
-            return b"".join(out)
-        out.append(data)
-        offset += len(data)
 
 
 class _Dirs:
@@ -118,7 +109,7 @@ class SymlinkTests(_Dirs, SynchronousTestCase):
         self.renameIn("vmlinuz", lambda p: os.symlink(self.secret, p))
         source = self.request(catalog, "vmlinuz")
         if source is not None:
-            data = _readAll(source)
+            data = readAll(source)
             source.close()
             self.assertNotEqual(data, b"root:$6$secret")
         self.successResultOf(catalog.changed("vmlinuz"))
@@ -149,7 +140,7 @@ class SymlinkTests(_Dirs, SynchronousTestCase):
         self.assertEqual(sorted(e.name for e in catalog), ["debian/linux-6.1", "linux"])
         source = self.request(catalog, "linux")
         self.addCleanup(source.close)
-        self.assertEqual(_readAll(source), b"kernel 6.1")
+        self.assertEqual(readAll(source), b"kernel 6.1")
 
     def test_never(self):
         """
@@ -173,7 +164,7 @@ class SymlinkTests(_Dirs, SynchronousTestCase):
         self.successResultOf(catalog.rescan())
         source = self.request(catalog, "shared.img")
         self.addCleanup(source.close)
-        self.assertEqual(_readAll(source), b"root:$6$secret")
+        self.assertEqual(readAll(source), b"root:$6$secret")
 
 
 class _Deadline:
@@ -259,7 +250,7 @@ class FIFOTests(_Dirs, SynchronousTestCase):
         self.assertEqual([e.name for e in catalog], ["vmlinuz"])
         source = self.request(catalog, "vmlinuz")
         self.addCleanup(source.close)
-        self.assertEqual(_readAll(source), b"kernel")
+        self.assertEqual(readAll(source), b"kernel")
         self.assertIsNone(self.request(catalog, "a.img"))
         self.successResultOf(catalog.stop())
 
@@ -321,13 +312,13 @@ class _FakeReadReactor(task.Clock):
         f(*args, **kwargs)
 
 
-class OverflowTests(SynchronousTestCase):
+class _Watching:
     """
-    An inotify queue overflow reaches the watcher, which asks for a full
-    rescan and says so once.
+    A real L{INotifyWatcher} on a new directory, read by hand through a
+    fake reactor; its events go to C{self.events}.
     """
 
-    def setUp(self):
+    def startWatching(self):
         if not inotifyAvailable():
             raise SkipTest("no inotify here")
         self.root = os.path.abspath(self.mktemp())
@@ -336,6 +327,16 @@ class OverflowTests(SynchronousTestCase):
         self.events = []
         self.watcher = INotifyWatcher(self.reactor, self.root,
                                       lambda kind, rel: self.events.append((kind, rel)))
+
+
+class OverflowTests(_Watching, SynchronousTestCase):
+    """
+    An inotify queue overflow reaches the watcher, which asks for a full
+    rescan and says so once.
+    """
+
+    def setUp(self):
+        self.startWatching()
         self.warnings = []
 
         def observe(event):
@@ -429,7 +430,7 @@ class DescriptorTests(_Dirs, SynchronousTestCase):
         atRest = _openDescriptors()
         source = self.request(catalog, "d1/f0123.img")
         self.assertEqual(_openDescriptors(), atRest + 1)
-        self.assertEqual(_readAll(source), b"123")
+        self.assertEqual(readAll(source), b"123")
         self.assertEqual(source.sha256, hashlib.sha256(b"123").hexdigest())
         source.close()
         self.assertEqual(_openDescriptors(), atRest)
@@ -448,20 +449,13 @@ class DescriptorTests(_Dirs, SynchronousTestCase):
         self.assertEqual(data["images"][0]["name"], "d0/f0000.img")
 
 
-class RawEventTests(SynchronousTestCase):
+class RawEventTests(_Watching, SynchronousTestCase):
     """
     The watcher's handling of the raw inotify event stream.
     """
 
     def setUp(self):
-        if not inotifyAvailable():
-            raise SkipTest("no inotify here")
-        self.root = os.path.abspath(self.mktemp())
-        os.makedirs(self.root)
-        self.reactor = _FakeReadReactor()
-        self.events = []
-        self.watcher = INotifyWatcher(self.reactor, self.root,
-                                      lambda kind, rel: self.events.append((kind, rel)))
+        self.startWatching()
         self.watcher.start()
         self.addCleanup(self.watcher.stop)
 
@@ -639,7 +633,7 @@ class DirectoryReplacedTests(_Dirs, SynchronousTestCase):
         self.successResultOf(catalog.rescan())
         self.assertEqual([e.name for e in catalog], ["new.iso"])
         source = self.request(catalog, "new.iso")
-        self.assertEqual(_readAll(source), b"new")
+        self.assertEqual(readAll(source), b"new")
         source.close()
         self.successResultOf(catalog.stop())
         self.assertEqual(_openDescriptors(), before)
