@@ -514,6 +514,31 @@ class FullModeTests(SynchronousTestCase):
         self.assertNotIn(OPT.LEASE_TIME, ack.options)
         self.assertEqual(ack.ipOption(OPT.ROUTER), SERVER)
 
+    def test_informRate(self):
+        """
+        If INFORMs come faster than C{INFORM_RATE} a second, those beyond
+        the burst get no answer (their replies go unicast to an address
+        that may never answer ARP, and would fill the socket), and are
+        counted; the budget comes back with time, and relayed INFORMs
+        (answered to their relay) and other messages are not limited.
+        """
+        from provisioner.dhcp.leasing import INFORM_BURST, INFORM_RATE
+        for i in range(200):
+            self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.0.%d" % (
+                10 + i % 100,)), IFACE, self.sent)
+        self.assertEqual(len(self.sent), INFORM_BURST)
+        self.assertEqual(self.responder.stats["INFORM-over-rate"], 200 - INFORM_BURST)
+        self.clock.advance(1)
+        for i in range(200):
+            self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.0.33"),
+                                      IFACE, self.sent)
+        self.assertEqual(len(self.sent), INFORM_BURST + INFORM_RATE)
+        self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.7.9",
+                                          giaddr="198.18.7.1"), IFACE, self.sent)
+        self.assertEqual(len(self.sent), INFORM_BURST + INFORM_RATE + 1)
+        _, ack = self.handshake()
+        self.assertEqual(ack.messageType, wire.DHCPACK)
+
     def test_relay(self):
         """
         If a DISCOVER comes through a relay on the second subnet, the offer

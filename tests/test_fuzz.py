@@ -1258,14 +1258,6 @@ class DHCPFuzzTests(FuzzCase):
                             line for line in self.appliance.log().splitlines()
                             if "not sent" in line][-5:]))
 
-    test_unresolvedRepliesMuteServer.todo = (
-        "provisioner/dhcp/server.py: each interface's replies all leave by its one socket "
-        "(bindUDPSocket: the default 208 KiB send buffer); an ACK to a ciaddr (INFORM, "
-        "RENEWING) or giaddr that does not answer ARP waits in the kernel's neighbour queue, "
-        "charged to that socket, for the ~3 s ARP takes to fail; 300 such requests (90 KB) "
-        "fill the buffer and every reply meanwhile, broadcast OFFERs too, fails with EAGAIN "
-        "and is dropped in _ResponderProtocol.send (one debug line): a peer sending them "
-        "every 3 s keeps the server from answering anyone on that interface")
 
     def test_requestFloodTakesPool(self):
         """

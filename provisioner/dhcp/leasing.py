@@ -14,8 +14,15 @@ import struct
 from provisioner.dhcp import replies, wire
 from provisioner.dhcp.subnets import intToIP
 from provisioner.dhcp.wire import OPT, ZERO
+from provisioner.net.pacing import TokenBucket
 
 __all__ = ["LeaseResponder", "DECLINE_HOLD"]
+
+# Direct INFORMs answered per second (and the burst): their replies go to
+# ciaddr unicast and may wait for ARP; bounded so that they cannot fill the
+# socket.
+INFORM_RATE = 20
+INFORM_BURST = 40
 
 # Seconds a declined address is held.
 DECLINE_HOLD = 600
@@ -50,6 +57,11 @@ class LeaseResponder:
         self.boot = boot
         self.log = log
         self._count = count
+        # INFORM answers go to the client's own address (ciaddr), which may
+        # never answer ARP: such replies wait in the socket for seconds, so
+        # a flood of them could fill it and mute every other reply (relayed
+        # INFORMs are answered to their relay, and not limited)
+        self._informs = TokenBucket(reactor, INFORM_RATE, INFORM_BURST)
 
     def reconfigure(self, config):
         """
@@ -236,6 +248,11 @@ class LeaseResponder:
         """
         subnet = self.subnets.subnetFor(packet, iface)
         if subnet is None or packet.ciaddr == ZERO:
+            return None
+        if packet.giaddr == ZERO and not self._informs.take(1):
+            self._count("INFORM-over-rate")
+            self.log.debug("INFORM from {mac} for {ip} not answered: more than {rate} a "
+                           "second", mac=packet.mac, ip=packet.ciaddr, rate=INFORM_RATE)
             return None
         reply = self._fullReply(packet, wire.DHCPACK, None, subnet, iface, None)
         send(reply, replies.destination(self.config, packet, reply))

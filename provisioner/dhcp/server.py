@@ -107,10 +107,11 @@ def bindUDPSocket(address, port, interface=None):
     the port) and, given an interface, C{SO_BINDTODEVICE}: only that
     interface's packets are received, and replies leave through it. The
     receive buffer has room for a burst of a few thousand requests while
-    the process is not scheduled.
+    the process is not scheduled; the send buffer for replies that wait
+    for ARP (unicast to a client's own address) besides the others.
     """
-    return udpSocket(address, port, interface, receiveBuffer=1 << 20, reuseAddress=True,
-                     broadcast=True)
+    return udpSocket(address, port, interface, receiveBuffer=1 << 20, sendBuffer=1 << 20,
+                     reuseAddress=True, broadcast=True)
 
 
 class DHCPResponder:
