@@ -204,6 +204,34 @@ class RendererTests(SynchronousTestCase):
         self.assertIn("nosuchthing", self.errors.events[0])
         self.assertIn("52:54:00:00:00:09", self.errors.events[0])
 
+    def test_commandLineVariables(self):
+        """
+        A profile's kernel command line may use template variables: each
+        host's menu carries its own values (name, merged vars), in every
+        loader's shipped template.
+        """
+        inventory = INVENTORY.replace(
+            'cmdline: auto=true priority=critical',
+            'cmdline: "auto=true hostname={{ host.hostname }} rack={{ vars.rack }}"')
+        renderer = _renderer([self.operator] + templateDirs(), inventory=inventory)
+        for loader in ("ipxe", "pxelinux", "grub"):
+            text, _ = renderer.render(loader, ClientFacts(mac="52:54:00:00:00:01", arch=0))
+            self.assertIn("auto=true hostname=alpha rack=7", text, loader)
+            self.assertNotIn("{{", text, loader)
+
+    def test_commandLineVariableUndefined(self):
+        """
+        A command line naming an undefined variable is an error naming the
+        profile and entry, and the fallback menu is served.
+        """
+        inventory = INVENTORY.replace('cmdline: auto=true priority=critical',
+                                      'cmdline: "auto=true x={{ vars.nosuch }}"')
+        renderer = _renderer([self.operator] + templateDirs(), inventory=inventory)
+        text, name = renderer.render("pxelinux", ClientFacts(mac="52:54:00:00:00:01", arch=0))
+        self.assertEqual((text, name), (FALLBACK["pxelinux"], "fallback"))
+        self.assertIn("profile installer entry install: cmdline:", self.errors.events[0])
+        self.assertIn("nosuch", self.errors.events[0])
+
     def test_syntaxErrorFallback(self):
         """
         If a template does not compile, the fallback menu is served and the

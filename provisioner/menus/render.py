@@ -344,7 +344,7 @@ class Renderer:
             hostVars["state"] = boot.state if boot is not None else None
             hostVars["token"] = boot.token if boot is not None else None
             hostVars["callback_url"] = boot.callbackURL if boot is not None else None
-        return {
+        context = {
             "loader": loader,
             "client": facts.asDict(),
             "host": hostVars,
@@ -363,6 +363,26 @@ class Renderer:
             "image_url": _imageURL(server),
             "tftp_path": _tftpPath(server),
         }
+        for entry in entries:
+            entry["cmdline"] = self._expandCommandLine(entry, profile, context)
+        return context
+
+    def _expandCommandLine(self, entry, profile, context):
+        """
+        An entry's kernel command line with its template variables
+        (C{{{ host.name }}}, C{{{ vars.NAME }}}, ...) rendered in the
+        menu's context, so that one profile serves per-host values.
+
+        @raise ValueError: naming the profile and entry, when it fails.
+        """
+        text = entry.get("cmdline") or ""
+        if "{{" not in text and "{%" not in text:
+            return text
+        try:
+            return " ".join(self.env.from_string(text).render(context).split())
+        except Exception as e:
+            raise ValueError("profile %s entry %s: cmdline: %s" % (
+                profile.name if profile is not None else "?", entry.get("label"), e))
 
     # Rendering.
 
