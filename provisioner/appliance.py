@@ -30,6 +30,14 @@ class Appliance:
         L{None}.
     @ivar hosts: the host lifecycle (L{provisioner.hosts.book.HostBook}),
         set by the hosts service, or L{None}.
+    @ivar dhcp: the DHCP service, set by it (C{.responder}: its decisions
+        and counters, C{.leases}: the lease store), or L{None}; read by the
+        metrics.
+    @ivar imagecast: the imagecast service, set by it (C{.controller}: its
+        sessions and receivers), or L{None}; read by the metrics.
+    @ivar reloads: configuration reloads by result (C{applied},
+        C{refused}, C{failed}: applied, but a service could not take it),
+        counted by tap; read by the metrics.
     """
 
     def __init__(self, config, reactor):
@@ -43,3 +51,6 @@ class Appliance:
         self.tftp = None
         self.http = None
         self.hosts = None
+        self.dhcp = None
+        self.imagecast = None
+        self.reloads = {"applied": 0, "refused": 0, "failed": 0}

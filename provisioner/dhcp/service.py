@@ -50,6 +50,7 @@ class DHCPService(service.Service):
         self.ports = []
         self._reclaimer = None
         self._bound = False
+        appliance.dhcp = self
 
     @property
     def config(self):
