@@ -109,6 +109,7 @@ def connect(reactor, args):
     from twisted.protocols import amp
     from twisted.internet import protocol
     factory = protocol.Factory.forProtocol(amp.AMP)
+    factory.noisy = False  # no "Starting factory" line per connection
     return connectEndpoint(reactor, args).connect(factory)
 
 

@@ -64,6 +64,9 @@ class Controller:
     @ivar pieceHasher: C{(fd, size, pieceSize) -> Deferred(digests)}: the
         piece digests of an image (L{P.pieceDigests} in a thread when the
         reactor has threads).
+    @ivar totals: what the sessions that ended did, summed since start:
+        C{sessions}, C{rounds}, C{wire_bytes} (the metrics add the running
+        sessions' figures).
     """
 
     log = Logger()
@@ -90,6 +93,7 @@ class Controller:
         self.catalog = catalog
         self.sessions = {}
         self.finished = []
+        self.totals = {"sessions": 0, "rounds": 0, "wire_bytes": 0}
         self.clients = {}  # clientId -> (connection, address, image)
         self._ids = {}  # connection -> [clientIds registered over it]
         self._refused = set()  # connections told about a limit already
@@ -437,6 +441,10 @@ class Controller:
     def _sessionDone(self, result, session):
         self.sessions.pop(session.id, None)
         self.finished.append(session)
+        totals = self.totals
+        totals["sessions"] += 1
+        totals["rounds"] += len(session.rounds)
+        totals["wire_bytes"] += sum(r.get("wire_bytes", 0) for r in session.rounds)
         keep = self.config["keep_sessions"]
         self.finished = self.finished[-keep:] if keep else []
         card = session.scorecard()

@@ -365,8 +365,22 @@ class ControlProtocol(amp.AMP):
             return
         amp.AMP.sendBox(self, box)
 
+    def makeConnection(self, transport):
+        """
+        Start the connection with one line at debug (L{amp.AMP} logs each
+        connection at info, with the addresses' reprs: two lines per
+        C{imagecast status}).
+        """
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        self.log.debug("imagecast: control connection from {peer}",
+                       peer=_peerName(transport))
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionLost(self, reason):
-        amp.AMP.connectionLost(self, reason)
+        self.log.debug("imagecast: control connection from {peer} closed", peer=self.peer())
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         self.controller.connectionLost(self)
         self.locator.authenticator.forget(self)
 
@@ -374,8 +388,11 @@ class ControlProtocol(amp.AMP):
 class ControlFactory(protocol.Factory):
     """
     Builds a L{ControlProtocol} with its own L{ServerLocator}; every
-    locator shares the factory's L{Authenticator}.
+    locator shares the factory's L{Authenticator}. Not noisy: its start and
+    stop are not logged.
     """
+
+    noisy = False
 
     def __init__(self, controller, adminNetworks, authenticator=None):
         self.controller = controller
@@ -494,6 +511,7 @@ class ImagecastService(service.MultiService):
         self.server = ControlServer(appliance.reactor, config,
                                     ControlFactory(self.controller, config["admin_networks"]))
         self.server.setServiceParent(self)
+        appliance.imagecast = self
 
     def reconfigure(self, config):
         """
