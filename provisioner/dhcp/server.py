@@ -40,6 +40,7 @@ import struct
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from provisioner.dhcp import wire
 from provisioner.dhcp.boot import BootAnswers
@@ -126,6 +127,11 @@ class DHCPResponder:
     @ivar reactor: C{IReactorTime} for reply delays.
     @ivar inventoryGetter: returns the inventory (or L{None}).
     @ivar stats: counters by event name.
+    @ivar decisions: C{{(port, type, decision): count}}: each request by
+        the port it came to (C{dhcp}, C{pxe}), its message type (C{DISCOVER},
+        ...; C{BOOTP}, C{other}) and what became of it: the reply sent
+        (C{offer}, C{ack}, C{nak}), C{noreply} (a RELEASE or DECLINE, never
+        answered), C{ignored} or C{error}. Read by the metrics.
     @ivar subnets: the L{Subnets}.
     @ivar boot: the L{BootAnswers}.
     @ivar leasing: the L{LeaseResponder}.
@@ -141,6 +147,7 @@ class DHCPResponder:
         self.policy = policy if policy is not None else ArchitectureBootPolicy(
             config, inventoryGetter)
         self.stats = {}
+        self.decisions = {}
         # The parts log through this logger: every line keeps the namespace
         # it had when they were one class.
         self.subnets = Subnets(config, inventoryGetter, self.log)
@@ -188,6 +195,47 @@ class DHCPResponder:
         @return: a Deferred when the answer waits for something (a lease
             commit or a reply delay), else L{None}.
         """
+        return self._decide("dhcp", packet, send, self._handleDHCP, iface)
+
+    def _decide(self, port, packet, send, handle, *args):
+        """
+        Call C{handle(packet, *args, send)} and count what became of the
+        request in L{decisions} once it is answered (or not).
+        """
+        sent = []
+
+        def counted(reply, address):
+            sent.append(reply.messageType)
+            send(reply, address)
+        try:
+            result = handle(packet, *args, counted)
+        except BaseException:
+            self._decided(port, packet, sent, True)
+            raise
+        if isinstance(result, defer.Deferred):
+            def done(outcome):
+                self._decided(port, packet, sent, isinstance(outcome, Failure))
+                return outcome
+            result.addBoth(done)
+        else:
+            self._decided(port, packet, sent, False)
+        return result
+
+    def _decided(self, port, packet, sent, failed):
+        kind = packet.messageType if packet.op == wire.BOOTREQUEST else -1
+        name = "BOOTP" if kind is None else _REQUEST_TYPES.get(kind, "other")
+        if failed:
+            decision = "error"
+        elif sent:
+            decision = _REPLY_TYPES.get(sent[-1], "other")
+        elif kind in (wire.DHCPRELEASE, wire.DHCPDECLINE):
+            decision = "noreply"
+        else:
+            decision = "ignored"
+        key = (port, name, decision)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+
+    def _handleDHCP(self, packet, iface, send):
         if packet.op != wire.BOOTREQUEST:
             return None
         kind = packet.messageType
@@ -227,6 +275,9 @@ class DHCPResponder:
         BINL REQUEST from EDK2, boot server discovery): an ACK with the
         boot file, sent back where it came from.
         """
+        return self._decide("pxe", packet, send, self._handlePXE, iface, source)
+
+    def _handlePXE(self, packet, iface, source, send):
         if packet.op != wire.BOOTREQUEST or packet.mac is None:
             return None
         kind = packet.messageType
@@ -234,6 +285,14 @@ class DHCPResponder:
             return None
         self._count("pxe-" + wire.MESSAGE_TYPES[kind])
         return self.boot.bootServerAck(packet, iface, send, source)
+
+
+#: the message types a client sends, as the metrics name them (bounded)
+_REQUEST_TYPES = {k: wire.MESSAGE_TYPES[k] for k in (
+    wire.DHCPDISCOVER, wire.DHCPREQUEST, wire.DHCPDECLINE, wire.DHCPRELEASE, wire.DHCPINFORM)}
+
+#: the replies, as the decisions name them
+_REPLY_TYPES = {wire.DHCPOFFER: "offer", wire.DHCPACK: "ack", wire.DHCPNAK: "nak"}
 
 
 class _ResponderProtocol(DatagramProtocol):
