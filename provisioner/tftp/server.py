@@ -71,6 +71,20 @@ __all__ = ["TFTPServer", "SEND_BUFFER"]
 SEND_BUFFER = 4 * 1024 * 1024
 
 
+#: the refusal reasons of L{TFTPServer.refusals}, by error (most specific
+#: first); any other error is C{error}
+_REASONS = ((errors.FileNotFound, "not_found"), (errors.AccessViolation, "access_violation"),
+            (errors.TooManySessions, "busy"), (errors.DiskFull, "disk_full"),
+            (errors.FileExists, "file_exists"))
+
+
+def _refusalReason(error):
+    for kind, reason in _REASONS:
+        if isinstance(error, kind):
+            return reason
+    return "error"
+
+
 def _isIPv6(host):
     return ":" in host and not host.lower().startswith("::ffff:")
 
@@ -92,6 +106,10 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
     @ivar statsCallbacks: callables taking a
         L{provisioner.tftp.transfer.SessionStats} when a transfer ends.
     @ivar sessions: C{{(host, port): session}} in flight.
+    @ivar refusals: C{{(direction, reason): count}}: the requests refused
+        before a session started (C{read} or C{write}; C{not_found},
+        C{access_violation}, C{busy}, C{illegal_operation}, C{disk_full},
+        C{file_exists}, C{error}). Read by the metrics.
     @ivar unanswered: the read sessions whose client has not answered yet
         (L{provisioner.tftp.slots}).
     @ivar uploads: the L{provisioner.tftp.upload.UploadTarget} for WRQ, or
@@ -117,6 +135,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         self.statsCallbacks = []
         self.fastLane = True
         self.sessions = {}
+        self.refusals = {}
         # Sessions whose port is still open (in flight, or dallying).
         self.open = set()
         self._mux = None
@@ -168,6 +187,10 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
 
     # -- requests
 
+    def _countRefusal(self, write, reason):
+        key = ("write" if write else "read", reason)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+
     def _request(self, packet, addr, write=False, size=None):
         """
         The checks both requests share.
@@ -190,12 +213,14 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self.sendError(addr, wire.Error(wire.ERR_ILLEGAL_OP,
                                             "transfer mode %s not supported" % (packet.mode,)),
                            size)
+            self._countRefusal(write, "illegal_operation")
             self.log.info("refused {mode} request from {peer}", mode=packet.mode, peer=addr)
             return None
         try:
             path = normalisePath(packet.filename)
         except errors.BackendError as e:
             self.sendError(addr, wire.errorFor(e), size)
+            self._countRefusal(write, _refusalReason(e))
             self.log.info("refused {kind} of {raw!r} from {peer}: {reason}",
                           kind="write" if write else "read", raw=packet.filename,
                           peer=addr, reason=str(e))
@@ -204,6 +229,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self._admit(addr)
         except errors.TooManySessions as e:
             self.sendError(addr, wire.errorFor(e), size)
+            self._countRefusal(write, "busy")
             self.log.warn("refused {path} to {peer}: {reason}", path=path, peer=addr,
                           reason=str(e))
             return None
@@ -256,6 +282,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         if not isinstance(exc, errors.BackendError):
             return failure
         self.sendError(addr, wire.errorFor(exc), size)
+        self._countRefusal(kind == "write", _refusalReason(exc))
         if isinstance(exc, errors.FileNotFound):
             self.log.info("{kind} {path} from {peer}: not found", kind=kind, path=request.path,
                           peer=addr)
@@ -266,6 +293,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
 
     def _crashed(self, failure, request, addr, size=None):
         self._release(addr)
+        self._countRefusal(False, "error")
         self.log.failure("request {path} from {peer}", failure, path=request.path, peer=addr)
         self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
 
@@ -409,6 +437,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         if self.uploads is None:
             self.sendError(addr, wire.Error(wire.ERR_ACCESS_VIOLATION, "uploads are disabled"),
                            size)
+            self._countRefusal(True, "access_violation")
             self.log.info("refused upload of {raw!r} from {peer}: uploads are disabled",
                           raw=packet.filename, peer=addr)
             return
@@ -422,6 +451,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             # The client's doing (a name, a limit, the quota): one info line.
             self._release(addr)
             self.sendError(addr, wire.errorFor(e), size)
+            self._countRefusal(True, _refusalReason(e))
             path = request.path
             self.log.info("refused upload of {path} from {peer}: {reason}",
                           path=path if len(path) <= 200 else path[:200] + "...",
@@ -431,6 +461,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self._release(addr)
             self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
             self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
+            self._countRefusal(True, "error")
             return
         try:
             negotiated = self.negotiate(request, None, packet.mode, write=True)
@@ -439,6 +470,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             target.abort()
             self.log.failure("upload of {path} from {peer}", path=request.path, peer=addr)
             self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
+            self._countRefusal(True, "error")
             return
         config = self.config
         session = WriteSession(target, negotiated, addr, self.reactor,
