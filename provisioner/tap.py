@@ -132,7 +132,9 @@ class ProvisionerService(service.MultiService):
         """
         Read the configuration again and hand it to every subsystem. A bad
         configuration is logged and the running one kept. Sections switched
-        on or off start or stop their service.
+        on or off start or stop their service. Each reload is counted in
+        C{appliance.reloads} (C{applied}, C{refused}, or C{failed} when a
+        service could not take it).
 
         @return: L{True} if the new configuration was applied.
         """
@@ -141,8 +143,10 @@ class ProvisionerService(service.MultiService):
         except ConfigError as e:
             self.log.error("reload refused, keeping the running configuration: {error}",
                            error=str(e))
+            self.appliance.reloads["refused"] += 1
             return False
         self.appliance.config = config
+        failed = False
         for name, section, module in SUBSYSTEMS:
             enabled = config[section].get("enabled", False)
             try:
@@ -159,7 +163,9 @@ class ProvisionerService(service.MultiService):
                 elif child is not None and hasattr(child, "reconfigure"):
                     child.reconfigure(config)
             except Exception:
+                failed = True
                 self.log.failure("reload of {service} failed", service=name)
+        self.appliance.reloads["failed" if failed else "applied"] += 1
         self.log.info("configuration reloaded from {path}", path=self.configPath or "defaults")
         return True
 
