@@ -239,7 +239,8 @@ class ResolverOrderTests(TestCase):
     through the services as C{twistd provisioner} builds them
     (L{provisioner.tap.ProvisionerService}): the virtual files (boot
     menus), then the image catalogue, then the bootstrap-program injector,
-    then the root directory.
+    then the boot programs (C{tftp.boot_programs}, behind the root's own
+    files), then the root directory.
     """
 
     timeout = 60
@@ -251,8 +252,12 @@ class ResolverOrderTests(TestCase):
             os.makedirs(d)
         program = os.path.join(base, "program.kpxe")
         files = {program: b"PROGRAM"}
-        for name in ("boot.ipxe", "x.efi", "y.efi", "z.efi"):
+        for name in ("boot.ipxe", "x.efi", "y.efi", "z.efi", "snponly.efi"):
             files[os.path.join(root, name)] = b"ROOT " + name.encode()
+        programs = os.path.join(base, "programs")
+        os.makedirs(programs)
+        for name in ("undionly.kpxe", "snponly.efi"):
+            files[os.path.join(programs, name)] = b"IPXE " + name.encode()
         for name in ("boot.ipxe", "x.efi"):
             files[os.path.join(images, name)] = b"IMAGE " + name.encode()
         for path, data in files.items():
@@ -261,7 +266,7 @@ class ResolverOrderTests(TestCase):
         self.overrides = [
             ("tftp.port", 0), ("tftp.root", root), ("tftp.injector.enabled", True),
             ("tftp.injector.programs", {n: program for n in ("boot.ipxe", "x.efi", "y.efi")}),
-            ("tftp.injector.holdoff", 0.0),
+            ("tftp.injector.holdoff", 0.0), ("tftp.boot_programs", programs),
             ("images.enabled", True), ("images.directory", images),
             ("images.state_dir", state), ("images.prefix", ""), ("images.watch", "poll"),
             ("menus.enabled", True)]
@@ -277,21 +282,27 @@ class ResolverOrderTests(TestCase):
     def assertOrder(self):
         from provisioner.files import DirectoryResolver, VirtualFiles
         from provisioner.images.resolver import ImagesResolver
+        from provisioner.tftp.bootprograms import BootProgramsResolver
         from provisioner.tftp.inject import BootstrapInjector
         self.assertEqual([type(r) for r in self.tftp.resolvers.resolvers],
-                         [VirtualFiles, ImagesResolver, BootstrapInjector, DirectoryResolver])
+                         [VirtualFiles, ImagesResolver, BootstrapInjector, BootProgramsResolver,
+                          DirectoryResolver])
         port = self.tftp.listeningPort
         menu = yield fetch("boot.ipxe", "127.0.0.1", port)
         self.assertTrue(menu.startswith(b"#!ipxe"), menu[:40])
         self.assertEqual((yield fetch("x.efi", "127.0.0.1", port)), b"IMAGE x.efi")
         self.assertEqual((yield fetch("y.efi", "127.0.0.1", port)), b"PROGRAM")
         self.assertEqual((yield fetch("z.efi", "127.0.0.1", port)), b"ROOT z.efi")
+        self.assertEqual((yield fetch("undionly.kpxe", "127.0.0.1", port)),
+                         b"IPXE undionly.kpxe")
+        self.assertEqual((yield fetch("snponly.efi", "127.0.0.1", port)), b"ROOT snponly.efi")
 
     def test_order(self):
         """
         If a boot menu, an image, the injector's boot file and a file of the
         root share a name, the menu wins; without the menu the image wins;
-        without both the injector's program; then the root's file.
+        without both the injector's program; then the root's file, which
+        also wins over a boot program of the same name.
         """
         return self.assertOrder()
 

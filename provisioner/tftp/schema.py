@@ -7,6 +7,7 @@ import os
 
 from provisioner.config import Key, Section
 from provisioner.tftp.adaptive import SCHEMA as ADAPTIVE_SCHEMA
+from provisioner.tftp.bootprograms import BOOT_PROGRAMS
 from provisioner.tftp.inject import SCHEMA as INJECTOR_SCHEMA
 
 # Directories some service serves (or renders from): the upload directory
@@ -68,6 +69,11 @@ SCHEMA = Section("the TFTP server (UDP)", {
                      "also where the MTU for the blksize clamp is read", nullable=True),
     "root": Key("tftpboot", "path", "directory served; created if missing. Requests can never "
                 "leave it"),
+    "boot_programs": Key("/usr/lib/ipxe", "path", "directory whose iPXE boot programs "
+                         "(%s; Debian's ipxe package puts them in /usr/lib/ipxe) are served "
+                         "over TFTP by those names, nothing else of it; a file of the same "
+                         "name in root wins. null or empty: none" % (", ".join(BOOT_PROGRAMS),),
+                         nullable=True),
     "blksize_max": Key(65464, "int", "largest blksize granted (RFC 2348)", minimum=8, maximum=65464),
     "mtu": Key(None, "int", "MTU used to clamp blksize (minus 32 for IPv4, 52 for IPv6); null "
                "reads it from the interface; 0 disables the clamp", nullable=True,

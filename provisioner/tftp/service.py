@@ -13,8 +13,10 @@ C{remove} method:
     inserted resolver goes before the directory, or at an index among the
     inserted ones. The appliance's order is: virtual files (boot menus),
     the image catalogue (the images service inserts it at 0), the
-    bootstrap-program injector (C{tftp.injector}), the root directory,
-    which is always last and final (a missing file is ERROR 1);
+    bootstrap-program injector (C{tftp.injector}), the boot programs
+    (C{tftp.boot_programs}, L{provisioner.tftp.bootprograms}: a file of
+    the root wins over them), the root directory, which is always last
+    and final (a missing file is ERROR 1);
   - resolver filters (L{TFTPService.addResolverFilter}): an
     L{provisioner.interfaces.IResolverFilter} sees each request before the
     chain (smart repair serves a view of the file the chain finds);
@@ -48,7 +50,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from provisioner.files import DirectoryResolver, FilteredResolver, ResolverChain
-from provisioner.tftp import adaptive, inject
+from provisioner.tftp import adaptive, bootprograms, inject
 from provisioner.tftp.multicast import service as multicast
 from provisioner.tftp.server import TFTPServer
 from provisioner.tftp.udp import openPort
@@ -105,10 +107,12 @@ class TFTPService(service.MultiService):
                                  clients=appliance.clients, uploads=None)
         self.port = None
         self.injector = None
+        self.bootPrograms = None
         self.adaptiveExtensions = []
         appliance.tftp = self
         self.configureAdaptive(self.config)
         self.configureInjector(self.config)
+        self.configureBootPrograms(self.config)
         multicast.makeService(self).setServiceParent(self)
 
     @staticmethod
@@ -259,6 +263,21 @@ class TFTPService(service.MultiService):
             self.addResolver(injector)
         return injector
 
+    def configureBootPrograms(self, config):
+        """
+        Put the boot programs of C{boot_programs} (L{bootprograms}) last in
+        the chain before the directory, after the injector, in place of the
+        ones there before.
+
+        @return: the resolver, or L{None} when it is off.
+        """
+        if self.bootPrograms is not None:
+            self.removeResolver(self.bootPrograms)
+        self.bootPrograms = bootprograms.fromConfig(config, shadow=lambda: self.directory)
+        if self.bootPrograms is not None:
+            self.addResolver(self.bootPrograms)
+        return self.bootPrograms
+
     # -- life cycle
 
     def privilegedStartService(self):
@@ -271,6 +290,7 @@ class TFTPService(service.MultiService):
             self.port = self._listen(self.config)
         self.server.uploads = _uploads(self.config)
         service.MultiService.startService(self)
+        bootprograms.warnUnserved(self, self.appliance.config)
 
     def _listen(self, config):
         self.server.bindAddress = config["address"]
@@ -319,6 +339,7 @@ class TFTPService(service.MultiService):
         self.server.config = new
         self.configureAdaptive(new)
         self.configureInjector(new)
+        self.configureBootPrograms(new)
         for child in self:
             reconfigure = getattr(child, "reconfigure", None)
             if reconfigure is not None:
@@ -330,6 +351,7 @@ class TFTPService(service.MultiService):
         self.log.info("TFTP reconfigured: root {root}, blksize_max {blksize}, windowsize_max "
                       "{window}", root=self.directory.root, blksize=new["blksize_max"],
                       window=new["windowsize_max"])
+        bootprograms.warnUnserved(self, config)
 
     def _rebind(self, new, old):
         """

@@ -7,8 +7,9 @@ over TCP instead of TFTP.
 A path is served from, in order: the virtual files (menus; C{boot.ipxe}
 also takes C{?mac=...&arch=...}), the image catalogue
 (C{<images.prefix>/NAME}, only complete, hashed files), then C{http.root}
-if set. The service registers itself as C{appliance.http}; its C{url} is
-the base URL it listens at.
+if set, then, when C{http.root} is the TFTP root, the TFTP service's boot
+programs (C{tftp.boot_programs}). The service registers itself as
+C{appliance.http}; its C{url} is the base URL it listens at.
 """
 
 from twisted.application import service
@@ -74,6 +75,12 @@ class HTTPService(service.Service):
             chain.append(catalog.resolver)
         if self._directory is not None:
             chain.append(self._directory)
+            # the TFTP service's boot programs (tftp.boot_programs), when
+            # http.root is the TFTP root: served after its own files
+            tftp = getattr(self.appliance, "tftp", None)
+            programs = getattr(tftp, "bootPrograms", None)
+            if programs is not None and tftp.directory.root == self._directory.root:
+                chain.append(programs)
         return chain
 
     def addFetchCallback(self, callback):
