@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig, parseOverride
+from provisioner.startup import installExceptHook
 
 __all__ = ["Options", "makeService", "ProvisionerService", "SUBSYSTEMS"]
 
@@ -173,7 +174,13 @@ class ProvisionerService(service.MultiService):
 def makeService(options, reactor=None):
     """
     Build the appliance from parsed L{Options}.
+
+    A failure to start that names a key (L{provisioner.startup.StartError},
+    or a C{ConfigError} met while building or starting the services) ends
+    the process with one line on standard error and status 1, not a
+    traceback (L{provisioner.startup.installExceptHook}).
     """
+    installExceptHook()
     config = options.get("loaded")
     if config is None:
         config = loadConfig(options.get("config"), options.get("overrides", ()))

@@ -47,9 +47,11 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from provisioner.files import DirectoryResolver, FilteredResolver, ResolverChain
+from provisioner.startup import bindError, directoryError
 from provisioner.tftp import adaptive, bootprograms, inject
 from provisioner.tftp.multicast import service as multicast
 from provisioner.tftp.server import TFTPServer
@@ -72,7 +74,10 @@ def _uploads(config, current=None):
     if current is not None and current.directory == os.path.realpath(write["directory"]):
         current.configure(*limits)
         return current
-    return UploadTarget(write["directory"], *limits)
+    try:
+        return UploadTarget(write["directory"], *limits)
+    except OSError as e:
+        raise directoryError(e, "tftp.write.directory", write["directory"])
 
 
 class TFTPService(service.MultiService):
@@ -118,7 +123,10 @@ class TFTPService(service.MultiService):
     @staticmethod
     def _directory(config):
         root = config["root"]
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise directoryError(e, "tftp.root", root)
         return DirectoryResolver(root, notFoundIsFinal=True)
 
     # -- hooks
@@ -294,8 +302,12 @@ class TFTPService(service.MultiService):
 
     def _listen(self, config):
         self.server.bindAddress = config["address"]
-        port = openPort(self.reactor, self.server, config["address"], config["port"],
-                        interface=config.get("interface"))
+        try:
+            port = openPort(self.reactor, self.server, config["address"], config["port"],
+                            interface=config.get("interface"))
+        except (OSError, CannotListenError) as e:
+            raise bindError(e, "tftp", config["address"], config["port"],
+                            interface=config.get("interface"))
         host = port.getHost()
         self.log.info("TFTP listening on {address} port {port}{on}, serving {root}",
                       address=config["address"], port=host.port,

@@ -14,10 +14,12 @@ C{appliance.http}; its C{url} is the base URL it listens at.
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web import server
 
 from provisioner.files import DirectoryResolver
+from provisioner.startup import bindError
 from provisioner.web.api import APIResource
 from provisioner.web.files import FileResource
 from provisioner.web.root import RootResource
@@ -101,7 +103,10 @@ class HTTPService(service.Service):
 
     def _listen(self):
         address = self.config["address"]
-        port = self.reactor.listenTCP(self.config["port"], self.site, interface=address)
+        try:
+            port = self.reactor.listenTCP(self.config["port"], self.site, interface=address)
+        except CannotListenError as e:
+            raise bindError(e, "http", address, self.config["port"])
         bound = port.getHost()
         host = "[%s]" % (address,) if ":" in address else address
         if address in ("0.0.0.0", "::"):
