@@ -25,4 +25,6 @@ SCHEMA = Section("the HTTP service: images, rendered menus, the JSON API", {
     "chunk_size": Key(262144, "int", "bytes read from a file per write to the socket",
                       minimum=4096, maximum=16777216),
     "access_log": Key(False, "bool", "log every request at info (otherwise debug)"),
+    "metrics": Key(True, "bool", "serve Prometheus metrics at /metrics (docs/metrics.md); "
+                   "anyone who reaches the port can read them"),
 })

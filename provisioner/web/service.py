@@ -8,8 +8,9 @@ A path is served from, in order: the virtual files (menus; C{boot.ipxe}
 also takes C{?mac=...&arch=...}), the image catalogue
 (C{<images.prefix>/NAME}, only complete, hashed files), then C{http.root}
 if set, then, when C{http.root} is the TFTP root, the TFTP service's boot
-programs (C{tftp.boot_programs}). The service registers itself as
-C{appliance.http}; its C{url} is the base URL it listens at.
+programs (C{tftp.boot_programs}). C{/metrics} serves the Prometheus
+metrics (C{http.metrics}, L{provisioner.metrics}). The service registers
+itself as C{appliance.http}; its C{url} is the base URL it listens at.
 """
 
 from twisted.application import service
@@ -20,6 +21,7 @@ from twisted.web import server
 
 from provisioner.files import DirectoryResolver
 from provisioner.startup import bindError
+from provisioner.metrics import ApplianceMetrics
 from provisioner.web.api import APIResource
 from provisioner.web.files import FileResource
 from provisioner.web.root import RootResource
@@ -36,14 +38,27 @@ class _Site(server.Site):
     noisy = False
     displayTracebacks = False
 
+    def __init__(self, resource):
+        server.Site.__init__(self, resource)
+        self.requestCallbacks = []
+
     def log(self, request):
-        pass  # FileResource logs each request itself, with the resolved path
+        # FileResource logs each request itself, with the resolved path; the
+        # request callbacks count it
+        for callback in list(self.requestCallbacks):
+            try:
+                callback(request)
+            except Exception:
+                HTTPService.log.failure("HTTP request callback {callback!r}",
+                                        callback=callback)
 
 
 class HTTPService(service.Service):
     """
     @ivar port: the listening port, once started.
     @ivar url: C{http://address:port} once listening (L{None} before).
+    @ivar metrics: the L{ApplianceMetrics} served at C{/metrics}, or L{None}
+        (C{http.metrics} off).
     """
 
     log = Logger()
@@ -62,6 +77,22 @@ class HTTPService(service.Service):
         self.root = RootResource(self.files, self.api if self.config["api"] else None)
         self.site = _Site(self.root)
         appliance.http = self
+        self.metrics = None
+        self._setMetrics(self.config["metrics"])
+
+    def _setMetrics(self, enabled):
+        """
+        Serve the metrics at C{/metrics} or not (made once; kept while
+        switched off, so counters do not restart when switched on again).
+        """
+        if enabled and self.metrics is None:
+            self.metrics = ApplianceMetrics(self.appliance)
+        self.root.metrics = self.metrics.resource if enabled else None
+        if self.metrics is not None:
+            if enabled and self.running:
+                self.metrics.hook()
+            elif not enabled:
+                self.metrics.unhook()
 
     def _setDirectory(self, root):
         self._directory = DirectoryResolver(root) if root else None
@@ -101,6 +132,21 @@ class HTTPService(service.Service):
                 callbacks.remove(callback)
         return remove
 
+    def addRequestCallback(self, callback):
+        """
+        Add a callable given each request the site has answered (a finished
+        C{twisted.web} request: C{method}, C{code}, C{sentLength}).
+
+        @return: a callable that removes it again.
+        """
+        callbacks = self.site.requestCallbacks
+        callbacks.append(callback)
+
+        def remove():
+            if callback in callbacks:
+                callbacks.remove(callback)
+        return remove
+
     def _listen(self):
         address = self.config["address"]
         try:
@@ -126,9 +172,13 @@ class HTTPService(service.Service):
         if self.port is None:
             self.port = self._listen()
         service.Service.startService(self)
+        if self.root.metrics is not None:
+            self.metrics.hook()
 
     def stopService(self):
         service.Service.stopService(self)
+        if self.metrics is not None:
+            self.metrics.unhook()
         port, self.port = self.port, None
         if port is None:
             return defer.succeed(None)
@@ -146,6 +196,10 @@ class HTTPService(service.Service):
         self.files.accessLog = new["access_log"]
         self.root.api = self.api if new["api"] else None
         self.api.apiVars = frozenset(new["api_vars"])
+        self._setMetrics(new["metrics"])
+        if self.root.metrics is not None:
+            # a service a reload builds (tftp switched on) is hooked after it
+            self.reactor.callLater(0, self.metrics.hook)
         if (old["address"], old["port"]) != (new["address"], new["port"]) and self.running:
             oldPort, self.port = self.port, None
             d = defer.maybeDeferred(oldPort.stopListening) if oldPort else defer.succeed(None)
