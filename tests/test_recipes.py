@@ -36,7 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from provisioner.config import loadConfig
 from provisioner.menus.inventory import parseInventory
-from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E, waitFor
+from tests.netlab import PYTHON, REPO, Appliance, NetLab, requireE2E
 from tests.qemu_lab import readEvents, writeUdhcpcScript
 
 RECIPES = os.path.join(REPO, "docs", "recipes")
@@ -266,8 +266,8 @@ class RecipeFilesTests(SynchronousTestCase):
     def test_addresses(self):
         """
         If an IPv4 address (not a netmask nor 0.0.0.0) appears in a
-        recipe's files, it is inside 198.18.0.0/15, so that copying a recipe unchanged never points at
-        someone's real network.
+        recipe's files, it is inside 198.18.0.0/15, so that copying a
+        recipe unchanged never points at someone's real network.
         """
         for page in self.PAGES:
             for name, text in recipeFiles(page).items():
@@ -505,3 +505,136 @@ class IsolatedRecipeTests(_RecipeBed, TestCase):
         self.assertEqual(sha256(self.curl(self.client, kernelURL)), sha256(self.kernel))
         self.assertRegex(self.appliance.log(),
                          r"boot decision: %s arch=0 .* -> undionly.kpxe" % (self.client.mac,))
+
+
+NETBOOT_PACKAGE = "debian-installer-12-netboot-amd64"
+NETBOOT_CACHE = "/var/cache/provisioner-tests"
+NETBOOT_DIR = "usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64"
+
+
+def debianNetboot(cache=NETBOOT_CACHE):
+    """
+    Debian 12's netboot installer for amd64 (C{linux}, C{initrd.gz}), from
+    the package C{debian-installer-12-netboot-amd64}: downloaded with
+    C{apt-get download} into C{cache} the first time, unpacked beside it,
+    both reused afterwards.
+
+    @return: a C{dict} of C{"linux"} and C{"initrd.gz"} to their paths.
+    @raise SkipTest: (or C{AssertionError} under
+        C{PROVISIONER_REQUIRE_E2E=1}) when the package cannot be had.
+    """
+    os.makedirs(cache, exist_ok=True)
+
+    def debs():
+        return sorted(n for n in os.listdir(cache)
+                      if n.startswith(NETBOOT_PACKAGE + "_") and n.endswith(".deb"))
+    if not debs():
+        # As root apt warns that it cannot drop to _apt for the download.
+        # Package lists that do not know the package yet: update them once.
+        for update in (False, True):
+            if update:
+                subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            download = subprocess.run(["apt-get", "download", NETBOOT_PACKAGE], cwd=cache,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if download.returncode == 0 and debs():
+                break
+        if not debs():
+            requireE2E(tools=["%s (apt-get download: %s)" % (
+                NETBOOT_PACKAGE, download.stdout.decode(errors="replace").strip()[-300:])])
+    deb = os.path.join(cache, debs()[-1])
+    unpacked = deb[:-len(".deb")]
+    files = {name: os.path.join(unpacked, NETBOOT_DIR, name) for name in ("linux", "initrd.gz")}
+    if not all(os.path.isfile(p) for p in files.values()):
+        partial = unpacked + ".part"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        subprocess.run("dpkg-deb --fsys-tarfile '%s' | tar -x -C '%s' './%s/linux' "
+                       "'./%s/initrd.gz'" % (deb, partial, NETBOOT_DIR, NETBOOT_DIR),
+                       shell=True, check=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+        os.rename(partial, unpacked)
+    return files
+
+
+class DebianInstallRecipeTests(_RecipeBed, TestCase):
+    """
+    C{docs/recipes/debian-install.md}: Debian's real netboot kernel and
+    initrd and the recipe's preseed, catalogued and named by the host's
+    menus (the installer is not booted).
+    """
+
+    subnet = 153
+    page = "debian-install.md"
+    SERVER = "198.18.153.1"
+    CLIENT = "198.18.153.50"
+
+    def setUp(self):
+        server, self.client = self.setUpLab(2, tools=["apt-get", "dpkg-deb", "tar"])
+        netboot = debianNetboot()
+        config = loadConfig(text=self.files["provisioner.yaml"])
+        renameInterface(server, config["dhcp"]["interfaces"][0])
+        server.run(["ip", "addr", "add", self.SERVER + "/24", "dev", server.ifname])
+        self.client.run(["ip", "addr", "add", self.CLIENT + "/24", "dev", "eth0"])
+        inventory = parseInventory(self.files["inventory.yaml"])
+        self.host = inventory.hosts["db01"]
+        profile = inventory.profiles[self.host.profile]
+        self.entry = [e for e in profile.entries if e["label"] == profile.default_entry][0]
+        debian = os.path.join(self.directory, "images", "debian-12")
+        os.makedirs(debian)
+        self.expected = {}
+        for name, path in netboot.items():
+            shutil.copy(path, debian)
+            self.expected["debian-12/" + name] = sha256(readBytes(path))
+        writeFiles(debian, self.files, ["preseed.cfg"])
+        self.expected["debian-12/preseed.cfg"] = sha256(self.files["preseed.cfg"].encode())
+        self.startAppliance(server)
+        self.appliance.waitLog(r"image catalogue ready: 3 images", 120)
+
+    def test_catalogued(self):
+        """
+        If the recipe's files are in place, the netboot kernel and initrd
+        are catalogued as kernel and initrd with their sha256, the preseed
+        too, and the install entry names them.
+        """
+        log = self.appliance.log()
+        for name, kind in (("debian-12/linux", "kernel"), ("debian-12/initrd.gz", "initrd"),
+                           ("debian-12/preseed.cfg", "other")):
+            self.assertRegex(log, r"image %s catalogued: \d+ bytes, %s, sha256 %s" % (
+                re.escape(name), kind, self.expected[name]))
+        self.assertEqual((self.entry["kernel"], self.entry["initrd"]),
+                         ("debian-12/linux", ["debian-12/initrd.gz"]))
+
+    def test_menusAndFiles(self):
+        """
+        If db01's menus are fetched (iPXE over HTTP, BIOS and UEFI; pxelinux
+        and GRUB over TFTP), each boots the netboot kernel and initrd with the install
+        command line; kernel, initrd and the preseed at the URL of that
+        command line come over HTTP byte for byte.
+        """
+        mac = self.host.macs[0]
+        cmdline = self.entry["cmdline"]
+        for word in ("auto=true", "priority=critical", "interface=auto"):
+            self.assertIn(word, cmdline.split())
+        preseed = re.search(r"(?:^| )url=(\S+)", cmdline).group(1)
+        base = "http://%s:8080/images/" % (self.SERVER,)
+        self.assertEqual(preseed, base + "debian-12/preseed.cfg")
+        for path in ("menus/%s/boot.ipxe" % (mac,), "boot.ipxe?mac=%s&arch=efi-x64" % (mac,)):
+            ipxe = self.curl(self.client, "http://%s:8080/%s" % (self.SERVER, path)).decode()
+            self.assertIn("db01 (%s)" % (mac,), ipxe)
+            self.assertRegex(ipxe, r"\nkernel %sdebian-12/linux .*%s" % (
+                re.escape(base), re.escape(cmdline)))
+            self.assertIn("\ninitrd %sdebian-12/initrd.gz" % (base,), ipxe)
+        pxelinux = self.tftp(self.client, self.SERVER,
+                             "pxelinux.cfg/01-" + mac.replace(":", "-")).decode()
+        self.assertRegex(pxelinux, r"KERNEL images/debian-12/linux\n")
+        self.assertRegex(pxelinux, r"INITRD images/debian-12/initrd.gz\n")
+        self.assertRegex(pxelinux, r"APPEND %s" % (re.escape(cmdline),))
+        grub = self.tftp(self.client, self.SERVER,
+                         "grub/grub.cfg-01-" + mac.replace(":", "-")).decode()
+        self.assertRegex(grub, r"linux /images/debian-12/linux %s" % (re.escape(cmdline),))
+        self.assertRegex(grub, r"initrd /images/debian-12/initrd.gz\n")
+        for url, name in ((base + "debian-12/linux", "debian-12/linux"),
+                          (base + "debian-12/initrd.gz", "debian-12/initrd.gz"),
+                          (preseed, "debian-12/preseed.cfg")):
+            self.assertEqual(sha256(self.curl(self.client, url)), self.expected[name], url)
