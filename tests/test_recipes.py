@@ -411,6 +411,7 @@ class ProxyDHCPRecipeTests(_RecipeBed, TestCase):
         self.assertEqual((proxy[0]["yiaddr"], proxy[0]["vendor"], proxy[0]["file"]),
                          ("0.0.0.0", "PXEClient", ""), context)
         # The boot server on 4011: the NBP.
+        self.assertIn("bootServer", got, context)
         self.assertEqual(got["bootServer"]["file"], "snponly.efi", context)
         self.assertEqual(got["bootServer"]["siaddr"], self.APPLIANCE, context)
         self.assertEqual(self.tftp(self.client, self.APPLIANCE, "snponly.efi"),
