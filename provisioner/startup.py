@@ -52,21 +52,24 @@ def _unprivilegedPortStart():
         return 1024
 
 
-def bindError(error, section, address, port, interface=None, portKey="port"):
+def bindError(error, section, address, port, interface=None, portKey="port",
+              interfaceKey="interface"):
     """
     The L{StartError} for an C{OSError} (or a Twisted C{CannotListenError})
     met while making, binding or restricting to an interface the listen
     socket of C{section}, naming the key at fault.
 
     @param portKey: the name of the port's key in the section (C{pxe_port}).
+    @param interfaceKey: the name of the interface's key (C{interfaces}).
     """
     error = getattr(error, "socketError", error)
     code = getattr(error, "errno", None)
     where = "%s port %s" % (address, port)
     if code == errno.ENODEV and interface:
-        return StartError(section + ".interface", interface, "no such network interface")
+        return StartError("%s.%s" % (section, interfaceKey), interface,
+                          "no such network interface")
     if code == errno.EPERM and interface:
-        return StartError(section + ".interface", interface, "binding to an interface "
+        return StartError("%s.%s" % (section, interfaceKey), interface, "binding to an interface "
                           "(SO_BINDTODEVICE) needs root or CAP_NET_RAW")
     if code == errno.EADDRNOTAVAIL:
         return StartError(section + ".address", address, "not an address of this host")

@@ -14,6 +14,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from provisioner.config import ConfigError
+from provisioner.startup import bindError, directoryError
 from provisioner.dhcp.leases import LeaseStore, ThreadedWriter
 from provisioner.dhcp.server import (
     DHCPProtocol,
@@ -78,7 +79,10 @@ class DHCPService(service.Service):
         if config["mode"] == "full":
             writer = None
             directory = os.path.dirname(os.path.abspath(config["lease_file"]))
-            os.makedirs(directory, exist_ok=True)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise directoryError(e, "dhcp.lease_file", config["lease_file"])
             if self._threadedLeases:
                 try:
                     writer = ThreadedWriter(config["lease_file"], self.reactor,
@@ -102,13 +106,11 @@ class DHCPService(service.Service):
         for iface in self._interfaces():
             if config["port"]:
                 protocol = DHCPProtocol(self.responder, iface)
-                port = self._listen(self._bindSocket(config["address"], config["port"],
-                                                     iface.name), protocol)
+                port = self._listen(self._bind("port", iface.name), protocol)
                 self.ports.append(("dhcp", iface, port))
             if config["pxe_port"]:
                 protocol = PXEProtocol(self.responder, iface)
-                port = self._listen(self._bindSocket(config["address"], config["pxe_port"],
-                                                     iface.name), protocol)
+                port = self._listen(self._bind("pxe_port", iface.name), protocol)
                 self.ports.append(("pxe", iface, port))
             self.log.info(
                 "DHCP {mode} responder on {iface} ({address}) ports {port}/{pxe}",
@@ -117,6 +119,20 @@ class DHCPService(service.Service):
                 pxe=config["pxe_port"] or "-")
         self._bound = True
         service.Service.privilegedStartService(self)
+
+    def _bind(self, portKey, interface):
+        """
+        A socket bound to C{dhcp.address} and the port of C{portKey}.
+
+        @raise provisioner.startup.StartError: it cannot be bound (the key
+            at fault, its value, why).
+        """
+        config = self.config
+        try:
+            return self._bindSocket(config["address"], config[portKey], interface)
+        except OSError as e:
+            raise bindError(e, "dhcp", config["address"], config[portKey], interface=interface,
+                            portKey=portKey, interfaceKey="interfaces")
 
     def startService(self):
         if not self._bound:

@@ -31,6 +31,7 @@ from provisioner.imagecast import commands
 from provisioner.imagecast.auth import Authenticator
 from provisioner.imagecast.controller import Controller
 from provisioner.net.sockopt import quickRecovery
+from provisioner.startup import bindError
 
 __all__ = ["ServerLocator", "ControlProtocol", "ControlFactory", "ControlServer",
            "ImagecastService", "makeService", "serverTLSOptions"]
@@ -483,6 +484,12 @@ class ControlServer(service.Service):
                           port=host.port, tls=" (TLS)" if self.config["tls"]["enabled"] else "")
             return port
         self._listening = d.addCallback(bound)
+        if d.called and isinstance(d.result, Failure):
+            # the TCP endpoints bind at once: a failed bind is a start failure
+            failure = d.result
+            d.addErrback(lambda _: None)
+            raise bindError(failure.value, "imagecast", self.config["address"],
+                            self.config["port"])
 
     def stopService(self):
         service.Service.stopService(self)
