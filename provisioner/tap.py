@@ -9,12 +9,14 @@ reloaded configuration (SIGHUP) without dropping work in flight.
 """
 
 import importlib
+import os
 import signal
 
 from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from provisioner import logfilter
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig, parseOverride
 from provisioner.startup import installExceptHook
@@ -47,6 +49,9 @@ class Options(usage.Options):
         ["tftp-port", None, None, "TFTP listen port (tftp.port).", int],
         ["tftp-address", None, None, "TFTP listen address (tftp.address)."],
         ["tftp-interface", None, None, "TFTP listen interface (tftp.interface)."],
+        ["log-format", None, None, "Log format: text or json (log.format)."],
+        ["log-level", None, None,
+         "Lowest level logged: debug, info, warn, error or critical (log.level)."],
     ]
 
     _flagKeys = {
@@ -54,6 +59,8 @@ class Options(usage.Options):
         "tftp-port": "tftp.port",
         "tftp-address": "tftp.address",
         "tftp-interface": "tftp.interface",
+        "log-format": "log.format",
+        "log-level": "log.level",
     }
 
     def __init__(self):
@@ -71,6 +78,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
     def postOptions(self):
+        self._checkLogOptions()
         flags = []
         for flag, key in self._flagKeys.items():
             if self[flag] is not None:
@@ -80,6 +88,44 @@ class Options(usage.Options):
             self["loaded"] = loadConfig(self["config"], self["overrides"])
         except ConfigError as e:
             raise usage.UsageError("bad configuration: %s" % (e,))
+        self._configureLog(self["loaded"]["log"])
+
+    def _checkLogOptions(self):
+        """
+        Refuse a bad C{--log-format}, C{--log-level} or
+        C{PROVISIONER_LOG_LEVEL} in one line naming it.
+        """
+        if self["log-format"] is not None and self["log-format"] not in logfilter.FORMATS:
+            raise usage.UsageError("--log-format: must be one of %s (got %r)" % (
+                ", ".join(logfilter.FORMATS), self["log-format"]))
+        for name, value in (("--log-level", self["log-level"]),
+                            ("PROVISIONER_LOG_LEVEL", os.environ.get("PROVISIONER_LOG_LEVEL"))):
+            if value is not None:
+                try:
+                    logfilter.parseLevel(value, name)
+                except ValueError as e:
+                    raise usage.UsageError(str(e))
+        if self["log-level"] is not None:
+            self["log-level"] = self["log-level"].strip().lower()
+
+    def _configureLog(self, section):
+        """
+        Tell the log observer the format and level (the flag, then
+        C{PROVISIONER_LOG_LEVEL}, then C{log.level}), and where twistd
+        would write; when a format or level is asked for and twistd was
+        given no C{--logger}, install the observer (twistd makes it after
+        the service is built).
+        """
+        level = self["log-level"] or os.environ.get("PROVISIONER_LOG_LEVEL") or \
+            section["level"]
+        parent = getattr(self, "parent", None)
+        twistd = parent if parent is not None else {}
+        logfilter.configure(format=section["format"], level=level,
+                            logfile=twistd.get("logfile"), nodaemon=twistd.get("nodaemon", True))
+        asked = section["format"] != "text" or section["level"] is not None or \
+            self["log-level"] is not None
+        if parent is not None and asked and not parent.get("logger"):
+            parent["logger"] = "provisioner.logfilter.observer"  # twistd imports it
 
 
 class ProvisionerService(service.MultiService):
