@@ -271,3 +271,98 @@ class ApplianceStartTests(TestCase):
         self.assertIn("Traceback", err)
         self.assertTrue(err.rstrip().endswith(
             "tftp.interface nonexistent0: no such network interface"), err)
+
+
+def _closedPort(kind):
+    """
+    A port on 127.0.0.1 nothing listens on (bound, then closed).
+    """
+    s = _held(kind)
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class ClientCommandTests(TestCase):
+    """
+    The client commands pointed at nothing: one line on standard error
+    naming what was asked for, a non-zero status, no traceback.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def provisioner(self, *argv):
+        proc = subprocess.run([PYTHON, "-m", "provisioner"] + list(argv), cwd=self.base,
+                              env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        return proc.returncode, proc.stdout.decode(errors="replace"), \
+            proc.stderr.decode(errors="replace")
+
+    def assertOneLine(self, result, *words):
+        status, out, err = result
+        self.assertNotEqual(status, 0, out + err)
+        self.assertNotIn("Traceback", out + err)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.splitlines()), 1, err)
+        for word in words:
+            self.assertIn(word, err)
+
+    def test_fetchBadURL(self):
+        """
+        If C{fetch} is given a URL that is not C{tftp://HOST/PATH}, one line
+        names it.
+        """
+        self.assertOneLine(self.provisioner("fetch", "http://example.invalid/x"),
+                           "http://example.invalid/x")
+
+    def test_fetchNoSuchHost(self):
+        """
+        If C{fetch}'s host does not resolve, one line names it.
+        """
+        self.assertOneLine(self.provisioner("fetch", "tftp://nonexistent.invalid/x"),
+                           "cannot resolve nonexistent.invalid")
+
+    def test_fetchNoServer(self):
+        """
+        If nothing answers at C{fetch}'s address, one line names it once the
+        retries are spent.
+        """
+        port = _closedPort(socket.SOCK_DGRAM)
+        self.assertOneLine(self.provisioner("fetch", "--timeout", "0.1", "--retries", "0",
+                                            "tftp://127.0.0.1:%d/x" % (port,)),
+                           "no answer from 127.0.0.1:%d" % (port,))
+        self.assertEqual(os.listdir(self.base), [])
+
+    def test_receiveRefused(self):
+        """
+        If C{receive} cannot reach the control channel, one line names the
+        server and the port (no summary of nothing received).
+        """
+        port = _closedPort(socket.SOCK_STREAM)
+        self.assertOneLine(self.provisioner("receive", "--server", "127.0.0.1", "--port",
+                                            str(port), "--output",
+                                            os.path.join(self.base, "image"),
+                                            "--timeout", "1"),
+                           "cannot reach the server 127.0.0.1:%d" % (port,))
+
+    def test_imagecastRefused(self):
+        """
+        If C{imagecast status} finds no control channel, one line names the
+        server, the port and the refusal.
+        """
+        port = _closedPort(socket.SOCK_STREAM)
+        self.assertOneLine(self.provisioner("imagecast", "status", "--server", "127.0.0.1",
+                                            "--port", str(port)),
+                           "127.0.0.1 port %d" % (port,), "connection refused")
+
+    def test_imagecastNoSuchHost(self):
+        """
+        If C{imagecast status}'s server does not resolve, one line says so.
+        """
+        self.assertOneLine(self.provisioner("imagecast", "status", "--server",
+                                            "nonexistent.invalid"),
+                           "nonexistent.invalid", "no such host")

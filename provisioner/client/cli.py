@@ -251,9 +251,14 @@ def runFetch(reactor, args, out=None, err=None):
     err = err or sys.stderr
     try:
         target = parseTarget(args.url)
-        target.address = _resolve(target.host)
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         err.write("provisioner fetch: %s\n" % (e,))
+        return defer.succeed(2)
+    try:
+        target.address = _resolve(target.host)
+    except OSError as e:
+        err.write("provisioner fetch: cannot resolve %s: %s\n" % (
+            target.host, getattr(e, "strerror", None) or e))
         return defer.succeed(2)
     output = args.output or os.path.basename(target.path) or "fetched"
     toStdout = output == "-"

@@ -94,8 +94,17 @@ def runReactor(start):
     return out[0] if out else 1
 
 
+class Unreachable(Exception):
+    """
+    The control channel cannot be reached; C{str()} names the server and
+    the port and why.
+    """
+
+
 def message(f):
     from twisted.internet import error
+    if f.check(Unreachable):
+        return f.getErrorMessage()
     if f.check(error.ConnectError, error.DNSLookupError, error.TimeoutError):
         return "cannot reach the appliance's control channel: %s" % (f.getErrorMessage(),)
     if f.check(commands.MulticastError):
@@ -110,6 +119,19 @@ def connect(reactor, args):
     from twisted.internet import protocol
     factory = protocol.Factory.forProtocol(amp.AMP)
     factory.noisy = False  # no "Starting factory" line per connection
-    return connectEndpoint(reactor, args).connect(factory)
+    d = connectEndpoint(reactor, args).connect(factory)
+
+    def unreachable(f):
+        from twisted.internet import error
+        if not f.check(error.ConnectError, error.DNSLookupError, error.TimeoutError):
+            return f
+        reason = f.getErrorMessage()
+        if f.check(error.ConnectionRefusedError):
+            reason = "connection refused (is the imagecast service enabled and listening there?)"
+        elif f.check(error.DNSLookupError):
+            reason = "no such host"
+        raise Unreachable("cannot reach the appliance's control channel at %s port %s "
+                          "(--server, --port): %s" % (args.server, args.port, reason))
+    return d.addErrback(unreachable)
 
 

@@ -221,8 +221,12 @@ def _summarize(args, receiver, status):
     if receiver.failed:
         summary["error"] = receiver.failed
         print("provisioner receive: error: %s" % (receiver.failed,), file=sys.stderr)
+    nothing = not any(summary[k] for k in ("rounds", "bytes_received", "bytes_fetched",
+                                           "bytes_resumed"))
     if args.json:
         print(json.dumps(summary, sort_keys=True))
+    elif receiver.failed and nothing:
+        pass  # the error line says it all (no server, refused): one line
     else:
         print("%s: %s, %d rounds, %d bytes received (%d repaired, %d over the control "
               "channel, %d resumed from a previous run), %.2f s" % (
