@@ -242,7 +242,8 @@ class BootBed:
         addTap(self.lab, self.tap)
         return self.appliance
 
-    def boot(self, mac, marker, serial, firmware="bios", romfile=None, timeout=120):
+    def boot(self, mac, marker, serial, firmware="bios", romfile=None, timeout=120,
+             memory=256, extra=()):
         """
         Boot a VM with C{mac} from the network (see L{bootQEMU}) until the
         regular expression C{marker} shows on its serial console (the file
@@ -253,7 +254,8 @@ class BootBed:
             carries the console and the appliance's log.
         """
         started = time.monotonic()
-        proc = bootQEMU(self.lab, self.tap, mac, serial, firmware=firmware, romfile=romfile)
+        proc = bootQEMU(self.lab, self.tap, mac, serial, firmware=firmware, romfile=romfile,
+                        memory=memory, extra=extra)
 
         def console():
             try:
