@@ -34,15 +34,15 @@ import tempfile
 
 __all__ = ["kit", "BootKit", "buildKit", "cpioArchive", "DISK_MARKER", "INIT"]
 
-FORMAT = "3"
+FORMAT = "5"
 CACHE = os.environ.get("PROVISIONER_BOOTKIT") or "/var/cache/provisioner-tests/bootkit"
 PACKAGES = ("busybox-static", "pxelinux", "syslinux-common", "grub-efi-amd64-signed")
 KERNEL_META = "linux-image-amd64"
 # The virtio network driver and what it needs, in load order (Debian builds
 # them as modules; the kernel has no modprobe data here, so insmod each).
 MODULES = (
-    "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
     "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
     "kernel/drivers/virtio/virtio_pci.ko",
@@ -68,7 +68,9 @@ for w in $(cat /proc/cmdline); do
     provisioner.callback=*) callback=${w#*=} ;;
   esac
 done
-echo "PROVBOOT host=$host flavour=$flavour token=${token:+yes}${token:-none} end"
+tokenSeen=none
+[ -n "$token" ] && tokenSeen=yes
+echo "PROVBOOT host=$host flavour=$flavour token=$tokenSeen end"
 if [ -n "$callback" ] && [ -n "$token" ]; then
   for m in MODULES; do insmod /lib/modules/$m; done
   ip link set lo up
