@@ -28,8 +28,10 @@ import sqlite3
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from provisioner.store.committer import GroupCommitter
+from provisioner.store.interfaces import ILeaseStore
 
 __all__ = ["Lease", "LeaseStore", "SynchronousWriter", "ThreadedWriter"]
 
@@ -166,9 +168,10 @@ def _applyAll(connection, operations):
     return [(True, None)] * len(operations)
 
 
+@implementer(ILeaseStore)
 class LeaseStore:
     """
-    Leases by MAC and by IP.
+    Leases by MAC and by IP: the L{ILeaseStore} of one appliance, in SQLite.
 
     @ivar path: the database file.
     @ivar clock: an C{IReactorTime} (C{seconds()} is wall-clock time for a
@@ -177,9 +180,25 @@ class LeaseStore:
 
     log = Logger()
 
+    #: one appliance: offers stay in memory, every client is answered
+    shared = False
+    available = True
+
     def __init__(self, path, clock, writer=None):
         self.path = path
+        self.location = path
         self.clock = clock
+        self._initMemory()
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._load()
+        self.writer = writer if writer is not None else SynchronousWriter(path)
+
+    def _initMemory(self):
+        """
+        Empty indexes (a store that keeps its leases elsewhere calls this
+        instead of reading a file).
+        """
         self._byMAC = {}
         self._byIP = {}
         # (pool, weak) -> mac -> offer, oldest first (one hold per queue,
@@ -187,10 +206,6 @@ class LeaseStore:
         self._offers = {}
         # ip -> declined marker, oldest first.
         self._declined = collections.OrderedDict()
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        self._load()
-        self.writer = writer if writer is not None else SynchronousWriter(path)
 
     def _load(self):
         connection = _connect(self.path)
@@ -309,6 +324,25 @@ class LeaseStore:
                       pool=pool, weak=weak)
         self._remember(lease)
         return lease
+
+    def claimOffer(self, mac, ip, hold, clientId=None, pool=None, weak=False):
+        """
+        L{offer}: with one appliance nobody else can hold the address, so
+        the Deferred has already fired with the offer.
+        """
+        return defer.succeed(self.offer(mac, ip, hold, clientId, pool, weak))
+
+    def lookup(self, mac):
+        """
+        Memory holds everything of one appliance: the client's lease, now.
+        """
+        return defer.succeed(self._byMAC.get(mac))
+
+    def answers(self, mac):
+        """
+        One appliance answers every client.
+        """
+        return True
 
     def outstandingOffers(self, pool):
         """
