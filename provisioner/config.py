@@ -195,6 +195,7 @@ SECTIONS = {
     "menus": "provisioner.menus.schema",
     "http": "provisioner.web.schema",
     "imagecast": "provisioner.imagecast.schema",
+    "store": "provisioner.store.schema",
     "log": "provisioner.logfilter",
 }
 
