@@ -7,6 +7,7 @@ catalogue, the inventory) instead of importing each other.
 """
 
 from provisioner.directory import ClientDirectory
+from provisioner.events import EventStream, applianceIdentify
 from provisioner.files import VirtualFiles
 
 __all__ = ["Appliance"]
@@ -38,6 +39,10 @@ class Appliance:
     @ivar reloads: configuration reloads by result (C{applied},
         C{refused}, C{failed}: applied, but a service could not take it),
         counted by tap; read by the metrics.
+    @ivar lastReload: the last reload (C{time}, C{result}, C{error}), or
+        L{None}; read by C{/healthz}.
+    @ivar events: the L{provisioner.events.EventStream} every subsystem
+        publishes to (L{provisioner.events.IEventSink}).
     """
 
     def __init__(self, config, reactor):
@@ -54,3 +59,5 @@ class Appliance:
         self.dhcp = None
         self.imagecast = None
         self.reloads = {"applied": 0, "refused": 0, "failed": 0}
+        self.lastReload = None
+        self.events = EventStream(reactor, identify=applianceIdentify(self))
