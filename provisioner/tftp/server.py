@@ -105,6 +105,10 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         asked in order before a unicast session starts.
     @ivar statsCallbacks: callables taking a
         L{provisioner.tftp.transfer.SessionStats} when a transfer ends.
+    @ivar startCallbacks: callables taking a session's
+        L{provisioner.tftp.transfer.SessionStats} when it starts.
+    @ivar refusalCallbacks: callables taking C{(direction, reason, peer,
+        path)} when a request is refused before a session.
     @ivar sessions: C{{(host, port): session}} in flight.
     @ivar refusals: C{{(direction, reason): count}}: the requests refused
         before a session started (C{read} or C{write}; C{not_found},
@@ -133,6 +137,8 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         self.extensions = []
         self.requestHandlers = []
         self.statsCallbacks = []
+        self.startCallbacks = []
+        self.refusalCallbacks = []
         self.fastLane = True
         self.sessions = {}
         self.refusals = {}
@@ -187,9 +193,43 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
 
     # -- requests
 
-    def _countRefusal(self, write, reason):
+    def _countRefusal(self, write, reason, addr=None, path=None):
         key = ("write" if write else "read", reason)
         self.refusals[key] = self.refusals.get(key, 0) + 1
+        if addr is not None:
+            self._tell(self.refusalCallbacks, key[0], reason, addr, path)
+
+    def _tell(self, callbacks, *args):
+        for callback in list(callbacks):
+            try:
+                callback(*args)
+            except Exception:
+                self.log.failure("TFTP callback {callback!r}", callback=callback)
+
+    def transfers(self):
+        """
+        The transfers in flight, read only: C{[{peer, path, direction, size,
+        bytes, started, blksize, windowsize, retransmits, timeouts}]}
+        (C{bytes}: acknowledged by the client, or stored).
+        """
+        out = []
+        for session in list(self.sessions.values()):
+            stats = getattr(session, "stats", None)
+            if stats is None or getattr(session, "done", False):
+                continue
+            if stats.direction == "write":
+                upload = getattr(session, "upload", None)
+                done = getattr(upload, "size", 0) or 0
+            else:
+                done = getattr(session, "acked", 0) * stats.blksize
+                if stats.size is not None:
+                    done = min(done, stats.size)
+            out.append({"peer": "%s:%d" % tuple(stats.peer[:2]), "path": stats.path,
+                        "direction": stats.direction, "size": stats.size, "bytes": done,
+                        "started": stats.started, "blksize": stats.blksize,
+                        "windowsize": stats.windowsize, "retransmits": stats.retransmits,
+                        "timeouts": stats.timeouts})
+        return out
 
     def _request(self, packet, addr, write=False, size=None):
         """
@@ -213,14 +253,14 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self.sendError(addr, wire.Error(wire.ERR_ILLEGAL_OP,
                                             "transfer mode %s not supported" % (packet.mode,)),
                            size)
-            self._countRefusal(write, "illegal_operation")
+            self._countRefusal(write, "illegal_operation", addr, packet.filename)
             self.log.info("refused {mode} request from {peer}", mode=packet.mode, peer=addr)
             return None
         try:
             path = normalisePath(packet.filename)
         except errors.BackendError as e:
             self.sendError(addr, wire.errorFor(e), size)
-            self._countRefusal(write, _refusalReason(e))
+            self._countRefusal(write, _refusalReason(e), addr, packet.filename)
             self.log.info("refused {kind} of {raw!r} from {peer}: {reason}",
                           kind="write" if write else "read", raw=packet.filename,
                           peer=addr, reason=str(e))
@@ -229,7 +269,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self._admit(addr)
         except errors.TooManySessions as e:
             self.sendError(addr, wire.errorFor(e), size)
-            self._countRefusal(write, "busy")
+            self._countRefusal(write, "busy", addr, path)
             self.log.warn("refused {path} to {peer}: {reason}", path=path, peer=addr,
                           reason=str(e))
             return None
@@ -282,7 +322,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         if not isinstance(exc, errors.BackendError):
             return failure
         self.sendError(addr, wire.errorFor(exc), size)
-        self._countRefusal(kind == "write", _refusalReason(exc))
+        self._countRefusal(kind == "write", _refusalReason(exc), addr, request.path)
         if isinstance(exc, errors.FileNotFound):
             self.log.info("{kind} {path} from {peer}: not found", kind=kind, path=request.path,
                           peer=addr)
@@ -293,7 +333,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
 
     def _crashed(self, failure, request, addr, size=None):
         self._release(addr)
-        self._countRefusal(False, "error")
+        self._countRefusal(False, "error", addr, request.path)
         self.log.failure("request {path} from {peer}", failure, path=request.path, peer=addr)
         self.sendError(addr, wire.Error(wire.ERR_NOT_DEFINED, "server error"), size)
 
@@ -362,6 +402,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self._forgetUnanswered(addr)
             self._pending.add(addr)
             raise
+        self._tell(self.startCallbacks, session.stats)
         return session
 
     def _fastLaneAllowed(self):
@@ -437,7 +478,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
         if self.uploads is None:
             self.sendError(addr, wire.Error(wire.ERR_ACCESS_VIOLATION, "uploads are disabled"),
                            size)
-            self._countRefusal(True, "access_violation")
+            self._countRefusal(True, "access_violation", addr, packet.filename)
             self.log.info("refused upload of {raw!r} from {peer}: uploads are disabled",
                           raw=packet.filename, peer=addr)
             return
@@ -451,7 +492,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             # The client's doing (a name, a limit, the quota): one info line.
             self._release(addr)
             self.sendError(addr, wire.errorFor(e), size)
-            self._countRefusal(True, _refusalReason(e))
+            self._countRefusal(True, _refusalReason(e), addr, request.path)
             path = request.path
             self.log.info("refused upload of {path} from {peer}: {reason}",
                           path=path if len(path) <= 200 else path[:200] + "...",
@@ -492,6 +533,7 @@ class TFTPServer(SlotAccounting, DatagramProtocol):
             self._release(addr)
             target.abort()
             raise
+        self._tell(self.startCallbacks, session.stats)
 
     # -- shutdown
 

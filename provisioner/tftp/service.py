@@ -233,6 +233,25 @@ class TFTPService(service.MultiService):
     def removeStatsCallback(self, callback):
         _discard(self.server.statsCallbacks, callback)
 
+    def addStartCallback(self, callback):
+        """
+        Add a callable given the L{provisioner.tftp.transfer.SessionStats}
+        of each session when it starts (the events).
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.server.startCallbacks, callback)
+
+    def addRefusalCallback(self, callback):
+        """
+        Add a callable given C{(direction, reason, peer, path)} for each
+        request refused before a session (C{path}: the name asked, text or
+        the raw bytes when it could not be read).
+
+        @return: a callable that removes it again.
+        """
+        return self._add(self.server.refusalCallbacks, callback)
+
     # -- the extensions the tftp section configures
 
     def configureAdaptive(self, config):
