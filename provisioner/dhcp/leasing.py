@@ -7,14 +7,25 @@ leases in the L{provisioner.dhcp.leases.LeaseStore}; and what keeps a
 DISCOVER flood from holding the pool (weak offers under pressure, the
 oldest weak offer giving way, a bounded scan). Network-boot clients also
 get the boot information of L{provisioner.dhcp.boot.BootAnswers}.
+
+With a shared lease store (L{provisioner.store.interfaces.ILeaseStore}
+C{shared}: several appliances on one database) a DISCOVER is answered only
+by the appliance the client hashes to, each offer is claimed in the
+database before it is sent (an address another appliance holds is learnt,
+and another one chosen), and a REQUEST without a server identifier is
+answered by the client's appliance or by one whose memory holds that very
+lease (a renewal unicast to the appliance that granted it). See
+C{docs/multi-appliance.md}.
 """
 
+import random
 import struct
 
 from provisioner.dhcp import replies, wire
 from provisioner.dhcp.subnets import intToIP
 from provisioner.dhcp.wire import OPT, ZERO
 from provisioner.net.pacing import TokenBucket
+from provisioner.store.interfaces import AddressTaken, StoreUnavailable
 
 __all__ = ["LeaseResponder", "DECLINE_HOLD"]
 
@@ -29,6 +40,9 @@ DECLINE_HOLD = 600
 # Addresses a DISCOVER tries from the cursor, under pressure, before the
 # oldest weak offer gives way.
 _PRESSURE_SCAN = 64
+# Shared store: addresses a DISCOVER claims, each found taken by another
+# appliance, before it gives up (the client asks again).
+_CLAIM_TRIES = 16
 
 
 class LeaseResponder:
@@ -85,12 +99,12 @@ class LeaseResponder:
             self.log.debug("DISCOVER from {mac}: no subnet for giaddr {giaddr} on {iface}",
                            mac=packet.mac, giaddr=packet.giaddr, iface=iface.name)
             return None
+        if self.leases.shared:
+            return self._discoverShared(packet, iface, send, subnet)
         hold, weak = self._offerTerms(packet, subnet)
         ip = self._choose(packet, subnet, iface, weak)
         if ip is None:
-            self._count("pool-exhausted")
-            self.log.warn("pool {network} exhausted: no address for {mac}",
-                          network=str(subnet.network), mac=packet.mac)
+            self._exhausted(packet, subnet)
             return None
         clientId = packet.option(OPT.CLIENT_ID)
         self.leases.offer(packet.mac, ip, hold, clientId=clientId.hex() if clientId else None,
@@ -100,6 +114,75 @@ class LeaseResponder:
         # event it is given, and that is a sizeable share of a handshake.
         return replies.later(self.reactor, self.config["reply_delay"], send, reply,
                              replies.destination(self.config, packet, reply))
+
+    def _exhausted(self, packet, subnet):
+        self._count("pool-exhausted")
+        self.log.warn("pool {network} exhausted: no address for {mac}",
+                      network=str(subnet.network), mac=packet.mac)
+
+    def _discoverShared(self, packet, iface, send, subnet):
+        """
+        L{discover} with a shared store: only for a client of this
+        appliance; what the database holds of the client is read first (its
+        lease from another appliance), and the offer is claimed in the
+        database before it is sent, trying another address while the one
+        chosen is found taken.
+
+        @return: a Deferred, or L{None} when this appliance does not answer.
+        """
+        mac = packet.mac
+        if not self.leases.available:
+            self._count("refused-store-unavailable")
+            return None
+        if not self.leases.answers(mac):
+            self._count("DISCOVER-other-appliance")
+            return None
+        clientId = packet.option(OPT.CLIENT_ID)
+        tries = [0]
+
+        def attempt(_):
+            hold, weak = self._offerTerms(packet, subnet)
+            ip = self._choose(packet, subnet, iface, weak)
+            if ip is None:
+                self._exhausted(packet, subnet)
+                return None
+            d = self.leases.claimOffer(mac, ip, hold,
+                                       clientId=clientId.hex() if clientId else None,
+                                       pool=str(subnet.network), weak=weak)
+            d.addCallback(claimed)
+            return d
+
+        def claimed(lease):
+            if lease is None:
+                # another appliance holds it (the store now knows): jump to
+                # a random point of the pool, so that appliances sharing it
+                # spread out instead of racing for the same next address
+                self._count("offer-collision")
+                tries[0] += 1
+                if tries[0] >= _CLAIM_TRIES:
+                    self._count("offer-gave-up")
+                    return None
+                size = subnet.last - subnet.first + 1
+                subnet.cursor = subnet.first + random.randrange(size)
+                return attempt(None)
+            reply = self._fullReply(packet, wire.DHCPOFFER, lease.ip, subnet, iface,
+                                    subnet.leaseTime)
+            return replies.later(self.reactor, self.config["reply_delay"], send, reply,
+                                 replies.destination(self.config, packet, reply))
+
+        d = self.leases.lookup(mac)
+        d.addCallback(attempt)
+        d.addErrback(self._storeAway)
+        return d
+
+    def _storeAway(self, failure):
+        """
+        A shared store's database cannot be reached: nothing is sent (the
+        store logs the outage once).
+        """
+        failure.trap(StoreUnavailable)
+        self._count("refused-store-unavailable")
+        return None
 
     def request(self, packet, iface, send):
         """
@@ -131,6 +214,27 @@ class LeaseResponder:
             return None
         if subnet is None:
             return None
+        if serverID is None and self.leases.shared and ip in subnet:
+            lease = self.leases.byMAC(mac)
+            granted = lease is not None and lease.ip == ip and lease.state == "bound"
+            if not granted and not self.leases.answers(mac):
+                self._count("REQUEST-other-appliance")
+                return None
+            if lease is None:
+                # Maybe another appliance granted it: read the database.
+                d = self.leases.lookup(mac)
+                d.addCallback(lambda _: self._requested(packet, iface, send, subnet, ip,
+                                                        serverID))
+                d.addErrback(self._storeAway)
+                return d
+        return self._requested(packet, iface, send, subnet, ip, serverID)
+
+    def _requested(self, packet, iface, send, subnet, ip, serverID):
+        """
+        The answer to a REQUEST for C{ip} of C{subnet}, once this server
+        knows what it holds of the client.
+        """
+        mac = packet.mac
         if serverID is None and ip in subnet and not self._knows(mac, ip):
             # INIT-REBOOT, RENEWING or REBINDING from a client this server
             # has no record of: stay silent (RFC 2131 4.3.2; a wrong
@@ -198,6 +302,12 @@ class LeaseResponder:
             send(reply, replies.destination(self.config, packet, reply))
 
         def failed(failure):
+            if failure.check(AddressTaken):
+                # a shared store: another appliance gave it first
+                return self._nak(packet, iface, send, "address not available")
+            if failure.check(StoreUnavailable):
+                self._count("refused-store-unavailable")
+                return None
             self.log.failure("lease for {mac} not stored; no ACK", failure, mac=mac)
         d.addCallbacks(committed, failed)
         return d
