@@ -316,6 +316,9 @@ class TransferEvents:
             blocks=stats.blocks, retransmits=stats.retransmits, timeouts=stats.timeouts)
 
     def tftpRefused(self, direction, reason, peer, path):
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "replace")
+        path = path[:256] if path else path
         self.events.publish("tftp.refused", level="warn", ip=peer[0],
                             peer="%s:%d" % tuple(peer[:2]), direction=direction,
                             reason=reason, path=path)
@@ -338,7 +341,7 @@ class TransferEvents:
                 path=transfer.path, outcome=outcome, code=transfer.code, size=transfer.size,
                 bytes=transfer.sent, duration=round(duration, 6),
                 rate=_rate(transfer.sent, duration),
-                detail=None if result is None else result.getErrorMessage())
+                detail=result)
             return None
         transfer.finished.addBoth(ended)
 

@@ -19,6 +19,7 @@ from twisted.python import usage
 from provisioner import logfilter
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig, parseOverride
+from provisioner.events import MenusLogBridge, TransferEvents
 from provisioner.startup import installExceptHook
 
 __all__ = ["Options", "makeService", "ProvisionerService", "SUBSYSTEMS"]
@@ -144,6 +145,10 @@ class ProvisionerService(service.MultiService):
         self.configPath = configPath
         self.overrides = list(overrides)
         self.appliance = Appliance(config, reactor)
+        # the events of transfers (the services' hooks) and of the menus
+        # (their log), published to appliance.events
+        self.transferEvents = TransferEvents(self.appliance)
+        self.menusLog = MenusLogBridge(self.appliance)
         self._previousHUP = None
         for name, section, module in SUBSYSTEMS:
             if config[section].get("enabled", False):
@@ -158,6 +163,9 @@ class ProvisionerService(service.MultiService):
 
     def startService(self):
         service.MultiService.startService(self)
+        self.transferEvents.hook()
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self.menusLog)
         if hasattr(signal, "SIGHUP"):
             try:
                 self._previousHUP = signal.signal(signal.SIGHUP, self._sighup)
@@ -170,6 +178,9 @@ class ProvisionerService(service.MultiService):
         if self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
             self._previousHUP = None
+        self.transferEvents.unhook()
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.removeObserver(self.menusLog)
         return service.MultiService.stopService(self)
 
     def _sighup(self, signum, frame):
@@ -191,6 +202,7 @@ class ProvisionerService(service.MultiService):
             self.log.error("reload refused, keeping the running configuration: {error}",
                            error=str(e))
             self.appliance.reloads["refused"] += 1
+            self._reloaded("refused", str(e))
             return False
         self.appliance.config = config
         failed = False
@@ -213,8 +225,23 @@ class ProvisionerService(service.MultiService):
                 failed = True
                 self.log.failure("reload of {service} failed", service=name)
         self.appliance.reloads["failed" if failed else "applied"] += 1
+        self._reloaded("failed" if failed else "applied",
+                       "a service could not take it (see the log)" if failed else None)
+        # a service the reload built is hooked once it exists
+        self.reactor.callLater(0, self.transferEvents.hook)
         self.log.info("configuration reloaded from {path}", path=self.configPath or "defaults")
         return True
+
+    def _reloaded(self, result, error):
+        """
+        Remember the reload's result (C{/healthz}) and publish it.
+        """
+        now = self.reactor.seconds()
+        self.appliance.lastReload = {"time": now, "result": result, "error": error,
+                                     "path": self.configPath}
+        self.appliance.events.publish("config.reload", level="info" if result == "applied"
+                                      else "error", result=result, error=error,
+                                      path=self.configPath)
 
 
 def makeService(options, reactor=None):

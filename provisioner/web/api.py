@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.web import resource
 
+from provisioner.web.eventsapi import ConsoleEndpoints
 from provisioner.web.hostsapi import HostsEndpoints
 from provisioner.web.jsonio import jsonable, publicVars
 from provisioner.web.logs import NamedLogger
@@ -37,6 +38,9 @@ class APIResource(resource.Resource):
       - C{/api/v1/discovered}, C{/api/v1/discovered/MAC}: machines no
         inventory names that booted.
       - C{/api/v1/clients}: what DHCP and TFTP learnt about clients.
+      - C{/api/v1/events}, C{/api/v1/events/stream} (Server-Sent Events),
+        C{/api/v1/transfers}, C{/api/v1/console}: the operator's console
+        (L{provisioner.web.eventsapi.ConsoleEndpoints}).
 
     and, with the hosts service, three POSTs (L{render_POST}): a booted
     system's callback (its per-boot token is the authentication), and
@@ -57,6 +61,7 @@ class APIResource(resource.Resource):
         self.appliance = appliance
         self.apiVars = frozenset(apiVars)
         self._hostsEndpoints = HostsEndpoints(self)
+        self.console = ConsoleEndpoints(self)
 
     def render_GET(self, request):
         parts = [p for p in request.postpath if p]
@@ -69,7 +74,7 @@ class APIResource(resource.Resource):
                 "/api/v1/images", "/api/v1/images/NAME", "/api/v1/inventory",
                 "/api/v1/hosts", "/api/v1/hosts/MAC-OR-NAME?arch=ARCH",
                 "/api/v1/hosts/NAME/events", "/api/v1/discovered", "/api/v1/discovered/MAC",
-                "/api/v1/clients"]})
+                "/api/v1/clients"] + ConsoleEndpoints.ENDPOINTS})
         try:
             if parts[0] == "images":
                 return self._images(request, parts[1:])
@@ -79,6 +84,8 @@ class APIResource(resource.Resource):
                 return self._hostsEndpoints.hosts(request, parts[1:])
             if parts[0] == "discovered" and len(parts) <= 2:
                 return self._hostsEndpoints.discovered(request, parts[1:])
+            if self.console.handles(parts[0]):
+                return self.console.get(request, parts)
             if parts[0] == "clients" and len(parts) == 1:
                 return self._json(request, {"clients": [
                     jsonable(r.asDict()) for r in self.appliance.clients]})

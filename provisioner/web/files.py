@@ -6,13 +6,17 @@ as a L{provisioner.files.FileRequest}. Answers honour HEAD and single byte
 ranges, always carry a correct Content-Length, and are streamed from the
 data source (L{provisioner.web.streaming.SourceProducer}): never read whole
 into memory. Each body written whole is an L{HTTPFetch} for the fetch
-callbacks (the host lifecycle's deploy signal).
+callbacks (the host lifecycle's deploy signal). Each body being written is
+an L{HTTPTransfer} in L{FileResource.transfers} (the dashboard's view) and
+is given to the start callbacks (the events).
 """
 
 import mimetypes
 from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from provisioner.errors import AccessViolation, FileNotFound
@@ -20,7 +24,7 @@ from provisioner.files import BytesSource, FileRequest, ResolverChain, normalise
 from provisioner.web.logs import NamedLogger
 from provisioner.web.streaming import SourceProducer, ifRangeMatches, parseRange
 
-__all__ = ["FileResource", "HTTPFetch", "baseURL"]
+__all__ = ["FileResource", "HTTPFetch", "HTTPTransfer", "baseURL"]
 
 _TEXT = {".ipxe": "text/plain; charset=utf-8", ".cfg": "text/plain; charset=utf-8",
          ".iso": "application/x-iso9660-image"}
@@ -68,6 +72,9 @@ class FileResource(resource.Resource):
     @ivar resolvers: a callable returning the list of resolvers to ask.
     @ivar fetchCallbacks: callables given an L{HTTPFetch} when a GET body
         has been written whole (the HTTP service's C{addFetchCallback}).
+    @ivar startCallbacks: callables given an L{HTTPTransfer} when a GET
+        body starts (the HTTP service's C{addStartCallback}).
+    @ivar transfers: the L{HTTPTransfer}s being written (read only).
     """
 
     isLeaf = True
@@ -80,6 +87,8 @@ class FileResource(resource.Resource):
         self.chunk = chunk
         self.accessLog = accessLog
         self.fetchCallbacks = []
+        self.startCallbacks = []
+        self.transfers = set()
 
     def render_HEAD(self, request):
         return self.render_GET(request)
@@ -199,7 +208,16 @@ class FileResource(resource.Resource):
             request.finish()
             return
         producer = SourceProducer(request, source, offset, length, self.chunk)
+        transfer = HTTPTransfer(fileRequest.peer, fileRequest.path, 206 if wanted else 200,
+                                size, length, producer, self.appliance.reactor)
+        self.transfers.add(transfer)
+        for callback in list(self.startCallbacks):
+            try:
+                callback(transfer)
+            except Exception:
+                self.log.failure("HTTP start callback {callback!r}", callback=callback)
         d = producer.start()
+        d.addBoth(self._transferred, transfer)
         d.addCallback(self._fetched, fileRequest, 206 if wanted else 200, length)
         d.addErrback(lambda f: None)
 
@@ -240,6 +258,11 @@ class FileResource(resource.Resource):
             request.setHeader(b"cache-control", b"no-store")
         return etag, mtime
 
+    def _transferred(self, result, transfer):
+        self.transfers.discard(transfer)
+        transfer.end(result)
+        return result
+
     def _fetched(self, _, fileRequest, code, length):
         if not self.fetchCallbacks:
             return
@@ -271,3 +294,51 @@ class HTTPFetch:
 
     def __repr__(self):
         return "<HTTPFetch %s %s from %s>" % (self.code, self.path, self.peer)
+
+
+class HTTPTransfer:
+    """
+    One body being written (the dashboard's view, the events).
+
+    @ivar peer: C{(host, port)} of the client.
+    @ivar path: the normalised path.
+    @ivar code: 200, or 206 for a range.
+    @ivar size: the file's size; C{length}: the bytes to write.
+    @ivar started: the clock's time at its start; C{ended}: at its end.
+    @ivar finished: a Deferred fired with L{None} once written whole, or
+        with why it was not (the client went away, the source fell short),
+        as text; never with a failure.
+    """
+
+    def __init__(self, peer, path, code, size, length, producer, clock):
+        self.peer = peer
+        self.path = path
+        self.code = code
+        self.size = size
+        self.length = length
+        self._producer = producer
+        self._first = producer.offset
+        self._clock = clock
+        self.started = clock.seconds()
+        self.ended = None
+        self.finished = defer.Deferred()
+
+    @property
+    def sent(self):
+        """
+        The bytes handed to the connection so far.
+        """
+        return self._producer.offset - self._first
+
+    def duration(self):
+        end = self.ended if self.ended is not None else self._clock.seconds()
+        return max(0.0, end - self.started)
+
+    def end(self, result):
+        self.ended = self._clock.seconds()
+        self.finished.callback(result.getErrorMessage() if isinstance(result, Failure) else None)
+
+    def asDict(self):
+        return {"peer": "%s:%d" % tuple(self.peer[:2]), "path": self.path, "code": self.code,
+                "size": self.size, "length": self.length, "bytes": self.sent,
+                "started": self.started}

@@ -1,8 +1,10 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.test_web,tests.test_dashboard,tests.test_health -*-
 """
 The root of the C{http} service's site (L{RootResource}): the JSON API
 (L{provisioner.web.api.APIResource}), the Prometheus metrics
-(C{/metrics}, L{provisioner.metrics}) or the files
+(C{/metrics}, L{provisioner.metrics}), the health check (C{/healthz},
+L{provisioner.web.health}), the dashboard (C{/ui/},
+L{provisioner.web.dashboard}; C{/} is its page) or the files
 (L{provisioner.web.files.FileResource}).
 """
 
@@ -14,16 +16,22 @@ __all__ = ["RootResource"]
 class RootResource(resource.Resource):
     """
     C{/api/v1/...} goes to the API (when enabled), C{/metrics} to the
-    metrics (when enabled), everything else to the files.
+    metrics (when enabled), C{/healthz} to the health check, C{/ui/...} to
+    the dashboard and C{/} to its page (when the dashboard is given),
+    everything else to the files.
 
     @ivar metrics: a callable returning the metrics resource, or L{None}.
+    @ivar health: the health resource, or L{None}.
+    @ivar dashboard: the dashboard resource, or L{None}.
     """
 
-    def __init__(self, files, api=None, metrics=None):
+    def __init__(self, files, api=None, metrics=None, health=None, dashboard=None):
         resource.Resource.__init__(self)
         self.files = files
         self.api = api
         self.metrics = metrics
+        self.health = health
+        self.dashboard = dashboard
 
     def getChildWithDefault(self, name, request):
         if self.api is not None and name == b"api" and request.postpath[:1] == [b"v1"]:
@@ -31,6 +39,13 @@ class RootResource(resource.Resource):
             return self.api
         if self.metrics is not None and name == b"metrics" and not request.postpath:
             return self.metrics()
+        if self.health is not None and name == b"healthz" and not request.postpath:
+            return self.health
+        if self.dashboard is not None:
+            if name == b"ui":
+                return self.dashboard
+            if name == b"" and not request.postpath:
+                return self.dashboard.index
         # Leave the whole path to the file resource.
         request.postpath.insert(0, name)
         request.prepath.pop()

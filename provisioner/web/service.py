@@ -9,7 +9,9 @@ also takes C{?mac=...&arch=...}), the image catalogue
 (C{<images.prefix>/NAME}, only complete, hashed files), then C{http.root}
 if set, then, when C{http.root} is the TFTP root, the TFTP service's boot
 programs (C{tftp.boot_programs}). C{/metrics} serves the Prometheus
-metrics (C{http.metrics}, L{provisioner.metrics}). The service registers
+metrics (C{http.metrics}, L{provisioner.metrics}), C{/healthz} the health
+check (L{provisioner.web.health}) and C{/ui/} the dashboard
+(L{provisioner.web.dashboard}, with the API; C{/} is its page). The service registers
 itself as C{appliance.http}; its C{url} is the base URL it listens at.
 """
 
@@ -23,6 +25,8 @@ from provisioner.files import DirectoryResolver
 from provisioner.startup import bindError
 from provisioner.metrics import ApplianceMetrics
 from provisioner.web.api import APIResource
+from provisioner.web.dashboard import DashboardResource
+from provisioner.web.health import HealthResource
 from provisioner.web.files import FileResource
 from provisioner.web.root import RootResource
 
@@ -74,7 +78,10 @@ class HTTPService(service.Service):
         self.files = FileResource(appliance, self.resolvers, chunk=self.config["chunk_size"],
                                   accessLog=self.config["access_log"])
         self.api = APIResource(appliance, self.config["api_vars"])
-        self.root = RootResource(self.files, self.api if self.config["api"] else None)
+        self.dashboard = DashboardResource()
+        self.root = RootResource(self.files, self.api if self.config["api"] else None,
+                                 health=HealthResource(appliance, lambda: self.parent),
+                                 dashboard=self.dashboard if self.config["api"] else None)
         self.site = _Site(self.root)
         appliance.http = self
         self.metrics = None
@@ -125,6 +132,21 @@ class HTTPService(service.Service):
         @return: a callable that removes it again.
         """
         callbacks = self.files.fetchCallbacks
+        callbacks.append(callback)
+
+        def remove():
+            if callback in callbacks:
+                callbacks.remove(callback)
+        return remove
+
+    def addStartCallback(self, callback):
+        """
+        Add a callable given an L{provisioner.web.files.HTTPTransfer} each
+        time a file's body starts.
+
+        @return: a callable that removes it again.
+        """
+        callbacks = self.files.startCallbacks
         callbacks.append(callback)
 
         def remove():
@@ -195,6 +217,7 @@ class HTTPService(service.Service):
         self.files.chunk = new["chunk_size"]
         self.files.accessLog = new["access_log"]
         self.root.api = self.api if new["api"] else None
+        self.root.dashboard = self.dashboard if new["api"] else None
         self.api.apiVars = frozenset(new["api_vars"])
         self._setMetrics(new["metrics"])
         if self.root.metrics is not None:
