@@ -24,6 +24,7 @@ from twisted.logger import LogLevel
 from provisioner.dhcp import replies, wire
 from provisioner.dhcp.policy import HTTP_ARCHES, ClientFacts, archName
 from provisioner.dhcp.wire import OPT, ZERO, MalformedPacket
+from provisioner.events import NULL_SINK
 
 __all__ = ["BootAnswers"]
 
@@ -37,12 +38,18 @@ class BootAnswers:
     @ivar clients: the appliance's client directory.
     @ivar policy: an L{provisioner.dhcp.policy.IBootPolicy}.
     @ivar log: the responder's logger.
+    @ivar events: the L{provisioner.events.IEventSink} of boot decisions.
     """
 
-    def __init__(self, config, reactor, clients, policy, log, count):
+    #: seconds within which the same decision for a MAC is published once
+    #: (a boot's DISCOVER, REQUEST and 4011 exchange are one event)
+    EVENT_INTERVAL = 10.0
+
+    def __init__(self, config, reactor, clients, policy, log, count, events=None):
         """
         @param count: C{count(name)} adds one to the responder's counter
             C{name}.
+        @param events: where decisions are published (none by default).
         """
         self.config = config
         self.reactor = reactor
@@ -51,6 +58,8 @@ class BootAnswers:
         self.log = log
         self._count = count
         self._lastDecision = {}
+        self._published = {}
+        self.events = events if events is not None else NULL_SINK
 
     def reconfigure(self, config):
         """
@@ -128,6 +137,7 @@ class BootAnswers:
             "ipxe={ipxe} -> {bootFile} ({reason})", mac=facts.mac, arch=facts.arch,
             archName=archName(facts.arch), vendor=facts.vendorClass, ipxe=facts.ipxe,
             bootFile=bootFile, reason=decision.reason if decision is not None else "none")
+        self._publish(facts, ip, decision, key)
         if facts.mac is not None:
             try:
                 self.clients.update(
@@ -138,6 +148,25 @@ class BootAnswers:
             except Exception:
                 self.log.failure("client directory update failed for {mac}", mac=facts.mac)
         return decision
+
+    def _publish(self, facts, ip, decision, key):
+        """
+        Publish a decision (C{dhcp.boot}): once per MAC and decision within
+        L{EVENT_INTERVAL} seconds.
+        """
+        now = self.reactor.seconds()
+        last = self._published.get(facts.mac)
+        if last is not None and last[0] == key and now - last[1] < self.EVENT_INTERVAL:
+            return
+        self._published[facts.mac] = (key, now)
+        if len(self._published) > 100000:
+            self._published.clear()
+        self.events.publish(
+            "dhcp.boot", mac=facts.mac, level="info" if decision is not None else "warn",
+            ip=ip, arch=facts.arch, arch_name=archName(facts.arch), vendor=facts.vendorClass,
+            ipxe=bool(facts.ipxe), http=bool(facts.http), uuid=facts.uuid,
+            boot_file=decision.bootFile if decision is not None else None,
+            reason=decision.reason if decision is not None else "the policy gave nothing")
 
     # Boot information in a reply ------------------------------------------
 

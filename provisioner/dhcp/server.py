@@ -140,7 +140,11 @@ class DHCPResponder:
     log = Logger()
 
     def __init__(self, config, reactor, clients, leases=None, policy=None,
-                 inventoryGetter=lambda: None):
+                 inventoryGetter=lambda: None, events=None):
+        """
+        @param events: the L{provisioner.events.IEventSink} the boot
+            decisions are published to (none by default).
+        """
         self.reactor = reactor
         self.clients = clients
         self.inventoryGetter = inventoryGetter
@@ -151,7 +155,8 @@ class DHCPResponder:
         # The parts log through this logger: every line keeps the namespace
         # it had when they were one class.
         self.subnets = Subnets(config, inventoryGetter, self.log)
-        self.boot = BootAnswers(config, reactor, clients, self.policy, self.log, self._count)
+        self.boot = BootAnswers(config, reactor, clients, self.policy, self.log, self._count,
+                                events)
         self.leasing = LeaseResponder(config, reactor, clients, leases, self.subnets,
                                       self.boot, self.log, self._count)
         self.config = config

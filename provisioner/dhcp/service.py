@@ -102,7 +102,7 @@ class DHCPService(service.Service):
                           path=config["lease_file"], count=len(self.leases))
         self.responder = DHCPResponder(
             config, self.reactor, self.appliance.clients, self.leases,
-            inventoryGetter=lambda: self.appliance.inventory)
+            inventoryGetter=lambda: self.appliance.inventory, events=self.appliance.events)
         for iface in self._interfaces():
             if config["port"]:
                 protocol = DHCPProtocol(self.responder, iface)
