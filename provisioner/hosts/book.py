@@ -41,6 +41,7 @@ import secrets
 from twisted.logger import Logger
 
 from provisioner.directory import normaliseMAC
+from provisioner.events import NULL_SINK
 from provisioner.hosts import lifecycle
 from provisioner.hosts.admin import AdminActions
 from provisioner.hosts.boot import BootDecisions
@@ -67,6 +68,8 @@ class HostBook:
     @ivar machines: discovered machines, C{{mac: Machine}}, least recently
         seen first (kept by the L{Discovery}).
     @ivar tokens: C{{digest: Token}}, oldest first (kept by the L{TokenLedger}).
+    @ivar eventSink: where every event of a history is published as it is
+        recorded (C{host.state}), an L{provisioner.events.IEventSink}.
     """
 
     log = Logger()
@@ -74,7 +77,7 @@ class HostBook:
     def __init__(self, clock, inventory=lambda: None, clients=None, store=None,
                  eventsPerHost=100, tokenTTL=21600, maxTokens=10000, maxDiscovered=10000,
                  filesPerMachine=32, adminNetworks=("127.0.0.0/8", "::1/128"),
-                 newToken=None):
+                 newToken=None, eventSink=None):
         """
         @param clock: an C{IReactorTime}.
         @param inventory: a callable returning the current inventory (or
@@ -83,6 +86,7 @@ class HostBook:
             class, UUID learnt by DHCP), or L{None}.
         @param newToken: a callable returning a fresh token (tests);
             default C{secrets.token_urlsafe(24)}.
+        @param eventSink: see L{eventSink} (none by default).
         """
         self.clock = clock
         self.inventory = inventory
@@ -91,6 +95,7 @@ class HostBook:
         self.loaded = False
         self.hosts = {}
         self.events = {}
+        self.eventSink = eventSink if eventSink is not None else NULL_SINK
         self._discovery = Discovery(self)
         self._deploySignal = DeploySignal(self)
         self._bootDecisions = BootDecisions(self)
@@ -177,6 +182,22 @@ class HostBook:
             history = self.events[key] = collections.deque(maxlen=self.eventsPerHost)
         return history
 
+    def _record(self, key, event):
+        """
+        Add C{event} to the history of C{key} (a host's name, or a
+        discovered machine's MAC) and publish it.
+        """
+        self._history(key).append(event)
+        self._publish(event)
+
+    def _publish(self, event):
+        record = self.hosts.get(event.key)
+        isHost = record is not None
+        mac = event.key if not isHost else (record.macs[0] if record.macs else None)
+        self.eventSink.publish("host.state", host=event.key if isHost else None, mac=mac,
+                               level="warn" if event.target == "failed" else "info",
+                               source=event.source, target=event.target, why=event.why)
+
     def _transition(self, record, target, why, now=None):
         """
         Move a host to C{target}: check the table, record the event, log it,
@@ -189,7 +210,7 @@ class HostBook:
         record.state = target
         record.since = now
         record.reason = why
-        self._history(record.name).append(event)
+        self._record(record.name, event)
         self.log.info("hosts: {host} {source} -> {target}: {why}", host=record.name,
                       source=event.source, target=target, why=why)
         return self._write(self.store.saveHost(record, event, self.eventsPerHost),
@@ -202,7 +223,7 @@ class HostBook:
                             profile=profile, adopted=adopted, created=now)
         self.hosts[name] = record
         self._indexAdopted(record)
-        self._history(name).append(event)
+        self._record(name, event)
         self.log.info("hosts: {host} is ready: {why}", host=name, why=why)
         return record, self._write(self.store.saveHost(record, event, self.eventsPerHost),
                                    "host %s" % (name,))
@@ -360,6 +381,7 @@ class HostBook:
                             profile=profile, adopted=profile is not None, created=now)
         self.hosts[name] = record
         self._indexAdopted(record)
+        self._publish(event)
         self.log.info("hosts: {mac} is host {host} now, ready: {why}", mac=mac, host=name,
                       why=why)
         return self._write(self.store.adopt(mac, record, event, self.eventsPerHost),

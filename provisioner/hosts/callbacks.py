@@ -78,7 +78,7 @@ class Callbacks:
         if state == DEPLOYING:
             event = lifecycle.progress(name, DEPLOYING, "progress from %s%s" % (peer, text),
                                        now)
-            book._history(name).append(event)
+            book._record(name, event)
             book.log.info("hosts: {host} progress: {why}", host=name, why=event.why)
             writes.append(book._write(book.store.addEvent(event, book.eventsPerHost),
                                       "an event of %s" % (name,)))

@@ -142,7 +142,7 @@ class Discovery:
         else:
             why = "a MAC no inventory names was served a boot menu at %s" % (ip,)
         event = lifecycle.transition(mac, None, DISCOVERED, why, now)
-        self.book._history(mac).append(event)
+        self.book._record(mac, event)
         self.book.log.info("hosts: discovered {mac}: {why}", mac=mac, why=why)
         return event
 

@@ -66,7 +66,8 @@ class HostsService(service.Service):
         self._givenStore = store is not None
         self._hooks = {}
         self.book = HostBook(self.reactor, inventory=lambda: self.appliance.inventory,
-                             clients=appliance.clients, **_limits(self.section))
+                             clients=appliance.clients, eventSink=appliance.events,
+                             **_limits(self.section))
         appliance.hosts = self.book
 
     def startService(self):
