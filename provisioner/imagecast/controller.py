@@ -33,6 +33,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
+from provisioner.events import NULL_SINK
 from provisioner.hashing import sha256File
 from provisioner.imagecast import commands
 from provisioner.imagecast import pieces as P
@@ -67,6 +68,8 @@ class Controller:
     @ivar totals: what the sessions that ended did, summed since start:
         C{sessions}, C{rounds}, C{wire_bytes} (the metrics add the running
         sessions' figures).
+    @ivar events: the L{provisioner.events.IEventSink} sessions, rounds and
+        receivers' verdicts are published to.
     """
 
     log = Logger()
@@ -79,7 +82,7 @@ class Controller:
     PIECE_CACHE = 8
 
     def __init__(self, reactor, config, writerFactory=None, hasher=None, sessionIds=None,
-                 catalog=None, pieceHasher=None):
+                 catalog=None, pieceHasher=None, events=None):
         self.reactor = reactor
         self.clock = reactor
         self.config = config
@@ -98,6 +101,7 @@ class Controller:
         self._ids = {}  # connection -> [clientIds registered over it]
         self._refused = set()  # connections told about a limit already
         self._starting = set()
+        self.events = events if events is not None else NULL_SINK
 
     def _udpWriter(self, group, port):
         return UDPWriter(group, port, interface=self.config["interface"],
@@ -404,6 +408,9 @@ class Controller:
                       session=sessionId, name=session.name, size=size,
                       group=session.group, port=session.port,
                       min=session.minReceivers, wait=session.maxWait)
+        self.events.publish("imagecast.session", session=sessionId, name=session.name,
+                            size=size, group=session.group, port=session.port,
+                            min_receivers=session.minReceivers, max_wait=session.maxWait)
         for clientId, (conn, address, want) in list(self.clients.items()):
             if self._wants(session, want) and session.enroll(clientId, address, conn) is None:
                 break  # max_members: the others wait for the next session
@@ -451,6 +458,10 @@ class Controller:
         self.log.info("imagecast session {session}: done after {rounds} rounds, {complete} of "
                       "{members} receivers complete", session=session.id, rounds=session.round,
                       complete=len(card["complete"]), members=len(card["permanent_group"]))
+        self.events.publish("imagecast.done", level="warn" if session.error else "info",
+                            session=session.id, name=session.name, rounds=session.round,
+                            complete=len(card["complete"]),
+                            receivers=len(card["permanent_group"]), error=session.error)
         return None
 
     #: the longest a Status call waits for a change (seconds)

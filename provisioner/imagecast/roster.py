@@ -190,6 +190,7 @@ class Roster:
         self._changed(member)
         self.log.info("imagecast session {session}: {client} complete", session=self.id,
                       client=member.clientId)
+        self._verdict(member)
         self._poke()
 
     def leave(self, member, reason):
@@ -199,7 +200,19 @@ class Roster:
         self._changed(member)
         self.log.warn("imagecast session {session}: {client} left: {reason}", session=self.id,
                       client=member.clientId, reason=reason)
+        self._verdict(member)
         self._poke()
+
+    def _verdict(self, member):
+        """
+        Publish a receiver's verdict (C{imagecast.receiver}: complete,
+        failed, lost).
+        """
+        self.controller.events.publish(
+            "imagecast.receiver", level="info" if member.state == COMPLETE else "warn",
+            ip=member.address or None, session=self.id, name=self.name,
+            client=member.clientId, verdict=member.state, reason=member.reason,
+            round=self.round, completed_at=member.completedAt)
 
     def _checkLost(self):
         """
@@ -224,6 +237,7 @@ class Roster:
                 self._changed(m)
                 self.log.warn("imagecast session {session}: {client} lost ({reason})",
                               session=self.id, client=m.clientId, reason=m.reason)
+                self._verdict(m)
         if expired:
             self._poke()
         if self.state != "done":

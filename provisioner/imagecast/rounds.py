@@ -76,6 +76,10 @@ class Rounds:
                   "datagrams": 0, "wire_bytes": 0, "reports": {}, "assumed": [],
                   "started": self.clock.seconds() - self.started}
         self.rounds.append(record)
+        self.controller.events.publish("imagecast.round", session=self.id, name=self.name,
+                                       round=self.round, ranges=len(ranges),
+                                       bytes=record["bytes"], rate=self.rate,
+                                       receivers=self._counts[1])
         self._poke()
         return record
 

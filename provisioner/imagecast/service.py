@@ -514,7 +514,8 @@ class ImagecastService(service.MultiService):
         self.appliance = appliance
         config = appliance.config["imagecast"]
         self.controller = Controller(appliance.reactor, config,
-                                     catalog=lambda: getattr(appliance, "catalog", None))
+                                     catalog=lambda: getattr(appliance, "catalog", None),
+                                     events=appliance.events)
         self.server = ControlServer(appliance.reactor, config,
                                     ControlFactory(self.controller, config["admin_networks"]))
         self.server.setServiceParent(self)
