@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "provisioner.menus.cli",
     "provisioner.hosts.cli",
     "provisioner.imagecast.cli",
+    "provisioner.store.cli",
     "provisioner.deployenv.cli",
 ]
 

@@ -3,6 +3,11 @@
 The C{dhcp} service: binds UDP 67 and 4011 on each configured interface in
 C{privilegedStartService}, opens the lease store (full mode), reclaims
 expired leases every minute, and closes everything in C{stopService}.
+
+The lease store is the SQLite file C{dhcp.lease_file}, or, with
+C{store.backend: postgresql}, the database several appliances share
+(L{provisioner.store.postgres_leases}): its schema is brought up to date
+first, and this appliance's heartbeat runs while the service does.
 """
 
 import os
@@ -16,6 +21,9 @@ from twisted.logger import Logger
 from provisioner.config import ConfigError
 from provisioner.startup import bindError, directoryError
 from provisioner.dhcp.leases import LeaseStore, ThreadedWriter
+from provisioner.store import postgres
+from provisioner.store.interfaces import StoreUnavailable
+from provisioner.store.postgres_leases import Membership, PostgresLeaseStore
 from provisioner.dhcp.server import (
     DHCPProtocol,
     DHCPResponder,
@@ -48,6 +56,7 @@ class DHCPService(service.Service):
         self._threadedLeases = threadedLeases
         self.responder = None
         self.leases = None
+        self.membership = None
         self.ports = []
         self._reclaimer = None
         self._bound = False
@@ -76,7 +85,10 @@ class DHCPService(service.Service):
 
     def privilegedStartService(self):
         config = self.config
-        if config["mode"] == "full":
+        store = self.appliance.config.get("store") or {"backend": "sqlite"}
+        if config["mode"] == "full" and store["backend"] == "postgresql":
+            self.leases = self._openShared(store)
+        elif config["mode"] == "full":
             writer = None
             directory = os.path.dirname(os.path.abspath(config["lease_file"]))
             try:
@@ -120,6 +132,33 @@ class DHCPService(service.Service):
         self._bound = True
         service.Service.privilegedStartService(self)
 
+    def _openShared(self, store):
+        """
+        The shared lease store of C{store.dsn}, its schema checked (and
+        migrated, with C{store.migrate}).
+
+        @raise ConfigError: the database cannot be used.
+        """
+        try:
+            applied = postgres.checkSchema(store)
+        except (postgres.SchemaError, StoreUnavailable) as e:
+            raise ConfigError("store.dsn", str(e))
+        if applied:
+            self.log.info("shared store {dsn}: schema migrated to version {version}",
+                          dsn=postgres.redact(store["dsn"]), version=applied[-1])
+        timeout = store["connect_timeout"]
+        self.membership = Membership(
+            postgres.Database(store["dsn"], self.reactor, "dhcp-heartbeat", timeout),
+            self.reactor, postgres.applianceId(store), store["failover_after"],
+            store["heartbeat_interval"])
+        leases = PostgresLeaseStore(
+            postgres.Database(store["dsn"], self.reactor, "dhcp-leases", timeout),
+            self.reactor, self.membership)
+        self.log.info("DHCP leases shared on {dsn} as appliance {me} (failover after "
+                      "{after}s)", dsn=leases.location, me=self.membership.me,
+                      after=store["failover_after"])
+        return leases
+
     def _bind(self, portKey, interface):
         """
         A socket bound to C{dhcp.address} and the port of C{portKey}.
@@ -138,6 +177,8 @@ class DHCPService(service.Service):
         if not self._bound:
             self.privilegedStartService()
         service.Service.startService(self)
+        if self.membership is not None:
+            self.membership.start()
         if self.leases is not None:
             self._reclaimer = task.LoopingCall(self._reclaim)
             self._reclaimer.clock = self.reactor
@@ -181,6 +222,10 @@ class DHCPService(service.Service):
                 waits.append(d)
         self.ports = []
         self._bound = False
+        if self.membership is not None:
+            membership, self.membership = self.membership, None
+            waits.append(membership.stop().addBoth(
+                lambda _: membership.database.close()))
         if self.leases is not None:
             waits.append(self.leases.close())
             self.leases = None

@@ -18,17 +18,28 @@ from twisted.logger import Logger
 
 from provisioner.config import ConfigError
 from provisioner.hosts.book import HostBook
+from provisioner.store import postgres
 from provisioner.store.sqlite import FILENAME, SQLiteHostStore
 
 __all__ = ["HostsService", "makeService", "openStore"]
 
 
-def openStore(section, reactor):
+def openStore(section, reactor, store=None):
     """
-    Open the store C{hosts.store} names.
+    Open the store C{hosts.store} names, or the shared PostgreSQL database
+    when C{store.backend} (C{store}, the configuration's C{store} section)
+    is C{postgresql}.
 
     @raise ConfigError: it cannot be opened.
     """
+    if store is not None and store["backend"] == "postgresql":
+        try:
+            postgres.checkSchema(store)
+        except Exception as e:
+            raise ConfigError("store.dsn", "cannot use the lifecycle store %s: %s" % (
+                postgres.redact(store["dsn"]), e))
+        return postgres.PostgresHostStore(postgres.Database(
+            store["dsn"], reactor, "hosts-store", store["connect_timeout"]))
     path = os.path.join(section["state_directory"], FILENAME)
     try:
         return SQLiteHostStore(path, reactor, threaded=IReactorThreads.providedBy(reactor),
@@ -74,7 +85,8 @@ class HostsService(service.Service):
         service.Service.startService(self)
         self.appliance.hosts = self.book
         if self.store is None:
-            self.store = openStore(self.section, self.reactor)
+            self.store = openStore(self.section, self.reactor,
+                                   self.appliance.config.get("store"))
         self.book.store = self.store
         d = self.store.load()
         d.addCallback(self._loaded)
