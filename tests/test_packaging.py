@@ -30,3 +30,29 @@ class PackagesTests(TestCase):
         listed = set(config["options"]["packages"].split())
         self.assertEqual(found - listed, set())
         self.assertEqual(listed - found, {"twisted.plugins"})
+
+
+class PackageDataTests(TestCase):
+    """
+    C{setup.cfg}'s C{package_data} against the files the packages read.
+    """
+
+    def test_dashboardShipped(self):
+        """
+        If the dashboard (L{provisioner.web.dashboard}) serves a file, a
+        C{package_data} pattern of C{provisioner.web} matches it (else an
+        installed appliance's dashboard is empty), and it exists.
+        """
+        import fnmatch
+
+        from provisioner.web.dashboard import FILES, UI_DIRECTORY
+        config = configparser.ConfigParser()
+        config.read(os.path.join(REPO, "setup.cfg"))
+        patterns = config["options.package_data"].get("provisioner.web", "").split()
+        web = os.path.join(REPO, "provisioner", "web")
+        for name in FILES:
+            path = os.path.join(UI_DIRECTORY, name)
+            self.assertTrue(os.path.isfile(path), path)
+            relative = os.path.relpath(path, web)
+            self.assertTrue(any(fnmatch.fnmatch(relative, p) for p in patterns),
+                            "%s is not in package_data %r" % (relative, patterns))
