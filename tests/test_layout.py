@@ -369,7 +369,8 @@ class ClientBoundaryTests(TestCase):
                      "provisioner.dhcp", "provisioner.web.api", "provisioner.images.cache",
                      "provisioner.tftp.upload", "provisioner.tftp.slots",
                      "provisioner.imagecast.session", "provisioner.hosts.book",
-                     "provisioner.store.sqlite", "provisioner.files", "provisioner.confine"):
+                     "provisioner.store.sqlite", "provisioner.files", "provisioner.confine",
+                     "provisioner.deployenv", "provisioner.deployenv.build"):
             self.assertTrue(isForbidden(name), name)
         for name in ("provisioner.tftp.wire", "provisioner.tftp.multicast.codec",
                      "provisioner.imagecast.commands", "provisioner.net.udpbatch",

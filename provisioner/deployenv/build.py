@@ -20,7 +20,6 @@ host (docs/deployenv.md):
 """
 
 import gzip
-import importlib.util
 import json
 import os
 import py_compile

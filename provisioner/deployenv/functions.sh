@@ -164,3 +164,10 @@ receiveCommand() {
     "--state /tmp/receive.state${secret:+ --secret-file /tmp/imagecast.secret}" \
     "--quiet --json${receiveArgs:+ $receiveArgs}"
 }
+
+# writeSecret: the receiver's secret (provisioner.secret=) in
+# /tmp/imagecast.secret, readable by root only, for --secret-file.
+writeSecret() {
+  [ -n "$secret" ] || return 0
+  (umask 077; echo "$secret" > /tmp/imagecast.secret)
+}

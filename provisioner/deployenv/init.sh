@@ -47,9 +47,7 @@ fi
 [ -n "$disk" ] || disk=$(firstDisk) || fail "no disk found"
 [ -b "$disk" ] || fail "$disk is not a block device"
 [ -n "$(imagecastServer)" ] || fail "no imagecast server (provisioner.imagecast= or provisioner.callback=)"
-if [ -n "$secret" ]; then
-  (umask 077; echo "$secret" > /tmp/imagecast.secret)
-fi
+writeSecret
 say "orders image=${image:-any} disk=$disk imagecast=$(imagecastServer)${imagecast:+ ($imagecast)}"
 report deploying "deploy environment up on $interface ($address): receiving ${image:-the announced image} onto $disk"
 if [ "$progress" -gt 0 ] 2>/dev/null; then
