@@ -221,19 +221,26 @@ class Database:
 
     def _call(self, function, args):
         psycopg = _psycopg()
-        if self._connection is None or self._connection.closed:
-            self._connection = connect(self.dsn, self._timeout)
-        connection = self._connection
-        try:
-            with connection.transaction():
-                with connection.cursor() as cursor:
-                    return function(cursor, *args)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            if connection.broken or connection.closed or isinstance(
-                    e, psycopg.errors.AdminShutdown):
+        for attempt in (1, 2):
+            if self._connection is None or self._connection.closed:
+                self._connection = connect(self.dsn, self._timeout)
+            connection = self._connection
+            began = False
+            try:
+                with connection.transaction():
+                    began = True
+                    with connection.cursor() as cursor:
+                        return function(cursor, *args)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                if not (connection.broken or connection.closed or isinstance(
+                        e, psycopg.errors.AdminShutdown)):
+                    raise
                 self._drop()
-                raise StoreUnavailable("%s: %s" % (self.location, _oneLine(e)))
-            raise
+                if began or attempt == 2:
+                    raise StoreUnavailable("%s: %s" % (self.location, _oneLine(e)))
+                # The connection died while idle (the server restarted):
+                # nothing was sent of this call, so it runs again once on a
+                # new connection.
 
     def _drop(self):
         connection, self._connection = self._connection, None
