@@ -61,7 +61,8 @@ DYNLOAD_SKIP = ("_curses", "readline", "_dbm", "_gdbm", "_sqlite3", "_tkinter", 
 #: entries of /usr/lib/python3/dist-packages left out: what only tests,
 #: servers and other protocols use
 DIST_SKIP = frozenset([
-    "hamcrest", "bcrypt", "twisted/conch", "twisted/words", "twisted/mail", "twisted/names",
+    "hamcrest", "bcrypt", "pkg_resources", "twisted/conch", "twisted/words", "twisted/mail",
+    "twisted/names",
     "twisted/news", "twisted/pair", "twisted/runner", "twisted/trial", "twisted/test",
     "twisted/web", "twisted/positioning", "twisted/spread", "twisted/scripts", "twisted/tap",
     "twisted/enterprise", "twisted/plugins", "twisted/lore", "twisted/mail"])
