@@ -20,8 +20,7 @@ def _bound(service):
     """
     name = service.name
     if name == "tftp":
-        port = service.listeningPort() if hasattr(service, "listeningPort") else None
-        return {"tftp": port}, True
+        return {"tftp": getattr(service, "listeningPort", None)}, True
     if name == "http":
         port = getattr(service, "port", None)
         return {"http": port.getHost().port if port is not None else None}, True
