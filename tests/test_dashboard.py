@@ -397,7 +397,7 @@ class DashboardBrowserTests(TestCase):
         self.assertEqual(browser.run("return document.querySelectorAll('button, form').length;"),
                          0)
         # let the sparkline gather a few samples
-        time.sleep(3)
+        time.sleep(6)
         if os.environ.get("PROVISIONER_SCREENSHOTS") == "1":
             path = os.path.join(REPO, "docs", "images", "dashboard.png")
             os.makedirs(os.path.dirname(path), exist_ok=True)

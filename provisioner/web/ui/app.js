@@ -52,7 +52,7 @@ function bar(fraction, label, cls) {
 function sparkline(values, width, height) {
   width = width || 120; height = height || 20;
   if (values.length < 2) return '<svg class="spark" width="' + width + '" height="' + height + '"></svg>';
-  const max = Math.max.apply(null, values) || 1;
+  const max = (Math.max.apply(null, values) || 1) * 1.2;
   const step = width / (SPARK_SAMPLES - 1);
   const start = width - step * (values.length - 1);
   const pts = values.map((v, i) => (start + i * step).toFixed(1) + "," +
