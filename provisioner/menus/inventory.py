@@ -29,8 +29,8 @@ from provisioner.directory import normaliseMAC
 from provisioner.config import ConfigError
 from provisioner.yamlfile import keyText, parseWithLines, readText
 
-__all__ = ["Inventory", "InventoryError", "Host", "Group", "Profile", "Resolution",
-           "parseInventory", "loadInventory", "EMPTY"]
+__all__ = ["Inventory", "InventoryError", "Host", "Group", "Profile", "Imaging",
+           "Resolution", "parseInventory", "loadInventory", "EMPTY"]
 
 
 class InventoryError(ConfigError):
@@ -123,6 +123,15 @@ def _int(value, path, lines, minimum=0, maximum=None, nullable=True):
     return value
 
 
+def _number(value, path, lines, minimum=0, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise lines.error(path, "must be a number (got %r)" % (value,))
+    if value < minimum or (maximum is not None and value > maximum):
+        raise lines.error(path, "must be between %s and %s (got %r)" % (
+            minimum, maximum, value))
+    return value
+
+
 def _mac(value, path, lines):
     try:
         return normaliseMAC(value)
@@ -138,16 +147,86 @@ def _uuid(value, path, lines):
         raise lines.error(path, "not a UUID (got %r)" % (value,))
 
 
+class Imaging:
+    """
+    A profile's C{imaging}: the deploy environment its hosts boot writes
+    C{image} (a catalogued image) onto a disk, received by imagecast in
+    one session with the profile's other hosts (docs/imaging.md).
+
+    @ivar image: the image's catalogue name.
+    @ivar disk: the disk: a path (C{/dev/vda}), or a rule the deploy
+        environment applies, C{{"min_size_gib": N}} (the first disk of at
+        least N GiB) or C{{"serial": S}} (the disk whose serial is S).
+    @ivar min_receivers: start the session once this many hosts are
+        registered with imagecast.
+    @ivar max_wait: or this many seconds after the first host asked.
+    """
+
+    KEYS = ("image", "disk", "min_receivers", "max_wait")
+    DISK_RULES = ("min_size_gib", "serial")
+
+    #: the longest C{max_wait}: a week, as C{imagecast send --max-wait}
+    MAX_WAIT = 7 * 24 * 3600
+
+    def __init__(self, data, path, lines):
+        p = tuple(path)
+        _keys(data, p, lines, self.KEYS)
+        if data.get("image") is None:
+            raise lines.error(p + ("image",), "the image to write is missing (a catalogued "
+                              "image's name)")
+        self.image = _str(data.get("image"), p + ("image",), lines, nullable=False)
+        if not self.image or any(c.isspace() for c in self.image) or \
+                self.image.startswith("/") or ".." in self.image.split("/"):
+            raise lines.error(p + ("image",), "must be a catalogued image's name, relative, "
+                              "without spaces or '..' (got %r)" % (self.image,))
+        self.disk = self._disk(data.get("disk"), p + ("disk",), lines)
+        self.min_receivers = _int(data.get("min_receivers", 1), p + ("min_receivers",),
+                                  lines, 1, 100000, nullable=False)
+        self.max_wait = _number(data.get("max_wait", 30), p + ("max_wait",), lines, 0,
+                                self.MAX_WAIT)
+
+    def _disk(self, value, path, lines):
+        if value is None:
+            raise lines.error(path, "the disk to write is missing: a path (/dev/vda) or a "
+                              "rule ({min_size_gib: 8} or {serial: ABC123})")
+        if isinstance(value, dict):
+            _keys(value, path, lines, self.DISK_RULES)
+            if len(value) != 1:
+                raise lines.error(path, "give one rule: min_size_gib or serial")
+            (rule, given), = value.items()
+            if rule == "min_size_gib":
+                return {rule: _number(given, path + (rule,), lines, 0, 1 << 20)}
+            serial = _str(given, path + (rule,), lines, nullable=False)
+            if not serial or any(c.isspace() for c in serial):
+                raise lines.error(path + (rule,), "must be a serial number without spaces "
+                                  "(got %r)" % (serial,))
+            return {rule: serial}
+        disk = _str(value, path, lines, nullable=False)
+        if not disk.startswith("/dev/") or any(c.isspace() for c in disk) or \
+                ".." in disk.split("/"):
+            raise lines.error(path, "must be a device path (/dev/vda, /dev/disk/by-id/...) "
+                              "or a rule ({min_size_gib: 8} or {serial: ABC123}); got %r"
+                              % (disk,))
+        return disk
+
+    def asDict(self):
+        return {"image": self.image,
+                "disk": dict(self.disk) if isinstance(self.disk, dict) else self.disk,
+                "min_receivers": self.min_receivers, "max_wait": self.max_wait}
+
+
 class Profile:
     """
     What to boot: kernel, initrds, command line, an image, menu entries.
 
     @ivar entries: a list of C{dict}s with C{label}, C{title}, C{kernel},
         C{initrd} (list), C{cmdline}, C{image}, C{local} (bool).
+    @ivar imaging: an L{Imaging} when the profile's hosts are imaged by the
+        deploy environment, else L{None}.
     """
 
     KEYS = ("description", "kernel", "initrd", "cmdline", "image", "entries",
-            "default_entry", "timeout", "template", "vars")
+            "default_entry", "timeout", "template", "vars", "imaging")
     ENTRY_KEYS = ("label", "title", "kernel", "initrd", "cmdline", "image", "local")
 
     def __init__(self, name, data, path, lines):
@@ -162,6 +241,9 @@ class Profile:
         self.template = _str(data.get("template"), p + ("template",), lines)
         self.timeout = _int(data.get("timeout"), p + ("timeout",), lines, 0, 3600)
         self.vars = dict(_mapping(data.get("vars"), p + ("vars",), lines))
+        imaging = data.get("imaging")
+        self.imaging = None if imaging is None else Imaging(
+            _mapping(imaging, p + ("imaging",), lines, allowNone=False), p + ("imaging",), lines)
         entries = data.get("entries")
         if entries is None:
             entries = []
@@ -199,7 +281,8 @@ class Profile:
                 "initrd": list(self.initrd), "cmdline": self.cmdline, "image": self.image,
                 "entries": [dict(e, initrd=list(e["initrd"])) for e in self.entries],
                 "default_entry": self.default_entry, "timeout": self.timeout,
-                "template": self.template, "vars": dict(self.vars)}
+                "template": self.template, "vars": dict(self.vars),
+                "imaging": self.imaging.asDict() if self.imaging is not None else None}
 
 
 class Group:
