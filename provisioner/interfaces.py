@@ -10,7 +10,7 @@ chain of L{IFileResolver}s for an L{IDataSource}, and streams from it. Policy
 from zope.interface import Attribute, Interface
 
 __all__ = ["IDataSource", "IFileResolver", "IVirtualFiles", "IClientDirectory",
-           "IRangeView", "IResolverFilter", "IRequestHandler"]
+           "IRangeView", "IResolverFilter", "IRequestHandler", "IImaging"]
 
 
 class IDataSource(Interface):
@@ -142,3 +142,51 @@ class IRequestHandler(Interface):
         @return: true when the handler took the request (no unicast session
             starts), false to leave it to the next handler or the server.
         """
+
+
+class IImaging(Interface):
+    """
+    What the imagecast service offers the host lifecycle
+    (C{appliance.imagecast}) for the hosts of imaging profiles: receivers'
+    secrets registered at runtime, the sessions those hosts start, and what
+    each host's receiver did (docs/imaging.md).
+    """
+
+    authentication = Attribute("C{imagecast.authentication}: C{secret}, C{certificate} or "
+                               "C{none} (orders carry a secret only for C{secret}).")
+
+    def addReceiver(receiverId, secret):
+        """
+        Accept C{secret} for the receiver C{receiverId} (and its ids
+        C{receiverId:anything}) besides the receivers file.
+
+        @return: a callable that removes the registration.
+        @raise ValueError: a malformed id or a secret too short.
+        """
+
+    def controlAddress(local=None):
+        """
+        @param local: the appliance's address the asking machine reached
+            (an HTTP request's host), used when the control channel listens
+            on every address.
+        @return: C{(host, port)} a receiver connects to, or L{None} when
+            the channel is not listening.
+        """
+
+    def want(image, minReceivers, maxWait, receiverId):
+        """
+        A host (C{receiverId}, its name) of an imaging profile asked for
+        its orders: the image's session starts (once C{minReceivers} are
+        registered, or C{maxWait} seconds from now) unless one is waiting
+        or running; its receiver, asking for C{image}, joins it.
+        """
+
+    def receivers():
+        """
+        @return: C{{host name: dict}}: for each receiver id (or its host
+            part, before a colon) of a session kept, its newest: C{session},
+            C{image}, C{session_state}, C{round}, C{received_bytes},
+            C{repaired_bytes}, C{size}, C{verdict} (C{waiting}, C{receiving},
+            C{complete}, C{failed}, C{lost}) and C{reason}.
+        """
+
