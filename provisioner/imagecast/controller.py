@@ -70,6 +70,10 @@ class Controller:
         sessions' figures).
     @ivar events: the L{provisioner.events.IEventSink} sessions, rounds and
         receivers' verdicts are published to.
+    @ivar startConditions: C{image -> (minReceivers, maxWait)} or L{None}:
+        a receiver asking for an image with start conditions starts its
+        session when none sends it, whatever C{auto_start} says (the
+        imaging profiles' sessions, L{provisioner.imagecast.autosession}).
     """
 
     log = Logger()
@@ -102,6 +106,7 @@ class Controller:
         self._refused = set()  # connections told about a limit already
         self._starting = set()
         self.events = events if events is not None else NULL_SINK
+        self.startConditions = lambda image: None
 
     def _udpWriter(self, group, port):
         return UDPWriter(group, port, interface=self.config["interface"],
@@ -206,8 +211,12 @@ class Controller:
             self._ids.setdefault(connection, []).append(clientId)
         for session in joining:
             session.enroll(clientId, address, connection)
-        if image and cfg["auto_start"]:
-            self._autoStart(image)
+        if image:
+            conditions = self.startConditions(image)
+            if conditions is not None:
+                self.autoStart(image, *conditions)
+            elif cfg["auto_start"]:
+                self.autoStart(image)
 
     def _probe(self, connection, clientId):
         """
@@ -417,22 +426,26 @@ class Controller:
         session.run(self.writerFactory).addBoth(self._sessionDone, session)
         return session
 
-    def _autoStart(self, image):
+    def autoStart(self, image, minReceivers=None, maxWait=None):
         """
-        C{auto_start}: a receiver asked for C{image} by name and no session
-        sends it: start one with the configured start conditions.
+        A receiver asked for C{image} by name (C{auto_start}), or a host of
+        an imaging profile asked for its orders, and no session sends it:
+        start one the way C{imagecast send} does (L{startSession}), with
+        these start conditions (default: the configured ones).
+
+        @return: whether a session for C{image} is starting or running.
         """
         if image in self._starting:
-            return
+            return True
         for session in self.sessions.values():
             if self._wants(session, image):
-                return
+                return True
         try:
-            d = self.startSession(image)
+            d = self.startSession(image, minReceivers, maxWait)
         except commands.ImagecastError as e:
             self.log.info("no automatic imagecast session for {image}: {error}",
                           image=image, error=e)
-            return
+            return False
         self._starting.add(image)
 
         def started(session):
@@ -444,6 +457,7 @@ class Controller:
             self._starting.discard(image)
             self.log.failure("automatic imagecast session for {image} failed", f, image=image)
         d.addCallbacks(started, failed)
+        return True
 
     def _sessionDone(self, result, session):
         self.sessions.pop(session.id, None)
