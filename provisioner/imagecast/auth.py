@@ -19,6 +19,11 @@ the ids C{HOST:anything}, the default ids of C{provisioner receive} on
 that host (C{HOSTNAME:OUTPUT}). The file is read again when it changes
 (its size, time or inode), so receivers are added without a reload.
 
+Secrets are also registered at runtime (L{Authenticator.addReceiver}):
+the host lifecycle gives each host of an imaging profile its own secret
+in its orders (docs/imaging.md). A receiver id may then have two secrets,
+its line's and the registered one: a proof under either is accepted.
+
 Nothing here imports the reactor.
 """
 
@@ -89,6 +94,7 @@ class Authenticator:
     def __init__(self, config):
         self._nonces = {}
         self._secrets = {}
+        self._registered = {}  # id -> [secret bytes], newest last
         self._stamp = None
         self._complained = None
         self.reconfigure(config)
@@ -156,13 +162,65 @@ class Authenticator:
 
     def secretFor(self, clientId):
         """
-        @return: the secret of C{clientId} (its own line, else its host's:
-            the part before the first colon), or L{None}.
+        @return: the secret of C{clientId} in the receivers file (its own
+            line, else its host's: the part before the first colon), or
+            L{None}.
         """
         secret = self._secrets.get(clientId)
         if secret is None and ":" in clientId:
             secret = self._secrets.get(clientId.split(":", 1)[0])
         return secret
+
+    def secretsFor(self, clientId):
+        """
+        @return: every secret that authenticates C{clientId}: the
+            registered ones (L{addReceiver}) of the id, else of its host,
+            then the receivers file's.
+        """
+        found = list(self._registered.get(clientId, ()))
+        if not found and ":" in clientId:
+            found = list(self._registered.get(clientId.split(":", 1)[0], ()))
+        secret = self.secretFor(clientId)
+        if secret is not None:
+            found.append(secret)
+        return found
+
+    # -- secrets registered at runtime ------------------------------------
+
+    def addReceiver(self, receiverId, secret):
+        """
+        Accept C{secret} for C{receiverId} (and, as a line of the receivers
+        file, for the ids C{receiverId:anything}), besides the receivers
+        file, until the returned callable is called. Nothing is written to
+        disk; an appliance restarted forgets it.
+
+        @param secret: text or bytes, at least L{MIN_SECRET} characters.
+        @return: a callable that removes this registration (idempotent).
+        @raise ValueError: if the id is empty or has spaces, or the secret
+            is too short.
+        """
+        if not receiverId or any(c.isspace() for c in receiverId) or len(receiverId) > 200:
+            raise ValueError("a receiver id is 1..200 characters without spaces")
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if len(secret) < MIN_SECRET:
+            raise ValueError("a receiver secret has at least %d characters" % (MIN_SECRET,))
+        held = self._registered.setdefault(receiverId, [])
+        held.append(secret)
+
+        def remove():
+            same = self._registered.get(receiverId)
+            if same is not None and secret in same:
+                same.remove(secret)
+                if not same:
+                    del self._registered[receiverId]
+        return remove
+
+    def registered(self):
+        """
+        @return: the ids with secrets registered at runtime, sorted.
+        """
+        return sorted(self._registered)
 
     # -- the exchange -------------------------------------------------------
 
@@ -203,11 +261,13 @@ class Authenticator:
             raise commands.NotAuthenticated("this appliance authenticates receivers: a "
                                             "secret is needed (receive --secret-file)")
         self._load()
-        secret = self.secretFor(clientId)
+        candidates = self.secretsFor(clientId)
         # the comparison runs for unknown ids too (against a random key)
-        expected = commands.registrationProof(secret or os.urandom(32), nonce, clientId,
-                                              self.serverName)
-        if not hmac.compare_digest(expected, bytes(proof)) or secret is None:
+        good = False
+        for secret in candidates or [os.urandom(32)]:
+            expected = commands.registrationProof(secret, nonce, clientId, self.serverName)
+            good = hmac.compare_digest(expected, bytes(proof)) or good
+        if not good or not candidates:
             raise commands.NotAuthenticated("%s: wrong or unknown receiver secret" % (
                 _clip(clientId),))
 
