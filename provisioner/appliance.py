@@ -36,6 +36,10 @@ class Appliance:
         metrics.
     @ivar imagecast: the imagecast service, set by it (C{.controller}: its
         sessions and receivers), or L{None}; read by the metrics.
+    @ivar imaging: the imagecast service's
+        L{provisioner.interfaces.IImaging} (receivers' secrets, the imaging
+        profiles' sessions, each host's receiver), set by it while it runs,
+        or L{None}; read by the host lifecycle (orders) and the hosts API.
     @ivar reloads: configuration reloads by result (C{applied},
         C{refused}, C{failed}: applied, but a service could not take it),
         counted by tap; read by the metrics.
@@ -58,6 +62,7 @@ class Appliance:
         self.hosts = None
         self.dhcp = None
         self.imagecast = None
+        self.imaging = None
         self.reloads = {"applied": 0, "refused": 0, "failed": 0}
         self.lastReload = None
         self.events = EventStream(reactor, identify=applianceIdentify(self))

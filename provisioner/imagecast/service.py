@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from provisioner.imagecast import commands
 from provisioner.imagecast.auth import Authenticator
+from provisioner.imagecast.autosession import ImagingSessions
 from provisioner.imagecast.controller import Controller
 from provisioner.net.sockopt import quickRecovery
 from provisioner.startup import bindError
@@ -505,6 +506,10 @@ class ImagecastService(service.MultiService):
 
     @ivar controller: the L{Controller}.
     @ivar server: the L{ControlServer}.
+    @ivar imaging: the L{ImagingSessions} (an
+        L{provisioner.interfaces.IImaging}), published as
+        C{appliance.imaging} while the service runs: the host lifecycle's
+        orders use it.
     """
 
     log = Logger()
@@ -519,7 +524,14 @@ class ImagecastService(service.MultiService):
         self.server = ControlServer(appliance.reactor, config,
                                     ControlFactory(self.controller, config["admin_networks"]))
         self.server.setServiceParent(self)
+        self.imaging = ImagingSessions(self.controller, self.server.factory.authenticator,
+                                       port=lambda: self.server.port)
         appliance.imagecast = self
+        appliance.imaging = self.imaging
+
+    def startService(self):
+        self.appliance.imaging = self.imaging
+        return service.MultiService.startService(self)
 
     def reconfigure(self, config):
         """
@@ -537,6 +549,8 @@ class ImagecastService(service.MultiService):
 
     def stopService(self):
         self.controller.stop()
+        if getattr(self.appliance, "imaging", None) is self.imaging:
+            self.appliance.imaging = None
         return service.MultiService.stopService(self)
 
 
