@@ -12,7 +12,9 @@ C{hosts} service (C{appliance.hosts}); the others use it:
     (L{HostBook.fetched}): a host that fetches its deploy entry's kernel
     (or image) becomes C{deploying}; a machine no inventory names is
     discovered, with the files it fetched;
-  - the JSON API runs callbacks, redeploy, adopt and the queries.
+  - the JSON API runs callbacks, redeploy, adopt and the queries, and
+    serves the orders of hosts whose profile images them
+    (L{HostBook.orders}).
 
 Changes are applied in memory at once (so the next boot sees them) and the
 store's Deferred is returned: an API answer waits for it, so what was
@@ -28,7 +30,9 @@ queries. It owns one object per role, each given the book:
   - L{provisioner.hosts.boot.BootDecisions}: the renderer's questions;
   - L{provisioner.hosts.callbacks.Callbacks}: booted systems' reports;
   - L{provisioner.hosts.admin.AdminActions}: who is an admin, redeploy,
-    adopt.
+    adopt;
+  - L{provisioner.hosts.orders.Orders}: the orders of imaging profiles'
+    hosts, and their receiver secrets.
 
 They save and log through the book (C{_write}, C{log}), so every line is
 the book's: namespace C{provisioner.hosts.book.HostBook}.
@@ -50,6 +54,7 @@ from provisioner.hosts.deploy import DeploySignal
 from provisioner.hosts.discovery import Discovery
 from provisioner.hosts.errors import BadRequest, NotFound, NotReady
 from provisioner.hosts.lifecycle import DISCOVERED, READY
+from provisioner.hosts.orders import Orders
 from provisioner.hosts.tokens import TokenLedger
 from provisioner.store.records import HostRecord
 
@@ -77,7 +82,7 @@ class HostBook:
     def __init__(self, clock, inventory=lambda: None, clients=None, store=None,
                  eventsPerHost=100, tokenTTL=21600, maxTokens=10000, maxDiscovered=10000,
                  filesPerMachine=32, adminNetworks=("127.0.0.0/8", "::1/128"),
-                 newToken=None, eventSink=None):
+                 newToken=None, eventSink=None, imaging=lambda: None, newSecret=None):
         """
         @param clock: an C{IReactorTime}.
         @param inventory: a callable returning the current inventory (or
@@ -87,9 +92,15 @@ class HostBook:
         @param newToken: a callable returning a fresh token (tests);
             default C{secrets.token_urlsafe(24)}.
         @param eventSink: see L{eventSink} (none by default).
+        @param imaging: a callable returning the imagecast service's
+            L{provisioner.interfaces.IImaging} (C{appliance.imaging}) or
+            L{None}: the orders' secrets and sessions.
+        @param newSecret: a callable returning a fresh receiver secret
+            (tests).
         """
         self.clock = clock
         self.inventory = inventory
+        self.imaging = imaging
         self.clients = clients
         self.store = store
         self.loaded = False
@@ -101,6 +112,7 @@ class HostBook:
         self._bootDecisions = BootDecisions(self)
         self._callbacks = Callbacks(self)
         self._admin = AdminActions(self)
+        self._orders = Orders(self, newSecret)
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
@@ -347,6 +359,34 @@ class HostBook:
         @raise BadRequest: an unknown C{state}.
         """
         return self._callbacks.callback(name, token, state, message, peer)
+
+    def orders(self, name, token, peer=None, local=None):
+        """
+        The orders of host C{name}'s deploy environment, when its profile
+        images it: C{provisioner.KEY=VALUE} lines (image, disk or disk
+        rule, the imagecast control channel, the receiver id and secret).
+        The token is checked as a callback's, and not used up; the host's
+        secret is registered and its image's session wanted through
+        L{imaging} (L{provisioner.hosts.orders}).
+
+        @param local: the appliance's address the request reached (the
+            control channel's address when it listens on every address).
+        @return: a Deferred firing with the text once its event is saved.
+        @raise Refused: a wrong, used-up or expired token, an unknown or
+            deployed host (logged; the answer says no more).
+        @raise NotFound: the host's profile does not image it.
+        @raise NotReady: imagecast is not running or not listening.
+        """
+        return self._orders.orders(name, token, peer, local)
+
+    def imagingStatus(self):
+        """
+        @return: C{{host name: what its imagecast receiver did}}
+            (L{provisioner.interfaces.IImaging.receivers}), or C{{}} without
+            imagecast.
+        """
+        service = self.imaging()
+        return service.receivers() if service is not None else {}
 
     def redeploy(self, name, peer=None):
         """

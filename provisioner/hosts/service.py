@@ -78,6 +78,7 @@ class HostsService(service.Service):
         self._hooks = {}
         self.book = HostBook(self.reactor, inventory=lambda: self.appliance.inventory,
                              clients=appliance.clients, eventSink=appliance.events,
+                             imaging=lambda: getattr(self.appliance, "imaging", None),
                              **_limits(self.section))
         appliance.hosts = self.book
 

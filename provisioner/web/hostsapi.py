@@ -5,7 +5,10 @@ lifecycle, one client's preview (everything it would be served, rendered,
 with no token minted), histories and discovered machines (C{GET}), and the
 lifecycle's changes (C{POST}): a booted system's callback, whose per-boot
 token is its authentication, and redeploy and adopt, from
-C{hosts.admin_networks} only, with a JSON body.
+C{hosts.admin_networks} only, with a JSON body. A host whose profile
+images it gets its orders (C{GET /api/v1/hosts/NAME/orders?token=T}, plain
+text), and every host's listing carries C{imaging}: what its imagecast
+receiver did (session, round, bytes received and repaired, verdict).
 """
 
 from urllib.parse import unquote_to_bytes
@@ -29,16 +32,19 @@ _CALLBACK_FIELDS = ("token", "state", "message")
 def lifecycleHosts(hosts, lifecycle):
     """
     The inventory's hosts with their lifecycle, then the hosts only the
-    lifecycle knows (adopted, or gone from the inventory).
+    lifecycle knows (adopted, or gone from the inventory); each with
+    C{imaging}, what its imagecast receiver did (or L{None}).
     """
     out = []
     listed = set()
+    imaging = lifecycle.imagingStatus()
     for entry in hosts:
         entry = dict(entry)
         info = lifecycle.hostInfo(entry["name"]) if entry["name"] in lifecycle.hosts else None
         for key in ("state", "since", "reason", "last_event", "adopted"):
             entry[key] = info[key] if info else None
         entry["in_inventory"] = True
+        entry["imaging"] = imaging.get(entry["name"])
         listed.add(entry["name"])
         out.append(entry)
     for info in lifecycle.hostsList():
@@ -48,7 +54,8 @@ def lifecycleHosts(hosts, lifecycle):
                     "profile": info["profile"], "templates": None,
                     "state": info["state"], "since": info["since"], "reason": info["reason"],
                     "last_event": info["last_event"], "adopted": info["adopted"],
-                    "in_inventory": info["in_inventory"]})
+                    "in_inventory": info["in_inventory"],
+                    "imaging": imaging.get(info["name"])})
     return out
 
 
@@ -77,6 +84,8 @@ class HostsEndpoints:
         lifecycle = api.appliance.hosts
         if lifecycle is not None and len(rest) == 2 and rest[1] == "events":
             return self._lifecycle(request, lambda: {"events": lifecycle.eventsOf(rest[0])})
+        if len(rest) == 2 and rest[1] == "orders":
+            return self._orders(request, rest[0], lifecycle)
         menus = api.appliance.menus
         inventory = api.appliance.inventory
         if (menus is None or inventory is None) and lifecycle is not None and not rest:
@@ -137,9 +146,44 @@ class HostsEndpoints:
             name = found["name"] if found else name
             described["lifecycle"] = lifecycle.hostInfo(name) \
                 if name in lifecycle.hosts else None
+            described["imaging"] = lifecycle.imagingStatus().get(name) if name else None
             described["discovered"] = lifecycle.machineInfo(mac) \
                 if found is None and mac in lifecycle.machines else None
         return self.api._json(request, described)
+
+    def _orders(self, request, name, lifecycle):
+        """
+        C{GET /api/v1/hosts/NAME/orders?token=T}: the host's orders as
+        plain text (L{provisioner.hosts.book.HostBook.orders}); a refusal is
+        its status and one line of text (a refused token: C{refused}, no
+        more).
+        """
+        if lifecycle is None:
+            return self._text(request, "the hosts service is not enabled\n", 404)
+        token = request.args.get(b"token", [b""])[0].decode("utf-8", "replace")
+        peer = getattr(request.getClientAddress(), "host", None)
+        local = getattr(request.getHost(), "host", None)
+        d = defer.maybeDeferred(lifecycle.orders, name, token, peer, local)
+
+        def refused(f):
+            if f.check(HostsError):
+                return self._text(request, f.getErrorMessage() + "\n", f.value.code)
+            self.api.log.failure("JSON API {path} failed", f, path=request.path)
+            return self._text(request, "internal error\n", 500)
+        d.addCallbacks(lambda text: self._text(request, text, 200), refused)
+        return server.NOT_DONE_YET
+
+    def _text(self, request, text, code):
+        """
+        Finish C{request} with C{text} as C{text/plain}, not cached.
+        """
+        if request.finished or request._disconnected:
+            return
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(text.encode("utf-8"))
+        request.finish()
 
     def discovered(self, request, rest):
         """
