@@ -24,6 +24,8 @@ parseWords() {
       provisioner.orders=*) orders=${w#*=} ;;
       provisioner.image=*) image=${w#*=} ;;
       provisioner.disk=*) disk=${w#*=} ;;
+      provisioner.disk_min_gib=*) diskMinGib=${w#*=} ;;
+      provisioner.disk_serial=*) diskSerial=${w#*=} ;;
       provisioner.imagecast=*) imagecast=${w#*=} ;;
       provisioner.secret=*) secret=${w#*=} ;;
       provisioner.id=*) receiverId=${w#*=} ;;
@@ -38,7 +40,8 @@ parseWords() {
 # readCmdline [FILE]: the orders of the kernel command line (/proc/cmdline),
 # with the defaults of what it does not say.
 readCmdline() {
-  token= callback= orders= image= disk= imagecast= secret= receiverId= interface=
+  token= callback= orders= image= disk= diskMinGib= diskSerial= imagecast= secret=
+  receiverId= interface=
   receiveArgs= onfailure=shell progress=30
   parseWords "$(cat "${1:-/proc/cmdline}")"
 }
@@ -54,6 +57,27 @@ callbackHost() {
 hostName() {
   case "$1" in
     */hosts/*/callback) local rest=${1%/callback}; echo "${rest##*/}" ;;
+  esac
+}
+
+# ordersURL: where the orders are: provisioner.orders=, else the callback URL's
+# .../hosts/NAME/orders (.../hosts/NAME/callback -> .../hosts/NAME/orders), else
+# nothing.
+ordersURL() {
+  if [ -n "$orders" ]; then
+    echo "$orders"
+    return 0
+  fi
+  case "$callback" in
+    */hosts/*/callback) echo "${callback%/callback}/orders" ;;
+  esac
+}
+
+# withToken URL: URL with token=$token added to its query.
+withToken() {
+  case "$1" in
+    *\?*) echo "$1&token=$token" ;;
+    *) echo "$1?token=$token" ;;
   esac
 }
 
@@ -88,7 +112,8 @@ report() {
   fi
   local body="token=$token&state=$1"
   [ -n "$2" ] && body="$body&message=$(urlencode "$2")"
-  if $DE_WGET -q -T 20 -O /tmp/callback.answer --post-data "$body" "$callback" 2>/dev/null; then
+  # No wget -T: busybox 1.35 static wget crashes with it (SIGSEGV); timeout bounds it.
+  if timeout 30 $DE_WGET -q -O /tmp/callback.answer --post-data "$body" "$callback" 2>/dev/null; then
     say "callback state=$1 ok"
   else
     say "callback state=$1 refused"
@@ -133,15 +158,48 @@ firstLinkInterface() {
   return 1
 }
 
+# diskSerialOf NAME: the serial number of /sys/block/NAME: its serial
+# (virtio), device/serial (NVMe), or the unit serial number VPD page
+# (device/vpd_pg80: SCSI, SATA), without spaces; or nothing.
+diskSerialOf() {
+  local d="$DE_SYS/block/$1" f s
+  for f in "$d/serial" "$d/device/serial"; do
+    [ -r "$f" ] || continue
+    s=$(tr -d ' \000\n' < "$f")
+    if [ -n "$s" ]; then
+      echo "$s"
+      return 0
+    fi
+  done
+  [ -r "$d/device/vpd_pg80" ] && tail -c +5 "$d/device/vpd_pg80" | tr -d ' \000\n'
+}
+
+# diskRule: the rule of provisioner.disk_min_gib= and provisioner.disk_serial=,
+# for messages (" of at least N GiB", " with serial S"), or nothing.
+diskRule() {
+  [ -n "$diskMinGib" ] && printf ' of at least %s GiB' "$diskMinGib"
+  [ -n "$diskSerial" ] && printf ' with serial %s' "$diskSerial"
+  return 0
+}
+
 # firstDisk: /dev/NAME of the first whole disk (virtio, SCSI/SATA, NVMe)
-# with a size, by name.
+# with a size, by name; of at least provisioner.disk_min_gib GiB and with
+# serial provisioner.disk_serial when they are given.
 firstDisk() {
-  local d n
+  local d n sectors
   for d in "$DE_SYS"/block/vd* "$DE_SYS"/block/sd* "$DE_SYS"/block/nvme*n* \
       "$DE_SYS"/block/hd*; do
     n=${d##*/}
     [ -e "$d/size" ] || continue
-    [ "$(cat "$d/size")" -gt 0 ] 2>/dev/null || continue
+    sectors=$(cat "$d/size")
+    [ "$sectors" -gt 0 ] 2>/dev/null || continue
+    if [ -n "$diskMinGib" ]; then
+      awk -v s="$sectors" -v g="$diskMinGib" 'BEGIN { exit !(s * 512 >= g * 1073741824) }' \
+        || continue
+    fi
+    if [ -n "$diskSerial" ]; then
+      [ "$(diskSerialOf "$n")" = "$diskSerial" ] || continue
+    fi
     echo "/dev/$n"
     return 0
   done

@@ -38,13 +38,21 @@ udhcpc -i "$interface" -q -n -t 10 -T 2 -s /lib/deployenv/udhcpc.sh >/dev/null 2
   || fail "no DHCP answer on $interface"
 address=$(ipv4Address "$interface")
 say "network interface=$interface address=$address"
-if [ -n "$orders" ]; then
-  case "$orders" in *\?*) url="$orders&token=$token" ;; *) url="$orders?token=$token" ;; esac
-  wget -q -T 20 -O /tmp/orders "$url" || fail "cannot fetch the orders from $orders"
-  parseWords "$(cat /tmp/orders)"
-  say "orders from $orders"
+# the orders: provisioner.orders=, else beside the callback URL
+# (.../hosts/NAME/orders); only an explicit provisioner.orders= must answer.
+# No wget -T: busybox's static wget crashes with it; timeout bounds it.
+ordersUrl=$(ordersURL)
+if [ -n "$ordersUrl" ]; then
+  if timeout 30 wget -q -O /tmp/orders "$(withToken "$ordersUrl")"; then
+    parseWords "$(cat /tmp/orders)"
+    say "orders from $ordersUrl"
+  elif [ -n "$orders" ]; then
+    fail "cannot fetch the orders from $orders"
+  else
+    say "no orders at $ordersUrl: the command line's only"
+  fi
 fi
-[ -n "$disk" ] || disk=$(firstDisk) || fail "no disk found"
+[ -n "$disk" ] || disk=$(firstDisk) || fail "no disk found$(diskRule)"
 [ -b "$disk" ] || fail "$disk is not a block device"
 [ -n "$(imagecastServer)" ] || fail "no imagecast server (provisioner.imagecast= or provisioner.callback=)"
 writeSecret
