@@ -119,6 +119,56 @@ def _event(e):
     return "%s: %s" % (change, e["why"])
 
 
+def _bytes(n):
+    """
+    A byte count for people: C{512 B}, C{64.0 MiB}.
+    """
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return "%.1f %s" % (n / size, unit)
+    return "%d B" % (n,)
+
+
+def _verdict(imaging):
+    verdict = imaging.get("verdict") or "-"
+    if imaging.get("reason"):
+        verdict += ": " + imaging["reason"]
+    return verdict
+
+
+def _imagingLine(imaging):
+    """
+    One host's imagecast receiver in a sentence (C{hosts show}).
+    """
+    return ("session %s (%s, %s), round %s: received %s of %s, repaired %s; %s" % (
+        imaging["session"], imaging["image"], imaging["session_state"], imaging["round"],
+        _bytes(imaging["received_bytes"]), _bytes(imaging["size"]),
+        _bytes(imaging["repaired_bytes"]), _verdict(imaging)))
+
+
+def _imagingTable(hosts, out):
+    """
+    The hosts an imagecast session sends (or sent) an image to: session,
+    round, bytes received and repaired, verdict.
+    """
+    rows = [("NAME", "SESSION", "IMAGE", "ROUND", "RECEIVED", "REPAIRED", "VERDICT")]
+    for h in hosts:
+        im = h.get("imaging")
+        if not im:
+            continue
+        size = im.get("size") or 0
+        share = " (%d%%)" % (100 * im["received_bytes"] // size,) if size else ""
+        rows.append((h["name"], im["session"], im["image"], im["round"],
+                     _bytes(im["received_bytes"]) + share, _bytes(im["repaired_bytes"]),
+                     _verdict(im)))
+    if len(rows) > 1:
+        print("", file=out)
+        print("imaging (imagecast sessions):", file=out)
+        _table(rows, out)
+
+
 def _table(rows, out):
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -150,6 +200,7 @@ def _list(args, base, out):
         _table(rows, out)
     else:
         print("(no hosts)", file=out)
+    _imagingTable(hosts, out)
     if machines:
         print("", file=out)
         print("discovered (adopt one: provisioner hosts adopt MAC --name NAME --profile P):",
@@ -202,6 +253,9 @@ def _show(args, base, out):
                                    "" if life.get("in_inventory") else
                                    " (not in the inventory file)"), file=out)
         print("  why: %s" % (life.get("reason"),), file=out)
+        imaging = (host or {}).get("imaging") or life.get("imaging")
+        if imaging:
+            print("  imaging: %s" % (_imagingLine(imaging),), file=out)
     elif machine:
         print("%s: discovered (no inventory names it)" % (machine["mac"],), file=out)
         print("  architecture: %s  vendor class: %s  UUID: %s" % (
