@@ -36,6 +36,7 @@ from provisioner.config import loadConfig
 from provisioner.imagecast import commands
 from provisioner.imagecast import ranges as R
 from provisioner.imagecast.controller import Controller
+from provisioner.imagecast.extents import MIN_HOLE
 from provisioner.imagecast.member import Member
 from provisioner.imagecast.service import ControlFactory, makeService
 
@@ -52,10 +53,19 @@ def _config(root, extra=""):
 
 
 def _image(case, size):
+    """
+    A directory holding an image C{img} of C{size} bytes that is sent
+    whole: a block of data every half L{MIN_HOLE}, so that it has no hole
+    the sender announces (the fake receivers here register without the
+    feature C{holes}, as receivers did before sparse images).
+    """
     root = case.mktemp()
     os.makedirs(root)
     with open(os.path.join(root, "img"), "wb") as f:
         f.truncate(size)
+        for offset in range(0, size, MIN_HOLE // 2):
+            f.seek(offset)
+            f.write(b"\xa5" * min(4096, size - offset))
     return root
 
 

@@ -31,13 +31,14 @@ from twisted.protocols import amp
 from provisioner.imagecast import ranges as _ranges
 
 __all__ = [
-    "ChunkedBytes", "RangeList", "JSON",
+    "ChunkedBytes", "RangeList", "HoleList", "JSON",
     "Challenge", "Register", "Pieces", "Ping", "Announce", "EndRound", "EndSession", "ReportMissing", "Complete",
     "Leave", "Progress", "FetchRange", "StartSession", "Status",
     "ImagecastError", "MulticastError", "NotRegistered", "UnknownSession", "StaleRound",
     "BadRanges", "ChecksumMismatch", "NotAllowed", "NoSuchImage", "BadRequest",
     "NotAuthenticated",
-    "FETCH_MAX", "MAX_LIST_RANGES", "MalformedRanges", "checkRanges",
+    "FETCH_MAX", "MAX_LIST_RANGES", "MAX_HOLE_RANGES", "FEATURE_HOLES", "FEATURES",
+    "MalformedRanges", "checkRanges",
     "NONCE_SIZE", "registrationProof", "AUTHENTICATION_MODES",
 ]
 
@@ -48,6 +49,18 @@ FETCH_MAX = 60000
 #: L{EndSession}) may hold; the server announces at most
 #: C{imagecast.max_ranges} (see the schema)
 MAX_LIST_RANGES = 1 << 22
+
+#: the most holes a L{Pieces} may announce (the sender announces at most
+#: L{provisioner.imagecast.extents.MAX_HOLES})
+MAX_HOLE_RANGES = 1 << 16
+
+#: the feature of L{Register} that says the receiver takes the holes of a
+#: sparse image (L{Pieces}' C{holes}): zeroes them on its output and
+#: counts them as received (docs/wire/imagecast.md, I{Sparse images})
+FEATURE_HOLES = "holes"
+
+#: the features this tree's receiver registers with
+FEATURES = (FEATURE_HOLES,)
 
 _PIECE = 0xFFFF
 
@@ -193,6 +206,23 @@ class RangeList(ChunkedBytes):
         return MalformedRanges("range list of more than %d bytes" % (self.maxBytes,))
 
 
+class HoleList(RangeList):
+    """
+    The holes of a sparse image (L{Pieces}): an optional L{RangeList} that
+    is left out of the responder's arguments when the box does not carry
+    it (an image without holes), so that responders written before it
+    (which take no C{holes}) answer such a L{Pieces} as before.
+    """
+
+    def __init__(self, maxRanges=None):
+        RangeList.__init__(self, optional=True, maxRanges=maxRanges)
+
+    def fromBox(self, name, strings, objects, proto):
+        if strings.get(name) is None:
+            return
+        RangeList.fromBox(self, name, strings, objects, proto)
+
+
 def checkRanges(value, limit=None, maxRanges=None):
     """
     Return a decoded L{RangeList} value, or raise L{BadRanges} if it was
@@ -335,11 +365,18 @@ class Register(amp.Command):
     missing), so a receiver lacking more should merge its smallest gaps
     first (L{_ranges.coalesce}). C{maxBoxBytes} is the largest box the
     server reads (C{imagecast.max_box_bytes}): a report must stay below it.
+
+    C{features} (optional, since sparse images) names what the receiver
+    understands beyond the first version of these commands:
+    L{FEATURE_HOLES}. A receiver without it is refused
+    (C{NOT_AUTHENTICATED}, the one refusal older receivers take as final)
+    when the session it would join sends a sparse image.
     """
     arguments = [(b"clientId", amp.Unicode()),
                  (b"address", amp.Unicode()),
                  (b"image", amp.Unicode(optional=True)),
-                 (b"proof", amp.String(optional=True))]
+                 (b"proof", amp.String(optional=True)),
+                 (b"features", amp.ListOf(amp.Unicode(), optional=True))]
     response = [(b"server", amp.Unicode()),
                 (b"maxReportRanges", amp.Integer(optional=True)),
                 (b"maxBoxBytes", amp.Integer(optional=True))]
@@ -366,10 +403,16 @@ class Pieces(amp.Command):
     of a piece only once they hash to its digest (the data key of
     L{Announce} is the same for every receiver and authenticates nothing
     between them).
+
+    C{holes} (optional, only for a sparse image, and only to receivers
+    that registered L{FEATURE_HOLES}): the ranges of the image that read
+    as zeros and are never sent; the receiver zeroes them on its output
+    and counts them as received.
     """
     arguments = [(b"session", amp.Integer()),
                  (b"pieceSize", amp.Integer()),
-                 (b"digests", PieceDigests())]
+                 (b"digests", PieceDigests()),
+                 (b"holes", HoleList(maxRanges=MAX_HOLE_RANGES))]
     response = []
     errors = _errors()
 

@@ -38,6 +38,7 @@ from provisioner.hashing import sha256File
 from provisioner.imagecast import commands
 from provisioner.imagecast import pieces as P
 from provisioner.imagecast.datagram import newKey, payloadSize
+from provisioner.imagecast.extents import findHoles
 from provisioner.imagecast.rate import BurstLossRate
 from provisioner.imagecast.sending import UDPWriter
 from provisioner.imagecast.session import Session
@@ -47,6 +48,16 @@ __all__ = ["Controller"]
 
 # The longest a session may wait for receivers before it starts (a week).
 MAX_WAIT = 7 * 24 * 3600
+
+
+def _tooOld(session):
+    """
+    Why a receiver without L{commands.FEATURE_HOLES} may not join
+    C{session}.
+    """
+    return ("image %s is sparse (its holes are not sent): this receiver does not take "
+            "hole maps (Register feature '%s'); upgrade provisioner receive" % (
+                session.name, commands.FEATURE_HOLES))
 
 
 class Controller:
@@ -62,9 +73,10 @@ class Controller:
         (C{appliance.catalog}) or L{None}; catalogue images are sent by name
         from the catalogue's descriptor with its digest, without hashing
         them whole again.
-    @ivar pieceHasher: C{(fd, size, pieceSize) -> Deferred(digests)}: the
-        piece digests of an image (L{P.pieceDigests} in a thread when the
-        reactor has threads).
+    @ivar pieceHasher: C{(fd, size, pieceSize, holes=()) -> Deferred(digests)}:
+        the piece digests of an image (L{P.pieceDigests} in a thread when
+        the reactor has threads; the pieces in the holes of a sparse image
+        are not read).
     @ivar totals: what the sessions that ended did, summed since start:
         C{sessions}, C{rounds}, C{wire_bytes} (the metrics add the running
         sessions' figures).
@@ -94,6 +106,7 @@ class Controller:
         self.hasher = hasher or self._threadHash
         self.pieceHasher = pieceHasher or self._pieceHash
         self._pieceCache = {}
+        self._features = {}  # connection -> what its receiver registered with
         self._probing = {}  # connection -> the probe's timer
         self._sessionIds = sessionIds or (
             lambda: random.SystemRandom().randrange(1, 1 << 31))
@@ -117,14 +130,15 @@ class Controller:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          sha256File, path)
 
-    def _pieceHash(self, fd, size, pieceSize):
+    def _pieceHash(self, fd, size, pieceSize, holes=()):
         if IReactorThreads.providedBy(self.reactor):
             from twisted.internet import threads
             return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                             P.pieceDigests, fd, size, pieceSize)
-        return defer.maybeDeferred(P.pieceDigests, fd, size, pieceSize)
+                                             P.pieceDigests, fd, size, pieceSize,
+                                             holes=holes)
+        return defer.maybeDeferred(P.pieceDigests, fd, size, pieceSize, holes=holes)
 
-    def _pieces(self, fd, size, sha256):
+    def _pieces(self, fd, size, sha256, holes=()):
         """
         @return: a Deferred firing with C{(pieceSize, digests)} of the image
             open on C{fd}, kept for further sessions of the same image
@@ -141,7 +155,7 @@ class Controller:
             while len(self._pieceCache) > self.PIECE_CACHE:
                 del self._pieceCache[next(iter(self._pieceCache))]
             return (pieceSize, digests)
-        return self.pieceHasher(fd, size, pieceSize).addCallback(hashed)
+        return self.pieceHasher(fd, size, pieceSize, holes=holes).addCallback(hashed)
 
     def ratePolicy(self, session):
         """
@@ -167,15 +181,21 @@ class Controller:
                           "this connection are not logged)", message=message)
         raise commands.BadRequest(message)
 
-    def register(self, connection, clientId, address, image=None):
+    def register(self, connection, clientId, address, image=None, features=()):
         """
         A receiver's C{Register}: enroll C{clientId} in the sessions that
         send what it wants (now, or when one starts).
 
+        @param features: what the receiver understands
+            (L{commands.FEATURES}); one without L{commands.FEATURE_HOLES}
+            is refused a session of a sparse image.
         @raise commands.BadRequest: if an argument is out of its range, or
             the connection has C{max_ids_per_connection} other ids, the
             registry C{max_receivers}, or a session it would join
             C{max_members}.
+        @raise commands.NotAuthenticated: if a session it would join sends
+            a sparse image and it does not take holes (the refusal an
+            older receiver takes as final).
         """
         if not clientId or len(clientId) > 200:
             raise commands.BadRequest("client id must be 1..200 characters")
@@ -195,7 +215,10 @@ class Controller:
         joining = [session for session in list(self.sessions.values())
                    if session.state != "done"
                    and (clientId in session.members or self._wants(session, image))]
+        features = frozenset(features or ())
         for session in joining:
+            if session.holes and commands.FEATURE_HOLES not in features:
+                raise commands.NotAuthenticated(_tooOld(session))
             if clientId not in session.members and session.full():
                 self._refuse(connection, "session %d has %d receivers already" % (
                     session.id, len(session.members)))
@@ -207,6 +230,7 @@ class Controller:
             self._refuse(connection, "%s is registered on another connection, which is "
                          "still open" % (clientId,))
         self.clients[clientId] = (connection, address, image)
+        self._features[connection] = features
         if clientId not in ids:
             self._ids.setdefault(connection, []).append(clientId)
         for session in joining:
@@ -269,6 +293,7 @@ class Controller:
         disconnected; nobody else is looked at.
         """
         self._refused.discard(connection)
+        self._features.pop(connection, None)
         timer = self._probing.pop(connection, None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -362,8 +387,11 @@ class Controller:
                     image, e.strerror))
             size, d = os.fstat(fd).st_size, self.hasher(path)
 
+        # a sparse image's holes are neither read nor sent
+        holes = findHoles(fd, size)
+
         def pieces(sha256):
-            return self._pieces(fd, size, sha256).addCallback(
+            return self._pieces(fd, size, sha256, holes).addCallback(
                 lambda p: (sha256, p[0], p[1]))
 
         def failed(f):
@@ -373,7 +401,7 @@ class Controller:
         return d.addCallback(self._newSession, name, path, size, fd, dict(
             rate=(rate or cfg["rate"]) * 1e6 / 8, maxRounds=maxRounds or cfg["max_rounds"],
             minReceivers=minReceivers or cfg["min_receivers"],
-            maxWait=cfg["max_wait"] if maxWait is None else maxWait))
+            maxWait=cfg["max_wait"] if maxWait is None else maxWait, holes=holes))
 
     def _checkOptions(self, minReceivers, maxWait, rate, maxRounds):
         """
@@ -398,7 +426,7 @@ class Controller:
 
         @param digests: C{(sha256 hex, piece size, piece digests)}.
         @param options: C{rate} (bytes/s), C{maxRounds}, C{minReceivers},
-            C{maxWait}.
+            C{maxWait}, C{holes} (of a sparse image).
         @return: the L{Session}.
         """
         sha256, pieceSize, pieceDigests = digests
@@ -410,7 +438,7 @@ class Controller:
             self, sessionId, name, path, size, sha256, self._groupFor(), cfg["data_port"],
             newKey(), payloadSize(cfg["datagram_size"]), options["rate"],
             options["maxRounds"], options["minReceivers"], options["maxWait"], fd=fd,
-            pieces=(pieceSize, pieceDigests))
+            pieces=(pieceSize, pieceDigests), holes=options.get("holes", ()))
         self.sessions[sessionId] = session
         self.log.info("imagecast session {session}: {name} ({size} bytes) to {group}:{port}, "
                       "waiting for {min} receivers or {wait} s",
@@ -421,7 +449,13 @@ class Controller:
                             size=size, group=session.group, port=session.port,
                             min_receivers=session.minReceivers, max_wait=session.maxWait)
         for clientId, (conn, address, want) in list(self.clients.items()):
-            if self._wants(session, want) and session.enroll(clientId, address, conn) is None:
+            if not self._wants(session, want):
+                continue
+            if session.holes and commands.FEATURE_HOLES not in self._features.get(conn, ()):
+                # an older receiver: closed, it is refused when it registers again
+                self._drop(conn, "%s: %s" % (clientId, _tooOld(session)))
+                continue
+            if session.enroll(clientId, address, conn) is None:
                 break  # max_members: the others wait for the next session
         session.run(self.writerFactory).addBoth(self._sessionDone, session)
         return session

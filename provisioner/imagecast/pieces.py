@@ -19,7 +19,7 @@ import os
 
 __all__ = ["DIGEST_SIZE", "PIECE_MIN", "MAX_PIECES", "MAX_PIECES_ACCEPTED",
            "pieceSizeFor", "pieceCount", "pieceBounds", "pieceDigests", "splitDigests",
-           "PieceError"]
+           "zeroDigest", "PieceError"]
 
 #: bytes of one digest (SHA-256)
 DIGEST_SIZE = 32
@@ -67,22 +67,71 @@ def pieceBounds(index, size, pieceSize):
     return start, min(size, start + pieceSize)
 
 
-def pieceDigests(fd, size, pieceSize, read=1 << 20):
+_ZEROS = bytes(1 << 20)
+_zeroDigests = {}
+
+
+def zeroDigest(length):
+    """
+    @return: the SHA-256 of C{length} zero bytes (kept per length: the
+        digest of a piece that lies in a hole of a sparse image).
+    """
+    digest = _zeroDigests.get(length)
+    if digest is None:
+        h = hashlib.sha256()
+        left = length
+        while left > 0:
+            take = min(left, len(_ZEROS))
+            h.update(memoryview(_ZEROS)[:take])
+            left -= take
+        digest = h.digest()
+        if len(_zeroDigests) < 64:
+            _zeroDigests[length] = digest
+    return digest
+
+
+def pieceDigests(fd, size, pieceSize, read=1 << 20, holes=()):
     """
     The digests of every piece of the first C{size} bytes of the file open
     on C{fd} (blocking: run it in a thread).
 
+    @param holes: normalised ranges known to read as zeros (the holes of a
+        sparse image, L{provisioner.imagecast.extents.findHoles}): a piece
+        that lies in one is not read, its digest is L{zeroDigest}; zeros
+        are hashed for the parts of other pieces that do.
     @return: the digests, back to back (L{DIGEST_SIZE} bytes each).
     @raise EOFError: if the file ends before C{size}.
     """
     out = []
     offset = 0
+    h = 0  # the first hole that may reach the current piece
+    holes = list(holes)
     while offset < size:
         end = min(size, offset + pieceSize)
+        while h < len(holes) and holes[h][1] <= offset:
+            h += 1
+        if h < len(holes) and holes[h][0] <= offset and holes[h][1] >= end:
+            out.append(zeroDigest(end - offset))
+            offset = end
+            continue
         digest = hashlib.sha256()
         at = offset
+        k = h
         while at < end:
-            data = os.pread(fd, min(read, end - at), at)
+            while k < len(holes) and holes[k][1] <= at:
+                k += 1
+            if k < len(holes) and holes[k][0] <= at:
+                # in a hole: zeros, not read
+                stop = min(end, holes[k][1])
+                left = stop - at
+                while left > 0:
+                    take = min(left, len(_ZEROS))
+                    digest.update(memoryview(_ZEROS)[:take])
+                    left -= take
+                at = stop
+                continue
+            stop = end if k >= len(holes) else min(end, holes[k][0])
+            data = os.pread(fd, min(read, stop - at), at)
             if not data:
                 raise EOFError("short read at %d while hashing pieces" % (at,))
             digest.update(data)

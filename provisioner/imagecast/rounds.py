@@ -45,7 +45,8 @@ class Rounds:
             is C{"round limit reached"} or C{"small tail"}, or L{None} when
             every receiver has finished.
         """
-        nextRanges = [(0, self.size)] if self.size else []
+        # a sparse image's holes are never sent: each receiver zeroes them
+        nextRanges = list(self.dataRanges)
         while True:
             record = self._beginRound(nextRanges)
             yield self._announce(record)

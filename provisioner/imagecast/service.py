@@ -128,7 +128,7 @@ class ServerLocator(amp.CommandLocator):
         return self.authenticator.challenge(self.protocol)
 
     @commands.Register.responder
-    def register(self, clientId, address, image=None, proof=None):
+    def register(self, clientId, address, image=None, proof=None, features=None):
         try:
             self.authenticator.check(self.protocol, clientId, proof,
                                      self._certificateName())
@@ -142,7 +142,7 @@ class ServerLocator(amp.CommandLocator):
                               client=_short(clientId), peer=self._peer(), error=e)
             raise
         self.controller.register(self.protocol, clientId, address or self._peerHost() or "",
-                                 image)
+                                 image, features=features or ())
         config = self.controller.config
         return {"server": "provisioner",
                 "maxReportRanges": config.get("max_report_ranges"),

@@ -58,11 +58,14 @@ class Session(Roster, Rounds, Reports):
 
     def __init__(self, controller, sessionId, name, path, size, sha256, group, port, key,
                  chunkSize, rate, maxRounds, minReceivers, maxWait, wanted=None, fd=None, *,
-                 pieces):
+                 pieces, holes=()):
         """
         @param pieces: C{(piece size, digests)} of the image
             (L{provisioner.imagecast.pieces}), sent to each receiver before
             its first announcement.
+        @param holes: the holes of a sparse image
+            (L{provisioner.imagecast.extents.findHoles}), sent with the
+            pieces; the rounds carry only the rest (L{dataRanges}).
         """
         self.controller = controller
         self.clock = controller.clock
@@ -76,6 +79,9 @@ class Session(Roster, Rounds, Reports):
         self.port = port
         self.key = key
         self.pieceSize, self.digests = pieces
+        self.holes = R.normalise(holes)
+        #: what the first round carries: the image but its holes
+        self.dataRanges = R.subtract([(0, size)] if size else [], self.holes)
         self.chunkSize = chunkSize
         self.rate = rate
         self.maxRounds = maxRounds
@@ -163,7 +169,7 @@ class Session(Roster, Rounds, Reports):
             # before anything that makes the receiver take data
             member.piecesOn = conn
             self._push(member, commands.Pieces, session=self.id, pieceSize=self.pieceSize,
-                       digests=self.digests)
+                       digests=self.digests, holes=self.holes or None)
         d = conn.callRemote(command, **kw)
 
         def failed(f):
