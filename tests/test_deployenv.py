@@ -581,9 +581,9 @@ class ShellTests(SynchronousTestCase):
         with open(args) as f:
             calls = f.read().splitlines()
         self.assertEqual(calls, [
-            "-q -T 20 -O /tmp/callback.answer --post-data token=T&state=deploying&message="
+            "-q -O /tmp/callback.answer --post-data token=T&state=deploying&message="
             "receiving+a%26b%3Dc+100%25+done%3F http://h:8080/api/v1/hosts/a/callback",
-            "-q -T 20 -O /tmp/callback.answer --post-data token=T&state=failed&message="
+            "-q -O /tmp/callback.answer --post-data token=T&state=failed&message="
             "disk+gone http://h:8080/api/v1/hosts/a/callback"])
 
 
