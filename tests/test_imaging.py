@@ -841,9 +841,13 @@ class ImagingEndToEndTests(TestCase):
         base = "http://%s:8080" % (self.server.ip,)
         menu = os.path.join(self.d, name + ".menu")
         host.run(["busybox", "wget", "-q", "-O", menu, "%s/menus/%s/boot.ipxe" % (base, mac)])
-        out = host.run(["busybox", "sh", "-c", ". %s\n%s" % (FUNCTIONS, DEPLOY_SCRIPT % {
-            "menu": menu, "orders": os.path.join(self.d, name + ".orders")})],
-            stdout=subprocess.PIPE).stdout.decode()
+        run = subprocess.run(host.argv(["busybox", "sh", "-c", ". %s\n%s" % (
+            FUNCTIONS, DEPLOY_SCRIPT % {"menu": menu,
+                                        "orders": os.path.join(self.d, name + ".orders")})]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(run.returncode, 0, run.stderr.decode(errors="replace") +
+                         self.appliance.log()[-2000:])
+        out = run.stdout.decode()
         orders = dict(line.split("=", 1) for line in out.splitlines())
         secret = os.path.join(self.d, name + ".secret")
         with open(secret, "w") as f:
