@@ -1,0 +1,236 @@
+# -*- test-case-name: tests.test_imaging_qemu -*-
+"""
+Imaging a rack, with real machines: two QEMU VMs (TCG, SeaBIOS + the NIC's
+iPXE ROM, a blank virtio disk each) PXE-boot the deploy environment that
+C{provisioner deployenv build} made from Debian packages, receive one
+image in one imagecast session with 2% random loss on each VM's link,
+write it to their disks, verify it, call back C{deployed} and reboot; the
+next network boot of each is sent to its disk (boot once), whose boot code
+(part of the image) prints the image's marker on the serial port.
+
+The image is built here: a boot sector that prints L{IMAGE_MARKER} and
+random data after it.
+"""
+
+import hashlib
+import os
+import re
+import subprocess
+
+from twisted.trial.unittest import TestCase
+
+from tests import bootkit
+from tests.netlab import PYTHON, REPO, requireE2E, waitFor
+from tests.qemu_lab import BootBed, addTap, bootQEMU
+from tests.test_boot_qemu import requireKit
+
+SUBNET = 176
+IMAGE_SIZE = 24 << 20
+IMAGE_MARKER = "PROVDISK imaged by provisioner: web-v1"
+DEPLOYENV = os.environ.get("PROVISIONER_DEPLOYENV") or "/var/cache/provisioner-tests/deployenv"
+SECRETS = {"vm1": "11" * 32, "vm2": "22" * 32}
+MACS = {"vm1": "52:54:00:b0:00:01", "vm2": "52:54:00:b0:00:02"}
+DEPLOYED = re.compile(r"DEPLOYENV DEPLOYED|DEPLOYENV FAILED.*")
+PROVISIONER = [PYTHON, "-m", "provisioner.cli"]
+
+CONFIG = """\
+tftp:
+  enabled: true
+  address: 0.0.0.0
+  port: 69
+  interface: eth0
+  root: {d}/root
+dhcp:
+  enabled: true
+  mode: full
+  interfaces: [eth0]
+  lease_file: {d}/leases.sqlite
+  ipxe_script: boot.ipxe
+  subnets:
+    - network: 198.18.{s}.0/24
+      range: [198.18.{s}.100, 198.18.{s}.150]
+      router: 198.18.{s}.1
+images:
+  enabled: true
+  directory: {d}/images
+  state_dir: {d}/state
+menus:
+  enabled: true
+  http_url: http://198.18.{s}.1:8080
+inventory:
+  enabled: true
+  file: {d}/inventory.yaml
+http:
+  enabled: true
+  address: 0.0.0.0
+  port: 8080
+hosts:
+  enabled: true
+  state_directory: {d}/state
+imagecast:
+  enabled: true
+  address: 0.0.0.0
+  root: {d}/images
+  interface: 198.18.{s}.1
+  rate: 100
+  receivers_file: {d}/receivers
+"""
+
+INVENTORY = """\
+profiles:
+  image-web:
+    description: Image web-v1 onto the first disk
+    timeout: 1
+    kernel: deployenv/vmlinuz
+    initrd: [deployenv/initrd.gz]
+    cmdline: "console=ttyS0 quiet provisioner.image=web.img provisioner.disk=/dev/vda \
+provisioner.secret={{ vars.secret }} provisioner.onfailure=poweroff"
+hosts:
+  vm1:
+    mac: 52:54:00:b0:00:01
+    profile: image-web
+    vars: {secret: %(vm1)s}
+  vm2:
+    mac: 52:54:00:b0:00:02
+    profile: image-web
+    vars: {secret: %(vm2)s}
+"""
+
+
+def deployEnvironment():
+    """
+    The deploy environment built by C{provisioner deployenv build} (cached
+    between runs), or a skip/failure.
+    """
+    if not os.path.exists(os.path.join(DEPLOYENV, "manifest.json")):
+        result = subprocess.run(PROVISIONER + ["deployenv", "build", "--output", DEPLOYENV],
+                                cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            requireE2E(tools=["a deploy environment (%s)" % (
+                result.stdout.decode(errors="replace")[-300:],)])
+    return DEPLOYENV
+
+
+def makeImage(path, size):
+    """
+    A bootable raw image: a boot sector printing L{IMAGE_MARKER} on COM1,
+    then random data. Return its sha256.
+    """
+    with open(path, "wb") as f:
+        f.write(bootkit.bootSector(IMAGE_MARKER))
+        f.write(os.urandom(size - 512))
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class ImagingTests(TestCase):
+    """
+    Two machines imaged in one session, verified, booted from their disks.
+    """
+
+    def setUp(self):
+        requireKit()
+        requireE2E(tools=["iptables"])
+        source = deployEnvironment()
+        self.d = os.path.abspath(self.mktemp())
+        for sub in ("root", "images/deployenv", "state"):
+            os.makedirs(os.path.join(self.d, sub))
+        for name in ("vmlinuz", "initrd.gz"):
+            os.link(os.path.join(source, name), os.path.join(self.d, "images/deployenv", name))
+        self.sha256 = makeImage(os.path.join(self.d, "images", "web.img"), IMAGE_SIZE)
+        with open(os.path.join(self.d, "receivers"), "w") as f:
+            f.write("".join("%s %s\n" % kv for kv in sorted(SECRETS.items())))
+        os.chmod(os.path.join(self.d, "receivers"), 0o600)
+        with open(os.path.join(self.d, "inventory.yaml"), "w") as f:
+            f.write(INVENTORY % SECRETS)
+        self.bed = BootBed(self, SUBNET, self.d)
+        self.appliance = self.bed.start(CONFIG.format(d=self.d, s=SUBNET))
+        self.appliance.waitLog("image catalogue ready", 120)
+        self.disks = {}
+        self.taps = {}
+        for i, name in enumerate(sorted(MACS)):
+            self.disks[name] = os.path.join(self.d, name + ".disk")
+            with open(self.disks[name], "wb") as f:
+                f.truncate(64 << 20)
+            tap = "provt%dv%d" % (SUBNET, i)
+            addTap(self.bed.lab, tap)
+            self.taps[name] = tap
+
+    def loss(self, tap, percent):
+        """
+        Drop C{percent}% of the frames the bridge forwards to the VM on
+        C{tap}, at random (bridged frames through iptables: br_netfilter;
+        tc's netem, matchall and gact are not available here).
+        """
+        br = ["ip", "netns", "exec", self.bed.lab.bridgeNS]
+        subprocess.run(br + ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+                       check=True)
+        subprocess.run(br + ["iptables", "-A", "FORWARD", "-m", "physdev", "--physdev-out", tap,
+                             "-m", "statistic", "--mode", "random", "--probability",
+                             str(percent / 100.0), "-j", "DROP"], check=True)
+
+    def dropped(self, tap):
+        """
+        How many frames the loss rule for C{tap} dropped.
+        """
+        out = subprocess.run(["ip", "netns", "exec", self.bed.lab.bridgeNS, "iptables", "-L",
+                              "FORWARD", "-v", "-n", "-x"], check=True,
+                             stdout=subprocess.PIPE).stdout.decode()
+        for line in out.splitlines():
+            if tap in line:
+                return int(line.split()[0])
+        return 0
+
+    def start(self, name, label):
+        serial = os.path.join(self.d, "serial-%s-%s.txt" % (name, label))
+        proc = bootQEMU(self.bed.lab, self.taps[name], MACS[name], serial, memory=768,
+                        extra=["-drive", "file=%s,format=raw,if=virtio" % (self.disks[name],)])
+        return proc, serial
+
+    def console(self, serial):
+        try:
+            with open(serial, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def test_twoMachinesOneSession(self):
+        """
+        Both VMs boot the deploy environment, are imaged in one session
+        under 2% loss, end deployed with a verified disk, and boot it.
+        """
+        for tap in self.taps.values():
+            self.loss(tap, 2)
+        send = self.bed.server.popen(
+            ["env", "PYTHONPATH=" + REPO] + PROVISIONER +
+            ["imagecast", "send", "web.img", "--min-receivers", "2", "--max-wait", "300",
+             "--json"], cwd=self.d, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        machines = {name: self.start(name, "deploy") for name in MACS}
+        done = waitFor(lambda: all(DEPLOYED.search(self.console(s))
+                                   for _, s in machines.values()), 600, interval=1)
+        for proc, _ in machines.values():
+            proc.kill()
+            proc.wait(10)
+        consoles = {name: self.console(s) for name, (_, s) in machines.items()}
+        self.assertTrue(done, "\n\n".join("%s:\n%s" % (n, c[-3000:])
+                                          for n, c in consoles.items()) +
+                        "\nappliance:\n" + self.appliance.log()[-3000:])
+        for name, text in consoles.items():
+            self.assertIn("DEPLOYENV DEPLOYED", text, text[-3000:])
+        out, err = send.communicate(timeout=60)
+        self.assertEqual(send.returncode, 0, err.decode(errors="replace")[-2000:])
+        for name, tap in self.taps.items():
+            self.assertGreater(self.dropped(tap), 0, name)
+        # The disks hold the image, byte for byte.
+        for name, path in self.disks.items():
+            with open(path, "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read(IMAGE_SIZE)).hexdigest(), self.sha256,
+                                 name)
+        # Boot once: the next network boot goes to the disk, which boots.
+        for name in sorted(MACS):
+            proc, serial = self.start(name, "local")
+            found = waitFor(lambda: IMAGE_MARKER in self.console(serial), 120, interval=0.5)
+            proc.kill()
+            proc.wait(10)
+            self.assertTrue(found, self.console(serial)[-2000:])
