@@ -267,6 +267,10 @@ class OutputFile:
     @ivar isDevice: whether the output is a block device.
     @ivar deviceSize: the device's size in bytes (L{None} for a file).
     @ivar size: the image size once L{prepare}d.
+    @ivar holesZero: whether the holes of the image last L{prepare}d read
+        as zeros already: a regular file that was empty when it was opened
+        and is prepared for the first time (see
+        L{provisioner.client.holes}).
     """
 
     def __init__(self, path):
@@ -274,6 +278,8 @@ class OutputFile:
         self.size = None
         self.isDevice = False
         self.deviceSize = None
+        self.holesZero = False
+        self._empty = False
         self.fd = None
         try:
             self.fd = self._open(path)
@@ -304,6 +310,7 @@ class OutputFile:
             os.close(fd)
             raise
         if stat.S_ISREG(st.st_mode):
+            self._empty = st.st_size == 0
             return fd
         os.close(fd)
         if not stat.S_ISBLK(st.st_mode):
@@ -328,13 +335,18 @@ class OutputFile:
         self.isDevice = True
         return exclusive
 
-    def prepare(self, size):
+    def prepare(self, size, holes=()):
         """
         Make the file C{size} bytes long, with the blocks allocated; for a
         block device, check that the image fits on it (nothing is written).
 
+        @param holes: the holes of a sparse image (normalised): no block is
+            allocated for them (they are made to read as zeros by
+            L{provisioner.client.holes.zeroHoles}).
         @raise ReceiveError: if the disk (or the device) cannot hold it.
         """
+        empty, self._empty = self._empty, False
+        self.holesZero = False
         if self.isDevice:
             if size > self.deviceSize:
                 raise ReceiveError(
@@ -343,6 +355,7 @@ class OutputFile:
                                                     _mib(self.deviceSize), size, _mib(size)))
             self.size = size
             return
+        data = R.subtract([(0, size)] if size else [], holes)
         try:
             current = os.fstat(self.fd).st_size
             if current > size:
@@ -353,8 +366,13 @@ class OutputFile:
                     # and the writes would then miss the cache on all of
                     # them; check the room instead, and let pages come with
                     # the data
-                    _checkRoom(self.fd, size - current)
+                    _checkRoom(self.fd, R.total(data) - current)
                     os.ftruncate(self.fd, size)
+                elif holes:
+                    # a sparse image: the data extents only
+                    os.ftruncate(self.fd, size)
+                    for start, end in data:
+                        os.posix_fallocate(self.fd, start, end - start)
                 elif size:
                     os.posix_fallocate(self.fd, 0, size)
             except OSError as e:
@@ -363,8 +381,10 @@ class OutputFile:
                 os.ftruncate(self.fd, size)
         except OSError as e:
             raise ReceiveError(describeOSError(
-                e, self.path, "allocating %d bytes" % (size,)))
+                e, self.path, "allocating %d bytes" % (R.total(data),)))
         self.size = size
+        # a file that was empty reads as zeros wherever nothing is written
+        self.holesZero = empty
 
     def write(self, offset, data):
         """

@@ -166,6 +166,10 @@ class Receiver(DataPath, ServerPushes, RoundReports, ReceiverEnd):
         """
         self.received = R.RangeSet()
         self.resumed = 0
+        self.holesZeroed = 0
+        self.holesHow = None
+        self._zeroing = None
+        self._holeWaiters = []
         self.bytesReceived = 0
         self.bytesRepaired = 0
         self.bytesFetched = 0
@@ -259,6 +263,7 @@ class Receiver(DataPath, ServerPushes, RoundReports, ReceiverEnd):
                 "rejected_datagrams": self.rejected, "stale_datagrams": self.stale,
                 "pieces_rejected": self.checks.rejected if self.checks is not None else 0,
                 "reports_merged": self.reportsMerged,
+                "holes_zeroed": self.holesZeroed, "holes_how": self.holesHow,
                 "seconds": round(elapsed, 3),
                 "verify_seconds": (None if self.verifySeconds is None
                                    else round(self.verifySeconds, 3)),

@@ -97,7 +97,8 @@ class ReceiverClient:
                 proof = commands.registrationProof(self.secret, challenge["nonce"],
                                                    clientId, challenge["server"])
             return proto.callRemote(commands.Register, clientId=clientId, address=address,
-                                    image=self.receiver.image, proof=proof)
+                                    image=self.receiver.image, proof=proof,
+                                    features=list(commands.FEATURES))
         d = proto.callRemote(commands.Challenge).addCallback(register)
 
         def registered(answer):

@@ -40,6 +40,8 @@ class ReceiverEnd:
 
     @defer.inlineCallbacks
     def _repair(self):
+        # the holes of a sparse image are never fetched: wait until zeroed
+        yield self._holesDone()
         for attempt in range(self.REFETCH_ATTEMPTS):
             chunks = R.chunks(self.missing(), commands.FETCH_MAX)
             fetchers = [self._fetch(chunks) for _ in range(self.FETCH_WINDOW)]
@@ -94,8 +96,9 @@ class ReceiverEnd:
         self._leave()
         self._closeData()
         verifyStarted = self.reactor.seconds()
-        # hashing ahead may still run: the check starts where it ends
-        d = self.imageHash.idle()
+        # hashing ahead may still run: the check starts where it ends (and
+        # the holes of a sparse image may still be being zeroed)
+        d = self._holesDone().addCallback(lambda _: self.imageHash.idle())
         if self.checks is not None:
             # every piece must have matched its digest
             d.addCallback(lambda _: self.checks.settle())

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_client_receiver -*-
 """
 The image receiver's answers to what the appliance pushes on the control
-channel: the piece digests (C{Pieces}), the announcement of a round
+channel: the piece digests and the holes of a sparse image (C{Pieces}:
+the holes are zeroed on the output, L{provisioner.client.holes}, and
+counted as received), the announcement of a round
 (C{Announce}: the session adopted, its pieces checked, the group joined,
 the kernel filter armed, flow control started), the end of a round
 (C{EndRound}: settle, then report) and the end of the rounds
@@ -12,7 +14,10 @@ L{ServerPushes} is that part of L{provisioner.client.receiver.Receiver}.
 
 from twisted.protocols import amp
 
-from provisioner.client.output import ReceiveError
+from twisted.internet import defer
+
+from provisioner.client.holes import zeroHoles
+from provisioner.client.output import ReceiveError, describeOSError
 from provisioner.client.pieces import PieceCheck
 from provisioner.imagecast import commands
 from provisioner.imagecast import pieces as P
@@ -42,16 +47,17 @@ class ServerPushes(amp.CommandLocator):
         return {}
 
     @commands.Pieces.responder
-    def pieces(self, session, pieceSize, digests):
+    def pieces(self, session, pieceSize, digests, holes=()):
         """
-        The digests of C{session}'s pieces, before its first announcement
-        on this connection.
+        The digests of C{session}'s pieces, and the holes of a sparse
+        image, before its first announcement on this connection.
         """
         if digests is None:
             raise commands.BadRequest("piece list too long")
+        holes = commands.checkRanges(holes or [], maxRanges=commands.MAX_HOLE_RANGES)
         lists = self._pieceLists
         lists.pop(session, None)
-        lists[session] = (pieceSize, bytes(digests))
+        lists[session] = (pieceSize, bytes(digests), holes)
         while len(lists) > self.PIECE_LISTS:
             del lists[next(iter(lists))]
         return {}
@@ -75,6 +81,7 @@ class ServerPushes(amp.CommandLocator):
                 P.splitDigests(pieces[1], size, pieces[0])
             except P.PieceError as e:
                 raise commands.BadRequest("piece digests of session %d: %s" % (session, e))
+            commands.checkRanges(pieces[2], size)
             self._adopt(session, name, size, sha256, chunkSize, group, port, key)
         self.round = round
         self.rounds.add(round)
@@ -117,10 +124,14 @@ class ServerPushes(amp.CommandLocator):
             self._closeData()
         self.group = group
         self.port = port
+        holes = self._pieceLists[session][2]
         if first or size != self.size:
             self.size = size
             try:
-                self.output.prepare(size)
+                if holes:
+                    self.output.prepare(size, holes)
+                else:
+                    self.output.prepare(size)
             except ReceiveError as e:
                 self.fail(str(e))
                 raise commands.BadRequest(str(e))
@@ -131,6 +142,7 @@ class ServerPushes(amp.CommandLocator):
                 self.log.info("resuming {name}: {bytes} of {size} bytes already here",
                               name=name, bytes=self.resumed, size=size)
         self._checkPieces(session)
+        self._zeroHoles(holes)
         if self.started is None:
             self.started = self.reactor.seconds()
         if self._saveCall is None:
@@ -142,13 +154,69 @@ class ServerPushes(amp.CommandLocator):
         those already held (resumed, or kept from another session of the
         same image) by reading them back.
         """
-        pieceSize, digests = self._pieceLists[session]
+        pieceSize, digests = self._pieceLists[session][:2]
         if self.checks is not None:
             self.checks.forget()
         self.checks = PieceCheck(self.size, pieceSize, digests, self.output.path,
                                  self._covers, self.runInThread, self._pieceRejected)
         self.imageHash.attach(self.checks)
         self.checks.sweep()
+
+    def _zeroHoles(self, holes):
+        """
+        A sparse image: make its holes that are not held yet read as zeros
+        on the output (L{zeroHoles}, in a thread), then count them as
+        received and verify the pieces that lie in them. Reports, fetching
+        and the check at the end wait for it (L{_holesDone}): until then
+        the holes are missing.
+        """
+        todo = R.subtract(holes, self.received.ranges())
+        if not todo:
+            return
+        size = self.size
+        self.holesHow = None
+        d = self._zeroing = self.runInThread(zeroHoles, self.output, todo)
+
+        def zeroed(how):
+            if self._zeroing is not d:
+                return
+            if size != self.size:
+                return  # another image since
+            self.holesHow = how
+            for start, end in todo:
+                self.holesZeroed += self.received.add(start, end)
+            self._dirty = True
+            if self.checks is not None:
+                self.checks.zeroed(todo)
+                for start, end in todo:
+                    # pieces partly in a hole whose data is held
+                    self.checks.added(start, end)
+            self.log.info("{bytes} bytes of holes zeroed ({how}); they are not sent",
+                          bytes=R.total(todo), how=how)
+
+        def failed(f):
+            error = f.value
+            if isinstance(error, OSError):
+                error = describeOSError(error, self.output.path, "zeroing the holes")
+            self.fail(str(error))
+
+        def over(_):
+            if self._zeroing is d:
+                self._zeroing = None
+            waiters, self._holeWaiters = self._holeWaiters, []
+            for w in waiters:
+                w.callback(None)
+        d.addCallbacks(zeroed, failed).addBoth(over)
+
+    def _holesDone(self):
+        """
+        @return: a Deferred firing once no hole is being zeroed.
+        """
+        if self._zeroing is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._holeWaiters.append(d)
+        return d
 
     def _covers(self, start, end):
         return self.received.covers(start, end)

@@ -83,6 +83,11 @@ class RoundReports:
             return
         if self._reportedRound >= roundNumber:
             return
+        if self._zeroing is not None:
+            # the holes of a sparse image are being zeroed: they are held
+            # once that is done, and must not be reported missing
+            self._holesDone().addCallback(lambda _: self._report(roundNumber))
+            return
         if self.checks is not None and self.checks.busy():
             # pieces are being read back: a piece that does not match is
             # missing again, and belongs in this report

@@ -57,6 +57,9 @@ def scorecard(session, detail=False):
         "unrecoverable_bytes": R.total(s.unrecoverable),
         "tail": [list(x) for x in s.tail],
         "tail_bytes": R.total(s.tail),
+        # a sparse image: its holes are never sent (docs/imagecast.md)
+        "holes": len(s.holes),
+        "hole_bytes": R.total(s.holes),
         "elapsed": round(now - (s.started or s.created), 3),
         "error": s.error,
     }
