@@ -2,8 +2,11 @@
 """
 Imaging a rack, with real machines: two QEMU VMs (TCG, SeaBIOS + the NIC's
 iPXE ROM, a blank virtio disk each) PXE-boot the deploy environment that
-C{provisioner deployenv build} made from Debian packages, receive one
-image in one imagecast session with 2% random loss on each VM's link,
+C{provisioner deployenv build} made from Debian packages, fetch their
+orders (image, disk by serial number, a secret of their own) with the
+per-boot token, and receive one image in one imagecast session that the
+appliance starts by itself once both asked, with 2% random loss on each
+VM's link,
 write it to their disks, verify it, call back C{deployed} and reboot; the
 next network boot of each is sent to its disk (boot once), whose boot code
 (part of the image) prints the image's marker on the serial port.
@@ -13,6 +16,7 @@ random data after it.
 """
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -28,7 +32,6 @@ SUBNET = 176
 IMAGE_SIZE = 24 << 20
 IMAGE_MARKER = "PROVDISK imaged by provisioner: web-v1"
 DEPLOYENV = os.environ.get("PROVISIONER_DEPLOYENV") or "/var/cache/provisioner-tests/deployenv"
-SECRETS = {"vm1": "11" * 32, "vm2": "22" * 32}
 MACS = {"vm1": "52:54:00:b0:00:01", "vm2": "52:54:00:b0:00:02"}
 DEPLOYED = re.compile(r"DEPLOYENV DEPLOYED|DEPLOYENV FAILED.*")
 PROVISIONER = [PYTHON, "-m", "provisioner.cli"]
@@ -83,32 +86,53 @@ profiles:
     timeout: 1
     kernel: deployenv/vmlinuz
     initrd: [deployenv/initrd.gz]
-    cmdline: "console=ttyS0 quiet provisioner.image=web.img provisioner.disk=/dev/vda \
-provisioner.secret={{ vars.secret }} provisioner.onfailure=poweroff"
+    cmdline: "console=ttyS0 quiet provisioner.onfailure=poweroff"
+    imaging:
+      image: web.img
+      disk: {serial: WEBDISK}
+      min_receivers: 2
+      max_wait: 300
 hosts:
-  vm1:
-    mac: 52:54:00:b0:00:01
-    profile: image-web
-    vars: {secret: %(vm1)s}
-  vm2:
-    mac: 52:54:00:b0:00:02
-    profile: image-web
-    vars: {secret: %(vm2)s}
+  vm1: {mac: 52:54:00:b0:00:01, profile: image-web}
+  vm2: {mac: 52:54:00:b0:00:02, profile: image-web}
 """
+
+
+def _sourcesDigest():
+    """
+    A digest of the deploy environment's sources (the build, /init and its
+    functions), so a cached build made from other sources is rebuilt.
+    """
+    digest = hashlib.sha256()
+    directory = os.path.join(REPO, "provisioner", "deployenv")
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".py", ".sh")):
+            with open(os.path.join(directory, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()
 
 
 def deployEnvironment():
     """
     The deploy environment built by C{provisioner deployenv build} (cached
-    between runs), or a skip/failure.
+    between runs while its sources do not change), or a skip/failure.
     """
-    if not os.path.exists(os.path.join(DEPLOYENV, "manifest.json")):
+    stamp = os.path.join(DEPLOYENV, "sources.sha256")
+    wanted = _sourcesDigest()
+    try:
+        with open(stamp) as f:
+            fresh = f.read().strip() == wanted
+    except OSError:
+        fresh = False
+    if not fresh or not os.path.exists(os.path.join(DEPLOYENV, "manifest.json")):
         result = subprocess.run(PROVISIONER + ["deployenv", "build", "--output", DEPLOYENV],
                                 cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             requireE2E(tools=["a deploy environment (%s)" % (
                 result.stdout.decode(errors="replace")[-300:],)])
+        with open(stamp, "w") as f:
+            f.write(wanted + "\n")
     return DEPLOYENV
 
 
@@ -139,11 +163,12 @@ class ImagingTests(TestCase):
         for name in ("vmlinuz", "initrd.gz"):
             os.link(os.path.join(source, name), os.path.join(self.d, "images/deployenv", name))
         self.sha256 = makeImage(os.path.join(self.d, "images", "web.img"), IMAGE_SIZE)
+        # The orders give each host a secret of its own: nothing to list.
         with open(os.path.join(self.d, "receivers"), "w") as f:
-            f.write("".join("%s %s\n" % kv for kv in sorted(SECRETS.items())))
+            f.write("# the appliance registers each imaging host's secret itself\n")
         os.chmod(os.path.join(self.d, "receivers"), 0o600)
         with open(os.path.join(self.d, "inventory.yaml"), "w") as f:
-            f.write(INVENTORY % SECRETS)
+            f.write(INVENTORY)
         self.bed = BootBed(self, SUBNET, self.d)
         self.appliance = self.bed.start(CONFIG.format(d=self.d, s=SUBNET))
         self.appliance.waitLog("image catalogue ready", 120)
@@ -185,7 +210,8 @@ class ImagingTests(TestCase):
     def start(self, name, label):
         serial = os.path.join(self.d, "serial-%s-%s.txt" % (name, label))
         proc = bootQEMU(self.bed.lab, self.taps[name], MACS[name], serial, memory=768,
-                        extra=["-drive", "file=%s,format=raw,if=virtio" % (self.disks[name],)])
+                        extra=["-drive", "file=%s,format=raw,if=none,id=d0" % (self.disks[name],),
+                               "-device", "virtio-blk-pci,drive=d0,serial=WEBDISK"])
         return proc, serial
 
     def console(self, serial):
@@ -202,10 +228,6 @@ class ImagingTests(TestCase):
         """
         for tap in self.taps.values():
             self.loss(tap, 2)
-        send = self.bed.server.popen(
-            ["env", "PYTHONPATH=" + REPO] + PROVISIONER +
-            ["imagecast", "send", "web.img", "--min-receivers", "2", "--max-wait", "300",
-             "--json"], cwd=self.d, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         machines = {name: self.start(name, "deploy") for name in MACS}
         done = waitFor(lambda: all(DEPLOYED.search(self.console(s))
                                    for _, s in machines.values()), 600, interval=1)
@@ -218,8 +240,22 @@ class ImagingTests(TestCase):
                         "\nappliance:\n" + self.appliance.log()[-3000:])
         for name, text in consoles.items():
             self.assertIn("DEPLOYENV DEPLOYED", text, text[-3000:])
-        out, err = send.communicate(timeout=60)
-        self.assertEqual(send.returncode, 0, err.decode(errors="replace")[-2000:])
+        for name, text in consoles.items():
+            self.assertIn("DEPLOYENV orders from http://198.18.%d.1:8080/api/v1/hosts/%s/orders"
+                          % (SUBNET, name), text)
+        # One session, started by the appliance itself; both hosts complete.
+        self.assertEqual(self.appliance.log().count("started automatically for web.img"), 1)
+        listing = json.loads(self.bed.server.run(
+            ["env", "PYTHONPATH=" + REPO] + PROVISIONER +
+            ["hosts", "--json", "--url", "http://127.0.0.1:8080"], timeout=60).stdout)
+        imaging = {h["name"]: h["imaging"] for h in listing["hosts"]}
+        self.assertEqual({n: i["verdict"] for n, i in imaging.items()},
+                         {"vm1": "complete", "vm2": "complete"}, imaging)
+        self.assertEqual(imaging["vm1"]["session"], imaging["vm2"]["session"])
+        self.assertEqual(json.loads(self.bed.server.run(
+            ["env", "PYTHONPATH=" + REPO] + PROVISIONER +
+            ["hosts", "--json", "--url", "http://127.0.0.1:8080", "show", "vm1"],
+            timeout=60).stdout)["lifecycle"]["state"], "deployed")
         for name, tap in self.taps.items():
             self.assertGreater(self.dropped(tap), 0, name)
         # The disks hold the image, byte for byte.
