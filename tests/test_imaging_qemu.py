@@ -75,7 +75,7 @@ imagecast:
   address: 0.0.0.0
   root: {d}/images
   interface: 198.18.{s}.1
-  rate: 100
+  rate: {rate}{rateMin}
   receivers_file: {d}/receivers
 """
 
@@ -148,10 +148,16 @@ def makeImage(path, size):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class ImagingTests(TestCase):
+class ImagingBed:
     """
-    Two machines imaged in one session, verified, booted from their disks.
+    The appliance with the deploy environment and the image catalogued, a
+    tap and a blank disk per machine.
     """
+
+    inventory = INVENTORY
+    machines = MACS
+    rate = 100
+    diskSizes = {}
 
     def setUp(self):
         requireKit()
@@ -168,16 +174,18 @@ class ImagingTests(TestCase):
             f.write("# the appliance registers each imaging host's secret itself\n")
         os.chmod(os.path.join(self.d, "receivers"), 0o600)
         with open(os.path.join(self.d, "inventory.yaml"), "w") as f:
-            f.write(INVENTORY)
+            f.write(self.inventory)
         self.bed = BootBed(self, SUBNET, self.d)
-        self.appliance = self.bed.start(CONFIG.format(d=self.d, s=SUBNET))
+        self.appliance = self.bed.start(CONFIG.format(
+            d=self.d, s=SUBNET, rate=self.rate,
+            rateMin="\n  rate_min: %s" % (self.rate,) if self.rate < 100 else ""))
         self.appliance.waitLog("image catalogue ready", 120)
         self.disks = {}
         self.taps = {}
-        for i, name in enumerate(sorted(MACS)):
+        for i, name in enumerate(sorted(self.machines)):
             self.disks[name] = os.path.join(self.d, name + ".disk")
             with open(self.disks[name], "wb") as f:
-                f.truncate(64 << 20)
+                f.truncate(self.diskSizes.get(name, 64 << 20))
             tap = "provt%dv%d" % (SUBNET, i)
             addTap(self.bed.lab, tap)
             self.taps[name] = tap
@@ -209,7 +217,7 @@ class ImagingTests(TestCase):
 
     def start(self, name, label):
         serial = os.path.join(self.d, "serial-%s-%s.txt" % (name, label))
-        proc = bootQEMU(self.bed.lab, self.taps[name], MACS[name], serial, memory=768,
+        proc = bootQEMU(self.bed.lab, self.taps[name], self.machines[name], serial, memory=768,
                         extra=["-drive", "file=%s,format=raw,if=none,id=d0" % (self.disks[name],),
                                "-device", "virtio-blk-pci,drive=d0,serial=WEBDISK"])
         return proc, serial
@@ -220,6 +228,13 @@ class ImagingTests(TestCase):
                 return f.read()
         except OSError:
             return ""
+
+
+
+class ImagingTests(ImagingBed, TestCase):
+    """
+    Two machines imaged in one session, verified, booted from their disks.
+    """
 
     def test_twoMachinesOneSession(self):
         """
@@ -270,3 +285,79 @@ class ImagingTests(TestCase):
             proc.kill()
             proc.wait(10)
             self.assertTrue(found, self.console(serial)[-2000:])
+
+
+FAILURE_INVENTORY = """\
+profiles:
+  image-one:
+    description: Image web-v1 onto the first disk, alone
+    timeout: 1
+    kernel: deployenv/vmlinuz
+    initrd: [deployenv/initrd.gz]
+    cmdline: "console=ttyS0 quiet provisioner.onfailure=poweroff provisioner.receive=--timeout,8"
+    imaging: {image: web.img, disk: /dev/vda, min_receivers: 1, max_wait: 2}
+hosts:
+  vm3: {mac: 52:54:00:b0:00:03, profile: image-one}
+  vm4: {mac: 52:54:00:b0:00:04, profile: image-one}
+"""
+
+
+class ImagingFailureTests(ImagingBed, TestCase):
+    """
+    What goes wrong ends C{failed} with its reason, never C{deployed}: a
+    disk smaller than the image; the appliance's control channel cut in
+    the middle of the image.
+    """
+
+    inventory = FAILURE_INVENTORY
+    machines = {"vm3": "52:54:00:b0:00:03", "vm4": "52:54:00:b0:00:04"}
+    rate = 8
+    diskSizes = {"vm3": 8 << 20, "vm4": 64 << 20}
+
+    def hostState(self, name):
+        out = self.bed.server.run(["env", "PYTHONPATH=" + REPO] + PROVISIONER + [
+            "hosts", "--json", "--url", "http://127.0.0.1:8080", "show", name], timeout=60)
+        return json.loads(out.stdout)["lifecycle"]
+
+    def test_diskTooSmall(self):
+        """
+        An 8 MiB disk for a 24 MiB image: the receiver refuses it, the host
+        is failed with that reason, and nothing was claimed.
+        """
+        proc, serial = self.start("vm3", "small")
+        found = waitFor(lambda: DEPLOYED.search(self.console(serial)), 300, interval=1)
+        proc.kill()
+        proc.wait(10)
+        text = self.console(serial)
+        self.assertTrue(found, text[-3000:])
+        failed = re.search(r"DEPLOYENV FAILED (.*)", text)
+        self.assertTrue(failed, text[-3000:])
+        self.assertIn("/dev/vda: device too small for the image", failed.group(1))
+        life = self.hostState("vm3")
+        self.assertEqual(life["state"], "failed")
+        self.assertIn("device too small for the image", life["reason"])
+
+    def test_controlChannelCut(self):
+        """
+        The VM's control connection to the appliance is cut while the
+        image is on its way: the receiver gives up after its timeout, the
+        host ends failed with the reason, never deployed.
+        """
+        proc, serial = self.start("vm4", "cut")
+        started = waitFor(lambda: "DEPLOYENV receive python3" in self.console(serial), 300,
+                          interval=0.5)
+        self.assertTrue(started, self.console(serial)[-3000:])
+        waitFor(lambda: "started automatically for web.img" in self.appliance.log(), 60)
+        subprocess.run(["ip", "netns", "exec", self.bed.lab.bridgeNS, "iptables", "-I",
+                        "FORWARD", "-m", "physdev", "--physdev-in", self.taps["vm4"], "-p", "tcp",
+                        "--dport", "7010", "-j", "DROP"], check=True)
+        found = waitFor(lambda: DEPLOYED.search(self.console(serial)), 300, interval=1)
+        proc.kill()
+        proc.wait(10)
+        text = self.console(serial)
+        self.assertTrue(found, text[-3000:])
+        self.assertNotIn("DEPLOYENV DEPLOYED", text)
+        self.assertIn("DEPLOYENV FAILED provisioner receive ended", text)
+        life = self.hostState("vm4")
+        self.assertEqual(life["state"], "failed", life)
+        self.assertTrue(life["reason"], life)
