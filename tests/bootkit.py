@@ -2,7 +2,8 @@
 The boot kit the QEMU tests boot to userspace: Debian's own kernel
 (C{linux-image-amd64}), an initramfs built here from Debian's
 C{busybox-static}, Debian's pxelinux (C{pxelinux}, C{syslinux-common}) and
-Debian's signed GRUB network image (C{grub-efi-amd64-signed}), and a
+Debian's signed GRUB network image (C{grub-efi-amd64-signed}) and shim
+(C{shim-signed}), and a
 one-sector disk whose boot code says so on the serial port.
 
 The packages are fetched with C{apt-get download} and unpacked with
@@ -34,9 +35,10 @@ import tempfile
 
 __all__ = ["kit", "BootKit", "buildKit", "cpioArchive", "DISK_MARKER", "INIT"]
 
-FORMAT = "5"
+FORMAT = "6"
 CACHE = os.environ.get("PROVISIONER_BOOTKIT") or "/var/cache/provisioner-tests/bootkit"
-PACKAGES = ("busybox-static", "pxelinux", "syslinux-common", "grub-efi-amd64-signed")
+PACKAGES = ("busybox-static", "pxelinux", "syslinux-common", "grub-efi-amd64-signed",
+            "shim-signed")
 KERNEL_META = "linux-image-amd64"
 # The virtio network driver and what it needs, in load order (Debian builds
 # them as modules; the kernel has no modprobe data here, so insmod each).
@@ -107,6 +109,7 @@ class BootKit:
     @ivar initrd: the gzip'd initramfs (busybox, L{INIT}, virtio modules).
     @ivar pxelinux: C{pxelinux.0}; C{ldlinux}: its C{ldlinux.c32}.
     @ivar grub: Debian's signed C{grubnetx64.efi}.
+    @ivar shim: Debian's C{shimx64.efi}, signed by Microsoft's UEFI CA.
     @ivar disk: a 1 MiB disk whose boot sector prints L{DISK_MARKER} on COM1.
     @ivar version: the kernel package's version.
     """
@@ -114,7 +117,7 @@ class BootKit:
     def __init__(self, directory, version):
         self.directory = directory
         self.version = version
-        for name in ("kernel", "initrd", "pxelinux", "ldlinux", "grub", "disk"):
+        for name in ("kernel", "initrd", "pxelinux", "ldlinux", "grub", "disk", "shim"):
             setattr(self, name, os.path.join(directory, _FILES[name]))
 
     def install(self, directory, names=None):
@@ -135,7 +138,8 @@ class BootKit:
 
 
 _FILES = {"kernel": "vmlinuz", "initrd": "initrd.gz", "pxelinux": "pxelinux.0",
-          "ldlinux": "ldlinux.c32", "grub": "grubnetx64.efi", "disk": "disk.img"}
+          "ldlinux": "ldlinux.c32", "grub": "grubnetx64.efi", "disk": "disk.img",
+          "shim": "shimx64.efi"}
 
 
 def cpioArchive(entries):
@@ -231,6 +235,8 @@ def buildKit(directory):
                         os.path.join(staging, _FILES["ldlinux"]))
         shutil.copyfile(os.path.join(root, "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"),
                         os.path.join(staging, _FILES["grub"]))
+        shutil.copyfile(os.path.join(root, "usr/lib/shim/shimx64.efi.signed"),
+                        os.path.join(staging, _FILES["shim"]))
         with open(os.path.join(staging, _FILES["disk"]), "wb") as f:
             f.write(bootSector(DISK_MARKER))
             f.truncate(1 << 20)

@@ -96,7 +96,7 @@ def addTap(lab, name):
 
 
 def bootQEMU(lab, tap, mac, serial, firmware="bios", romfile=None, extra=(),
-             memory=256, nic="virtio-net-pci"):
+             memory=256, nic="virtio-net-pci", code=OVMF_CODE, variables=OVMF_VARS):
     """
     Start QEMU (TCG) in the bridge namespace, network-booting from C{tap},
     serial console to the file C{serial}.
@@ -104,6 +104,8 @@ def bootQEMU(lab, tap, mac, serial, firmware="bios", romfile=None, extra=(),
     @param firmware: C{bios} (SeaBIOS + the NIC's iPXE ROM) or C{uefi}
         (OVMF; variables from a throwaway copy).
     @param romfile: the NIC option ROM; C{""} for none (EDK2's own PXE).
+    @param code: OVMF's code (C{uefi}); C{variables}: the variables file it
+        starts from (copied).
     @return: the L{subprocess.Popen}, registered with the lab.
     """
     argv = [QEMU, "-accel", "tcg", "-m", str(memory), "-nographic", "-no-reboot",
@@ -114,11 +116,11 @@ def bootQEMU(lab, tap, mac, serial, firmware="bios", romfile=None, extra=(),
         device += ",romfile=" + romfile
     argv += ["-device", device, "-boot", "n"]
     if firmware == "uefi":
-        variables = serial + ".vars.fd"
-        with open(OVMF_VARS, "rb") as src, open(variables, "wb") as dst:
+        copy = serial + ".vars.fd"
+        with open(variables, "rb") as src, open(copy, "wb") as dst:
             dst.write(src.read())
-        argv += ["-drive", "if=pflash,format=raw,readonly=on,file=" + OVMF_CODE,
-                 "-drive", "if=pflash,format=raw,file=" + variables]
+        argv += ["-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+                 "-drive", "if=pflash,format=raw,file=" + copy]
     argv += list(extra)
     proc = subprocess.Popen(["ip", "netns", "exec", lab.bridgeNS] + argv,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -243,7 +245,7 @@ class BootBed:
         return self.appliance
 
     def boot(self, mac, marker, serial, firmware="bios", romfile=None, timeout=120,
-             memory=256, extra=()):
+             memory=256, extra=(), **qemu):
         """
         Boot a VM with C{mac} from the network (see L{bootQEMU}) until the
         regular expression C{marker} shows on its serial console (the file
@@ -255,7 +257,7 @@ class BootBed:
         """
         started = time.monotonic()
         proc = bootQEMU(self.lab, self.tap, mac, serial, firmware=firmware, romfile=romfile,
-                        memory=memory, extra=extra)
+                        memory=memory, extra=extra, **qemu)
 
         def console():
             try:
