@@ -261,43 +261,54 @@ def _parseYAML(text, filename):
     return data, dotted
 
 
-def _merge(section, data, prefix, located, out):
+def _raise(error):
+    raise error
+
+
+def _merge(section, data, prefix, located, out, fail=_raise):
     """
     Validate C{data} against C{section}, writing into C{out} (pre-filled with
     defaults).
+
+    @param fail: called with each L{ConfigError}; the default raises it.
+        A collecting caller (L{loadConfig} with C{errors}) records it
+        instead, and the key keeps its default.
     """
     if data is None:
         return
     if not isinstance(data, dict):
-        raise ConfigError(prefix or None, "must be a mapping", located.where(prefix))
+        return fail(ConfigError(prefix or None, "must be a mapping", located.where(prefix)))
     if section.reserved:
         for name, value in data.items():
             key = "%s.%s" % (prefix, name)
             if name != "enabled" or value not in (False, None):
-                raise ConfigError(
+                fail(ConfigError(
                     key, "section %r is reserved: it is not built yet, only 'enabled: false' "
-                    "is accepted" % (prefix,), located.where(key))
+                    "is accepted" % (prefix,), located.where(key)))
         return
     for name, value in data.items():
         key = "%s.%s" % (prefix, name) if prefix else str(name)
         item = section.keys.get(name)
         if item is None:
             if key in RENAMED:
-                raise ConfigError(key, "renamed: use %s (same keys)" % (RENAMED[key],),
-                                  located.where(key))
+                fail(ConfigError(key, "renamed: use %s (same keys)" % (RENAMED[key],),
+                                 located.where(key)))
+                continue
             known = ", ".join(sorted(section.keys))
-            raise ConfigError(key, "unknown key (known here: %s)" % (known,), located.where(key))
+            fail(ConfigError(key, "unknown key (known here: %s)" % (known,),
+                             located.where(key)))
+            continue
         if isinstance(item, Section):
-            _merge(item, value, key, located, out[name])
+            _merge(item, value, key, located, out[name], fail)
         else:
             try:
                 out[name] = item.validate(value, key)
             except ConfigError as e:
-                raise ConfigError(e.key, e.message, located.where(e.key))
+                fail(ConfigError(e.key, e.message, located.where(e.key)))
     if section.check is not None:
         problem = section.check(out)
         if problem:
-            raise ConfigError(prefix, problem, located.where(prefix))
+            fail(ConfigError(prefix, problem, located.where(prefix)))
 
 
 def parseOverride(text):
@@ -329,7 +340,7 @@ def _nest(key, value):
     return out
 
 
-def loadConfig(path=None, overrides=(), text=None):
+def loadConfig(path=None, overrides=(), text=None, errors=None, located=None):
     """
     Load and validate the configuration.
 
@@ -337,34 +348,51 @@ def loadConfig(path=None, overrides=(), text=None):
     @param overrides: C{(dotted key, value)} pairs applied after the file
         (command-line flags).
     @param text: YAML text to use instead of reading C{path} (tests).
+    @param errors: L{None} to raise the first error; or a list, to collect
+        every error instead (C{provisioner check}): each bad key keeps its
+        default and validation goes on. A file that cannot be read or
+        parsed is one error, and the defaults are returned.
+    @param located: a list to append the file's L{_Located} to (where
+        each key is: its C{where(key)} gives C{FILE:LINE}), or L{None}.
     @return: the configuration as a nested C{dict}.
-    @raise ConfigError: whatever is wrong, with key and line.
+    @raise ConfigError: whatever is wrong, with key and line (only when
+        C{errors} is L{None}).
     """
+    fail = _raise if errors is None else errors.append
     top = schema()
     out = top.defaults()
     filename = None
-    if path is not None and text is None:
-        filename = os.path.basename(path)
-        text = readText(path, ConfigError)
-    elif text is not None:
-        filename = os.path.basename(path) if path else "<config>"
-    located = _Located(filename, {})
-    if text is not None:
-        data, lines = _parseYAML(text, filename)
-        if data is None:
-            data = {}
-        located = _Located(filename, lines)
-        _merge(top, data, "", located, out)
+    where = _Located(None, {})
+    try:
+        if path is not None and text is None:
+            filename = os.path.basename(path)
+            text = readText(path, ConfigError)
+        elif text is not None:
+            filename = os.path.basename(path) if path else "<config>"
+        where = _Located(filename, {})
+        if text is not None:
+            data, lines = _parseYAML(text, filename)
+            if data is None:
+                data = {}
+            where = _Located(filename, lines)
+            _merge(top, data, "", where, out, fail)
+    except ConfigError as e:
+        if errors is None:
+            raise
+        errors.append(e)
+        out = top.defaults()
+    if located is not None:
+        located.append(where)
     overridden = set()
     for key, value in overrides:
-        _merge(top, _nest(key, value), "", _Located("command line", {}), out)
+        _merge(top, _nest(key, value), "", _Located("command line", {}), out, fail)
         overridden.add(key)
     for check in crossChecks():
         problem = check(out)
         if problem:
             key, message = problem
-            where = "command line" if key in overridden else located.where(key)
-            raise ConfigError(key, message, where)
+            fail(ConfigError(key, message,
+                             "command line" if key in overridden else where.where(key)))
     return out
 
 
