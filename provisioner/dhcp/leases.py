@@ -344,6 +344,12 @@ class LeaseStore:
         """
         return True
 
+    def adopts(self, serverID, mac):
+        """
+        One appliance: a REQUEST selecting another server is not ours.
+        """
+        return False
+
     def outstandingOffers(self, pool):
         """
         How many offers counted under C{pool} are still held: sent, not yet

@@ -198,6 +198,18 @@ class LeaseResponder:
         serverID = packet.ipOption(OPT.SERVER_ID)
         requested = packet.ipOption(OPT.REQUESTED_IP)
         subnet = self.subnets.subnetFor(packet, iface)
+        if serverID is not None and server is not None and serverID != server and \
+                self.leases.adopts(serverID, mac):
+            # SELECTING an appliance of the shared store that has gone: its
+            # offer is in the database, and the client is this appliance's
+            self._count("REQUEST-adopted")
+            ip = requested or (packet.ciaddr if packet.ciaddr != ZERO else None)
+            if subnet is None or ip is None:
+                return None
+            d = self.leases.lookup(mac)
+            d.addCallback(lambda _: self._requested(packet, iface, send, subnet, ip, serverID))
+            d.addErrback(self._storeAway)
+            return d
         if serverID is not None:
             # SELECTING: the client picked a server.
             if server is not None and serverID != server:

@@ -112,10 +112,15 @@ class DHCPService(service.Service):
                                       config["lease_file"], e))
             self.log.info("DHCP lease store {path}: {count} leases loaded",
                           path=config["lease_file"], count=len(self.leases))
+        interfaces = self._interfaces()
+        if self.membership is not None:
+            self.membership.addresses = tuple(sorted(
+                {i.address for i in interfaces if i.address} |
+                ({config["server_address"]} if config["server_address"] else set())))
         self.responder = DHCPResponder(
             config, self.reactor, self.appliance.clients, self.leases,
             inventoryGetter=lambda: self.appliance.inventory, events=self.appliance.events)
-        for iface in self._interfaces():
+        for iface in interfaces:
             if config["port"]:
                 protocol = DHCPProtocol(self.responder, iface)
                 port = self._listen(self._bind("port", iface.name), protocol)

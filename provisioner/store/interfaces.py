@@ -193,6 +193,15 @@ class ILeaseStore(Interface):
         this appliance among the live ones).
         """
 
+    def adopts(serverID, mac):
+        """
+        Whether this appliance answers a REQUEST from C{mac} that selected
+        the server C{serverID} (option 54), not this one: for a shared
+        store, when C{serverID} is an appliance of the store whose heartbeat
+        stopped and the client is this appliance's now (the database holds
+        the offer it was sent); never for a store of one appliance.
+        """
+
     def outstandingOffers(pool):
         """
         How many offers counted under C{pool} are still held.

@@ -86,13 +86,19 @@ def owner(mac, live):
     return ordered[loadBalanceHash(bytes.fromhex(mac.replace(":", ""))) % len(ordered)]
 
 
-def _heartbeat(c, me, failoverAfter):
-    c.execute("INSERT INTO appliances (id, started, last_seen) VALUES (%s, "
+def _heartbeat(c, me, addresses, failoverAfter):
+    """
+    Write this appliance's heartbeat; read every appliance's.
+
+    @return: C{[(id, addresses, live)]}, by id.
+    """
+    c.execute("INSERT INTO appliances (id, addresses, started, last_seen) VALUES (%s, %s, "
               "extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp())) "
-              "ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen", (me,))
-    c.execute("SELECT id FROM appliances WHERE last_seen > "
-              "extract(epoch FROM clock_timestamp()) - %s ORDER BY id", (failoverAfter,))
-    return [row[0] for row in c.fetchall()]
+              "ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, "
+              "addresses = EXCLUDED.addresses", (me, ",".join(addresses)))
+    c.execute("SELECT id, addresses, last_seen > extract(epoch FROM clock_timestamp()) - %s "
+              "FROM appliances ORDER BY id", (failoverAfter,))
+    return c.fetchall()
 
 
 def _leave(c, me):
@@ -108,6 +114,11 @@ class Membership:
         sorted; empty until the first one and while the database is away.
     @ivar available: whether the last call to the database worked.
     @ivar outages: how many outages began (tests, metrics).
+    @ivar addresses: this appliance's DHCP server addresses (option 54),
+        written with its heartbeat so that the others know them.
+    @ivar gone: the server addresses of the appliances whose heartbeat
+        stopped (their clients' REQUESTs selecting them are answered by the
+        clients' new owners).
     """
 
     log = Logger()
@@ -119,6 +130,8 @@ class Membership:
         self.failoverAfter = failoverAfter
         self.interval = interval
         self.live = ()
+        self.addresses = ()
+        self.gone = frozenset()
         self.available = False
         self.outages = 0
         self._down = None
@@ -146,7 +159,8 @@ class Membership:
         """
         if self._beating is not None:
             return self._beating
-        d = self._beating = self.database.run(_heartbeat, self.me, self.failoverAfter)
+        d = self._beating = self.database.run(_heartbeat, self.me, list(self.addresses),
+                                              self.failoverAfter)
 
         def done(result):
             self._beating = None
@@ -155,7 +169,11 @@ class Membership:
         d.addCallbacks(self._beaten, self._failed)
         return d
 
-    def _beaten(self, ids):
+    def _beaten(self, rows):
+        ids = [id for id, addresses, live in rows if live]
+        self.gone = frozenset(address for id, addresses, live in rows if not live
+                              for address in addresses.split(",") if address) - \
+            frozenset(self.addresses)
         if tuple(ids) != self.live:
             self.log.info("appliances live on the shared store: {ids} (this one: {me})",
                           ids=", ".join(ids), me=self.me)
@@ -270,10 +288,11 @@ def _claim(c, lease, me, now, takeWeak):
                   "hostname = %s, client_id = %s, appliance = %s, "
                   "change = nextval('lease_changes') WHERE ip = %s", values + (lease.ip,))
     if lease.state == "bound":
+        # The client's other rows (offers, an older lease) go with its lease.
         c.execute("DELETE FROM leases WHERE mac = %s AND ip <> %s", (lease.mac, lease.ip))
-    else:
-        c.execute("DELETE FROM leases WHERE mac = %s AND ip <> %s AND state = 'offered'",
-                  (lease.mac, lease.ip))
+    # An offer leaves the client's earlier offers alone: a DISCOVER sent
+    # again while the first was still being claimed gets a second address,
+    # and the client may REQUEST either; the one not taken expires.
     return ("ok", None)
 
 
@@ -362,6 +381,9 @@ class PostgresLeaseStore(LeaseStore):
     def answers(self, mac):
         return self.membership.owns(mac)
 
+    def adopts(self, serverID, mac):
+        return serverID in self.membership.gone and self.membership.owns(mac)
+
     # The cache ------------------------------------------------------------
 
     def _learn(self, row):
@@ -380,6 +402,7 @@ class PostgresLeaseStore(LeaseStore):
             self._forget(held)
         lease = Lease(row["mac"], row["ip"], row["expires"], row["state"], row["hostname"],
                       row["clientId"], weak=row["weak"])
+        lease.appliance = row["appliance"]
         self._remember(lease)
         return lease
 
@@ -538,6 +561,11 @@ class PostgresLeaseStore(LeaseStore):
         if lease is None or (ip is not None and lease.ip != ip):
             return defer.succeed(None)
         self._forget(lease)
+        if lease.state == "offered" and getattr(lease, "appliance", self.me) != self.me:
+            # Another appliance's offer, learnt: a REQUEST selecting that
+            # appliance drops it from memory here, never from the database
+            # (it is that appliance's, or its successor's, to answer).
+            return defer.succeed(None)
         self.pending.pop(mac, None)
         return self._quietly(_delete, mac, lease.ip)
 

@@ -62,6 +62,7 @@ STATEMENTS = [
     "CREATE INDEX leases_by_change ON leases (change)",
     """CREATE TABLE appliances (
         id TEXT PRIMARY KEY,
+        addresses TEXT NOT NULL DEFAULT '',
         started DOUBLE PRECISION NOT NULL,
         last_seen DOUBLE PRECISION NOT NULL)""",
 ]
