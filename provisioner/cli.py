@@ -40,6 +40,10 @@ def _configKeys(args):
     if args.markdown:
         sys.stdout.write(referenceMarkdown())
         return 0
+    if args.man:
+        from provisioner.manpage import manPage
+        sys.stdout.write(manPage())
+        return 0
     for key, item in describe():
         print("%-40s %-6s %-14r %s" % (key, item.kind, item.default, item.doc))
     return 0
@@ -90,6 +94,8 @@ def buildParser():
     keys = sub.add_parser("config-keys", help="list every configuration key with its default")
     keys.add_argument("--markdown", action="store_true",
                       help="print docs/config-reference.md")
+    keys.add_argument("--man", action="store_true",
+                      help="print the manual page provisioner(8) (man(7) source)")
     keys.set_defaults(func=_configKeys)
     example = sub.add_parser("config-sample",
                              help="print a commented YAML file of every key and its default")
