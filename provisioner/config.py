@@ -189,6 +189,7 @@ RENAMED = {
 SECTIONS = {
     "tftp": "provisioner.tftp.schema",
     "dhcp": "provisioner.dhcp.schema",
+    "dhcp6": "provisioner.dhcp6.schema",
     "images": "provisioner.images.schema",
     "inventory": "provisioner.menus.inventory_schema",
     "hosts": "provisioner.hosts.schema",
