@@ -31,6 +31,7 @@ SUBSYSTEMS = [
     ("hosts", "hosts", "provisioner.hosts.service"),
     ("menus", "menus", "provisioner.menus.service"),
     ("dhcp", "dhcp", "provisioner.dhcp.service"),
+    ("dhcp6", "dhcp6", "provisioner.dhcp6.service"),
     ("tftp", "tftp", "provisioner.tftp.service"),
     ("http", "http", "provisioner.web.service"),
     ("imagecast", "imagecast", "provisioner.imagecast.service"),
