@@ -417,6 +417,33 @@ class MembershipTests(_Postgres, TestCase):
         self.assertEqual(a.membership.live, ("a",))
 
     @defer.inlineCallbacks
+    def test_adoptsGoneAppliancesRequests(self):
+        """
+        A REQUEST selecting appliance b's address is a's to answer (for the
+        clients a owns) only once b's heartbeat stopped; a learnt offer of
+        b's, dropped by a (its client selected b), stays in the database.
+        """
+        a = yield self.openShared("a", failoverAfter=1.0)
+        b = yield self.openShared("b", failoverAfter=1.0)
+        a.membership.addresses = ("198.18.190.1",)
+        b.membership.addresses = ("198.18.190.2",)
+        yield b.membership.beat()
+        yield a.membership.beat()
+        self.assertFalse(a.adopts("198.18.190.2", A))
+        yield b.claimOffer(A, IP, 30)
+        yield a.refresh()
+        self.assertEqual(a.byMAC(A).state, "offered")
+        yield a.release(A)
+        self.assertIsNone(a.byMAC(A))
+        self.assertEqual(self.rows(), [(IP, A, "offered")])
+        b.membership._loop = None
+        yield deferLater(reactor, 1.2, lambda: None)
+        yield a.membership.beat()
+        self.assertEqual(a.membership.gone, frozenset(["198.18.190.2"]))
+        self.assertTrue(a.adopts("198.18.190.2", A))
+        self.assertFalse(a.adopts("198.18.190.9", A))
+
+    @defer.inlineCallbacks
     def test_databaseAway(self):
         """
         If the database stops: the outage is logged once however many calls
