@@ -3,15 +3,21 @@
 The C{provisioner} command line. Each subsystem adds its own subcommands:
 a module listed in L{COMMAND_MODULES} defines C{register(subparsers)}, which
 adds parsers whose C{func(args)} returns the exit status.
+
+Every parser formats its help with L{HelpFormatter} (an option's default is
+shown), and a subcommand without a description takes its help line as one
+(L{_finish}). A reader that goes away (C{provisioner config-keys | head -1})
+ends the command quietly (L{main}).
 """
 
 import argparse
 import json
 import importlib
+import os
 import sys
 
 from provisioner import __version__
-from provisioner.config import ConfigError, describe, loadConfig, sample
+from provisioner.config import describe, sample
 
 __all__ = ["main", "COMMAND_MODULES"]
 
@@ -26,14 +32,9 @@ COMMAND_MODULES = [
 ]
 
 
-def _checkConfig(args):
-    try:
-        loadConfig(args.file)
-    except ConfigError as e:
-        print("provisioner: %s" % (e,), file=sys.stderr)
-        return 2
-    print("%s: ok" % (args.file,))
-    return 0
+def _check(args):
+    from provisioner.check import main as check
+    return check(args)
 
 
 def _configKeys(args):
@@ -83,22 +84,70 @@ def _configSample(args):
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """
+    Help with each option's default, unless its help already says it, it
+    is a flag (C{store_true}: off unless given), or it has none.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.nargs == 0 or \
+                action.default in (None, argparse.SUPPRESS, [], ""):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _finish(parser):
+    """
+    Give C{parser} and every subcommand below it L{HelpFormatter}, and a
+    description (its help line) where it has none.
+    """
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    text = helps[name]
+                    sub.description = text[:1].upper() + text[1:] + "."
+                _finish(sub)
+
+
 def buildParser():
     parser = argparse.ArgumentParser(
         prog="provisioner", description="provisioner: network-provisioning appliance tools.")
     parser.add_argument("--version", action="version", version="provisioner " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file")
-    check.set_defaults(func=_checkConfig)
-    keys = sub.add_parser("config-keys", help="list every configuration key with its default")
+    check = sub.add_parser(
+        "check", aliases=["check-config"],
+        help="check a configuration, its inventory and templates without starting anything",
+        description="Check a configuration and everything it names, without starting "
+                    "anything: every key, the inventory, every host's menus rendered for "
+                    "each loader (BIOS and UEFI), paths, interfaces and addresses of this "
+                    "host, subnets and reservations, the images profiles name, the boot "
+                    "files DHCP hands out. Every problem is one line, FILE:LINE: KEY: what "
+                    "is wrong; what to do (warnings say so); the last line sums up. Exit "
+                    "status 2 when there is an error, else 0. check-config is the same "
+                    "command.")
+    check.add_argument("file", nargs="?", default=None, metavar="FILE",
+                       help="the configuration file (same as --config)")
+    check.add_argument("--config", "-c", default=None,
+                       help="the configuration file (default: the embedded defaults)")
+    check.set_defaults(func=_check)
+    keys = sub.add_parser(
+        "config-keys", help="list every configuration key with its default",
+        description="List every configuration key: its name, type, default and meaning.")
     keys.add_argument("--markdown", action="store_true",
-                      help="print docs/config-reference.md")
+                      help="print docs/config-reference.md instead of the table")
     keys.add_argument("--man", action="store_true",
                       help="print the manual page provisioner(8) (man(7) source)")
     keys.set_defaults(func=_configKeys)
-    example = sub.add_parser("config-sample",
-                             help="print a commented YAML file of every key and its default")
+    example = sub.add_parser(
+        "config-sample", help="print a commented YAML file of every key and its default",
+        description="Print a configuration file setting every key to its embedded default, "
+                    "each with a comment saying what it does (etc/provisioner.yaml is its "
+                    "output): a starting point to copy and edit.")
     example.set_defaults(func=_configSample)
     for name in COMMAND_MODULES:
         try:
@@ -110,7 +159,30 @@ def buildParser():
                 continue
             raise
         module.register(sub)
+    _finish(parser)
     return parser
+
+
+def _quietPipe():
+    """
+    Standard output's reader went away: point the descriptor at
+    C{/dev/null}, so that nothing more (the interpreter's last flush)
+    fails.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+#: the exit status when the reader of standard output went away (as a
+#: process killed by SIGPIPE)
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv=None):
@@ -120,9 +192,14 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quietPipe()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

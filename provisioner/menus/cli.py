@@ -4,7 +4,8 @@ C{provisioner render --mac MAC [--arch ARCH] FILE}: exactly what that client
 would be served as C{FILE} by the appliance the configuration describes:
 the menus (from the inventory and templates), else a catalogued image, else
 a file of the TFTP root. Nothing is started and nothing is hashed (the
-catalogue is the persisted one).
+catalogue is the persisted one). A menu whose template fails is not
+printed: the template's file, line and error are, and the status is 1.
 """
 
 import sys
@@ -53,8 +54,12 @@ class _Refused(Exception):
 
 def render(args, out=None, err=None):
     """
-    Print what the client would get; return the exit status.
+    Print what the client would get; return the exit status: 0, or 1 when
+    the file is not found or its menu's template fails (the template's
+    file, line and error are printed instead of the fallback menu), or 2
+    for bad arguments or configuration.
     """
+    from provisioner.check import TemplateErrors
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
     try:
@@ -69,10 +74,19 @@ def render(args, out=None, err=None):
         if menus.inventoryError:
             print("provisioner render: warning: %s (rendering with the empty inventory)"
                   % (menus.inventoryError,), file=err)
+        failures = TemplateErrors(menus.renderer.dirs).attach(menus.renderer)
         source = _resolve(args, config, appliance, _request(args, appliance, mac, arch))
     except _Refused as e:
         print("provisioner render: %s" % (e,), file=err)
         return e.status
+    if failures.failures:
+        # the menu rendered is the fallback a client would get: not what
+        # the operator asked to see
+        source.close()
+        for failure in failures.failures:
+            print("provisioner render: %s (a client gets the fallback menu)"
+                  % (TemplateErrors.text(failure),), file=err)
+        return 1
     _copy(source, out)
     return 0
 
@@ -168,7 +182,9 @@ def register(subparsers):
         description="Print exactly what the client with MAC would be served as FILE "
                     "(boot.ipxe, pxelinux.cfg/01-..., grub/grub.cfg, an image) by the "
                     "appliance the configuration describes. Nothing is started.")
-    parser.add_argument("file", metavar="FILE")
+    parser.add_argument("file", metavar="FILE",
+                        help="the file the client asks for: boot.ipxe, pxelinux.cfg/default, "
+                             "grub/grub.cfg, images/NAME, a file of the TFTP root")
     parser.add_argument("--mac", required=True, help="the client's MAC address")
     parser.add_argument("--arch", default=None,
                         help="its architecture: bios, efi-x64, efi-ia32, efi-arm64, or a "
