@@ -24,7 +24,14 @@ def addReceiveParser(subparsers):
     when it is used: the fetch commands do without them.)
     """
     from provisioner.client.control import addConnectionArguments
-    recv = subparsers.add_parser("receive", help="receive an image multicast by the appliance")
+    recv = subparsers.add_parser(
+        "receive", help="receive an image multicast by the appliance",
+        description="Receive an image the appliance multicasts (provisioner imagecast "
+                    "send, or a profile's imaging session): register with the appliance's "
+                    "control channel with this receiver's secret, write the image to a "
+                    "file or a whole disk as it arrives, repair what was lost, verify the "
+                    "image's sha256 and report. A restarted receiver resumes from its "
+                    "state file.")
     addConnectionArguments(recv, True)
     recv.add_argument("--output", "-o", required=True, metavar="PATH",
                       help="where the image is written: a file, or a whole block device "

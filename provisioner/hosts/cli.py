@@ -339,15 +339,16 @@ def register(subparsers):
     listing = actions.add_parser("list", help="the hosts and discovered machines (default)")
     _common(listing)
     show = actions.add_parser("show", help="a host's (or discovered MAC's) timeline")
-    show.add_argument("name", metavar="NAME-OR-MAC")
+    show.add_argument("name", metavar="NAME-OR-MAC",
+                      help="the host's inventory name, or a discovered machine's MAC")
     _common(show)
     redeploy = actions.add_parser(
         "redeploy", help="deploy a host again at its next network boot")
-    redeploy.add_argument("name", metavar="NAME")
+    redeploy.add_argument("name", metavar="NAME", help="the host's inventory name")
     _common(redeploy)
     adopt = actions.add_parser(
         "adopt", help="make a discovered machine a host (prints the inventory stanza)")
-    adopt.add_argument("mac", metavar="MAC")
+    adopt.add_argument("mac", metavar="MAC", help="the discovered machine's MAC address")
     adopt.add_argument("--name", required=True, help="the host's name")
     adopt.add_argument("--profile", required=True, help="the inventory profile it deploys")
     _common(adopt)

@@ -44,8 +44,10 @@ def register(subparsers):
     addConnectionArguments(send, False)
     send.set_defaults(func=_send)
     status = msub.add_parser("status", help="print the scorecard of the sessions")
-    status.add_argument("--session", type=int, default=None)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--session", type=int, default=None,
+                        help="only this session's scorecard (default: every session kept)")
+    status.add_argument("--json", action="store_true",
+                        help="print the scorecards as JSON instead of text")
     status.add_argument("--detail", action="store_true",
                         help="include every reported range (JSON)")
     addConnectionArguments(status, False)
