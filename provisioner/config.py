@@ -273,10 +273,16 @@ def _merge(section, data, prefix, located, out, fail=_raise):
 
     @param fail: called with each L{ConfigError}; the default raises it.
         A collecting caller (L{loadConfig} with C{errors}) records it
-        instead, and the key keeps its default.
+        instead, and the key keeps its default; the section's own check
+        is then skipped (it would see the default, not what was written).
     """
     if data is None:
         return
+    failed = []
+
+    def fail(error, outer=fail):
+        failed.append(error)
+        return outer(error)
     if not isinstance(data, dict):
         return fail(ConfigError(prefix or None, "must be a mapping", located.where(prefix)))
     if section.reserved:
@@ -306,7 +312,7 @@ def _merge(section, data, prefix, located, out, fail=_raise):
                 out[name] = item.validate(value, key)
             except ConfigError as e:
                 fail(ConfigError(e.key, e.message, located.where(e.key)))
-    if section.check is not None:
+    if section.check is not None and not failed:
         problem = section.check(out)
         if problem:
             fail(ConfigError(prefix, problem, located.where(prefix)))
