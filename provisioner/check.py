@@ -112,6 +112,17 @@ class Report:
     def warnings(self):
         return [p for p in self.problems if p.level == WARNING]
 
+    def sorted(self, first=None):
+        """
+        The problems by file (the file C{first} first, then in the order
+        files were met) and line; the order found within a line.
+        """
+        files = {first: -1} if first else {}
+        for problem in self.problems:
+            files.setdefault(_fileLine(problem.where)[0], len(files))
+        return sorted(self.problems, key=lambda p: (
+            files[_fileLine(p.where)[0]], _fileLine(p.where)[1]))
+
     def summary(self, name):
         """
         The last line: C{NAME: ok (...)} or C{NAME: N errors, M warnings}.
@@ -127,8 +138,16 @@ class Report:
         return "%s: ok (%s; %s)" % (name, counts, looked)
 
 
-def _plural(n, word):
-    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+def _fileLine(where):
+    """
+    C{(file, line)} of a C{FILE:LINE} (line 0 when there is none).
+    """
+    if not where:
+        return ("", 0)
+    name, _, line = where.rpartition(":")
+    if name and line.isdigit():
+        return (name, int(line))
+    return (where, 0)
 
 
 # This host: interfaces and addresses, read, never bound.
@@ -837,15 +856,23 @@ def checkConfiguration(path=None, overrides=(), text=None, interfaces=None, addr
     return report
 
 
-def main(args, out=None):
+def run(path, out, interfaces=None, addresses=None):
     """
-    C{provisioner check}: print every problem and the summary; return 0,
-    or 2 when there is an error.
+    Check C{path} (or the embedded defaults) and print every problem, then
+    the summary, to C{out}.
+
+    @param interfaces, addresses: see L{checkInterfaces} (tests).
+    @return: the exit status: 2 when there is an error, else 0.
     """
-    out = out if out is not None else sys.stdout
-    path = args.config or args.file
-    report = checkConfiguration(path)
-    for problem in report.problems:
+    report = checkConfiguration(path, interfaces=interfaces, addresses=addresses)
+    for problem in report.sorted(os.path.basename(path) if path else None):
         print(problem, file=out)
     print(report.summary(path or "the embedded defaults"), file=out)
     return 2 if report.errors else 0
+
+
+def main(args, out=None):
+    """
+    C{provisioner check [--config FILE | FILE]}.
+    """
+    return run(args.config or args.file, out if out is not None else sys.stdout)
