@@ -275,6 +275,22 @@ class SharedTests(_Postgres, TestCase):
         self.assertEqual(self.rows(), [(IP, B, "bound")])
 
     @defer.inlineCallbacks
+    def test_claimInFlightShared(self):
+        """
+        If a client's DISCOVER comes again while its first claim is in
+        flight, the second claim waits for the first and gets the same
+        offer: one row, one address.
+        """
+        a = yield self.openShared("a")
+        first = a.claimOffer(A, IP, 30)
+        second = a.claimOffer(A, IP2, 30)
+        offers = yield defer.gatherResults([first, second])
+        self.assertEqual([o.ip for o in offers], [IP, IP])
+        self.assertEqual(self.rows(), [(IP, A, "offered")])
+        third = yield a.claimOffer(A, IP2, 30)
+        self.assertEqual(third.ip, IP2)
+
+    @defer.inlineCallbacks
     def test_raceDecidedByKey(self):
         """
         If two appliances claim the same 40 addresses for different clients

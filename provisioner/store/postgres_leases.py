@@ -35,6 +35,7 @@ holds is ACKed from the cache and written once the database is back.
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from provisioner.dhcp.leases import Lease, LeaseStore
 from provisioner.store.interfaces import AddressTaken, StoreUnavailable
@@ -370,6 +371,8 @@ class PostgresLeaseStore(LeaseStore):
         self.collisions = 0
         self._seen = 0
         self._refreshing = None
+        # mac -> [Deferred]: the callers waiting on a claim in flight
+        self._claims = {}
         self._initMemory()
         self.writer = _MarkerWriter(self)
         membership.onBeat(self._beaten)
@@ -490,8 +493,34 @@ class PostgresLeaseStore(LeaseStore):
         return failure
 
     def claimOffer(self, mac, ip, hold, clientId=None, pool=None, weak=False):
+        """
+        See L{ILeaseStore.claimOffer}. While a claim for C{mac} is in flight
+        (a DISCOVER sent again before the first was answered), another
+        claim for it waits for that one and fires with its result: one
+        address, one row.
+        """
         if not self.available:
             return defer.fail(StoreUnavailable("the shared store is unreachable"))
+        waiting = self._claims.get(mac)
+        if waiting is not None:
+            d = defer.Deferred()
+            waiting.append(d)
+            return d
+        waiting = self._claims[mac] = []
+        d = self._claimOffer(mac, ip, hold, clientId, pool, weak)
+
+        def settled(result):
+            del self._claims[mac]
+            for other in waiting:
+                if isinstance(result, Failure):
+                    other.errback(result)
+                else:
+                    other.callback(result)
+            return result
+        d.addBoth(settled)
+        return d
+
+    def _claimOffer(self, mac, ip, hold, clientId, pool, weak):
         now = self.clock.seconds()
         wanted = Lease(mac, ip, now + hold, "offered", clientId=clientId, pool=pool, weak=weak)
         d = self.database.run(_claim, wanted, self.me, now, False)
