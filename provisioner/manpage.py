@@ -122,7 +122,7 @@ def manPage():
     out += [".SH CONFIGURATION",
             escape("A YAML file of sections; every key, its type and its default. "
                    "provisioner config-sample prints a file with all of them; "
-                   "provisioner check-config FILE validates one.")]
+                   "provisioner check FILE validates one, with its inventory and templates.")]
     section = None
     for key, item in describe():
         top = key.split(".", 1)[0]
