@@ -19,7 +19,8 @@ Tests of the packaging (issue 18 part 6, docs/packaging.md):
     system users: their uid may still own files).
 
 The wheel and package tests need root (another user runs the programs;
-apt-get) and an index to install the wheel's dependencies from; the
+apt-get) and an index to install the wheel's dependencies from (they
+skip without root or a tool, and fail under PROVISIONER_REQUIRE_E2E=1); the
 package is purged, and whatever the test installed or created removed,
 even when a test fails.
 """
@@ -46,6 +47,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from provisioner import __version__
 from provisioner.config import describe
 from provisioner.manpage import escape, manPage
+from tests.netlab import requireE2E
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN_SITE = "/usr/lib/python3/dist-packages"
@@ -64,8 +66,7 @@ def _run(args, check=True, timeout=300, **kwargs):
 
 
 def _requireRoot():
-    if os.geteuid() != 0:
-        raise SkipTest("needs root: programs run as another user")
+    requireE2E(root=True, tools=("setpriv",))
 
 
 def _readableTempDir(testCase):
@@ -296,10 +297,7 @@ def _buildDeb(testCase):
 
 
 def _requireDebian():
-    _requireRoot()
-    for tool in ("dpkg-deb", "apt-get", "setpriv"):
-        if not shutil.which(tool):
-            raise SkipTest("%s is missing (scripts/apt-packages-test)" % (tool,))
+    requireE2E(root=True, tools=("setpriv", "dpkg-deb", "apt-get", "/usr/bin/python3"))
 
 
 def _unitEntries(text):
@@ -374,10 +372,11 @@ class DebianPackageInstallTests(SynchronousTestCase):
         _requireDebian()
         if _run(["dpkg-query", "-W", "-f=${Status}", "provisioner"], check=False
                 ).stdout.startswith("install ok"):
-            raise SkipTest("the provisioner package is installed here already")
-        for tool in ("tftp",):
-            if not shutil.which(tool):
-                raise SkipTest("%s is missing (tftp-hpa, scripts/apt-packages-test)" % (tool,))
+            reason = "the provisioner package is installed here already: not replaced"
+            if os.environ.get("PROVISIONER_REQUIRE_E2E") == "1":
+                raise AssertionError("PROVISIONER_REQUIRE_E2E=1 but " + reason)
+            raise SkipTest(reason)
+        requireE2E(tools=("tftp", "deluser"))
         self.deb = _buildDeb(self)
         try:
             pwd.getpwnam("provisioner")
