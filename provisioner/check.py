@@ -829,6 +829,10 @@ def checkConfiguration(path=None, overrides=(), text=None, interfaces=None, addr
     where = _Where(located[0] if located else None)
     for e in configErrors:
         report.error(e.where, e.key, e.message)
+    if any(e.key is None for e in configErrors):
+        # the file could not be read, parsed, or is not a mapping: what
+        # follows would check the defaults, not the file
+        return report
     checkPaths(config, report, where)
     checkInterfaces(config, report, where, interfaces, addresses)
     inventory = None

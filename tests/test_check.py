@@ -199,7 +199,9 @@ CASES = [
     ("bad choice", _config("mode: full", "mode: half"),
      "provisioner.yaml:8: dhcp.mode: must be one of 'proxy', 'full'", "function"),
     ("bad YAML", _config("  port: 6969\n", "  port: [6969\n"),
-     "provisioner.yaml:", "function"),
+     "provisioner.yaml:4: not valid YAML: did not find expected ',' or ']'", "function"),
+    ("not a mapping", lambda d: {"config": "- tftp\n"},
+     "provisioner.yaml: must be a mapping", "function"),
     ("root is a file", lambda d: {"config": _replace(BASE, "root: tftpboot", "root: afile"),
                                   "files": ("afile",)},
      "provisioner.yaml:4: tftp.root: %s/afile is not a directory", "function"),
@@ -425,6 +427,17 @@ class AllAtOnceTests(_InDirectory, SynchronousTestCase):
         self.assertEqual(sorted(inventoryObject.hosts), ["web01", "web02"])
         status, lines = self.runCheck()
         self.assertIn("2 inventory hosts, 18 menus rendered", lines[-1])
+
+    def test_unreadable(self):
+        """
+        If the file cannot be read, that is the one line reported (the
+        defaults are not checked in its place).
+        """
+        status, lines = self.runCheck("nowhere.yaml")
+        self.assertEqual(status, 2)
+        self.assertEqual(lines, ["cannot read nowhere.yaml: No such file or directory",
+                                 "nowhere.yaml: 1 error, 0 warnings (0 inventory hosts, "
+                                 "0 menus rendered)"])
 
     def test_warningsAreNotErrors(self):
         """
