@@ -158,6 +158,7 @@ class ImagingBed:
     machines = MACS
     rate = 100
     diskSizes = {}
+    imageSize = IMAGE_SIZE
 
     def setUp(self):
         requireKit()
@@ -168,7 +169,7 @@ class ImagingBed:
             os.makedirs(os.path.join(self.d, sub))
         for name in ("vmlinuz", "initrd.gz"):
             os.link(os.path.join(source, name), os.path.join(self.d, "images/deployenv", name))
-        self.sha256 = makeImage(os.path.join(self.d, "images", "web.img"), IMAGE_SIZE)
+        self.sha256 = makeImage(os.path.join(self.d, "images", "web.img"), self.imageSize)
         # The orders give each host a secret of its own: nothing to list.
         with open(os.path.join(self.d, "receivers"), "w") as f:
             f.write("# the appliance registers each imaging host's secret itself\n")
@@ -361,3 +362,61 @@ class ImagingFailureTests(ImagingBed, TestCase):
         life = self.hostState("vm4")
         self.assertEqual(life["state"], "failed", life)
         self.assertTrue(life["reason"], life)
+
+
+LATE_INVENTORY = INVENTORY.replace(
+    "  vm2: {mac: 52:54:00:b0:00:02, profile: image-web}\n",
+    "  vm2: {mac: 52:54:00:b0:00:02, profile: image-web}\n"
+    "  vm5: {mac: 52:54:00:b0:00:05, profile: image-web}\n")
+
+
+class LateJoinerTests(ImagingBed, TestCase):
+    """
+    A third machine boots after the session started: it joins the running
+    session (imagecast takes receivers at any round) and ends imaged and
+    deployed like the others.
+    """
+
+    inventory = LATE_INVENTORY
+    machines = {"vm1": MACS["vm1"], "vm2": MACS["vm2"], "vm5": "52:54:00:b0:00:05"}
+    rate = 16
+    imageSize = 48 << 20
+
+    def test_lateJoiner(self):
+        """
+        vm1 and vm2 start the session; vm5 boots once they receive, joins
+        that session, and all three end deployed with the image.
+        """
+        first = {name: self.start(name, "deploy") for name in ("vm1", "vm2")}
+        started = waitFor(lambda: "started automatically for web.img" in self.appliance.log(),
+                          300, interval=0.5)
+        self.assertTrue(started, self.appliance.log()[-3000:])
+        # Both are receiving: the session runs (48 MiB at 16 Mbit/s: about
+        # 25 s for the first round, while the third boots in about 10 s).
+        waitFor(lambda: all("DEPLOYENV receive python3" in self.console(s)
+                            for _, s in first.values()), 120, interval=0.5)
+        late = self.start("vm5", "late")
+        machines = dict(first, vm5=late)
+        done = waitFor(lambda: all(DEPLOYED.search(self.console(s))
+                                   for _, s in machines.values()), 600, interval=1)
+        for proc, _ in machines.values():
+            proc.kill()
+            proc.wait(10)
+        consoles = {name: self.console(s) for name, (_, s) in machines.items()}
+        self.assertTrue(done, "\n\n".join("%s:\n%s" % (n, c[-2000:])
+                                          for n, c in consoles.items()))
+        for name, text in consoles.items():
+            self.assertIn("DEPLOYENV DEPLOYED", text, (name, text[-3000:]))
+        listing = json.loads(self.bed.server.run(
+            ["env", "PYTHONPATH=" + REPO] + PROVISIONER +
+            ["hosts", "--json", "--url", "http://127.0.0.1:8080"], timeout=60).stdout)
+        imaging = {h["name"]: h["imaging"] for h in listing["hosts"]}
+        self.assertEqual({n: i["verdict"] for n, i in imaging.items()},
+                         {"vm1": "complete", "vm2": "complete", "vm5": "complete"}, imaging)
+        # One session for all three: the late one joined it.
+        self.assertEqual(len({i["session"] for i in imaging.values()}), 1, imaging)
+        self.assertEqual(self.appliance.log().count("started automatically for web.img"), 1)
+        for name, path in self.disks.items():
+            with open(path, "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read(self.imageSize)).hexdigest(),
+                                 self.sha256, name)
