@@ -384,6 +384,7 @@ class DebianPackageInstallTests(SynchronousTestCase):
         except KeyError:
             self.userBefore = False
         self.packagesBefore = self._packages()
+        self.brought = set()
         self.addCleanup(self._restore)
 
     def _packages(self):
@@ -403,7 +404,7 @@ class DebianPackageInstallTests(SynchronousTestCase):
         """
         if "provisioner" in self._packages():
             self._apt("purge", "provisioner")
-        brought = sorted(self._packages() - self.packagesBefore)
+        brought = sorted(self.brought & self._packages())
         if brought:
             self._apt("purge", *brought)
         if not self.userBefore:
@@ -416,7 +417,11 @@ class DebianPackageInstallTests(SynchronousTestCase):
         systemd would (its user, directory and capabilities), serves a file
         over TFTP; apt-get purge removes it cleanly and keeps the user.
         """
-        self._apt("install", "./" + os.path.basename(self.deb))
+        try:
+            self._apt("install", "./" + os.path.basename(self.deb))
+        finally:
+            # what the install brought in (and only that) is purged again
+            self.brought = self._packages() - self.packagesBefore - {"provisioner"}
         self._checkInstalled()
         self._checkTreeUnaffected()
         self._checkUnitServes()
