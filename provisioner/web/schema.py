@@ -27,4 +27,18 @@ SCHEMA = Section("the HTTP service: images, rendered menus, the JSON API", {
     "access_log": Key(False, "bool", "log every request at info (otherwise debug)"),
     "metrics": Key(True, "bool", "serve Prometheus metrics at /metrics (docs/metrics.md); "
                    "anyone who reaches the port can read them"),
+    "operators_file": Key(None, "path", "the operators who may log in to the dashboard and "
+                          "act (NAME SCRYPT-HASH lines, made with provisioner operator add "
+                          "NAME; docs/console.md); null: nobody can log in",
+                          nullable=True),
+    "session_lifetime": Key(28800, "int", "seconds an operator's login lasts (kept in "
+                            "memory: a restart logs everyone out)", minimum=60,
+                            maximum=604800),
+    "tls_certificate": Key(None, "path", "PEM certificate (chain) of an HTTPS listener on "
+                           "http.tls_port beside the plain one; when set, logins and "
+                           "actions are accepted over HTTPS only", nullable=True),
+    "tls_key": Key(None, "path", "PEM private key of http.tls_certificate (null: in the "
+                   "certificate's file)", nullable=True),
+    "tls_port": Key(8443, "port", "TCP port of the HTTPS listener (with "
+                    "http.tls_certificate); 0 picks a free one"),
 })
