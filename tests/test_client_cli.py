@@ -132,7 +132,7 @@ class RunTests(SynchronousTestCase):
         self.assertIn("%s  %s" % (hashlib.sha256(self.data).hexdigest(), path), out)
         self.assertIn("mode adaptive", out)
         self.assertIn(" grow ", out)
-        self.assertIn("\r[", err)  # the progress bar, on a terminal
+        self.assertIn("100%|", err)  # the progress bar, on a terminal
 
     def test_quiet(self):
         """

@@ -12,7 +12,8 @@ L{addFetchParser} (or in L{register}) and a runner to L{FETCH_RUNNERS}: the
 first runner whose predicate accepts the parsed arguments runs instead of
 the unicast one, e.g. C{("multicast", lambda args: args.multicast, run)}.
 A runner is C{run(reactor, args, target, sink, reporter, fallback)}
-returning a Deferred that fires with a L{provisioner.client.tftp.FetchResult};
+(C{reporter}: the L{provisioner.client.progress.ProgressDisplay}, to call
+with the bytes received and the size) returning a Deferred that fires with a L{provisioner.client.tftp.FetchResult};
 C{fallback} is the unicast runner, with the same signature.
 
 C{provisioner receive --server HOST --output PATH}, which receives an
@@ -30,12 +31,13 @@ from urllib.parse import unquote, urlsplit
 from twisted.internet import defer
 
 from provisioner.client import mtftp
+from provisioner.client.progress import ProgressDisplay
 from provisioner.client.receivecli import addReceiveParser
 from provisioner.client.roles import RolePolicy
 from provisioner.client.tftp import FetchOptions, FetchResult, TFTPError, fetch
 from provisioner.hashing import sha256File
 
-__all__ = ["register", "parseTarget", "FETCH_RUNNERS", "Reporter", "addFetchParser", "runFetch",
+__all__ = ["register", "parseTarget", "FETCH_RUNNERS", "addFetchParser", "runFetch",
            "addMulticastArguments", "fetchMulticast", "runMulticast", "mtftpMain"]
 
 # (name, predicate(args), runner): alternatives to the unicast fetch.
@@ -107,49 +109,6 @@ def _growth(text):
     return ("windows", value)
 
 
-class Reporter:
-    """
-    Progress on a terminal (stderr), nothing otherwise.
-    """
-
-    def __init__(self, reactor, stream=None, enabled=None):
-        self.reactor = reactor
-        self.stream = stream or sys.stderr
-        if enabled is None:
-            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = enabled
-        self._next = 0.0
-        self._start = None
-        self._drawn = False
-
-    def __call__(self, received, total):
-        if not self.enabled:
-            return
-        now = self.reactor.seconds()
-        if self._start is None:
-            self._start = now
-        if now < self._next and received != total:
-            return
-        self._next = now + 0.1
-        rate = received / max(now - self._start, 1e-6)
-        if total:
-            width = 30
-            filled = int(width * received / total) if total else 0
-            line = "\r[%s%s] %5.1f%% %s %s/s" % (
-                "#" * filled, "." * (width - filled), 100.0 * received / total,
-                _size(received), _size(rate))
-        else:
-            line = "\r%s %s/s" % (_size(received), _size(rate))
-        self.stream.write(line)
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self):
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _size(n):
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -202,7 +161,8 @@ def addFetchParser(subparsers):
     p.add_argument("--stats", action="store_true",
                    help="print mode, size, time, rate and losses")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="draw a progress bar even when stderr is not a terminal")
+                   help="draw the progress bar (rate, time left) even when stderr is not a "
+                   "terminal (default: only on a terminal)")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false",
                    help="no progress bar")
     p.set_defaults(func=_main)
@@ -267,7 +227,8 @@ def runFetch(reactor, args, out=None, err=None):
     except OSError as e:
         err.write("provisioner fetch: %s: %s\n" % (output, e.strerror))
         return defer.succeed(1)
-    reporter = Reporter(reactor, err, args.progress)
+    reporter = ProgressDisplay(reactor, err, args.progress,
+                               description=os.path.basename(target.path))
     runner = fetchUnicast
     for name, predicate, alternative in FETCH_RUNNERS:
         if predicate(args):
