@@ -54,7 +54,9 @@ def addReceiveParser(subparsers):
                       help="file holding this receiver's secret (its line of the appliance's "
                       "imagecast.receivers_file, 'ID SECRET', or the secret alone): the "
                       "appliance asks for it unless imagecast.authentication says otherwise")
-    recv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    recv.add_argument("--quiet", "-q", action="store_true",
+                      help="no progress bar (default: a bar with the rate and the time left "
+                      "when standard error is a terminal)")
     recv.add_argument("--json", action="store_true", help="print the summary as JSON")
     recv.set_defaults(func=_receive)
     return recv
@@ -183,39 +185,44 @@ def _run(reactor, args, output, statePath, clientId, secret, tty):
 
 # The progress bar and the summary --------------------------------------------
 
-def _bar(receiver, out):
+def _tick(display, receiver):
+    """
+    Show C{receiver}'s progress on C{display}: the bytes it has of the
+    image (once it knows the image's size) and its round.
+    """
     size = receiver.size or 0
-    have = receiver.received.total() if size else 0
-    frac = have / size if size else 0.0
-    width = 30
-    filled = int(frac * width)
-    out.write("\r[%s%s] %5.1f%% %s/%s MiB round %d " % (
-        "#" * filled, "." * (width - filled), frac * 100, "%.1f" % (have / 2**20),
-        "%.1f" % (size / 2**20), receiver.round))
-    out.flush()
+    display.update(receiver.received.total() if size else 0, size or None,
+                   postfix="round %d" % (receiver.round,))
 
 
 def _startBar(reactor, receiver):
     """
-    Draw the progress bar of C{receiver} on standard error every 0.25 s.
+    Show the progress of C{receiver} on standard error every 0.25 s (a
+    L{provisioner.client.progress.ProgressDisplay}).
 
-    @return: the C{LoopingCall} drawing it.
+    @return: C{(the LoopingCall that feeds it, the display)}.
     """
     from twisted.internet import task
-    bar = task.LoopingCall(_bar, receiver, sys.stderr)
-    bar.clock = reactor
-    bar.start(0.25)
-    return bar
+
+    from provisioner.client.progress import ProgressDisplay
+    display = ProgressDisplay(reactor, sys.stderr, True, interval=0.2)
+    loop = task.LoopingCall(_tick, display, receiver)
+    loop.clock = reactor
+    loop.start(0.25)
+    return loop, display
 
 
 def _stopBar(bar, receiver):
     """
-    Stop the progress bar C{bar} (if any, and running), drawn a last time.
+    Stop the progress bar C{bar} (if any), drawn a last time.
     """
-    if bar is not None and bar.running:
-        bar.stop()
-        _bar(receiver, sys.stderr)
-        sys.stderr.write("\n")
+    if bar is None:
+        return
+    loop, display = bar
+    if loop.running:
+        loop.stop()
+    _tick(display, receiver)
+    display.finish()
 
 
 def _summarize(args, receiver, status):
