@@ -4,7 +4,9 @@ The root of the C{http} service's site (L{RootResource}): the JSON API
 (L{provisioner.web.api.APIResource}), the Prometheus metrics
 (C{/metrics}, L{provisioner.metrics}), the health check (C{/healthz},
 L{provisioner.web.health}), the dashboard (C{/ui/},
-L{provisioner.web.dashboard}; C{/} is its page) or the files
+L{provisioner.web.dashboard}; C{/} is its page), the operators' login and
+actions (C{/login}, C{/logout}, C{/actions/...},
+L{provisioner.web.actions}) or the files
 (L{provisioner.web.files.FileResource}).
 """
 
@@ -23,15 +25,19 @@ class RootResource(resource.Resource):
     @ivar metrics: a callable returning the metrics resource, or L{None}.
     @ivar health: the health resource, or L{None}.
     @ivar dashboard: the dashboard resource, or L{None}.
+    @ivar operators: the resource of C{/login}, C{/logout} and
+        C{/actions/...}, or L{None}.
     """
 
-    def __init__(self, files, api=None, metrics=None, health=None, dashboard=None):
+    def __init__(self, files, api=None, metrics=None, health=None, dashboard=None,
+                 operators=None):
         resource.Resource.__init__(self)
         self.files = files
         self.api = api
         self.metrics = metrics
         self.health = health
         self.dashboard = dashboard
+        self.operators = operators
 
     def getChildWithDefault(self, name, request):
         if self.api is not None and name == b"api" and request.postpath[:1] == [b"v1"]:
@@ -46,6 +52,8 @@ class RootResource(resource.Resource):
                 return self.dashboard
             if name == b"" and not request.postpath:
                 return self.dashboard.index
+        if self.operators is not None and name in (b"login", b"logout", b"actions"):
+            return self.operators
         # Leave the whole path to the file resource.
         request.postpath.insert(0, name)
         request.prepath.pop()

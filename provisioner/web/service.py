@@ -11,8 +11,13 @@ if set, then, when C{http.root} is the TFTP root, the TFTP service's boot
 programs (C{tftp.boot_programs}). C{/metrics} serves the Prometheus
 metrics (C{http.metrics}, L{provisioner.metrics}), C{/healthz} the health
 check (L{provisioner.web.health}) and C{/ui/} the dashboard
-(L{provisioner.web.dashboard}, with the API; C{/} is its page). The service registers
-itself as C{appliance.http}; its C{url} is the base URL it listens at.
+(L{provisioner.web.dashboard}, with the API; C{/} is its page), and with it
+the operators' C{/login}, C{/logout} and C{/actions/...}
+(L{provisioner.web.actions}, L{provisioner.web.auth}). With
+C{http.tls_certificate} the same site also listens over HTTPS on
+C{http.tls_port}, and logins and actions are taken there only. The service
+registers itself as C{appliance.http}; its C{url} is the base URL it
+listens at.
 """
 
 from twisted.application import service
@@ -24,7 +29,9 @@ from twisted.web import server
 from provisioner.files import DirectoryResolver
 from provisioner.startup import bindError
 from provisioner.metrics import ApplianceMetrics
+from provisioner.web.actions import OperatorResource
 from provisioner.web.api import APIResource
+from provisioner.web.auth import Gate
 from provisioner.web.dashboard import DashboardResource
 from provisioner.web.health import HealthResource
 from provisioner.web.files import FileResource
@@ -63,6 +70,9 @@ class HTTPService(service.Service):
     @ivar url: C{http://address:port} once listening (L{None} before).
     @ivar metrics: the L{ApplianceMetrics} served at C{/metrics}, or L{None}
         (C{http.metrics} off).
+    @ivar gate: the operators' L{Gate} (sessions, who may act).
+    @ivar tlsPort: the HTTPS listening port, once started with
+        C{http.tls_certificate}, else L{None}.
     """
 
     log = Logger()
@@ -72,6 +82,7 @@ class HTTPService(service.Service):
         self.reactor = appliance.reactor
         self.config = appliance.config["http"]
         self.port = None
+        self.tlsPort = None
         self.url = None
         self._directory = None
         self._setDirectory(self.config["root"])
@@ -79,9 +90,12 @@ class HTTPService(service.Service):
                                   accessLog=self.config["access_log"])
         self.api = APIResource(appliance, self.config["api_vars"])
         self.dashboard = DashboardResource()
+        self.gate = Gate(lambda: appliance.config, appliance.reactor)
+        self.operators = OperatorResource(appliance, self.gate)
         self.root = RootResource(self.files, self.api if self.config["api"] else None,
                                  health=HealthResource(appliance, lambda: self.parent),
-                                 dashboard=self.dashboard if self.config["api"] else None)
+                                 dashboard=self.dashboard if self.config["api"] else None,
+                                 operators=self.operators if self.config["api"] else None)
         self.site = _Site(self.root)
         appliance.http = self
         self.metrics = None
@@ -185,14 +199,43 @@ class HTTPService(service.Service):
                       port=bound.port)
         return port
 
+    def _listenTLS(self):
+        """
+        The HTTPS listener of C{http.tls_certificate}, or L{None}.
+        """
+        certificate = self.config.get("tls_certificate")
+        if not certificate:
+            return None
+        from twisted.internet import ssl
+        address = self.config["address"]
+        try:
+            options = ssl.DefaultOpenSSLContextFactory(
+                self.config.get("tls_key") or certificate, certificate)
+        except Exception as e:
+            from provisioner.startup import StartError
+            raise StartError("http.tls_certificate", certificate,
+                             "cannot load the certificate and key: %s" % (e,))
+        try:
+            port = self.reactor.listenSSL(self.config["tls_port"], self.site, options,
+                                          interface=address)
+        except CannotListenError as e:
+            raise bindError(e, "http", address, self.config["tls_port"])
+        self.log.info("HTTPS listening on {address} port {port}", address=address,
+                      port=port.getHost().port)
+        return port
+
     def privilegedStartService(self):
         if self.port is None:
             self.port = self._listen()
+        if self.tlsPort is None:
+            self.tlsPort = self._listenTLS()
         service.Service.privilegedStartService(self)
 
     def startService(self):
         if self.port is None:
             self.port = self._listen()
+        if self.tlsPort is None:
+            self.tlsPort = self._listenTLS()
         service.Service.startService(self)
         if self.root.metrics is not None:
             self.metrics.hook()
@@ -202,9 +245,9 @@ class HTTPService(service.Service):
         if self.metrics is not None:
             self.metrics.unhook()
         port, self.port = self.port, None
-        if port is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)
+        tls, self.tlsPort = self.tlsPort, None
+        stopping = [defer.maybeDeferred(p.stopListening) for p in (port, tls) if p is not None]
+        return defer.gatherResults(stopping).addCallback(lambda _: None)
 
     def reconfigure(self, config):
         """
@@ -218,6 +261,11 @@ class HTTPService(service.Service):
         self.files.accessLog = new["access_log"]
         self.root.api = self.api if new["api"] else None
         self.root.dashboard = self.dashboard if new["api"] else None
+        self.root.operators = self.operators if new["api"] else None
+        self.gate.reconfigure()
+        if [old.get(k) for k in ("tls_certificate", "tls_key", "tls_port")] != \
+                [new.get(k) for k in ("tls_certificate", "tls_key", "tls_port")]:
+            self.log.warn("http.tls_certificate, tls_key and tls_port take effect on restart")
         self.api.apiVars = frozenset(new["api_vars"])
         self._setMetrics(new["metrics"])
         if self.root.metrics is not None:
