@@ -5,7 +5,9 @@ lifecycle, one client's preview (everything it would be served, rendered,
 with no token minted), histories and discovered machines (C{GET}), and the
 lifecycle's changes (C{POST}): a booted system's callback, whose per-boot
 token is its authentication, and redeploy and adopt, from
-C{hosts.admin_networks} only, with a JSON body. A host whose profile
+C{hosts.admin_networks} only, with a JSON body, and from any address but
+the appliance itself (loopback, its own address) only with an operator's
+session and its CSRF token (L{provisioner.web.auth}). A host whose profile
 images it gets its orders (C{GET /api/v1/hosts/NAME/orders?token=T}, plain
 text), and every host's listing carries C{imaging}: what its imagecast
 receiver did (session, round, bytes received and repaired, verdict).
@@ -17,6 +19,7 @@ from twisted.internet import defer
 from twisted.web import server
 
 from provisioner.hosts.errors import HostsError
+from provisioner.web.auth import CSRF_HEADER, Refused, isLocalAddress
 from provisioner.web.files import baseURL
 from provisioner.web.jsonio import jsonable, jsonBody
 
@@ -276,6 +279,21 @@ class HostsEndpoints:
                          "hosts.admin_networks", action=action, what=key, peer=peer)
             return api._json(request, {"error": "%s is not allowed from %s (see "
                                        "hosts.admin_networks)" % (action, peer)}, 403)
+        local = getattr(request.getHost(), "host", None)
+        gate = getattr(getattr(api.appliance, "http", None), "gate", None)
+        if not isLocalAddress(peer, local):
+            # away from the appliance: an operator's session too
+            try:
+                if gate is None:
+                    raise Refused(401, "log in as an operator first (/login)")
+                session = gate.authorize(request, request.getHeader(CSRF_HEADER), peer, local)
+            except Refused as e:
+                api.log.warn("hosts: {action} of {what} from {peer} refused: {why}",
+                             action=action, what=key, peer=peer, why=str(e))
+                return api._json(request, {"error": "%s from %s: %s" % (action, peer, e)},
+                                 e.code)
+            api.log.info("hosts: {action} of {what} by operator {operator} at {peer}",
+                         action=action, what=key, operator=session.operator, peer=peer)
         if body is None:
             return api._json(request, {"error": "send a JSON body with Content-Type: "
                                        "application/json"}, 415)
