@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "provisioner.imagecast.cli",
     "provisioner.store.cli",
     "provisioner.deployenv.cli",
+    "provisioner.web.auth",
 ]
 
 
