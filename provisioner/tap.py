@@ -6,6 +6,11 @@ Each subsystem is one named child service, built by
 C{provisioner.<subsystem>.service.makeService(appliance)} when its section is
 enabled. A subsystem's service may implement C{reconfigure(config)} to take a
 reloaded configuration (SIGHUP) without dropping work in flight.
+
+Under systemd (C{Type=notify}) the appliance says C{READY=1} once every
+port of its services is bound, and reports each reload (C{RELOADING=1},
+then C{READY=1} with C{STATUS=} applied or refused and why;
+L{provisioner.sdnotify}).
 """
 
 import importlib
@@ -20,6 +25,7 @@ from provisioner import logfilter
 from provisioner.appliance import Appliance
 from provisioner.config import ConfigError, loadConfig, parseOverride
 from provisioner.events import MenusLogBridge, TransferEvents
+from provisioner.sdnotify import Notifier
 from provisioner.startup import installExceptHook
 
 __all__ = ["Options", "makeService", "ProvisionerService", "SUBSYSTEMS"]
@@ -138,8 +144,14 @@ class ProvisionerService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config, configPath=None, overrides=(), reactor=None):
+    #: seconds between two looks at the ports before READY=1, and the most
+    #: waited for them
+    READY_POLL, READY_WAIT = 0.1, 300.0
+
+    def __init__(self, config, configPath=None, overrides=(), reactor=None, notifier=None):
         service.MultiService.__init__(self)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._readyCall = None
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -174,8 +186,46 @@ class ProvisionerService(service.MultiService):
                 self._previousHUP = None
         self.log.info("provisioner started: {services}",
                       services=", ".join(s.name for s in self) or "no services")
+        if self.notifier.enabled:
+            self._readyCall = self.reactor.callLater(0, self._notifyReady,
+                                                     self.reactor.seconds())
+
+    def unbound(self):
+        """
+        The services not running or with a port not bound yet (what
+        C{/healthz} reads), as C{["NAME: problem"]}.
+        """
+        from provisioner.web.health import health
+        _, report = health(self.appliance, self)
+        return ["%s: %s" % (name, problem)
+                for name, entry in sorted(report["services"].items())
+                for problem in entry.get("problems", ())
+                if problem in ("not running", "a port is not bound")]
+
+    def _notifyReady(self, since):
+        """
+        Tell systemd C{READY=1} once every port is bound; look again every
+        L{READY_POLL} seconds until then (at most L{READY_WAIT}).
+        """
+        self._readyCall = None
+        missing = self.unbound()
+        if not missing:
+            self.notifier.ready("running: %s" % (", ".join(s.name for s in self) or
+                                                 "no services",))
+            self.log.info("told systemd: ready")
+            return
+        if self.reactor.seconds() - since >= self.READY_WAIT:
+            self.notifier.status("not ready: " + "; ".join(missing))
+            self.log.error("not ready after {seconds} s: {missing}", seconds=self.READY_WAIT,
+                           missing="; ".join(missing))
+            return
+        self._readyCall = self.reactor.callLater(self.READY_POLL, self._notifyReady, since)
 
     def stopService(self):
+        if self._readyCall is not None and self._readyCall.active():
+            self._readyCall.cancel()
+        self._readyCall = None
+        self.notifier.stopping()
         if self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
             self._previousHUP = None
@@ -195,8 +245,12 @@ class ProvisionerService(service.MultiService):
         C{appliance.reloads} (C{applied}, C{refused}, or C{failed} when a
         service could not take it).
 
+        Under systemd, C{RELOADING=1} first, then C{READY=1} with C{STATUS=}
+        saying what became of it.
+
         @return: L{True} if the new configuration was applied.
         """
+        self.notifier.reloading()
         try:
             config = loadConfig(self.configPath, self.overrides)
         except ConfigError as e:
@@ -204,6 +258,8 @@ class ProvisionerService(service.MultiService):
                            error=str(e))
             self.appliance.reloads["refused"] += 1
             self._reloaded("refused", str(e))
+            self.notifier.ready("reload refused: %s (running the previous configuration)"
+                                % (e,))
             return False
         self.appliance.config = config
         failed = False
@@ -231,6 +287,9 @@ class ProvisionerService(service.MultiService):
         # a service the reload built is hooked once it exists
         self.reactor.callLater(0, self.transferEvents.hook)
         self.log.info("configuration reloaded from {path}", path=self.configPath or "defaults")
+        self.notifier.ready(("reload failed: a service could not take it (see the log)"
+                             if failed else "running: configuration reloaded from %s" % (
+                                 self.configPath or "defaults",)))
         return True
 
     def _reloaded(self, result, error):
