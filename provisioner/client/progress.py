@@ -245,6 +245,19 @@ class ProgressDisplay:
         return Bar(total=fields["total"], file=self.stream, dynamic_ncols=True, leave=True,
                    mininterval=0, miniters=0, delay=0, disable=False)
 
+    def write(self, text):
+        """
+        Write C{text} (whole lines) on the stream, above the bar if one is
+        drawn.
+        """
+        bar = self._bar
+        if bar is not None:
+            bar.clear()
+        self.stream.write(text)
+        self.stream.flush()
+        if bar is not None:
+            bar.refresh()
+
     def finish(self, count=None):
         """
         Draw the bar a last time (with C{count}, when given) and end its
