@@ -4,7 +4,8 @@ The dashboard (C{/} and C{/ui/}): plain HTML, CSS and
 JavaScript files shipped in the package (C{provisioner/web/ui/}, package
 data), no framework and nothing fetched from elsewhere. The page reads the
 JSON API (C{/api/v1/console}, C{/api/v1/events}) and follows the event feed
-(C{/api/v1/events/stream}). It is read-only: it offers no action.
+(C{/api/v1/events/stream}). It is read-only unless an operator logs in
+(L{provisioner.web.actions}: its buttons POST to C{/actions/...}).
 """
 
 import os

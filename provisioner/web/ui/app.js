@@ -10,7 +10,11 @@ const SPARK_SAMPLES = 40;      // throughput samples per transfer
 const TIMELINE_EVENTS = 40;    // events per host timeline
 
 const state = { console: null, events: [], seq: 0, samples: new Map(), dirty: false,
-  feedOpen: false, pollTimer: null };
+  feedOpen: false, pollTimer: null, operator: null, csrf: null, profiles: [], images: [],
+  imagecast: false };
+
+// host states a redeploy applies to
+const REDEPLOYABLE = ["deployed", "failed", "deploying"];
 
 function $(id) { return document.getElementById(id); }
 
@@ -81,6 +85,10 @@ function describe(e) {
     case "menu.error": return e.message;
     case "host.state": return (e.source || "new") + " → " + e.target + ": " + e.why;
     case "config.reload": return e.result + (e.error ? ": " + e.error : "");
+    case "operator.action": return e.operator + ": " + e.action + " " + e.target + " " + e.result +
+      (e.error ? " (" + e.error + ")" : "");
+    case "operator.login": return e.operator + " from " + e.peer + ": " + e.result;
+    case "operator.logout": return e.operator + " from " + e.peer;
     case "imagecast.session": return "session " + e.session + ": " + e.name + " (" + bytes(e.size) + ")";
     case "imagecast.round": return "session " + e.session + " round " + e.round + ": " +
       bytes(e.bytes) + " in " + e.ranges + " ranges";
@@ -185,16 +193,36 @@ function renderHosts(c) {
   const all = c.hosts.map(h => ({ name: h.name, state: h.state, since: h.since, why: h.reason,
     macs: h.macs || [] })).concat(c.discovered.map(m => ({ name: m.mac, state: "discovered",
     since: m.last_seen || m.first_seen, why: "", macs: [m.mac] })));
+  // an adopt form being filled in is kept across renders
+  const editing = document.activeElement && document.activeElement.closest &&
+    document.activeElement.closest("#hosts td.act") ? true : false;
+  if (editing) return;
   for (const h of all) {
     rows.push('<tr data-host="' + esc(h.name) + '" data-state="' + esc(h.state) + '"><td>' +
       esc(h.name) + '</td><td class="state state-' + esc(h.state) + '">' + esc(h.state) +
       "</td><td>" + (h.since ? esc(ago(c.time - h.since)) + " ago" : "") +
       '</td><td class="why" title="' + esc(h.why) + '">' + esc(h.why) + "</td><td>" +
-      timeline(hostEvents(h.name, h.macs), c.time) + "</td></tr>");
+      timeline(hostEvents(h.name, h.macs), c.time) + '</td><td class="act">' + hostActions(h) +
+      "</td></tr>");
   }
   $("hosts").tBodies[0].innerHTML = rows.join("");
   $("host-count").textContent = all.length ? String(all.length) : "";
   $("hosts-empty").classList.toggle("hidden", all.length > 0);
+}
+
+function hostActions(h) {
+  if (!state.operator) return "";
+  if (h.state === "discovered") {
+    return '<input class="adopt-name" placeholder="name" data-mac="' + esc(h.name) + '">' +
+      '<select class="adopt-profile">' + state.profiles.map(p => '<option>' + esc(p) +
+      "</option>").join("") + '</select> <button class="act" data-action="adopt" data-mac="' +
+      esc(h.name) + '">adopt</button>';
+  }
+  if (REDEPLOYABLE.includes(h.state)) {
+    return '<button class="act" data-action="redeploy" data-host="' + esc(h.name) +
+      '">redeploy</button>';
+  }
+  return "";
 }
 
 // -- imagecast and DHCP
@@ -207,8 +235,12 @@ function renderImagecast(c) {
       "</td><td>" + bar(r.progress, (r.progress * 100).toFixed(0) + "%",
         r.state === "complete" ? "done" : (r.state === "failed" || r.state === "lost" ? "failed" : "")) +
       "</td></tr>").join("");
-    return '<div class="session" data-session="' + s.session + '"><h3>' + esc(s.name) +
-      ' <span class="count">session ' + s.session + "</span></h3><div class=\"meta\">" +
+    const stop = state.operator && state.imagecast && s.state !== "done" ?
+      ' <button class="act danger" data-action="imagecast-stop" data-session="' + s.session +
+      '">stop</button>' : "";
+    return '<div class="session" data-session="' + s.session + '" data-state="' + esc(s.state) +
+      '"><h3>' + esc(s.name) + ' <span class="count">session ' + s.session + "</span>" + stop +
+      "</h3><div class=\"meta\">" +
       esc(s.state) + (s.phase && s.state !== "done" ? " (" + esc(s.phase) + ")" : "") + " · round " +
       s.round + " of at most " + s.max_rounds + " · " + bytes(s.size) + " · " + rate(s.rate) +
       " · " + esc(s.group) + ":" + s.port + (s.error ? " · error: " + esc(s.error) : "") +
@@ -249,6 +281,83 @@ function render() {
   }
   renderEvents();
   state.dirty = false;
+}
+
+// -- the operator
+
+function renderOperator() {
+  const box = $("operator");
+  if (state.operator) {
+    box.innerHTML = 'operator <b id="operator-name">' + esc(state.operator) +
+      '</b><button id="logout" type="button">log out</button>';
+    $("logout").addEventListener("click", logout);
+  }
+  const ic = $("imagecast-actions");
+  if (state.operator && state.imagecast) {
+    ic.innerHTML = '<select id="ic-image">' + state.images.map(i => "<option>" + esc(i) +
+      "</option>").join("") + '</select><label>min receivers <input id="ic-min" type="number" ' +
+      'min="1" value="1"></label><label>max wait (s) <input id="ic-wait" type="number" min="0" ' +
+      'value="300"></label><button class="act" data-action="imagecast-start">start session</button>';
+  } else {
+    ic.innerHTML = "";
+  }
+}
+
+async function loadSession() {
+  try {
+    const s = await getJSON("/actions/session");
+    state.operator = s.operator; state.csrf = s.csrf;
+    state.profiles = s.profiles || []; state.images = s.images || [];
+    state.imagecast = !!s.imagecast;
+    if (!s.login && !s.operator) $("operator").textContent = "read-only";
+  } catch (err) { state.operator = null; }
+  renderOperator();
+  state.dirty = true;
+}
+
+function say(text, error) {
+  const p = $("action-status");
+  p.textContent = text;
+  p.className = error ? "error" : "";
+}
+
+async function act(action, body) {
+  say(action + "…", false);
+  let answer, response;
+  try {
+    response = await fetch("/actions/" + action, { method: "POST", cache: "no-store",
+      credentials: "same-origin", headers: { "Content-Type": "application/json",
+        "X-CSRF-Token": state.csrf || "" }, body: JSON.stringify(body) });
+    answer = await response.json();
+  } catch (err) { say(action + ": " + err.message, true); return; }
+  if (!response.ok) {
+    say(action + " refused (" + response.status + "): " + (answer.error || ""), true);
+    if (response.status === 401) { state.operator = null; renderOperator(); }
+    return;
+  }
+  say(action + " done: " + JSON.stringify(answer.result).slice(0, 200), false);
+  schedulePoll(100);
+}
+
+async function logout() {
+  await fetch("/logout", { method: "POST", credentials: "same-origin", headers: {
+    "Content-Type": "application/json", "X-CSRF-Token": state.csrf || "" }, body: "{}" });
+  window.location.reload();
+}
+
+function onClick(ev) {
+  const b = ev.target.closest ? ev.target.closest("button[data-action]") : null;
+  if (!b || !state.operator) return;
+  const a = b.dataset.action;
+  if (a === "redeploy") act(a, { host: b.dataset.host });
+  else if (a === "adopt") {
+    const cell = b.closest("td");
+    act(a, { mac: b.dataset.mac, name: cell.querySelector(".adopt-name").value,
+      profile: cell.querySelector(".adopt-profile").value });
+  } else if (a === "imagecast-start") {
+    act(a, { image: $("ic-image").value, min_receivers: Number($("ic-min").value) || null,
+      max_wait: $("ic-wait").value === "" ? null : Number($("ic-wait").value) });
+  } else if (a === "imagecast-stop") act(a, { session: Number(b.dataset.session) });
 }
 
 // -- polling and the feed
@@ -295,6 +404,8 @@ function openFeed() {
 
 async function start() {
   $("only-problems").addEventListener("change", () => { state.dirty = true; });
+  document.addEventListener("click", onClick);
+  await loadSession();
   try {
     const answer = await getJSON("/api/v1/events?limit=" + MAX_EVENTS);
     for (const e of answer.events) addEvent(e);
