@@ -116,6 +116,7 @@ class HostBook:
         self._ledger = TokenLedger(self, newToken or (lambda: secrets.token_urlsafe(24)))
         self._adoptedByMAC = {}
         self._inventorySeen = None
+        self._changeListeners = []
         self.configure(eventsPerHost, tokenTTL, maxTokens, maxDiscovered, filesPerMachine,
                        adminNetworks)
 
@@ -174,6 +175,85 @@ class HostBook:
         self._discovery.evict()
         self.sync()
         return self
+
+    # Shared state: another appliance on the same database changed a host
+    # (provisioner.store.notify).
+
+    def onChange(self, callback):
+        """
+        Call C{callback(name, macs)} whenever host C{name} was reloaded
+        because another appliance changed it (C{macs}: its MACs before and
+        after), e.g. to drop cached menus.
+
+        @return: a callable that removes it.
+        """
+        self._changeListeners.append(callback)
+        return lambda: callback in self._changeListeners and \
+            self._changeListeners.remove(callback)
+
+    def refreshHost(self, name, record, events, tokens, origin=None):
+        """
+        Take host C{name} as the shared store holds it now.
+
+        @param record: its L{HostRecord}, or L{None} (it has none).
+        @param events: its newest events, oldest first.
+        @param tokens: all its tokens.
+        @param origin: the appliance that changed it (log line).
+        """
+        if not self.loaded:
+            return
+        old = self.hosts.get(name)
+        if record is None and old is None:
+            return  # not a host (a discovered machine's event)
+        macs = set(old.macs if old is not None else ())
+        if record is None:
+            del self.hosts[name]
+            self.events.pop(name, None)
+            for mac, adopted in list(self._adoptedByMAC.items()):
+                if adopted == name:
+                    del self._adoptedByMAC[mac]
+        else:
+            self.hosts[name] = record
+            self.events[name] = collections.deque(events, maxlen=self.eventsPerHost)
+            self._indexAdopted(record)
+            macs.update(record.macs)
+            for mac in record.macs:
+                if self.machines.pop(mac, None) is not None:  # adopted over there
+                    self.events.pop(mac, None)
+        ledger = self._ledger
+        ledger._drop(list(ledger._byHost.get(name, ())))
+        for token in tokens:
+            ledger._remember(token)
+        if record is not None and (old is None or (old.state, old.since) != (
+                record.state, record.since)):
+            self.log.info("hosts: {host} is {state} (changed on appliance {origin}: {why})",
+                          host=name, state=record.state, origin=origin or "?",
+                          why=record.reason)
+            if events:
+                self._publish(events[-1])
+        for callback in list(self._changeListeners):
+            try:
+                callback(name, sorted(macs))
+            except Exception:
+                self.log.failure("hosts: a change listener failed for {host}", host=name)
+
+    def refreshAll(self, snapshot, keep=()):
+        """
+        Take every host as the shared store holds it (after missed
+        notifications), except those in C{keep} (written here since the
+        snapshot was asked for: memory is newer).
+        """
+        if not self.loaded:
+            return
+        records = {h.name: h for h in snapshot.hosts}
+        tokens = {}
+        for token in snapshot.tokens:
+            tokens.setdefault(token.host, []).append(token)
+        for name in sorted(set(records) | set(self.hosts)):
+            if name in keep:
+                continue
+            self.refreshHost(name, records.get(name), snapshot.events.get(name, []),
+                             tokens.get(name, []))
 
     def _write(self, d, what):
         def failed(failure):

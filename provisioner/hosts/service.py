@@ -11,8 +11,10 @@ loaded) before anything asks it.
 """
 
 import os
+import uuid
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
@@ -38,8 +40,9 @@ def openStore(section, reactor, store=None):
         except Exception as e:
             raise ConfigError("store.dsn", "cannot use the lifecycle store %s: %s" % (
                 postgres.redact(store["dsn"]), e))
-        return postgres.PostgresHostStore(postgres.Database(
-            store["dsn"], reactor, "hosts-store", store["connect_timeout"]))
+        return postgres.PostgresHostStore(
+            postgres.Database(store["dsn"], reactor, "hosts-store", store["connect_timeout"]),
+            origin="%s/%s" % (postgres.applianceId(store), uuid.uuid4().hex[:8]))
     path = os.path.join(section["state_directory"], FILENAME)
     try:
         return SQLiteHostStore(path, reactor, threaded=IReactorThreads.providedBy(reactor),
@@ -61,6 +64,9 @@ class HostsService(service.Service):
     @ivar book: the L{HostBook} (also C{appliance.hosts}).
     @ivar store: the open L{provisioner.store.interfaces.IHostStore}, once
         started.
+    @ivar shared: with the PostgreSQL store, the
+        L{provisioner.store.notify.SharedHosts} that reloads what the other
+        appliances change; else L{None}.
     """
 
     log = Logger()
@@ -76,6 +82,7 @@ class HostsService(service.Service):
         self.store = store
         self._givenStore = store is not None
         self._hooks = {}
+        self.shared = None
         self.book = HostBook(self.reactor, inventory=lambda: self.appliance.inventory,
                              clients=appliance.clients, eventSink=appliance.events,
                              imaging=lambda: getattr(self.appliance, "imaging", None),
@@ -89,14 +96,31 @@ class HostsService(service.Service):
             self.store = openStore(self.section, self.reactor,
                                    self.appliance.config.get("store"))
         self.book.store = self.store
+        self._follow()
         d = self.store.load()
         d.addCallback(self._loaded)
         d.addErrback(lambda f: self.log.failure("hosts: cannot load {store}", f,
                                                 store=self.store.location))
         self.hook()
 
+    def _follow(self):
+        """
+        With the shared (PostgreSQL) store: listen to the other appliances'
+        changes (L{provisioner.store.notify}).
+        """
+        store = self.appliance.config.get("store")
+        if getattr(self.store, "reloadHost", None) is None or store is None or \
+                store["backend"] != "postgresql":
+            return
+        from provisioner.store.notify import SharedHosts
+        self.shared = SharedHosts(self.book, self.store, store["dsn"], self.reactor,
+                                  store["connect_timeout"])
+        self.shared.start()
+
     def _loaded(self, snapshot):
         self.book.restore(snapshot)
+        if self.shared is not None:
+            self.shared.loaded()
         self.log.info("hosts: lifecycle store {store}: {hosts} hosts, {machines} discovered "
                       "machines", store=self.store.location, hosts=len(self.book.hosts),
                       machines=len(self.book.machines))
@@ -134,9 +158,13 @@ class HostsService(service.Service):
         store = self.store
         if not self._givenStore:
             self.store = None
-        if store is None:
-            return None
-        return store.close()
+        shared, self.shared = self.shared, None
+        waits = []
+        if shared is not None:
+            waits.append(shared.stop())
+        if store is not None:
+            waits.append(store.close())
+        return defer.gatherResults(waits) if waits else None
 
     def reconfigure(self, config):
         """

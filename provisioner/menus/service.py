@@ -90,6 +90,7 @@ class MenuService(service.Service):
         self._watchers = []
         self._pending = {}
         self._unsubscribe = None
+        self._unfollowHosts = None
         menus = self.config["menus"]
         self.renderer = Renderer(templateDirs(menus["templates"]), lambda: self.inventory,
                                  catalog=lambda: self.appliance.catalog, server=self.server,
@@ -330,6 +331,7 @@ class MenuService(service.Service):
 
     def startService(self):
         service.Service.startService(self)
+        self._followHosts()
         self.registerFiles(self.appliance.virtualFiles)
         if self.watch:
             self._startWatching()
@@ -338,8 +340,31 @@ class MenuService(service.Service):
                       loaders=", ".join(name for name in ("ipxe", "pxelinux", "grub")
                                         if self.config["menus"][name]))
 
+    def _followHosts(self):
+        """
+        When another appliance changes a host (the shared store), drop
+        that host's cached menus (L{hostChanged}).
+        """
+        onChange = getattr(getattr(self.appliance, "hosts", None), "onChange", None)
+        if onChange is not None and self._unfollowHosts is None:
+            self._unfollowHosts = onChange(self.hostChanged)
+
+    def hostChanged(self, name, macs):
+        """
+        Drop the cached menus of host C{name} (rendered for it, or for one
+        of C{macs}).
+        """
+        macs = set(macs)
+        cache = self.renderer._cache
+        for key in [k for k in cache if (k[-1] is not None and k[-1][0] == name) or
+                    k[1][0] in macs]:
+            del cache[key]
+
     def stopService(self):
         service.Service.stopService(self)
+        if self._unfollowHosts is not None:
+            self._unfollowHosts()
+            self._unfollowHosts = None
         self._stopWatching()
         self.unregisterFiles()
 

@@ -37,7 +37,7 @@ from provisioner.store.migrations import MIGRATIONS
 from provisioner.store.records import Event, HostRecord, Machine, Snapshot, Token
 
 __all__ = ["Database", "PostgresHostStore", "SchemaError", "upgrade", "schemaVersion",
-           "connect", "redact", "applianceId", "SCHEMA_VERSION"]
+           "connect", "redact", "applianceId", "SCHEMA_VERSION", "CHANNEL"]
 
 #: the newest schema this provisioner knows
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -85,17 +85,19 @@ def applianceId(section):
     return section["appliance_id"] or socket.gethostname()
 
 
-def connect(dsn, timeout=2):
+def connect(dsn, timeout=2, application="provisioner"):
     """
     A new connection in autocommit mode (each call opens its own
     transaction).
 
+    @param application: its C{application_name} (what C{pg_stat_activity}
+        shows; the imagecast session locks say where they run there).
     @raise StoreUnavailable: the database cannot be reached.
     """
     psycopg = _psycopg()
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=timeout,
-                               application_name="provisioner")
+                               application_name=application)
     except psycopg.Error as e:
         raise StoreUnavailable("cannot connect to %s: %s" % (redact(dsn), _oneLine(e)))
 
@@ -196,11 +198,12 @@ class Database:
 
     log = Logger()
 
-    def __init__(self, dsn, reactor, name="postgresql", timeout=2):
+    def __init__(self, dsn, reactor, name="postgresql", timeout=2, application="provisioner"):
         self.dsn = dsn
         self.location = redact(dsn)
         self.reactor = reactor
         self._timeout = timeout
+        self._application = application
         self._connection = None
         self._closed = None
         self._pool = ThreadPool(1, 1, name=name)
@@ -223,7 +226,7 @@ class Database:
         psycopg = _psycopg()
         for attempt in (1, 2):
             if self._connection is None or self._connection.closed:
-                self._connection = connect(self.dsn, self._timeout)
+                self._connection = connect(self.dsn, self._timeout, self._application)
             connection = self._connection
             began = False
             try:
@@ -381,25 +384,91 @@ def _snapshot(c):
     return Snapshot(hosts, events, machines, tokens)
 
 
+#: the channel a host store announces its writes on (LISTEN/NOTIFY): a
+#: JSON payload C{{"o": origin, "h": host name or machine MAC}}
+CHANNEL = "provisioner_hosts"
+
+
+def _notify(c, origin, key):
+    """
+    Announce, in the writing transaction (so delivered at its commit, and
+    not at all if it rolls back), that C{key} changed.
+    """
+    if origin is not None and key:
+        c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"o": origin, "h": key})))
+
+
+def _announced(operation):
+    """
+    C{operation(c, *args)} followed by L{_notify} of C{key}.
+    """
+    def run(c, origin, key, *args):
+        result = operation(c, *args)
+        _notify(c, origin, key)
+        return result
+    return run
+
+
+def _hostState(c, name, keep):
+    """
+    One host as the database holds it: C{(HostRecord or None, [its newest
+    C{keep} events], [its tokens])}.
+    """
+    c.execute("SELECT name, state, since, reason, macs, profile, adopted, created FROM hosts "
+              "WHERE name = %s", (name,))
+    row = c.fetchone()
+    record = None
+    if row is not None:
+        name, state, since, reason, macs, profile, adopted, created = row
+        record = HostRecord(name=name, state=state, since=since, reason=reason,
+                            macs=json.loads(macs), profile=profile, adopted=bool(adopted),
+                            created=created)
+    events = _events(c, name, keep)
+    c.execute("SELECT digest, host, minted, expires, used, ip, paths FROM tokens "
+              "WHERE host = %s ORDER BY minted, digest", (name,))
+    tokens = [Token(digest=digest, host=host, minted=minted, expires=expires, used=used, ip=ip,
+                    paths=json.loads(paths))
+              for digest, host, minted, expires, used, ip, paths in c.fetchall()]
+    return record, events, tokens
+
+
 @implementer(IHostStore)
 class PostgresHostStore:
     """
     The PostgreSQL L{IHostStore}: the tables of migration 1, written by one
     L{Database} (so in submission order), each call one transaction.
+
+    Each write about a host (its record, an event, a token, an adoption)
+    is announced on L{CHANNEL} in its transaction, with this store's
+    C{origin}, so that the other appliances reload that host
+    (L{provisioner.store.notify}); L{reloadHost} and L{reloadAll} read it
+    back, and say which hosts this store wrote meanwhile (its memory is
+    newer than what was read for those).
+
+    @ivar origin: this store's name in the announcements (the appliance id
+        and a nonce of this process), or L{None}: announce nothing.
     """
 
-    def __init__(self, database):
+    def __init__(self, database, origin=None):
         self.database = database
         self.location = database.location
+        self.origin = origin
+        self._submitted = 0
+        self._lastWrite = {}  # host name or MAC -> the submission number of its last write
+
+    def _run(self, key, operation, *args):
+        self._submitted += 1
+        self._lastWrite[key] = self._submitted
+        return self.database.run(_announced(operation), self.origin, key, *args)
 
     def load(self):
         return self.database.run(_snapshot)
 
     def saveHost(self, host, event=None, keep=None):
-        return self.database.run(_saveHost, host.copy(), event and event.copy(), keep)
+        return self._run(host.name, _saveHost, host.copy(), event and event.copy(), keep)
 
     def addEvent(self, event, keep=None):
-        return self.database.run(_putEvent, event.copy(), keep)
+        return self._run(event.key, _putEvent, event.copy(), keep)
 
     def saveMachine(self, machine, event=None, keep=None):
         return self.database.run(_saveMachine, machine.copy(), event and event.copy(), keep)
@@ -408,16 +477,45 @@ class PostgresHostStore:
         return self.database.run(_forgetMachine, mac)
 
     def adopt(self, mac, host, event, keep=None):
-        return self.database.run(_adopt, mac, host.copy(), event.copy(), keep)
+        return self._run(host.name, _adopt, mac, host.copy(), event.copy(), keep)
 
     def saveToken(self, token):
-        return self.database.run(_saveToken, token.copy())
+        return self._run(token.host, _saveToken, token.copy())
 
     def forgetTokens(self, digests):
         return self.database.run(_forgetTokens, list(digests))
 
     def events(self, key, limit=None):
         return self.database.run(_events, key, limit)
+
+    def reloadHost(self, name, keep=None):
+        """
+        Read host C{name} again (another appliance announced a change).
+
+        @return: a Deferred firing with C{(record or None, events, tokens)}
+            (see L{_hostState}), or with L{None} when this store wrote that
+            host after the read was asked (memory is newer).
+        """
+        asked = self._submitted
+
+        def read(state):
+            if self._lastWrite.get(name, 0) > asked:
+                return None
+            return state
+        return self.database.run(_hostState, name, keep).addCallback(read)
+
+    def reloadAll(self):
+        """
+        Read everything again (the announcements may have been missed).
+
+        @return: a Deferred firing with C{(snapshot, names)}: C{names} are
+            the hosts this store wrote after the read was asked.
+        """
+        asked = self._submitted
+
+        def read(snapshot):
+            return snapshot, {name for name, n in self._lastWrite.items() if n > asked}
+        return self.database.run(_snapshot).addCallback(read)
 
     def close(self):
         return self.database.close()

@@ -220,6 +220,14 @@ class Membership:
         self._down = None
         return True
 
+    @property
+    def downSince(self):
+        """
+        When the current outage began (C{reactor.seconds()}), or L{None}
+        while the database answers (C{/healthz}).
+        """
+        return self._down
+
     def owns(self, mac):
         """
         Whether this appliance answers C{mac} (a live list that does not

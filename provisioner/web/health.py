@@ -1,16 +1,18 @@
 # -*- test-case-name: tests.test_health -*-
 """
 C{/healthz}: whether the appliance is healthy, as JSON: each service
-running and its ports bound, and the last configuration reload applied.
-200 when healthy, 503 otherwise (for a load balancer, a monitor, systemd's
+running and its ports bound, the last configuration reload applied, and
+the shared store (PostgreSQL) reachable (C{store}: C{ok}, or
+C{unavailable since T}). 200 when healthy, 503 otherwise (for a load balancer, a monitor, systemd's
 watchdog scripts).
 """
 
 import json
+import time
 
 from twisted.web import resource
 
-__all__ = ["HealthResource", "health"]
+__all__ = ["HealthResource", "health", "storeDownSince"]
 
 
 def _bound(service):
@@ -36,6 +38,22 @@ def _bound(service):
         port = getattr(getattr(service, "server", None), "port", None)
         return {"control": port.getHost().port if port is not None else None}, True
     return {}, None
+
+
+def storeDownSince(services):
+    """
+    When the shared store was found unreachable: the earliest of what the
+    services that use it saw (the hosts service's listener, the DHCP
+    heartbeat: each has C{downSince}), or L{None} while it is reachable
+    (and with SQLite).
+    """
+    down = []
+    for service in list(services or ()):
+        for part in (getattr(service, "shared", None), getattr(service, "membership", None)):
+            since = getattr(part, "downSince", None)
+            if since is not None:
+                down.append(since)
+    return min(down) if down else None
 
 
 def health(appliance, services):
@@ -79,6 +97,13 @@ def health(appliance, services):
         if last.get("result") != "applied":
             healthy = False
     report["reloads"] = dict(appliance.reloads)
+    down = storeDownSince(services)
+    if down is None:
+        report["store"] = "ok"
+    else:
+        report["store"] = "unavailable since %s" % (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(down)),)
+        healthy = False
     report["ok"] = healthy
     return healthy, report
 
