@@ -162,11 +162,18 @@ def _candidates(packages):
     return out
 
 
-def fetch(packages, cache, log):
+#: packages per C{apt-get download}: the progress shown moves by this many
+DOWNLOAD_BATCH = 8
+
+
+def fetch(packages, cache, log, progress=lambda stage, done, total: None):
     """
     Download what the cache lacks of C{packages}' candidate versions, and
     unpack each once.
 
+    @param progress: called with C{("download", done, total)} as the
+        missing packages are downloaded (L{DOWNLOAD_BATCH} at a time), then
+        C{("unpack", done, total)} as the packages are unpacked.
     @return: C{{package: unpacked directory}}.
     """
     debs = os.path.join(cache, "debs")
@@ -177,9 +184,14 @@ def fetch(packages, cache, log):
     missing = [p for p in packages if not os.path.exists(os.path.join(debs, names[p]))]
     if missing:
         log("downloading %d packages into %s" % (len(missing), debs))
-        _run(["apt-get", "download", "-q"] + missing, cwd=debs)
+        progress("download", 0, len(missing))
+        for start in range(0, len(missing), DOWNLOAD_BATCH):
+            batch = missing[start:start + DOWNLOAD_BATCH]
+            _run(["apt-get", "download", "-q"] + batch, cwd=debs)
+            progress("download", start + len(batch), len(missing))
     out = {}
-    for p in packages:
+    progress("unpack", 0, len(packages))
+    for done, p in enumerate(packages, 1):
         deb = os.path.join(debs, names[p])
         if not os.path.exists(deb):
             raise BuildError("apt-get download did not write %s" % (names[p],))
@@ -189,6 +201,7 @@ def fetch(packages, cache, log):
             _run(["dpkg-deb", "-x", deb, target])
             open(os.path.join(target, ".unpacked"), "w").close()
         out[p] = target
+        progress("unpack", done, len(packages))
     return out, names
 
 
@@ -564,13 +577,14 @@ def _writeAtomic(path, data):
 
 
 def build(output, cache=DEFAULT_CACHE, log=lambda line: None, modules=MODULES,
-          bytecode=True, python=None):
+          bytecode=True, python=None, progress=lambda stage, done, total: None):
     """
     Build the deploy environment into C{output}: C{vmlinuz}, C{initrd.gz}
     and C{manifest.json} (what is inside, from which packages, sizes).
 
     @param python: the interpreter of the installed provisioner whose
         receiver is copied (default this one).
+    @param progress: told of the downloads and the unpacking (L{fetch}).
     @return: the manifest, a C{dict}.
     @raise BuildError: what failed.
     """
@@ -580,7 +594,7 @@ def build(output, cache=DEFAULT_CACHE, log=lambda line: None, modules=MODULES,
     kernel = kernelPackage()
     packages = closure(PACKAGES)
     log("%d packages: %s and %s" % (len(packages) + 1, kernel, " ".join(packages)))
-    unpacked, debNames = fetch([kernel] + packages, cache, log)
+    unpacked, debNames = fetch([kernel] + packages, cache, log, progress)
     tree = Tree(unpacked[p] for p in packages)
     sel, release, order, version, compiled = select(
         tree, unpacked[kernel], modules, provisionerModules, log, bytecode)
