@@ -16,8 +16,19 @@ and draws nothing.
 """
 
 import sys
+import time
 
-__all__ = ["RateMeter", "ProgressDisplay", "isTerminal"]
+__all__ = ["RateMeter", "ProgressDisplay", "MonotonicClock", "isTerminal"]
+
+
+class MonotonicClock:
+    """
+    The clock of a program that runs no reactor (C{provisioner deployenv
+    build}): C{seconds()} of the system's monotonic clock.
+    """
+
+    def seconds(self):
+        return time.monotonic()
 
 
 def isTerminal(stream):

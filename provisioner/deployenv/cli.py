@@ -12,7 +12,7 @@ import sys
 
 from provisioner.config import ConfigError, loadConfig
 
-__all__ = ["register", "outputDirectory"]
+__all__ = ["register", "outputDirectory", "BuildProgress"]
 
 
 def outputDirectory(args):
@@ -28,6 +28,50 @@ def outputDirectory(args):
     return os.path.join(images, "deployenv")
 
 
+class BuildProgress:
+    """
+    The build's progress on C{err}: a bar per stage (the packages
+    downloaded, then unpacked; L{provisioner.client.progress.ProgressDisplay})
+    on a terminal unless C{quiet}, and the build's log lines above it.
+    """
+
+    def __init__(self, err, quiet=False, clock=None):
+        from provisioner.client.progress import MonotonicClock
+        self.err = err
+        self.enabled = False if quiet else None
+        self.clock = clock or MonotonicClock()
+        self.stage = None
+        self.display = None
+
+    def __call__(self, stage, done, total):
+        """
+        C{done} of C{total} packages are through C{stage}.
+        """
+        from provisioner.client.progress import ProgressDisplay
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.display = ProgressDisplay(self.clock, self.err, self.enabled, total=total,
+                                           unit="packages", description=stage)
+        self.display.update(done, total)
+
+    def log(self, line):
+        text = "deployenv: %s\n" % (line,)
+        if self.display is not None:
+            self.display.write(text)
+        else:
+            self.err.write(text)
+            self.err.flush()
+
+    def close(self):
+        """
+        End the bar of the current stage.
+        """
+        if self.display is not None:
+            self.display.finish()
+            self.display = None
+
+
 def _build(args, out=None, err=None):
     from provisioner.deployenv.build import BuildError, build
     out = out if out is not None else sys.stdout
@@ -37,13 +81,15 @@ def _build(args, out=None, err=None):
     except ConfigError as e:
         print("provisioner: %s" % (e,), file=err)
         return 2
+    progress = BuildProgress(err, getattr(args, "quiet", False))
     try:
-        manifest = build(directory, cache=args.cache,
-                         log=lambda line: print("deployenv: %s" % (line,), file=err),
-                         bytecode=not args.no_bytecode)
+        manifest = build(directory, cache=args.cache, log=progress.log,
+                         bytecode=not args.no_bytecode, progress=progress)
     except (BuildError, OSError) as e:
+        progress.close()
         print("provisioner deployenv build: %s" % (e,), file=err)
         return 1
+    progress.close()
     initrd = manifest["initrd"]
     print("%s: vmlinuz (%s, %.1f MiB), initrd.gz (%.1f MiB; %.1f MiB unpacked, %d files), "
           "%d modules, Python %s%s" % (
@@ -75,4 +121,7 @@ def register(subparsers):
                         "(default %s)" % (DEFAULT_CACHE,))
     b.add_argument("--no-bytecode", action="store_true",
                    help="leave out the precompiled .pyc files (smaller, slower to start)")
+    b.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (default: the packages downloaded and unpacked, "
+                   "with the rate and the time left, when standard error is a terminal)")
     b.set_defaults(func=_build)
