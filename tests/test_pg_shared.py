@@ -9,6 +9,7 @@ L{provisioner.store.postgres_imagecast}) and the orders pointing at it,
 and C{/healthz} while the database is away.
 """
 
+import os
 import time
 
 from twisted.internet import defer, reactor, task
@@ -258,3 +259,100 @@ class HealthStoreTests(TestCase):
         back = yield until(lambda: health(appliance, [service])[0], 15)
         self.assertTrue(back, health(appliance, [service]))
         self.assertEqual(health(appliance, [service])[1]["store"], "ok")
+
+
+class _Writer:
+    """
+    A datagram writer that sends nothing.
+    """
+
+    def write(self, *a, **kw):
+        return True
+
+    def __getattr__(self, name):
+        return lambda *a, **kw: None
+
+
+class SessionOwnerTests(TestCase):
+    """
+    Two imagecast controllers (two appliances) with their session locks on
+    one database.
+    """
+
+    def setUp(self):
+        from provisioner.imagecast.controller import Controller
+        self.cluster = pglab.cluster(self)
+        self.dsn = self.cluster.createDatabase()
+        root = self.mktemp()
+        os.makedirs(root)
+        with open(os.path.join(root, "web.img"), "wb") as f:
+            f.write(b"x" * 50000)
+        config = loadConfig(text="imagecast:\n  enabled: true\n  authentication: none\n"
+                            "  root: %s\n" % (root,))["imagecast"]
+        self.clock = task.Clock()
+        self.controllers = {}
+        for name, address in (("a", "198.18.195.1:7010"), ("b", "198.18.195.2:7010")):
+            controller = Controller(self.clock, config, writerFactory=lambda g, p: _Writer(),
+                                    hasher=lambda p: defer.succeed("SHA"))
+            controller.sessionLocks = SessionLocks(self.dsn, reactor, address)
+            self.addCleanup(controller.sessionLocks.close)
+            self.controllers[name] = controller
+
+    @defer.inlineCallbacks
+    def test_oneApplianceSends(self):
+        """
+        If a starts the session of web.img, b is refused one (naming a's
+        control channel, kept in C{elsewhere}) and its imaging side says
+        the session runs at a (where orders point), a's says here; when a's
+        session ends its lock is released and b starts one.
+        """
+        from provisioner.imagecast import commands
+        from provisioner.imagecast.service import LocatedImagingSessions
+        a, b = self.controllers["a"], self.controllers["b"]
+        session = yield a.startSession("web.img", minReceivers=2, maxWait=600)
+        e = yield self.assertFailure(b.startSession("web.img", minReceivers=2, maxWait=600),
+                                     commands.BadRequest)
+        self.assertIn("198.18.195.1:7010", str(e))
+        self.assertEqual(b.sessions, {})
+        self.assertEqual(b.elsewhere, {"web.img": "198.18.195.1:7010"})
+        where = yield LocatedImagingSessions(b, None).where("web.img")
+        self.assertEqual(where, ("198.18.195.1", 7010))
+        where = yield LocatedImagingSessions(a, None).where("web.img")
+        self.assertIsNone(where)
+        self.assertFalse(b.autoStart("web.img") and b.sessions)
+        a._sessionDone(None, session)
+        yield a.sessionLocks.database.run(lambda c: None)  # the release is done
+        other = yield b.startSession("web.img", minReceivers=2, maxWait=600)
+        self.assertIn(other.id, b.sessions)
+        a.stop()
+        b.stop()
+
+
+class OrdersPointAtHolderTests(TestCase):
+    """
+    The orders of an imaging host name the appliance whose session sends
+    its image.
+    """
+
+    def setUp(self):
+        from tests import test_imaging
+        for name in ("writeInventory", "stop", "get", "boot", "orders"):
+            setattr(self, name, getattr(test_imaging.OrdersTests, name).__get__(self))
+        test_imaging.OrdersTests.setUp(self)
+
+    @defer.inlineCallbacks
+    def test_ordersPointAtHolder(self):
+        """
+        If the imaging side says another appliance sends the image
+        (C{where}), the orders' C{provisioner.imagecast} is that
+        appliance's control channel; the rest is as ever.
+        """
+        self.imaging.where = lambda image: defer.succeed(("198.18.195.2", 7011))
+        token, _ = yield self.boot()
+        code, _, text = yield self.orders("web01", token)
+        self.assertEqual(code, 200, text)
+        self.assertIn("provisioner.imagecast=198.18.195.2:7011\n", text)
+        self.assertIn("provisioner.image=web.img\n", text)
+        del self.imaging.where
+        code, _, text = yield self.orders("web01", token)
+        self.assertIn("provisioner.imagecast=198.18.0.1:7010\n", text)

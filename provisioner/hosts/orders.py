@@ -8,7 +8,8 @@ its kernel command line:
 
     provisioner.image=web.img
     provisioner.disk=/dev/vda            (or disk_min_gib=8, disk_serial=ABC123)
-    provisioner.imagecast=198.18.0.1:7010
+    provisioner.imagecast=198.18.0.1:7010  (with several appliances: the one
+                                           whose session sends the image)
     provisioner.id=web01
     provisioner.secret=...               (with imagecast.authentication: secret)
 
@@ -56,6 +57,19 @@ def ordersText(words):
     a line.
     """
     return "".join("provisioner.%s=%s\n" % (k, v) for k, v in words)
+
+
+def _sentFrom(words, holder, name, book):
+    """
+    C{words} with C{imagecast} pointing at C{holder} (C{(host, port)}),
+    the appliance whose session sends the image, when another one does
+    (several appliances on one database: docs/multi-appliance.md).
+    """
+    if holder is None:
+        return words
+    book.log.info("hosts: {host}'s image is sent by the appliance at {address}: its orders "
+                  "point there", host=name, address="%s:%d" % holder)
+    return [(k, "%s:%d" % holder if k == "imagecast" else v) for k, v in words]
 
 
 class Orders:
@@ -145,6 +159,11 @@ class Orders:
         if service.authentication == "secret":
             words.append(("secret", self._secret(name, service)))
         service.want(imaging.image, imaging.min_receivers, imaging.max_wait, name)
+        where = getattr(service, "where", None)
+        located = where(imaging.image) if where is not None else defer.succeed(None)
+        located.addErrback(lambda f: book.log.warn(
+            "hosts: where the session of {image} runs is not known ({error}): orders point "
+            "at this appliance", image=imaging.image, error=f.value))
         disk = dict(diskWords(imaging.disk))
         what = "image %s onto %s, imagecast %s:%d" % (
             imaging.image, " ".join("%s=%s" % kv for kv in sorted(disk.items())), *address)
@@ -159,5 +178,5 @@ class Orders:
                       peer=peer or "?", what=what)
         writes.append(book._write(book.store.addEvent(event, book.eventsPerHost),
                                   "an event of %s" % (name,)))
-        return defer.gatherResults(writes, consumeErrors=True).addCallback(
-            lambda _: ordersText(words))
+        return defer.gatherResults(writes + [located], consumeErrors=True).addCallback(
+            lambda results: ordersText(_sentFrom(words, results[-1], name, book)))

@@ -82,6 +82,12 @@ class Controller:
         sessions' figures).
     @ivar events: the L{provisioner.events.IEventSink} sessions, rounds and
         receivers' verdicts are published to.
+    @ivar sessionLocks: with several appliances on one PostgreSQL
+        database, their L{provisioner.store.postgres_imagecast.SessionLocks}:
+        a session starts only once its image's lock is taken here, and is
+        refused (L{commands.BadRequest} naming the holder, kept in
+        C{elsewhere}) while another appliance holds it; L{None}: one
+        appliance, no lock.
     @ivar startConditions: C{image -> (minReceivers, maxWait)} or L{None}:
         a receiver asking for an image with start conditions starts its
         session when none sends it, whatever C{auto_start} says (the
@@ -120,6 +126,9 @@ class Controller:
         self._starting = set()
         self.events = events if events is not None else NULL_SINK
         self.startConditions = lambda image: None
+        self.sessionLocks = None
+        self.elsewhere = {}  # image -> HOST:PORT of the appliance sending it
+        self._locked = {}  # session id -> the image name its lock was taken for
 
     def _udpWriter(self, group, port):
         return UDPWriter(group, port, interface=self.config["interface"],
@@ -355,13 +364,43 @@ class Controller:
     def startSession(self, image, minReceivers=None, maxWait=None, rate=None, maxRounds=None):
         """
         Start imagecasting C{image}: from the catalogue if it has it intact,
-        else from below C{imagecast.root}.
+        else from below C{imagecast.root}; with L{sessionLocks}, once this
+        appliance holds C{image}'s lock.
 
         @return: a Deferred firing with the L{Session} once it is hashed and
             waiting for receivers.
         @raise commands.NoSuchImage: if there is no such image.
-        @raise commands.BadRequest: if an option is out of its range.
+        @raise commands.BadRequest: if an option is out of its range, or
+            (in the Deferred) another appliance sends C{image}.
         """
+        if self.sessionLocks is None:
+            return self._startSession(image, minReceivers, maxWait, rate, maxRounds)
+        self._checkOptions(minReceivers, maxWait, rate, maxRounds)
+
+        def locked(holder):
+            if holder is not None:
+                self.elsewhere[image] = holder
+                raise commands.BadRequest("a session of %s runs on the appliance at %s" % (
+                    image, holder or "(an address it did not publish)"))
+            self.elsewhere.pop(image, None)
+            try:
+                d = self._startSession(image, minReceivers, maxWait, rate, maxRounds)
+            except Exception:
+                self.sessionLocks.release(image).addErrback(lambda f: None)
+                raise
+
+            def started(session):
+                self._locked[session.id] = image
+                return session
+
+            def failed(f):
+                self.sessionLocks.release(image).addErrback(lambda f: None)
+                return f
+            return d.addCallbacks(started, failed)
+        return self.sessionLocks.acquire(image).addCallback(locked)
+
+    def _startSession(self, image, minReceivers=None, maxWait=None, rate=None,
+                      maxRounds=None):
         cfg = self.config
         self._checkOptions(minReceivers, maxWait, rate, maxRounds)
         entry = catalogEntry(self.catalog() if self.catalog is not None else None, image)
@@ -489,12 +528,21 @@ class Controller:
 
         def failed(f):
             self._starting.discard(image)
+            if f.check(commands.ImagecastError):
+                self.log.info("no automatic imagecast session for {image}: {error}",
+                              image=image, error=f.value)
+                return
             self.log.failure("automatic imagecast session for {image} failed", f, image=image)
         d.addCallbacks(started, failed)
         return True
 
     def _sessionDone(self, result, session):
         self.sessions.pop(session.id, None)
+        image = self._locked.pop(session.id, None)
+        if image is not None and self.sessionLocks is not None:
+            self.sessionLocks.release(image).addErrback(
+                lambda f: self.log.warn("imagecast: the lock of {image} was not released: "
+                                        "{error}", image=image, error=f.value))
         self.finished.append(session)
         totals = self.totals
         totals["sessions"] += 1

@@ -500,6 +500,32 @@ class ControlServer(service.Service):
         return defer.succeed(None)
 
 
+class LocatedImagingSessions(ImagingSessions):
+    """
+    L{ImagingSessions} that also say where an image's session runs when
+    several appliances share one database (the holder of its lock,
+    L{provisioner.store.postgres_imagecast}); the orders point receivers
+    there.
+    """
+
+    def where(self, image):
+        """
+        @return: a Deferred firing with C{(host, port)} of the appliance
+            that sends C{image}'s session when that is another one, else
+            L{None} (this one, nobody, one appliance, or not told).
+        """
+        locks = self.controller.sessionLocks
+        if locks is None:
+            return defer.succeed(None)
+
+        def parse(holder):
+            host, _, port = (holder or "").rpartition(":")
+            if not host or not port.isdigit():
+                return None
+            return host.strip("[]"), int(port)
+        return locks.holder(image).addCallback(parse)
+
+
 class ImagecastService(service.MultiService):
     """
     The C{imagecast} subsystem.
@@ -524,14 +550,37 @@ class ImagecastService(service.MultiService):
         self.server = ControlServer(appliance.reactor, config,
                                     ControlFactory(self.controller, config["admin_networks"]))
         self.server.setServiceParent(self)
-        self.imaging = ImagingSessions(self.controller, self.server.factory.authenticator,
-                                       port=lambda: self.server.port)
+        self.imaging = LocatedImagingSessions(self.controller,
+                                              self.server.factory.authenticator,
+                                              port=lambda: self.server.port)
         appliance.imagecast = self
         appliance.imaging = self.imaging
 
     def startService(self):
         self.appliance.imaging = self.imaging
-        return service.MultiService.startService(self)
+        result = service.MultiService.startService(self)
+        self._lockSessions()
+        return result
+
+    def _lockSessions(self):
+        """
+        With the PostgreSQL store (several appliances): one appliance per
+        image's session, through an advisory lock that also tells the
+        others this appliance's control channel (C{imagecast.address}, or
+        nothing when it listens on every address).
+        """
+        store = self.appliance.config.get("store")
+        if store is None or store["backend"] != "postgresql" or \
+                self.controller.sessionLocks is not None:
+            return
+        from provisioner.store.postgres_imagecast import SessionLocks
+        port = self.server.port
+        host = port.getHost() if port is not None else None
+        address = ""
+        if host is not None and host.host not in ("", "0.0.0.0", "::"):
+            address = ("[%s]:%d" if ":" in host.host else "%s:%d") % (host.host, host.port)
+        self.controller.sessionLocks = SessionLocks(store["dsn"], self.appliance.reactor,
+                                                    address, store["connect_timeout"])
 
     def reconfigure(self, config):
         """
@@ -551,7 +600,11 @@ class ImagecastService(service.MultiService):
         self.controller.stop()
         if getattr(self.appliance, "imaging", None) is self.imaging:
             self.appliance.imaging = None
-        return service.MultiService.stopService(self)
+        locks, self.controller.sessionLocks = self.controller.sessionLocks, None
+        d = service.MultiService.stopService(self)
+        if locks is not None:
+            d = defer.gatherResults([defer.maybeDeferred(lambda: d), locks.close()])
+        return d
 
 
 def makeService(appliance):
