@@ -356,3 +356,134 @@ class OrdersPointAtHolderTests(TestCase):
         del self.imaging.where
         code, _, text = yield self.orders("web01", token)
         self.assertIn("provisioner.imagecast=198.18.0.1:7010\n", text)
+
+
+E2E_SUBNET = 197
+
+E2E_INVENTORY = """\
+profiles:
+  installer:
+    kernel: debian/linux
+    initrd: [debian/initrd.gz]
+    cmdline: auto=true
+hosts:
+  alpha:
+    mac: 52:54:00:00:00:01
+    profile: installer
+"""
+
+E2E_CONFIG = """\
+tftp:
+  enabled: false
+dhcp:
+  enabled: false
+http:
+  enabled: true
+  address: %(ip)s
+  port: 8080
+  root: %(root)s
+menus:
+  enabled: true
+inventory:
+  enabled: true
+  file: %(inventory)s
+hosts:
+  enabled: true
+store:
+  backend: postgresql
+  dsn: '%(dsn)s'
+  appliance_id: %(id)s
+log:
+  level: info
+"""
+
+
+class TwoAppliancesHostsTests(TestCase):
+    """
+    Two appliances (twistd, each in its own network namespace on one
+    bridge) on one database: a host's state changed through one is served
+    by the other at once.
+    """
+
+    def setUp(self):
+        from tests.netlab import Appliance as Twistd, NetLab, requireE2E
+        requireE2E(root=True, netns=True, tools=["ip", "curl"])
+        self.cluster = pglab.cluster(self)
+        self.dsn = self.cluster.createDatabase()
+        self.lab = NetLab(hosts=2, subnet=E2E_SUBNET)
+        self.addCleanup(self.lab.close)
+        directory = os.path.abspath(self.mktemp())
+        root = os.path.join(directory, "root")
+        os.makedirs(os.path.join(root, "debian"))
+        inventory = os.path.join(directory, "inventory.yaml")
+        with open(inventory, "w") as f:
+            f.write(E2E_INVENTORY)
+        self.appliances = {}
+        for name, host in zip("ab", self.lab.hosts):
+            os.makedirs(os.path.join(directory, name))
+            appliance = Twistd(os.path.join(directory, name), E2E_CONFIG % {
+                "ip": host.ip, "root": root, "inventory": inventory, "dsn": self.dsn,
+                "id": name}, host=host)
+            self.addCleanup(appliance.kill)
+            appliance.host = host
+            self.appliances[name] = appliance
+        for appliance in self.appliances.values():
+            appliance.start()
+        # the lifecycle is loaded and the listener listening on both
+        for appliance in self.appliances.values():
+            appliance.waitLog(r"hosts: lifecycle store", 15)
+        self.client = self.lab.addHost()
+
+    def tail(self):
+        return "\n".join("--- %s ---\n%s" % (n, a.log()[-2500:])
+                         for n, a in sorted(self.appliances.items()))
+
+    def curl(self, appliance, path, *extra, host=None):
+        url = "http://%s:8080%s" % (self.appliances[appliance].host.ip, path)
+        result = (host or self.client).run(["curl", "-sS", "-m", "5", "-w", "\n%{http_code}"] +
+                                           list(extra) + [url], check=False)
+        text = result.stdout.decode(errors="replace")
+        body, _, code = text.rpartition("\n")
+        return code, body
+
+    def menu(self, appliance):
+        """
+        The iPXE menu C{appliance} serves alpha (by MAC, over HTTP, as
+        C{unknown.j2} chains to): C{(token or None, text)}.
+        """
+        code, text = self.curl(appliance, "/menus/52-54-00-00-00-01/boot.ipxe")
+        self.assertEqual(code, "200", text + self.tail())
+        words = dict(w.split("=", 1) for w in text.split() if w.startswith("provisioner."))
+        return words.get("provisioner.token"), text
+
+    def test_stateSeenByTheOther(self):
+        """
+        If b serves alpha's deploy entry (a token minted by b) and alpha's
+        installed system calls back C{deployed} through a with that token,
+        b's very next menu for alpha is its local disk; if alpha is
+        redeployed through a, b's next menu is the deploy entry again.
+        """
+        from tests.netlab import waitFor
+        token, text = self.menu("b")
+        self.assertIsNotNone(token, text)
+        self.assertNotIn("booting the local disk", text)
+        # a learns b's token from the notification of its write
+        accepted = waitFor(lambda: self.curl(
+            "a", "/api/v1/hosts/alpha/callback?token=%s&state=deployed" % (token,),
+            "-X", "POST")[0] == "200", 2, interval=0.1)
+        self.assertTrue(accepted, self.tail())
+        started = time.monotonic()
+        local = waitFor(lambda: "booting the local disk" in self.menu("b")[1], 2,
+                        interval=0.02)
+        self.assertTrue(local, self.menu("b")[1] + self.tail())
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertIsNone(self.menu("b")[0])
+        a = self.appliances["a"]
+        code, text = self.curl("a", "/api/v1/hosts/alpha/redeploy", "-X", "POST", "-H",
+                               "Content-Type: application/json", "-d", "{}", host=a.host)
+        self.assertEqual(code, "200", text + self.tail())
+        started = time.monotonic()
+        deploy = waitFor(lambda: self.menu("b")[0] is not None, 2, interval=0.02)
+        self.assertTrue(deploy, self.menu("b")[1] + self.tail())
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertIn("hosts: alpha is ready (changed on appliance a", self.appliances["b"].log())
