@@ -210,10 +210,11 @@ class OperatorSession:
         """
         Whether C{token} is this session's CSRF token.
         """
-        if not isinstance(token, str) or not token:
+        if isinstance(token, str):
+            token = token.encode("utf-8", "replace")
+        if not isinstance(token, bytes) or not token:
             return False
-        return hmac.compare_digest(token.encode("utf-8", "replace"),
-                                   self.csrf.encode("ascii"))
+        return hmac.compare_digest(token, self.csrf.encode("ascii"))
 
 
 class OperatorSessions:
