@@ -192,6 +192,10 @@ class ManPageTests(SynchronousTestCase):
         self.assertIn("PROVISIONER(8)", result.stdout)
 
 
+#: what is built once per run: the wheel, the .deb
+_built = {}
+
+
 class WheelTests(SynchronousTestCase):
     """
     The wheel, built from the tree and installed into a fresh virtualenv.
@@ -200,13 +204,18 @@ class WheelTests(SynchronousTestCase):
     def setUp(self):
         _requireRoot()
         self.base = _readableTempDir(self)
-        src = os.path.join(self.base, "src")
-        os.mkdir(src)
-        _sourceCopy(src)
-        dist = os.path.join(self.base, "dist")
-        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src])
-        [name] = os.listdir(dist)
-        self.wheel = os.path.join(dist, name)
+        if "wheel" not in _built:
+            # built once per run (pip fetches the build backend from the index)
+            out = tempfile.mkdtemp(prefix="provisioner-wheel-")
+            atexit.register(shutil.rmtree, out, True)
+            src = os.path.join(out, "src")
+            os.mkdir(src)
+            _sourceCopy(src)
+            dist = os.path.join(out, "dist")
+            _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src])
+            [name] = os.listdir(dist)
+            _built["wheel"] = os.path.join(dist, name)
+        self.wheel = _built["wheel"]
 
     def test_contents(self):
         """
@@ -277,9 +286,6 @@ class WheelTests(SynchronousTestCase):
         os.utime(cache, (future, future))
         out = _run(_asUser("nobody", [twistd, "--help"]), cwd="/").stdout
         self.assertIn("provisioner ", out)
-
-
-_built = {}
 
 
 def _buildDeb(testCase):
