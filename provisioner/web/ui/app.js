@@ -294,8 +294,9 @@ function renderOperator() {
   }
   const ic = $("imagecast-actions");
   if (state.operator && state.imagecast) {
-    ic.innerHTML = '<select id="ic-image">' + state.images.map(i => "<option>" + esc(i) +
-      "</option>").join("") + '</select><label>min receivers <input id="ic-min" type="number" ' +
+    ic.innerHTML = '<input id="ic-image" list="ic-images" placeholder="image name">' +
+      '<datalist id="ic-images">' + state.images.map(i => "<option>" + esc(i) +
+      "</option>").join("") + '</datalist><label>min receivers <input id="ic-min" type="number" ' +
       'min="1" value="1"></label><label>max wait (s) <input id="ic-wait" type="number" min="0" ' +
       'value="300"></label><button class="act" data-action="imagecast-start">start session</button>';
   } else {
@@ -335,7 +336,9 @@ async function act(action, body) {
     if (response.status === 401) { state.operator = null; renderOperator(); }
     return;
   }
-  say(action + " done: " + JSON.stringify(answer.result).slice(0, 200), false);
+  const r = answer.result || {};
+  say(action + " done" + (r.name || r.host ? ": " + (r.name || (r.host && r.host.name)) : "") +
+    (r.session ? " (session " + r.session + ")" : "") + (r.state ? ", " + r.state : ""), false);
   schedulePoll(100);
 }
 
