@@ -207,7 +207,8 @@ class ProgressDisplay:
         else:
             speed = ("?" if rate is None else "%.2f" % (rate,)) + " %s/s" % (self.unit,)
         return dict(n=self.count, total=total, elapsed=max(now - self.started, 0.0),
-                    prefix=self.description, postfix=self.postfix or None,
+                    prefix=self.description + ": " if self.description else "",
+                    postfix=self.postfix or None,
                     unit_scale=self.unit == "B", unit_divisor=1024,
                     bar_format=self.FORMAT if total else self.FORMAT_UNSIZED,
                     speed=speed,
@@ -254,7 +255,7 @@ class ProgressDisplay:
                 return dict(tqdm.format_dict.fget(bar), **bar.fields)
 
         return Bar(total=fields["total"], file=self.stream, dynamic_ncols=True, leave=True,
-                   mininterval=0, miniters=0, delay=0, disable=False)
+                   mininterval=0, miniters=0, delay=0, disable=False, position=0)
 
     def write(self, text):
         """
