@@ -294,6 +294,20 @@ class DHCP6Responder:
         if rapid:
             reply.addOption(OPT.RAPID_COMMIT, b"")
         pool = self.pools.forInterface(iface)
+        binds, first = self._assign(message, pool, reply, bind=rapid)
+        if self.config["preference"] is not None and not rapid:
+            reply.addOption(OPT.PREFERENCE, bytes((self.config["preference"],)))
+        self._addDNS(message, reply, pool)
+        self._bootInfo(message, iface, reply, echoVendor=False, ip=first)
+        return self._sendAfter(binds, send, reply)
+
+    def _assign(self, message, pool, reply, bind):
+        """
+        An address for each of the message's IA_NAs, added to C{reply}:
+        bound (a lease write) with C{bind}, else offered (held briefly).
+
+        @return: C{(lease writes, the first address or None)}.
+        """
         duid = self._duid(message)
         binds = []
         first = None
@@ -307,16 +321,12 @@ class DHCP6Responder:
                 first = first or address
                 preferred, valid, out.t1, out.t2 = self._lifetimes(pool)
                 out.addAddress(wire.IAAddress(address, preferred, valid))
-                if rapid:
+                if bind:
                     binds.append(self.leases.bind(duid, ia.iaid, address, valid))
                 else:
                     self.leases.offer(duid, ia.iaid, address, self.config["offer_hold"])
             reply.addOption(OPT.IA_NA, out)
-        if self.config["preference"] is not None and not rapid:
-            reply.addOption(OPT.PREFERENCE, bytes((self.config["preference"],)))
-        self._addDNS(message, reply, pool)
-        self._bootInfo(message, iface, reply, echoVendor=False, ip=first)
-        return self._sendAfter(binds, send, reply)
+        return binds, first
 
     def _pick(self, pool, duid, ia):
         """
@@ -353,21 +363,7 @@ class DHCP6Responder:
             return None
         reply = self._reply(message, wire.REPLY)
         pool = self.pools.forInterface(iface)
-        duid = self._duid(message)
-        binds = []
-        first = None
-        for ia in message.iaNAs():
-            out = wire.IANA(ia.iaid)
-            address = self._pick(pool, duid, ia)
-            if address is None:
-                out.setStatus(STATUS.NO_ADDRS_AVAIL, "no addresses available")
-                self._count("no-addresses")
-            else:
-                first = first or address
-                preferred, valid, out.t1, out.t2 = self._lifetimes(pool)
-                out.addAddress(wire.IAAddress(address, preferred, valid))
-                binds.append(self.leases.bind(duid, ia.iaid, address, valid))
-            reply.addOption(OPT.IA_NA, out)
+        binds, first = self._assign(message, pool, reply, bind=True)
         self._addDNS(message, reply, pool)
         self._bootInfo(message, iface, reply, echoVendor=False, ip=first)
         return self._sendAfter(binds, send, reply)
