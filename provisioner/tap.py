@@ -16,6 +16,7 @@ L{provisioner.sdnotify}).
 import importlib
 import os
 import signal
+import sys
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -42,6 +43,12 @@ SUBSYSTEMS = [
     ("http", "http", "provisioner.web.service"),
     ("imagecast", "imagecast", "provisioner.imagecast.service"),
 ]
+
+
+class _Refused(usage.UsageError):
+    """
+    An option or a configuration the plugin refuses: reported on one line.
+    """
 
 
 class Options(usage.Options):
@@ -75,6 +82,23 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["overrides"] = []
 
+    def parseOptions(self, options=None):
+        """
+        Parse the plugin's options. Under twistd (the options have a
+        parent), a refused option or configuration is one line on stderr
+        and exit status 1, whatever twistd's version does with a usage
+        error (before Twisted 26.10 it printed the whole usage text and
+        exited 0); parsed alone, it is a L{usage.UsageError}.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except _Refused as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write("provisioner: %s\n" % (e,))
+            sys.stderr.flush()
+            raise SystemExit(1)
+
     def opt_set(self, value):
         """
         Override one configuration key, e.g. --set tftp.windowsize_max=32
@@ -83,7 +107,7 @@ class Options(usage.Options):
         try:
             self["overrides"].append(parseOverride(value))
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise _Refused(str(e))
 
     def postOptions(self):
         self._checkLogOptions()
@@ -95,7 +119,7 @@ class Options(usage.Options):
         try:
             self["loaded"] = loadConfig(self["config"], self["overrides"])
         except ConfigError as e:
-            raise usage.UsageError("bad configuration: %s" % (e,))
+            raise _Refused("bad configuration: %s" % (e,))
         self._configureLog(self["loaded"]["log"])
 
     def _checkLogOptions(self):
@@ -104,7 +128,7 @@ class Options(usage.Options):
         C{PROVISIONER_LOG_LEVEL} in one line naming it.
         """
         if self["log-format"] is not None and self["log-format"] not in logfilter.FORMATS:
-            raise usage.UsageError("--log-format: must be one of %s (got %r)" % (
+            raise _Refused("--log-format: must be one of %s (got %r)" % (
                 ", ".join(logfilter.FORMATS), self["log-format"]))
         for name, value in (("--log-level", self["log-level"]),
                             ("PROVISIONER_LOG_LEVEL", os.environ.get("PROVISIONER_LOG_LEVEL"))):
@@ -112,7 +136,7 @@ class Options(usage.Options):
                 try:
                     logfilter.parseLevel(value, name)
                 except ValueError as e:
-                    raise usage.UsageError(str(e))
+                    raise _Refused(str(e))
         if self["log-level"] is not None:
             self["log-level"] = self["log-level"].strip().lower()
 
