@@ -225,7 +225,8 @@ class BootBed:
         self.lab = NetLab(hosts=hosts, subnet=subnet)
         case.addCleanup(self.lab.close)
         self.server = self.lab.hosts[0]
-        startRouterAdvertisements(self.server)
+        # Kill it for a test that sends its own (the DHCPv6 service's).
+        self.routerAdvertisements = startRouterAdvertisements(self.server)
         self.appliance = None
         self.tap = None
         self.elapsed = None
