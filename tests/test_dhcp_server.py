@@ -520,7 +520,8 @@ class FullModeTests(SynchronousTestCase):
         the burst get no answer (their replies go unicast to an address
         that may never answer ARP, and would fill the socket), and are
         counted; the budget comes back with time, and relayed INFORMs
-        (answered to their relay) and other messages are not limited.
+        (answered to their relay) and other messages are not limited by
+        it.
         """
         from provisioner.dhcp.leasing import INFORM_BURST, INFORM_RATE
         for i in range(200):
@@ -538,6 +539,28 @@ class FullModeTests(SynchronousTestCase):
         self.assertEqual(len(self.sent), INFORM_BURST + INFORM_RATE + 1)
         _, ack = self.handshake()
         self.assertEqual(ack.messageType, wire.DHCPACK)
+
+    def test_relayedInformRate(self):
+        """
+        Relayed INFORMs (answered to giaddr, which a spoofer chooses) have
+        a budget of their own: beyond its burst they get no answer and are
+        counted, and the direct INFORMs' budget is untouched.
+        """
+        from provisioner.dhcp.leasing import RELAYED_INFORM_BURST, RELAYED_INFORM_RATE
+        for i in range(500):
+            self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.7.%d" % (
+                10 + i % 100,), giaddr="198.18.7.%d" % (200 + i % 50,)), IFACE, self.sent)
+        self.assertEqual(len(self.sent), RELAYED_INFORM_BURST)
+        self.assertEqual(self.responder.stats["relayed-INFORM-over-rate"],
+                         500 - RELAYED_INFORM_BURST)
+        self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.0.33"),
+                                  IFACE, self.sent)
+        self.assertEqual(len(self.sent), RELAYED_INFORM_BURST + 1)
+        self.clock.advance(1)
+        for i in range(500):
+            self.responder.handleDHCP(request(wire.DHCPINFORM, ciaddr="198.18.7.9",
+                                              giaddr="198.18.7.1"), IFACE, self.sent)
+        self.assertEqual(len(self.sent), RELAYED_INFORM_BURST + 1 + RELAYED_INFORM_RATE)
 
     def test_relay(self):
         """

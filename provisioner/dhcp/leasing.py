@@ -34,6 +34,12 @@ __all__ = ["LeaseResponder", "DECLINE_HOLD"]
 # socket.
 INFORM_RATE = 20
 INFORM_BURST = 40
+# Relayed INFORMs answered per second (and the burst): their replies go to
+# the relay (giaddr), which anyone can write into a packet: an address of a
+# subnet that never answers ARP would hold them in the socket the same way.
+# A real relay forwards a whole subnet's INFORMs: a larger budget of its own.
+RELAYED_INFORM_RATE = 100
+RELAYED_INFORM_BURST = 200
 
 # Seconds a declined address is held.
 DECLINE_HOLD = 600
@@ -71,11 +77,13 @@ class LeaseResponder:
         self.boot = boot
         self.log = log
         self._count = count
-        # INFORM answers go to the client's own address (ciaddr), which may
-        # never answer ARP: such replies wait in the socket for seconds, so
-        # a flood of them could fill it and mute every other reply (relayed
-        # INFORMs are answered to their relay, and not limited)
+        # INFORM answers go to the client's own address (ciaddr), or to the
+        # relay (giaddr), which may never answer ARP: such replies wait in
+        # the socket for seconds, so a flood of them could fill it and mute
+        # every other reply. Direct and relayed ones have budgets of their
+        # own, so that neither can use up the other's.
         self._informs = TokenBucket(reactor, INFORM_RATE, INFORM_BURST)
+        self._relayedInforms = TokenBucket(reactor, RELAYED_INFORM_RATE, RELAYED_INFORM_BURST)
 
     def reconfigure(self, config):
         """
@@ -371,10 +379,13 @@ class LeaseResponder:
         subnet = self.subnets.subnetFor(packet, iface)
         if subnet is None or packet.ciaddr == ZERO:
             return None
-        if packet.giaddr == ZERO and not self._informs.take(1):
-            self._count("INFORM-over-rate")
+        relayed = packet.giaddr != ZERO
+        bucket = self._relayedInforms if relayed else self._informs
+        if not bucket.take(1):
+            self._count("relayed-INFORM-over-rate" if relayed else "INFORM-over-rate")
             self.log.debug("INFORM from {mac} for {ip} not answered: more than {rate} a "
-                           "second", mac=packet.mac, ip=packet.ciaddr, rate=INFORM_RATE)
+                           "second", mac=packet.mac, ip=packet.ciaddr,
+                           rate=RELAYED_INFORM_RATE if relayed else INFORM_RATE)
             return None
         reply = self._fullReply(packet, wire.DHCPACK, None, subnet, iface, None)
         send(reply, replies.destination(self.config, packet, reply))
