@@ -10,7 +10,9 @@ refused and why, the stop).
 
 import os
 import signal
+import shutil
 import socket
+import tempfile
 
 from twisted.application import service
 from twisted.internet.task import Clock
@@ -34,9 +36,11 @@ class FakeSystemd:
             self.sock.bind("\0" + name)
             self.address = "@" + name
         else:
-            directory = case.mktemp()
-            os.makedirs(directory)
-            self.address = os.path.join(os.path.abspath(directory), "notify")
+            # A short directory of its own: the test's temporary directory
+            # can be longer than a unix socket path may be (108 bytes).
+            directory = tempfile.mkdtemp(prefix="provsd-")
+            case.addCleanup(shutil.rmtree, directory, True)
+            self.address = os.path.join(directory, "notify")
             self.sock.bind(self.address)
         self.sock.settimeout(0)
         case.addCleanup(self.sock.close)
